@@ -1,0 +1,29 @@
+"""build_app: the LoRA Lab Blocks app, one tab per concept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from lora_demo.ui.system_tab import create_system_tab
+
+
+@dataclass
+class AppSettings:
+    """What app.py's flags decide for the UI."""
+
+    model: str = "auto"  # "auto": the registry's default for this device
+    runs_dir: Path = field(default_factory=lambda: Path("runs"))
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+
+
+def build_app(settings: AppSettings | None = None) -> gr.Blocks:
+    settings = settings or AppSettings()
+    with gr.Blocks(title="LoRA Lab") as demo:
+        gr.Markdown("# LoRA Lab\nLearn why LoRA works, build a dataset, fine-tune, and compare base vs tuned.")
+        with gr.Tabs():
+            with gr.Tab("System", id="system"):
+                create_system_tab(settings)
+    return demo

@@ -1,0 +1,58 @@
+"""`python -m lora_demo info` and the app: importing starts nothing, launching serves the System panel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_info_json_lists_embedded_models_offline():
+    out = subprocess.run(
+        [sys.executable, "-m", "lora_demo", "info", "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    offline = {m["id"]: m["available_offline"] for m in info["models"]}
+    assert offline["smollm2-135m-instruct"] and offline["qwen3-tiny"]
+    assert info["device"] in ("cpu", "cuda") and info["backend"] in ("unsloth", "transformers")
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "lora_demo", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "info" in out.stdout
+
+
+def test_importing_app_starts_nothing():
+    code = "import app, threading; assert threading.active_count() == 1, threading.enumerate(); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_auth_flag_parsing():
+    import app
+
+    assert app.resolve_auth(app.parse_args(["--auth", "u:p"])) == ("u", "p")
+    assert app.resolve_auth(app.parse_args([])) is None
+    user, password = app.resolve_auth(app.parse_args(["--share"]))
+    assert user == "lora" and len(password) >= 12
+    with pytest.raises(SystemExit):
+        app.resolve_auth(app.parse_args(["--auth", "nopassword"]))
+
+
+def test_app_serves_system_info(tmp_path):
+    from gradio_client import Client
+
+    from lora_demo.ui import AppSettings, build_app
+
+    demo = build_app(AppSettings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data"))
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        text = client.predict(api_name="/system_info")
+        assert "Training backend" in text and "smollm2-135m-instruct" in text
+    finally:
+        demo.close()
