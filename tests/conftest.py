@@ -21,3 +21,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def app_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    (root / "runs").mkdir()
+    (root / "data").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def app_client(app_dirs):
+    """The real app, launched once per test session, and a gradio_client connected to it."""
+    from gradio_client import Client
+
+    from lora_demo.ui import AppSettings, build_app
+
+    demo = build_app(AppSettings(runs_dir=app_dirs / "runs", data_dir=app_dirs / "data"))
+    demo.queue(default_concurrency_limit=None)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()

@@ -42,17 +42,6 @@ def test_auth_flag_parsing():
         app.resolve_auth(app.parse_args(["--auth", "nopassword"]))
 
 
-def test_app_serves_system_info(tmp_path):
-    from gradio_client import Client
-
-    from lora_demo.ui import AppSettings, build_app
-
-    demo = build_app(AppSettings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data"))
-    demo.queue()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
-    try:
-        client = Client(demo.local_url, verbose=False)
-        text = client.predict(api_name="/system_info")
-        assert "Training backend" in text and "smollm2-135m-instruct" in text
-    finally:
-        demo.close()
+def test_app_serves_system_info(app_client):
+    text = app_client.predict(api_name="/system_info")
+    assert "Training backend" in text and "smollm2-135m-instruct" in text

@@ -1,0 +1,11 @@
+"""Low-rank lab engine: SVD and rank-k approximation, the LoRA product, and spectra of trained adapters."""
+
+from lora_demo.lowrank.adapter import analyze_adapter, factor_svd, load_lora_factors, truncate_adapter
+from lora_demo.lowrank.matrix import parse_matrix
+from lora_demo.lowrank.product import SEED_A, SEED_B, lora_product
+from lora_demo.lowrank.svd import low_rank_approx, low_rank_plus_noise, param_counts, seed_matrix
+
+__all__ = [
+    "SEED_A", "SEED_B", "analyze_adapter", "factor_svd", "load_lora_factors", "lora_product", "low_rank_approx",
+    "low_rank_plus_noise", "param_counts", "parse_matrix", "seed_matrix", "truncate_adapter",
+]  # fmt: skip

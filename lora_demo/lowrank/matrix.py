@@ -1,0 +1,90 @@
+"""Parse and check the matrices users type, paste or upload (JSON list of rows, or CSV / whitespace rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+
+from lora_demo.errors import InputError
+
+MAX_CELLS = 4_000_000  # 2048 x 2048; larger pasted matrices are refused rather than freezing the browser
+
+
+def parse_matrix(value, name: str = "matrix") -> np.ndarray:
+    """A 2-D float64 array from JSON text, CSV text, a list of rows, a DataFrame or an array.
+
+    Raises InputError with one line for: empty input, ragged rows, non-numbers, NaN or inf.
+    """
+    rows = _rows_from(value, name)
+    if not rows or all(len(r) == 0 for r in rows):
+        raise InputError(f"The {name} is empty: give at least one row of numbers, e.g. [[1, 2], [3, 4]].")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        counts = ", ".join(f"row {i + 1}: {len(r)}" for i, r in enumerate(rows[:6]))
+        raise InputError(f"The {name} has ragged rows ({counts}...): every row needs the same number of values.")
+    out = np.empty((len(rows), widths.pop()), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            out[i, j] = _number(cell, name, i, j)
+    if out.size > MAX_CELLS:
+        raise InputError(f"The {name} has {out.size:,} values; the limit is {MAX_CELLS:,}. Use a smaller matrix.")
+    return out
+
+
+def _rows_from(value, name: str) -> list[list]:
+    if value is None:
+        return []
+    if hasattr(value, "to_numpy") and hasattr(value, "columns"):  # a DataFrame from gr.Dataframe
+        value = value.to_numpy().tolist()
+    if isinstance(value, np.ndarray):
+        if value.ndim != 2:
+            raise InputError(f"The {name} must be 2-D (rows of numbers); got {value.ndim}-D.")
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        if value and not isinstance(value[0], (list, tuple, np.ndarray)):
+            raise InputError(f"The {name} must be a list of rows, e.g. [[1, 2], [3, 4]], not a flat list.")
+        return [list(r) for r in value]
+    if not isinstance(value, str):
+        raise InputError(f"The {name} must be text (JSON or CSV) or rows of numbers, not {type(value).__name__}.")
+    text = value.strip()
+    if not text:
+        return []
+    if text[0] in "[{":
+        # Bare nan/inf (as numpy prints them) become JSON's NaN/Infinity, so they get the "finite" message below.
+        text = re.sub(r"(?i)(?<![A-Za-z\"])(-?)(?:inf(?:inity)?)(?![A-Za-z\"])", r"\1Infinity", text)
+        text = re.sub(r"(?i)(?<![A-Za-z\"])nan(?![A-Za-z\"])", "NaN", text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"The {name} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+        if isinstance(data, dict):
+            raise InputError(f"The {name} must be a JSON list of rows, e.g. [[1, 2], [3, 4]], not an object.")
+        return _rows_from(data, name)
+    return [[c for c in re.split(r"[,;\t ]+", line.strip()) if c != ""] for line in text.splitlines() if line.strip()]
+
+
+def _number(cell, name: str, i: int, j: int) -> float:
+    if isinstance(cell, bool):
+        raise InputError(f"The {name} has a non-number at row {i + 1}, column {j + 1}: {cell!r}.")
+    try:
+        x = float(cell)
+    except (TypeError, ValueError):
+        shown = repr(cell) if len(repr(cell)) < 40 else repr(cell)[:37] + "..."
+        raise InputError(f"The {name} has a non-number at row {i + 1}, column {j + 1}: {shown}.") from None
+    if not math.isfinite(x):
+        raise InputError(f"The {name} has {x} at row {i + 1}, column {j + 1}: only finite numbers are allowed.")
+    return x
+
+
+def check_rank(k, limit: int) -> int:
+    """k as an int in 1..limit, or an InputError saying the allowed range."""
+    try:
+        kf = float(k)
+    except (TypeError, ValueError):
+        raise InputError(f"The rank must be a whole number from 1 to {limit}; got {k!r}.") from None
+    if not math.isfinite(kf) or kf != int(kf) or not 1 <= kf <= limit:
+        raise InputError(f"The rank must be a whole number from 1 to {limit} (= min(rows, columns)); got {k}.")
+    return int(kf)

@@ -1,0 +1,264 @@
+"""Low-rank lab tab: SVD of a matrix, the LoRA product B·A, and spectra of trained adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from lora_demo.errors import InputError
+from lora_demo.lowrank import (
+    SEED_A,
+    SEED_B,
+    analyze_adapter,
+    lora_product,
+    low_rank_approx,
+    low_rank_plus_noise,
+    parse_matrix,
+    seed_matrix,
+    truncate_adapter,
+)
+from lora_demo.lowrank.adapter import find_adapters
+from lora_demo.lowrank.model_weights import model_weight, weight_names
+from lora_demo.lowrank.plots import MEASURES, adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
+from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
+from lora_demo.paths import inside
+from lora_demo.ui.common import friendly
+
+EDITABLE_MAX = 24  # matrices up to 24×24 are shown in the editable grid; larger ones only in the plots
+PRESETS = ["Seed example: σ = 5.2, 3.1, 1.8, 0.3, 0.1", "Random low-rank + noise", "Weight of a model"]
+WEIGHT_MODELS = ["smollm2-135m-instruct", "qwen3-tiny"]
+
+
+def _round(m) -> list[list[float]]:
+    return (np.round(np.asarray(m, dtype=float), 4) + 0.0).tolist()
+
+
+def _grid(m: np.ndarray):
+    if max(m.shape) <= EDITABLE_MAX:
+        return gr.Dataframe(value=_round(m), interactive=True)
+    return gr.Dataframe(value=[[f"{m.shape[0]}×{m.shape[1]} matrix: too large to edit here"]], interactive=False)
+
+
+@friendly
+def svd_at_rank(matrix_json: str, k):
+    """Everything below the rank slider for one matrix (JSON rows) and rank k."""
+    m = parse_matrix(matrix_json)
+    res = low_rank_approx(m, k)
+    spectrum = spectrum_figure(res["singular_values"], res["rank"])
+    heat = heatmaps_figure(m, res["approx"], res["residual"], res["rank"])
+    small = max(m.shape) <= EDITABLE_MAX
+    b = _round(res["B"]) if small else [["(shown for matrices up to 24×24)"]]
+    a = _round(res["A"]) if small else [["(shown for matrices up to 24×24)"]]
+    numbers = {k_: res[k_] for k_ in ("singular_values", "energy", "error_fro", "relative_error", "tail_energy",
+                                      "rank_90", "rank_99", "params_full", "params_lowrank", "compression")}  # fmt: skip
+    return spectrum, heat, svd_markdown(res), b, a, numbers
+
+
+def _new_matrix(m: np.ndarray, k_now):
+    limit = min(m.shape)
+    k = int(min(max(1, k_now or 1), limit))
+    return (
+        json.dumps(_round(m) if m.size <= 10_000 else m.tolist()),
+        _grid(m),
+        gr.Slider(minimum=1, maximum=limit, value=k, step=1),
+    )
+
+
+@friendly
+def load_preset(preset: str, d, n, true_rank, noise, seed, model_id: str, weight: str, k_now):
+    if preset == PRESETS[0]:
+        m = seed_matrix(int(seed or 0))
+    elif preset == PRESETS[1]:
+        m = low_rank_plus_noise(d, n, true_rank, float(noise), int(seed or 0))
+    else:
+        if not weight:
+            raise InputError("Pick a weight matrix of the model first.")
+        m = model_weight(model_id, weight)
+    return _new_matrix(m, k_now)
+
+
+@friendly
+def use_grid(grid, k_now):
+    m = parse_matrix(grid, "grid")
+    return _new_matrix(m, k_now)
+
+
+@friendly
+def use_pasted(text: str, k_now):
+    m = parse_matrix(text, "pasted matrix")
+    return _new_matrix(m, k_now)
+
+
+@friendly
+def list_weights(model_id: str):
+    names = weight_names(model_id)
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+
+@friendly
+def product(b_grid, a_grid, w0_kind: str):
+    res = lora_product(b_grid, a_grid)
+    d, k = res["shape"]
+    w0 = None
+    if w0_kind == "random W0":
+        w0 = np.random.default_rng(0).standard_normal((d, k)) * 0.5
+    fig = product_figure(parse_matrix(b_grid, "B matrix"), parse_matrix(a_grid, "A matrix"), res["delta_w"], w0)
+    numbers = {k_: res[k_] for k_ in ("delta_w", "params_full", "params_lowrank", "break_even_rank")}
+    table = [[f"{x + 0.0:.2f}" for x in row] for row in np.round(res["delta_w"], 2)]  # "0.10", never "-0.00"
+    return table, product_markdown(res), fig, numbers
+
+
+def _adapter_path(runs_dir: Path, choice: str | None, typed: str | None) -> str:
+    path = (typed or "").strip() or (choice or "")
+    if not path:
+        raise InputError("Pick an adapter from the list, or type the path of a PEFT adapter folder.")
+    return path
+
+
+def create_lowrank_tab(settings) -> None:
+    runs_dir = Path(settings.runs_dir)
+    gr.Markdown(
+        "LoRA replaces a full update ΔW (d×k) of a frozen weight W0 with a product of two thin matrices: "
+        "**W = W0 + B·A**, B (d×r), A (r×k), r ≪ min(d, k). Why that works: fine-tuning updates have fast-decaying "
+        "singular values, so a few directions carry almost all of the change. Play with it below."
+    )
+    with gr.Accordion("1 · A matrix and its SVD", open=True):
+        matrix_state = gr.Textbox(visible=False, value=json.dumps(_round(seed_matrix(0))))
+        with gr.Row():
+            preset = gr.Dropdown(PRESETS, value=PRESETS[0], label="Preset")
+            seed = gr.Number(value=0, precision=0, label="random seed")
+            load_btn = gr.Button("Load preset", variant="primary")
+        with gr.Row():
+            d = gr.Number(value=12, precision=0, label="d (rows)")
+            n = gr.Number(value=10, precision=0, label="k (columns)")
+            true_rank = gr.Number(value=3, precision=0, label="true rank")
+            noise = gr.Number(value=0.05, label="noise level")
+        with gr.Row():
+            weight_model = gr.Dropdown(WEIGHT_MODELS, value=WEIGHT_MODELS[0], label="model (for 'Weight of a model')")
+            weight = gr.Dropdown([], label="weight matrix", allow_custom_value=False)
+            list_btn = gr.Button("List weights", size="sm")
+        with gr.Row():
+            with gr.Column(scale=3):
+                grid = gr.Dataframe(value=_round(seed_matrix(0)), type="array", interactive=True, label="M (editable)")
+                grid_btn = gr.Button("Use edited grid", size="sm")
+            with gr.Column(scale=2):
+                pasted = gr.Textbox(lines=5, label="…or paste CSV / JSON rows", placeholder="1, 2, 3\n4, 5, 6")
+                paste_btn = gr.Button("Use pasted matrix", size="sm")
+        k = gr.Slider(1, 5, value=2, step=1, label="rank k")
+        init = svd_at_rank(matrix_state.value, 2)
+        with gr.Row():
+            spectrum = gr.Plot(init[0], label="spectrum")
+            heat = gr.Plot(init[1], label="M, M_k, M − M_k")
+        svd_text = gr.Markdown(init[2])
+        with gr.Row():
+            b_tab = gr.Dataframe(init[3], label="B = U_k", interactive=False)
+            a_tab = gr.Dataframe(init[4], label="A = Σ_k V_kᵀ", interactive=False)
+        with gr.Accordion("numbers (JSON, as `python -m lora_demo lowrank --json`)", open=False):
+            svd_json = gr.JSON(init[5])
+
+    svd_outputs = [spectrum, heat, svd_text, b_tab, a_tab, svd_json]
+    new_outputs = [matrix_state, grid, k]
+    load_btn.click(load_preset, [preset, d, n, true_rank, noise, seed, weight_model, weight, k], new_outputs,
+                   api_name="lowrank_preset").then(svd_at_rank, [matrix_state, k], svd_outputs)  # fmt: skip
+    grid_btn.click(use_grid, [grid, k], new_outputs, api_name=False).then(svd_at_rank, [matrix_state, k], svd_outputs)
+    paste_btn.click(use_pasted, [pasted, k], new_outputs, api_name="lowrank_parse").then(
+        svd_at_rank, [matrix_state, k], svd_outputs
+    )
+    list_btn.click(list_weights, weight_model, weight, api_name="lowrank_weights")
+    k.release(svd_at_rank, [matrix_state, k], svd_outputs, api_name="lowrank_svd")
+    k.change(svd_at_rank, [matrix_state, k], svd_outputs, api_name=False, show_progress="hidden")
+
+    with gr.Accordion("2 · LoRA product explorer: ΔW = B·A", open=True):
+        with gr.Row():
+            b_in = gr.Dataframe(value=SEED_B, type="array", interactive=True, label="B (d×r)")
+            a_in = gr.Dataframe(value=SEED_A, type="array", interactive=True, label="A (r×k)")
+        with gr.Row():
+            w0_kind = gr.Radio(["W0 = 0", "random W0"], value="random W0", label="W0 in the picture")
+            seed_btn = gr.Button("Seed example", size="sm")
+            prod_btn = gr.Button("Compute ΔW = B·A", variant="primary")
+        init = product(SEED_B, SEED_A, "random W0")
+        with gr.Row():
+            dw_tab = gr.Dataframe(init[0], label="ΔW = B·A (2 decimals)", interactive=False)
+            prod_text = gr.Markdown(init[1])
+        prod_fig = gr.Plot(init[2], label="W0 + B·A")
+        with gr.Accordion("numbers (JSON)", open=False):
+            prod_json = gr.JSON(init[3])
+    prod_outputs = [dw_tab, prod_text, prod_fig, prod_json]
+    prod_btn.click(product, [b_in, a_in, w0_kind], prod_outputs, api_name="lowrank_product")
+    seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_name=False).then(
+        product, [b_in, a_in, w0_kind], prod_outputs
+    )
+
+    create_adapter_section(runs_dir)
+
+
+def create_adapter_section(runs_dir: Path) -> None:
+    with gr.Accordion("3 · The adapters you trained", open=True):
+        gr.Markdown(
+            "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
+            "QR of B and of Aᵀ, then the SVD of the small r×r core — never the d×k product. "
+            "**Effective rank** = exp(entropy of σᵢ/Σσ) (Roy & Vetterli); **rank 90/99** = smallest k holding "
+            "90%/99% of Σσ²; **stable rank** = ‖ΔW‖²_F/σ₁²."
+        )
+        with gr.Row():
+            choice = gr.Dropdown([str(p) for p in find_adapters(runs_dir)], label="adapter (from the runs folder)")
+            refresh = gr.Button("↻", size="sm", scale=0)
+            typed = gr.Textbox(label="…or a PEFT adapter folder", placeholder="/path/to/adapter")
+            go_btn = gr.Button("Analyze", variant="primary")
+        summary = gr.Markdown()
+        with gr.Row():
+            measure = gr.Dropdown(list(MEASURES), value="effective_rank", label="heatmap measure")
+            module = gr.Dropdown([], label="module (spectrum below)")
+        with gr.Row():
+            heat = gr.Plot(label="layer × module")
+            mod_spec = gr.Plot(label="module spectrum")
+        table = gr.Dataframe(label="all modules", interactive=False, max_height=360)
+        with gr.Row():
+            trunc_k = gr.Number(value=4, precision=0, label="truncate to rank k")
+            trunc_name = gr.Textbox(label="new adapter name (in the runs folder)", placeholder="my-run-rank4")
+            trunc_btn = gr.Button("Write rank-k copy")
+        trunc_out = gr.Markdown()
+        analysis = gr.State({})
+
+    @friendly
+    def run_analysis(ch, ty, meas):
+        res = analyze_adapter(_adapter_path(runs_dir, ch, ty))
+        names = [m["name"] for m in res["modules"]]
+        rows = [[m["name"], m["r"], round(m["fro_norm"], 5), round(m["effective_rank"], 3), round(m["stable_rank"], 3),
+                 m["rank_90"], m["rank_99"], None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}")]
+                for m in res["modules"]]  # fmt: skip
+        cols = ["module", "r", "‖ΔW‖_F", "eff. rank", "stable rank", "rank 90%", "rank 99%", "‖ΔW‖/‖W0‖"]
+        first = res["modules"][0]
+        import pandas as pd
+
+        return (res, adapter_markdown(res), adapter_heatmap(res, meas), gr.Dropdown(choices=names, value=names[0]),
+                spectrum_figure(first["singular_values"], title=first["name"]), pd.DataFrame(rows, columns=cols))  # fmt: skip
+
+    @friendly
+    def pick_module(res, name):
+        for m in (res or {}).get("modules", []):
+            if m["name"] == name:
+                return spectrum_figure(m["singular_values"], title=f"{name} (r = {m['r']})")
+        raise InputError("Analyze an adapter first, then pick one of its modules.")
+
+    @friendly
+    def re_measure(res, meas):
+        if not res:
+            raise InputError("Analyze an adapter first.")
+        return adapter_heatmap(res, meas)
+
+    @friendly
+    def truncate(ch, ty, kk, name):
+        out = truncate_adapter(_adapter_path(runs_dir, ch, ty), kk, inside(runs_dir, name, "adapter name"))
+        return (f"Wrote the rank-{int(kk)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
+                gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)], value=str(out)))  # fmt: skip
+
+    go_btn.click(run_analysis, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
+                 api_name="lowrank_analyze")  # fmt: skip
+    module.change(pick_module, [analysis, module], mod_spec, api_name=False)
+    measure.change(re_measure, [analysis, measure], heat, api_name=False)
+    refresh.click(lambda: gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)]), None, choice, api_name=False)
+    trunc_btn.click(truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice], api_name="lowrank_truncate")
