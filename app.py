@@ -8,6 +8,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from lora_demo.data.formats import MAX_UPLOAD_MB
 from lora_demo.ui import AppSettings, build_app
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.queue(default_concurrency_limit=None)
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
-        allowed_paths=[str(settings.runs_dir.resolve())],
+        allowed_paths=[str(settings.runs_dir.resolve())], max_file_size=f"{MAX_UPLOAD_MB:g}mb",
     )  # fmt: skip
 
 

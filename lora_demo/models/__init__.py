@@ -1,6 +1,6 @@
 """Model registry and loading (see registry.py for the entries)."""
 
-from lora_demo.models.loader import LoadedModel, explain_load_error, load_model, load_tokenizer
+from lora_demo.models.loader import LoadedModel, cached_tokenizer, explain_load_error, load_model, load_tokenizer
 from lora_demo.models.registry import (
     CPU_DEFAULT,
     CUDA_DEFAULT,
@@ -12,11 +12,12 @@ from lora_demo.models.registry import (
     is_available_offline,
     list_models,
     model_path,
+    resolve_model,
     shipped_config,
 )
 
 __all__ = [
-    "CPU_DEFAULT", "CUDA_DEFAULT", "REGISTRY", "LoadedModel", "ModelSpec", "cache_dir", "default_model_id",
+    "CPU_DEFAULT", "CUDA_DEFAULT", "REGISTRY", "LoadedModel", "ModelSpec", "cache_dir", "cached_tokenizer", "default_model_id",
     "explain_load_error", "get_spec", "is_available_offline", "list_models", "load_model", "load_tokenizer",
-    "model_path", "shipped_config",
+    "model_path", "resolve_model", "shipped_config",
 ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -69,6 +70,12 @@ def _looks_offline(e: BaseException) -> bool:
                   "temporary failure in name resolution", "network is unreachable", "max retries exceeded",
                   "offline mode", "hf_hub_offline")
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(model_id: str):
+    """load_tokenizer, memoised: the Dataset tab counts tokens on every validation and preview."""
+    return load_tokenizer(model_id)
 
 
 def load_tokenizer(model_id: str, trust_remote_code: bool = False):

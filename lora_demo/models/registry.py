@@ -60,7 +60,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("qwen3-tiny", "embedded", "A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path"),
     ]
 }  # fmt: skip
-EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "2", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change
+EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "3", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change
 
 
 def cache_dir() -> Path:
@@ -74,6 +74,15 @@ def list_models() -> list[ModelSpec]:
 
 def default_model_id(cuda: bool) -> str:
     return CUDA_DEFAULT if cuda else CPU_DEFAULT
+
+
+def resolve_model(model_id: str | None) -> str:
+    """'auto' (or nothing) means the default for this machine: Qwen3-1.7B 4-bit with CUDA, SmolLM2 without."""
+    if not model_id or model_id == "auto":
+        import torch
+
+        return default_model_id(torch.cuda.is_available())
+    return model_id
 
 
 def get_spec(model_id: str) -> ModelSpec:

@@ -39,6 +39,14 @@ def build_smollm2(out: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float16, **kwargs)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok.clean_up_tokenization_spaces = False  # BPE: the cleanup would strip spaces before punctuation
+    # The GGUF's tokenizer metadata names <|im_start|> as EOS; the instruct model ends its turns with <|im_end|>
+    # (its generation config stops there). Training must append the token generation stops at, and padding
+    # must not be that token (padding is masked out of the loss), so: eos <|im_end|>, pad <|endoftext|>.
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    for cfg in (model.config, model.generation_config):
+        cfg.eos_token_id = tok.eos_token_id
+        cfg.pad_token_id = tok.pad_token_id
     model.config.quantization_config = None
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None

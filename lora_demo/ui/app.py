@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from lora_demo.ui.dataset_tab import create_dataset_tab
 from lora_demo.ui.lowrank_tab import create_lowrank_tab
 from lora_demo.ui.system_tab import create_system_tab
 
@@ -29,4 +30,6 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 create_system_tab(settings)
             with gr.Tab("Low-rank lab", id="lowrank"):
                 create_lowrank_tab(settings)
+            with gr.Tab("Dataset", id="dataset"):
+                create_dataset_tab(settings)
     return demo
