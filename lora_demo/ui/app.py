@@ -10,6 +10,7 @@ import gradio as gr
 from lora_demo.ui.dataset_tab import create_dataset_tab
 from lora_demo.ui.lowrank_tab import create_lowrank_tab
 from lora_demo.ui.system_tab import create_system_tab
+from lora_demo.ui.train_tab import create_train_tab
 
 
 @dataclass
@@ -32,4 +33,6 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 create_lowrank_tab(settings)
             with gr.Tab("Dataset", id="dataset"):
                 create_dataset_tab(settings)
+            with gr.Tab("Train", id="train"):
+                create_train_tab(settings)
     return demo

@@ -1,0 +1,92 @@
+"""ProgressCallback: the worker's TrainerCallback that writes progress.jsonl and honours a stop request."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from lora_demo.train.runs import stop_requested, update_status
+
+
+class ProgressCallback(TrainerCallback):
+    """Writes one record per log (loss, lr, grad norm, tokens/s, ETA, GPU memory) and stops on request."""
+
+    def __init__(self, run_dir: Path, compiles_first_step: bool = False):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "progress.jsonl"
+        self.t0 = time.time()
+        self.train_t0: float | None = None  # start of step 2: the first step may compile (Unsloth)
+        self.train_step0 = 0
+        self.last_tokens = 0
+        self.last_t = None
+        self.compiles_first_step = compiles_first_step
+        self.first_loss = None
+
+    def write(self, record: dict) -> None:
+        record = {"time": round(time.time(), 3), "elapsed": round(time.time() - self.t0, 2), **record}
+        with open(self.path, "a", encoding="utf-8") as f:  # one short append per record: readers never see a torn file
+            f.write(json.dumps(record) + "\n")
+
+    def on_train_begin(self, args, state, control, **kw):
+        stage = "compiling" if self.compiles_first_step else "training"
+        update_status(self.run_dir, status=stage, total_steps=state.max_steps, step=0)
+        self.write({"type": "stage", "stage": stage, "step": 0, "total": state.max_steps})
+        self.last_t = time.time()
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 1:
+            update_status(self.run_dir, status="training")
+            self.train_t0, self.train_step0 = time.time(), 1
+        if stop_requested(self.run_dir):
+            control.should_training_stop = True
+            self.write({"type": "stage", "stage": "stopping", "step": state.global_step, "total": state.max_steps})
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        now = time.time()
+        step, total = state.global_step, state.max_steps
+        rec = {"type": "eval" if "eval_loss" in logs else "log", "step": step, "total": total,
+               "epoch": round(state.epoch or 0, 3)}  # fmt: skip
+        for key, name in (
+            ("loss", "loss"),
+            ("learning_rate", "lr"),
+            ("grad_norm", "grad_norm"),
+            ("eval_loss", "eval_loss"),
+        ):
+            if key in logs:
+                rec[name] = float(logs[key])
+        tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+        if tokens and self.last_t and now > self.last_t:
+            rec["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_t), 1)
+        self.last_tokens, self.last_t = tokens, now
+        if self.train_t0 and step > self.train_step0:
+            per_step = (now - self.train_t0) / (step - self.train_step0)
+            rec["eta_s"] = round(per_step * (total - step), 1)
+            rec["s_per_step"] = round(per_step, 3)
+        rec.update(gpu_memory())
+        if "loss" in rec or "eval_loss" in rec:
+            self.write(rec)
+        extra = {"step": step}
+        if "loss" in rec:
+            self.first_loss = self.first_loss if self.first_loss is not None else rec["loss"]
+            extra.update(final_loss=rec["loss"], first_loss=self.first_loss)
+        if "eval_loss" in rec:
+            extra["eval_loss"] = rec["eval_loss"]
+        update_status(self.run_dir, **extra)
+
+    def on_train_end(self, args, state, control, **kw):
+        self.write({"type": "stage", "stage": "saving", "step": state.global_step, "total": state.max_steps})
+        update_status(self.run_dir, status="saving", step=state.global_step)
+
+
+def gpu_memory() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"gpu_mem_gb": round(torch.cuda.memory_allocated() / 2**30, 2),
+            "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}  # fmt: skip

@@ -1,0 +1,161 @@
+"""The plan of a run, before anything loads: parameters, steps, memory, and the warnings that save runs.
+
+Parameter counts come from the model's architecture built on the meta device (no weights, no download: for the
+Qwen3 hub ids the config ships in lora_demo/models/configs). LoRA adds r·(in + out) per targeted Linear, and the
+total is counted the way PEFT's print_trainable_parameters counts it (4-bit weights at their unpacked size).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from lora_demo.errors import InputError, ModelError
+from lora_demo.train.settings import TrainSettings
+
+
+def model_config(model_id: str) -> dict:
+    """The architecture config of a model, offline where possible."""
+    from lora_demo.models.registry import get_spec, hub_cached, model_path, shipped_config
+
+    spec = get_spec(model_id)
+    if spec.kind == "hub":
+        cfg = shipped_config(model_id)
+        if cfg is not None:
+            return cfg
+        if hub_cached(model_id):
+            from huggingface_hub import try_to_load_from_cache
+
+            return json.loads(Path(try_to_load_from_cache(model_id, "config.json")).read_text())
+        raise ModelError(f"No architecture is known offline for '{model_id}': download it once or use a local folder.")
+    return json.loads((Path(model_path(model_id)) / "config.json").read_text())
+
+
+def count_parameters(model_id: str, r: int, targets: list[str]) -> dict:
+    """Base, LoRA and total parameters for LoRA rank r on the given target modules."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = model_config(model_id)
+    cfg = {k: v for k, v in cfg.items() if k != "quantization_config"}
+    config = AutoConfig.for_model(**cfg)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    base = sum(p.numel() for p in model.parameters())
+    lora, matched = 0, 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in targets:
+            lora += r * (module.in_features + module.out_features)
+            matched += 1
+    if matched == 0:
+        names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise InputError(f"None of the target modules {targets} exist in {model_id}; its Linear layers are {names}.")
+    embed = model.get_input_embeddings().weight.numel()
+    return {
+        "base_params": base,
+        "trainable_params": lora,
+        "total_params": base + lora,
+        "trainable_percent": 100.0 * lora / (base + lora),
+        "lora_modules": matched,
+        "embedding_params": embed,
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+        "intermediate_size": getattr(config, "intermediate_size", 4 * config.hidden_size),
+        "model_dtype": str(cfg.get("torch_dtype") or cfg.get("dtype") or ""),
+    }
+
+
+def optimizer_steps(n_rows: int, s: TrainSettings) -> dict:
+    """Optimizer steps as transformers' Trainer counts them."""
+    batches = math.ceil(n_rows / s.micro_batch_size) if n_rows else 0
+    per_epoch = batches // s.gradient_accumulation_steps + int(batches % s.gradient_accumulation_steps > 0)
+    total = s.max_steps if s.max_steps > 0 else math.ceil(s.num_epochs * per_epoch)
+    warmup = int(s.warmup) if s.warmup >= 1 else math.ceil(s.warmup * total)
+    return {"steps_per_epoch": per_epoch, "total_steps": total, "warmup_steps": warmup,
+            "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps}  # fmt: skip
+
+
+def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, backend: str) -> float:
+    """A rough peak-memory estimate (weights + LoRA optimizer state + activations + logits), in GiB."""
+    wbytes = {"bf16": 2, "fp16": 2, "fp32": 4}[precision] if not (s.load_in_4bit and device == "cuda") else None
+    if wbytes is None:  # 4-bit: packed nf4 for the linears, 16-bit embeddings and head
+        weights = (p["base_params"] - p["embedding_params"]) * 0.53 + p["embedding_params"] * 2 * 2
+    else:
+        weights = p["base_params"] * (4 if device == "cpu" and precision != "bf16" else wbytes)
+    opt = 2 if "8bit" in s.optimizer else 8
+    lora = p["trainable_params"] * (4 + 4 + opt)
+    tokens = s.micro_batch_size * s.max_seq_length
+    checkpointing = backend == "unsloth"
+    per_layer = p["hidden_size"] * (4 if checkpointing else 16) + (0 if checkpointing else 3 * p["intermediate_size"])
+    act = tokens * per_layer * p["num_layers"] * 2
+    logits = tokens * p["vocab_size"] * 4 * (1 if backend == "unsloth" else 3)
+    return round((weights + lora + act + logits) / 2**30 * 1.1, 2)
+
+
+def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -> dict:
+    """Trainable parameters, steps, memory, warnings and errors for settings s (and the dataset rows, if given)."""
+    from lora_demo.data import split_rows, validate_rows
+    from lora_demo.device import detect
+
+    p = count_parameters(s.model, s.r, s.target_modules)
+    tokens = s.micro_batch_size * s.max_seq_length
+    dev = detect(p["base_params"] - p["embedding_params"], tokens)
+    out: dict = {**p, "device": dev.device, "backend": dev.backend, "precision": dev.precision,
+                 "cpu_threads": dev.cpu_threads, "warnings": [], "errors": []}  # fmt: skip
+    out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
+    warn = out["warnings"].append
+    if rows is not None:
+        report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)
+        out["errors"] += [f"row {e['row']}: {e['message']}" for e in report["errors"][:20]]
+        train, val = split_rows(rows, s.val_fraction, s.seed)
+        out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val))
+        total, warm = out["total_steps"], out["warmup_steps"]
+        if warm >= total:
+            warn(f"Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
+                 f"learned (the seed's run: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                 "Lower warmup, add rows, or raise epochs.")  # fmt: skip
+        if total < 10:
+            warn(f"Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
+                 "lower micro batch × accumulation.")  # fmt: skip
+        if s.gradient_accumulation_steps > len(train):
+            warn(f"Gradient accumulation ({s.gradient_accumulation_steps}) exceeds the {len(train)} training rows: "
+                 "each optimizer step sees the whole dataset at most once. Lower it.")  # fmt: skip
+        truncated = [w for w in report["warnings"] if "longer than the max sequence length" in w["message"]]
+        if truncated:
+            rows_list = ", ".join(str(w["row"]) for w in truncated[:10])
+            warn(f"{len(truncated)} row(s) exceed max_seq_length {s.max_seq_length} and will be truncated "
+                 f"(rows {rows_list}{'…' if len(truncated) > 10 else ''}).")  # fmt: skip
+    if s.lora_dropout > 0 and dev.backend == "unsloth":
+        warn(f"lora_dropout = {s.lora_dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.")
+    if p["model_dtype"] in ("bfloat16", "torch.bfloat16") and dev.precision == "fp16":
+        warn("The model is bfloat16 but this GPU has no bfloat16: training computes in float16 (chosen automatically).")
+    if not 1e-6 <= s.learning_rate <= 1e-2:
+        warn(f"Learning rate {s.learning_rate:g} is far outside the usual LoRA range (1e-5 to 5e-3).")
+    if s.load_in_4bit and dev.device == "cpu":
+        warn("4-bit loading on CPU works (bitsandbytes) but is about 2.5× slower than 16/32-bit LoRA there.")
+    return out
+
+
+def plan_markdown(plan: dict) -> str:
+    """The plan as the Train tab shows it."""
+    lines = [
+        f"**Trainable:** {plan['trainable_params']:,} of {plan['total_params']:,} parameters "
+        f"(**{plan['trainable_percent']:.2f}%**) in {plan['lora_modules']} LoRA modules.",
+        f"**Backend:** {plan['backend']} on {plan['device'].upper()}, {plan['precision']}, "
+        f"{plan['cpu_threads']} CPU thread(s). **Estimated peak memory:** ~{plan['estimated_memory_gb']} GiB (rough).",
+    ]
+    if "total_steps" in plan:
+        lines.append(
+            f"**Steps:** {plan['total_steps']} optimizer steps ({plan['steps_per_epoch']} per epoch), effective batch "
+            f"{plan['effective_batch']}, warmup {plan['warmup_steps']}; {plan['train_rows']} training / "
+            f"{plan['val_rows']} validation rows."
+        )
+    for e in plan["errors"]:
+        lines.append(f"- ⛔ **Error:** {e}")
+    for w in plan["warnings"]:
+        lines.append(f"- ⚠️ {w}")
+    if not plan["errors"] and not plan["warnings"]:
+        lines.append("- ✅ No problems found.")
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""The training worker: `python -m lora_demo.train.worker RUN_DIR`, started as a fresh process by the runner.
+
+Running in its own interpreter means a crash, an OOM or a SIGKILL never takes the UI down, Unsloth can be
+imported first (before transformers, which it patches), and stopping is a file the callback checks each step.
+Everything it needs is in RUN_DIR: config.yaml and data/train.jsonl (+ data/val.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from lora_demo.train.runs import stop_requested, update_status
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_for_training(s, plan) -> tuple[object, object]:
+    """(peft model, tokenizer) on the chosen backend."""
+    from lora_demo.models import model_path
+
+    path = model_path(s.model)
+    if plan.backend == "unsloth":
+        import unsloth  # noqa: F401 - must come before transformers/peft/trl: it patches them
+        from unsloth import FastLanguageModel
+
+        model, tok = FastLanguageModel.from_pretrained(
+            model_name=path, max_seq_length=s.max_seq_length, dtype=None, load_in_4bit=s.load_in_4bit
+        )
+        model = FastLanguageModel.get_peft_model(
+            model, r=s.r, target_modules=s.target_modules, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+            bias="none", use_gradient_checkpointing="unsloth", random_state=s.seed, use_rslora=s.use_rslora,
+        )  # fmt: skip
+        tok = getattr(tok, "tokenizer", tok)
+        return model, tok
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from lora_demo.models import load_model
+
+    torch.manual_seed(s.seed)
+    # Weights stay fp32 on CPU: autocast (bf16 where the CPU has it) does the fast matmuls, while the frozen
+    # weights and the LoRA factors keep full precision.
+    dtype = plan.precision if plan.device == "cuda" else "fp32"
+    lm = load_model(s.model, dtype=dtype, device=plan.device, load_in_4bit=s.load_in_4bit)
+    model = lm.model
+    if s.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.device == "cuda")
+    config = LoraConfig(
+        r=s.r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, target_modules=s.target_modules,
+        use_rslora=s.use_rslora, bias="none", task_type="CAUSAL_LM",
+    )  # fmt: skip
+    return get_peft_model(model, config), lm.tokenizer
+
+
+def build_dataset(rows: list[dict], tok, s):
+    """Pre-tokenized rows with labels from build_example (the Dataset tab's preview uses the same function)."""
+    from datasets import Dataset
+
+    from lora_demo.data import build_example
+
+    examples = [
+        build_example(r, tok, s.template, s.max_seq_length, s.train_on_responses_only, s.enable_thinking) for r in rows
+    ]
+    return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+
+
+def trainer_class(backend: str):
+    """TRL's SFTTrainer, or on machines without Triton a subclass that uses Trainer's plain causal-LM loss.
+
+    TRL 1.15 computes the SFT loss with a fused Triton kernel (trl.kernels.ChunkedLogProbFunction) and has no
+    fallback when Triton is absent, as with a CPU-only torch: the first step dies with "'NoneType' object has no
+    attribute 'apply'". transformers' Trainer.compute_loss gives the same token-averaged cross-entropy there.
+    """
+    from trl import SFTTrainer
+    from trl.trainer import utils as trl_utils
+
+    if backend == "unsloth" or getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        return SFTTrainer
+    from transformers import Trainer
+
+    class PlainLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(
+                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+    return PlainLossSFTTrainer
+
+
+def sft_config(s, plan, run_dir: Path, has_eval: bool):
+    from trl import SFTConfig
+
+    optim = s.optimizer
+    if plan.device == "cpu" and "8bit" in optim:
+        optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=s.micro_batch_size,
+        per_device_eval_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
+        num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,
+        seed=s.seed, data_seed=s.seed, logging_steps=s.logging_steps,
+        eval_strategy="steps" if has_eval else "no", eval_steps=s.eval_steps,
+        save_strategy="steps" if s.save_steps else "no", save_steps=s.save_steps or 500,
+        report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
+        max_length=s.max_seq_length, packing=s.packing, dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", disable_tqdm=False, logging_first_step=True,
+    )  # fmt: skip
+
+
+def run(run_dir: Path) -> str:
+    """Train one run to completion (or stop); returns the final status."""
+    from lora_demo.device import detect
+    from lora_demo.train.settings import TrainSettings
+
+    s = TrainSettings.from_yaml(run_dir / "config.yaml")
+    train_rows, val_rows = _rows(run_dir / "data" / "train.jsonl"), _rows(run_dir / "data" / "val.jsonl")
+    plan = detect(tokens_per_step=s.micro_batch_size * s.max_seq_length)
+    update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision)
+    model, tok = load_for_training(s, plan)
+    if stop_requested(run_dir):
+        return _finish(run_dir, "stopped", error="Stopped before training started: no adapter was saved.")
+    import torch
+
+    from lora_demo.device import choose_threads
+
+    emb = model.get_input_embeddings().weight.numel()
+    work = sum(p.numel() for p in model.parameters()) - emb
+    threads = choose_threads(work, s.micro_batch_size * s.max_seq_length) if plan.device == "cpu" else plan.cpu_threads
+    torch.set_num_threads(threads)
+    update_status(run_dir, cpu_threads=threads, train_rows=len(train_rows), val_rows=len(val_rows))
+    from lora_demo.train.callback import ProgressCallback
+
+    callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth")
+    trainer = trainer_class(plan.backend)(
+        model=model, args=sft_config(s, plan, run_dir, bool(val_rows)), train_dataset=build_dataset(train_rows, tok, s),
+        eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None, processing_class=tok, callbacks=[callback],
+    )  # fmt: skip
+    trainer.train()
+    stopped = stop_requested(run_dir)
+    if val_rows and not stopped:
+        metrics = trainer.evaluate()
+        update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
+    save_adapter(model, tok, run_dir, s.model)
+    return _finish(run_dir, "stopped" if stopped else "completed")
+
+
+def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
+    """PEFT adapter + tokenizer into the run folder, recording the registry id as the base model."""
+    model.save_pretrained(str(run_dir))
+    tok.save_pretrained(str(run_dir))
+    cfg_file = run_dir / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = model_id
+    cfg_file.write_text(json.dumps(cfg, indent=2))
+
+
+def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
+    import yaml
+
+    from lora_demo.train.runs import model_card, read_status
+
+    fields = {"status": status, "ended": time.time()}
+    if error:
+        fields["error"] = error
+    st = update_status(run_dir, **fields)
+    try:
+        settings = yaml.safe_load((run_dir / "config.yaml").read_text())
+        (run_dir / "README.md").write_text(model_card(run_dir, settings, read_status(run_dir)), encoding="utf-8")
+    except Exception:  # noqa: BLE001 - a card is never worth failing a finished run for
+        traceback.print_exc()
+    return st["status"]
+
+
+def explain_failure(exc: BaseException, run_dir: Path) -> str:
+    """One message naming cause and fix, for the run's status and the UI."""
+    from lora_demo.errors import LoraLabError
+
+    if isinstance(exc, LoraLabError):
+        return str(exc)
+    name = type(exc).__name__
+    text = str(exc)
+    if "OutOfMemory" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        try:
+            import yaml
+
+            s = yaml.safe_load((run_dir / "config.yaml").read_text())
+            now = f" (now micro batch {s['micro_batch_size']}, max length {s['max_seq_length']}, 4-bit {s['load_in_4bit']})"
+        except Exception:  # noqa: BLE001
+            now = ""
+        return ("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective batch), "
+                f"shorten the max sequence length, turn on 4-bit loading, or pick a smaller model{now}.")  # fmt: skip
+    first = (text.strip().splitlines() or [name])[0][:300]
+    return f"Training failed ({name}): {first}. The full trace is in train.log of this run."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    try:
+        status = run(run_dir)
+    except BaseException as exc:  # noqa: BLE001 - every failure ends as a status, never a silent death
+        traceback.print_exc()
+        _finish(run_dir, "failed", error=explain_failure(exc, run_dir))
+        return 1
+    return 0 if status == "completed" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Train tab: settings, plan with warnings, one-click start, live progress and loss curve, stop, runs list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from lora_demo.data import DatasetStore, example_names
+from lora_demo.device import detect
+from lora_demo.errors import InputError
+from lora_demo.models import REGISTRY, cached_tokenizer, resolve_model
+from lora_demo.train.plan import plan_markdown, plan_run
+from lora_demo.train.plots import loss_figure, progress_html
+from lora_demo.train.runner import equivalent_command, get_runner, resolve_rows
+from lora_demo.train.runs import list_runs, log_tail, read_progress, read_status
+from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
+from lora_demo.ui.common import friendly
+
+# The form's fields, in the order the handlers receive them (names match TrainSettings).
+FORM = [
+    "model", "dataset", "template", "enable_thinking", "max_seq_length", "r", "lora_alpha", "lora_dropout",
+    "target_modules", "use_rslora", "load_in_4bit", "learning_rate", "num_epochs", "max_steps", "micro_batch_size",
+    "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
+    "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
+]  # fmt: skip
+INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
+        "eval_steps", "save_steps"}  # fmt: skip
+
+
+def settings_from_form(values) -> TrainSettings:
+    """TrainSettings from the form's values (numbers from gr.Number may arrive as floats or None)."""
+    data = dict(zip(FORM, values, strict=True))
+    for k, v in data.items():
+        if v is None and k != "run_name":
+            raise InputError(f"{k.replace('_', ' ')} is empty: fill it in.")
+        if k in INTS and isinstance(v, float) and v.is_integer():
+            data[k] = int(v)
+    data["run_name"] = data["run_name"] or ""
+    return TrainSettings.from_dict(data)
+
+
+def dataset_choices(data_dir) -> list[str]:
+    return [f"example:{n}" for n in example_names()] + DatasetStore(data_dir).names()
+
+
+def runs_frame(runs_dir) -> pd.DataFrame:
+    rows = [[r["name"], r["status"], r["model"], r["dataset"], None if r["final_loss"] is None else round(r["final_loss"], 4),
+             r["duration_s"], r["started"]] for r in list_runs(runs_dir)]  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "status", "model", "dataset", "final loss", "seconds", "started"])
+
+
+def create_train_tab(settings) -> None:
+    runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
+    runner = get_runner(runs_dir, data_dir)
+    device = detect().device
+    d = defaults_for(device, resolve_model(settings.model)).to_dict()
+    models = list(dict.fromkeys([d["model"], *REGISTRY]))
+    comps: dict[str, gr.components.Component] = {}
+    help_ = TrainSettings.help()
+
+    def num(name, label, precision=None, **kw):
+        comps[name] = gr.Number(value=d[name], label=label, info=help_[name], precision=precision, **kw)
+
+    with gr.Row():
+        comps["model"] = gr.Dropdown(
+            models, value=d["model"], label="model", info=help_["model"], allow_custom_value=True
+        )
+        comps["dataset"] = gr.Dropdown(dataset_choices(data_dir), value=d["dataset"], label="dataset", info=help_["dataset"],
+                                       allow_custom_value=True)  # fmt: skip
+        comps["template"] = gr.Radio(["alpaca", "chat"], value=d["template"], label="template", info=help_["template"])
+        comps["enable_thinking"] = gr.Checkbox(value=d["enable_thinking"], label="Qwen3 thinking")
+        num("max_seq_length", "max sequence length", 0)
+    with gr.Accordion("LoRA", open=True), gr.Row():
+        num("r", "rank r", 0)
+        num("lora_alpha", "alpha")
+        num("lora_dropout", "dropout")
+        comps["target_modules"] = gr.CheckboxGroup(ALL_LINEAR, value=d["target_modules"], label="target modules")
+        comps["use_rslora"] = gr.Checkbox(value=d["use_rslora"], label="rsLoRA")
+        comps["load_in_4bit"] = gr.Checkbox(value=d["load_in_4bit"], label="4-bit (QLoRA)")
+    with gr.Accordion("Optimisation", open=True), gr.Row():
+        num("learning_rate", "learning rate")
+        num("num_epochs", "epochs")
+        num("max_steps", "max steps (-1: epochs)", 0)
+        num("micro_batch_size", "micro batch", 0)
+        num("gradient_accumulation_steps", "grad. accumulation", 0)
+        num("warmup", "warmup (steps, or ratio < 1)")
+        comps["lr_scheduler"] = gr.Dropdown(list(SCHEDULERS), value=d["lr_scheduler"], label="scheduler")
+        num("weight_decay", "weight decay")
+        comps["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="optimizer")
+        num("seed", "seed", 0)
+    with gr.Accordion("Data, logging, saving", open=False), gr.Row():
+        comps["train_on_responses_only"] = gr.Checkbox(
+            value=d["train_on_responses_only"], label="train on responses only"
+        )
+        comps["packing"] = gr.Checkbox(value=d["packing"], label="packing")
+        num("val_fraction", "validation fraction")
+        num("logging_steps", "logging steps", 0)
+        num("eval_steps", "eval steps", 0)
+        num("save_steps", "checkpoint every N steps (0: none)", 0)
+        comps["run_name"] = gr.Textbox(value="", label="run name (optional)")
+    form = [comps[k] for k in FORM]
+
+    with gr.Row():
+        plan_btn = gr.Button("Check plan")
+        start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+    plan_md = gr.Markdown(elem_id="train-plan")
+    start_md = gr.Markdown(elem_id="train-message")
+    progress = gr.HTML(progress_html({}, []), elem_id="train-progress-box")
+    curve = gr.Plot(label="loss and learning rate", elem_id="train-curve")
+    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=14)
+    with gr.Row():
+        view = gr.Dropdown([r["name"] for r in list_runs(runs_dir)], label="show run", allow_custom_value=False)
+        refresh = gr.Button("↻ runs", size="sm")
+    runs_table = gr.Dataframe(value=lambda: runs_frame(runs_dir), label="runs", interactive=False, max_height=300)
+    timer = gr.Timer(1.0)
+    last_sig = gr.State(None)
+
+    @friendly
+    def on_plan(*values):
+        s = settings_from_form(values)
+        rows = resolve_rows(s.dataset, data_dir)
+        try:
+            tok = cached_tokenizer(s.model)
+        except Exception:  # noqa: BLE001 - token counting is optional (hub model offline)
+            tok = None
+        return plan_markdown(plan_run(s, rows, tok))
+
+    @friendly
+    def on_start(*values):
+        s = settings_from_form(values)
+        rows = resolve_rows(s.dataset, data_dir)
+        plan = plan_run(s, rows, None)
+        if plan["errors"]:
+            raise InputError("Fix these first: " + "; ".join(plan["errors"][:5]))
+        run_dir = runner.start(s, rows)
+        msg = f"Started **{run_dir.name}**. Same run from a terminal: `{equivalent_command(run_dir)}`"
+        return (
+            msg,
+            plan_markdown(plan),
+            gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)], value=run_dir.name),
+        )
+
+    @friendly
+    def on_stop():
+        run_dir = runner.stop()
+        if run_dir is None:
+            return "No training is running."
+        return (
+            f"Stopping **{run_dir.name}** after the current step; the adapter so far will be saved (status: stopped)."
+        )
+
+    def on_tick(shown, sig):
+        active = runner.current()
+        name = active.name if active is not None else shown
+        if not name:
+            runs = list_runs(runs_dir)
+            name = runs[0]["name"] if runs else None
+        if not name or not (runs_dir / name).is_dir():
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig
+        run_dir = runs_dir / name
+        st = read_status(run_dir)
+        new_sig = (name, st.get("status"), st.get("step"), (run_dir / "progress.jsonl").stat().st_mtime
+                   if (run_dir / "progress.jsonl").exists() else 0)  # fmt: skip
+        if new_sig == sig:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig
+        prog = read_progress(run_dir)
+        html = progress_html(st, prog)
+        if st.get("status") == "failed" and st.get("error"):
+            html += f'<div style="color:#dc2626;margin-top:4px"><b>Failed:</b> {st["error"]}</div>'
+        elif st.get("status") in ("completed", "stopped"):
+            html += f"<div style='margin-top:4px'>Adapter saved in <code>{run_dir}</code>. Repeat: <code>{equivalent_command(run_dir)}</code></div>"
+        view_update = (
+            gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)], value=name)
+            if active is not None and name != shown
+            else gr.skip()
+        )
+        table = runs_frame(runs_dir) if sig is None or sig[1] != new_sig[1] else gr.skip()
+        return html, loss_figure(prog, f"Run {name}"), log_tail(run_dir), view_update, table, new_sig
+
+    plan_btn.click(on_plan, form, plan_md, api_name="train_plan")
+    start_btn.click(on_start, form, [start_md, plan_md, view], api_name="train_start", concurrency_limit=1,
+                    concurrency_id="train_start")  # fmt: skip
+    stop_btn.click(on_stop, None, start_md, api_name="train_stop")
+    timer.tick(
+        on_tick,
+        [view, last_sig],
+        [progress, curve, log, view, runs_table, last_sig],
+        show_progress="hidden",
+        api_name=False,
+    )
+    view.change(lambda: None, None, last_sig, api_name=False)
+    refresh.click(lambda: (runs_frame(runs_dir), gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)])), None,
+                  [runs_table, view], api_name="train_runs")  # fmt: skip
+
+    def on_select(evt: gr.SelectData):
+        return evt.row_value[0] if evt.row_value else gr.skip()
+
+    runs_table.select(on_select, None, view, api_name=False)

@@ -1,0 +1,174 @@
+"""The training engine on CPU with qwen3-tiny: it learns, saves, stops, fails cleanly, and plans correctly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lora_demo.data import build_example, load_example
+from lora_demo.errors import InputError
+from lora_demo.models import cached_tokenizer
+from lora_demo.train.plan import plan_run
+from lora_demo.train.runner import Runner
+from lora_demo.train.runs import list_runs, read_progress, read_status
+from lora_demo.train.settings import TrainSettings
+
+TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, micro_batch_size=4, warmup=2,
+            learning_rate=5e-3, logging_steps=1)  # fmt: skip
+
+
+@pytest.fixture
+def runner(tmp_path):
+    r = Runner(tmp_path / "runs", tmp_path / "data")
+    yield r
+    r.kill()
+
+
+def _wait_for_step(run_dir, step, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(p.get("step", 0) >= step for p in read_progress(run_dir) if p.get("type") == "log"):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no step {step} within {timeout} s: {read_status(run_dir)}")
+
+
+def test_run_lowers_loss_saves_adapter_and_config(runner):
+    from peft import PeftModel
+
+    from lora_demo.models import load_model
+
+    s = TrainSettings(**TINY, max_steps=40, val_fraction=0.1, eval_steps=20)
+    run_dir = runner.start(s)
+    st = runner.wait(300)
+    assert st["status"] == "completed", st
+    logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
+    assert len(logs) == 40 and logs[-1]["step"] == 40
+    first, last = sum(p["loss"] for p in logs[:3]) / 3, sum(p["loss"] for p in logs[-3:]) / 3
+    assert last < first - 1.0, (first, last)
+    assert logs[0]["lr"] == 0.0 and max(p["lr"] for p in logs) == pytest.approx(5e-3)  # warmup, then the peak
+    assert st["eval_loss"] > 0 and any(p.get("type") == "eval" for p in read_progress(run_dir))
+    # A plain PEFT load works, and the config reproduces the run.
+    model = PeftModel.from_pretrained(load_model("qwen3-tiny").model, str(run_dir))
+    assert model.peft_config["default"].r == 16
+    assert TrainSettings.from_yaml(run_dir / "config.yaml") == s
+    card = (run_dir / "README.md").read_text()
+    assert card.startswith("---\nbase_model: qwen3-tiny") and "final training loss" in card
+    assert json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == "qwen3-tiny"
+    (summary,) = list_runs(run_dir.parent)
+    assert summary["status"] == "completed" and summary["final_loss"] == pytest.approx(logs[-1]["loss"])
+
+
+def test_stop_mid_run_saves_adapter(runner):
+    run_dir = runner.start(TrainSettings(**TINY, max_steps=2000))
+    _wait_for_step(run_dir, 3)
+    with pytest.raises(InputError, match="A training run is in progress: .* started at"):
+        runner.start(TrainSettings(**TINY, max_steps=5))
+    runner.stop()
+    st = runner.wait(120)
+    assert st["status"] == "stopped" and 3 <= st["step"] < 2000
+    assert (run_dir / "adapter_model.safetensors").is_file()
+
+
+def test_killed_worker_is_failed_and_runner_recovers(runner):
+    run_dir = runner.start(TrainSettings(**TINY, max_steps=2000))
+    _wait_for_step(run_dir, 2)
+    runner.kill()
+    assert runner.current() is None
+    st = read_status(run_dir)
+    assert st["status"] == "failed" and "killed (SIGKILL)" in st["error"]
+    # The runner accepts a new run afterwards.
+    run2 = runner.start(TrainSettings(**TINY, max_steps=2))
+    assert runner.wait(120)["status"] == "completed" and run2 != run_dir
+
+
+def test_dataset_errors_block_start(runner, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "", "output": "x"}\n')
+    with pytest.raises(InputError, match="error\\(s\\), which block training: row 1: empty instruction"):
+        runner.start(TrainSettings(**{**TINY, "dataset": str(bad)}))
+    with pytest.raises(InputError, match="not found"):
+        runner.start(TrainSettings(**{**TINY, "dataset": "no-such-dataset"}))
+
+
+def test_seed_config_gets_zero_lr_warning():
+    seed = TrainSettings(model="qwen3-tiny", dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8,
+                         warmup=5, num_epochs=1, learning_rate=2e-4)  # fmt: skip
+    plan = plan_run(seed, load_example("seed"))
+    assert plan["total_steps"] == 1 and plan["warmup_steps"] == 5
+    text = " ".join(plan["warnings"])
+    assert "never leaves ~0" in text and "Only 1 optimizer step" in text and "exceeds the 2 training rows" in text
+
+
+def test_plan_qwen3_1_7b_matches_the_seed_offline():
+    s = TrainSettings(model="unsloth/Qwen3-1.7B-unsloth-bnb-4bit", r=16, lora_alpha=16)
+    plan = plan_run(s)
+    assert plan["trainable_params"] == 17_432_576 and plan["total_params"] == 1_738_007_552
+
+
+def test_plan_warnings_for_lr_truncation_and_bad_values():
+    rows = [{"instruction": "word " * 200, "input": "", "output": "ok"}] * 3
+    plan = plan_run(
+        TrainSettings(**{**TINY, "learning_rate": 0.5, "max_seq_length": 64}), rows, cached_tokenizer("qwen3-tiny")
+    )
+    text = " ".join(plan["warnings"])
+    assert "far outside the usual" in text and "3 row(s) exceed max_seq_length 64" in text
+    with pytest.raises(InputError, match="r must be ≥ 1.*learning_rate must be > 0"):
+        TrainSettings(r=0, learning_rate=0)
+    with pytest.raises(InputError, match="Unknown setting"):
+        TrainSettings.from_dict({"rank": 4})
+
+
+def test_trainer_labels_equal_the_preview(tmp_path):
+    """The Dataset tab's preview (build_example) is exactly what TRL's prepared dataset trains on."""
+    from peft import LoraConfig, get_peft_model
+
+    from lora_demo.device import detect
+    from lora_demo.models import load_model
+    from lora_demo.train.worker import build_dataset, sft_config, trainer_class
+
+    s = TrainSettings(**{**TINY, "template": "chat", "max_seq_length": 48})
+    rows = load_example("persona")[:6] + [{"instruction": "long " * 80, "input": "", "output": "cut"}]
+    lm = load_model("qwen3-tiny")
+    model = get_peft_model(lm.model, LoraConfig(r=4, target_modules=["q_proj"]))
+    plan = detect(tokens_per_step=64)
+    trainer = trainer_class(plan.backend)(model=model, args=sft_config(s, plan, tmp_path, False),
+                                          train_dataset=build_dataset(rows, lm.tokenizer, s), processing_class=lm.tokenizer)  # fmt: skip
+    prepared = trainer.train_dataset
+    previews = [build_example(r, lm.tokenizer, "chat", 48, True, False) for r in rows]
+    kept = [p for p in previews if any(x != -100 for x in p.labels)]  # TRL drops fully masked rows
+    assert prepared["labels"] == [p.labels for p in kept]
+    assert prepared["input_ids"] == [p.input_ids for p in kept]
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lora_demo", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_plan_json():
+    out = _cli("plan", "--model", "unsloth/Qwen3-1.7B-unsloth-bnb-4bit", "--r", "16", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["trainable_params"] == 17_432_576 and plan["total_params"] == 1_738_007_552
+    assert plan["trainable_percent"] == pytest.approx(1.003, abs=1e-3)
+    out = _cli(
+        "plan", "--model", "qwen3-tiny", "--r", "8", "--targets", "q_proj,v_proj", "--dataset", "example:seed", "--json"
+    )
+    plan = json.loads(out.stdout)
+    assert plan["trainable_params"] == 2 * 8 * ((64 + 64) + (64 + 32)) and plan["total_steps"] == 3
+
+
+def test_cli_train_and_repeat_from_config(tmp_path):
+    out = _cli("train", "--runs-dir", str(tmp_path), "--model", "qwen3-tiny", "--dataset", "example:seed",
+               "--max-steps", "3", "--warmup", "0", "--max-seq-length", "64")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "completed: 3/3 steps" in out.stdout
+    (run,) = [p for p in tmp_path.iterdir()]
+    again = _cli("train", "--runs-dir", str(tmp_path), "--config", str(run / "config.yaml"))
+    assert again.returncode == 0 and len(list(tmp_path.iterdir())) == 2  # a new run, the old one untouched
+    bad = _cli("train", "--runs-dir", str(tmp_path), "--r", "0")
+    assert bad.returncode == 2 and "r must be ≥ 1" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,49 @@
+"""The Train tab's endpoints: plan, start, a second start refused with why, stop, runs list."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from lora_demo.train.runs import list_runs, read_status
+from lora_demo.train.settings import TrainSettings
+from lora_demo.ui.train_tab import FORM
+
+
+def form(**over):
+    values = {**TrainSettings(model="qwen3-tiny", max_seq_length=128, micro_batch_size=4, warmup=2).to_dict(), **over}
+    return [values[k] for k in FORM]
+
+
+def test_plan_endpoint_warns_for_the_seed_recipe(app_client):
+    text = app_client.predict(*form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5,
+                                    num_epochs=1), api_name="/train_plan")  # fmt: skip
+    assert "never leaves ~0" in text and "Trainable:" in text
+
+
+def test_bad_settings_are_a_message(app_client):
+    with pytest.raises(AppError, match="r must be ≥ 1"):
+        app_client.predict(*form(r=0), api_name="/train_plan")
+    with pytest.raises(AppError, match="learning rate is empty"):
+        app_client.predict(*form(learning_rate=None), api_name="/train_start")
+
+
+def test_start_second_session_refused_stop(app_client, app_dirs):
+    msg, _plan, _view = app_client.predict(*form(max_steps=3000), api_name="/train_start")
+    assert "Started" in msg
+    other = Client(app_client.src, verbose=False)  # a second browser session
+    with pytest.raises(AppError, match="A training run is in progress: .* started at"):
+        other.predict(*form(max_steps=5), api_name="/train_start")
+    deadline = time.time() + 120
+    while not any(r["step"] for r in list_runs(app_dirs / "runs")) and time.time() < deadline:
+        time.sleep(0.3)
+    assert "Stopping" in app_client.predict(api_name="/train_stop")
+    run = app_dirs / "runs" / list_runs(app_dirs / "runs")[0]["name"]
+    while read_status(run).get("status") not in ("stopped", "failed", "completed") and time.time() < deadline:
+        time.sleep(0.3)
+    assert read_status(run)["status"] == "stopped" and (run / "adapter_model.safetensors").is_file()
+    table, _ = app_client.predict(api_name="/train_runs")
+    assert table["data"][0][1] == "stopped"
