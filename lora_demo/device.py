@@ -112,7 +112,10 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
         props = torch.cuda.get_device_properties(0)
         precision, p_reason = choose_precision(True, cuda_bf16=torch.cuda.is_bf16_supported())
         problem = cuda_arch_problem()
-        if unsloth_installed and problem is None:
+        forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower()
+        if forced in ("unsloth", "transformers") and problem is None and (forced != "unsloth" or unsloth_installed):
+            backend, reason = forced, f"chosen with LORA_LAB_BACKEND={forced}"
+        elif unsloth_installed and problem is None:
             backend, reason = "unsloth", "CUDA GPU found and unsloth is installed: 4-bit QLoRA with Unsloth's kernels"
         elif problem is not None:
             backend, reason = "transformers", "the GPU is not supported by this torch build (see problem)"

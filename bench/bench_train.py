@@ -1,0 +1,135 @@
+"""Training speed and memory: LoRA Lab's choices against the plain-library baseline, in one run.
+
+    python bench/bench_train.py              # CPU: thread/precision policy on qwen3-tiny and SmolLM2-135M
+    python bench/bench_train.py --gpu MODEL  # CUDA: the engine with Unsloth vs transformers+bitsandbytes+PEFT+TRL
+
+CPU: a plain LoRA training loop (PEFT, AdamW, 4-row batches of the persona example) timed per step for 1 and 2
+threads, fp32 and bf16 autocast. The baseline is what a plain script does: fp32 with torch's default threads.
+GPU: the same engine run twice on long synthetic rows (Qwen3-1.7B architecture, 4 bit), once per backend
+(LORA_LAB_BACKEND), read back from the runs' progress.jsonl: s/step (median after the first 3 steps, which
+include Unsloth's compile), tokens/s and peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def cpu_loop(model_id: str, threads: int, precision: str, steps: int, seq_len: int) -> float:
+    """Median seconds per optimizer step of a plain PEFT LoRA loop."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lora_demo.data import build_example, load_example
+    from lora_demo.models import load_model
+    from lora_demo.train.settings import ALL_LINEAR
+
+    torch.set_num_threads(threads)
+    lm = load_model(model_id)
+    model = get_peft_model(lm.model, LoraConfig(r=16, lora_alpha=16, target_modules=ALL_LINEAR))
+    model.train()
+    rows = load_example("persona")
+    exs = [build_example(r, lm.tokenizer, "alpaca", seq_len) for r in rows]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    times = []
+    for i in range(steps):
+        batch = exs[(4 * i) % len(exs) : (4 * i) % len(exs) + 4] or exs[:4]
+        n = max(len(e.input_ids) for e in batch)
+        pad = lm.tokenizer.pad_token_id
+        ids = torch.tensor([e.input_ids + [pad] * (n - len(e.input_ids)) for e in batch])
+        labels = torch.tensor([e.labels + [-100] * (n - len(e.labels)) for e in batch])
+        mask = (torch.arange(n)[None, :] < torch.tensor([len(e.input_ids) for e in batch])[:, None]).long()
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[2:])
+
+
+def bench_cpu(steps: int) -> None:
+    import torch
+
+    from lora_demo.device import choose_threads, detect
+
+    default_threads = torch.get_num_threads()
+    print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, default threads {default_threads}, "
+          f"policy precision {detect().precision}")  # fmt: skip
+    for model_id, work in (("qwen3-tiny", 10_000_000), ("smollm2-135m-instruct", 106_000_000)):
+        policy = choose_threads(work, 4 * 128)
+        print(f"\n{model_id} (policy: {policy} thread(s)), s/step, batch 4, persona rows:")
+        results = {}
+        for threads in sorted({1, default_threads}):
+            for precision in ("fp32", "bf16"):
+                results[(threads, precision)] = cpu_loop(model_id, threads, precision, steps, 128)
+                print(f"  threads={threads} {precision}: {results[(threads, precision)]:.3f} s/step", flush=True)
+        base = results[(default_threads, "fp32")]
+        ours = results[(policy, detect().precision)]
+        print(f"  baseline (fp32, {default_threads} threads) {base:.3f} s/step -> policy {ours:.3f} s/step: "
+              f"{base / ours:.2f}x")  # fmt: skip
+
+
+def synthetic_rows(n: int, words: int) -> list[dict]:
+    import random
+
+    rng = random.Random(0)
+    vocab = "low rank adaptation matrix singular value energy update frozen weight factor training".split()
+    return [{"instruction": " ".join(rng.choice(vocab) for _ in range(words // 4)), "input": "",
+             "output": " ".join(rng.choice(vocab) for _ in range(3 * words // 4))} for _ in range(n)]  # fmt: skip
+
+
+def bench_gpu(model: str, steps: int, batch: int, words: int) -> None:
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.runs import read_progress
+    from lora_demo.train.settings import TrainSettings
+
+    rows = synthetic_rows(batch * steps, words)
+    tmp = Path(tempfile.mkdtemp())
+    print(f"GPU: {model}, {steps} steps, micro batch {batch}, ~{words} words a row, 4-bit, r=16 all linear")
+    for backend in ("unsloth", "transformers"):
+        os.environ["LORA_LAB_BACKEND"] = backend
+        s = TrainSettings(model=model, dataset="synthetic", template="chat", max_seq_length=2048, load_in_4bit=True,
+                          micro_batch_size=batch, gradient_accumulation_steps=1, max_steps=steps, warmup=1,
+                          learning_rate=2e-4, optimizer="adamw_8bit")  # fmt: skip
+        runner = Runner(tmp / backend, tmp / "data")
+        t0 = time.time()
+        run_dir = runner.start(s, rows)
+        st = runner.wait(900)
+        logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
+        if st.get("status") != "completed":
+            print(f"  {backend}: {st.get('status')} {st.get('error')}\n{(run_dir / 'train.log').read_text()[-2000:]}")
+            continue
+        per = [b["time"] - a["time"] for a, b in zip(logs, logs[1:], strict=False)][3:]
+        tps = [p["tokens_per_s"] for p in logs[4:] if "tokens_per_s" in p]
+        print(f"  {backend:12s}: {statistics.median(per):.3f} s/step, {statistics.median(tps):,.0f} tok/s, peak GPU "
+              f"{max(p['gpu_peak_gb'] for p in logs):.2f} GiB, wall {time.time() - t0:.0f} s (load+compile incl.), "
+              f"loss {logs[0]['loss']:.3f} -> {logs[-1]['loss']:.3f}", flush=True)  # fmt: skip
+    print(json.dumps({"done": True}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gpu", metavar="MODEL", help="model folder or id for the CUDA comparison")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--words", type=int, default=700, help="words per synthetic row (GPU)")
+    args = ap.parse_args()
+    if args.gpu:
+        bench_gpu(args.gpu, args.steps or 20, args.batch, args.words)
+    else:
+        bench_cpu(args.steps or 12)
+
+
+if __name__ == "__main__":
+    main()

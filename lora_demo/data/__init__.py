@@ -1,0 +1,30 @@
+"""Instruction datasets: import formats, validation, the exact training view of a row, and saved datasets."""
+
+from pathlib import Path
+
+from lora_demo.data.formats import FIELDS, ImportResult, apply_mapping, import_file, read_records, to_rows, write_rows
+from lora_demo.data.store import DatasetStore, clean_rows, split_rows
+from lora_demo.data.templates import IGNORE, Example, build_example, masked_view, prompt_text
+from lora_demo.data.validate import summary_markdown, validate_rows
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example_names() -> list[str]:
+    """The example datasets shipped in examples/ (persona, seed, ...)."""
+    return sorted(p.stem for p in EXAMPLES_DIR.glob("*.jsonl"))
+
+
+def load_example(name: str) -> list[dict]:
+    from lora_demo.errors import InputError
+
+    if name not in example_names():
+        raise InputError(f"No example named {name!r}; the examples are {', '.join(example_names())}.")
+    return import_file(EXAMPLES_DIR / f"{name}.jsonl").rows
+
+
+__all__ = [
+    "EXAMPLES_DIR", "FIELDS", "IGNORE", "DatasetStore", "Example", "ImportResult", "apply_mapping", "build_example",
+    "clean_rows", "example_names", "import_file", "load_example", "masked_view", "prompt_text", "read_records",
+    "split_rows", "summary_markdown", "to_rows", "validate_rows", "write_rows",
+]  # fmt: skip

@@ -1,0 +1,56 @@
+"""CLI: `validate FILE` checks a dataset file the way the Dataset tab and the trainer do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register_cli(sub) -> None:
+    from lora_demo.cli import COMMANDS
+
+    p = sub.add_parser("validate", help="check a dataset file (JSON/JSONL/CSV/Parquet): exit 0 ok, 1 errors, 2 unreadable")
+    p.add_argument("file")
+    p.add_argument("--model", default="auto", help="model whose tokenizer counts the tokens ('auto': device default)")
+    p.add_argument("--max-seq-length", type=int, default=2048)
+    p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
+    p.add_argument("--json", action="store_true")
+    COMMANDS["validate"] = cmd_validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from lora_demo.data import import_file, summary_markdown, validate_rows
+    from lora_demo.errors import LoraLabError
+
+    result = import_file(args.file)  # InputError -> exit 2 with one line
+    if result.needs_mapping:
+        from lora_demo.errors import InputError
+
+        raise InputError(
+            f"{args.file}: columns {result.columns} are not Alpaca (instruction/input/output), ShareGPT "
+            "(conversations) or OpenAI messages: rename them, or import the file in the Dataset tab to map them."
+        )
+    tok, note = None, None
+    try:
+        tok = load_tokenizer_for(args.model)
+    except LoraLabError as e:
+        note = f"token lengths not checked: {e}"
+    report = validate_rows(result.rows, tok, args.max_seq_length, args.template)
+    if note:
+        report["warnings"].insert(0, {"row": 0, "field": "", "message": note})
+    out = {k: report[k] for k in ("rows", "errors", "warnings")}
+    out["format"] = result.format
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(summary_markdown(report).replace("**", ""))
+    return 1 if report["errors"] else 0
+
+
+def load_tokenizer_for(model: str):
+    from lora_demo.device import detect
+    from lora_demo.models import default_model_id, load_tokenizer
+
+    if model == "auto":
+        model = default_model_id(detect().device == "cuda")
+    return load_tokenizer(model)

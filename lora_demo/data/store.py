@@ -1,0 +1,152 @@
+"""Named datasets as JSONL in the data folder: save (keeping the previous version), load, autosave, split.
+
+Layout of the data folder:
+    <name>.jsonl                       the current version of each saved dataset
+    .history/<name>.<UTC time>.jsonl   every version a save replaced (nothing is ever overwritten)
+    .autosave.jsonl                    the editor's table, written on every edit
+Writes go to a temporary file first and are renamed into place, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from lora_demo.data.formats import FIELDS, import_file
+from lora_demo.errors import InputError
+from lora_demo.paths import inside, safe_name
+
+AUTOSAVE = ".autosave.jsonl"
+
+
+def _write_temp(path: Path, text: str) -> Path:
+    """Write text to a synced temporary file beside path (so a later rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"Could not write {path.name}: {e.strerror or e} (is the disk full or the folder read-only?)") from None
+    return Path(tmp)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    os.replace(_write_temp(path, text), path)
+
+
+def clean_rows(rows) -> list[dict]:
+    """Rows as plain {instruction, input, output} string dicts; blank rows (all fields empty) dropped."""
+    if rows is None:
+        return []
+    if hasattr(rows, "to_dict"):  # a DataFrame from the editor
+        rows = rows.fillna("").to_dict("records")
+    out = []
+    for r in rows:
+        if isinstance(r, (list, tuple)):
+            r = dict(zip(FIELDS, r, strict=False))
+        row = {f: "" if r.get(f) is None else str(r.get(f)) for f in FIELDS}
+        if any(v.strip() for v in row.values()):
+            out.append(row)
+    return out
+
+
+def rows_to_jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps({f: r.get(f, "") for f in FIELDS}, ensure_ascii=False) + "\n" for r in rows)
+
+
+class DatasetStore:
+    """Saved datasets in one folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.stem for p in self.root.glob("*.jsonl") if not p.name.startswith("."))
+
+    def path(self, name: str) -> Path:
+        return inside(self.root, f"{safe_name(name, 'dataset name')}.jsonl", "dataset name")
+
+    def save(self, name: str, rows, val_fraction: float | None = None) -> Path:
+        """Save rows under name; an existing version moves to .history first. Returns the file.
+
+        val_fraction (the train/validation split chosen in the Dataset tab) is kept beside it in <name>.meta.json.
+        """
+        rows = clean_rows(rows)
+        if not rows:
+            raise InputError("Nothing to save: the table has no rows.")
+        path = self.path(name)
+        tmp = _write_temp(path, rows_to_jsonl(rows))  # the new version is safely on disk before anything moves
+        if path.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
+            hist = self.root / ".history" / f"{path.stem}.{stamp}.jsonl"
+            hist.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, hist)
+        os.replace(tmp, path)
+        if val_fraction is not None:
+            split_rows(rows, val_fraction)  # validates the fraction
+            _atomic_write(path.with_suffix(".meta.json"), json.dumps({"val_fraction": val_fraction}))
+        return path
+
+    def meta(self, name: str) -> dict:
+        """Settings saved with a dataset (val_fraction), or {}."""
+        p = self.path(name).with_suffix(".meta.json")
+        try:
+            return json.loads(p.read_text()) if p.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def load(self, name: str) -> list[dict]:
+        path = self.path(name)
+        if not path.is_file():
+            raise InputError(f"No saved dataset named {name!r}: pick one from the list.")
+        return import_file(path, max_mb=1e9).rows
+
+    def history(self, name: str) -> list[Path]:
+        stem = safe_name(name, "dataset name")
+        return sorted((self.root / ".history").glob(f"{stem}.*.jsonl"))
+
+    def autosave(self, rows) -> int:
+        """Write the editor's table (called on every edit). Returns the number of rows kept."""
+        rows = clean_rows(rows)
+        _atomic_write(self.root / AUTOSAVE, rows_to_jsonl(rows))
+        return len(rows)
+
+    def restore_autosave(self) -> list[dict]:
+        path = self.root / AUTOSAVE
+        if not path.is_file() or path.stat().st_size == 0:
+            return []
+        try:
+            return import_file(path, max_mb=1e9).rows
+        except InputError:
+            return []
+
+    def add_exchange(self, name: str, instruction: str, output: str, input: str = "") -> int:
+        """Append one exchange (from the Chat tab) to a saved dataset, creating it if needed. Returns its row count."""
+        if not str(instruction).strip() or not str(output).strip():
+            raise InputError("Both the prompt and the answer must be non-empty to add them as a row.")
+        rows = self.load(name) if self.path(name).exists() else []
+        rows.append({"instruction": instruction, "input": input, "output": output})
+        self.save(name, rows)
+        return len(rows)
+
+
+def split_rows(rows: list[dict], val_fraction: float, seed: int = 3407) -> tuple[list[dict], list[dict]]:
+    """A seeded shuffle split into (train, validation); at least one training row always remains."""
+    if not 0 <= val_fraction < 1:
+        raise InputError(f"The validation fraction must be from 0 to below 1; got {val_fraction}.")
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    n_val = min(int(round(len(rows) * val_fraction)), max(len(rows) - 1, 0))
+    val = sorted(idx[:n_val])
+    train = sorted(idx[n_val:])
+    return [rows[i] for i in train], [rows[i] for i in val]
