@@ -68,6 +68,7 @@ def bench_cpu(steps: int) -> None:
           f"policy precision {detect().precision}")  # fmt: skip
     for model_id, work in (("qwen3-tiny", 10_000_000), ("smollm2-135m-instruct", 106_000_000)):
         policy = choose_threads(work, 4 * 128)
+        print(f"policy for {model_id}: {policy} thread(s), {detect(work, 4 * 128).precision}")
         print(f"\n{model_id} (policy: {policy} thread(s)), s/step, batch 4, persona rows:")
         results = {}
         for threads in sorted({1, default_threads}):
@@ -75,7 +76,7 @@ def bench_cpu(steps: int) -> None:
                 results[(threads, precision)] = cpu_loop(model_id, threads, precision, steps, 128)
                 print(f"  threads={threads} {precision}: {results[(threads, precision)]:.3f} s/step", flush=True)
         base = results[(default_threads, "fp32")]
-        ours = results[(policy, detect().precision)]
+        ours = results[(policy, detect(work, 4 * 128).precision)]
         print(f"  baseline (fp32, {default_threads} threads) {base:.3f} s/step -> policy {ours:.3f} s/step: "
               f"{base / ours:.2f}x")  # fmt: skip
 
@@ -84,7 +85,20 @@ def synthetic_rows(n: int, words: int) -> list[dict]:
     import random
 
     rng = random.Random(0)
-    vocab = "low rank adaptation matrix singular value energy update frozen weight factor training".split()
+    vocab = [
+        "low",
+        "rank",
+        "adaptation",
+        "matrix",
+        "singular",
+        "value",
+        "energy",
+        "update",
+        "frozen",
+        "weight",
+        "factor",
+        "training",
+    ]
     return [{"instruction": " ".join(rng.choice(vocab) for _ in range(words // 4)), "input": "",
              "output": " ".join(rng.choice(vocab) for _ in range(3 * words // 4))} for _ in range(n)]  # fmt: skip
 

@@ -76,3 +76,20 @@ def test_no_cuda_is_cpu_transformers(monkeypatch):
     plan = device.detect()
     assert (plan.device, plan.backend) == ("cpu", "transformers")
     assert plan.precision in ("bf16", "fp32")
+
+
+def test_cpu_precision_follows_the_work(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda flags=None: True)
+    assert device.detect(work_params=10_000_000).precision == "fp32"  # tiny: autocast costs more than it gains
+    assert device.detect(work_params=106_000_000).precision == "bf16"
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda flags=None: False)
+    assert device.detect(work_params=106_000_000).precision == "fp32"
+
+
+def test_backend_override(monkeypatch):
+    _fake_cuda(monkeypatch)
+    monkeypatch.setattr(device.importlib.util, "find_spec", lambda n: object())
+    monkeypatch.setenv("LORA_LAB_BACKEND", "transformers")
+    plan = device.detect()
+    assert plan.backend == "transformers" and "LORA_LAB_BACKEND" in plan.backend_reason

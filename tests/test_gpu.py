@@ -66,7 +66,15 @@ def test_unsloth_trains_qwen3_1_7b_4bit(qwen3_1_7b, tmp_path):
     logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
     assert len(logs) == 12 and all(p["gpu_peak_gb"] < 20 for p in logs)
     cfg = json.loads((run_dir / "adapter_config.json").read_text())
-    assert cfg["r"] == 16 and set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert cfg["r"] == 16 and set(cfg["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     print("GPU-FIGURES", json.dumps({"first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
                                      "s_per_step": logs[-1].get("s_per_step"), "gpu_peak_gb": logs[-1]["gpu_peak_gb"],
                                      "tokens_per_s": logs[-1].get("tokens_per_s")}))  # fmt: skip

@@ -129,13 +129,12 @@ def run(run_dir: Path) -> str:
         return _finish(run_dir, "stopped", error="Stopped before training started: no adapter was saved.")
     import torch
 
-    from lora_demo.device import choose_threads
-
-    emb = model.get_input_embeddings().weight.numel()
-    work = sum(p.numel() for p in model.parameters()) - emb
-    threads = choose_threads(work, s.micro_batch_size * s.max_seq_length) if plan.device == "cpu" else plan.cpu_threads
-    torch.set_num_threads(threads)
-    update_status(run_dir, cpu_threads=threads, train_rows=len(train_rows), val_rows=len(val_rows))
+    # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
+    work = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    plan = detect(work, s.micro_batch_size * s.max_seq_length)
+    torch.set_num_threads(plan.cpu_threads)
+    update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
+                  val_rows=len(val_rows))  # fmt: skip
     from lora_demo.train.callback import ProgressCallback
 
     callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth")
