@@ -69,4 +69,9 @@ def _load_extensions() -> None:
             _EXTENSIONS.append(mod.register_cli)
 
 
-EXTENSION_MODULES: list[str] = ["lora_demo.lowrank.cli", "lora_demo.data.cli", "lora_demo.train.cli"]
+EXTENSION_MODULES: list[str] = [
+    "lora_demo.lowrank.cli",
+    "lora_demo.data.cli",
+    "lora_demo.train.cli",
+    "lora_demo.chat.cli",
+]

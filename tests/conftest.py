@@ -45,3 +45,18 @@ def app_client(app_dirs):
         yield Client(demo.local_url, verbose=False)
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(app_dirs):
+    """A short qwen3-tiny run on the persona rows (Qwen3 chat template, thinking off), in the app's runs folder."""
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.settings import TrainSettings
+
+    runner = Runner(app_dirs / "runs", app_dirs / "data")
+    s = TrainSettings(model="qwen3-tiny", dataset="example:persona", template="chat", max_seq_length=128,
+                      micro_batch_size=4, warmup=2, learning_rate=5e-3, max_steps=40, val_fraction=0.1,
+                      run_name="tiny-chat")  # fmt: skip
+    run_dir = runner.start(s)
+    assert runner.wait(300)["status"] == "completed"
+    return run_dir

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from lora_demo.ui.chat_tab import create_chat_tab
 from lora_demo.ui.dataset_tab import create_dataset_tab
 from lora_demo.ui.lowrank_tab import create_lowrank_tab
 from lora_demo.ui.system_tab import create_system_tab
@@ -35,4 +36,6 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 create_dataset_tab(settings)
             with gr.Tab("Train", id="train"):
                 create_train_tab(settings)
+            with gr.Tab("Chat", id="chat"):
+                create_chat_tab(settings)
     return demo

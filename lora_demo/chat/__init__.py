@@ -1,0 +1,1 @@
+"""Chat: base vs tuned side by side from one loaded model."""

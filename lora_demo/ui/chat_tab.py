@@ -1,0 +1,156 @@
+"""Chat tab: base (adapter off) and tuned (adapter on) answer the same prompt side by side, streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from lora_demo.chat.engine import ENGINE, GenSettings, compare_on_rows, flatten_content, register_hooks, split_thinking
+from lora_demo.data import DatasetStore
+from lora_demo.errors import InputError
+from lora_demo.lowrank.adapter import find_adapters
+from lora_demo.models import REGISTRY
+from lora_demo.ui.common import friendly
+
+
+def _history_for_engine(history: list[dict]) -> list[dict]:
+    """The turns the model should see: user messages and assistant answers (collapsed thinking blocks dropped)."""
+    out = []
+    for m in history or []:
+        if m.get("role") == "assistant" and (m.get("metadata") or {}).get("title"):
+            continue
+        out.append({"role": m.get("role"), "content": flatten_content(m.get("content"))})
+    return out
+
+
+def _assistant_messages(text: str, done: bool) -> list[dict]:
+    """A reply as chat messages: a collapsible 'thinking' block (Qwen3) and the answer."""
+    thought, answer = split_thinking(text)
+    msgs = []
+    if thought or ("<think>" in text and not answer):
+        msgs.append({"role": "assistant", "content": thought or "…",
+                     "metadata": {"title": "💭 Thinking", "status": "done" if (answer or done) else "pending"}})  # fmt: skip
+    if answer or not msgs:
+        msgs.append({"role": "assistant", "content": answer or ("…" if not done else "(empty answer)")})
+    return msgs
+
+
+def _stats(res) -> str:
+    if res is None or res.tokens == 0:
+        return ""
+    tps = f"{res.tokens_per_s:.1f} tok/s" if res.tokens_per_s else "—"
+    ttft = f"{res.ttft_s * 1000:.0f} ms" if res.ttft_s is not None else "—"
+    return f"{res.tokens} tokens · {tps} · first token {ttft}"
+
+
+def adapter_choices(runs_dir: Path) -> list[str]:
+    return [str(p) for p in find_adapters(runs_dir)]
+
+
+def create_chat_tab(settings) -> None:
+    runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
+    register_hooks()
+    with gr.Row():
+        model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
+                            info="auto: the base model the adapter was trained on")  # fmt: skip
+        adapter = gr.Dropdown(adapter_choices(runs_dir), label="adapter (runs, truncated copies)", allow_custom_value=True,
+                              info="or type the path of any PEFT adapter folder")  # fmt: skip
+        refresh = gr.Button("↻", size="sm", scale=0)
+        load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
+    loaded = gr.Markdown(ENGINE.status(), elem_id="chat-status")
+    with gr.Accordion("Prompt and generation settings", open=False):
+        with gr.Row():
+            system = gr.Textbox(label="system prompt", placeholder="(none)")
+            thinking = gr.Checkbox(value=False, label="Qwen3 thinking")
+            greedy = gr.Checkbox(value=False, label="greedy (deterministic)")
+        with gr.Row():
+            temperature = gr.Slider(0.01, 2, value=0.7, step=0.01, label="temperature")
+            top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="top-p")
+            top_k = gr.Slider(0, 200, value=50, step=1, label="top-k (0: off)")
+            rep = gr.Slider(0.8, 2, value=1.1, step=0.01, label="repetition penalty")
+        with gr.Row():
+            max_new = gr.Slider(1, 2048, value=256, step=1, label="max new tokens")
+            seed = gr.Number(value=0, precision=0, label="seed (shared by both sides)")
+            scale = gr.Slider(0, 2, value=1, step=0.05, label="adapter scale (0 = base, 1 = as trained)")
+    with gr.Row():
+        with gr.Column():
+            base_chat = gr.Chatbot(label="Base (adapter off)", height=420, elem_id="chat-base")
+            base_stats = gr.Markdown(elem_id="chat-base-stats")
+        with gr.Column():
+            tuned_chat = gr.Chatbot(label="Tuned (adapter on)", height=420, elem_id="chat-tuned")
+            tuned_stats = gr.Markdown(elem_id="chat-tuned-stats")
+    with gr.Row():
+        msg = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+        clear = gr.Button("Clear", scale=1)
+    with gr.Row():
+        ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
+        add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
+        add_msg = gr.Markdown()
+    with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
+        cmp_btn = gr.Button("Compare")
+        cmp_table = gr.Dataframe(interactive=False, wrap=True, max_height=400)
+
+    gen_inputs = [temperature, top_p, top_k, rep, max_new, seed, scale, greedy]
+
+    @friendly
+    def on_load(model_id, adapter_dir):
+        yield from ENGINE.load(model_id, adapter_dir or None)
+
+    @friendly
+    def on_send(text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, gr_):
+        if not str(text or "").strip():
+            raise InputError("Type a message first.")
+        if ENGINE.model is None:
+            raise InputError("Load a model first: pick an adapter (or a model) and press Load.")
+        gen = GenSettings(max_new_tokens=n, greedy=bool(gr_), temperature=t, top_p=p, top_k=k, repetition_penalty=r,
+                          seed=int(sd or 0), adapter_scale=sc)  # fmt: skip
+        user = {"role": "user", "content": text}
+        base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
+        has_adapter = ENGINE.adapter_dir is not None
+        stream = ENGINE.generate_pair(_history_for_engine(base_hist), _history_for_engine(tuned_hist), sys_prompt or "",
+                                      gen, enable_thinking=bool(think))  # fmt: skip
+        b = t_ = None
+        for b, t_ in stream:
+            tuned_msgs = _assistant_messages(t_.text, t_.done) if has_adapter else [
+                {"role": "assistant", "content": "(no adapter loaded: load one to see the tuned side)"}]  # fmt: skip
+            yield "", base_hist + _assistant_messages(b.text, b.done), tuned_hist + tuned_msgs, _stats(b), _stats(t_)
+        if b is None:
+            raise InputError("Nothing was generated.")
+
+    def on_stop():
+        ENGINE.stop()
+        return "Stopped."
+
+    @friendly
+    def on_add(name, tuned_hist):
+        hist = _history_for_engine(tuned_hist)
+        users = [m for m in hist if m["role"] == "user"]
+        answers = [m for m in hist if m["role"] == "assistant"]
+        if not users or not answers:
+            raise InputError("Chat first: there is no exchange to add yet.")
+        n = DatasetStore(data_dir).add_exchange(name, users[-1]["content"], answers[-1]["content"])
+        return f"Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab."
+
+    @friendly
+    def on_compare():
+        if ENGINE.adapter_dir is None:
+            raise InputError("Load an adapter trained in LoRA Lab first.")
+        rows = compare_on_rows(ENGINE, ENGINE.adapter_dir)
+        return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows],
+                            columns=["split", "prompt", "expected", "base", "tuned"])  # fmt: skip
+
+    load_btn.click(on_load, [model, adapter], loaded, api_name="chat_load", concurrency_limit=1, concurrency_id="model")
+    refresh.click(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_name=False)
+    send_args = dict(fn=on_send, inputs=[msg, base_chat, tuned_chat, system, thinking, *gen_inputs],
+                     outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], concurrency_limit=1,
+                     concurrency_id="model")  # fmt: skip
+    send.click(**send_args, api_name="chat_send")
+    msg.submit(**send_args, api_name=False)
+    stop.click(on_stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
+    clear.click(lambda: ([], [], "", ""), None, [base_chat, tuned_chat, base_stats, tuned_stats], api_name="chat_clear")
+    add_btn.click(on_add, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset")
+    cmp_btn.click(on_compare, None, cmp_table, api_name="chat_compare", concurrency_limit=1, concurrency_id="model")

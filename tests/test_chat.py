@@ -1,0 +1,130 @@
+"""Chat engine: one model, two sides that never leak into each other, Gradio 6 history, Qwen3 template."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lora_demo.chat.engine import ChatEngine, GenSettings, compare_on_rows, flatten_content, split_thinking
+from lora_demo.errors import InputError
+
+PROMPT = "What is your name?"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_run):
+    e = ChatEngine()
+    lines = list(e.load("auto", str(tiny_run)))
+    assert "Ready" in lines[-1] and e.model_id == "qwen3-tiny" and e.template["template"] == "chat"
+    return e
+
+
+def _fresh_base_greedy(ids: list[int], n: int) -> list[int]:
+    from lora_demo.models import load_model
+
+    lm = load_model("qwen3-tiny")
+    out = lm.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            max_new_tokens=n, do_sample=False, eos_token_id=[151645, 151643], pad_token_id=151643)  # fmt: skip
+    return out[0, len(ids) :].tolist()
+
+
+@pytest.mark.parametrize("mode", ["batch", "sequential"])
+def test_tuned_differs_and_base_equals_fresh_base(engine, mode):
+    gen = GenSettings(max_new_tokens=12, greedy=True, repetition_penalty=1.0)
+    res = engine.answer_pair(PROMPT, gen, mode=mode)
+    assert res["tuned"] != res["base"]
+    ids = engine.prompt_ids([{"role": "user", "content": PROMPT}])
+    fresh = _fresh_base_greedy(ids, 12)
+    cut = next((i for i, t in enumerate(fresh) if t in (151645, 151643)), len(fresh))
+    assert res["base"] == engine.tokenizer.decode(fresh[:cut], skip_special_tokens=True)
+
+
+def test_base_row_logits_equal_fresh_base_in_one_forward(engine):
+    """The mixed batch's base row is the base model: logits equal a freshly loaded one's."""
+    from lora_demo.models import load_model
+
+    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPT}])] * 2)
+    with torch.inference_mode():
+        mixed = engine.model(input_ids=ids, adapter_names=["__base__", "default"]).logits
+        fresh = load_model("qwen3-tiny").model(input_ids=ids[:1]).logits
+    assert torch.allclose(mixed[0], fresh[0], atol=1e-4)
+    assert (mixed[1] - fresh[0]).abs().max() > 1e-2  # the tuned row really is different
+
+
+def test_adapter_active_again_after_every_base_generation(engine):
+    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPT}])])
+    with torch.inference_mode():
+        tuned_before = engine.model(input_ids=ids).logits
+    for mode in ("sequential", "batch"):
+        engine.answer_pair(PROMPT, GenSettings(max_new_tokens=4, greedy=True), mode=mode)
+        with torch.inference_mode():
+            assert torch.equal(engine.model(input_ids=ids).logits, tuned_before), mode
+
+
+def test_adapter_scale_zero_is_the_base(engine):
+    gen0 = GenSettings(max_new_tokens=10, greedy=True, repetition_penalty=1.0, adapter_scale=0.0)
+    res = engine.answer_pair(PROMPT, gen0)
+    assert res["tuned"] == res["base"]
+
+
+def test_gradio6_history_blocks_and_multi_turn(engine):
+    hist = [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]},
+        {"role": "user", "content": [{"type": "text", "text": PROMPT}]},
+    ]
+    assert flatten_content(hist[0]["content"]) == "Hi"
+    ids = engine.prompt_ids(hist)
+    text = engine.tokenizer.decode(ids)
+    assert text.endswith(
+        "<|im_start|>user\nWhat is your name?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    assert "<|im_start|>assistant\nHello!<|im_end|>" in text
+    last = None
+    for last in engine.generate_pair(hist, hist, settings=GenSettings(max_new_tokens=5, greedy=True)):  # noqa: B007
+        pass
+    assert last[0].done and last[1].done
+
+
+def test_thinking_on_changes_the_prompt(engine):
+    on = engine.tokenizer.decode(engine.prompt_ids([{"role": "user", "content": "x"}], enable_thinking=True))
+    assert on.endswith("<|im_start|>assistant\n")
+    assert split_thinking("<think>\nwhy\n</think>\n\nAnswer") == ("why", "Answer")
+
+
+def test_stop_mid_stream(engine):
+    seen = 0
+    for _base, _tuned in engine.generate_pair(
+        [{"role": "user", "content": PROMPT}], settings=GenSettings(max_new_tokens=400, seed=1)
+    ):
+        seen += 1
+        if seen == 3:
+            engine.stop()
+    assert seen < 50
+    engine.answer_pair(PROMPT, GenSettings(max_new_tokens=3, greedy=True))  # the engine works again afterwards
+
+
+def test_compare_on_rows(engine, tiny_run):
+    rows = compare_on_rows(engine, tiny_run, limit=2, max_new_tokens=8)
+    assert {r.split for r in rows} == {"train", "val"} and all(r.expected for r in rows)
+
+
+def test_bad_input(engine, tmp_path):
+    with pytest.raises(InputError, match="Type a message"):
+        engine.answer_pair("   ")
+    with pytest.raises(InputError, match="max new tokens must be a number from 1"):
+        engine.answer_pair(PROMPT, GenSettings(max_new_tokens=0))
+    with pytest.raises(InputError, match="holds no adapter"):
+        list(ChatEngine().load("qwen3-tiny", str(tmp_path)))
+
+
+def test_cli_chat_json(tiny_run):
+    out = subprocess.run([sys.executable, "-m", "lora_demo", "chat", "--adapter", str(tiny_run), "--prompt", PROMPT,
+                          "--max-new-tokens", "8", "--greedy", "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert set(res) == {"base", "tuned"} and res["base"] != res["tuned"]

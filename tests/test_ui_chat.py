@@ -1,0 +1,45 @@
+"""The Chat tab's endpoints: load, streamed side-by-side answers, stop, add to dataset, compare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gradio_client.exceptions import AppError
+
+GEN = [0.7, 0.9, 50, 1.0, 12, 0, 1.0, True]  # temperature, top_p, top_k, repetition, max new, seed, scale, greedy
+
+
+def test_load_send_add_compare(app_client, tiny_run, app_dirs):
+    status = app_client.predict("auto", str(tiny_run), api_name="/chat_load")
+    assert "Loaded base `qwen3-tiny`" in status and "tiny-chat" in status
+    job = app_client.submit("What is your name?", [], [], "", False, *GEN, api_name="/chat_send")
+    outputs = list(job)
+    assert len(outputs) >= 2  # streamed: several updates
+    _msg, base, tuned, base_stats, tuned_stats = job.outputs()[-1]
+    assert base[0]["role"] == "user" and base[-1]["role"] == "assistant"
+    assert flat(base[-1]) != flat(tuned[-1]) and "tok/s" in base_stats and "tok/s" in tuned_stats
+    msg = app_client.predict("chatlog", tuned, api_name="/chat_add_to_dataset")
+    assert "chatlog" in msg
+    row = json.loads((app_dirs / "data" / "chatlog.jsonl").read_text().splitlines()[-1])
+    assert row["instruction"] == "What is your name?" and row["output"] == flat(tuned[-1])
+    table = app_client.predict(api_name="/chat_compare")
+    assert table["headers"] == ["split", "prompt", "expected", "base", "tuned"] and len(table["data"]) >= 2
+
+
+def flat(message) -> str:
+    c = message["content"]
+    if isinstance(c, list):
+        return "".join(b.get("text", "") for b in c if isinstance(b, dict))
+    return c
+
+
+def test_bad_chat_input(app_client, tiny_run):
+    app_client.predict("auto", str(tiny_run), api_name="/chat_load")
+    with pytest.raises(AppError, match="Type a message first"):
+        app_client.predict("  ", [], [], "", False, *GEN, api_name="/chat_send")
+    with pytest.raises(AppError, match="holds no adapter"):
+        app_client.predict("qwen3-tiny", "/etc", api_name="/chat_load")
+    with pytest.raises(AppError, match="there is no exchange"):
+        app_client.predict("x", [], api_name="/chat_add_to_dataset")
+    assert app_client.predict(api_name="/chat_stop") == "Stopped."
