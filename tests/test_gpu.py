@@ -78,3 +78,34 @@ def test_unsloth_trains_qwen3_1_7b_4bit(qwen3_1_7b, tmp_path):
     print("GPU-FIGURES", json.dumps({"first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
                                      "s_per_step": logs[-1].get("s_per_step"), "gpu_peak_gb": logs[-1]["gpu_peak_gb"],
                                      "tokens_per_s": logs[-1].get("tokens_per_s")}))  # fmt: skip
+
+
+def test_chat_on_cuda_base_row_is_the_base(qwen3_1_7b, tmp_path):
+    """On the GPU too, the mixed batch's base row equals the base model and the tuned row differs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lora_demo.chat.engine import ChatEngine, GenSettings
+    from lora_demo.models import load_model
+    from lora_demo.train.settings import ALL_LINEAR
+
+    lm = load_model(str(qwen3_1_7b), dtype="bf16", device="cuda")
+    pm = get_peft_model(lm.model, LoraConfig(r=16, lora_alpha=16, target_modules=ALL_LINEAR))
+    torch.manual_seed(0)
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.02)
+    pm.save_pretrained(tmp_path / "adapter")
+    del lm, pm
+    engine = ChatEngine()
+    list(engine.load(str(qwen3_1_7b), str(tmp_path / "adapter")))
+    assert engine.device == "cuda"
+    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "Hello"}])] * 2, device="cuda")
+    with torch.inference_mode():
+        mixed = engine.model(input_ids=ids, adapter_names=["__base__", "default"]).logits.float()
+        with engine.model.disable_adapter():
+            base = engine.model(input_ids=ids[:1]).logits.float()
+    assert (mixed[0] - base[0]).abs().max() < 0.1  # bf16 batch-vs-single rounding only
+    assert (mixed[1] - base[0]).abs().max() > 0.1
+    res = engine.answer_pair("Hello", GenSettings(max_new_tokens=16, min_new_tokens=16, greedy=True))
+    assert res["base_stats"]["tokens"] == 16 and res["tuned_stats"]["tokens"] == 16

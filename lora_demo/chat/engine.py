@@ -31,6 +31,7 @@ class GenSettings:
     repetition_penalty: float = 1.1
     seed: int = 0
     adapter_scale: float = 1.0  # 0 = base, 1 = as trained, up to 2 = exaggerated
+    min_new_tokens: int = 0  # benchmarks force a fixed length with this
 
     def check(self) -> GenSettings:
         import math
@@ -137,6 +138,7 @@ class ChatEngine:
         self.adapter_dir: str | None = None
         self.template: dict = {}
         self.device = "cpu"
+        self.static_cache = False  # static KV cache (+ transformers' auto-compile of decoding), CUDA only
 
     # --- loading ---
     def status(self) -> str:
@@ -277,6 +279,10 @@ class ChatEngine:
         kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy, eos_token_id=eos,
                   pad_token_id=tok.pad_token_id, repetition_penalty=settings.repetition_penalty,
                   stopping_criteria=StoppingCriteriaList([_Stop()]))  # fmt: skip
+        if settings.min_new_tokens:
+            kw["min_new_tokens"] = settings.min_new_tokens
+        if self.static_cache:
+            kw["cache_implementation"] = "static"
         if not settings.greedy:
             kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
         else:
