@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from lora_demo.train.runs import list_runs, read_status
+from lora_demo.train.runs import read_status
 from lora_demo.train.settings import TrainSettings
 from lora_demo.ui.train_tab import FORM
 
@@ -37,13 +37,13 @@ def test_start_second_session_refused_stop(app_client, app_dirs):
     other = Client(app_client.src, verbose=False)  # a second browser session
     with pytest.raises(AppError, match="A training run is in progress: .* started at"):
         other.predict(*form(max_steps=5), api_name="/train_start")
+    run = app_dirs / "runs" / msg.split("**")[1]
     deadline = time.time() + 120
-    while not any(r["step"] for r in list_runs(app_dirs / "runs")) and time.time() < deadline:
+    while not read_status(run).get("step") and time.time() < deadline:  # let it train a few steps
         time.sleep(0.3)
     assert "Stopping" in app_client.predict(api_name="/train_stop")
-    run = app_dirs / "runs" / list_runs(app_dirs / "runs")[0]["name"]
     while read_status(run).get("status") not in ("stopped", "failed", "completed") and time.time() < deadline:
         time.sleep(0.3)
     assert read_status(run)["status"] == "stopped" and (run / "adapter_model.safetensors").is_file()
     table, _ = app_client.predict(api_name="/train_runs")
-    assert table["data"][0][1] == "stopped"
+    assert [r[1] for r in table["data"] if r[0] == run.name] == ["stopped"]

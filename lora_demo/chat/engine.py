@@ -139,6 +139,7 @@ class ChatEngine:
         self.template: dict = {}
         self.device = "cpu"
         self.static_cache = False  # static KV cache (+ transformers' auto-compile of decoding), CUDA only
+        self.compile_mode = "default"
 
     # --- loading ---
     def status(self) -> str:
@@ -282,7 +283,12 @@ class ChatEngine:
         if settings.min_new_tokens:
             kw["min_new_tokens"] = settings.min_new_tokens
         if self.static_cache:
+            from transformers import CompileConfig
+
+            # Static KV cache lets transformers compile the decode step. Not "reduce-overhead": its CUDA graphs keep
+            # state in thread-local storage and fail in the streaming thread (AssertionError in cudagraph_trees).
             kw["cache_implementation"] = "static"
+            kw["compile_config"] = CompileConfig(mode=self.compile_mode)
         if not settings.greedy:
             kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
         else:
