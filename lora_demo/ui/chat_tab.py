@@ -144,12 +144,12 @@ def create_chat_tab(settings) -> None:
                             columns=["split", "prompt", "expected", "base", "tuned"])  # fmt: skip
 
     load_btn.click(on_load, [model, adapter], loaded, api_name="chat_load", concurrency_limit=1, concurrency_id="model")
-    refresh.click(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_name=False)
+    refresh.click(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_visibility="private")
     send_args = dict(fn=on_send, inputs=[msg, base_chat, tuned_chat, system, thinking, *gen_inputs],
                      outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], concurrency_limit=1,
                      concurrency_id="model")  # fmt: skip
     send.click(**send_args, api_name="chat_send")
-    msg.submit(**send_args, api_name=False)
+    msg.submit(**send_args, api_visibility="private")
     stop.click(on_stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
     clear.click(lambda: ([], [], "", ""), None, [base_chat, tuned_chat, base_stats, tuned_stats], api_name="chat_clear")
     add_btn.click(on_add, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset")

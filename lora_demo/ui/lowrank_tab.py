@@ -162,14 +162,16 @@ def create_lowrank_tab(settings) -> None:
     svd_outputs = [spectrum, heat, svd_text, b_tab, a_tab, svd_json]
     new_outputs = [matrix_state, grid, k]
     load_btn.click(load_preset, [preset, d, n, true_rank, noise, seed, weight_model, weight, k], new_outputs,
-                   api_name="lowrank_preset").then(svd_at_rank, [matrix_state, k], svd_outputs)  # fmt: skip
-    grid_btn.click(use_grid, [grid, k], new_outputs, api_name=False).then(svd_at_rank, [matrix_state, k], svd_outputs)
+                   api_name="lowrank_preset").then(svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private")  # fmt: skip
+    grid_btn.click(use_grid, [grid, k], new_outputs, api_visibility="private").then(
+        svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private"
+    )
     paste_btn.click(use_pasted, [pasted, k], new_outputs, api_name="lowrank_parse").then(
-        svd_at_rank, [matrix_state, k], svd_outputs
+        svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private"
     )
     list_btn.click(list_weights, weight_model, weight, api_name="lowrank_weights")
     k.release(svd_at_rank, [matrix_state, k], svd_outputs, api_name="lowrank_svd")
-    k.change(svd_at_rank, [matrix_state, k], svd_outputs, api_name=False, show_progress="hidden")
+    k.change(svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private", show_progress="hidden")
 
     with gr.Accordion("2 · LoRA product explorer: ΔW = B·A", open=True):
         with gr.Row():
@@ -188,8 +190,8 @@ def create_lowrank_tab(settings) -> None:
             prod_json = gr.JSON(init[3])
     prod_outputs = [dw_tab, prod_text, prod_fig, prod_json]
     prod_btn.click(product, [b_in, a_in, w0_kind], prod_outputs, api_name="lowrank_product")
-    seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_name=False).then(
-        product, [b_in, a_in, w0_kind], prod_outputs
+    seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_visibility="private").then(
+        product, [b_in, a_in, w0_kind], prod_outputs, api_visibility="private"
     )
 
     create_adapter_section(runs_dir)
@@ -258,7 +260,9 @@ def create_adapter_section(runs_dir: Path) -> None:
 
     go_btn.click(run_analysis, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
                  api_name="lowrank_analyze")  # fmt: skip
-    module.change(pick_module, [analysis, module], mod_spec, api_name=False)
-    measure.change(re_measure, [analysis, measure], heat, api_name=False)
-    refresh.click(lambda: gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)]), None, choice, api_name=False)
+    module.change(pick_module, [analysis, module], mod_spec, api_visibility="private")
+    measure.change(re_measure, [analysis, measure], heat, api_visibility="private")
+    refresh.click(
+        lambda: gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)]), None, choice, api_visibility="private"
+    )
     trunc_btn.click(truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice], api_name="lowrank_truncate")

@@ -189,13 +189,13 @@ def create_train_tab(settings) -> None:
         [view, last_sig],
         [progress, curve, log, view, runs_table, last_sig],
         show_progress="hidden",
-        api_name=False,
+        api_visibility="private",
     )
-    view.change(lambda: None, None, last_sig, api_name=False)
+    view.change(lambda: None, None, last_sig, api_visibility="private")
     refresh.click(lambda: (runs_frame(runs_dir), gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)])), None,
                   [runs_table, view], api_name="train_runs")  # fmt: skip
 
     def on_select(evt: gr.SelectData):
         return evt.row_value[0] if evt.row_value else gr.skip()
 
-    runs_table.select(on_select, None, view, api_name=False)
+    runs_table.select(on_select, None, view, api_visibility="private")
