@@ -23,6 +23,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="auto", help="default model id or folder ('auto': by device)")
     p.add_argument("--runs-dir", default="runs", help="where training runs and adapters are saved")
     p.add_argument("--data-dir", default="data", help="where datasets are saved")
+    p.add_argument(
+        "--allow-dir",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="another folder the browser may name (local models, adapters, datasets); repeatable",
+    )
     return p.parse_args(argv)
 
 
@@ -45,11 +52,13 @@ def resolve_auth(args: argparse.Namespace) -> tuple[str, str] | None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     auth = resolve_auth(args)
-    settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir))
+    settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
+                           allow_dirs=[Path(d) for d in args.allow_dir])  # fmt: skip
     demo = build_app(settings)
     demo.queue(default_concurrency_limit=None)
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
+        # Gradio serves files only from its cache and these folders (exports are written under runs/).
         allowed_paths=[str(settings.runs_dir.resolve())], max_file_size=f"{MAX_UPLOAD_MB:g}mb",
     )  # fmt: skip
 

@@ -29,3 +29,33 @@ def inside(root: Path, name: str, what: str = "name") -> Path:
     if Path(root).resolve() not in path.parents:
         raise InputError(f"The {what} {name!r} points outside {root}.")
     return path
+
+
+class PathPolicy:
+    """The folders a shared app may read from: its own runs and data folders, plus folders the operator allows
+    on the command line (--allow-dir). Every path that reaches the app from a browser or the API goes through
+    check(), so no endpoint reads an arbitrary file (../../etc/passwd, /root/.ssh, ...)."""
+
+    def __init__(self, roots):
+        self.roots = [Path(r).expanduser().resolve() for r in roots]
+
+    def check(self, path, what: str = "path") -> Path:
+        if not isinstance(path, str) or not path.strip():
+            raise InputError(f"The {what} is empty.")
+        if "\x00" in path:
+            raise InputError(f"The {what} contains a NUL character.")
+        p = Path(path.strip()).expanduser()
+        resolved = p.resolve() if p.is_absolute() else (self.roots[0] / p).resolve()
+        if not any(resolved == r or r in resolved.parents for r in self.roots):
+            allowed = ", ".join(str(r) for r in self.roots)
+            raise InputError(f"The {what} {path!r} is outside the folders this app may read ({allowed}). "
+                             "Start the app with --allow-dir FOLDER to add one.")  # fmt: skip
+        return resolved
+
+    def check_model(self, model_id: str) -> str:
+        """Registry and hub ids pass; a local model folder must lie inside the allowed folders."""
+        from lora_demo.models.registry import get_spec
+
+        if get_spec(model_id).kind == "local":
+            return str(self.check(model_id, "model folder"))
+        return model_id

@@ -109,3 +109,25 @@ def test_chat_on_cuda_base_row_is_the_base(qwen3_1_7b, tmp_path):
     assert (mixed[1] - base[0]).abs().max() > 0.1
     res = engine.answer_pair("Hello", GenSettings(max_new_tokens=16, min_new_tokens=16, greedy=True))
     assert res["base_stats"]["tokens"] == 16 and res["tuned_stats"]["tokens"] == 16
+
+
+def test_merged_export_on_cuda(qwen3_1_7b, tmp_path):
+    """Unsloth's merged 16-bit save, through lora_demo.export, loads with plain AutoModelForCausalLM."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lora_demo.export import export_merged
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.settings import TrainSettings, defaults_for
+
+    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b), "max_steps": 3, "warmup": 0})
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    run_dir = runner.start(s)
+    assert runner.wait(400)["status"] == "completed"
+    out = export_merged(run_dir, tmp_path / "merged")
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16, device_map={"": 0})
+    ids = torch.tensor([[9707, 1879, 0]], device="cuda")
+    with torch.inference_mode():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+    assert (out / "README.md").is_file() and list(out.glob("*.safetensors"))
+    print("MERGED-FILES", sorted(p.name for p in out.iterdir()))

@@ -107,7 +107,7 @@ def load_model(
         raise ModelError("trust_remote_code is allowed only for local model folders you trust.")
     t0 = time.perf_counter()
     path = model_path(model_id)
-    kwargs: dict = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code}
+    kwargs: dict = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if load_in_4bit and not get_spec(model_id).prequantized_4bit:
         from transformers import BitsAndBytesConfig
 

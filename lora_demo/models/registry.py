@@ -25,12 +25,7 @@ Kind = Literal["embedded", "hub", "local"]
 CONFIG_DIR = Path(__file__).parent / "configs"
 CPU_DEFAULT = "smollm2-135m-instruct"
 CUDA_DEFAULT = "unsloth/Qwen3-1.7B-unsloth-bnb-4bit"
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # safetensors only: pickle weights can run code
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,10 @@ def check_local_folder(path: Path) -> None:
             path / "adapter_config.json").is_file() else ""  # fmt: skip
         raise ModelError(f"{path} holds no model: config.json is missing.{hint}")
     if not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise ModelError(f"{path} has config.json but no weights (model.safetensors or pytorch_model.bin).")
+        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+            raise ModelError(f"{path} holds only pickle weights (.bin/.pt), which can run code when loaded; LoRA Lab "
+                             "reads safetensors only. Convert them once: model.save_pretrained(dir, safe_serialization=True).")  # fmt: skip
+        raise ModelError(f"{path} has config.json but no weights (model.safetensors).")
 
 
 def hub_cached(model_id: str) -> bool:

@@ -21,6 +21,15 @@ class AppSettings:
     model: str = "auto"  # "auto": the registry's default for this device
     runs_dir: Path = field(default_factory=lambda: Path("runs"))
     data_dir: Path = field(default_factory=lambda: Path("data"))
+    allow_dirs: list[Path] = field(default_factory=list)  # extra folders the browser may name (--allow-dir)
+
+    def policy(self):
+        """What paths coming from the browser/API may point at."""
+        from lora_demo.paths import PathPolicy
+
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return PathPolicy([self.runs_dir, self.data_dir, *self.allow_dirs])
 
 
 def build_app(settings: AppSettings | None = None) -> gr.Blocks:

@@ -52,6 +52,7 @@ def adapter_choices(runs_dir: Path) -> list[str]:
 def create_chat_tab(settings) -> None:
     runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
     register_hooks()
+    policy = settings.policy()
     with gr.Row():
         model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
                             info="auto: the base model the adapter was trained on")  # fmt: skip
@@ -98,7 +99,9 @@ def create_chat_tab(settings) -> None:
 
     @friendly
     def on_load(model_id, adapter_dir):
-        yield from ENGINE.load(model_id, adapter_dir or None)
+        model_id = model_id if not model_id or model_id == "auto" else policy.check_model(model_id)
+        adapter_dir = str(policy.check(adapter_dir, "adapter folder")) if adapter_dir else None
+        yield from ENGINE.load(model_id, adapter_dir)
 
     @friendly
     def on_send(text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, gr_):

@@ -48,6 +48,7 @@ def _row_index(rows: list[dict], n) -> int:
 
 def create_dataset_tab(settings) -> None:
     store = DatasetStore(settings.data_dir)
+    policy = settings.policy()
     default_model = resolve_model(settings.model)
     gr.Markdown(
         "Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer to "
@@ -172,7 +173,7 @@ def create_dataset_tab(settings) -> None:
 
     @friendly
     def on_validate(current, model_id, tmpl, think, ml):
-        tok = cached_tokenizer(model_id)
+        tok = cached_tokenizer(policy.check_model(model_id))
         rep = validate_rows(clean_rows(current), tok, int(ml) if ml else None, tmpl, bool(think))
         return summary_markdown(rep), length_histogram(rep["lengths"], int(ml) if ml else None)
 
@@ -180,7 +181,7 @@ def create_dataset_tab(settings) -> None:
     def on_preview(current, n, model_id, tmpl, think, ml, resp_only):
         rows = clean_rows(current)
         row = rows[_row_index(rows, n)]
-        tok = cached_tokenizer(model_id)
+        tok = cached_tokenizer(policy.check_model(model_id))
         ex = build_example(row, tok, tmpl, int(ml) if ml else None, bool(resp_only), bool(think))
         text = tok.decode(ex.input_ids)
         note = f"\n\n[truncated to {int(ml)} tokens]" if ex.truncated else ""

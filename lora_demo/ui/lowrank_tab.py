@@ -76,6 +76,8 @@ def load_preset(preset: str, d, n, true_rank, noise, seed, model_id: str, weight
     else:
         if not weight:
             raise InputError("Pick a weight matrix of the model first.")
+        if model_id not in WEIGHT_MODELS:
+            raise InputError(f"Pick one of {', '.join(WEIGHT_MODELS)}.")
         m = model_weight(model_id, weight)
     return _new_matrix(m, k_now)
 
@@ -94,6 +96,8 @@ def use_pasted(text: str, k_now):
 
 @friendly
 def list_weights(model_id: str):
+    if model_id not in WEIGHT_MODELS:
+        raise InputError(f"Pick one of {', '.join(WEIGHT_MODELS)}.")
     names = weight_names(model_id)
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
@@ -111,11 +115,11 @@ def product(b_grid, a_grid, w0_kind: str):
     return table, product_markdown(res), fig, numbers
 
 
-def _adapter_path(runs_dir: Path, choice: str | None, typed: str | None) -> str:
+def _adapter_path(policy, choice: str | None, typed: str | None) -> str:
     path = (typed or "").strip() or (choice or "")
     if not path:
         raise InputError("Pick an adapter from the list, or type the path of a PEFT adapter folder.")
-    return path
+    return str(policy.check(path, "adapter folder"))
 
 
 def create_lowrank_tab(settings) -> None:
@@ -194,10 +198,10 @@ def create_lowrank_tab(settings) -> None:
         product, [b_in, a_in, w0_kind], prod_outputs, api_visibility="private"
     )
 
-    create_adapter_section(runs_dir)
+    create_adapter_section(runs_dir, settings.policy())
 
 
-def create_adapter_section(runs_dir: Path) -> None:
+def create_adapter_section(runs_dir: Path, policy) -> None:
     with gr.Accordion("3 · The adapters you trained", open=True):
         gr.Markdown(
             "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
@@ -227,7 +231,7 @@ def create_adapter_section(runs_dir: Path) -> None:
 
     @friendly
     def run_analysis(ch, ty, meas):
-        res = analyze_adapter(_adapter_path(runs_dir, ch, ty))
+        res = analyze_adapter(_adapter_path(policy, ch, ty))
         names = [m["name"] for m in res["modules"]]
         rows = [[m["name"], m["r"], round(m["fro_norm"], 5), round(m["effective_rank"], 3), round(m["stable_rank"], 3),
                  m["rank_90"], m["rank_99"], None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}")]
@@ -254,7 +258,7 @@ def create_adapter_section(runs_dir: Path) -> None:
 
     @friendly
     def truncate(ch, ty, kk, name):
-        out = truncate_adapter(_adapter_path(runs_dir, ch, ty), kk, inside(runs_dir, name, "adapter name"))
+        out = truncate_adapter(_adapter_path(policy, ch, ty), kk, inside(runs_dir, name, "adapter name"))
         return (f"Wrote the rank-{int(kk)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
                 gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)], value=str(out)))  # fmt: skip
 

@@ -10,7 +10,9 @@ import pandas as pd
 from lora_demo.data import DatasetStore, example_names
 from lora_demo.device import detect
 from lora_demo.errors import InputError
+from lora_demo.export import export_gguf, export_merged, export_zip
 from lora_demo.models import REGISTRY, cached_tokenizer, resolve_model
+from lora_demo.paths import inside
 from lora_demo.train.plan import plan_markdown, plan_run
 from lora_demo.train.plots import loss_figure, progress_html
 from lora_demo.train.runner import equivalent_command, get_runner, resolve_rows
@@ -54,6 +56,16 @@ def runs_frame(runs_dir) -> pd.DataFrame:
 def create_train_tab(settings) -> None:
     runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
     runner = get_runner(runs_dir, data_dir)
+    policy = settings.policy()
+
+    def guarded(values) -> TrainSettings:
+        """Settings from the form, with every path checked against the app's folders."""
+        s = settings_from_form(values)
+        s.model = policy.check_model(s.model)
+        if not s.dataset.startswith("example:") and s.dataset not in DatasetStore(data_dir).names():
+            s.dataset = str(policy.check(s.dataset, "dataset file"))
+        return s
+
     device = detect().device
     d = defaults_for(device, resolve_model(settings.model)).to_dict()
     models = list(dict.fromkeys([d["model"], *REGISTRY]))
@@ -115,12 +127,19 @@ def create_train_tab(settings) -> None:
         view = gr.Dropdown([r["name"] for r in list_runs(runs_dir)], label="show run", allow_custom_value=False)
         refresh = gr.Button("↻ runs", size="sm")
     runs_table = gr.Dataframe(value=lambda: runs_frame(runs_dir), label="runs", interactive=False, max_height=300)
+    with gr.Accordion("Export the shown run", open=False):
+        with gr.Row():
+            zip_btn = gr.Button("Adapter as .zip", elem_id="export-zip")
+            merge_btn = gr.Button("Merge into the base (16-bit)")
+            gguf_btn = gr.Button("GGUF (needs llama.cpp)")
+        export_file = gr.File(label="download", interactive=False, elem_id="export-file")
+        export_msg = gr.Markdown(elem_id="export-message")
     timer = gr.Timer(1.0)
     last_sig = gr.State(None)
 
     @friendly
     def on_plan(*values):
-        s = settings_from_form(values)
+        s = guarded(values)
         rows = resolve_rows(s.dataset, data_dir)
         try:
             tok = cached_tokenizer(s.model)
@@ -130,7 +149,7 @@ def create_train_tab(settings) -> None:
 
     @friendly
     def on_start(*values):
-        s = settings_from_form(values)
+        s = guarded(values)
         rows = resolve_rows(s.dataset, data_dir)
         plan = plan_run(s, rows, None)
         if plan["errors"]:
@@ -180,6 +199,39 @@ def create_train_tab(settings) -> None:
         table = runs_frame(runs_dir) if sig is None or sig[1] != new_sig[1] else gr.skip()
         return html, loss_figure(prog, f"Run {name}"), log_tail(run_dir), view_update, table, new_sig
 
+    def shown_run(name) -> Path:
+        if not name:
+            raise InputError("Pick a run in 'show run' first.")
+        run_dir = inside(runs_dir, name, "run name")
+        if not run_dir.is_dir():
+            raise InputError(f"No run named {name!r}.")
+        return run_dir
+
+    @friendly
+    def on_zip(name):
+        run_dir = shown_run(name)
+        out = export_zip(run_dir, run_dir / "exports" / f"{run_dir.name}.zip")
+        return str(out), f"Zipped the adapter, its config and model card: `{out}`."
+
+    @friendly
+    def on_merge(name):
+        run_dir = shown_run(name)
+        out = export_merged(run_dir, run_dir / "merged")
+        return f"Merged model (16-bit safetensors + model card) in `{out}`: `AutoModelForCausalLM.from_pretrained` loads it."
+
+    @friendly
+    def on_gguf(name):
+        run_dir = shown_run(name)
+        if not (run_dir / "merged" / "config.json").is_file():
+            raise InputError("Merge the run first (the GGUF is made from the merged model).")
+        out = export_gguf(run_dir / "merged", run_dir / "exports" / f"{run_dir.name}.gguf")
+        return f"GGUF written: `{out}`."
+
+    zip_btn.click(on_zip, view, [export_file, export_msg], api_name="export_zip")
+    merge_btn.click(
+        on_merge, view, export_msg, api_name="export_merged", concurrency_limit=1, concurrency_id="train_start"
+    )
+    gguf_btn.click(on_gguf, view, export_msg, api_name="export_gguf", concurrency_limit=1, concurrency_id="train_start")
     plan_btn.click(on_plan, form, plan_md, api_name="train_plan")
     start_btn.click(on_start, form, [start_md, plan_md, view], api_name="train_start", concurrency_limit=1,
                     concurrency_id="train_start")  # fmt: skip

@@ -1,0 +1,144 @@
+"""Sharing and export: merged weights equal base + adapter, the zip loads in PEFT, traversal is refused."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+import torch
+from gradio_client.exceptions import AppError
+
+from lora_demo.errors import InputError, ModelError
+from lora_demo.export import export_gguf, export_merged, export_zip
+from lora_demo.paths import PathPolicy
+
+
+def _logits(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=ids).logits.float()
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_merged_logits_equal_base_plus_adapter(tiny_run, tmp_path, dtype):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lora_demo.models import load_model
+
+    out = export_merged(tiny_run, tmp_path / "merged", dtype=dtype)
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)  # plain transformers loads it
+    peft = PeftModel.from_pretrained(load_model("qwen3-tiny").model, str(tiny_run))
+    ids = torch.tensor([[9707, 1879, 0, 3555, 374, 697, 829, 30]])
+    want, got = _logits(peft, ids), _logits(merged, ids)
+    rel = (got - want).abs().max() / want.abs().max()
+    assert rel < (5e-3 if dtype == "fp16" else 2e-2), float(rel)
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.85
+    assert (out / "README.md").read_text().startswith("---\nbase_model: qwen3-tiny")
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    with pytest.raises(InputError, match="already exists"):
+        export_merged(tiny_run, out)
+
+
+def test_zip_holds_a_peft_adapter(tiny_run, tmp_path):
+    from peft import PeftModel
+
+    from lora_demo.models import load_model
+
+    z = export_zip(tiny_run, tmp_path / "a.zip")
+    with zipfile.ZipFile(z) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "x")
+    stem = tiny_run.name
+    assert {f"{stem}/adapter_config.json", f"{stem}/adapter_model.safetensors", f"{stem}/README.md"} <= names
+    model = PeftModel.from_pretrained(load_model("qwen3-tiny").model, str(tmp_path / "x" / stem))
+    assert model.peft_config["default"].r == 16
+
+
+def test_gguf_without_llama_cpp_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(InputError, match="needs llama.cpp's converter, which is not installed here"):
+        export_gguf(tmp_path, tmp_path / "m.gguf")
+
+
+def test_path_policy(tmp_path):
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    policy = PathPolicy([tmp_path / "runs", tmp_path / "data"])
+    assert policy.check(str(tmp_path / "runs" / "a")) == (tmp_path / "runs" / "a").resolve()
+    assert policy.check("a") == (tmp_path / "runs" / "a").resolve()
+    for bad in [
+        "../../etc/passwd",
+        "/etc/passwd",
+        str(tmp_path / "runs" / ".." / ".." / "x"),
+        "~/.ssh",
+        "a/../../..",
+        "x\x00y",
+    ]:
+        with pytest.raises(InputError):
+            policy.check(bad)
+    assert policy.check_model("qwen3-tiny") == "qwen3-tiny"
+    with pytest.raises(InputError, match="outside the folders"):
+        policy.check_model("/etc")
+
+
+def test_pickle_weights_refused(tmp_path):
+    from lora_demo.models import load_model
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match="safetensors only"):
+        load_model(str(tmp_path))
+
+
+def test_share_needs_a_login(monkeypatch, capsys):
+    import app
+
+    monkeypatch.delenv("LORA_LAB_AUTH", raising=False)
+    user, password = app.resolve_auth(app.parse_args(["--share"]))
+    assert user == "lora" and password in capsys.readouterr().out
+    assert app.resolve_auth(app.parse_args(["--share", "--no-auth"])) is None
+    assert "WARNING" in capsys.readouterr().out
+    monkeypatch.setenv("LORA_LAB_AUTH", "ana:s3cret")
+    assert app.resolve_auth(app.parse_args(["--share"])) == ("ana", "s3cret")
+
+
+TRAVERSAL = ["../../etc/passwd", "/etc/passwd", "/etc", "../../../root", "..", "runs/../../etc"]
+
+
+def _form(**over):
+    from lora_demo.train.settings import TrainSettings
+    from lora_demo.ui.train_tab import FORM
+
+    values = {**TrainSettings(model="qwen3-tiny").to_dict(), **over}
+    return [values[k] for k in FORM]
+
+
+def _endpoint_calls(bad):
+    table = {"headers": ["instruction", "input", "output"], "data": [["a", "", "b"]]}
+    return [
+        ("/lowrank_analyze", (None, bad, "fro_norm")),
+        ("/lowrank_truncate", (None, bad, 2, "copy")),
+        ("/lowrank_truncate", (None, "", 2, bad)),
+        ("/dataset_save", (table, bad, 0.1)),
+        ("/dataset_load", (bad,)),
+        ("/dataset_validate", (table, bad, "alpaca", False, 64)),
+        ("/dataset_preview", (table, 1, bad, "alpaca", False, 64, True)),
+        ("/train_plan", _form(dataset=bad)),
+        ("/train_start", _form(model=bad)),
+        ("/chat_load", ("auto", bad)),
+        ("/chat_load", (bad, None)),
+        ("/chat_add_to_dataset", (bad, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])),
+        ("/export_zip", (bad,)),
+        ("/export_merged", (bad,)),
+        ("/export_gguf", (bad,)),
+    ]
+
+
+@pytest.mark.parametrize("bad", TRAVERSAL)
+def test_every_endpoint_refuses_traversal(app_client, app_dirs, bad):
+    for api, args in _endpoint_calls(bad):
+        with pytest.raises(AppError) as info:
+            app_client.predict(*args, api_name=api)
+        text = str(info.value)
+        assert "root:x:0:0" not in text and "Traceback" not in text, (api, text)
+    assert not list(app_dirs.glob("**/passwd*")) and not (app_dirs.parent / "etc").exists()
