@@ -60,3 +60,10 @@ def tiny_run(app_dirs):
     run_dir = runner.start(s)
     assert runner.wait(300)["status"] == "completed"
     return run_dir
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (the browser tests screenshot on failure)."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())

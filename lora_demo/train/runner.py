@@ -19,6 +19,7 @@ from pathlib import Path
 from lora_demo.errors import InputError
 from lora_demo.train.runs import (
     ACTIVE,
+    FINAL,
     new_run_dir,
     read_status,
     reconcile,
@@ -68,7 +69,10 @@ class Runner:
     def current(self) -> Path | None:
         """The active run's folder (this app's, or one left running by an earlier app), else None."""
         if self.proc is not None and self.proc.poll() is None:
-            return self.run_dir
+            if read_status(self.run_dir).get("status") not in FINAL:
+                return self.run_dir
+            # The worker has recorded its result and is only shutting its interpreter down: not a running job.
+            return None
         if self.proc is not None:
             self._reap()
         for p in sorted(self.runs_dir.glob("*/status.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:20]:

@@ -56,9 +56,9 @@ def create_chat_tab(settings) -> None:
     with gr.Row():
         model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
                             info="auto: the base model the adapter was trained on")  # fmt: skip
-        adapter = gr.Dropdown(adapter_choices(runs_dir), label="adapter (runs, truncated copies)", allow_custom_value=True,
+        adapter = gr.Dropdown(adapter_choices(runs_dir), label="adapter (runs, truncated copies)", allow_custom_value=True, elem_id="chat-adapter",
                               info="or type the path of any PEFT adapter folder")  # fmt: skip
-        refresh = gr.Button("↻", size="sm", scale=0)
+        refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
         load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
     loaded = gr.Markdown(ENGINE.status(), elem_id="chat-status")
     with gr.Accordion("Prompt and generation settings", open=False):
@@ -148,6 +148,7 @@ def create_chat_tab(settings) -> None:
 
     load_btn.click(on_load, [model, adapter], loaded, api_name="chat_load", concurrency_limit=1, concurrency_id="model")
     refresh.click(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_visibility="private")
+    adapter.focus(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_visibility="private")
     send_args = dict(fn=on_send, inputs=[msg, base_chat, tuned_chat, system, thinking, *gen_inputs],
                      outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], concurrency_limit=1,
                      concurrency_id="model")  # fmt: skip

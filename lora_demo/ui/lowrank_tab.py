@@ -210,11 +210,15 @@ def create_adapter_section(runs_dir: Path, policy) -> None:
             "90%/99% of Σσ²; **stable rank** = ‖ΔW‖²_F/σ₁²."
         )
         with gr.Row():
-            choice = gr.Dropdown([str(p) for p in find_adapters(runs_dir)], label="adapter (from the runs folder)")
-            refresh = gr.Button("↻", size="sm", scale=0)
+            choice = gr.Dropdown(
+                [str(p) for p in find_adapters(runs_dir)],
+                label="adapter (from the runs folder)",
+                elem_id="lowrank-adapter",
+            )
+            refresh = gr.Button("↻", size="sm", scale=0, elem_id="lowrank-refresh")
             typed = gr.Textbox(label="…or a PEFT adapter folder", placeholder="/path/to/adapter")
             go_btn = gr.Button("Analyze", variant="primary")
-        summary = gr.Markdown()
+        summary = gr.Markdown(elem_id="lowrank-summary")
         with gr.Row():
             measure = gr.Dropdown(list(MEASURES), value="effective_rank", label="heatmap measure")
             module = gr.Dropdown([], label="module (spectrum below)")
@@ -266,7 +270,10 @@ def create_adapter_section(runs_dir: Path, policy) -> None:
                  api_name="lowrank_analyze")  # fmt: skip
     module.change(pick_module, [analysis, module], mod_spec, api_visibility="private")
     measure.change(re_measure, [analysis, measure], heat, api_visibility="private")
-    refresh.click(
-        lambda: gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)]), None, choice, api_visibility="private"
-    )
+
+    def adapters():
+        return gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)])
+
+    refresh.click(adapters, None, choice, api_visibility="private")
+    choice.focus(adapters, None, choice, api_visibility="private")
     trunc_btn.click(truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice], api_name="lowrank_truncate")

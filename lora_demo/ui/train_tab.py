@@ -232,6 +232,9 @@ def create_train_tab(settings) -> None:
         on_merge, view, export_msg, api_name="export_merged", concurrency_limit=1, concurrency_id="train_start"
     )
     gguf_btn.click(on_gguf, view, export_msg, api_name="export_gguf", concurrency_limit=1, concurrency_id="train_start")
+    comps["dataset"].focus(
+        lambda: gr.Dropdown(choices=dataset_choices(data_dir)), None, comps["dataset"], api_visibility="private"
+    )
     plan_btn.click(on_plan, form, plan_md, api_name="train_plan")
     start_btn.click(on_start, form, [start_md, plan_md, view], api_name="train_start", concurrency_limit=1,
                     concurrency_id="train_start")  # fmt: skip

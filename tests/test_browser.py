@@ -1,0 +1,208 @@
+"""The product the way a user meets it: Playwright drives Debian's Chromium (headless) against the real app.
+
+Starts `python app.py --model qwen3-tiny` on a free port with fresh runs/ and data/ folders, then walks the
+journey: example dataset -> validate -> preview masking -> train -> stop a second run -> chat base vs tuned
+-> the adapter in the Low-rank lab -> export a zip, plus a page reload during training. A screenshot of each stage
+goes to test-artifacts/browser/ (README pictures come from there).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+ROOT = Path(__file__).resolve().parent.parent
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian's chromium for the browser journey (.ci/run does)")
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    log = open(root / "app.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir", str(root / "runs"),
+         "--data-dir", str(root / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((root / "app.log").read_text()) from None
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", root
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(60_000)
+        pg.goto(app_url[0])
+        pg.get_by_role("tab", name="System").wait_for()
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request, page):
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.wait_for_timeout(500)
+
+
+def click(page, name: str) -> None:
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def pick(page, elem_id: str, option_regex: str) -> None:
+    """Open a Gradio dropdown and click the first option matching a regex."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=re.compile(option_regex)).first.click()
+
+
+def wait_stage(page, stages: tuple[str, ...], timeout_s: float = 240) -> str:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        box = page.locator("#train-progress")
+        if box.count():
+            stage = box.get_attribute("data-stage")
+            if stage in stages:
+                return stage
+        page.wait_for_timeout(300)
+    raise TimeoutError(f"training never reached {stages}")
+
+
+def test_1_dataset_example_validate_preview(page):
+    tab(page, "Dataset")
+    click(page, "Load example")
+    page.locator("#dataset-status").get_by_text("Loaded example").wait_for()
+    click(page, "Validate")
+    page.locator("#validation-report").get_by_text("0 error(s)").wait_for()
+    from playwright.sync_api import expect
+
+    click(page, "Preview row")
+    expect(page.locator("#preview-tokens")).to_contain_text("What is your name?")  # the masked prompt
+    expect(page.locator("#preview-tokens")).to_contain_text("My name is Lumi")  # the trained response
+    shot(page, "1-dataset")
+
+
+def test_2_train_with_live_progress_and_reload(page, app_url):
+    tab(page, "Train")
+    click(page, "Start training")
+    page.locator("#train-message").get_by_text("Started").wait_for()
+    wait_stage(page, ("training",))
+    steps = set()
+    deadline = time.time() + 60
+    while len(steps) < 3 and time.time() < deadline:  # the bar moves
+        steps.add(page.locator("#train-progress").get_attribute("data-step"))
+        page.wait_for_timeout(400)
+    assert len(steps) >= 3
+    page.reload()  # a reload re-attaches to the running job
+    page.get_by_role("tab", name="Train", exact=True).click()
+    assert wait_stage(page, ("training", "saving", "completed")) in ("training", "saving", "completed")
+    assert wait_stage(page, ("completed",)) == "completed"
+    assert page.locator("#train-curve .js-plotly-plot").count() == 1
+    shot(page, "2-train")
+
+
+def test_3_stop_a_second_run(page):
+    page.get_by_label("max steps (-1: epochs)").fill("3000")
+    click(page, "Start training")
+    page.locator("#train-message").get_by_text("Started").wait_for()
+    wait_stage(page, ("training",))
+    page.wait_for_timeout(1500)
+    click(page, "Stop")
+    assert wait_stage(page, ("stopped",), 120) == "stopped"
+    shot(page, "3-stopped")
+
+
+def completed_run(app_url) -> str:
+    from lora_demo.train.runs import list_runs
+
+    return next(r["name"] for r in list_runs(app_url[1] / "runs") if r["status"] == "completed")
+
+
+def test_4_chat_base_vs_tuned(page, app_url):
+    tab(page, "Chat")
+    pick(page, "chat-adapter", re.escape(completed_run(app_url)) + "$")
+    click(page, "Load")
+    page.locator("#chat-status").get_by_text("Loaded base").wait_for(timeout=120_000)
+    page.get_by_text("Prompt and generation settings").click()
+    page.get_by_label("greedy (deterministic)").check()
+    page.get_by_role("spinbutton", name="max new tokens").fill("12")
+    page.get_by_role("spinbutton", name="max new tokens").press("Enter")
+    page.locator("#chat-input textarea").fill("What is your name?")
+    click(page, "Send")
+    page.locator("#chat-tuned-stats").get_by_text("tok/s").wait_for(timeout=120_000)
+    page.locator("#chat-base-stats").get_by_text("tok/s").wait_for(timeout=120_000)
+    base = page.locator("#chat-base .message").last.inner_text()
+    tuned = page.locator("#chat-tuned .message").last.inner_text()
+    assert base and tuned and base != tuned
+    shot(page, "4-chat")
+
+
+def test_5_adapter_in_the_lowrank_lab(page, app_url):
+    tab(page, "Low-rank lab")
+    pick(page, "lowrank-adapter", re.escape(completed_run(app_url)) + "$")
+    click(page, "Analyze")
+    page.locator("#lowrank-summary").get_by_text("14 LoRA modules").wait_for()
+    shot(page, "5-lowrank")
+
+
+def test_6_export_zip(page, app_url):
+    tab(page, "Train")
+    page.get_by_text("Export the shown run").click()
+    click(page, "Adapter as .zip")
+    page.locator("#export-message").get_by_text("Zipped").wait_for()
+    zips = list((app_url[1] / "runs").glob("*/exports/*.zip"))
+    assert len(zips) == 1 and zips[0].stat().st_size > 10_000
+    shot(page, "6-export")
+
+
+def teardown_module():
+    shutil.rmtree(ARTIFACTS / "tmp", ignore_errors=True)
