@@ -247,7 +247,12 @@ def create_train_tab(settings) -> None:
         api_visibility="private",
     )
     view.change(lambda: None, None, last_sig, api_visibility="private")
-    refresh.click(lambda: (runs_frame(runs_dir), gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)])), None,
+
+    def on_runs():
+        runner.current()  # reaps a finished worker first, so a killed run shows why it failed
+        return runs_frame(runs_dir), gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)])
+
+    refresh.click(on_runs, None,
                   [runs_table, view], api_name="train_runs")  # fmt: skip
 
     def on_select(evt: gr.SelectData):
