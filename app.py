@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(settings)
     demo.queue(default_concurrency_limit=None)
     demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
+        server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False, show_error=True,
+        # show_error: input that fails Gradio's own validation (before any handler runs) gets its message
+        # ("Input should be a valid list") instead of "the app has raised an exception". Handler errors are
+        # already one-line gr.Errors (ui.common.friendly); neither path sends a traceback.
         # Gradio serves files only from its cache and these folders (exports are written under runs/).
         allowed_paths=[str(settings.runs_dir.resolve())], max_file_size=f"{MAX_UPLOAD_MB:g}mb",
     )  # fmt: skip

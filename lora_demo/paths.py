@@ -40,7 +40,9 @@ class PathPolicy:
         self.roots = [Path(r).expanduser().resolve() for r in roots]
 
     def check(self, path, what: str = "path") -> Path:
-        if not isinstance(path, str) or not path.strip():
+        if not isinstance(path, str):
+            raise InputError(f"The {what} must be text (a folder path), not {type(path).__name__}.")
+        if not path.strip():
             raise InputError(f"The {what} is empty.")
         if "\x00" in path:
             raise InputError(f"The {what} contains a NUL character.")

@@ -40,7 +40,9 @@ def app_client(app_dirs):
 
     demo = build_app(AppSettings(runs_dir=app_dirs / "runs", data_dir=app_dirs / "data"))
     demo.queue(default_concurrency_limit=None)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
+    demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True, show_error=True
+    )
     try:
         yield Client(demo.local_url, verbose=False)
     finally:

@@ -73,6 +73,8 @@ def default_model_id(cuda: bool) -> str:
 
 def resolve_model(model_id: str | None) -> str:
     """'auto' (or nothing) means the default for this machine: Qwen3-1.7B 4-bit with CUDA, SmolLM2 without."""
+    if model_id is not None and not isinstance(model_id, str):
+        raise ModelError(f"The model must be given as text, not {type(model_id).__name__}.")
     if not model_id or model_id == "auto":
         import torch
 
@@ -82,6 +84,10 @@ def resolve_model(model_id: str | None) -> str:
 
 def get_spec(model_id: str) -> ModelSpec:
     """The registry entry for an id, or a "local"/"hub" spec made up for an unlisted folder or hub id."""
+    if not isinstance(model_id, str):
+        raise ModelError(
+            f"The model must be given as text (a registry id, hub id or folder), not {type(model_id).__name__}."
+        )
     if model_id in REGISTRY:
         return REGISTRY[model_id]
     if not model_id or not model_id.strip():

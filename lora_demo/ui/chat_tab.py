@@ -99,6 +99,8 @@ def create_chat_tab(settings) -> None:
 
     @friendly
     def on_load(model_id, adapter_dir):
+        if model_id is not None and not isinstance(model_id, str):
+            raise InputError(f"The base model must be text, not {type(model_id).__name__}.")
         model_id = model_id if not model_id or model_id == "auto" else policy.check_model(model_id)
         adapter_dir = str(policy.check(adapter_dir, "adapter folder")) if adapter_dir else None
         yield from ENGINE.load(model_id, adapter_dir)
