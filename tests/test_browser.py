@@ -3,7 +3,8 @@
 Starts `python app.py --model qwen3-tiny` on a free port with fresh runs/ and data/ folders, then walks the
 journey: example dataset -> validate -> preview masking -> train -> stop a second run -> chat base vs tuned
 -> the adapter in the Low-rank lab -> export a zip, plus a page reload during training. A screenshot of each stage
-goes to test-artifacts/browser/ (README pictures come from there).
+goes to test-artifacts/browser/ with LORA_LAB_SCREENSHOTS=1 (README pictures come from there); a failing
+stage is always captured there as FAILED-<test>.png.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def screenshot_on_failure(request, page):
 
 
 def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    """Stage screenshots on request (LORA_LAB_SCREENSHOTS=1, for the README); failures are always captured."""
+    if os.environ.get("LORA_LAB_SCREENSHOTS"):
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def tab(page, name: str) -> None:
