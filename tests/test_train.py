@@ -172,3 +172,19 @@ def test_cli_train_and_repeat_from_config(tmp_path):
     assert again.returncode == 0 and len(list(tmp_path.iterdir())) == 2  # a new run, the old one untouched
     bad = _cli("train", "--runs-dir", str(tmp_path), "--r", "0")
     assert bad.returncode == 2 and "r must be ≥ 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_failures_become_advice(tmp_path):
+    from lora_demo.errors import ModelError
+    from lora_demo.train.worker import explain_failure
+
+    (tmp_path / "config.yaml").write_text(TrainSettings(**TINY).to_yaml())
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    msg = explain_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), tmp_path)
+    assert "Out of memory" in msg and "micro batch" in msg and "now micro batch 4, max length 128" in msg
+    assert explain_failure(ModelError("'x/y' is gated (401): ..."), tmp_path).startswith("'x/y' is gated")
+    other = explain_failure(ValueError("bad thing\nmore lines"), tmp_path)
+    assert other == "Training failed (ValueError): bad thing. The full trace is in train.log of this run."
