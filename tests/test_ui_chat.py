@@ -38,8 +38,11 @@ def test_bad_chat_input(app_client, tiny_run):
     app_client.predict("auto", str(tiny_run), api_name="/chat_load")
     with pytest.raises(AppError, match="Type a message first"):
         app_client.predict("  ", [], [], "", False, *GEN, api_name="/chat_send")
-    with pytest.raises(AppError, match="holds no adapter"):
+    with pytest.raises(AppError, match="outside the folders this app may read"):
         app_client.predict("qwen3-tiny", "/etc", api_name="/chat_load")
+    (tiny_run.parent / "not-an-adapter").mkdir(exist_ok=True)
+    with pytest.raises(AppError, match="holds no adapter"):
+        app_client.predict("qwen3-tiny", str(tiny_run.parent / "not-an-adapter"), api_name="/chat_load")
     with pytest.raises(AppError, match="there is no exchange"):
         app_client.predict("x", [], api_name="/chat_add_to_dataset")
     assert app_client.predict(api_name="/chat_stop") == "Stopped."

@@ -53,7 +53,8 @@ def test_model_weight_preset(app_client):
         ("/lowrank_parse", ("", 2), "empty"),
         ("/lowrank_svd", ("[[1,2],[3,4]]", 7), "from 1 to 2"),
         ("/lowrank_product", (df([[1, 2]]), df([[1, 2]]), "W0 = 0"), "must equal A's rows"),
-        ("/lowrank_analyze", (None, "/etc", "fro_norm"), "holds no adapter"),
+        ("/lowrank_analyze", (None, "/etc", "fro_norm"), "outside the folders this app may read"),
+        ("/lowrank_analyze", (None, "no-such-run", "fro_norm"), "does not exist"),
         ("/lowrank_analyze", (None, "", "fro_norm"), "Pick an adapter"),
     ],
 )
