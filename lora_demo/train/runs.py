@@ -102,11 +102,9 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    # A zombie (exited, not yet reaped) counts as alive here: its parent, the app's Runner, reaps it and records
+    # the precise reason (e.g. "killed (SIGKILL)"), which this generic check could not know.
+    return True
 
 
 def reconcile(run_dir: Path, status: dict) -> dict:
