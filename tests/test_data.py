@@ -233,9 +233,11 @@ def _validate_cli(*args):
 def test_validate_cli_exit_codes(tmp_path):
     from lora_demo.data import EXAMPLES_DIR
 
-    ok = _validate_cli(str(EXAMPLES_DIR / "persona.jsonl"))
+    persona = EXAMPLES_DIR / "persona.jsonl"
+    ok = _validate_cli(str(persona))
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout) | {} and json.loads(ok.stdout)["errors"] == []
+    rows = sum(1 for line in persona.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert json.loads(ok.stdout) == {"rows": rows, "errors": [], "warnings": [], "format": "alpaca"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "", "output": "x"}\n')
     res = _validate_cli(str(bad))

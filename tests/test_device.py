@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import types
 
 import pytest
@@ -71,20 +72,35 @@ def test_gpu_newer_than_torch_build_names_the_fix(monkeypatch):
     assert "sm_120" in plan.problem and "cu128" in plan.problem
 
 
-def test_no_cuda_is_cpu_transformers(monkeypatch):
+@pytest.mark.parametrize(
+    "flags, work_params, expected",
+    [
+        ({"avx2", "avx512_bf16"}, 135_000_000, "bf16"),  # native bf16 and a model big enough to gain from it
+        ({"amx_bf16"}, 106_000_000, "bf16"),
+        ({"amx_bf16"}, device.SMALL_MODEL_PARAMS, "bf16"),  # the threshold itself already counts as big enough
+        ({"amx_bf16"}, device.SMALL_MODEL_PARAMS - 1, "fp32"),  # just below: the casts cost more than they gain
+        ({"avx512_bf16"}, 10_000_000, "fp32"),  # qwen3-tiny-sized
+        ({"avx2", "avx512f"}, 135_000_000, "fp32"),  # no native bf16: it would be emulated, ~3x slower
+        (set(), 135_000_000, "fp32"),  # no /proc/cpuinfo
+    ],
+)
+def test_no_cuda_is_cpu_transformers_with_precision_from_flags_and_size(monkeypatch, flags, work_params, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    plan = device.detect()
-    assert (plan.device, plan.backend) == ("cpu", "transformers")
-    assert plan.precision in ("bf16", "fp32")
+    monkeypatch.setattr(device, "cpu_flags", lambda: set(flags))  # the CPU probe detect() reads through
+    plan = device.detect(work_params=work_params)
+    assert (plan.device, plan.backend, plan.precision) == ("cpu", "transformers", expected)
 
 
-def test_cpu_precision_follows_the_work(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda flags=None: True)
-    assert device.detect(work_params=10_000_000).precision == "fp32"  # tiny: autocast costs more than it gains
-    assert device.detect(work_params=106_000_000).precision == "bf16"
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda flags=None: False)
-    assert device.detect(work_params=106_000_000).precision == "fp32"
+def test_cpu_flags_are_read_from_the_flags_line(monkeypatch):
+    cpuinfo = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\nbugs\t\t: spectre_v1\n"
+    monkeypatch.setattr(device, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    assert device.cpu_flags() == {"fpu", "avx2", "amx_bf16"}
+
+    def missing(*a, **k):
+        raise FileNotFoundError("/proc/cpuinfo")
+
+    monkeypatch.setattr(device, "open", missing, raising=False)
+    assert device.cpu_flags() == set()
 
 
 def test_backend_override(monkeypatch):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+import torch
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from lora_demo.errors import ModelError
@@ -32,10 +35,28 @@ def test_embedded_model_loads_offline_and_generates(model_id, monkeypatch):
         add_generation_prompt=True, return_tensors="pt", return_dict=True,
     )  # fmt: skip
     out = lm.model.generate(**enc, max_new_tokens=8, do_sample=False)
-    new = out[0, enc["input_ids"].shape[1] :]
-    assert len(new) >= 1
-    if model_id == "smollm2-135m-instruct":  # a real instruct model: it knows this
-        assert "Paris" in tok.decode(new)
+    new = out[0, enc["input_ids"].shape[1] :].tolist()
+    # Greedy decoding has one right answer: the argmax of the loaded weights, token by token, for 8 tokens or up to
+    # and including the first end-of-sequence token. A model whose weights did not load, or whose generation config
+    # (sampling, repetition penalty, stop tokens) changes the decode, gives different tokens.
+    eos = lm.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    ids, expected = enc["input_ids"], []
+    with torch.no_grad():
+        while len(expected) < 8 and not eos & set(expected):
+            nxt = lm.model(input_ids=ids).logits[0, -1].argmax().item()
+            expected.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    assert new == expected
+    if model_id == "smollm2-135m-instruct":  # a real instruct model: it knows this, and stops after saying it
+        assert tok.decode(new, skip_special_tokens=True) == "The capital of France is Paris."
+        assert new[-1] in eos
+    else:  # random-init weights: the words mean nothing, so check that they come from the weights on disk
+        from safetensors.torch import load_file
+
+        saved = load_file(Path(model_path(model_id), "model.safetensors"))
+        params = lm.model.state_dict()
+        assert saved and all(torch.equal(params[name], w) for name, w in saved.items())
 
 
 def test_hub_id_offline_message(monkeypatch):
