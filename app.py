@@ -12,7 +12,7 @@ from lora_demo.data.formats import MAX_UPLOAD_MB
 from lora_demo.ui import AppSettings, build_app
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="LoRA Lab web app")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, default=7860)
@@ -30,7 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FOLDER",
         help="another folder the browser may name (local models, adapters, datasets); repeatable",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def resolve_auth(args: argparse.Namespace) -> tuple[str, str] | None:

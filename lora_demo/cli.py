@@ -74,4 +74,5 @@ EXTENSION_MODULES: list[str] = [
     "lora_demo.data.cli",
     "lora_demo.train.cli",
     "lora_demo.chat.cli",
+    "lora_demo.export_cli",
 ]

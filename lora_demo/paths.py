@@ -40,6 +40,15 @@ class PathPolicy:
         self.roots = [Path(r).expanduser().resolve() for r in roots]
 
     def check(self, path, what: str = "path") -> Path:
+        """The resolved path, if it lies inside one of the allowed folders; else a clear InputError.
+
+        One rule for every path, whether it comes from a list the app offers, the API or typed text: an absolute
+        path is taken as it is; a relative one is read from the working directory (the way the app's own lists
+        spell it with a relative --runs-dir: "runs/<run>") and, failing that, from each allowed folder in turn
+        ("<run>" inside runs/). The first reading that exists wins; when none exists, the first allowed reading
+        is returned so the caller can say "does not exist". A reading outside the allowed folders never counts,
+        so ../ traversal and symlinks out of them are refused exactly as before.
+        """
         if not isinstance(path, str):
             raise InputError(f"The {what} must be text (a folder path), not {type(path).__name__}.")
         if not path.strip():
@@ -47,12 +56,17 @@ class PathPolicy:
         if "\x00" in path:
             raise InputError(f"The {what} contains a NUL character.")
         p = Path(path.strip()).expanduser()
-        resolved = p.resolve() if p.is_absolute() else (self.roots[0] / p).resolve()
-        if not any(resolved == r or r in resolved.parents for r in self.roots):
-            allowed = ", ".join(str(r) for r in self.roots)
-            raise InputError(f"The {what} {path!r} is outside the folders this app may read ({allowed}). "
+        readings = [p] if p.is_absolute() else [Path.cwd() / p, *(r / p for r in self.roots)]
+        allowed = [r for r in (c.resolve() for c in readings) if self.allows(r)]
+        if not allowed:
+            roots = ", ".join(str(r) for r in self.roots)
+            raise InputError(f"The {what} {path!r} is outside the folders this app may read ({roots}). "
                              "Start the app with --allow-dir FOLDER to add one.")  # fmt: skip
-        return resolved
+        return next((r for r in allowed if r.exists()), allowed[0])
+
+    def allows(self, resolved: Path) -> bool:
+        """Whether an already resolved path is one of the allowed folders or lies inside one."""
+        return any(resolved == r or r in resolved.parents for r in self.roots)
 
     def check_model(self, model_id: str) -> str:
         """Registry and hub ids pass; a local model folder must lie inside the allowed folders."""

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, answer, free_port
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-ROOT = Path(__file__).resolve().parent.parent
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -31,16 +30,10 @@ if not Path(CHROMIUM).exists():
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    port = _free_port()
+    port = free_port()
     log = open(root / "app.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir", str(root / "runs"),
@@ -66,11 +59,7 @@ def page(app_url):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
         pg.goto(app_url[0])
@@ -108,16 +97,11 @@ def pick(page, elem_id: str, option_regex: str) -> None:
     page.get_by_role("option", name=re.compile(option_regex)).first.click()
 
 
-def wait_stage(page, stages: tuple[str, ...], timeout_s: float = 240) -> str:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        box = page.locator("#train-progress")
-        if box.count():
-            stage = box.get_attribute("data-stage")
-            if stage in stages:
-                return stage
-        page.wait_for_timeout(300)
-    raise TimeoutError(f"training never reached {stages}")
+def wait_stage(page, stage: str, timeout_s: float = 240) -> dict:
+    """Wait until the progress box shows `stage`; returns what it shows (run, step) at that moment."""
+    box = page.locator(f"#train-progress[data-stage='{stage}']")
+    box.wait_for(timeout=timeout_s * 1000)
+    return {"run": box.get_attribute("data-run"), "step": int(box.get_attribute("data-step"))}
 
 
 def test_1_dataset_example_validate_preview(page):
@@ -138,17 +122,21 @@ def test_2_train_with_live_progress_and_reload(page, app_url):
     tab(page, "Train")
     click(page, "Start training")
     page.locator("#train-message").get_by_text("Started").wait_for()
-    wait_stage(page, ("training",))
+    run = wait_stage(page, "training")["run"]
     steps = set()
     deadline = time.time() + 60
     while len(steps) < 3 and time.time() < deadline:  # the bar moves
-        steps.add(page.locator("#train-progress").get_attribute("data-step"))
+        steps.add(int(page.locator("#train-progress").get_attribute("data-step")))
         page.wait_for_timeout(400)
     assert len(steps) >= 3
-    page.reload()  # a reload re-attaches to the running job
+    page.reload()  # a reload re-attaches to the running job: the same run, at or past the last step seen
     page.get_by_role("tab", name="Train", exact=True).click()
-    assert wait_stage(page, ("training", "saving", "completed")) in ("training", "saving", "completed")
-    assert wait_stage(page, ("completed",)) == "completed"
+    box = page.locator("#train-progress:not([data-run=''])")  # the first tick after the reload fills it in
+    box.wait_for()
+    assert box.get_attribute("data-run") == run
+    assert int(box.get_attribute("data-step")) >= max(steps)
+    done = wait_stage(page, "completed")
+    assert done["run"] == run and done["step"] > max(steps)
     assert page.locator("#train-curve .js-plotly-plot").count() == 1
     shot(page, "2-train")
 
@@ -157,10 +145,11 @@ def test_3_stop_a_second_run(page):
     page.get_by_label("max steps (-1: epochs)").fill("3000")
     click(page, "Start training")
     page.locator("#train-message").get_by_text("Started").wait_for()
-    wait_stage(page, ("training",))
+    run = wait_stage(page, "training")["run"]
     page.wait_for_timeout(1500)
     click(page, "Stop")
-    assert wait_stage(page, ("stopped",), 120) == "stopped"
+    stopped = wait_stage(page, "stopped", 120)
+    assert stopped["run"] == run and 0 < stopped["step"] < 3000
     shot(page, "3-stopped")
 
 
@@ -172,7 +161,13 @@ def completed_run(app_url) -> str:
 
 def test_4_chat_base_vs_tuned(page, app_url):
     tab(page, "Chat")
-    pick(page, "chat-adapter", re.escape(completed_run(app_url)) + "$")
+    # An error stays visible in the tab's status line after its toast has gone (toasts last 10 s).
+    page.locator("#chat-input textarea").fill("   ")
+    click(page, "Send")
+    page.locator("#chat-status .lab-error").get_by_text("Type a message first").wait_for()
+    page.locator(".toast-body.error").first.wait_for(state="hidden", timeout=20_000)
+    assert "Type a message first" in page.locator("#chat-status").inner_text()
+    pick(page, "chat-adapter", "^" + re.escape(completed_run(app_url)) + " ")
     click(page, "Load")
     page.locator("#chat-status").get_by_text("Loaded base").wait_for(timeout=120_000)
     page.get_by_text("Prompt and generation settings").click()
@@ -183,15 +178,14 @@ def test_4_chat_base_vs_tuned(page, app_url):
     click(page, "Send")
     page.locator("#chat-tuned-stats").get_by_text("tok/s").wait_for(timeout=120_000)
     page.locator("#chat-base-stats").get_by_text("tok/s").wait_for(timeout=120_000)
-    base = page.locator("#chat-base .message").last.inner_text()
-    tuned = page.locator("#chat-tuned .message").last.inner_text()
+    base, tuned = answer(page, "chat-base"), answer(page, "chat-tuned")
     assert base and tuned and base != tuned
     shot(page, "4-chat")
 
 
 def test_5_adapter_in_the_lowrank_lab(page, app_url):
     tab(page, "Low-rank lab")
-    pick(page, "lowrank-adapter", re.escape(completed_run(app_url)) + "$")
+    pick(page, "lowrank-adapter", "^" + re.escape(completed_run(app_url)) + " ")
     click(page, "Analyze")
     page.locator("#lowrank-summary").get_by_text("14 LoRA modules").wait_for()
     shot(page, "5-lowrank")

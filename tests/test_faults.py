@@ -112,12 +112,24 @@ def test_generation_stopped_mid_stream(app_client, tiny_run):
     assert _serving(app_client)
 
 
+def _listed_value(choice):
+    """The value a dropdown sends for a choice: the choice itself, or the value half of a (label, value) pair."""
+    return str(choice[1] if isinstance(choice, (tuple, list)) else choice)
+
+
 def test_model_folder_vanishes_between_listing_and_loading(app_client, app_dirs, tiny_run):
+    from lora_demo.lowrank.adapter import adapter_choices  # what the Chat and Low-rank adapter lists offer
+
     gone = app_dirs / "runs" / "vanishing"
     shutil.copytree(tiny_run, gone)
-    shutil.rmtree(gone)  # listed in a dropdown a moment ago, deleted before Load
+    listed = [_listed_value(c) for c in adapter_choices(app_dirs / "runs")]
+    picked = [v for v in listed if "vanishing" in v]
+    assert len(picked) == 1, listed  # the lists offer the copied run's adapter ...
+    shutil.rmtree(gone)  # ... and it is deleted after listing, before Load is pressed
     with pytest.raises(AppError, match="does not exist"):
-        app_client.predict("auto", str(gone), api_name="/chat_load")
+        app_client.predict("auto", picked[0], api_name="/chat_load")
     with pytest.raises(AppError, match="does not exist"):
-        app_client.predict(None, str(gone), "fro_norm", api_name="/lowrank_analyze")
+        # Through the API the Low-rank dropdown only takes the choices it was built with, so the path goes in the
+        # typed box, as a user pasting it would.
+        app_client.predict(None, picked[0], "fro_norm", api_name="/lowrank_analyze")
     assert _serving(app_client)

@@ -25,11 +25,9 @@ def register_cli(sub) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from lora_demo.chat.engine import ChatEngine, GenSettings
-    from lora_demo.models import resolve_model
 
     engine = ChatEngine()
-    model = args.model if args.model != "auto" or args.adapter else resolve_model("auto")
-    for line in engine.load(model, args.adapter):
+    for line in engine.load(args.model, args.adapter):  # 'auto': the adapter's base, else the device default
         if not args.json:
             print(line)
     gen = GenSettings(max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,

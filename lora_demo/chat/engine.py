@@ -155,15 +155,12 @@ class ChatEngine:
 
         from lora_demo.device import detect
         from lora_demo.lowrank.adapter import find_adapter_files
-        from lora_demo.models import load_model
+        from lora_demo.models import load_model, resolve_model
 
         tmpl = run_template(adapter_dir)
         if adapter_dir:
             find_adapter_files(adapter_dir)  # a clear message for a folder that holds no adapter
-            if not model_id or model_id == "auto":
-                model_id = tmpl.get("model") or _adapter_base(adapter_dir)
-        if not model_id:
-            raise InputError("Pick a base model (or an adapter whose run says which base it needs).")
+        model_id = resolve_model(model_id, adapter_dir)  # 'auto': the adapter's base, else this device's default
         with self.lock:
             self.unload()
             plan = detect()
@@ -413,13 +410,6 @@ def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _adapter_base(adapter_dir: str | Path) -> str | None:
-    try:
-        return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass

@@ -48,9 +48,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def load_tokenizer_for(model: str):
-    from lora_demo.device import detect
-    from lora_demo.models import default_model_id, load_tokenizer
+    from lora_demo.models import load_tokenizer, resolve_model
 
-    if model == "auto":
-        model = default_model_id(detect().device == "cuda")
-    return load_tokenizer(model)
+    return load_tokenizer(resolve_model(model))

@@ -241,9 +241,40 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
 
 
 def find_adapters(root: str | Path, max_depth: int = 2) -> list[Path]:
-    """PEFT adapter folders (holding adapter_config.json) under root, newest first."""
+    """PEFT adapter folders (holding adapter_config.json) under root, newest adapter first.
+
+    "Newest" is when the adapter was written (its adapter_config.json), not the folder's mtime, which moves
+    whenever something is added to the run folder (an export, a merged copy)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p.parent for d in range(1, max_depth + 1) for p in root.glob("/".join(["*"] * d) + "/adapter_config.json")]
-    return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
+    configs = [p for d in range(1, max_depth + 1) for p in root.glob("/".join(["*"] * d) + "/adapter_config.json")]
+
+    def written(cfg: Path) -> float:
+        try:
+            return cfg.stat().st_mtime
+        except OSError:  # deleted while listing
+            return 0.0
+
+    return [cfg.parent for cfg in sorted(set(configs), key=written, reverse=True)]
+
+
+def adapter_choices(root: str | Path) -> list[tuple[str, str]]:
+    """(label, path) of each adapter under root, newest first: what the Chat and Low-rank lists offer.
+
+    The path is root/<folder> spelled as root is (relative when the app's --runs-dir is), which PathPolicy.check
+    reads back the same way; the label is the folder inside root with its run's status and last loss."""
+    from lora_demo.train.runs import read_status
+
+    out = []
+    for folder in find_adapters(root):
+        st = read_status(folder)
+        bits = [folder.relative_to(root).as_posix()]
+        if st.get("status"):
+            bits.append(str(st["status"]))
+        if isinstance(st.get("final_loss"), (int, float)):
+            bits.append(f"loss {st['final_loss']:.3f}")
+        if (folder / "TRUNCATED.json").is_file():
+            bits.append("rank-k copy")
+        out.append((" · ".join(bits), str(folder)))
+    return out

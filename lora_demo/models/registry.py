@@ -71,15 +71,37 @@ def default_model_id(cuda: bool) -> str:
     return CUDA_DEFAULT if cuda else CPU_DEFAULT
 
 
-def resolve_model(model_id: str | None) -> str:
-    """'auto' (or nothing) means the default for this machine: Qwen3-1.7B 4-bit with CUDA, SmolLM2 without."""
+def resolve_model(model_id: str | None, adapter_dir: str | Path | None = None) -> str:
+    """What 'auto' (or nothing) means, the same in every tab and command: with an adapter, the base model it was
+    trained on (its run's config.yaml, else adapter_config.json); without one, this machine's default
+    (Qwen3-1.7B 4-bit with CUDA, SmolLM2 without). Any other id is returned as it is."""
     if model_id is not None and not isinstance(model_id, str):
         raise ModelError(f"The model must be given as text, not {type(model_id).__name__}.")
-    if not model_id or model_id == "auto":
-        import torch
+    if model_id and model_id.strip() and model_id.strip() != "auto":
+        return model_id.strip()
+    if adapter_dir:
+        base = adapter_base_model(adapter_dir)
+        if base:
+            return base
+    import torch
 
-        return default_model_id(torch.cuda.is_available())
-    return model_id
+    return default_model_id(torch.cuda.is_available())
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str | None:
+    """The base model an adapter folder names: its LoRA Lab run's config.yaml, else PEFT's adapter_config.json."""
+    import yaml
+
+    folder = Path(adapter_dir)
+    for name, read in (("config.yaml", yaml.safe_load), ("adapter_config.json", json.loads)):
+        try:
+            data = read((folder / name).read_text(encoding="utf-8")) or {}
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        base = data.get("model") if name == "config.yaml" else data.get("base_model_name_or_path")
+        if isinstance(base, str) and base.strip():
+            return base.strip()
+    return None
 
 
 def get_spec(model_id: str) -> ModelSpec:

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
+import html
+from pathlib import Path
+
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 
 def loss_figure(progress: list[dict], title: str = "Training loss") -> go.Figure:
-    """Loss (and validation loss) per optimizer step, with the learning rate on a second axis."""
+    """Loss (and validation loss) per optimizer step, with the learning rate on a second axis.
+
+    Redrawn while a run trains, so it is kept cheap: one plain Figure with an overlaid right axis (no
+    make_subplots grid) and the light "simple_white" template."""
     logs = [p for p in progress if p.get("type") == "log" and "loss" in p]
     evals = [p for p in progress if p.get("type") == "eval"]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=[p["step"] for p in logs], y=[p["loss"] for p in logs], name="train loss",
-                             mode="lines+markers", line=dict(color="#4f46e5")), secondary_y=False)  # fmt: skip
+    steps = [p["step"] for p in logs]
+    traces = [go.Scatter(x=steps, y=[p["loss"] for p in logs], name="train loss", mode="lines+markers",
+                         line=dict(color="#4f46e5"))]  # fmt: skip
     if evals:
-        fig.add_trace(go.Scatter(x=[p["step"] for p in evals], y=[p["eval_loss"] for p in evals], name="validation loss",
-                                 mode="lines+markers", line=dict(color="#16a34a")), secondary_y=False)  # fmt: skip
-    fig.add_trace(go.Scatter(x=[p["step"] for p in logs], y=[p.get("lr") for p in logs], name="learning rate",
-                             mode="lines", line=dict(color="#f97316", dash="dot")), secondary_y=True)  # fmt: skip
-    fig.update_layout(
-        title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), legend=dict(orientation="h", y=-0.25)
-    )
-    fig.update_xaxes(title_text="optimizer step")
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="learning rate", secondary_y=True, exponentformat="e")
-    return fig
+        traces.append(go.Scatter(x=[p["step"] for p in evals], y=[p["eval_loss"] for p in evals],
+                                 name="validation loss", mode="lines+markers", line=dict(color="#16a34a")))  # fmt: skip
+    traces.append(go.Scatter(x=steps, y=[p.get("lr") for p in logs], name="learning rate", mode="lines", yaxis="y2",
+                             line=dict(color="#f97316", dash="dot")))  # fmt: skip
+    return go.Figure(traces, layout=dict(
+        title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), legend=dict(orientation="h", y=-0.25),
+        template="simple_white", xaxis=dict(title="optimizer step"), yaxis=dict(title="loss"),
+        yaxis2=dict(title="learning rate", overlaying="y", side="right", exponentformat="e"),
+    ))  # fmt: skip
 
 
-def progress_html(status: dict, progress: list[dict]) -> str:
-    """A progress bar with stage, step/total, loss, speed and ETA."""
+def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None = None) -> str:
+    """A progress bar with stage, step/total, loss, speed and ETA; then where the adapter is, or why it failed."""
     step, total = status.get("step") or 0, status.get("total_steps") or 0
     stage = status.get("status", "—")
     logs = [p for p in progress if p.get("type") == "log"]
@@ -52,7 +55,17 @@ def progress_html(status: dict, progress: list[dict]) -> str:
     if stage == "loading":
         bits.append("(loading the model)")
     color = {"failed": "#dc2626", "stopped": "#f59e0b", "completed": "#16a34a"}.get(stage, "#4f46e5")
-    return (f'<div id="train-progress" data-stage="{stage}" data-step="{step}" data-total="{total}">'
+    name = html.escape(Path(run_dir).name) if run_dir else ""
+    after = ""
+    if stage == "failed" and status.get("error"):  # the error can quote user input or a library's text: escape
+        after = f'<div style="color:#dc2626;margin-top:4px"><b>Failed:</b> {html.escape(str(status["error"]))}</div>'
+    elif stage in ("completed", "stopped") and run_dir:
+        from lora_demo.train.runner import equivalent_command
+
+        after = (f"<div style='margin-top:4px'>Adapter saved in <code>{html.escape(str(run_dir))}</code>. Repeat: "
+                 f"<code>{html.escape(equivalent_command(run_dir))}</code></div>")  # fmt: skip
+    return (f'<div id="train-progress" data-run="{name}" data-stage="{html.escape(str(stage))}" data-step="{step}" '
+            f'data-total="{total}">'
             f'<div style="background:#e5e7eb;border-radius:6px;height:18px;width:100%">'
             f'<div style="background:{color};height:18px;border-radius:6px;width:{pct}%"></div></div>'
-            f'<div style="margin-top:4px">{" · ".join(bits)}</div></div>')  # fmt: skip
+            f'<div style="margin-top:4px">{" · ".join(bits)}</div></div>{after}')  # fmt: skip

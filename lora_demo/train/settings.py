@@ -30,7 +30,10 @@ def _f(default, help: str, **kw):
 @dataclass
 class TrainSettings:
     # --- what to train ---
-    model: str = _f("smollm2-135m-instruct", "Base model: a registry id, a hub id or a local folder.")
+    model: str = _f(
+        "smollm2-135m-instruct",
+        "Base model: a registry id, a hub id, a local folder, or 'auto' (this device's default).",
+    )
     dataset: str = _f("example:persona", "Saved dataset name, 'example:<name>', or a .json/.jsonl/.csv/.parquet file.")
     template: Literal["alpaca", "chat"] = _f(
         "alpaca", "Prompt format: the Alpaca template + EOS, or the model's chat template."
@@ -72,6 +75,10 @@ class TrainSettings:
     run_name: str = _f("", "Optional name for the run folder (a unique name is made from it).")
 
     def __post_init__(self):
+        if isinstance(self.model, str) and self.model.strip() == "auto":  # the same 'auto' as every tab and command
+            from lora_demo.models import resolve_model
+
+            self.model = resolve_model("auto")
         problems = self.problems()
         if problems:
             raise InputError("Invalid settings: " + "; ".join(problems) + ".")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -10,9 +11,8 @@ import pandas as pd
 from lora_demo.chat.engine import ENGINE, GenSettings, compare_on_rows, flatten_content, register_hooks, split_thinking
 from lora_demo.data import DatasetStore
 from lora_demo.errors import InputError
-from lora_demo.lowrank.adapter import find_adapters
-from lora_demo.models import REGISTRY
-from lora_demo.ui.common import friendly
+from lora_demo.models import REGISTRY, resolve_model
+from lora_demo.ui.common import adapter_list, friendly, show_errors
 
 
 def _history_for_engine(history: list[dict]) -> list[dict]:
@@ -45,19 +45,26 @@ def _stats(res) -> str:
     return f"{res.tokens} tokens · {tps} · first token {ttft}"
 
 
-def adapter_choices(runs_dir: Path) -> list[str]:
-    return [str(p) for p in find_adapters(runs_dir)]
+@dataclass
+class ChatTab:
+    """What the Train tab's "Chat with this run" hands over to."""
+
+    model: gr.Dropdown
+    adapter: gr.Dropdown
+    status: gr.Markdown
+    load: object  # the Load handler: (model, adapter) -> status lines
 
 
-def create_chat_tab(settings) -> None:
+def create_chat_tab(settings, tab: gr.Tab) -> ChatTab:
     runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
     register_hooks()
     policy = settings.policy()
     with gr.Row():
         model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
-                            info="auto: the base model the adapter was trained on")  # fmt: skip
-        adapter = gr.Dropdown(adapter_choices(runs_dir), label="adapter (runs, truncated copies)", allow_custom_value=True, elem_id="chat-adapter",
-                              info="or type the path of any PEFT adapter folder")  # fmt: skip
+                            info="auto: the base the adapter was trained on (no adapter: this device's default)")  # fmt: skip
+        adapter = gr.Dropdown(label="adapter (runs, truncated copies; newest first)", allow_custom_value=True,
+                              elem_id="chat-adapter", info="or type the path of any PEFT adapter folder")  # fmt: skip
+        newest = gr.State(None)
         refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
         load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
     loaded = gr.Markdown(ENGINE.status(), elem_id="chat-status")
@@ -86,7 +93,7 @@ def create_chat_tab(settings) -> None:
         msg = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-        clear = gr.Button("Clear", scale=1)
+        clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
     with gr.Row():
         ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
         add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
@@ -101,9 +108,10 @@ def create_chat_tab(settings) -> None:
     def on_load(model_id, adapter_dir):
         if model_id is not None and not isinstance(model_id, str):
             raise InputError(f"The base model must be text, not {type(model_id).__name__}.")
-        model_id = model_id if not model_id or model_id == "auto" else policy.check_model(model_id)
         adapter_dir = str(policy.check(adapter_dir, "adapter folder")) if adapter_dir else None
-        yield from ENGINE.load(model_id, adapter_dir)
+        if model_id and model_id.strip() != "auto":  # a model the user named: it must be one this app may read
+            model_id = policy.check_model(model_id)
+        yield from ENGINE.load(resolve_model(model_id, adapter_dir), adapter_dir)
 
     @friendly
     def on_send(text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, gr_):
@@ -148,15 +156,21 @@ def create_chat_tab(settings) -> None:
         return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows],
                             columns=["split", "prompt", "expected", "base", "tuned"])  # fmt: skip
 
-    load_btn.click(on_load, [model, adapter], loaded, api_name="chat_load", concurrency_limit=1, concurrency_id="model")
-    refresh.click(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_visibility="private")
-    adapter.focus(lambda: gr.Dropdown(choices=adapter_choices(runs_dir)), None, adapter, api_visibility="private")
+    show_errors(load_btn.click(on_load, [model, adapter], loaded, api_name="chat_load", concurrency_limit=1,
+                               concurrency_id="model"), loaded)  # fmt: skip
+    refresh_args = dict(fn=lambda cur, seen: adapter_list(runs_dir, cur, seen), inputs=[adapter, newest],
+                        outputs=[adapter, newest], api_visibility="private", show_progress="hidden")  # fmt: skip
+    refresh.click(**refresh_args)
+    adapter.focus(**refresh_args)
+    tab.select(**refresh_args)
     send_args = dict(fn=on_send, inputs=[msg, base_chat, tuned_chat, system, thinking, *gen_inputs],
                      outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], concurrency_limit=1,
                      concurrency_id="model")  # fmt: skip
-    send.click(**send_args, api_name="chat_send")
-    msg.submit(**send_args, api_visibility="private")
+    show_errors(send.click(**send_args, api_name="chat_send"), loaded)
+    show_errors(msg.submit(**send_args, api_visibility="private"), loaded)
     stop.click(on_stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
     clear.click(lambda: ([], [], "", ""), None, [base_chat, tuned_chat, base_stats, tuned_stats], api_name="chat_clear")
-    add_btn.click(on_add, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset")
-    cmp_btn.click(on_compare, None, cmp_table, api_name="chat_compare", concurrency_limit=1, concurrency_id="model")
+    show_errors(add_btn.click(on_add, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset"), add_msg)
+    show_errors(cmp_btn.click(on_compare, None, cmp_table, api_name="chat_compare", concurrency_limit=1,
+                              concurrency_id="model"), loaded)  # fmt: skip
+    return ChatTab(model=model, adapter=adapter, status=loaded, load=on_load)

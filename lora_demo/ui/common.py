@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
+import threading
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -13,18 +16,72 @@ from lora_demo.errors import LoraLabError
 log = logging.getLogger("lora_demo.ui")
 
 
+class _LastErrors:
+    """The last error message of each browser session, so the tab's status line can keep showing it.
+
+    A failing handler raises gr.Error (the API caller gets the message, the browser a toast that fades); its
+    `.failure()` follow-up (see show_errors) then reads the message from here and writes it into the status line
+    next to the control, where it stays until the next action writes there."""
+
+    def __init__(self, size: int = 2048):
+        self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
+
+    @staticmethod
+    def _session() -> str | None:
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+        return getattr(request, "session_hash", None)
+
+    def remember(self, message: str) -> None:
+        key = self._session()
+        if key is None:
+            return
+        with self.lock:
+            self.by_session[key] = message
+            self.by_session.move_to_end(key)
+            while len(self.by_session) > self.size:
+                self.by_session.popitem(last=False)
+
+    def pop(self) -> str | None:
+        key = self._session()
+        with self.lock:
+            return self.by_session.pop(key, None) if key is not None else None
+
+
+LAST_ERRORS = _LastErrors()
+
+
+def error_markdown(message: str) -> str:
+    """A status line that says what failed (escaped: messages can quote user input)."""
+    return f'<div class="lab-error" role="alert" style="color:#b91c1c;font-weight:600">⚠️ {html.escape(message)}</div>'
+
+
+def _show_last_error():
+    message = LAST_ERRORS.pop()
+    return error_markdown(message) if message else gr.skip()
+
+
+def show_errors(event, status) -> None:
+    """Keep a failed event's message visible in `status` (a Markdown next to the control) until the next action."""
+    event.failure(_show_last_error, None, status, api_visibility="private", show_progress="hidden", queue=False)
+
+
 def friendly(fn):
     """Wrap a handler (plain or generator) so LoraLabError becomes gr.Error(message) and anything else a short
     message; the full trace goes to the server log only."""
 
     def convert(exc: BaseException) -> gr.Error:
         if isinstance(exc, gr.Error):
-            return exc
-        if isinstance(exc, LoraLabError):
-            return gr.Error(str(exc), print_exception=False)
-        log.exception("handler %s failed", fn.__name__)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        return gr.Error(f"Unexpected error ({type(exc).__name__}): {first}", print_exception=False)
+            error = exc
+        elif isinstance(exc, LoraLabError):
+            error = gr.Error(str(exc), print_exception=False)
+        else:
+            log.exception("handler %s failed", fn.__name__)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            error = gr.Error(f"Unexpected error ({type(exc).__name__}): {first}", print_exception=False)
+        LAST_ERRORS.remember(error.message)
+        return error
 
     if inspect.isgeneratorfunction(fn):
 
@@ -45,3 +102,16 @@ def friendly(fn):
             raise convert(exc) from None
 
     return wrapper
+
+
+def adapter_list(runs_dir, current, seen_newest, custom_ok: bool = True):
+    """An adapter dropdown refreshed from the runs folder, newest first. The newest is preselected when it is new
+    since this page's last refresh (a run just finished) or when nothing usable is picked; otherwise the user's
+    pick stays. Returns (dropdown update, newest) — keep the second in a gr.State for the next refresh."""
+    from lora_demo.lowrank.adapter import adapter_choices
+
+    choices = adapter_choices(runs_dir)
+    values = [v for _, v in choices]
+    newest = values[0] if values else None
+    keep = current and newest == seen_newest and (custom_ok or current in values)
+    return gr.Dropdown(choices=choices, value=current if keep else newest), newest

@@ -25,7 +25,7 @@ from lora_demo.data.formats import MAX_UPLOAD_MB, read_records
 from lora_demo.data.plots import length_histogram
 from lora_demo.errors import InputError
 from lora_demo.models import cached_tokenizer, resolve_model
-from lora_demo.ui.common import friendly
+from lora_demo.ui.common import friendly, show_errors
 
 TEMPLATES = ["alpaca", "chat"]
 
@@ -109,7 +109,7 @@ def create_dataset_tab(settings) -> None:
         with gr.Row():
             saved = gr.Dropdown(store.names(), label="saved datasets", allow_custom_value=False)
             load_btn = gr.Button("Load")
-        save_status = gr.Markdown()
+        save_status = gr.Markdown(elem_id="dataset-save-status")
 
     # ---- handlers: thin wrappers over lora_demo.data ----
     @friendly
@@ -201,23 +201,26 @@ def create_dataset_tab(settings) -> None:
         frac = store.meta(nm).get("val_fraction", 0.1)
         return _frame(rows), f"Loaded **{nm}**: {len(rows)} rows.", nm, frac
 
-    example_btn.click(on_example, example, [table, status], api_name="dataset_load_example")
-    upload.upload(on_upload, [upload, mode, table], [table, status, mapping_row, map_note, pending, map_i, map_in, map_o],
-                  api_name="dataset_import")  # fmt: skip
-    map_btn.click(on_mapping, [pending, map_i, map_in, map_o, mode, table], [table, status, mapping_row, pending],
-                  api_name="dataset_map_columns")  # fmt: skip
-    add_btn.click(edit("add"), [table, row_no], [table, status], api_name="dataset_add_row")
-    dup_btn.click(edit("dup"), [table, row_no], [table, status], api_name="dataset_duplicate_row")
-    del_btn.click(edit("del"), [table, row_no], [table, status], api_name="dataset_delete_row")
-    clear_btn.click(edit("clear"), [table, row_no], [table, status], api_name="dataset_clear")
-    table.input(on_edit, table, status, api_name="dataset_autosave", show_progress="hidden")
-    validate_btn.click(
-        on_validate, [table, model, template, thinking, max_len], [report, hist], api_name="dataset_validate"
+    show_errors(example_btn.click(on_example, example, [table, status], api_name="dataset_load_example"), status)
+    show_errors(upload.upload(on_upload, [upload, mode, table], [table, status, mapping_row, map_note, pending, map_i,
+                                                                 map_in, map_o], api_name="dataset_import"), status)  # fmt: skip
+    show_errors(map_btn.click(on_mapping, [pending, map_i, map_in, map_o, mode, table], [table, status, mapping_row,
+                                                                                         pending],
+                              api_name="dataset_map_columns"), status)  # fmt: skip
+    for button, op, api in ((add_btn, "add", "dataset_add_row"), (dup_btn, "dup", "dataset_duplicate_row"),
+                            (del_btn, "del", "dataset_delete_row"), (clear_btn, "clear", "dataset_clear")):  # fmt: skip
+        show_errors(button.click(edit(op), [table, row_no], [table, status], api_name=api), status)
+    show_errors(table.input(on_edit, table, status, api_name="dataset_autosave", show_progress="hidden"), status)
+    show_errors(validate_btn.click(on_validate, [table, model, template, thinking, max_len], [report, hist],
+                                   api_name="dataset_validate"), report)  # fmt: skip
+    show_errors(preview_btn.click(on_preview, [table, preview_row, model, template, thinking, max_len, responses_only],
+                                  [preview, preview_text], api_name="dataset_preview"), report)  # fmt: skip
+    show_errors(
+        save_btn.click(on_save, [table, name, val_frac], [save_status, saved], api_name="dataset_save"), save_status
     )
-    preview_btn.click(on_preview, [table, preview_row, model, template, thinking, max_len, responses_only],
-                      [preview, preview_text], api_name="dataset_preview")  # fmt: skip
-    save_btn.click(on_save, [table, name, val_frac], [save_status, saved], api_name="dataset_save")
-    load_btn.click(on_load, saved, [table, save_status, name, val_frac], api_name="dataset_load")
+    show_errors(
+        load_btn.click(on_load, saved, [table, save_status, name, val_frac], api_name="dataset_load"), save_status
+    )
 
 
 def _frame_rows(current) -> list[dict]:

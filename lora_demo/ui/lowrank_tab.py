@@ -20,12 +20,12 @@ from lora_demo.lowrank import (
     seed_matrix,
     truncate_adapter,
 )
-from lora_demo.lowrank.adapter import find_adapters
+from lora_demo.lowrank.adapter import adapter_choices
 from lora_demo.lowrank.model_weights import model_weight, weight_names
 from lora_demo.lowrank.plots import MEASURES, adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
 from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
 from lora_demo.paths import inside
-from lora_demo.ui.common import friendly
+from lora_demo.ui.common import adapter_list, friendly, show_errors
 
 EDITABLE_MAX = 24  # matrices up to 24×24 are shown in the editable grid; larger ones only in the plots
 PRESETS = ["Seed example: σ = 5.2, 3.1, 1.8, 0.3, 0.1", "Random low-rank + noise", "Weight of a model"]
@@ -122,7 +122,7 @@ def _adapter_path(policy, choice: str | None, typed: str | None) -> str:
     return str(policy.check(path, "adapter folder"))
 
 
-def create_lowrank_tab(settings) -> None:
+def create_lowrank_tab(settings, tab: gr.Tab | None = None) -> None:
     runs_dir = Path(settings.runs_dir)
     gr.Markdown(
         "LoRA replaces a full update ΔW (d×k) of a frozen weight W0 with a product of two thin matrices: "
@@ -151,6 +151,7 @@ def create_lowrank_tab(settings) -> None:
             with gr.Column(scale=2):
                 pasted = gr.Textbox(lines=5, label="…or paste CSV / JSON rows", placeholder="1, 2, 3\n4, 5, 6")
                 paste_btn = gr.Button("Use pasted matrix", size="sm")
+        svd_status = gr.Markdown(elem_id="lowrank-svd-status")
         k = gr.Slider(1, 5, value=2, step=1, label="rank k")
         init = svd_at_rank(matrix_state.value, 2)
         with gr.Row():
@@ -165,16 +166,21 @@ def create_lowrank_tab(settings) -> None:
 
     svd_outputs = [spectrum, heat, svd_text, b_tab, a_tab, svd_json]
     new_outputs = [matrix_state, grid, k]
-    load_btn.click(load_preset, [preset, d, n, true_rank, noise, seed, weight_model, weight, k], new_outputs,
-                   api_name="lowrank_preset").then(svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private")  # fmt: skip
-    grid_btn.click(use_grid, [grid, k], new_outputs, api_visibility="private").then(
-        svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private"
-    )
-    paste_btn.click(use_pasted, [pasted, k], new_outputs, api_name="lowrank_parse").then(
-        svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private"
-    )
-    list_btn.click(list_weights, weight_model, weight, api_name="lowrank_weights")
-    k.release(svd_at_rank, [matrix_state, k], svd_outputs, api_name="lowrank_svd")
+    svd_outputs_ok = [*svd_outputs, svd_status]
+
+    def svd_ok(matrix_json, kk):
+        return (*svd_at_rank(matrix_json, kk), "")  # a good result clears an earlier error
+
+    for event in (
+        load_btn.click(load_preset, [preset, d, n, true_rank, noise, seed, weight_model, weight, k], new_outputs,
+                       api_name="lowrank_preset"),
+        grid_btn.click(use_grid, [grid, k], new_outputs, api_visibility="private"),
+        paste_btn.click(use_pasted, [pasted, k], new_outputs, api_name="lowrank_parse"),
+    ):  # fmt: skip
+        show_errors(event, svd_status)
+        event.success(svd_ok, [matrix_state, k], svd_outputs_ok, api_visibility="private")
+    show_errors(list_btn.click(list_weights, weight_model, weight, api_name="lowrank_weights"), svd_status)
+    show_errors(k.release(svd_at_rank, [matrix_state, k], svd_outputs, api_name="lowrank_svd"), svd_status)
     k.change(svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private", show_progress="hidden")
 
     with gr.Accordion("2 · LoRA product explorer: ΔW = B·A", open=True):
@@ -189,19 +195,22 @@ def create_lowrank_tab(settings) -> None:
         with gr.Row():
             dw_tab = gr.Dataframe(init[0], label="ΔW = B·A (2 decimals)", interactive=False)
             prod_text = gr.Markdown(init[1])
+        prod_status = gr.Markdown(elem_id="lowrank-product-status")
         prod_fig = gr.Plot(init[2], label="W0 + B·A")
         with gr.Accordion("numbers (JSON)", open=False):
             prod_json = gr.JSON(init[3])
     prod_outputs = [dw_tab, prod_text, prod_fig, prod_json]
-    prod_btn.click(product, [b_in, a_in, w0_kind], prod_outputs, api_name="lowrank_product")
+    prod_event = prod_btn.click(product, [b_in, a_in, w0_kind], prod_outputs, api_name="lowrank_product")
+    show_errors(prod_event, prod_status)
+    prod_event.success(lambda: "", None, prod_status, api_visibility="private", show_progress="hidden")
     seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_visibility="private").then(
         product, [b_in, a_in, w0_kind], prod_outputs, api_visibility="private"
     )
 
-    create_adapter_section(runs_dir, settings.policy())
+    create_adapter_section(runs_dir, settings.policy(), tab)
 
 
-def create_adapter_section(runs_dir: Path, policy) -> None:
+def create_adapter_section(runs_dir: Path, policy, tab: gr.Tab | None = None) -> None:
     with gr.Accordion("3 · The adapters you trained", open=True):
         gr.Markdown(
             "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
@@ -210,11 +219,8 @@ def create_adapter_section(runs_dir: Path, policy) -> None:
             "90%/99% of Σσ²; **stable rank** = ‖ΔW‖²_F/σ₁²."
         )
         with gr.Row():
-            choice = gr.Dropdown(
-                [str(p) for p in find_adapters(runs_dir)],
-                label="adapter (from the runs folder)",
-                elem_id="lowrank-adapter",
-            )
+            choice = gr.Dropdown(label="adapter (from the runs folder, newest first)", elem_id="lowrank-adapter")
+            newest = gr.State(None)
             refresh = gr.Button("↻", size="sm", scale=0, elem_id="lowrank-refresh")
             typed = gr.Textbox(label="…or a PEFT adapter folder", placeholder="/path/to/adapter")
             go_btn = gr.Button("Analyze", variant="primary")
@@ -230,7 +236,7 @@ def create_adapter_section(runs_dir: Path, policy) -> None:
             trunc_k = gr.Number(value=4, precision=0, label="truncate to rank k")
             trunc_name = gr.Textbox(label="new adapter name (in the runs folder)", placeholder="my-run-rank4")
             trunc_btn = gr.Button("Write rank-k copy")
-        trunc_out = gr.Markdown()
+        trunc_out = gr.Markdown(elem_id="lowrank-truncate-status")
         analysis = gr.State({})
 
     @friendly
@@ -264,16 +270,18 @@ def create_adapter_section(runs_dir: Path, policy) -> None:
     def truncate(ch, ty, kk, name):
         out = truncate_adapter(_adapter_path(policy, ch, ty), kk, inside(runs_dir, name, "adapter name"))
         return (f"Wrote the rank-{int(kk)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
-                gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)], value=str(out)))  # fmt: skip
+                gr.Dropdown(choices=adapter_choices(runs_dir), value=str(Path(runs_dir) / out.name)))  # fmt: skip
 
-    go_btn.click(run_analysis, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
-                 api_name="lowrank_analyze")  # fmt: skip
+    show_errors(go_btn.click(run_analysis, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
+                             api_name="lowrank_analyze"), summary)  # fmt: skip
     module.change(pick_module, [analysis, module], mod_spec, api_visibility="private")
     measure.change(re_measure, [analysis, measure], heat, api_visibility="private")
 
-    def adapters():
-        return gr.Dropdown(choices=[str(p) for p in find_adapters(runs_dir)])
-
-    refresh.click(adapters, None, choice, api_visibility="private")
-    choice.focus(adapters, None, choice, api_visibility="private")
-    trunc_btn.click(truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice], api_name="lowrank_truncate")
+    refresh_args = dict(fn=lambda cur, seen: adapter_list(runs_dir, cur, seen, custom_ok=False), inputs=[choice, newest],
+                        outputs=[choice, newest], api_visibility="private", show_progress="hidden")  # fmt: skip
+    refresh.click(**refresh_args)
+    choice.focus(**refresh_args)
+    if tab is not None:
+        tab.select(**refresh_args)
+    show_errors(trunc_btn.click(truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice],
+                                api_name="lowrank_truncate"), trunc_out)  # fmt: skip

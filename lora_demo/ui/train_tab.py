@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -16,9 +17,10 @@ from lora_demo.paths import inside
 from lora_demo.train.plan import plan_markdown, plan_run
 from lora_demo.train.plots import loss_figure, progress_html
 from lora_demo.train.runner import equivalent_command, get_runner, resolve_rows
-from lora_demo.train.runs import list_runs, log_tail, read_progress, read_status
+from lora_demo.train.runs import list_runs, read_status
 from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
-from lora_demo.ui.common import friendly
+from lora_demo.train.watch import look
+from lora_demo.ui.common import friendly, show_errors
 
 # The form's fields, in the order the handlers receive them (names match TrainSettings).
 FORM = [
@@ -53,7 +55,31 @@ def runs_frame(runs_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "status", "model", "dataset", "final loss", "seconds", "started"])
 
 
-def create_train_tab(settings) -> None:
+def run_names(runs_dir) -> list[str]:
+    return [r["name"] for r in list_runs(runs_dir)]
+
+
+def run_to_chat(runs_dir: Path, name) -> str:
+    """The adapter path of the shown run, spelled as the Chat list spells it; a clear message if it has none."""
+    if not name:
+        raise InputError("Pick a run in 'show run' first.")
+    run_dir = inside(runs_dir, name, "run name")
+    if not (run_dir / "adapter_config.json").is_file():
+        st = read_status(run_dir).get("status", "unknown")
+        raise InputError(f"Run {name!r} has no adapter yet (status: {st}). Wait until it completes or is stopped.")
+    return str(Path(runs_dir) / name)
+
+
+@dataclass
+class TrainTab:
+    """What other tabs wire to: the shown run, the "Chat with this run" button and the tab's status line."""
+
+    view: gr.Dropdown
+    chat_btn: gr.Button
+    status: gr.Markdown
+
+
+def create_train_tab(settings) -> TrainTab:
     runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
     runner = get_runner(runs_dir, data_dir)
     policy = settings.policy()
@@ -77,7 +103,7 @@ def create_train_tab(settings) -> None:
 
     with gr.Row():
         comps["model"] = gr.Dropdown(
-            models, value=d["model"], label="model", info=help_["model"], allow_custom_value=True
+            models, value=d["model"], label="model", info=help_["model"], allow_custom_value=True, elem_id="train-model"
         )
         comps["dataset"] = gr.Dropdown(dataset_choices(data_dir), value=d["dataset"], label="dataset", info=help_["dataset"],
                                        allow_custom_value=True)  # fmt: skip
@@ -124,8 +150,11 @@ def create_train_tab(settings) -> None:
     curve = gr.Plot(label="loss and learning rate", elem_id="train-curve")
     log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=14)
     with gr.Row():
-        view = gr.Dropdown([r["name"] for r in list_runs(runs_dir)], label="show run", allow_custom_value=False)
+        names = run_names(runs_dir)
+        view = gr.Dropdown(names, value=names[0] if names else None, label="show run", allow_custom_value=False,
+                           elem_id="train-view")  # fmt: skip
         refresh = gr.Button("↻ runs", size="sm")
+        chat_btn = gr.Button("💬 Chat with this run", variant="primary", elem_id="train-chat")
     runs_table = gr.Dataframe(value=lambda: runs_frame(runs_dir), label="runs", interactive=False, max_height=300)
     with gr.Accordion("Export the shown run", open=False):
         with gr.Row():
@@ -135,7 +164,7 @@ def create_train_tab(settings) -> None:
         export_file = gr.File(label="download", interactive=False, elem_id="export-file")
         export_msg = gr.Markdown(elem_id="export-message")
     timer = gr.Timer(1.0)
-    last_sig = gr.State(None)
+    seen = gr.State(None)
 
     @friendly
     def on_plan(*values):
@@ -156,11 +185,7 @@ def create_train_tab(settings) -> None:
             raise InputError("Fix these first: " + "; ".join(plan["errors"][:5]))
         run_dir = runner.start(s, rows)
         msg = f"Started **{run_dir.name}**. Same run from a terminal: `{equivalent_command(run_dir)}`"
-        return (
-            msg,
-            plan_markdown(plan),
-            gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)], value=run_dir.name),
-        )
+        return msg, plan_markdown(plan), gr.Dropdown(choices=run_names(runs_dir), value=run_dir.name)
 
     @friendly
     def on_stop():
@@ -171,33 +196,24 @@ def create_train_tab(settings) -> None:
             f"Stopping **{run_dir.name}** after the current step; the adapter so far will be saved (status: stopped)."
         )
 
-    def on_tick(shown, sig):
+    def on_tick(shown, seen_before):
+        """Redraw only what changed (train.watch.look): on 2 cores the page competes with the training."""
         active = runner.current()
         name = active.name if active is not None else shown
-        if not name:
-            runs = list_runs(runs_dir)
-            name = runs[0]["name"] if runs else None
         if not name or not (runs_dir / name).is_dir():
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen_before
         run_dir = runs_dir / name
-        st = read_status(run_dir)
-        new_sig = (name, st.get("status"), st.get("step"), (run_dir / "progress.jsonl").stat().st_mtime
-                   if (run_dir / "progress.jsonl").exists() else 0)  # fmt: skip
-        if new_sig == sig:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), sig
-        prog = read_progress(run_dir)
-        html = progress_html(st, prog)
-        if st.get("status") == "failed" and st.get("error"):
-            html += f'<div style="color:#dc2626;margin-top:4px"><b>Failed:</b> {st["error"]}</div>'
-        elif st.get("status") in ("completed", "stopped"):
-            html += f"<div style='margin-top:4px'>Adapter saved in <code>{run_dir}</code>. Repeat: <code>{equivalent_command(run_dir)}</code></div>"
-        view_update = (
-            gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)], value=name)
-            if active is not None and name != shown
-            else gr.skip()
-        )
-        table = runs_frame(runs_dir) if sig is None or sig[1] != new_sig[1] else gr.skip()
-        return html, loss_figure(prog, f"Run {name}"), log_tail(run_dir), view_update, table, new_sig
+        now = look(run_dir, seen_before)
+        if not now.changed and not now.curve:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), now.seen
+        html = progress_html(now.status, now.progress, run_dir) if now.status is not None else gr.skip()
+        curve_fig = loss_figure(now.progress, f"Run {name}") if now.curve else gr.skip()
+        log_text = now.log if now.log is not None else gr.skip()
+        view_update = gr.Dropdown(choices=run_names(runs_dir), value=name) if name != shown else gr.skip()
+        before = (seen_before or {}).get("key") or [None]
+        status_changed = now.status is not None and (before[0] != now.status.get("status"))
+        table = runs_frame(runs_dir) if status_changed else gr.skip()
+        return html, curve_fig, log_text, view_update, table, now.seen
 
     def shown_run(name) -> Path:
         if not name:
@@ -227,35 +243,34 @@ def create_train_tab(settings) -> None:
         out = export_gguf(run_dir / "merged", run_dir / "exports" / f"{run_dir.name}.gguf")
         return f"GGUF written: `{out}`."
 
-    zip_btn.click(on_zip, view, [export_file, export_msg], api_name="export_zip")
-    merge_btn.click(
-        on_merge, view, export_msg, api_name="export_merged", concurrency_limit=1, concurrency_id="train_start"
-    )
-    gguf_btn.click(on_gguf, view, export_msg, api_name="export_gguf", concurrency_limit=1, concurrency_id="train_start")
+    show_errors(zip_btn.click(on_zip, view, [export_file, export_msg], api_name="export_zip"), export_msg)
+    show_errors(merge_btn.click(on_merge, view, export_msg, api_name="export_merged", concurrency_limit=1,
+                                concurrency_id="train_start"), export_msg)  # fmt: skip
+    show_errors(gguf_btn.click(on_gguf, view, export_msg, api_name="export_gguf", concurrency_limit=1,
+                               concurrency_id="train_start"), export_msg)  # fmt: skip
     comps["dataset"].focus(
         lambda: gr.Dropdown(choices=dataset_choices(data_dir)), None, comps["dataset"], api_visibility="private"
     )
-    plan_btn.click(on_plan, form, plan_md, api_name="train_plan")
-    start_btn.click(on_start, form, [start_md, plan_md, view], api_name="train_start", concurrency_limit=1,
-                    concurrency_id="train_start")  # fmt: skip
-    stop_btn.click(on_stop, None, start_md, api_name="train_stop")
+    show_errors(plan_btn.click(on_plan, form, plan_md, api_name="train_plan"), start_md)
+    show_errors(start_btn.click(on_start, form, [start_md, plan_md, view], api_name="train_start", concurrency_limit=1,
+                                concurrency_id="train_start"), start_md)  # fmt: skip
+    show_errors(stop_btn.click(on_stop, None, start_md, api_name="train_stop"), start_md)
     timer.tick(
         on_tick,
-        [view, last_sig],
-        [progress, curve, log, view, runs_table, last_sig],
+        [view, seen],
+        [progress, curve, log, view, runs_table, seen],
         show_progress="hidden",
         api_visibility="private",
     )
-    view.change(lambda: None, None, last_sig, api_visibility="private")
 
     def on_runs():
         runner.current()  # reaps a finished worker first, so a killed run shows why it failed
-        return runs_frame(runs_dir), gr.Dropdown(choices=[r["name"] for r in list_runs(runs_dir)])
+        return runs_frame(runs_dir), gr.Dropdown(choices=run_names(runs_dir))
 
-    refresh.click(on_runs, None,
-                  [runs_table, view], api_name="train_runs")  # fmt: skip
+    refresh.click(on_runs, None, [runs_table, view], api_name="train_runs")
 
     def on_select(evt: gr.SelectData):
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     runs_table.select(on_select, None, view, api_visibility="private")
+    return TrainTab(view=view, chat_btn=chat_btn, status=start_md)
