@@ -8,6 +8,8 @@ threads, fp32 and bf16 autocast. The baseline is what a plain script does: fp32 
 GPU: the same engine run twice on long synthetic rows (Qwen3-1.7B architecture, 4 bit), once per backend
 (LORA_LAB_BACKEND), read back from the runs' progress.jsonl: s/step (median after the first 3 steps, which
 include Unsloth's compile), tokens/s and peak GPU memory.
+`--json` ends with one JSON line of all figures (CPU: s_per_step per model/threads/precision and the policy's
+speed-up; GPU: per backend s_per_step, tok_per_s, gpu_peak_gib, wall_seconds, losses, or an error).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def cpu_loop(model_id: str, threads: int, precision: str, steps: int, seq_len: i
     return statistics.median(times[2:])
 
 
-def bench_cpu(steps: int) -> None:
+def bench_cpu(steps: int) -> dict:
     import torch
 
     from lora_demo.device import choose_threads, detect
@@ -66,19 +68,29 @@ def bench_cpu(steps: int) -> None:
     default_threads = torch.get_num_threads()
     print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, default threads {default_threads}, "
           f"policy precision {detect().precision}")  # fmt: skip
+    out = {"device": "cpu", "cores": os.cpu_count(), "torch": torch.__version__, "default_threads": default_threads,
+           "policy_precision": detect().precision, "steps": steps, "batch": 4, "seq_len": 128, "dataset": "persona",
+           "lora_r": 16, "models": {}}  # fmt: skip
     for model_id, work in (("qwen3-tiny", 10_000_000), ("smollm2-135m-instruct", 106_000_000)):
         policy = choose_threads(work, 4 * 128)
         print(f"policy for {model_id}: {policy} thread(s), {detect(work, 4 * 128).precision}")
         print(f"\n{model_id} (policy: {policy} thread(s)), s/step, batch 4, persona rows:")
+        fig = out["models"][model_id] = {"policy_threads": policy, "policy_precision": detect(work, 4 * 128).precision,
+                                         "variants": []}  # fmt: skip
         results = {}
         for threads in sorted({1, default_threads}):
             for precision in ("fp32", "bf16"):
                 results[(threads, precision)] = cpu_loop(model_id, threads, precision, steps, 128)
+                fig["variants"].append({"threads": threads, "precision": precision,
+                                        "s_per_step": results[(threads, precision)]})  # fmt: skip
                 print(f"  threads={threads} {precision}: {results[(threads, precision)]:.3f} s/step", flush=True)
         base = results[(default_threads, "fp32")]
         ours = results[(policy, detect(work, 4 * 128).precision)]
+        fig.update(baseline_threads=default_threads, baseline_precision="fp32", baseline_s_per_step=base,
+                   policy_s_per_step=ours, speedup=base / ours)  # fmt: skip
         print(f"  baseline (fp32, {default_threads} threads) {base:.3f} s/step -> policy {ours:.3f} s/step: "
               f"{base / ours:.2f}x")  # fmt: skip
+    return out
 
 
 def synthetic_rows(n: int, words: int) -> list[dict]:
@@ -103,7 +115,7 @@ def synthetic_rows(n: int, words: int) -> list[dict]:
              "output": " ".join(rng.choice(vocab) for _ in range(3 * words // 4))} for _ in range(n)]  # fmt: skip
 
 
-def bench_gpu(model: str, steps: int, batch: int, words: int) -> None:
+def bench_gpu(model: str, steps: int, batch: int, words: int) -> dict:
     from lora_demo.train.runner import Runner
     from lora_demo.train.runs import read_progress
     from lora_demo.train.settings import TrainSettings
@@ -111,6 +123,8 @@ def bench_gpu(model: str, steps: int, batch: int, words: int) -> None:
     rows = synthetic_rows(batch * steps, words)
     tmp = Path(tempfile.mkdtemp())
     print(f"GPU: {model}, {steps} steps, micro batch {batch}, ~{words} words a row, 4-bit, r=16 all linear")
+    out = {"device": "cuda", "model": model, "steps": steps, "batch": batch, "words_per_row": words,
+           "load_in_4bit": True, "lora_r": 16, "max_seq_length": 2048, "optimizer": "adamw_8bit", "backends": {}}  # fmt: skip
     for backend in ("unsloth", "transformers"):
         os.environ["LORA_LAB_BACKEND"] = backend
         s = TrainSettings(model=model, dataset="synthetic", template="chat", max_seq_length=2048, load_in_4bit=True,
@@ -122,27 +136,33 @@ def bench_gpu(model: str, steps: int, batch: int, words: int) -> None:
         st = runner.wait(900)
         logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
         if st.get("status") != "completed":
+            out["backends"][backend] = {"status": st.get("status"), "error": f"{st.get('status')} {st.get('error')}"}
             print(f"  {backend}: {st.get('status')} {st.get('error')}\n{(run_dir / 'train.log').read_text()[-2000:]}")
             continue
         per = [b["time"] - a["time"] for a, b in zip(logs, logs[1:], strict=False)][3:]
         tps = [p["tokens_per_s"] for p in logs[4:] if "tokens_per_s" in p]
+        out["backends"][backend] = {"status": "completed", "s_per_step": statistics.median(per),
+                                    "tok_per_s": statistics.median(tps),
+                                    "gpu_peak_gib": max(p["gpu_peak_gb"] for p in logs),
+                                    "wall_seconds": time.time() - t0, "loss_first": logs[0]["loss"],
+                                    "loss_last": logs[-1]["loss"]}  # fmt: skip
         print(f"  {backend:12s}: {statistics.median(per):.3f} s/step, {statistics.median(tps):,.0f} tok/s, peak GPU "
               f"{max(p['gpu_peak_gb'] for p in logs):.2f} GiB, wall {time.time() - t0:.0f} s (load+compile incl.), "
               f"loss {logs[0]['loss']:.3f} -> {logs[-1]['loss']:.3f}", flush=True)  # fmt: skip
-    print(json.dumps({"done": True}))
+    return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpu", metavar="MODEL", help="model folder or id for the CUDA comparison")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 12 on CPU, 20 on GPU)")
+    ap.add_argument("--batch", type=int, default=4, help="micro batch (GPU; the CPU loop always uses 4)")
     ap.add_argument("--words", type=int, default=700, help="words per synthetic row (GPU)")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = ap.parse_args()
-    if args.gpu:
-        bench_gpu(args.gpu, args.steps or 20, args.batch, args.words)
-    else:
-        bench_cpu(args.steps or 12)
+    result = bench_gpu(args.gpu, args.steps or 20, args.batch, args.words) if args.gpu else bench_cpu(args.steps or 12)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
