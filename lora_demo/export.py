@@ -12,8 +12,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from lora_demo.adapters import find_adapter_files
 from lora_demo.errors import InputError
-from lora_demo.lowrank.adapter import find_adapter_files
 
 ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "status.json")  # fmt: skip

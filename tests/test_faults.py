@@ -118,7 +118,7 @@ def _listed_value(choice):
 
 
 def test_model_folder_vanishes_between_listing_and_loading(app_client, app_dirs, tiny_run):
-    from lora_demo.lowrank.adapter import adapter_choices  # what the Chat and Low-rank adapter lists offer
+    from lora_demo.adapters import adapter_choices  # what the Chat and Low-rank adapter lists offer
 
     gone = app_dirs / "runs" / "vanishing"
     shutil.copytree(tiny_run, gone)

@@ -12,8 +12,8 @@ import os
 
 import pytest
 
+from lora_demo.adapters import adapter_choices
 from lora_demo.errors import InputError
-from lora_demo.lowrank.adapter import adapter_choices
 from lora_demo.paths import PathPolicy
 
 NAMES = ["20261129-run", "my run with spaces", "微调-运行"]

@@ -153,8 +153,8 @@ class ChatEngine:
         """Load a base model and (optionally) an adapter, yielding progress lines."""
         import torch
 
+        from lora_demo.adapters import find_adapter_files
         from lora_demo.device import detect
-        from lora_demo.lowrank.adapter import find_adapter_files
         from lora_demo.models import load_model, resolve_model
 
         tmpl = run_template(adapter_dir)

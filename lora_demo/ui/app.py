@@ -53,7 +53,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
 
 def wire_chat_with_run(settings: AppSettings, tabs: gr.Tabs, train, chat) -> None:
     """Train tab → "Chat with this run": the Chat tab opens with the run's adapter on its base ('auto'), loading."""
-    from lora_demo.lowrank.adapter import adapter_choices
+    from lora_demo.adapters import adapter_choices
     from lora_demo.ui.common import friendly, show_errors
     from lora_demo.ui.train_tab import run_to_chat
 

@@ -108,7 +108,7 @@ def adapter_list(runs_dir, current, seen_newest, custom_ok: bool = True):
     """An adapter dropdown refreshed from the runs folder, newest first. The newest is preselected when it is new
     since this page's last refresh (a run just finished) or when nothing usable is picked; otherwise the user's
     pick stays. Returns (dropdown update, newest) — keep the second in a gr.State for the next refresh."""
-    from lora_demo.lowrank.adapter import adapter_choices
+    from lora_demo.adapters import adapter_choices
 
     choices = adapter_choices(runs_dir)
     values = [v for _, v in choices]

@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from lora_demo.adapters import adapter_choices
 from lora_demo.errors import InputError
 from lora_demo.lowrank import (
     SEED_A,
@@ -20,7 +21,6 @@ from lora_demo.lowrank import (
     seed_matrix,
     truncate_adapter,
 )
-from lora_demo.lowrank.adapter import adapter_choices
 from lora_demo.lowrank.model_weights import model_weight, weight_names
 from lora_demo.lowrank.plots import MEASURES, adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
 from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
