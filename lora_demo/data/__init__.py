@@ -7,11 +7,11 @@ from lora_demo.data.store import DatasetStore, clean_rows, split_rows
 from lora_demo.data.templates import IGNORE, Example, build_example, masked_view, prompt_text
 from lora_demo.data.validate import summary_markdown, validate_rows
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # lora_demo/examples/, shipped in the package
 
 
 def example_names() -> list[str]:
-    """The example datasets shipped in examples/ (persona, seed, ...)."""
+    """The example datasets shipped in lora_demo/examples/ (persona, seed, ...)."""
     return sorted(p.stem for p in EXAMPLES_DIR.glob("*.jsonl"))
 
 
