@@ -6,9 +6,8 @@ import argparse
 import json
 
 
-def register_cli(sub) -> None:
-    from lora_demo.cli import COMMANDS
-
+def add_chat_parser(sub) -> None:
+    """Add `chat` to the subparsers `sub` (lora_demo/cli.py calls this)."""
     p = sub.add_parser("chat", help="base vs tuned answers to one prompt, from one loaded model")
     p.add_argument("--model", default="auto", help="base model ('auto': the one the adapter was trained on)")
     p.add_argument("--adapter", help="PEFT adapter folder (a run folder)")
@@ -20,7 +19,7 @@ def register_cli(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="adapter scale, 0 to 2")
     p.add_argument("--json", action="store_true")
-    COMMANDS["chat"] = cmd_chat
+    p.set_defaults(func=cmd_chat)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

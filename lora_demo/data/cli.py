@@ -6,16 +6,17 @@ import argparse
 import json
 
 
-def register_cli(sub) -> None:
-    from lora_demo.cli import COMMANDS
-
-    p = sub.add_parser("validate", help="check a dataset file (JSON/JSONL/CSV/Parquet): exit 0 ok, 1 errors, 2 unreadable")
+def add_validate_parser(sub) -> None:
+    """Add `validate` to the subparsers `sub` (lora_demo/cli.py calls this)."""
+    p = sub.add_parser(
+        "validate", help="check a dataset file (JSON/JSONL/CSV/Parquet): exit 0 ok, 1 errors, 2 unreadable"
+    )
     p.add_argument("file")
     p.add_argument("--model", default="auto", help="model whose tokenizer counts the tokens ('auto': device default)")
     p.add_argument("--max-seq-length", type=int, default=2048)
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
     p.add_argument("--json", action="store_true")
-    COMMANDS["validate"] = cmd_validate
+    p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -7,16 +7,15 @@ import argparse
 from lora_demo.errors import InputError
 
 
-def register_cli(sub) -> None:
-    from lora_demo.cli import COMMANDS
-
+def add_export_parser(sub) -> None:
+    """Add `export` to the subparsers `sub` (lora_demo/cli.py calls this)."""
     p = sub.add_parser("export", help="export a run's adapter: a zip, a merged 16-bit model, or GGUF")
     p.add_argument("run_dir")
     p.add_argument("--zip", metavar="FILE", help="write the PEFT adapter + model card as a .zip")
     p.add_argument("--merged", metavar="OUT_DIR", help="merge into the base and save a 16-bit model")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     p.add_argument("--gguf", metavar="FILE", help="GGUF from the merged model (needs llama.cpp; implies --merged)")
-    COMMANDS["export"] = cmd_export
+    p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,44 +1,21 @@
-"""Adapters that leave the app: a zip of the PEFT folder, a merged 16-bit model, and GGUF where llama.cpp is present.
+"""The adapter merged into its base: a 16-bit safetensors model (+ model card) that plain AutoModelForCausalLM loads.
 
-Every export carries the run's model card (README.md, Hugging Face layout). Weights are written as safetensors.
+PEFT's merge_and_unload elsewhere; Unsloth's merged save on CUDA (in a fresh process, as unsloth must come first).
 """
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 from lora_demo.adapters import find_adapter_files
 from lora_demo.errors import InputError
 
-ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "status.json")  # fmt: skip
-
-
-def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
-    """A zip of the adapter (PEFT files, tokenizer, config.yaml, model card) that PeftModel.from_pretrained reads."""
-    run_dir = Path(run_dir)
-    find_adapter_files(run_dir)
-    out = Path(out_file)
-    if out.suffix != ".zip":
-        raise InputError(f"The zip file name must end in .zip; got {out.name}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in ZIP_FILES:
-            if (run_dir / name).is_file():
-                zf.write(run_dir / name, f"{run_dir.name}/{name}")
-    os.replace(tmp, out)
-    return out
-
 
 def _base_model(run_dir: Path) -> str:
-    import json
-
     cfg = json.loads((run_dir / "adapter_config.json").read_text())
     base = cfg.get("base_model_name_or_path")
     if not base:
@@ -93,7 +70,6 @@ def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str) ->
 
 def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
     """Unsloth's merged 16-bit save, in a fresh process (unsloth must be imported before transformers)."""
-    import json
     import tempfile
 
     from lora_demo.models import model_path
@@ -112,32 +88,3 @@ def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["?"])[-1][:300]
         raise InputError(f"Unsloth's merged save failed: {tail}")
-
-
-def gguf_converter() -> Path | None:
-    """llama.cpp's convert_hf_to_gguf.py, from $LLAMA_CPP_DIR or the PATH, if present."""
-    root = os.environ.get("LLAMA_CPP_DIR")
-    if root and (Path(root) / "convert_hf_to_gguf.py").is_file():
-        return Path(root) / "convert_hf_to_gguf.py"
-    found = shutil.which("convert_hf_to_gguf.py") or shutil.which("convert-hf-to-gguf.py")
-    return Path(found) if found else None
-
-
-def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "q8_0") -> Path:
-    """GGUF of a merged model via llama.cpp's converter; a clear InputError when the converter is not installed."""
-    conv = gguf_converter()
-    if conv is None:
-        raise InputError(
-            "GGUF export needs llama.cpp's converter, which is not installed here: "
-            "git clone https://github.com/ggml-org/llama.cpp, pip install -r llama.cpp/requirements.txt, "
-            "then set LLAMA_CPP_DIR to that folder. The merged 16-bit model and the zip work without it."
-        )
-    merged = Path(merged_dir)
-    if not (merged / "config.json").is_file():
-        raise InputError(f"{merged} is not a merged model folder: export a merged model first.")
-    out = Path(out_file)
-    res = subprocess.run([sys.executable, str(conv), str(merged), "--outfile", str(out), "--outtype", outtype],
-                         capture_output=True, text=True)  # fmt: skip
-    if res.returncode != 0 or not out.is_file():
-        raise InputError(f"llama.cpp's converter failed: {(res.stderr.strip().splitlines() or ['?'])[-1][:300]}")
-    return out

@@ -8,26 +8,31 @@ import json
 from lora_demo.errors import InputError
 
 
-def register_cli(sub) -> None:
-    from lora_demo.cli import COMMANDS
-
+def add_lowrank_parser(sub) -> None:
+    """Add `lowrank` to the subparsers `sub` (lora_demo/cli.py calls this)."""
     p = sub.add_parser("lowrank", help="rank-k SVD approximation of --matrix, or the LoRA product --B · --A")
     p.add_argument("--matrix", help="JSON rows, e.g. '[[1,2],[3,4]]', or CSV text")
     p.add_argument("--rank", help="k for the rank-k approximation")
     p.add_argument("--B", dest="b", help="B (d×r) as JSON rows")
     p.add_argument("--A", dest="a", help="A (r×k) as JSON rows")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    COMMANDS["lowrank"] = cmd_lowrank
+    p.set_defaults(func=cmd_lowrank)
+
+
+def add_analyze_parser(sub) -> None:
     p = sub.add_parser("analyze", help="singular-value spectra of every module of a trained LoRA adapter")
     p.add_argument("adapter_dir")
     p.add_argument("--base-model", help="base model id or folder, for ‖ΔW‖/‖W0‖ (default: from adapter_config)")
     p.add_argument("--json", action="store_true")
-    COMMANDS["analyze"] = cmd_analyze
+    p.set_defaults(func=cmd_analyze)
+
+
+def add_truncate_parser(sub) -> None:
     p = sub.add_parser("truncate", help="write a rank-k truncated copy of an adapter")
     p.add_argument("adapter_dir")
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--out", required=True, help="new adapter folder (must not exist)")
-    COMMANDS["truncate"] = cmd_truncate
+    p.set_defaults(func=cmd_truncate)
 
 
 def cmd_lowrank(args: argparse.Namespace) -> int:

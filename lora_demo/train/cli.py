@@ -6,15 +6,12 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields
 
 from lora_demo.errors import InputError
 
 
-def register_cli(sub) -> None:
-    from lora_demo.cli import COMMANDS
-    from lora_demo.train.settings import TrainSettings
-
+def add_plan_parser(sub) -> None:
+    """Add `plan` to the subparsers `sub` (lora_demo/cli.py calls this)."""
     p = sub.add_parser("plan", help="trainable parameters, steps and pre-flight warnings (offline for Qwen3 ids)")
     p.add_argument("--model", default="auto")
     p.add_argument("--r", type=int, default=16)
@@ -24,43 +21,55 @@ def register_cli(sub) -> None:
     p.add_argument("--config", help="a run's config.yaml instead of the flags")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--json", action="store_true")
-    COMMANDS["plan"] = cmd_plan
+    p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("train", help="run a LoRA fine-tune (same engine as the Train tab) with a progress bar")
+
+def add_train_parser(sub) -> None:
+    """Add `train` to the subparsers `sub` (lora_demo/cli.py calls this; its parser class is cli.CommandParser).
+
+    The TrainSettings flags come from `settings_flags` as a lazy parent: they are made (importing transformers)
+    only when `train` itself is parsed, so building the CLI for any other command stays fast."""
+    p = sub.add_parser("train", help="run a LoRA fine-tune (same engine as the Train tab) with a progress bar",
+                       lazy_parents=lambda: [settings_flags()])  # fmt: skip
     p.add_argument("--config", help="config.yaml of an earlier run, or one you wrote; flags below override it")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--data-dir", default="data")
-    help_ = TrainSettings.help()
-    for f in fields(TrainSettings):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "target_modules":
-            p.add_argument(flag, help=help_[f.name] + " Comma-separated.")
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, type=_bool, metavar="true|false", help=help_[f.name])
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, help=help_[f.name])
-    COMMANDS["train"] = cmd_train
+    p.set_defaults(func=cmd_train)
 
 
-def _bool(v: str) -> bool:
-    if v.lower() in ("1", "true", "yes", "on"):
-        return True
-    if v.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+def settings_flags() -> argparse.ArgumentParser:
+    """One flag per TrainSettings field (--max-steps N, --packing true|false, ...) with the field's help text.
+
+    transformers' HfArgumentParser makes them from the dataclass; every default then becomes None, so only the
+    flags the user gives override the base settings (--config, or this device's defaults)."""
+    from transformers import HfArgumentParser
+    from transformers.hf_argparser import string_to_bool
+
+    from lora_demo.train.settings import TrainSettings
+
+    flags = HfArgumentParser(TrainSettings, add_help=False)
+    for action in flags._actions:
+        action.default = None
+        action.option_strings = [o for o in action.option_strings if "_" not in o]  # --max-steps, not --max_steps
+        if action.type is string_to_bool:
+            action.metavar = "true|false"
+        if action.option_strings[0].startswith("--no-"):  # HfArgumentParser's complement of a bool that defaults on
+            action.help = f"Same as --{action.dest.replace('_', '-')} false."
+        if action.dest == "target_modules":
+            action.metavar, action.help = "MODULES", action.help + " Comma-separated: q_proj,v_proj."
+    return flags
 
 
 def _settings_from(args: argparse.Namespace):
+    """--config (or this device's defaults), then only the flags given on the command line over it."""
     from lora_demo.device import detect
     from lora_demo.train.settings import TrainSettings, defaults_for
 
     base = TrainSettings.from_yaml(args.config).to_dict() if args.config else defaults_for(detect().device).to_dict()
-    for f in fields(TrainSettings):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            base[f.name] = [t.strip() for t in v.split(",") if t.strip()] if f.name == "target_modules" else v
-    return TrainSettings.from_dict(base)
+    given = {name: getattr(args, name) for name in base if getattr(args, name, None) is not None}
+    if "target_modules" in given:  # nargs="+": "q_proj,v_proj" and "q_proj v_proj" both work
+        given["target_modules"] = [t.strip() for v in given["target_modules"] for t in v.split(",") if t.strip()]
+    return TrainSettings.from_dict({**base, **given})
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -97,22 +106,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lora_demo.train.runner import Runner, equivalent_command
-    from lora_demo.train.runs import read_progress, read_status
 
     s = _settings_from(args)
     runner = Runner(args.runs_dir, args.data_dir)
     run_dir = runner.start(s)
     print(f"run folder: {run_dir}\nrepeat with: {equivalent_command(run_dir)}", flush=True)
-    try:
-        while runner.current() is not None:
-            _print_bar(read_status(run_dir), read_progress(run_dir))
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("\nstopping after the current step (the adapter so far is saved)...", flush=True)
-        runner.stop(wait=600)
-    st = read_status(run_dir)
-    _print_bar(st, read_progress(run_dir))
-    print()
+    st = _watch(runner, run_dir)
     if st.get("status") == "failed":
         raise InputError(st.get("error") or "training failed; see train.log in the run folder")
     loss = st.get("final_loss")
@@ -121,13 +120,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if st.get("status") == "completed" else 3
 
 
-def _print_bar(st: dict, progress: list[dict]) -> None:
-    step, total = st.get("step") or 0, st.get("total_steps") or 0
-    logs = [p for p in progress if p.get("type") == "log"]
-    last = logs[-1] if logs else {}
-    frac = step / total if total else 0
-    bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-    loss = f" loss {last['loss']:.4f}" if "loss" in last else ""
-    eta = f" eta {last['eta_s']:.0f}s" if "eta_s" in last else ""
-    sys.stdout.write(f"\r[{bar}] {step}/{total} {st.get('status', '')}{loss}{eta}    ")
-    sys.stdout.flush()
+def _watch(runner, run_dir) -> dict:
+    """A tqdm bar of the run until it ends (its final status); Ctrl-C asks it to stop, which saves the adapter."""
+    from tqdm import tqdm
+
+    from lora_demo.train.runs import read_progress, read_status
+
+    with tqdm(unit="step", file=sys.stdout, dynamic_ncols=True) as bar:
+        try:
+            while runner.current() is not None:
+                _show(bar, read_status(run_dir), read_progress(run_dir))
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            bar.write("stopping after the current step (the adapter so far is saved)...")
+            runner.stop(wait=600)
+        st = read_status(run_dir)
+        _show(bar, st, read_progress(run_dir))
+    return st
+
+
+def _show(bar, st: dict, progress: list[dict]) -> None:
+    """Move the bar to the run's step, with its stage and last logged loss."""
+    step, total = st.get("step") or 0, st.get("total_steps") or None
+    if total and bar.total != total:
+        bar.reset(total=total)  # the steps are known once training starts: rate and ETA count from here
+    logs = [p for p in progress if p.get("type") == "log" and "loss" in p]
+    bar.set_description_str(st.get("status", ""), refresh=False)
+    bar.set_postfix_str(f"loss {logs[-1]['loss']:.4f}" if logs else "", refresh=False)
+    if step > bar.n:
+        bar.update(step - bar.n)
+    else:
+        bar.refresh()

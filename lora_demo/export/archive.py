@@ -1,0 +1,31 @@
+"""The adapter as a zip: PEFT files, tokenizer, config.yaml and model card, which PeftModel.from_pretrained reads."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from lora_demo.adapters import find_adapter_files
+from lora_demo.errors import InputError
+from lora_demo.io import write_atomic
+
+ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "status.json")  # fmt: skip
+
+
+def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
+    """A zip of the adapter (PEFT files, tokenizer, config.yaml, model card) that PeftModel.from_pretrained reads.
+
+    Written atomically: out_file is the complete zip or not there (or the old one), even after a crash."""
+    run_dir = Path(run_dir)
+    find_adapter_files(run_dir)
+    out = Path(out_file)
+    if out.suffix != ".zip":
+        raise InputError(f"The zip file name must end in .zip; got {out.name}.")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in ZIP_FILES:
+            if (run_dir / name).is_file():
+                zf.write(run_dir / name, f"{run_dir.name}/{name}")
+    return write_atomic(out, buf.getvalue())
