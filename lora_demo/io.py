@@ -62,6 +62,7 @@ def _temp_beside(path: Path, mode: str):
     """A synced temporary file in path's folder (so the final rename is atomic on the same file system)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; a replaced file keeps the usual rw-r--r--
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f, Path(tmp)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.io import parse_jsonl, to_jsonl, write_atomic
 
 FIELDS = ("instruction", "input", "output")
 MAX_UPLOAD_MB = float(os.environ.get("LORA_LAB_MAX_UPLOAD_MB", "20"))
@@ -41,7 +42,9 @@ def read_records(path: str | Path, max_mb: float | None = None) -> list[dict]:
         raise InputError(f"{path.name}: no such file.")
     size = path.stat().st_size
     if size > max_mb * 2**20:
-        raise InputError(f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_mb:g} MB. Split the file or trim it.")
+        raise InputError(
+            f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_mb:g} MB. Split the file or trim it."
+        )
     if size == 0:
         raise InputError(f"{path.name} is empty: it holds no rows.")
     suffix = path.suffix.lower()
@@ -93,15 +96,7 @@ def _read_json(text: str, name: str) -> list[dict]:
 
 
 def _read_jsonl(text: str, name: str) -> list[dict]:
-    records = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise InputError(f"{name} line {i} is not valid JSON: {e.msg} at column {e.colno}.") from None
-    return _check_records(records, name)
+    return _check_records(parse_jsonl(text, name, strict=True), name)
 
 
 def _read_csv(text: str, name: str) -> list[dict]:
@@ -163,7 +158,10 @@ def to_rows(records: list[dict], fmt: str | None = None) -> ImportResult:
     if fmt == "alpaca":
         rows = [{f: _text(r.get(f)) for f in FIELDS} for r in records]
     elif fmt in ("sharegpt", "messages"):
-        rows = [_chat_to_row(r.get("conversations" if fmt == "sharegpt" else "messages"), i, notes) for i, r in enumerate(records, 1)]
+        rows = [
+            _chat_to_row(r.get("conversations" if fmt == "sharegpt" else "messages"), i, notes)
+            for i, r in enumerate(records, 1)
+        ]
     else:
         columns = list(dict.fromkeys(k for r in records[:50] for k in r))
         return ImportResult([], "unknown", columns, records, needs_mapping=True)
@@ -228,9 +226,9 @@ def write_rows(rows: list[dict], path: str | Path) -> Path:
     clean = [{f: r.get(f, "") for f in FIELDS} for r in rows]
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean), encoding="utf-8")
+        write_atomic(path, to_jsonl(clean))
     elif suffix == ".json":
-        path.write_text(json.dumps(clean, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_atomic(path, json.dumps(clean, ensure_ascii=False, indent=1))
     elif suffix == ".csv":
         pd.DataFrame(clean, columns=list(FIELDS)).to_csv(path, index=False)
     elif suffix == ".parquet":

@@ -12,34 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
 from lora_demo.data.formats import FIELDS, import_file
 from lora_demo.errors import InputError
+from lora_demo.io import to_jsonl, write_atomic, write_temp
 from lora_demo.paths import inside, safe_name
 
 AUTOSAVE = ".autosave.jsonl"
-
-
-def _write_temp(path: Path, text: str) -> Path:
-    """Write text to a synced temporary file beside path (so a later rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"Could not write {path.name}: {e.strerror or e} (is the disk full or the folder read-only?)") from None
-    return Path(tmp)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    os.replace(_write_temp(path, text), path)
 
 
 def clean_rows(rows) -> list[dict]:
@@ -59,7 +40,8 @@ def clean_rows(rows) -> list[dict]:
 
 
 def rows_to_jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps({f: r.get(f, "") for f in FIELDS}, ensure_ascii=False) + "\n" for r in rows)
+    """Canonical rows as JSONL (the fields in FIELDS order, a missing one as "")."""
+    return to_jsonl({f: r.get(f, "") for f in FIELDS} for r in rows)
 
 
 class DatasetStore:
@@ -85,7 +67,7 @@ class DatasetStore:
         if not rows:
             raise InputError("Nothing to save: the table has no rows.")
         path = self.path(name)
-        tmp = _write_temp(path, rows_to_jsonl(rows))  # the new version is safely on disk before anything moves
+        tmp = write_temp(path, rows_to_jsonl(rows))  # the new version is safely on disk before anything moves
         if path.exists():
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             hist = self.root / ".history" / f"{path.stem}.{stamp}.jsonl"
@@ -94,7 +76,7 @@ class DatasetStore:
         os.replace(tmp, path)
         if val_fraction is not None:
             split_rows(rows, val_fraction)  # validates the fraction
-            _atomic_write(path.with_suffix(".meta.json"), json.dumps({"val_fraction": val_fraction}))
+            write_atomic(path.with_suffix(".meta.json"), json.dumps({"val_fraction": val_fraction}))
         return path
 
     def meta(self, name: str) -> dict:
@@ -118,7 +100,7 @@ class DatasetStore:
     def autosave(self, rows) -> int:
         """Write the editor's table (called on every edit). Returns the number of rows kept."""
         rows = clean_rows(rows)
-        _atomic_write(self.root / AUTOSAVE, rows_to_jsonl(rows))
+        write_atomic(self.root / AUTOSAVE, rows_to_jsonl(rows))
         return len(rows)
 
     def restore_autosave(self) -> list[dict]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from lora_demo.io import append_jsonl
 from lora_demo.train.runs import stop_requested, update_status
 
 
@@ -27,8 +27,7 @@ class ProgressCallback(TrainerCallback):
 
     def write(self, record: dict) -> None:
         record = {"time": round(time.time(), 3), "elapsed": round(time.time() - self.t0, 2), **record}
-        with open(self.path, "a", encoding="utf-8") as f:  # one short append per record: readers never see a torn file
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)
 
     def on_train_begin(self, args, state, control, **kw):
         stage = "compiling" if self.compiles_first_step else "training"

@@ -1,12 +1,13 @@
 """The plan of a run, before anything loads: parameters, steps, memory, and the warnings that save runs.
 
 Parameter counts come from the model's architecture built on the meta device (no weights, no download: for the
-Qwen3 hub ids the config ships in lora_demo/models/configs). LoRA adds r·(in + out) per targeted Linear, and the
-total is counted the way PEFT's print_trainable_parameters counts it (4-bit weights at their unpacked size).
+Qwen3 hub ids the config ships in lora_demo/models/configs), wrapped by PEFT with the run's LoraConfig and counted
+by PEFT itself (get_nb_trainable_parameters: 4-bit weights at their unpacked size, as print_trainable_parameters).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -32,32 +33,65 @@ def model_config(model_id: str) -> dict:
     return json.loads((Path(model_path(model_id)) / "config.json").read_text())
 
 
-def count_parameters(model_id: str, r: int, targets: list[str]) -> dict:
-    """Base, LoRA and total parameters for LoRA rank r on the given target modules."""
+def lora_config(s: TrainSettings):
+    """The PEFT LoraConfig of settings s: the worker trains with it and the plan counts with it."""
+    return _lora_config(*_lora_args(s))
+
+
+def _lora_args(s: TrainSettings) -> tuple:
+    return s.r, s.lora_alpha, s.lora_dropout, tuple(s.target_modules), s.use_rslora
+
+
+def _lora_config(r: int, alpha: float, dropout: float, targets: tuple[str, ...], rslora: bool):
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), use_rslora=rslora,
+                      bias="none", task_type="CAUSAL_LM")  # fmt: skip
+
+
+def _meta_model(model_id: str):
+    """(model, config, raw config dict): the architecture on the meta device, no weights allocated."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = model_config(model_id)
-    cfg = {k: v for k, v in cfg.items() if k != "quantization_config"}
+    cfg = {k: v for k, v in model_config(model_id).items() if k != "quantization_config"}
     config = AutoConfig.for_model(**cfg)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    base = sum(p.numel() for p in model.parameters())
-    lora, matched = 0, 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in targets:
-            lora += r * (module.in_features + module.out_features)
-            matched += 1
-    if matched == 0:
-        names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise InputError(f"None of the target modules {targets} exist in {model_id}; its Linear layers are {names}.")
+    with torch.device("meta"):  # (accelerate's init_empty_weights would untie tied embeddings)
+        return AutoModelForCausalLM.from_config(config), config, cfg
+
+
+def count_parameters(s: TrainSettings) -> dict:
+    """Base, LoRA and total parameters of s.model with the LoRA of settings s (the same config the worker uses)."""
+    return dict(_count(s.model, _lora_args(s)))
+
+
+@functools.lru_cache(maxsize=16)  # the Plan button and every start ask again for the same model and LoRA
+def _count(model_id: str, lora_args: tuple) -> dict:
+    """PEFT wraps the meta-device model as the worker wraps the real one, and counts with its own
+    get_nb_trainable_parameters (4-bit weights at their unpacked size, as print_trainable_parameters shows)."""
+    import torch
+    from peft import get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    model, config, cfg = _meta_model(model_id)
     embed = model.get_input_embeddings().weight.numel()
+    try:
+        with torch.device("meta"):  # the LoRA factors on meta too: nothing is allocated
+            peft_model = get_peft_model(model, _lora_config(*lora_args))
+    except ValueError as e:
+        if "not found in the base model" not in str(e):
+            raise
+        names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise InputError(
+            f"None of the target modules {list(lora_args[3])} exist in {model_id}; its Linear layers are {names}."
+        ) from None
+    trainable, total = peft_model.get_nb_trainable_parameters()
     return {
-        "base_params": base,
-        "trainable_params": lora,
-        "total_params": base + lora,
-        "trainable_percent": 100.0 * lora / (base + lora),
-        "lora_modules": matched,
+        "base_params": total - trainable,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": 100.0 * trainable / total,
+        "lora_modules": sum(isinstance(m, LoraLayer) for m in peft_model.modules()),
         "embedding_params": embed,
         "hidden_size": config.hidden_size,
         "num_layers": config.num_hidden_layers,
@@ -99,7 +133,7 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     from lora_demo.data import split_rows, validate_rows
     from lora_demo.device import detect
 
-    p = count_parameters(s.model, s.r, s.target_modules)
+    p = count_parameters(s)
     tokens = s.micro_batch_size * s.max_seq_length
     dev = detect(p["base_params"] - p["embedding_params"], tokens)
     out: dict = {**p, "device": dev.device, "backend": dev.backend, "precision": dev.precision,

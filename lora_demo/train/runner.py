@@ -7,6 +7,7 @@ page, a second browser or a restarted app re-attach to a running job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,19 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.io import write_atomic
 from lora_demo.train.runs import (
     ACTIVE,
     FINAL,
     new_run_dir,
     read_status,
-    reconcile,
+    reconcile_runs,
     request_stop,
+    run_dirs,
+    settled,
     update_status,
 )
 from lora_demo.train.settings import TrainSettings
-
-# Functions called before a training starts, e.g. the Chat tab releasing the model it holds on the GPU.
-BEFORE_TRAIN_HOOKS: list[Callable[[], None]] = []
 
 
 def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
@@ -56,86 +57,112 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
 
 
 class Runner:
-    """One training at a time for a runs folder."""
+    """One training at a time for a runs folder.
 
-    def __init__(self, runs_dir: str | Path, data_dir: str | Path = "data"):
+    Reading (current) never writes. Two things record a result on disk: the thread that waits for this Runner's
+    own worker (its exit reason, e.g. SIGKILL, when the worker could not record one), and reap(), which marks
+    failed the runs whose worker vanished (an earlier app's, a killed CLI's).
+    """
+
+    def __init__(self, runs_dir: str | Path, data_dir: str | Path = "data",
+                 before_start: list[Callable[[], None]] | None = None):  # fmt: skip
         self.runs_dir = Path(runs_dir)
         self.data_dir = Path(data_dir)
-        self.lock = threading.Lock()
+        # Called before a training starts, e.g. the chat engine releasing the model it holds on the GPU.
+        self.before_start: list[Callable[[], None]] = list(before_start or [])
+        self.lock = threading.RLock()  # start() and reap(): a run being launched is never reaped half-made
         self.proc: subprocess.Popen | None = None
         self.run_dir: Path | None = None
+        self._waiter: threading.Thread | None = None
 
-    # --- state ---
+    # --- state (read only) ---
+    def _own_running(self) -> bool:
+        """Whether this Runner's worker is running (or its exit is being recorded)."""
+        return self._waiter is not None and self._waiter.is_alive()
+
     def current(self) -> Path | None:
-        """The active run's folder (this app's, or one left running by an earlier app), else None."""
-        if self.proc is not None and self.proc.poll() is None:
+        """The active run's folder (this app's, or one left running by an earlier app), else None. Writes nothing."""
+        if self._own_running():
             if read_status(self.run_dir).get("status") not in FINAL:
                 return self.run_dir
             # The worker has recorded its result and is only shutting its interpreter down: not a running job.
             return None
-        if self.proc is not None:
-            self._reap()
-        for p in sorted(self.runs_dir.glob("*/status.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:20]:
-            st = reconcile(p.parent, read_status(p.parent))
-            if st.get("status") in ACTIVE:
-                return p.parent
+        for run_dir in run_dirs(self.runs_dir)[:20]:
+            if settled(run_dir, read_status(run_dir)).get("status") in ACTIVE:
+                return run_dir
         return None
 
-    def _reap(self) -> None:
-        """The worker exited: if it could not record why (SIGKILL, crash), record it here."""
-        code, run_dir = self.proc.returncode, self.run_dir
-        self.proc = None
-        st = read_status(run_dir)
-        if st.get("status") in ACTIVE:
-            if code is not None and code < 0:
-                sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-                why = f"The training process was killed ({sig})"
-                why += ": most likely out of memory." if -code == signal.SIGKILL else "."
-            else:
-                why = f"The training process exited with code {code} without finishing; see train.log."
-            update_status(run_dir, status="failed", ended=time.time(), error=why)
+    # --- recording ---
+    def reap(self) -> list[Path]:
+        """Record as failed every run whose status says active but whose worker is gone; returns those folders.
+
+        For the UI's runs-refresh button; start() calls it too. This Runner's own worker is left to its waiter,
+        which records the exact exit reason."""
+        with self.lock:
+            return reconcile_runs(self.runs_dir, skip=(self.run_dir,) if self._own_running() else ())
+
+    @staticmethod
+    def _wait_for_exit(proc: subprocess.Popen, run_dir: Path) -> None:
+        """The waiter thread: when the worker exits without recording why (SIGKILL, crash), record it here."""
+        code = proc.wait()
+        if read_status(run_dir).get("status") in ACTIVE:
+            update_status(run_dir, status="failed", ended=time.time(), error=exit_reason(code))
 
     # --- actions ---
     def start(self, settings: TrainSettings, rows: list[dict] | None = None) -> Path:
         """Check, snapshot the data, and launch the worker. Raises InputError when a run is active or input is bad."""
-        from lora_demo.data import split_rows, validate_rows
-        from lora_demo.data.store import rows_to_jsonl
+        from lora_demo.data import validate_rows
 
         with self.lock:
-            active = self.current()
-            if active is not None:
-                st = read_status(active)
-                since = time.strftime("%H:%M:%S", time.localtime(st.get("started", time.time())))
-                step = f", step {st.get('step', 0)}/{st.get('total_steps', '?')}" if st.get("total_steps") else ""
-                raise InputError(f"A training run is in progress: {active.name} ({st.get('status')}{step}), started at "
-                                 f"{since}. Wait for it or stop it first; one training runs at a time.")  # fmt: skip
+            self.reap()
+            self._refuse_if_active()
             rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
             errors = validate_rows(rows)["errors"]
             if errors:
                 shown = "; ".join(f"row {e['row']}: {e['message']}" for e in errors[:5])
                 raise InputError(f"The dataset has {len(errors)} error(s), which block training: {shown}.")
-            for hook in BEFORE_TRAIN_HOOKS:
+            for hook in self.before_start:
                 hook()
             run_dir = new_run_dir(self.runs_dir, settings.model, settings.dataset, settings.run_name)
-            train, val = split_rows(rows, settings.val_fraction, settings.seed)
-            (run_dir / "data").mkdir()
-            (run_dir / "data" / "train.jsonl").write_text(rows_to_jsonl(train), encoding="utf-8")
-            (run_dir / "data" / "val.jsonl").write_text(rows_to_jsonl(val), encoding="utf-8")
-            (run_dir / "config.yaml").write_text(settings.to_yaml(), encoding="utf-8")
-            update_status(run_dir, status="starting", started=time.time(), model=settings.model,
-                          dataset=settings.dataset, train_rows=len(train), val_rows=len(val))  # fmt: skip
-            log = open(run_dir / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - handed to the child
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-            root = str(Path(__file__).resolve().parents[2])
-            env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-            self.proc = subprocess.Popen(
+            self._snapshot(run_dir, settings, rows)
+            self._launch(run_dir)
+            return run_dir
+
+    def _refuse_if_active(self) -> None:
+        active = self.current()
+        if active is not None:
+            st = read_status(active)
+            since = time.strftime("%H:%M:%S", time.localtime(st.get("started", time.time())))
+            step = f", step {st.get('step', 0)}/{st.get('total_steps', '?')}" if st.get("total_steps") else ""
+            raise InputError(f"A training run is in progress: {active.name} ({st.get('status')}{step}), started at "
+                             f"{since}. Wait for it or stop it first; one training runs at a time.")  # fmt: skip
+
+    @staticmethod
+    def _snapshot(run_dir: Path, settings: TrainSettings, rows: list[dict]) -> None:
+        """The exact rows and settings of the run into its folder: all the worker reads."""
+        from lora_demo.data import split_rows
+        from lora_demo.data.store import rows_to_jsonl
+
+        train, val = split_rows(rows, settings.val_fraction, settings.seed)
+        write_atomic(run_dir / "data" / "train.jsonl", rows_to_jsonl(train))
+        write_atomic(run_dir / "data" / "val.jsonl", rows_to_jsonl(val))
+        write_atomic(run_dir / "config.yaml", settings.to_yaml())
+        update_status(run_dir, status="starting", started=time.time(), model=settings.model,
+                      dataset=settings.dataset, train_rows=len(train), val_rows=len(val))  # fmt: skip
+
+    def _launch(self, run_dir: Path) -> None:
+        """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        with open(run_dir / "train.log", "w", encoding="utf-8") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "lora_demo.train.worker", str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             )  # fmt: skip
-            log.close()
-            self.run_dir = run_dir
-            update_status(run_dir, pid=self.proc.pid)
-            return run_dir
+        self.proc, self.run_dir = proc, run_dir
+        update_status(run_dir, pid=proc.pid)
+        self._waiter = threading.Thread(target=self._wait_for_exit, args=(proc, run_dir), daemon=True,
+                                        name=f"wait-{run_dir.name}")  # fmt: skip
+        self._waiter.start()
 
     def stop(self, wait: float = 0.0) -> Path | None:
         """Ask the active run to stop after its current step (it then saves the adapter so far)."""
@@ -150,9 +177,10 @@ class Runner:
 
     def kill(self) -> None:
         """Hard stop (SIGKILL) of this app's worker: for tests of the failure path and a stuck worker."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self._own_running():
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self._waiter.join(10)  # when this returns, the waiter has recorded the exit reason
 
     def wait(self, timeout: float | None = None) -> dict:
         """Block until the active run ends; returns its final status."""
@@ -165,15 +193,13 @@ class Runner:
         return read_status(run_dir) if run_dir else {}
 
 
-_RUNNERS: dict[str, Runner] = {}
-
-
-def get_runner(runs_dir: str | Path, data_dir: str | Path = "data") -> Runner:
-    """The one Runner of a runs folder in this process (so two browser sessions share it)."""
-    key = str(Path(runs_dir).resolve())
-    if key not in _RUNNERS:
-        _RUNNERS[key] = Runner(runs_dir, data_dir)
-    return _RUNNERS[key]
+def exit_reason(code: int | None) -> str:
+    """Why a worker that exited with this code (negative: killed by that signal) did not finish."""
+    if code is not None and code < 0:
+        sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        why = f"The training process was killed ({sig})"
+        return why + (": most likely out of memory." if -code == signal.SIGKILL else ".")
+    return f"The training process exited with code {code} without finishing; see train.log."
 
 
 def load_settings(run_dir: str | Path) -> TrainSettings:
@@ -184,4 +210,4 @@ def equivalent_command(run_dir: str | Path) -> str:
     return f"python -m lora_demo train --config {Path(run_dir) / 'config.yaml'}"
 
 
-__all__ = ["BEFORE_TRAIN_HOOKS", "Runner", "equivalent_command", "get_runner", "load_settings", "resolve_rows"]
+__all__ = ["Runner", "equivalent_command", "exit_reason", "load_settings", "resolve_rows"]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.io import read_jsonl, write_json_atomic
 
 ACTIVE = ("starting", "loading", "compiling", "training", "saving")
 FINAL = ("completed", "stopped", "failed")
@@ -47,12 +48,6 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "") 
     raise InputError(f"Could not find a free run name for {base!r}.")
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
-    os.replace(tmp, path)
-
-
 def read_status(run_dir: str | Path) -> dict:
     try:
         return json.loads((Path(run_dir) / "status.json").read_text())
@@ -68,17 +63,7 @@ def update_status(run_dir: str | Path, **fields) -> dict:
 
 def read_progress(run_dir: str | Path) -> list[dict]:
     """The progress records so far (a half-written last line is skipped)."""
-    out = []
-    try:
-        with open(Path(run_dir) / "progress.jsonl", encoding="utf-8") as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-    except OSError:
-        pass
-    return out
+    return read_jsonl(Path(run_dir) / "progress.jsonl")
 
 
 def log_tail(run_dir: str | Path, lines: int = 30) -> str:
@@ -107,18 +92,50 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def reconcile(run_dir: Path, status: dict) -> dict:
-    """A run whose status says active but whose worker is gone (killed, app restarted) is marked failed."""
-    if status.get("status") in ACTIVE and not pid_alive(status.get("pid")):
-        status = update_status(
-            run_dir, status="failed", ended=time.time(),
-            error=status.get("error") or "The training process ended unexpectedly (killed, or the app was restarted).",
-        )  # fmt: skip
-    return status
+GONE = "The training process ended unexpectedly (killed, or the app was restarted)."
+
+
+def _last_write(run_dir: Path) -> float | None:
+    """When the run's files last changed: the best guess of when a vanished worker stopped."""
+    times = []
+    for name in ("status.json", "progress.jsonl", "train.log"):
+        try:
+            times.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=None)
+
+
+def settled(run_dir: str | Path, status: dict) -> dict:
+    """The status as it is to be shown: one that says active while its worker is gone reads as failed.
+
+    Computed in memory only (reading never writes); reconcile_runs records it."""
+    if status.get("status") not in ACTIVE or pid_alive(status.get("pid")):
+        return status
+    ended = status.get("ended") or _last_write(Path(run_dir)) or time.time()
+    return {**status, "status": "failed", "ended": ended, "error": status.get("error") or GONE}
+
+
+def reconcile_runs(runs_dir: str | Path, skip: tuple[Path, ...] = ()) -> list[Path]:
+    """Record as failed every run whose status says active but whose worker is gone (killed, app restarted).
+
+    The one place that writes what settled() shows; returns the run folders it marked. Runs in skip are left
+    alone (a Runner's own child, whose exit it records with the exact reason)."""
+    marked = []
+    for run_dir in run_dirs(runs_dir):
+        if run_dir in skip:
+            continue
+        st = read_status(run_dir)
+        shown = settled(run_dir, st)
+        if shown is not st:
+            update_status(run_dir, **{k: shown[k] for k in ("status", "ended", "error")})
+            marked.append(run_dir)
+    return marked
 
 
 def run_summary(run_dir: Path) -> dict:
-    st = reconcile(run_dir, read_status(run_dir))
+    """One row of the runs table (read only: a vanished worker's run shows as failed without being rewritten)."""
+    st = settled(run_dir, read_status(run_dir))
     started, ended = st.get("started"), st.get("ended")
     duration = (ended or time.time()) - started if started else None
     return {
@@ -138,13 +155,24 @@ def run_summary(run_dir: Path) -> dict:
     }
 
 
-def list_runs(runs_dir: str | Path) -> list[dict]:
+def run_dirs(runs_dir: str | Path) -> list[Path]:
     """Every run folder (those with a status.json), newest first."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    dirs = [p.parent for p in root.glob("*/status.json")]
-    return [run_summary(d) for d in sorted(dirs, key=lambda p: p.stat().st_mtime, reverse=True)]
+    return [p.parent for p in sorted(root.glob("*/status.json"), key=_mtime, reverse=True)]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile
+        return 0.0
+
+
+def list_runs(runs_dir: str | Path) -> list[dict]:
+    """Every run folder (those with a status.json), newest first."""
+    return [run_summary(d) for d in run_dirs(runs_dir)]
 
 
 def request_stop(run_dir: str | Path) -> None:
@@ -155,65 +183,77 @@ def stop_requested(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "STOP").exists()
 
 
-def model_card(run_dir: Path, settings: dict, status: dict) -> str:
-    """README.md in the Hugging Face model-card layout: base model, data, settings, final metrics."""
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    front = {
-        "base_model": settings["model"],
-        "library_name": "peft",
-        "pipeline_tag": "text-generation",
-        "tags": ["lora", "sft", "trl", "lora-lab", f"base_model:adapter:{settings['model']}"],
-    }
-    import yaml
-
-    hp = "\n".join(f"- {k}: {v}" for k, v in settings.items() if k not in ("model", "dataset"))
-    metrics = [
-        f"- status: {status.get('status')}",
-        f"- optimizer steps: {status.get('step')} of {status.get('total_steps')}",
-    ]
-    if status.get("final_loss") is not None:
-        metrics.append(f"- final training loss: {status['final_loss']:.4f}")
-    if status.get("first_loss") is not None:
-        metrics.append(f"- first logged training loss: {status['first_loss']:.4f}")
-    if status.get("eval_loss") is not None:
-        metrics.append(f"- validation loss: {status['eval_loss']:.4f}")
-    if status.get("started") and status.get("ended"):
-        metrics.append(f"- duration: {status['ended'] - status['started']:.1f} s on {status.get('device', '?')}")
-    return f"""---
-{yaml.safe_dump(front, sort_keys=False).strip()}
+CARD = """---
+{{ card_data }}
 ---
 
-# {run_dir.name}
+# {{ name }}
 
-A LoRA adapter for `{settings["model"]}`, trained with LoRA Lab ({status.get("backend", "transformers")} backend).
+A LoRA adapter for `{{ model }}`, trained with LoRA Lab ({{ backend }} backend).
 
 ## Training data
 
-`{settings["dataset"]}`: {status.get("train_rows", "?")} training rows, {status.get("val_rows", 0)} validation rows
-(the exact rows are in `data/` next to this card), {settings["template"]} template.
+`{{ dataset }}`: {{ train_rows }} training rows, {{ val_rows }} validation rows
+(the exact rows are in `data/` next to this card), {{ template }} template.
 
 ## Training procedure
 
-{hp}
+{{ hyperparameters }}
 
 ## Results
 
-{chr(10).join(metrics)}
+{{ metrics }}
 
 ## How to use
 
 ```python
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
-model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{settings["model"]}"), "{run_dir.name}")
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{{ model }}"), "{{ name }}")
 ```
-Repeat this run: `python -m lora_demo train --config {run_dir.name}/config.yaml`
+Repeat this run: `python -m lora_demo train --config {{ name }}/config.yaml`
 
 ## Framework versions
 
-- PEFT {peft.__version__}, Transformers {transformers.__version__}, TRL {trl.__version__}, PyTorch {torch.__version__}
+- {{ versions }}
 """
+
+
+def _card_metrics(status: dict) -> str:
+    lines = [
+        f"- status: {status.get('status')}",
+        f"- optimizer steps: {status.get('step')} of {status.get('total_steps')}",
+    ]
+    for key, label in (("final_loss", "final training loss"), ("first_loss", "first logged training loss"),
+                       ("eval_loss", "validation loss")):  # fmt: skip
+        if status.get(key) is not None:
+            lines.append(f"- {label}: {status[key]:.4f}")
+    if status.get("started") and status.get("ended"):
+        lines.append(f"- duration: {status['ended'] - status['started']:.1f} s on {status.get('device', '?')}")
+    return "\n".join(lines)
+
+
+def _framework_versions() -> str:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return f"PEFT {peft.__version__}, Transformers {transformers.__version__}, TRL {trl.__version__}, PyTorch {torch.__version__}"
+
+
+def model_card(run_dir: Path, settings: dict, status: dict) -> str:
+    """README.md in the Hugging Face model-card layout: base model, data, settings, final metrics."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    model = settings["model"]
+    data = ModelCardData(base_model=model, library_name="peft", pipeline_tag="text-generation",
+                         tags=["lora", "sft", "trl", "lora-lab", f"base_model:adapter:{model}"])  # fmt: skip
+    card = ModelCard.from_template(
+        data, template_str=CARD, name=run_dir.name, model=model, dataset=settings["dataset"],
+        template=settings["template"], backend=status.get("backend", "transformers"),
+        train_rows=status.get("train_rows", "?"), val_rows=status.get("val_rows", 0),
+        hyperparameters="\n".join(f"- {k}: {v}" for k, v in settings.items() if k not in ("model", "dataset")),
+        metrics=_card_metrics(status), versions=_framework_versions(),
+    )  # fmt: skip
+    return str(card).rstrip("\n") + "\n"  # Jinja drops the final newline

@@ -13,13 +13,13 @@ import time
 import traceback
 from pathlib import Path
 
+from lora_demo.io import read_jsonl, write_atomic
 from lora_demo.train.runs import stop_requested, update_status
 
 
 def _rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows the runner snapshotted (none when the file is absent, e.g. no validation split)."""
+    return read_jsonl(path, strict=True) if path.is_file() else []
 
 
 def load_for_training(s, plan) -> tuple[object, object]:
@@ -41,9 +41,10 @@ def load_for_training(s, plan) -> tuple[object, object]:
         tok = getattr(tok, "tokenizer", tok)
         return model, tok
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     from lora_demo.models import load_model
+    from lora_demo.train.plan import lora_config
 
     torch.manual_seed(s.seed)
     # Weights stay fp32 on CPU: autocast (bf16 where the CPU has it) does the fast matmuls, while the frozen
@@ -53,11 +54,7 @@ def load_for_training(s, plan) -> tuple[object, object]:
     model = lm.model
     if s.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.device == "cuda")
-    config = LoraConfig(
-        r=s.r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, target_modules=s.target_modules,
-        use_rslora=s.use_rslora, bias="none", task_type="CAUSAL_LM",
-    )  # fmt: skip
-    return get_peft_model(model, config), lm.tokenizer
+    return get_peft_model(model, lora_config(s)), lm.tokenizer
 
 
 def build_dataset(rows: list[dict], tok, s):
@@ -158,7 +155,7 @@ def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
     cfg_file = run_dir / "adapter_config.json"
     cfg = json.loads(cfg_file.read_text())
     cfg["base_model_name_or_path"] = model_id
-    cfg_file.write_text(json.dumps(cfg, indent=2))
+    write_atomic(cfg_file, json.dumps(cfg, indent=2))
 
 
 def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
@@ -172,7 +169,7 @@ def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
     st = update_status(run_dir, **fields)
     try:
         settings = yaml.safe_load((run_dir / "config.yaml").read_text())
-        (run_dir / "README.md").write_text(model_card(run_dir, settings, read_status(run_dir)), encoding="utf-8")
+        write_atomic(run_dir / "README.md", model_card(run_dir, settings, read_status(run_dir)))
     except Exception:  # noqa: BLE001 - a card is never worth failing a finished run for
         traceback.print_exc()
     return st["status"]
