@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lora_demo.chat.engine import ChatEngine, GenSettings, compare_on_rows, flatten_content, split_thinking
+from lora_demo.data.templates import build_example
 from lora_demo.errors import InputError
+from lora_demo.models import cached_tokenizer
 
 PROMPT = "What is your name?"
 
@@ -111,6 +115,69 @@ def test_stop_mid_stream(engine):
 def test_compare_on_rows(engine, tiny_run):
     rows = compare_on_rows(engine, tiny_run, limit=2, max_new_tokens=8)
     assert {r.split for r in rows} == {"train", "val"} and all(r.expected for r in rows)
+
+
+@pytest.mark.parametrize("mode", ["batch", "sequential"])
+def test_closed_stream_stops_and_joins_the_generate_thread(engine, mode):
+    """A page closed mid-stream (the generator closed): the generate thread is stopped and joined, then the lock
+    is free."""
+    before = set(threading.enumerate())
+    long = GenSettings(max_new_tokens=4000, min_new_tokens=4000, seed=1)
+    stream = engine.generate_pair([{"role": "user", "content": PROMPT}], settings=long, mode=mode)
+    next(stream)
+    stream.close()
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert left == [], left
+    assert engine.lock.acquire(blocking=False)
+    engine.lock.release()
+    res = engine.answer_pair(PROMPT, GenSettings(max_new_tokens=3, min_new_tokens=3, greedy=True))
+    assert res["base_stats"]["tokens"] == 3 and res["tuned_stats"]["tokens"] == 3  # not left stopped
+
+
+class _RecordingModel:
+    """Stands in for the model: records the prompt ids generate() is given and generates nothing."""
+
+    device = torch.device("cpu")
+    generation_config = SimpleNamespace(eos_token_id=None)
+
+    def __init__(self):
+        self.prompts: list[list[int]] = []
+
+    def generate(self, input_ids, attention_mask, streamer, **kw):
+        for row, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            self.prompts.append([t for t, m in zip(row, mask, strict=True) if m])
+        streamer.put(input_ids)
+        streamer.end()
+
+
+@pytest.mark.parametrize("model_id", ["qwen3-tiny", "smollm2-135m-instruct"])
+@pytest.mark.parametrize("template", ["alpaca", "chat"])
+def test_chat_and_comparison_prompt_rows_as_training_did(model_id, template, tmp_path):
+    """What the chat and the comparison table feed to generate is the masked prompt of build_example, for a row
+    WITH an input (the comparison once folded the input into the instruction)."""
+    row = {"instruction": "Translate to French", "input": "Good morning", "output": "Bonjour"}
+    tok = cached_tokenizer(model_id)
+    ex = build_example(row, tok, template)
+    trained = ex.input_ids[: ex.n_prompt]
+    engine = ChatEngine()
+    engine.model, engine.tokenizer, engine.template = _RecordingModel(), tok, {"template": template}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    assert [r.instruction for r in compare_on_rows(engine, tmp_path)] == ["Translate to French\n\nGood morning"]
+    if template == "alpaca":  # the chat's Alpaca prompt: the message is the instruction, the system text its input
+        engine.answer_pair(row["instruction"], system=row["input"])
+        assert "### Input:\nGood morning" in tok.decode(trained)
+    else:
+        engine.answer_pair(f"{row['instruction']}\n\n{row['input']}")
+    assert engine.model.prompts == [trained, trained]
+    assert engine.prompt_ids(row) == trained
+
+
+def test_release_for_training_keeps_the_model_without_cuda():
+    engine = ChatEngine()
+    engine.model = sentinel = object()
+    engine.release_for_training()
+    assert engine.model is (None if torch.cuda.is_available() else sentinel)
 
 
 def test_bad_input(engine, tmp_path):

@@ -10,7 +10,6 @@ both stream at once. Nothing is toggled on the model, so adapter state cannot le
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 import time
@@ -202,42 +201,51 @@ class ChatEngine:
         except Exception:  # noqa: BLE001
             pass
 
+    def release_for_training(self) -> None:
+        """Before training on CUDA, free the GPU memory this model holds (a GPU holds one model at a time)."""
+        import torch
+
+        if torch.cuda.is_available() and self.model is not None:
+            self.unload()
+
     def stop(self) -> None:
         self.stop_event.set()
 
     # --- prompting ---
-    def prompt_ids(self, history: list[dict], system: str = "", enable_thinking: bool | None = None) -> list[int]:
-        """Token ids of the prompt for one side's history (ending with the user's turn)."""
-        from lora_demo.data.templates import prompt_text
+    def prompt_ids(self, source: list[dict] | dict, system: str = "", enable_thinking: bool | None = None) -> list[int]:
+        """Token ids of the prompt for one side: a history ending with the user's turn, or a dataset row (prompted
+        exactly as training prompted it: lora_demo.data.templates.prompt_ids, the masked part of build_example)."""
+        from lora_demo.data.templates import prompt_ids
 
+        think = self.template.get("enable_thinking", False) if enable_thinking is None else enable_thinking
+        template = self.template.get("template", "chat")
+        if isinstance(source, dict):
+            if not str(source.get("instruction") or "").strip():
+                raise InputError("This row has no instruction to prompt with.")
+            return prompt_ids(source, self.tokenizer, template, bool(think), system or None)
         msgs = [
             {"role": m["role"], "content": flatten_content(m.get("content"))}
-            for m in history
+            for m in source
             if m.get("role") in ("user", "assistant")
         ]
         if not msgs or msgs[-1]["role"] != "user" or not msgs[-1]["content"].strip():
             raise InputError("Type a message first.")
-        think = self.template.get("enable_thinking", False) if enable_thinking is None else enable_thinking
-        tok = self.tokenizer
-        if self.template.get("template") == "alpaca":
-            # Alpaca has no turns: the prompt is the latest message (with the system text as the input, if any).
-            text = prompt_text({"instruction": msgs[-1]["content"], "input": system}, tok, "alpaca")
-            return tok(text, add_special_tokens=True)["input_ids"]
-        full = ([{"role": "system", "content": system}] if system else []) + msgs
-        text = tok.apply_chat_template(full, tokenize=False, add_generation_prompt=True, enable_thinking=bool(think))
-        return tok(text, add_special_tokens=False)["input_ids"]
+        return prompt_ids(msgs, self.tokenizer, template, bool(think), system or None)
 
     # --- generation ---
     def generate_pair(
         self,
-        base_history: list[dict],
-        tuned_history: list[dict] | None = None,
+        base_history: list[dict] | dict,
+        tuned_history: list[dict] | dict | None = None,
         system: str = "",
         settings: GenSettings | None = None,
         enable_thinking: bool | None = None,
         mode: str = "batch",
     ) -> Iterator[tuple[SideResult, SideResult]]:
-        """Stream (base, tuned) results. Without an adapter, the tuned side stays empty."""
+        """Stream (base, tuned) results. Without an adapter, the tuned side stays empty.
+
+        A history may also be a dataset row (see prompt_ids). When the consumer stops iterating (a closed page:
+        GeneratorExit), the generate thread is stopped and joined before the model lock is released."""
         if self.model is None:
             raise InputError("Load a model first (Chat tab: pick a model and an adapter, then Load).")
         settings = (settings or GenSettings()).check()
@@ -293,96 +301,60 @@ class ChatEngine:
         return kw
 
     def _batched(self, rows: list[list[int]], settings: GenSettings, has_adapter: bool):
-        import torch
-
-        tok = self.tokenizer
-        width = max(len(r) for r in rows)
-        pad = tok.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
         kw = self._gen_kwargs(settings)
         if has_adapter:
             kw["adapter_names"] = ["__base__", "default"]  # row 0: LoRA bypassed, row 1: adapter
+        results = [SideResult() for _ in rows]
+        for _ in self._stream(rows, kw, results, settings):
+            yield results[0], results[1] if has_adapter else SideResult(done=True)
+
+    def _sequential(self, rows: list[list[int]], settings: GenSettings):
+        """Base with the adapter disabled, then tuned: the baseline mode (and a fallback)."""
+        kw = self._gen_kwargs(settings)
+        results = [SideResult(), SideResult()]
+        for side in (0, 1):
+            for _ in self._stream([rows[side]], kw, [results[side]], settings, base_only=side == 0):
+                yield results[0], results[1]
+
+    def _stream(
+        self, rows: list[list[int]], kw: dict, results: list[SideResult], settings: GenSettings, base_only=False
+    ) -> Iterator[None]:
+        """One generate() over left-padded rows in a thread; yields each time `results` (one per row) change.
+
+        However the consumer leaves (done, an error, GeneratorExit from a closed page), the thread is stopped and
+        joined before this returns, so the caller's model lock is never released under a running generate."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
         streamer = _PairStreamer(len(rows))
-        torch.manual_seed(settings.seed)
         errors: list[BaseException] = []
 
         def work():
             try:
-                with torch.inference_mode(), self._scaled(settings.adapter_scale):
+                off = self.model.disable_adapter() if base_only else contextlib.nullcontext()
+                with torch.inference_mode(), off, self._scaled(settings.adapter_scale):
                     self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kw)
             except BaseException as e:  # noqa: BLE001 - re-raised in the reader
                 errors.append(e)
                 streamer.end()
 
+        torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=work, name="lora-lab-generate", daemon=True)
         thread.start()
-        results = [SideResult() for _ in rows]
-        eos = set(kw["eos_token_id"])
-        while True:
-            event = streamer.events.get()
-            for i, res in enumerate(results):
-                if res.done:
-                    continue
-                toks = streamer.tokens[i]
-                cut = next((j for j, t in enumerate(toks) if t in eos), None)
-                kept = toks if cut is None else toks[:cut]
-                if kept and res.ttft_s is None:
-                    res.ttft_s = (event or time.perf_counter()) - t0
-                res.tokens, res.text = len(kept), tok.decode(kept, skip_special_tokens=True)
-                res.seconds = (event or time.perf_counter()) - t0
-                if cut is not None or event is None:
-                    res.done = True
-            yield (results[0], results[1] if has_adapter else SideResult(done=True))
-            if event is None:
-                break
-        thread.join()
+        finished = False
+        try:
+            yield from _drain(streamer, results, t0, set(kw["eos_token_id"]), self.tokenizer.decode)
+            finished = True
+        finally:
+            if not finished:
+                self.stop_event.set()  # honoured by the stopping criterion at the next token
+            thread.join()
         if errors:
             raise errors[0]
-
-    def _sequential(self, rows: list[list[int]], settings: GenSettings):
-        """Base with the adapter disabled, then tuned: the baseline mode (and a fallback)."""
-        import torch
-
-        kw = self._gen_kwargs(settings)
-        results = [SideResult(), SideResult()]
-        for side, ctx in ((0, self.model.disable_adapter), (1, contextlib.nullcontext)):
-            torch.manual_seed(settings.seed)
-            streamer = _PairStreamer(1)
-            ids = torch.tensor([rows[side]], device=self.model.device)
-            t0 = time.perf_counter()
-            errors: list[BaseException] = []
-
-            def work(ctx=ctx, ids=ids, streamer=streamer, errors=errors):
-                try:
-                    with torch.inference_mode(), ctx(), self._scaled(settings.adapter_scale):
-                        self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **kw)
-                except BaseException as e:  # noqa: BLE001
-                    errors.append(e)
-                    streamer.end()
-
-            thread = threading.Thread(target=work, daemon=True)
-            thread.start()
-            res = results[side]
-            eos = set(kw["eos_token_id"])
-            while (event := streamer.events.get()) is not None:
-                toks = streamer.tokens[0]
-                cut = next((j for j, t in enumerate(toks) if t in eos), None)
-                kept = toks if cut is None else toks[:cut]
-                if kept and res.ttft_s is None:
-                    res.ttft_s = event - t0
-                res.tokens, res.text, res.seconds = (
-                    len(kept),
-                    self.tokenizer.decode(kept, skip_special_tokens=True),
-                    event - t0,
-                )
-                yield results[0], results[1]
-            thread.join()
-            res.done = True
-            if errors:
-                raise errors[0]
-            yield results[0], results[1]
 
     def _scaled(self, scale: float):
         if self.adapter_dir is None or scale == 1.0:
@@ -392,11 +364,13 @@ class ChatEngine:
         return rescale_adapter_scale(self.model, scale)
 
     def answer_pair(
-        self, prompt: str, settings: GenSettings | None = None, system: str = "", mode: str = "batch"
+        self, prompt: str | dict, settings: GenSettings | None = None, system: str = "", mode: str = "batch"
     ) -> dict:
-        """Both answers to one prompt, complete (for the CLI, the comparison table and tests)."""
+        """Both answers to one prompt, complete (for the CLI, the comparison table and tests). A dict prompt is a
+        dataset row, prompted exactly as training prompted it."""
+        source = prompt if isinstance(prompt, dict) else [{"role": "user", "content": prompt}]
         results = None
-        for results in self.generate_pair([{"role": "user", "content": prompt}], None, system, settings, mode=mode):  # noqa: B007
+        for results in self.generate_pair(source, None, system, settings, mode=mode):  # noqa: B007
             pass
         base, tuned = results
         return {"base": base.text, "tuned": tuned.text, "base_stats": _stats(base), "tuned_stats": _stats(tuned)}
@@ -404,6 +378,26 @@ class ChatEngine:
 
 def _stats(r: SideResult) -> dict:
     return {"tokens": r.tokens, "ttft_s": r.ttft_s, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s}
+
+
+def _drain(streamer: _PairStreamer, results: list[SideResult], t0: float, eos: set, decode) -> Iterator[None]:
+    """Read a streamer's events until generate() ends, updating each row's result (text up to its first EOS,
+    token count, time to first token, elapsed time); yields after every event, the last one with all rows done."""
+    while True:
+        event = streamer.events.get()
+        now = event if event is not None else time.perf_counter()
+        for toks, res in zip(streamer.tokens, results, strict=True):
+            if res.done:
+                continue
+            cut = next((j for j, t in enumerate(toks) if t in eos), None)
+            kept = toks if cut is None else toks[:cut]
+            if kept and res.ttft_s is None:
+                res.ttft_s = now - t0
+            res.tokens, res.text, res.seconds = len(kept), decode(kept, skip_special_tokens=True), now - t0
+            res.done = cut is not None or event is None
+        yield
+        if event is None:
+            return
 
 
 def _as_list(x) -> list:
@@ -425,39 +419,21 @@ class CompareRow:
 def compare_on_rows(
     engine: ChatEngine, run_dir: str | Path, limit: int = 6, max_new_tokens: int = 64
 ) -> list[CompareRow]:
-    """Greedy base and tuned answers on the run's own training and validation rows, beside the expected output."""
+    """Greedy base and tuned answers on the run's own training and validation rows, beside the expected output.
+
+    Each row is prompted as training prompted it (an Alpaca row's input stays its input)."""
+    from lora_demo.io import read_jsonl
+
     out: list[CompareRow] = []
+    gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
     for split in ("train", "val"):
-        path = Path(run_dir) / "data" / f"{split}.jsonl"
-        if not path.is_file():
-            continue
-        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        rows = read_jsonl(Path(run_dir) / "data" / f"{split}.jsonl")
         for row in rows[: limit if split == "train" else max(2, limit // 2)]:
-            prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-            res = engine.answer_pair(
-                prompt, GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
-            )
-            out.append(CompareRow(split, prompt, row["output"], res["base"], res["tuned"]))
+            shown = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+            res = engine.answer_pair(row, gen)
+            out.append(CompareRow(split, shown, row["output"], res["base"], res["tuned"]))
     if not out:
         raise InputError(
             f"{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on its rows."
         )
     return out
-
-
-ENGINE = ChatEngine()
-
-
-def _release_for_training() -> None:
-    """Before training on CUDA, free the GPU memory the Chat tab's model holds."""
-    import torch
-
-    if torch.cuda.is_available() and ENGINE.model is not None:
-        ENGINE.unload()
-
-
-def register_hooks() -> None:
-    from lora_demo.train.runner import BEFORE_TRAIN_HOOKS
-
-    if _release_for_training not in BEFORE_TRAIN_HOOKS:
-        BEFORE_TRAIN_HOOKS.append(_release_for_training)

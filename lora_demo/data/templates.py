@@ -1,7 +1,8 @@
 """Turn one instruction row into exactly what training sees: text, token ids and labels.
 
 `build_example` is THE function that makes training labels; the trainer and the Dataset tab's preview both call
-it, so the preview's masking is the trainer's masking by construction.
+it, so the preview's masking is the trainer's masking by construction. Its masked part is `prompt_ids`, which the
+chat and the comparison table also feed to generate, so a row is prompted at inference exactly as it was trained.
 
 Prompt and response are tokenized separately and concatenated. That is also how the model meets them at
 inference (it reads the tokenized prompt, then generates response tokens), and it makes the mask boundary exact.
@@ -51,15 +52,42 @@ def chat_messages(row: dict, system: str | None = None) -> list[dict]:
 
 
 def prompt_text(
-    row: dict, tokenizer, template: Template, enable_thinking: bool = False, system: str | None = None
+    source: dict | list[dict],
+    tokenizer,
+    template: Template,
+    enable_thinking: bool = False,
+    system: str | None = None,
 ) -> str:
-    """The prompt the model reads for a row: what generation starts from, and the masked part in training."""
+    """The prompt the model reads: what generation starts from, and the masked part in training.
+
+    source is a dataset row (instruction/input) or a chat history ending with the user's turn. Alpaca has no
+    turns: a history is prompted as its latest message, with the system text (if any) as the row's input; a row's
+    own input is used as it is (system is ignored). The chat template reads the history as it is, or the row as
+    one user message (instruction, blank line, input), after the system message if one is given."""
     if template == "alpaca":
+        row = source if isinstance(source, dict) else {"instruction": source[-1]["content"], "input": system or ""}
         fmt = ALPACA_WITH_INPUT if row.get("input") else ALPACA_NO_INPUT
         return fmt.format(instruction=row.get("instruction", ""), input=row.get("input", ""))
+    if isinstance(source, dict):
+        msgs = chat_messages(source, system)
+    else:
+        msgs = ([{"role": "system", "content": system}] if system else []) + list(source)
     return tokenizer.apply_chat_template(
-        chat_messages(row, system), tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+        msgs, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
     )
+
+
+def prompt_ids(
+    source: dict | list[dict],
+    tokenizer,
+    template: Template,
+    enable_thinking: bool = False,
+    system: str | None = None,
+) -> list[int]:
+    """THE prompt token ids: the masked part of build_example, and what the chat and the comparison table feed
+    to generate (see prompt_text for what source may be)."""
+    text = prompt_text(source, tokenizer, template, enable_thinking, system)
+    return tokenizer(text, add_special_tokens=template == "alpaca")["input_ids"]
 
 
 def response_text(
@@ -70,7 +98,9 @@ def response_text(
         return row.get("output", "") + tokenizer.eos_token
     msgs = chat_messages(row, system)
     full = tokenizer.apply_chat_template(
-        msgs + [{"role": "assistant", "content": row.get("output", "")}], tokenize=False, enable_thinking=enable_thinking
+        msgs + [{"role": "assistant", "content": row.get("output", "")}],
+        tokenize=False,
+        enable_thinking=enable_thinking,
     )
     prompt = prompt_text(row, tokenizer, template, enable_thinking, system)
     if full.startswith(prompt):
@@ -95,7 +125,7 @@ def build_example(
     """Token ids and labels for one row, exactly as the trainer uses them."""
     p_text = prompt_text(row, tokenizer, template, enable_thinking, system)
     r_text = response_text(row, tokenizer, template, enable_thinking, system)
-    p_ids = tokenizer(p_text, add_special_tokens=template == "alpaca")["input_ids"]
+    p_ids = prompt_ids(row, tokenizer, template, enable_thinking, system)
     r_ids = tokenizer(r_text, add_special_tokens=False)["input_ids"]
     ids = p_ids + r_ids
     labels = ([IGNORE] * len(p_ids) if train_on_responses_only else list(p_ids)) + list(r_ids)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from lora_demo.errors import ModelError
-from lora_demo.models.registry import get_spec, model_path
+from lora_demo.models.registry import get_spec, model_path, offline_error
 
 
 @dataclass
@@ -51,11 +51,7 @@ def explain_load_error(exc: BaseException, model_id: str) -> ModelError:
         if isinstance(e, RevisionNotFoundError):
             return ModelError(f"'{model_id}' has no such revision: drop the revision or check its name.")
         if isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or _looks_offline(e):
-            return ModelError(
-                f"'{model_id}' is not in the local cache and the model hub cannot be reached (offline). "
-                "Connect to the internet once to download it, copy it into a local folder, "
-                "or use an embedded model: smollm2-135m-instruct or qwen3-tiny."
-            )
+            return offline_error(model_id)
         if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
             return ModelError(f"Not enough memory to load '{model_id}': pick a smaller model or load it in 4 bit.")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -196,12 +196,17 @@ def model_path(model_id: str) -> str:
         check_local_folder(Path(spec.id))
     elif not hub_cached(spec.id) and not hub_reachable():
         # Fail in seconds: huggingface_hub's own retries take over a minute to give up when offline.
-        raise ModelError(
-            f"'{spec.id}' is not in the local cache and the model hub cannot be reached (offline). "
-            "Connect to the internet once to download it, copy it into a local folder, "
-            "or use an embedded model: smollm2-135m-instruct or qwen3-tiny."
-        )
+        raise offline_error(spec.id)
     return spec.id
+
+
+def offline_error(model_id: str) -> ModelError:
+    """The one message for a hub model that is neither cached nor reachable (here and in the loader)."""
+    return ModelError(
+        f"'{model_id}' is not in the local cache and the model hub cannot be reached (offline). "
+        "Connect to the internet once to download it, copy it into a local folder, "
+        "or use an embedded model: smollm2-135m-instruct or qwen3-tiny."
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
