@@ -2,10 +2,10 @@
 
 from lora_demo.lowrank.adapter import analyze_adapter, factor_svd, load_lora_factors, truncate_adapter
 from lora_demo.lowrank.matrix import parse_matrix
-from lora_demo.lowrank.product import SEED_A, SEED_B, lora_product
+from lora_demo.lowrank.product import SEED_A, SEED_B, example_w0, lora_product
 from lora_demo.lowrank.svd import low_rank_approx, low_rank_plus_noise, param_counts, seed_matrix
 
 __all__ = [
-    "SEED_A", "SEED_B", "analyze_adapter", "factor_svd", "load_lora_factors", "lora_product", "low_rank_approx",
+    "SEED_A", "SEED_B", "analyze_adapter", "example_w0", "factor_svd", "load_lora_factors", "lora_product", "low_rank_approx",
     "low_rank_plus_noise", "param_counts", "parse_matrix", "seed_matrix", "truncate_adapter",
 ]  # fmt: skip

@@ -50,3 +50,8 @@ def lora_product(b, a) -> dict:
         "row_expressions": [f"row {i + 1} = {row_expression(bm[i])}" for i in range(d)],
         **param_counts(d, k, r),
     }
+
+
+def example_w0(d: int, k: int, seed: int = 0) -> np.ndarray:
+    """A stand-in frozen weight W0 for the picture W = W0 + B·A (Gaussian, std 0.5, fixed seed)."""
+    return np.random.default_rng(seed).standard_normal((d, k)) * 0.5

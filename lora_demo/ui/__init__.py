@@ -1,5 +1,6 @@
-"""The Gradio UI: lays out components and wires events to engine functions in lora_demo (no math, no I/O here)."""
+"""The Gradio UI: lays out components and wires events to LabEngine methods (no math, no I/O here)."""
 
-from lora_demo.ui.app import AppSettings, build_app
+from lora_demo.engine import AppSettings, LabEngine
+from lora_demo.ui.app import build_app
 
-__all__ = ["AppSettings", "build_app"]
+__all__ = ["AppSettings", "LabEngine", "build_app"]

@@ -1,17 +1,19 @@
-"""Chat tab: base (adapter off) and tuned (adapter on) answer the same prompt side by side, streaming."""
+"""Chat tab: base (adapter off) and tuned (adapter on) answer the same prompt side by side, streaming.
+
+Layout only: components are laid out here and wired to ChatActions, whose methods call the LabEngine's chat
+engine (lora_demo/chat/engine.py). Each action can be called without launching the app.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from lora_demo.chat.engine import ENGINE, GenSettings, compare_on_rows, flatten_content, register_hooks, split_thinking
-from lora_demo.data import DatasetStore
+from lora_demo.chat.engine import GenSettings, compare_on_rows, flatten_content, split_thinking
 from lora_demo.errors import InputError
-from lora_demo.models import REGISTRY, resolve_model
+from lora_demo.models import REGISTRY
 from lora_demo.ui.common import adapter_list, friendly, show_errors
 
 
@@ -45,6 +47,71 @@ def _stats(res) -> str:
     return f"{res.tokens} tokens · {tps} · first token {ttft}"
 
 
+class ChatActions:
+    """The Chat tab's event handlers, over one LabEngine."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    @friendly
+    def load(self, model_id, adapter_dir):
+        yield from self.lab.load_chat(model_id, adapter_dir)
+
+    @friendly
+    def send(self, text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, greedy):
+        chat = self.lab.chat
+        if not str(text or "").strip():
+            raise InputError("Type a message first.")
+        if chat.model is None:
+            raise InputError("Load a model first: pick an adapter (or a model) and press Load.")
+        gen = GenSettings(max_new_tokens=n, greedy=bool(greedy), temperature=t, top_p=p, top_k=k,
+                          repetition_penalty=r, seed=int(sd or 0), adapter_scale=sc)  # fmt: skip
+        user = {"role": "user", "content": text}
+        base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
+        stream = chat.generate_pair(_history_for_engine(base_hist), _history_for_engine(tuned_hist), sys_prompt or "",
+                                    gen, enable_thinking=bool(think))  # fmt: skip
+        b = None
+        try:  # closing this generator (page closed, Stop) closes the stream, which stops and joins generation
+            for b, t_ in stream:
+                yield "", base_hist + _assistant_messages(b.text, b.done), tuned_hist + self._tuned(t_), _stats(b), \
+                    _stats(t_)  # fmt: skip
+        finally:
+            stream.close()
+        if b is None:
+            raise InputError("Nothing was generated.")
+
+    def _tuned(self, res) -> list[dict]:
+        if self.lab.chat.adapter_dir is None:
+            return [{"role": "assistant", "content": "(no adapter loaded: load one to see the tuned side)"}]
+        return _assistant_messages(res.text, res.done)
+
+    def stop(self) -> str:
+        self.lab.chat.stop()
+        return "Stopped."
+
+    @friendly
+    def add_to_dataset(self, name, tuned_hist) -> str:
+        hist = _history_for_engine(tuned_hist)
+        users = [m for m in hist if m["role"] == "user"]
+        answers = [m for m in hist if m["role"] == "assistant"]
+        if not users or not answers:
+            raise InputError("Chat first: there is no exchange to add yet.")
+        n = self.lab.datasets.add_exchange(name, users[-1]["content"], answers[-1]["content"])
+        return f"Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab."
+
+    @friendly
+    def compare(self):
+        chat = self.lab.chat
+        if chat.adapter_dir is None:
+            raise InputError("Load an adapter trained in LoRA Lab first.")
+        rows = compare_on_rows(chat, chat.adapter_dir)
+        return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows],
+                            columns=["split", "prompt", "expected", "base", "tuned"])  # fmt: skip
+
+    def refresh_adapters(self, current, seen_newest):
+        return adapter_list(self.lab.runs_dir, current, seen_newest)
+
+
 @dataclass
 class ChatTab:
     """What the Train tab's "Chat with this run" hands over to."""
@@ -52,22 +119,11 @@ class ChatTab:
     model: gr.Dropdown
     adapter: gr.Dropdown
     status: gr.Markdown
-    load: object  # the Load handler: (model, adapter) -> status lines
+    actions: ChatActions
 
 
-def create_chat_tab(settings, tab: gr.Tab) -> ChatTab:
-    runs_dir, data_dir = Path(settings.runs_dir), Path(settings.data_dir)
-    register_hooks()
-    policy = settings.policy()
-    with gr.Row():
-        model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
-                            info="auto: the base the adapter was trained on (no adapter: this device's default)")  # fmt: skip
-        adapter = gr.Dropdown(label="adapter (runs, truncated copies; newest first)", allow_custom_value=True,
-                              elem_id="chat-adapter", info="or type the path of any PEFT adapter folder")  # fmt: skip
-        newest = gr.State(None)
-        refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
-        load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
-    loaded = gr.Markdown(ENGINE.status(), elem_id="chat-status")
+def _settings_box() -> list:
+    """Generation settings, in the order ChatActions.send takes them after the prompt ones."""
     with gr.Accordion("Prompt and generation settings", open=False):
         with gr.Row():
             system = gr.Textbox(label="system prompt", placeholder="(none)")
@@ -82,13 +138,31 @@ def create_chat_tab(settings, tab: gr.Tab) -> ChatTab:
             max_new = gr.Slider(1, 2048, value=256, step=1, label="max new tokens")
             seed = gr.Number(value=0, precision=0, label="seed (shared by both sides)")
             scale = gr.Slider(0, 2, value=1, step=0.05, label="adapter scale (0 = base, 1 = as trained)")
+    return [system, thinking, temperature, top_p, top_k, rep, max_new, seed, scale, greedy]
+
+
+def _side(label: str, elem: str):
+    with gr.Column():
+        chat = gr.Chatbot(label=label, height=420, elem_id=f"chat-{elem}")
+        stats = gr.Markdown(elem_id=f"chat-{elem}-stats")
+    return chat, stats
+
+
+def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
+    act = ChatActions(lab)
     with gr.Row():
-        with gr.Column():
-            base_chat = gr.Chatbot(label="Base (adapter off)", height=420, elem_id="chat-base")
-            base_stats = gr.Markdown(elem_id="chat-base-stats")
-        with gr.Column():
-            tuned_chat = gr.Chatbot(label="Tuned (adapter on)", height=420, elem_id="chat-tuned")
-            tuned_stats = gr.Markdown(elem_id="chat-tuned-stats")
+        model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
+                            info="auto: the base the adapter was trained on (no adapter: this device's default)")  # fmt: skip
+        adapter = gr.Dropdown(label="adapter (runs, truncated copies; newest first)", allow_custom_value=True,
+                              elem_id="chat-adapter", info="or type the path of any PEFT adapter folder")  # fmt: skip
+        newest = gr.State(None)
+        refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
+        load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
+    status = gr.Markdown(lab.chat.status(), elem_id="chat-status")
+    gen_inputs = _settings_box()
+    with gr.Row():
+        base_chat, base_stats = _side("Base (adapter off)", "base")
+        tuned_chat, tuned_stats = _side("Tuned (adapter on)", "tuned")
     with gr.Row():
         msg = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
@@ -102,75 +176,19 @@ def create_chat_tab(settings, tab: gr.Tab) -> ChatTab:
         cmp_btn = gr.Button("Compare")
         cmp_table = gr.Dataframe(interactive=False, wrap=True, max_height=400)
 
-    gen_inputs = [temperature, top_p, top_k, rep, max_new, seed, scale, greedy]
-
-    @friendly
-    def on_load(model_id, adapter_dir):
-        if model_id is not None and not isinstance(model_id, str):
-            raise InputError(f"The base model must be text, not {type(model_id).__name__}.")
-        adapter_dir = str(policy.check(adapter_dir, "adapter folder")) if adapter_dir else None
-        if model_id and model_id.strip() != "auto":  # a model the user named: it must be one this app may read
-            model_id = policy.check_model(model_id)
-        yield from ENGINE.load(resolve_model(model_id, adapter_dir), adapter_dir)
-
-    @friendly
-    def on_send(text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, gr_):
-        if not str(text or "").strip():
-            raise InputError("Type a message first.")
-        if ENGINE.model is None:
-            raise InputError("Load a model first: pick an adapter (or a model) and press Load.")
-        gen = GenSettings(max_new_tokens=n, greedy=bool(gr_), temperature=t, top_p=p, top_k=k, repetition_penalty=r,
-                          seed=int(sd or 0), adapter_scale=sc)  # fmt: skip
-        user = {"role": "user", "content": text}
-        base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
-        has_adapter = ENGINE.adapter_dir is not None
-        stream = ENGINE.generate_pair(_history_for_engine(base_hist), _history_for_engine(tuned_hist), sys_prompt or "",
-                                      gen, enable_thinking=bool(think))  # fmt: skip
-        b = t_ = None
-        for b, t_ in stream:
-            tuned_msgs = _assistant_messages(t_.text, t_.done) if has_adapter else [
-                {"role": "assistant", "content": "(no adapter loaded: load one to see the tuned side)"}]  # fmt: skip
-            yield "", base_hist + _assistant_messages(b.text, b.done), tuned_hist + tuned_msgs, _stats(b), _stats(t_)
-        if b is None:
-            raise InputError("Nothing was generated.")
-
-    def on_stop():
-        ENGINE.stop()
-        return "Stopped."
-
-    @friendly
-    def on_add(name, tuned_hist):
-        hist = _history_for_engine(tuned_hist)
-        users = [m for m in hist if m["role"] == "user"]
-        answers = [m for m in hist if m["role"] == "assistant"]
-        if not users or not answers:
-            raise InputError("Chat first: there is no exchange to add yet.")
-        n = DatasetStore(data_dir).add_exchange(name, users[-1]["content"], answers[-1]["content"])
-        return f"Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab."
-
-    @friendly
-    def on_compare():
-        if ENGINE.adapter_dir is None:
-            raise InputError("Load an adapter trained in LoRA Lab first.")
-        rows = compare_on_rows(ENGINE, ENGINE.adapter_dir)
-        return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows],
-                            columns=["split", "prompt", "expected", "base", "tuned"])  # fmt: skip
-
-    show_errors(load_btn.click(on_load, [model, adapter], loaded, api_name="chat_load", concurrency_limit=1,
-                               concurrency_id="model"), loaded)  # fmt: skip
-    refresh_args = dict(fn=lambda cur, seen: adapter_list(runs_dir, cur, seen), inputs=[adapter, newest],
-                        outputs=[adapter, newest], api_visibility="private", show_progress="hidden")  # fmt: skip
-    refresh.click(**refresh_args)
-    adapter.focus(**refresh_args)
-    tab.select(**refresh_args)
-    send_args = dict(fn=on_send, inputs=[msg, base_chat, tuned_chat, system, thinking, *gen_inputs],
-                     outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], concurrency_limit=1,
-                     concurrency_id="model")  # fmt: skip
-    show_errors(send.click(**send_args, api_name="chat_send"), loaded)
-    show_errors(msg.submit(**send_args, api_visibility="private"), loaded)
-    stop.click(on_stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
+    model_lock = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
+    show_errors(load_btn.click(act.load, [model, adapter], status, api_name="chat_load", **model_lock), status)
+    refresh_args = dict(fn=act.refresh_adapters, inputs=[adapter, newest], outputs=[adapter, newest],
+                        api_visibility="private", show_progress="hidden")  # fmt: skip
+    for event in (refresh.click, adapter.focus, tab.select):
+        event(**refresh_args)
+    send_args = dict(fn=act.send, inputs=[msg, base_chat, tuned_chat, *gen_inputs],
+                     outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], **model_lock)  # fmt: skip
+    show_errors(send.click(**send_args, api_name="chat_send"), status)
+    show_errors(msg.submit(**send_args, api_visibility="private"), status)
+    stop.click(act.stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
     clear.click(lambda: ([], [], "", ""), None, [base_chat, tuned_chat, base_stats, tuned_stats], api_name="chat_clear")
-    show_errors(add_btn.click(on_add, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset"), add_msg)
-    show_errors(cmp_btn.click(on_compare, None, cmp_table, api_name="chat_compare", concurrency_limit=1,
-                              concurrency_id="model"), loaded)  # fmt: skip
-    return ChatTab(model=model, adapter=adapter, status=loaded, load=on_load)
+    show_errors(add_btn.click(act.add_to_dataset, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset"),
+                add_msg)  # fmt: skip
+    show_errors(cmp_btn.click(act.compare, None, cmp_table, api_name="chat_compare", **model_lock), status)
+    return ChatTab(model=model, adapter=adapter, status=status, actions=act)

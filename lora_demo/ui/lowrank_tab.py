@@ -1,4 +1,8 @@
-"""Low-rank lab tab: SVD of a matrix, the LoRA product B·A, and spectra of trained adapters."""
+"""Low-rank lab tab: SVD of a matrix, the LoRA product B·A, and spectra of trained adapters.
+
+Layout only: each section lays out its components and wires them to module-level handlers (sections 1, 2) or
+to AdapterActions over the LabEngine (section 3); all math is in lora_demo.lowrank.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 
 from lora_demo.adapters import adapter_choices
 from lora_demo.errors import InputError
@@ -14,6 +19,7 @@ from lora_demo.lowrank import (
     SEED_A,
     SEED_B,
     analyze_adapter,
+    example_w0,
     lora_product,
     low_rank_approx,
     low_rank_plus_noise,
@@ -105,53 +111,107 @@ def list_weights(model_id: str):
 @friendly
 def product(b_grid, a_grid, w0_kind: str):
     res = lora_product(b_grid, a_grid)
-    d, k = res["shape"]
-    w0 = None
-    if w0_kind == "random W0":
-        w0 = np.random.default_rng(0).standard_normal((d, k)) * 0.5
+    w0 = example_w0(*res["shape"]) if w0_kind == "random W0" else None
     fig = product_figure(parse_matrix(b_grid, "B matrix"), parse_matrix(a_grid, "A matrix"), res["delta_w"], w0)
     numbers = {k_: res[k_] for k_ in ("delta_w", "params_full", "params_lowrank", "break_even_rank")}
     table = [[f"{x + 0.0:.2f}" for x in row] for row in np.round(res["delta_w"], 2)]  # "0.10", never "-0.00"
     return table, product_markdown(res), fig, numbers
 
 
-def _adapter_path(policy, choice: str | None, typed: str | None) -> str:
-    path = (typed or "").strip() or (choice or "")
-    if not path:
-        raise InputError("Pick an adapter from the list, or type the path of a PEFT adapter folder.")
-    return str(policy.check(path, "adapter folder"))
+MODULE_COLUMNS = ["module", "r", "‖ΔW‖_F", "eff. rank", "stable rank", "rank 90%", "rank 99%", "‖ΔW‖/‖W0‖"]
 
 
-def create_lowrank_tab(settings, tab: gr.Tab | None = None) -> None:
-    runs_dir = Path(settings.runs_dir)
+def modules_frame(res: dict) -> pd.DataFrame:
+    rows = [[m["name"], m["r"], round(m["fro_norm"], 5), round(m["effective_rank"], 3), round(m["stable_rank"], 3),
+             m["rank_90"], m["rank_99"], None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}")]
+            for m in res["modules"]]  # fmt: skip
+    return pd.DataFrame(rows, columns=MODULE_COLUMNS)
+
+
+class AdapterActions:
+    """Section 3's handlers: analyse and truncate the adapters in the LabEngine's runs folder."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def _path(self, choice: str | None, typed: str | None) -> str:
+        path = (typed or "").strip() or (choice or "")
+        if not path:
+            raise InputError("Pick an adapter from the list, or type the path of a PEFT adapter folder.")
+        return str(self.lab.policy.check(path, "adapter folder"))
+
+    @friendly
+    def analyze(self, choice, typed, measure):
+        res = analyze_adapter(self._path(choice, typed))
+        names, first = [m["name"] for m in res["modules"]], res["modules"][0]
+        return (res, adapter_markdown(res), adapter_heatmap(res, measure), gr.Dropdown(choices=names, value=names[0]),
+                spectrum_figure(first["singular_values"], title=first["name"]), modules_frame(res))  # fmt: skip
+
+    @friendly
+    def pick_module(self, res, name):
+        for m in (res or {}).get("modules", []):
+            if m["name"] == name:
+                return spectrum_figure(m["singular_values"], title=f"{name} (r = {m['r']})")
+        raise InputError("Analyze an adapter first, then pick one of its modules.")
+
+    @friendly
+    def re_measure(self, res, measure):
+        if not res:
+            raise InputError("Analyze an adapter first.")
+        return adapter_heatmap(res, measure)
+
+    @friendly
+    def truncate(self, choice, typed, k, name):
+        runs = self.lab.runs_dir
+        out = truncate_adapter(self._path(choice, typed), k, inside(runs, name, "adapter name"))
+        return (f"Wrote the rank-{int(k)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
+                gr.Dropdown(choices=adapter_choices(runs), value=str(Path(runs) / out.name)))  # fmt: skip
+
+    def refresh(self, current, seen_newest):
+        return adapter_list(self.lab.runs_dir, current, seen_newest, custom_ok=False)
+
+
+def create_lowrank_tab(lab, tab: gr.Tab | None = None) -> None:
     gr.Markdown(
         "LoRA replaces a full update ΔW (d×k) of a frozen weight W0 with a product of two thin matrices: "
         "**W = W0 + B·A**, B (d×r), A (r×k), r ≪ min(d, k). Why that works: fine-tuning updates have fast-decaying "
         "singular values, so a few directions carry almost all of the change. Play with it below."
     )
+    _svd_section()
+    _product_section()
+    _adapter_section(AdapterActions(lab), tab)
+
+
+def _matrix_sources() -> dict:
+    """Where section 1's matrix comes from: a preset, a model's weight, the editable grid or pasted text."""
+    with gr.Row():
+        c = {"preset": gr.Dropdown(PRESETS, value=PRESETS[0], label="Preset")}
+        c["seed"] = gr.Number(value=0, precision=0, label="random seed")
+        c["load_btn"] = gr.Button("Load preset", variant="primary")
+    with gr.Row():
+        c["d"] = gr.Number(value=12, precision=0, label="d (rows)")
+        c["n"] = gr.Number(value=10, precision=0, label="k (columns)")
+        c["true_rank"] = gr.Number(value=3, precision=0, label="true rank")
+        c["noise"] = gr.Number(value=0.05, label="noise level")
+    with gr.Row():
+        c["weight_model"] = gr.Dropdown(WEIGHT_MODELS, value=WEIGHT_MODELS[0], label="model (for 'Weight of a model')")
+        c["weight"] = gr.Dropdown([], label="weight matrix", allow_custom_value=False)
+        c["list_btn"] = gr.Button("List weights", size="sm")
+    with gr.Row():
+        with gr.Column(scale=3):
+            c["grid"] = gr.Dataframe(value=_round(seed_matrix(0)), type="array", interactive=True, label="M (editable)")
+            c["grid_btn"] = gr.Button("Use edited grid", size="sm")
+        with gr.Column(scale=2):
+            c["pasted"] = gr.Textbox(lines=5, label="…or paste CSV / JSON rows", placeholder="1, 2, 3\n4, 5, 6")
+            c["paste_btn"] = gr.Button("Use pasted matrix", size="sm")
+    return c
+
+
+def _svd_section() -> None:
     with gr.Accordion("1 · A matrix and its SVD", open=True):
         matrix_state = gr.Textbox(visible=False, value=json.dumps(_round(seed_matrix(0))))
-        with gr.Row():
-            preset = gr.Dropdown(PRESETS, value=PRESETS[0], label="Preset")
-            seed = gr.Number(value=0, precision=0, label="random seed")
-            load_btn = gr.Button("Load preset", variant="primary")
-        with gr.Row():
-            d = gr.Number(value=12, precision=0, label="d (rows)")
-            n = gr.Number(value=10, precision=0, label="k (columns)")
-            true_rank = gr.Number(value=3, precision=0, label="true rank")
-            noise = gr.Number(value=0.05, label="noise level")
-        with gr.Row():
-            weight_model = gr.Dropdown(WEIGHT_MODELS, value=WEIGHT_MODELS[0], label="model (for 'Weight of a model')")
-            weight = gr.Dropdown([], label="weight matrix", allow_custom_value=False)
-            list_btn = gr.Button("List weights", size="sm")
-        with gr.Row():
-            with gr.Column(scale=3):
-                grid = gr.Dataframe(value=_round(seed_matrix(0)), type="array", interactive=True, label="M (editable)")
-                grid_btn = gr.Button("Use edited grid", size="sm")
-            with gr.Column(scale=2):
-                pasted = gr.Textbox(lines=5, label="…or paste CSV / JSON rows", placeholder="1, 2, 3\n4, 5, 6")
-                paste_btn = gr.Button("Use pasted matrix", size="sm")
-        svd_status = gr.Markdown(elem_id="lowrank-svd-status")
+        c = _matrix_sources()
+        status = gr.Markdown(elem_id="lowrank-svd-status")
         k = gr.Slider(1, 5, value=2, step=1, label="rank k")
         init = svd_at_rank(matrix_state.value, 2)
         with gr.Row():
@@ -163,26 +223,25 @@ def create_lowrank_tab(settings, tab: gr.Tab | None = None) -> None:
             a_tab = gr.Dataframe(init[4], label="A = Σ_k V_kᵀ", interactive=False)
         with gr.Accordion("numbers (JSON, as `python -m lora_demo lowrank --json`)", open=False):
             svd_json = gr.JSON(init[5])
-
-    svd_outputs = [spectrum, heat, svd_text, b_tab, a_tab, svd_json]
-    new_outputs = [matrix_state, grid, k]
-    svd_outputs_ok = [*svd_outputs, svd_status]
+    outputs, new_outputs = [spectrum, heat, svd_text, b_tab, a_tab, svd_json], [matrix_state, c["grid"], k]
 
     def svd_ok(matrix_json, kk):
         return (*svd_at_rank(matrix_json, kk), "")  # a good result clears an earlier error
 
+    preset_inputs = [c[x] for x in ("preset", "d", "n", "true_rank", "noise", "seed", "weight_model", "weight")]
     for event in (
-        load_btn.click(load_preset, [preset, d, n, true_rank, noise, seed, weight_model, weight, k], new_outputs,
-                       api_name="lowrank_preset"),
-        grid_btn.click(use_grid, [grid, k], new_outputs, api_visibility="private"),
-        paste_btn.click(use_pasted, [pasted, k], new_outputs, api_name="lowrank_parse"),
-    ):  # fmt: skip
-        show_errors(event, svd_status)
-        event.success(svd_ok, [matrix_state, k], svd_outputs_ok, api_visibility="private")
-    show_errors(list_btn.click(list_weights, weight_model, weight, api_name="lowrank_weights"), svd_status)
-    show_errors(k.release(svd_at_rank, [matrix_state, k], svd_outputs, api_name="lowrank_svd"), svd_status)
-    k.change(svd_at_rank, [matrix_state, k], svd_outputs, api_visibility="private", show_progress="hidden")
+        c["load_btn"].click(load_preset, [*preset_inputs, k], new_outputs, api_name="lowrank_preset"),
+        c["grid_btn"].click(use_grid, [c["grid"], k], new_outputs, api_visibility="private"),
+        c["paste_btn"].click(use_pasted, [c["pasted"], k], new_outputs, api_name="lowrank_parse"),
+    ):
+        show_errors(event, status)
+        event.success(svd_ok, [matrix_state, k], [*outputs, status], api_visibility="private")
+    show_errors(c["list_btn"].click(list_weights, c["weight_model"], c["weight"], api_name="lowrank_weights"), status)
+    show_errors(k.release(svd_at_rank, [matrix_state, k], outputs, api_name="lowrank_svd"), status)
+    k.change(svd_at_rank, [matrix_state, k], outputs, api_visibility="private", show_progress="hidden")
 
+
+def _product_section() -> None:
     with gr.Accordion("2 · LoRA product explorer: ΔW = B·A", open=True):
         with gr.Row():
             b_in = gr.Dataframe(value=SEED_B, type="array", interactive=True, label="B (d×r)")
@@ -195,22 +254,20 @@ def create_lowrank_tab(settings, tab: gr.Tab | None = None) -> None:
         with gr.Row():
             dw_tab = gr.Dataframe(init[0], label="ΔW = B·A (2 decimals)", interactive=False)
             prod_text = gr.Markdown(init[1])
-        prod_status = gr.Markdown(elem_id="lowrank-product-status")
+        status = gr.Markdown(elem_id="lowrank-product-status")
         prod_fig = gr.Plot(init[2], label="W0 + B·A")
         with gr.Accordion("numbers (JSON)", open=False):
             prod_json = gr.JSON(init[3])
-    prod_outputs = [dw_tab, prod_text, prod_fig, prod_json]
-    prod_event = prod_btn.click(product, [b_in, a_in, w0_kind], prod_outputs, api_name="lowrank_product")
-    show_errors(prod_event, prod_status)
-    prod_event.success(lambda: "", None, prod_status, api_visibility="private", show_progress="hidden")
+    outputs = [dw_tab, prod_text, prod_fig, prod_json]
+    event = prod_btn.click(product, [b_in, a_in, w0_kind], outputs, api_name="lowrank_product")
+    show_errors(event, status)
+    event.success(lambda: "", None, status, api_visibility="private", show_progress="hidden")
     seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_visibility="private").then(
-        product, [b_in, a_in, w0_kind], prod_outputs, api_visibility="private"
+        product, [b_in, a_in, w0_kind], outputs, api_visibility="private"
     )
 
-    create_adapter_section(runs_dir, settings.policy(), tab)
 
-
-def create_adapter_section(runs_dir: Path, policy, tab: gr.Tab | None = None) -> None:
+def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
     with gr.Accordion("3 · The adapters you trained", open=True):
         gr.Markdown(
             "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
@@ -238,50 +295,13 @@ def create_adapter_section(runs_dir: Path, policy, tab: gr.Tab | None = None) ->
             trunc_btn = gr.Button("Write rank-k copy")
         trunc_out = gr.Markdown(elem_id="lowrank-truncate-status")
         analysis = gr.State({})
-
-    @friendly
-    def run_analysis(ch, ty, meas):
-        res = analyze_adapter(_adapter_path(policy, ch, ty))
-        names = [m["name"] for m in res["modules"]]
-        rows = [[m["name"], m["r"], round(m["fro_norm"], 5), round(m["effective_rank"], 3), round(m["stable_rank"], 3),
-                 m["rank_90"], m["rank_99"], None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}")]
-                for m in res["modules"]]  # fmt: skip
-        cols = ["module", "r", "‖ΔW‖_F", "eff. rank", "stable rank", "rank 90%", "rank 99%", "‖ΔW‖/‖W0‖"]
-        first = res["modules"][0]
-        import pandas as pd
-
-        return (res, adapter_markdown(res), adapter_heatmap(res, meas), gr.Dropdown(choices=names, value=names[0]),
-                spectrum_figure(first["singular_values"], title=first["name"]), pd.DataFrame(rows, columns=cols))  # fmt: skip
-
-    @friendly
-    def pick_module(res, name):
-        for m in (res or {}).get("modules", []):
-            if m["name"] == name:
-                return spectrum_figure(m["singular_values"], title=f"{name} (r = {m['r']})")
-        raise InputError("Analyze an adapter first, then pick one of its modules.")
-
-    @friendly
-    def re_measure(res, meas):
-        if not res:
-            raise InputError("Analyze an adapter first.")
-        return adapter_heatmap(res, meas)
-
-    @friendly
-    def truncate(ch, ty, kk, name):
-        out = truncate_adapter(_adapter_path(policy, ch, ty), kk, inside(runs_dir, name, "adapter name"))
-        return (f"Wrote the rank-{int(kk)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
-                gr.Dropdown(choices=adapter_choices(runs_dir), value=str(Path(runs_dir) / out.name)))  # fmt: skip
-
-    show_errors(go_btn.click(run_analysis, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
+    show_errors(go_btn.click(act.analyze, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
                              api_name="lowrank_analyze"), summary)  # fmt: skip
-    module.change(pick_module, [analysis, module], mod_spec, api_visibility="private")
-    measure.change(re_measure, [analysis, measure], heat, api_visibility="private")
-
-    refresh_args = dict(fn=lambda cur, seen: adapter_list(runs_dir, cur, seen, custom_ok=False), inputs=[choice, newest],
-                        outputs=[choice, newest], api_visibility="private", show_progress="hidden")  # fmt: skip
-    refresh.click(**refresh_args)
-    choice.focus(**refresh_args)
-    if tab is not None:
-        tab.select(**refresh_args)
-    show_errors(trunc_btn.click(truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice],
+    module.change(act.pick_module, [analysis, module], mod_spec, api_visibility="private")
+    measure.change(act.re_measure, [analysis, measure], heat, api_visibility="private")
+    refresh_args = dict(fn=act.refresh, inputs=[choice, newest], outputs=[choice, newest], api_visibility="private",
+                        show_progress="hidden")  # fmt: skip
+    for event in (refresh.click, choice.focus, *((tab.select,) if tab is not None else ())):
+        event(**refresh_args)
+    show_errors(trunc_btn.click(act.truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice],
                                 api_name="lowrank_truncate"), trunc_out)  # fmt: skip

@@ -1,0 +1,140 @@
+"""LabEngine: the one object the UI acts on. It owns the app's folders and path policy, the saved datasets, the
+training runner and the chat engine, and offers every action a tab needs as a plain method (no gradio here),
+so the tests and the CLI can do what a tab does without launching the app.
+
+    settings ──► LabEngine ──► policy    (which paths the browser/API may name)
+                          ├──► datasets  (DatasetStore: saved rows, autosave, history)
+                          ├──► runner    (one training process at a time; frees the chat's GPU first)
+                          └──► chat      (one loaded base + adapter, both sides of the comparison)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lora_demo.errors import InputError
+
+
+@dataclass
+class AppSettings:
+    """What app.py's flags decide."""
+
+    model: str = "auto"  # "auto": the registry's default for this device
+    runs_dir: Path = field(default_factory=lambda: Path("runs"))
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    allow_dirs: list[Path] = field(default_factory=list)  # extra folders the browser may name (--allow-dir)
+
+
+class LabEngine:
+    """Everything one running app holds; the tabs wire their events to its methods."""
+
+    def __init__(self, settings: AppSettings | None = None):
+        from lora_demo.chat.engine import ChatEngine
+        from lora_demo.data import DatasetStore
+        from lora_demo.paths import PathPolicy
+        from lora_demo.train.runner import Runner
+
+        self.settings = settings or AppSettings()
+        self.runs_dir, self.data_dir = Path(self.settings.runs_dir), Path(self.settings.data_dir)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.policy = PathPolicy([self.runs_dir, self.data_dir, *self.settings.allow_dirs])
+        self.datasets = DatasetStore(self.data_dir)
+        self.chat = ChatEngine()
+        self.runner = Runner(self.runs_dir, self.data_dir)
+        self.runner.before_start.append(self.chat.release_for_training)  # a GPU holds one model at a time
+        self.runner.reap()  # runs an earlier app left "active" are recorded as failed, with why
+
+    @property
+    def default_model(self) -> str:
+        from lora_demo.models import resolve_model
+
+        return resolve_model(self.settings.model)
+
+    # --- runs ---
+    def run_dir(self, name) -> Path:
+        """The folder of a run named in a list, checked to lie inside the runs folder."""
+        from lora_demo.paths import inside
+
+        if not name:
+            raise InputError("Pick a run in 'show run' first.")
+        run_dir = inside(self.runs_dir, name, "run name")
+        if not run_dir.is_dir():
+            raise InputError(f"No run named {name!r}.")
+        return run_dir
+
+    def adapter_for_chat(self, name) -> str:
+        """A run's adapter path spelled as the Chat list spells it; a clear message when it has none yet."""
+        from lora_demo.train.runs import read_status
+
+        run_dir = self.run_dir(name)
+        if not (run_dir / "adapter_config.json").is_file():
+            status = read_status(run_dir).get("status", "unknown")
+            raise InputError(
+                f"Run {name!r} has no adapter yet (status: {status}). Wait until it completes or is stopped."
+            )
+        return str(self.runs_dir / run_dir.name)
+
+    # --- training ---
+    def checked_settings(self, settings):
+        """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
+        settings.model = self.policy.check_model(settings.model)
+        ds = settings.dataset
+        if not ds.startswith("example:") and ds not in self.datasets.names():
+            settings.dataset = str(self.policy.check(ds, "dataset file"))
+        return settings
+
+    def plan(self, settings) -> dict:
+        from lora_demo.models import cached_tokenizer
+        from lora_demo.train.plan import plan_run
+        from lora_demo.train.runner import resolve_rows
+
+        settings = self.checked_settings(settings)
+        rows = resolve_rows(settings.dataset, self.data_dir)
+        try:
+            tok = cached_tokenizer(settings.model)
+        except Exception:  # noqa: BLE001 - token counting is optional (a hub model, offline)
+            tok = None
+        return plan_run(settings, rows, tok)
+
+    def start_training(self, settings) -> tuple[Path, dict]:
+        """Check, plan and launch a run; (run folder, plan). Blocking errors stop it before anything loads."""
+        from lora_demo.train.plan import plan_run
+        from lora_demo.train.runner import resolve_rows
+
+        settings = self.checked_settings(settings)
+        rows = resolve_rows(settings.dataset, self.data_dir)
+        plan = plan_run(settings, rows, None)
+        if plan["errors"]:
+            raise InputError("Fix these first: " + "; ".join(plan["errors"][:5]))
+        return self.runner.start(settings, rows), plan
+
+    # --- export ---
+    def export(self, name, kind: str) -> Path:
+        """Export a run where the Train tab puts exports: runs/<run>/exports/<run>.zip|.gguf, runs/<run>/merged."""
+        from lora_demo.export import export_gguf, export_merged, export_zip
+
+        run_dir = self.run_dir(name)
+        if kind == "zip":
+            return export_zip(run_dir, run_dir / "exports" / f"{run_dir.name}.zip")
+        if kind == "merged":
+            return export_merged(run_dir, run_dir / "merged")
+        if kind == "gguf":
+            if not (run_dir / "merged" / "config.json").is_file():
+                raise InputError("Merge the run first (the GGUF is made from the merged model).")
+            return export_gguf(run_dir / "merged", run_dir / "exports" / f"{run_dir.name}.gguf")
+        raise InputError(f"Unknown export {kind!r}: zip, merged or gguf.")
+
+    # --- chat ---
+    def load_chat(self, model_id, adapter_dir) -> Iterator[str]:
+        """Load a base ('auto': the adapter's base, else this device's) and an adapter, both checked by the policy."""
+        from lora_demo.models import resolve_model
+
+        if model_id is not None and not isinstance(model_id, str):
+            raise InputError(f"The base model must be text, not {type(model_id).__name__}.")
+        adapter_dir = str(self.policy.check(adapter_dir, "adapter folder")) if adapter_dir else None
+        if model_id and model_id.strip() != "auto":  # a model the user named: one this app may read
+            model_id = self.policy.check_model(model_id)
+        yield from self.chat.load(resolve_model(model_id, adapter_dir), adapter_dir)
