@@ -16,6 +16,7 @@ from lora_demo.chat import cli as chat_cli
 from lora_demo.data import cli as data_cli
 from lora_demo.errors import LoraLabError
 from lora_demo.export import cli as export_cli
+from lora_demo.judge import cli as judge_cli
 from lora_demo.lowrank import cli as lowrank_cli
 from lora_demo.train import cli as train_cli
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_train_parser(sub)
     chat_cli.add_chat_parser(sub)
     export_cli.add_export_parser(sub)
+    judge_cli.add_votes_parser(sub)
     return parser
 
 

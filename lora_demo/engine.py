@@ -5,7 +5,8 @@ so the tests and the CLI can do what a tab does without launching the app.
     settings ──► LabEngine ──► policy    (which paths the browser/API may name)
                           ├──► datasets  (DatasetStore: saved rows, autosave, history)
                           ├──► runner    (one training process at a time; frees the chat's GPU first)
-                          └──► chat      (one loaded base + adapter, both sides of the comparison)
+                          ├──► chat      (one loaded base + adapter, both sides of the comparison)
+                          └──► ballots   (blind A/B pairs awaiting a vote; votes go to <adapter>/votes.jsonl)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class LabEngine:
     def __init__(self, settings: AppSettings | None = None):
         from lora_demo.chat.engine import ChatEngine
         from lora_demo.data import DatasetStore
+        from lora_demo.judge import Ballots
         from lora_demo.paths import PathPolicy
         from lora_demo.train.runner import Runner
 
@@ -46,6 +48,7 @@ class LabEngine:
         self.runner = Runner(self.runs_dir, self.data_dir)
         self.runner.before_start.append(self.chat.release_for_training)  # a GPU holds one model at a time
         self.runner.reap()  # runs an earlier app left "active" are recorded as failed, with why
+        self.ballots = Ballots()  # blind A/B pairs waiting for a vote (which side is tuned stays here)
 
     @property
     def default_model(self) -> str:
@@ -138,3 +141,69 @@ class LabEngine:
         if model_id and model_id.strip() != "auto":  # a model the user named: one this app may read
             model_id = self.policy.check_model(model_id)
         yield from self.chat.load(resolve_model(model_id, adapter_dir), adapter_dir)
+
+    # --- judging the tuned model (blind A/B, measures) ---
+    def _loaded_adapter(self) -> str:
+        if self.chat.model is None or self.chat.adapter_dir is None:
+            raise InputError(
+                "Load a run's adapter first (Chat tab: pick it and press Load): judging compares base and tuned."
+            )
+        return self.chat.adapter_dir
+
+    def blind_round(self, prompt: str | dict, gen, system: str = ""):
+        """Both answers to a prompt (text, or a dataset row prompted as trained), dealt as A/B in a secret order."""
+        from dataclasses import asdict
+
+        from lora_demo.chat.engine import split_thinking
+
+        adapter = self._loaded_adapter()
+        row = prompt if isinstance(prompt, dict) else {"instruction": str(prompt or ""), "input": ""}
+        if not row.get("instruction", "").strip():
+            raise InputError("Type a prompt first, or press 'Vote on the run's rows'.")
+        res = self.chat.answer_pair(row if isinstance(prompt, dict) else row["instruction"], gen.check(), system)
+        base, tuned = split_thinking(res["base"])[1] or res["base"], split_thinking(res["tuned"])[1] or res["tuned"]
+        return self.ballots.deal(adapter, self.chat.model_id or "", row["instruction"], base, tuned, settings=asdict(gen),
+                                 seed=gen.seed, input=row.get("input", ""), system=system)  # fmt: skip
+
+    def cast_vote(self, ballot_id, choice):
+        """Record a vote; returns (the vote, revealing the sides; the adapter's win-rate figures so far)."""
+        from lora_demo.judge import VoteStore, win_rate
+
+        if not isinstance(ballot_id, str) or not ballot_id.strip():
+            raise InputError("Ask for a blind pair first, then vote.")
+        vote = self.ballots.cast(ballot_id.strip(), choice)
+        return vote, win_rate(VoteStore(vote.adapter).votes())
+
+    def vote_stats(self) -> dict:
+        from lora_demo.judge import VoteStore, win_rate
+
+        return win_rate(VoteStore(self._loaded_adapter()).votes())
+
+    def vote_rows(self, limit: int = 20) -> list[dict]:
+        from lora_demo.judge import vote_rows
+
+        return vote_rows(self._loaded_adapter(), limit)
+
+    def heldout(self) -> dict:
+        """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training."""
+        from lora_demo.judge import heldout_loss
+
+        return heldout_loss(self.chat, self.vote_rows(limit=32))
+
+    def token_diff(self, prompt: str, answer: str) -> list[tuple[str, float]]:
+        from lora_demo.judge import token_diff
+
+        self._loaded_adapter()
+        if not str(prompt or "").strip() or not str(answer or "").strip():
+            raise InputError("Chat first: the token view colours the tuned model's last answer to your last prompt.")
+        return token_diff(self.chat, prompt, answer)
+
+    def export_votes(self) -> tuple[Path, int]:
+        """The loaded adapter's decided votes as DPO pairs (prompt, chosen, rejected) in <adapter>/exports/."""
+        from lora_demo.judge import VoteStore, export_dpo
+
+        adapter = Path(self._loaded_adapter())
+        pairs = export_dpo(VoteStore(adapter).votes(), adapter / "exports" / "dpo-pairs.jsonl")
+        if pairs == 0:
+            raise InputError("No decided votes yet (ties and 'both bad' make no pair): vote A or B first.")
+        return adapter / "exports" / "dpo-pairs.jsonl", pairs

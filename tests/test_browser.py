@@ -183,6 +183,21 @@ def test_4_chat_base_vs_tuned(page, app_url):
     shot(page, "4-chat")
 
 
+def test_4b_blind_votes_and_the_win_rate(page, app_url):
+    """Three blind votes over the run's own rows; the page never says which side is tuned before a vote."""
+    page.get_by_text("Is the tuned model better? Blind A/B votes").click()
+    page.locator("#blind-rows").click()
+    for n, choice in enumerate(["A", "B", "tie"], 1):
+        page.locator("#blind-status").get_by_text("Which answer is better?").wait_for(timeout=120_000)
+        assert "tuned" not in page.locator("#blind-a").inner_text() + page.locator("#blind-b").inner_text()
+        page.locator(f"#blind-vote-{choice}").click()
+        page.locator("#blind-rate").get_by_text(re.compile(rf"over {n} votes?")).wait_for(timeout=60_000)
+        assert "was the tuned model" in page.locator("#blind-reveal").inner_text()
+    rate = page.locator("#blind-rate").inner_text()
+    assert re.search(r"win rate \d+%", rate), rate
+    shot(page, "4b-votes")
+
+
 def test_5_adapter_in_the_lowrank_lab(page, app_url):
     tab(page, "Low-rank lab")
     pick(page, "lowrank-adapter", "^" + re.escape(completed_run(app_url)) + " ")

@@ -46,3 +46,33 @@ def test_bad_chat_input(app_client, tiny_run):
     with pytest.raises(AppError, match="there is no exchange"):
         app_client.predict("x", [], api_name="/chat_add_to_dataset")
     assert app_client.predict(api_name="/chat_stop") == "Stopped."
+
+
+def test_blind_pair_hides_the_sides_until_the_vote(app_client, tiny_run):
+    """The API response of the blind mode carries A, B and an opaque id: nothing says which side is tuned."""
+    import re
+
+    app_client.predict("auto", str(tiny_run), api_name="/chat_load")
+    seen_sides = set()
+    for _ in range(6):
+        a, b, ballot, status, *rest = app_client.predict("What is your name?", "", *GEN, api_name="/chat_blind")
+        assert re.fullmatch(r"[0-9a-f]{32}", ballot) and "Vote below" in status and not rest
+        reveal, rate, cleared = app_client.predict(ballot, "A", api_name="/chat_vote")
+        side = re.search(r"\*\*([AB])\*\* was the tuned model", reveal).group(1)
+        tuned_answer = a if side == "A" else b
+        assert "tuned model wins" in reveal if side == "A" else "base model wins" in reveal
+        assert cleared == "" and "win rate" in rate
+        seen_sides.add(side)
+        again = app_client.predict("What is your name?", "", *GEN, api_name="/chat_blind")
+        assert tuned_answer in again[:2]  # greedy: the same two answers, in some order
+        reveal2, *_ = app_client.predict(again[2], "tie", api_name="/chat_vote")
+        assert "a tie" in reveal2
+        seen_sides.add(re.search(r"\*\*([AB])\*\* was the tuned model", reveal2).group(1))
+    assert seen_sides == {"A", "B"}  # the tuned side moves (12 deals: 1 chance in 2048 that it never does)
+    with pytest.raises(AppError, match="already voted on or has expired"):
+        app_client.predict(ballot, "B", api_name="/chat_vote")
+    path, msg = app_client.predict(api_name="/chat_export_votes")
+    from datasets import load_dataset
+
+    pairs = load_dataset("json", data_files=path)["train"]
+    assert pairs.column_names == ["prompt", "chosen", "rejected"] and len(pairs) >= 6 and "preference pairs" in msg

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from lora_demo.chat.engine import GenSettings, compare_on_rows, flatten_content, split_thinking
+from lora_demo.chat.engine import compare_on_rows, flatten_content, split_thinking
 from lora_demo.errors import InputError
 from lora_demo.models import REGISTRY
-from lora_demo.ui.common import adapter_list, friendly, show_errors
+from lora_demo.ui.common import adapter_list, friendly, gen_settings, show_errors
+from lora_demo.ui.judge_section import create_judge_section
 
 
 def _history_for_engine(history: list[dict]) -> list[dict]:
@@ -64,8 +65,7 @@ class ChatActions:
             raise InputError("Type a message first.")
         if chat.model is None:
             raise InputError("Load a model first: pick an adapter (or a model) and press Load.")
-        gen = GenSettings(max_new_tokens=n, greedy=bool(greedy), temperature=t, top_p=p, top_k=k,
-                          repetition_penalty=r, seed=int(sd or 0), adapter_scale=sc)  # fmt: skip
+        gen = gen_settings(t, p, k, r, n, sd, sc, greedy)
         user = {"role": "user", "content": text}
         base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
         stream = chat.generate_pair(_history_for_engine(base_hist), _history_for_engine(tuned_hist), sys_prompt or "",
@@ -172,6 +172,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
         add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
         add_msg = gr.Markdown()
+    create_judge_section(lab, gen_inputs, tuned_chat)
     with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
         cmp_btn = gr.Button("Compare")
         cmp_table = gr.Dataframe(interactive=False, wrap=True, max_height=400)

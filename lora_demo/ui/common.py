@@ -115,3 +115,11 @@ def adapter_list(runs_dir, current, seen_newest, custom_ok: bool = True):
     newest = values[0] if values else None
     keep = current and newest == seen_newest and (custom_ok or current in values)
     return gr.Dropdown(choices=choices, value=current if keep else newest), newest
+
+
+def gen_settings(t, p, k, r, n, sd, sc, greedy):
+    """GenSettings from the Chat tab's sliders (the same for the side-by-side chat and blind rounds)."""
+    from lora_demo.chat.engine import GenSettings
+
+    return GenSettings(max_new_tokens=n, greedy=bool(greedy), temperature=t, top_p=p, top_k=k, repetition_penalty=r,
+                       seed=int(sd or 0), adapter_scale=sc)  # fmt: skip

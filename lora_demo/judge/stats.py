@@ -1,0 +1,96 @@
+"""What the votes say: a win rate with its 95% interval, preference pairs for DPO, and the rows to vote on."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lora_demo.errors import InputError
+from lora_demo.io import read_jsonl, to_jsonl, write_atomic
+from lora_demo.judge.ballots import Vote
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion p observed over n trials."""
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def win_rate(votes: list[Vote]) -> dict:
+    """Wins, ties and losses of the tuned model, and its win rate with a 95% Wilson score interval.
+
+    win_rate = (wins + ties / 2) / (wins + ties + losses): a tie counts as half a win, and the interval is the
+    Wilson score interval on that rate with n = wins + ties + losses (so ties enter as half-successes, a common
+    approximation). "Both bad" votes say nothing about which side is better: they are counted but not decided.
+    With no decided vote the rate and the interval are None."""
+    verdicts = [v.verdict for v in votes]
+    w, t, lo, bb = (verdicts.count(k) for k in ("tuned", "tie", "base", "both_bad"))
+    n = w + t + lo
+    rate = (w + t / 2) / n if n else None
+    ci_low, ci_high = wilson_interval(rate, n) if n else (None, None)
+    return {"votes": len(votes), "wins": w, "ties": t, "losses": lo, "both_bad": bb, "decided": n,
+            "win_rate": rate, "ci_low": ci_low, "ci_high": ci_high}  # fmt: skip
+
+
+def win_rate_markdown(stats: dict) -> str:
+    """One short paragraph, e.g. "Tuned wins 3, ties 1, loses 1 (both bad 0): win rate 70% (95% CI 30–93%) over
+    5 votes." """
+    n = stats.get("votes", 0)
+    if not n:
+        return "No votes yet: ask for a blind pair and pick the better answer."
+    counts = (f"Tuned wins {stats['wins']}, ties {stats['ties']}, loses {stats['losses']} "
+              f"(both bad {stats['both_bad']})")  # fmt: skip
+    over = f"over {n} vote{'s' if n != 1 else ''}."
+    if stats.get("win_rate") is None:
+        return f"{counts}: no win rate yet (every vote said both answers are bad) {over}"
+    rate, low, high = (round(100 * stats[k]) for k in ("win_rate", "ci_low", "ci_high"))
+    return f"{counts}: win rate {rate}% (95% CI {low}–{high}%) {over}"
+
+
+def user_prompt(vote: Vote) -> str:
+    """The user's prompt as one string: the prompt, then the input (if any) after a blank line."""
+    return f"{vote.prompt}\n\n{vote.input}" if vote.input else vote.prompt
+
+
+def dpo_pairs(votes: list[Vote]) -> list[dict]:
+    """{"prompt", "chosen", "rejected"} for each vote with a winner (ties and both-bad votes are left out), in
+    TRL DPOTrainer's standard (non-conversational) format: plain strings. The system prompt is not included."""
+    out = []
+    for v in votes:
+        if v.verdict == "tuned":
+            out.append({"prompt": user_prompt(v), "chosen": v.tuned_answer, "rejected": v.base_answer})
+        elif v.verdict == "base":
+            out.append({"prompt": user_prompt(v), "chosen": v.base_answer, "rejected": v.tuned_answer})
+    return out
+
+
+def export_dpo(votes: list[Vote], out_file: str | Path) -> int:
+    """Write the preference pairs as JSONL (replacing out_file atomically); returns how many were written (0
+    writes an empty file)."""
+    pairs = dpo_pairs(votes)
+    write_atomic(out_file, to_jsonl(pairs))
+    return len(pairs)
+
+
+def vote_rows(adapter_dir: str | Path, limit: int = 20) -> list[dict]:
+    """The prompts for "Vote on the run's rows": its validation rows, or its training rows when it has none, as
+    {instruction, input, output} dicts (at most `limit`)."""
+    data = Path(adapter_dir) / "data"
+    if not data.is_dir():
+        raise InputError(f"{adapter_dir} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.")
+    for split in ("val", "train"):
+        rows = [_row(r) for r in read_jsonl(data / f"{split}.jsonl")]
+        rows = [r for r in rows if r is not None]
+        if rows:
+            return rows[: max(0, int(limit))]
+    raise InputError(f"{adapter_dir}/data has no rows to vote on (no data/val.jsonl or data/train.jsonl rows).")
+
+
+def _row(r) -> dict | None:
+    if not isinstance(r, dict) or not str(r.get("instruction") or "").strip():
+        return None
+    return {k: str(r.get(k) or "") for k in ("instruction", "input", "output")}

@@ -1,0 +1,147 @@
+"""Chat tab, "Is the tuned model better?": blind A/B votes with a running win rate, a vote loop over the run's
+own rows, held-out loss/perplexity of both sides, and the tuned answer coloured by where the adapter changed it.
+
+Layout only: JudgeActions calls the LabEngine (blind_round, cast_vote, heldout, token_diff), which calls
+lora_demo.judge. Which side is tuned never leaves the server before the vote: the page gets A, B and an opaque id.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from lora_demo.chat.engine import flatten_content
+from lora_demo.errors import InputError
+from lora_demo.judge import win_rate_markdown
+from lora_demo.ui.common import friendly, gen_settings, show_errors
+
+CHOICES = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+VERDICT = {"tuned": "the tuned model wins", "base": "the base model wins", "tie": "a tie", "both_bad": "both bad"}
+
+
+def row_text(row: dict) -> str:
+    return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+
+
+class JudgeActions:
+    """Handlers of the judging section, over one LabEngine."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def _deal(self, prompt, queue, system, gen_values):
+        ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "")
+        left = f" · {len(queue)} of the run's rows left" if queue else ""
+        return ballot.a, ballot.b, ballot.id, f"Which answer is better? Vote below.{left}", queue
+
+    @friendly
+    def ask(self, prompt, system, *gen_values):
+        """A blind pair for a typed prompt (ends a running row loop)."""
+        return self._deal(str(prompt or ""), [], system, gen_values)
+
+    @friendly
+    def start_rows(self, system, *gen_values):
+        """Start the vote loop over the run's validation rows (training rows when it has none)."""
+        rows = self.lab.vote_rows()
+        return (row_text(rows[0]), *self._deal(rows[0], rows[1:], system, gen_values))
+
+    @friendly
+    def vote(self, ballot_id, choice):
+        vote, stats = self.lab.cast_vote(ballot_id, choice)
+        base_side = "B" if vote.tuned_side == "A" else "A"
+        reveal = (f"**{vote.tuned_side}** was the tuned model, **{base_side}** the base. Your vote "
+                  f"({CHOICES[vote.choice]}): {VERDICT[vote.verdict]}.")  # fmt: skip
+        return reveal, win_rate_markdown(stats), ""
+
+    def vote_on_page(self, ballot_id, queue, choice):
+        """A vote from the buttons: the answers are cleared at once, so nobody votes on a pair twice."""
+        reveal, rate, cleared = self.vote(ballot_id, choice)
+        nxt = "Dealing the next row's pair…" if queue else "Voted. Ask another prompt, or vote on the run's rows."
+        return reveal, rate, cleared, "", "", nxt
+
+    @friendly
+    def advance(self, queue, system, *gen_values):
+        """After a vote in the row loop, the next row's blind pair (nothing when the loop is over)."""
+        if not queue:
+            return (gr.skip(),) * 6
+        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values))
+
+    @friendly
+    def rate(self):
+        return win_rate_markdown(self.lab.vote_stats())
+
+    @friendly
+    def export_pairs(self):
+        path, pairs = self.lab.export_votes()
+        return str(path), f"{pairs} preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer: `{path}`."
+
+    @friendly
+    def heldout(self):
+        res = self.lab.heldout()
+        return pd.DataFrame(
+            [[side, round(res[side]["loss"], 4), round(res[side]["ppl"], 2)] for side in ("base", "tuned")],
+            columns=["model", f"held-out loss ({res['rows']} rows, {res['tokens']} tokens)", "perplexity"],
+        )
+
+    @friendly
+    def token_view(self, tuned_hist):
+        turns = [m for m in tuned_hist or [] if not (m.get("metadata") or {}).get("title")]
+        users = [flatten_content(m.get("content")) for m in turns if m.get("role") == "user"]
+        answers = [flatten_content(m.get("content")) for m in turns if m.get("role") == "assistant"]
+        if not users or not answers:
+            raise InputError("Chat first: the token view colours the tuned model's last answer to your last prompt.")
+        deltas = self.lab.token_diff(users[-1], answers[-1])
+        top = max((abs(d) for _, d in deltas), default=0.0) or 1.0
+        return [(text, max(-1.0, min(1.0, d / top))) for text, d in deltas]  # green: tuned likes it more
+
+
+def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot) -> None:
+    """gen_inputs: the Chat tab's [system, thinking, temperature, top_p, top_k, rep, max_new, seed, scale, greedy]."""
+    act = JudgeActions(lab)
+    system, gen = gen_inputs[0], [gen_inputs[i] for i in (2, 3, 4, 5, 6, 7, 8, 9)]
+    with gr.Accordion("Is the tuned model better? Blind A/B votes", open=False):
+        with gr.Row():
+            prompt = gr.Textbox(label="prompt for a blind pair", scale=4, elem_id="blind-prompt")
+            ask_btn = gr.Button("Ask blind", variant="primary", scale=1, elem_id="blind-ask")
+            rows_btn = gr.Button("Vote on the run's rows", scale=1, elem_id="blind-rows")
+        status = gr.Markdown(elem_id="blind-status")
+        with gr.Row():
+            a = gr.Markdown(label="A", elem_id="blind-a", container=True)
+            b = gr.Markdown(label="B", elem_id="blind-b", container=True)
+        with gr.Row():
+            buttons = {c: gr.Button(label, elem_id=f"blind-vote-{c}") for c, label in CHOICES.items()}
+        reveal = gr.Markdown(elem_id="blind-reveal")
+        rate = gr.Markdown(elem_id="blind-rate")
+        ballot = gr.Textbox(visible=False)  # an opaque id; the side assignment stays on the server
+        queue = gr.State([])
+        with gr.Row():
+            export_btn = gr.Button("Export the votes as DPO pairs", elem_id="blind-export")
+            export_file = gr.File(label="preference pairs (.jsonl)", interactive=False)
+        with gr.Row():
+            heldout_btn = gr.Button("Held-out loss and perplexity")
+            tokens_btn = gr.Button("Colour the last tuned answer by what the adapter changed")
+        heldout = gr.Dataframe(interactive=False, elem_id="blind-heldout")
+        tokens = gr.HighlightedText(label="tuned answer: green = the tuned model finds the token likelier than the "
+                                    "base, red = less likely", show_legend=False, elem_id="blind-tokens")  # fmt: skip
+    dealt = [a, b, ballot, status, queue]
+    show_errors(ask_btn.click(act.ask, [prompt, system, *gen], dealt, api_name="chat_blind",
+                              concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+    show_errors(rows_btn.click(act.start_rows, [system, *gen], [prompt, *dealt], api_name="chat_blind_rows",
+                               concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+    for choice, button in buttons.items():
+        event = button.click(lambda bid, q, c=choice: act.vote_on_page(bid, q, c), [ballot, queue],
+                             [reveal, rate, ballot, a, b, status], api_visibility="private")  # fmt: skip
+        show_errors(event, status)
+        event.success(act.advance, [queue, system, *gen], [prompt, *dealt], api_visibility="private",
+                      concurrency_limit=1, concurrency_id="model")  # fmt: skip
+
+    def chat_vote(ballot_id: str, choice: str) -> tuple[str, str, str]:
+        """Vote on a blind pair: choice is A, B, tie or both_bad; returns (the reveal, the win rate, '')."""
+        return act.vote(ballot_id, choice)
+
+    gr.api(chat_vote, api_name="chat_vote")
+    show_errors(export_btn.click(act.export_pairs, None, [export_file, status], api_name="chat_export_votes"), status)
+    show_errors(heldout_btn.click(act.heldout, None, heldout, api_name="chat_heldout", concurrency_limit=1,
+                                  concurrency_id="model"), status)  # fmt: skip
+    show_errors(tokens_btn.click(act.token_view, tuned_chat, tokens, api_name="chat_token_diff", concurrency_limit=1,
+                                 concurrency_id="model"), status)  # fmt: skip
