@@ -115,40 +115,46 @@ def synthetic_rows(n: int, words: int) -> list[dict]:
              "output": " ".join(rng.choice(vocab) for _ in range(3 * words // 4))} for _ in range(n)]  # fmt: skip
 
 
-def bench_gpu(model: str, steps: int, batch: int, words: int) -> dict:
+def bench_gpu(model: str, steps: int, batch: int, words: int, backends=("unsloth", "transformers"), processes=(1,)):
+    """Each backend × number of processes (DDP over that many GPUs: transformers only). tok/s counts the tokens of
+    all processes (the Trainer gathers them), so scaling = tok/s with N processes / tok/s with 1."""
     from lora_demo.train.runner import Runner
     from lora_demo.train.runs import read_progress
     from lora_demo.train.settings import TrainSettings
 
-    rows = synthetic_rows(batch * steps, words)
     tmp = Path(tempfile.mkdtemp())
-    print(f"GPU: {model}, {steps} steps, micro batch {batch}, ~{words} words a row, 4-bit, r=16 all linear")
+    print(f"GPU: {model}, {steps} steps, micro batch {batch} per GPU, ~{words} words a row, 4-bit, r=16 all linear")
     out = {"device": "cuda", "model": model, "steps": steps, "batch": batch, "words_per_row": words,
            "load_in_4bit": True, "lora_r": 16, "max_seq_length": 2048, "optimizer": "adamw_8bit", "backends": {}}  # fmt: skip
-    for backend in ("unsloth", "transformers"):
+    for backend, n in [(b, n) for b in backends for n in processes if b == "transformers" or n == 1]:
+        key = backend if n == 1 else f"{backend}_x{n}"
         os.environ["LORA_LAB_BACKEND"] = backend
         s = TrainSettings(model=model, dataset="synthetic", template="chat", max_seq_length=2048, load_in_4bit=True,
                           micro_batch_size=batch, gradient_accumulation_steps=1, max_steps=steps, warmup=1,
-                          learning_rate=2e-4, optimizer="adamw_8bit")  # fmt: skip
-        runner = Runner(tmp / backend, tmp / "data")
+                          learning_rate=2e-4, optimizer="adamw_8bit", num_processes=n)  # fmt: skip
+        runner = Runner(tmp / key, tmp / "data")
         t0 = time.time()
-        run_dir = runner.start(s, rows)
+        run_dir = runner.start(s, synthetic_rows(batch * steps * n, words))
         st = runner.wait(900)
         logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
         if st.get("status") != "completed":
-            out["backends"][backend] = {"status": st.get("status"), "error": f"{st.get('status')} {st.get('error')}"}
-            print(f"  {backend}: {st.get('status')} {st.get('error')}\n{(run_dir / 'train.log').read_text()[-2000:]}")
+            out["backends"][key] = {"status": st.get("status"), "error": f"{st.get('status')} {st.get('error')}"}
+            print(f"  {key}: {st.get('status')} {st.get('error')}\n{(run_dir / 'train.log').read_text()[-3000:]}")
             continue
         per = [b["time"] - a["time"] for a, b in zip(logs, logs[1:], strict=False)][3:]
         tps = [p["tokens_per_s"] for p in logs[4:] if "tokens_per_s" in p]
-        out["backends"][backend] = {"status": "completed", "s_per_step": statistics.median(per),
+        out["backends"][key] = {"status": "completed", "processes": n, "s_per_step": statistics.median(per),
                                     "tok_per_s": statistics.median(tps),
                                     "gpu_peak_gib": max(p["gpu_peak_gb"] for p in logs),
                                     "wall_seconds": time.time() - t0, "loss_first": logs[0]["loss"],
                                     "loss_last": logs[-1]["loss"]}  # fmt: skip
-        print(f"  {backend:12s}: {statistics.median(per):.3f} s/step, {statistics.median(tps):,.0f} tok/s, peak GPU "
+        print(f"  {key:16s}: {statistics.median(per):.3f} s/step, {statistics.median(tps):,.0f} tok/s, peak GPU "
               f"{max(p['gpu_peak_gb'] for p in logs):.2f} GiB, wall {time.time() - t0:.0f} s (load+compile incl.), "
               f"loss {logs[0]['loss']:.3f} -> {logs[-1]['loss']:.3f}", flush=True)  # fmt: skip
+    one, two = out["backends"].get("transformers", {}), out["backends"].get("transformers_x2", {})
+    if one.get("tok_per_s") and two.get("tok_per_s"):
+        out["ddp_scaling_x2"] = round(two["tok_per_s"] / one["tok_per_s"], 3)
+        print(f"  DDP scaling, 2 GPUs vs 1 (transformers backend): {out['ddp_scaling_x2']:.2f}x")
     return out
 
 
@@ -158,9 +164,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 12 on CPU, 20 on GPU)")
     ap.add_argument("--batch", type=int, default=4, help="micro batch (GPU; the CPU loop always uses 4)")
     ap.add_argument("--words", type=int, default=700, help="words per synthetic row (GPU)")
+    ap.add_argument("--backends", default="unsloth,transformers", help="GPU: comma-separated backends")
+    ap.add_argument("--processes", default="1", help="GPU: comma-separated process counts, e.g. 1,2 (DDP)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = ap.parse_args()
-    result = bench_gpu(args.gpu, args.steps or 20, args.batch, args.words) if args.gpu else bench_cpu(args.steps or 12)
+    if args.gpu:
+        result = bench_gpu(args.gpu, args.steps or 20, args.batch, args.words, args.backends.split(","),
+                           [int(n) for n in args.processes.split(",")])  # fmt: skip
+    else:
+        result = bench_cpu(args.steps or 12)
     if args.json:
         print(json.dumps(result))
 

@@ -112,7 +112,7 @@ def load_model(
             bnb_4bit_use_double_quant=True,
         )  # fmt: skip
     if device == "cuda":
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # under DDP: this rank's GPU
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:  # noqa: BLE001

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from lora_demo.io import append_jsonl
-from lora_demo.train.runs import stop_requested, update_status
+from lora_demo.train.runs import stop_requested
+from lora_demo.train.runs import update_status as _update_status
+
+_MAIN = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes the run's files
+
+
+def update_status(run_dir, **fields) -> None:
+    if _MAIN:
+        _update_status(run_dir, **fields)
+
+
+def stop_agreed(run_dir: Path, device) -> bool:
+    """Whether any rank saw the STOP file. Under DDP every rank must stop after the same step (a rank that went on
+    alone would wait for the others forever), so the ranks agree with one all-reduce of a flag."""
+    stop = stop_requested(run_dir)
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return stop
+    import torch
+
+    flag = torch.tensor([1.0 if stop else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 class ProgressCallback(TrainerCallback):
@@ -24,8 +48,11 @@ class ProgressCallback(TrainerCallback):
         self.last_t = None
         self.compiles_first_step = compiles_first_step
         self.first_loss = None
+        self.stopped = False  # a stop was honoured (the same on every rank)
 
     def write(self, record: dict) -> None:
+        if not _MAIN:
+            return
         record = {"time": round(time.time(), 3), "elapsed": round(time.time() - self.t0, 2), **record}
         append_jsonl(self.path, record)
 
@@ -39,8 +66,8 @@ class ProgressCallback(TrainerCallback):
         if state.global_step == 1:
             update_status(self.run_dir, status="training")
             self.train_t0, self.train_step0 = time.time(), 1
-        if stop_requested(self.run_dir):
-            control.should_training_stop = True
+        if stop_agreed(self.run_dir, args.device):
+            control.should_training_stop = self.stopped = True
             self.write({"type": "stage", "stage": "stopping", "step": state.global_step, "total": state.max_steps})
         return control
 

@@ -103,12 +103,14 @@ def _count(model_id: str, lora_args: tuple) -> dict:
 
 def optimizer_steps(n_rows: int, s: TrainSettings) -> dict:
     """Optimizer steps as transformers' Trainer counts them."""
+    # Under DDP each process takes its share of the rows (transformers shards the batches across processes).
+    n_rows = math.ceil(n_rows / s.num_processes) if n_rows else 0
     batches = math.ceil(n_rows / s.micro_batch_size) if n_rows else 0
     per_epoch = batches // s.gradient_accumulation_steps + int(batches % s.gradient_accumulation_steps > 0)
     total = s.max_steps if s.max_steps > 0 else math.ceil(s.num_epochs * per_epoch)
     warmup = int(s.warmup) if s.warmup >= 1 else math.ceil(s.warmup * total)
     return {"steps_per_epoch": per_epoch, "total_steps": total, "warmup_steps": warmup,
-            "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps}  # fmt: skip
+            "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps * s.num_processes}  # fmt: skip
 
 
 def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, backend: str) -> float:
@@ -128,6 +130,21 @@ def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, b
     return round((weights + lora + act + logits) / 2**30 * 1.1, 2)
 
 
+def process_problems(num_processes: int, device: str) -> list[str]:
+    """DDP needs one GPU per process (NCCL refuses two ranks on one GPU); on the CPU at most one per core."""
+    import os
+
+    import torch
+
+    if num_processes <= 1:
+        return []
+    have = torch.cuda.device_count() if device == "cuda" else (os.cpu_count() or 1)
+    what = "GPUs" if device == "cuda" else "CPU cores"
+    if num_processes > have:
+        return [f"{num_processes} processes asked for, but this machine has {have} {what}: use at most {have}."]
+    return []
+
+
 def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -> dict:
     """Trainable parameters, steps, memory, warnings and errors for settings s (and the dataset rows, if given)."""
     from lora_demo.data import split_rows, validate_rows
@@ -139,6 +156,9 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     out: dict = {**p, "device": dev.device, "backend": dev.backend, "precision": dev.precision,
                  "cpu_threads": dev.cpu_threads, "warnings": [], "errors": []}  # fmt: skip
     out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
+    out["errors"] += process_problems(s.num_processes, dev.device)
+    if s.num_processes > 1:
+        out["backend"] = "transformers"  # Unsloth does not train under DDP here: every rank runs transformers + PEFT
     warn = out["warnings"].append
     if rows is not None:
         report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)

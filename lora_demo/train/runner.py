@@ -56,6 +56,20 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
     )
 
 
+def worker_command(run_dir: Path, num_processes: int = 1) -> list[str]:
+    """One worker process, or num_processes of them under torchrun (DDP). torchrun ends every rank when one dies,
+    and exits non-zero, so a failed rank fails the whole run and leaves none behind."""
+    worker = ["-m", "lora_demo.train.worker", str(run_dir)]
+    if num_processes <= 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}", *worker]
+
+
+def ddp_env(num_processes: int) -> dict[str, str]:
+    """Environment for a DDP run: NCCL's NVLink multicast (NVLS) off (it is not supported on every host here)."""
+    return {"NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": "1"} if num_processes > 1 else {}
+
+
 class Runner:
     """One training at a time for a runs folder.
 
@@ -121,12 +135,22 @@ class Runner:
             if errors:
                 shown = "; ".join(f"row {e['row']}: {e['message']}" for e in errors[:5])
                 raise InputError(f"The dataset has {len(errors)} error(s), which block training: {shown}.")
+            self._refuse_too_many_processes(settings.num_processes)
             for hook in self.before_start:
                 hook()
             run_dir = new_run_dir(self.runs_dir, settings.model, settings.dataset, settings.run_name)
             self._snapshot(run_dir, settings, rows)
-            self._launch(run_dir)
+            self._launch(run_dir, settings.num_processes)
             return run_dir
+
+    @staticmethod
+    def _refuse_too_many_processes(num_processes: int) -> None:
+        from lora_demo.device import detect
+        from lora_demo.train.plan import process_problems
+
+        problems = process_problems(num_processes, detect().device)
+        if problems:
+            raise InputError(problems[0])
 
     def _refuse_if_active(self) -> None:
         active = self.current()
@@ -150,16 +174,16 @@ class Runner:
         update_status(run_dir, status="starting", started=time.time(), model=settings.model,
                       dataset=settings.dataset, train_rows=len(train), val_rows=len(val))  # fmt: skip
 
-    def _launch(self, run_dir: Path) -> None:
+    def _launch(self, run_dir: Path, num_processes: int = 1) -> None:
         """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         with open(run_dir / "train.log", "w", encoding="utf-8") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "lora_demo.train.worker", str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                worker_command(run_dir, num_processes), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**env, **ddp_env(num_processes)}, start_new_session=True,
             )  # fmt: skip
         self.proc, self.run_dir = proc, run_dir
-        update_status(run_dir, pid=proc.pid)
+        update_status(run_dir, pid=proc.pid, num_processes=num_processes)
         self._waiter = threading.Thread(target=self._wait_for_exit, args=(proc, run_dir), daemon=True,
                                         name=f"wait-{run_dir.name}")  # fmt: skip
         self._waiter.start()

@@ -73,6 +73,12 @@ class TrainSettings:
     eval_steps: int = _f(10, "Compute the validation loss every N steps (when val_fraction > 0).")
     save_steps: int = _f(0, "Save a checkpoint every N steps (0: only the final adapter).")
     run_name: str = _f("", "Optional name for the run folder (a unique name is made from it).")
+    num_processes: int = _f(
+        1,
+        "Data-parallel processes (torchrun DDP: one per GPU, NCCL; gloo on the CPU). The effective batch is micro "
+        "batch × accumulation × processes. Above 1, training uses transformers + PEFT (Unsloth does not train "
+        "under DDP here).",
+    )
 
     def __post_init__(self):
         if isinstance(self.model, str) and self.model.strip() == "auto":  # the same 'auto' as every tab and command
@@ -115,6 +121,7 @@ class TrainSettings:
         num("logging_steps", 1, 100_000, True)
         num("eval_steps", 1, 100_000, True)
         num("save_steps", 0, 100_000, True)
+        num("num_processes", 1, 64, True)
         if self.max_steps == 0:
             p.append("max_steps must be -1 (use epochs) or ≥ 1")
         if self.template not in ("alpaca", "chat"):

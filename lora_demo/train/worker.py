@@ -8,13 +8,22 @@ Everything it needs is in RUN_DIR: config.yaml and data/train.jsonl (+ data/val.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from lora_demo.io import read_jsonl, write_atomic
-from lora_demo.train.runs import stop_requested, update_status
+from lora_demo.train.runs import stop_requested
+from lora_demo.train.runs import update_status as _update_status
+
+# Under torchrun (DDP) every rank runs this file; only rank 0 writes the run's files (status, progress, adapter).
+RANK, WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def update_status(run_dir: Path, **fields) -> dict:
+    return _update_status(run_dir, **fields) if RANK == 0 else fields
 
 
 def _rows(path: Path) -> list[dict]:
@@ -53,7 +62,9 @@ def load_for_training(s, plan) -> tuple[object, object]:
     lm = load_model(s.model, dtype=dtype, device=plan.device, load_in_4bit=s.load_in_4bit)
     model = lm.model
     if s.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.device == "cuda")
+        # Non-reentrant checkpointing: DDP cannot mark a LoRA weight ready twice, as the reentrant kind would.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.device == "cuda",
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
     return get_peft_model(model, lora_config(s)), lm.tokenizer
 
 
@@ -108,7 +119,8 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool):
         save_strategy="steps" if s.save_steps else "no", save_steps=s.save_steps or 500,
         report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
         max_length=s.max_seq_length, packing=s.packing, dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", disable_tqdm=False, logging_first_step=True,
+        include_num_input_tokens_seen="non_padding", disable_tqdm=RANK != 0, logging_first_step=True,
+        ddp_find_unused_parameters=False if WORLD > 1 else None,
     )  # fmt: skip
 
 
@@ -119,16 +131,17 @@ def run(run_dir: Path) -> str:
 
     s = TrainSettings.from_yaml(run_dir / "config.yaml")
     train_rows, val_rows = _rows(run_dir / "data" / "train.jsonl"), _rows(run_dir / "data" / "val.jsonl")
-    plan = detect(tokens_per_step=s.micro_batch_size * s.max_seq_length)
-    update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision)
+    plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
+    update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
+                  num_processes=WORLD)  # fmt: skip
     model, tok = load_for_training(s, plan)
-    if stop_requested(run_dir):
+    if WORLD == 1 and stop_requested(run_dir):  # (under DDP the ranks agree on a stop at the first step)
         return _finish(run_dir, "stopped", error="Stopped before training started: no adapter was saved.")
     import torch
 
     # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
     work = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    plan = detect(work, s.micro_batch_size * s.max_seq_length)
+    plan = ddp_plan(detect(work, s.micro_batch_size * s.max_seq_length))
     torch.set_num_threads(plan.cpu_threads)
     update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
                   val_rows=len(val_rows))  # fmt: skip
@@ -140,12 +153,26 @@ def run(run_dir: Path) -> str:
         eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None, processing_class=tok, callbacks=[callback],
     )  # fmt: skip
     trainer.train()
-    stopped = stop_requested(run_dir)
+    stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
         metrics = trainer.evaluate()
         update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
+    if RANK != 0:
+        return "stopped" if stopped else "completed"
     save_adapter(model, tok, run_dir, s.model)
     return _finish(run_dir, "stopped" if stopped else "completed")
+
+
+def ddp_plan(plan):
+    """The device plan for this rank: under DDP the transformers backend (Unsloth does not train under DDP in this
+    version), and the CPU's threads shared among the ranks."""
+    from dataclasses import replace
+
+    if WORLD <= 1:
+        return plan
+    threads = max(1, (os.cpu_count() or 1) // WORLD) if plan.device == "cpu" else plan.cpu_threads
+    backend = "transformers"
+    return replace(plan, backend=backend, cpu_threads=threads, backend_reason="DDP: transformers + PEFT on every rank")
 
 
 def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
@@ -166,7 +193,9 @@ def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
     fields = {"status": status, "ended": time.time()}
     if error:
         fields["error"] = error
-    st = update_status(run_dir, **fields)
+    st = (_update_status if status == "failed" else update_status)(run_dir, **fields)  # any rank may report a failure
+    if RANK != 0:
+        return st["status"]
     try:
         settings = yaml.safe_load((run_dir / "config.yaml").read_text())
         write_atomic(run_dir / "README.md", model_card(run_dir, settings, read_status(run_dir)))
@@ -204,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         status = run(run_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure ends as a status, never a silent death
         traceback.print_exc()
-        _finish(run_dir, "failed", error=explain_failure(exc, run_dir))
+        why = explain_failure(exc, run_dir)
+        _finish(run_dir, "failed", error=why if WORLD <= 1 else f"Process {RANK} of {WORLD}: {why}")
         return 1
     return 0 if status == "completed" else 3
 

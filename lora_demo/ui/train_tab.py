@@ -29,6 +29,7 @@ FORM = [
     "target_modules", "use_rslora", "load_in_4bit", "learning_rate", "num_epochs", "max_steps", "micro_batch_size",
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
+    "num_processes",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
         "eval_steps", "save_steps"}  # fmt: skip
@@ -182,6 +183,16 @@ def _settings_form(d: dict, choices: dict) -> dict:
         num("eval_steps", "eval steps", 0)
         num("save_steps", "checkpoint every N steps (0: none)", 0)
         c["run_name"] = gr.Textbox(value="", label="run name (optional)")
+    gpus = choices["gpus"]  # more than one GPU: train on N of them (DDP, transformers + PEFT; see the help text)
+    c["num_processes"] = gr.Number(
+        value=gpus if gpus > 1 else 1,
+        precision=0,
+        label=f"GPUs: N (of {gpus})",
+        info=help_["num_processes"],
+        visible=gpus > 1,
+        minimum=1,
+        maximum=max(gpus, 1),
+    )
     return c
 
 
@@ -196,6 +207,12 @@ def _export_box() -> dict:
     return {"zip": zip_btn, "merged": merge_btn, "gguf": gguf_btn, "file": file, "msg": msg}
 
 
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _picked_run(evt: gr.SelectData):
     """A click in the runs table shows that run."""
     return evt.row_value[0] if evt.row_value else gr.skip()
@@ -204,9 +221,9 @@ def _picked_run(evt: gr.SelectData):
 def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     act = TrainActions(lab)
     d = defaults_for(detect().device, lab.default_model).to_dict()
-    comps = _settings_form(
-        d, {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices()}
-    )
+    choices = {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices(),
+               "gpus": visible_gpus()}  # fmt: skip
+    comps = _settings_form(d, choices)
     form = [comps[k] for k in FORM]
     with gr.Row():
         plan_btn = gr.Button("Check plan")
