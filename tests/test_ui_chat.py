@@ -76,3 +76,19 @@ def test_blind_pair_hides_the_sides_until_the_vote(app_client, tiny_run):
 
     pairs = load_dataset("json", data_files=path)["train"]
     assert pairs.column_names == ["prompt", "chosen", "rejected"] and len(pairs) >= 6 and "preference pairs" in msg
+
+
+def test_heldout_loss_and_token_view_through_the_api(app_client, tiny_run):
+    app_client.predict("auto", str(tiny_run), api_name="/chat_load")
+    table = app_client.predict(api_name="/chat_heldout")
+    base, tuned = table["data"]
+    assert base[0] == "base" and tuned[0] == "tuned" and tuned[1] < base[1]  # the run's own rows: tuned learned them
+    job = app_client.submit("What is your name?", [], [], "", False, *GEN, api_name="/chat_send")
+    _msg, _base, tuned_hist, *_ = job.result()
+    tokens = app_client.predict(tuned_hist, api_name="/chat_token_diff")
+    pairs = tokens["value"] if isinstance(tokens, dict) else tokens
+    texts = [p["token"] if isinstance(p, dict) else p[0] for p in pairs]
+    scores = [p["class_or_confidence"] if isinstance(p, dict) else p[1] for p in pairs]
+    assert "".join(texts) == flat(tuned_hist[-1]) and all(-1 <= s <= 1 for s in scores) and max(map(abs, scores)) == 1
+    with pytest.raises(AppError, match="Chat first"):
+        app_client.predict([], api_name="/chat_token_diff")
