@@ -186,9 +186,14 @@ class LabEngine:
 
     def heldout(self) -> dict:
         """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training."""
+        from lora_demo.io import read_jsonl
         from lora_demo.judge import heldout_loss
 
-        return heldout_loss(self.chat, self.vote_rows(limit=32))
+        rows = read_jsonl(Path(self._loaded_adapter()) / "data" / "val.jsonl")[:32]
+        if not rows:
+            raise InputError("This run has no validation rows (its validation fraction was 0, or the dataset too "
+                             "small): train with a validation fraction above 0 to measure held-out loss.")  # fmt: skip
+        return heldout_loss(self.chat, rows)
 
     def token_diff(self, prompt: str, answer: str) -> list[tuple[str, float]]:
         from lora_demo.judge import token_diff

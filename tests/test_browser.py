@@ -159,6 +159,18 @@ def completed_run(app_url) -> str:
     return next(r["name"] for r in list_runs(app_url[1] / "runs") if r["status"] == "completed")
 
 
+def test_3b_chat_with_an_older_run_keeps_that_run(page, app_url):
+    """With a newer (stopped) run in the list, "Chat with this run" on the older one must load and show that one:
+    opening the Chat tab refreshes its list, which must not jump to the newest."""
+    run = completed_run(app_url)
+    pick(page, "train-view", "^" + re.escape(run) + "$")
+    page.locator("#train-chat").click()
+    page.get_by_role("tab", name="Chat", exact=True, selected=True).wait_for()
+    page.locator("#chat-status").get_by_text(re.compile(r"Ready in .*" + re.escape(run))).wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)  # let the tab's list refresh land
+    assert page.locator("#chat-adapter input").input_value().startswith(run)
+
+
 def test_4_chat_base_vs_tuned(page, app_url):
     tab(page, "Chat")
     # An error stays visible in the tab's status line after its toast has gone (toasts last 10 s).

@@ -74,3 +74,18 @@ def test_more_processes_than_the_machine_has_is_refused_before_anything_starts(t
     with pytest.raises(InputError, match=f"{too_many} processes asked for, but this machine has"):
         runner.start(TrainSettings(**COMMON, micro_batch_size=2, num_processes=too_many))
     assert not list((tmp_path / "runs").glob("*/status.json"))  # no run folder was made
+
+
+def test_stopping_a_two_process_run_saves_the_adapter_and_ends_stopped(tmp_path):
+    """Every rank must stop after the same step and exit cleanly: torchrun takes a non-zero exit for a crash and
+    would end rank 0 while it saves."""
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    run = runner.start(TrainSettings(**{**COMMON, "max_steps": 5000}, micro_batch_size=2, num_processes=2))
+    deadline = time.time() + 240
+    while (read_status(run).get("step") or 0) < 2 and time.time() < deadline:
+        time.sleep(0.3)
+    runner.stop()
+    st = runner.wait(180)
+    assert st["status"] == "stopped", st.get("error")
+    assert (run / "adapter_model.safetensors").is_file() and (run / "README.md").is_file()
+    assert 2 <= st["step"] < 5000

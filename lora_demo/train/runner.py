@@ -65,6 +65,13 @@ def worker_command(run_dir: Path, num_processes: int = 1) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}", *worker]
 
 
+def clean_env(env: dict[str, str]) -> dict[str, str]:
+    """The app's environment without torch.distributed's variables: an app started under torchrun (or with RANK
+    left set) must not make a single worker believe it is a rank of another job."""
+    dist = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+    return {k: v for k, v in env.items() if k not in dist}
+
+
 def ddp_env(num_processes: int) -> dict[str, str]:
     """Environment for a DDP run: NCCL's NVLink multicast (NVLS) off (it is not supported on every host here)."""
     return {"NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": "1"} if num_processes > 1 else {}
@@ -180,7 +187,7 @@ class Runner:
         with open(run_dir / "train.log", "w", encoding="utf-8") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
                 worker_command(run_dir, num_processes), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**env, **ddp_env(num_processes)}, start_new_session=True,
+                env={**clean_env(env), **ddp_env(num_processes)}, start_new_session=True,
             )  # fmt: skip
         self.proc, self.run_dir = proc, run_dir
         update_status(run_dir, pid=proc.pid, num_processes=num_processes)

@@ -188,11 +188,13 @@ def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
 def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
     import yaml
 
-    from lora_demo.train.runs import model_card, read_status
+    from lora_demo.train.runs import FINAL, model_card, read_status
 
     fields = {"status": status, "ended": time.time()}
     if error:
         fields["error"] = error
+    if status == "failed" and WORLD > 1 and read_status(run_dir).get("status") in FINAL:
+        return "failed"  # another rank already reported the first failure; later ones are its consequences
     st = (_update_status if status == "failed" else update_status)(run_dir, **fields)  # any rank may report a failure
     if RANK != 0:
         return st["status"]
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         why = explain_failure(exc, run_dir)
         _finish(run_dir, "failed", error=why if WORLD <= 1 else f"Process {RANK} of {WORLD}: {why}")
         return 1
+    if WORLD > 1:  # torchrun takes any non-zero exit for a crash and ends the other ranks (rank 0 may be saving)
+        return 0
     return 0 if status == "completed" else 3
 
 

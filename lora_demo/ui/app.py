@@ -40,10 +40,12 @@ def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: Cha
     @friendly
     def hand_over(name):
         path = lab.adapter_for_chat(name)
-        return (gr.Tabs(selected="chat"), "auto", gr.Dropdown(choices=adapter_choices(lab.runs_dir), value=path),
-                f"Loading `{name}` on its base model…")  # fmt: skip
+        choices = adapter_choices(lab.runs_dir)
+        # The newest adapter goes with it: opening the Chat tab refreshes its list, which must keep this pick.
+        return (gr.Tabs(selected="chat"), "auto", gr.Dropdown(choices=choices, value=path),
+                f"Loading `{name}` on its base model…", choices[0][1] if choices else None)  # fmt: skip
 
-    event = train.chat_btn.click(hand_over, train.view, [tabs, chat.model, chat.adapter, chat.status],
+    event = train.chat_btn.click(hand_over, train.view, [tabs, chat.model, chat.adapter, chat.status, chat.newest],
                                  api_name="train_chat_with_run")  # fmt: skip
     show_errors(event, train.status)
     show_errors(event.success(chat.actions.load, [chat.model, chat.adapter], chat.status, api_visibility="private",

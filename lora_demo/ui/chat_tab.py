@@ -120,6 +120,7 @@ class ChatTab:
     adapter: gr.Dropdown
     status: gr.Markdown
     actions: ChatActions
+    newest: gr.State  # the newest adapter the list showed: a hand-over sets it so the tab's refresh keeps its pick
 
 
 def _settings_box() -> list:
@@ -192,4 +193,4 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     show_errors(add_btn.click(act.add_to_dataset, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset"),
                 add_msg)  # fmt: skip
     show_errors(cmp_btn.click(act.compare, None, cmp_table, api_name="chat_compare", **model_lock), status)
-    return ChatTab(model=model, adapter=adapter, status=status, actions=act)
+    return ChatTab(model=model, adapter=adapter, status=status, actions=act, newest=newest)

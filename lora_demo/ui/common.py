@@ -7,6 +7,7 @@ import html
 import inspect
 import logging
 import threading
+import time
 from collections import OrderedDict
 
 import gradio as gr
@@ -38,15 +39,18 @@ class _LastErrors:
         if key is None:
             return
         with self.lock:
-            self.by_session[key] = message
+            self.by_session[key] = (time.monotonic(), message)
             self.by_session.move_to_end(key)
             while len(self.by_session) > self.size:
                 self.by_session.popitem(last=False)
 
-    def pop(self) -> str | None:
+    def pop(self, max_age_s: float = 30.0) -> str | None:
+        """This session's last message, if it is fresh (a failure's follow-up runs right after it; an old message
+        from an event without a status line must not show up under another control later)."""
         key = self._session()
         with self.lock:
-            return self.by_session.pop(key, None) if key is not None else None
+            when, message = self.by_session.pop(key, (0.0, None)) if key is not None else (0.0, None)
+        return message if time.monotonic() - when <= max_age_s else None
 
 
 LAST_ERRORS = _LastErrors()

@@ -132,8 +132,8 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot) -> None:
         event = button.click(lambda bid, q, c=choice: act.vote_on_page(bid, q, c), [ballot, queue],
                              [reveal, rate, ballot, a, b, status], api_visibility="private")  # fmt: skip
         show_errors(event, status)
-        event.success(act.advance, [queue, system, *gen], [prompt, *dealt], api_visibility="private",
-                      concurrency_limit=1, concurrency_id="model")  # fmt: skip
+        show_errors(event.success(act.advance, [queue, system, *gen], [prompt, *dealt], api_visibility="private",
+                                  concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
 
     def chat_vote(ballot_id: str, choice: str) -> tuple[str, str, str]:
         """Vote on a blind pair: choice is A, B, tie or both_bad; returns (the reveal, the win rate, '')."""
