@@ -1,4 +1,4 @@
-"""What changed in a run folder since the last look: the Train tab polls this once a second.
+"""What changed in a run folder since the last look: the Train tab polls this every 2 s.
 
 Watching must cost the training next to nothing (on 2 cores the page and the worker share the CPU), so a look
 reads two small files and stats two more, and reports only what changed: the progress bar on every new step,

@@ -34,6 +34,7 @@ FORM = [
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
         "eval_steps", "save_steps"}  # fmt: skip
 SKIP5 = (gr.skip(),) * 5
+POLL_S = 2.0  # seconds between the Train tab's looks at an active run
 
 
 def idle():
@@ -242,7 +243,9 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     runs_table = gr.Dataframe(value=lambda: runs_frame(lab.runs_dir), label="runs", interactive=False, max_height=300)
     export = _export_box()
     seen = gr.State(None)
-    timer = gr.Timer(1.0, active=False)
+    # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
+    # also training (bench/bench_watch_training.py), and a bar that moves every 2 s still reads as live.
+    timer = gr.Timer(POLL_S, active=False)
     watch = dict(fn=lambda: gr.Timer(active=True), inputs=None, outputs=timer, api_visibility="private",
                  show_progress="hidden")  # fmt: skip
 
