@@ -37,32 +37,69 @@ def find_adapters(root: str | Path, max_depth: int = 2) -> list[Path]:
     if not root.is_dir():
         return []
     configs = [p for d in range(1, max_depth + 1) for p in root.glob("/".join(["*"] * d) + "/adapter_config.json")]
-
-    def written(cfg: Path) -> float:
-        try:
-            return cfg.stat().st_mtime
-        except OSError:  # deleted while listing
-            return 0.0
-
-    return [cfg.parent for cfg in sorted(set(configs), key=written, reverse=True)]
+    return [cfg.parent for cfg in sorted(set(configs), key=_written, reverse=True)]
 
 
 def adapter_choices(root: str | Path) -> list[tuple[str, str]]:
-    """(label, path) of each adapter under root, newest first: what the Chat and Low-rank lists offer.
+    """(label, path) of each adapter under root, newest run first: what the Chat and Low-rank lists offer.
 
-    The path is root/<folder> spelled as root is (relative when the app's --runs-dir is), which PathPolicy.check
-    reads back the same way; the label is the folder inside root with its run's status and last loss."""
+    Each run's final adapter is followed by its checkpoints, newest step first (any of them can be the tuned
+    side); a run that has checkpoints but no final adapter yet (training, or killed) is listed by them. The path
+    is root/<folder> spelled as root is (relative when the app's --runs-dir is), which PathPolicy.check reads back
+    the same way; the label is the folder inside root with its run's status and last loss."""
+    root = Path(root)
+    groups: dict[Path, tuple[float, list[tuple[str, str]]]] = {}
+    for folder in find_adapters(root):
+        groups[folder] = (_written(folder / "adapter_config.json"), [_final_choice(root, folder)])
+    runs = [c.parent for c in root.glob("*/checkpoints")] if root.is_dir() else []
+    for run in runs:
+        ckpts = _checkpoint_choices(root, run)
+        if ckpts:
+            when, final = groups.get(run, (0.0, []))
+            newest = _written(Path(ckpts[0][1]) / "adapter_config.json")
+            groups[run] = (max(when, newest), final + ckpts)
+    ordered = sorted(groups.values(), key=lambda g: g[0], reverse=True)
+    return [choice for _, choices in ordered for choice in choices]
+
+
+def _written(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted while listing
+        return 0.0
+
+
+def _final_choice(root: Path, folder: Path) -> tuple[str, str]:
     from lora_demo.train.runs import read_status
 
+    st = read_status(folder)
+    bits = [folder.relative_to(root).as_posix()]
+    if st.get("status"):
+        bits.append(str(st["status"]))
+    if isinstance(st.get("final_loss"), (int, float)):
+        bits.append(f"loss {st['final_loss']:.3f}")
+    if (folder / "TRUNCATED.json").is_file():
+        bits.append("rank-k copy")
+    return " · ".join(bits), str(folder)
+
+
+def _checkpoint_choices(root: Path, run: Path) -> list[tuple[str, str]]:
+    """A run's loadable checkpoints, newest step first, labelled with step and the loss logged there."""
+    import json
+
+    from lora_demo.train.checkpoints import MARKER, checkpoint_choices
+
     out = []
-    for folder in find_adapters(root):
-        st = read_status(folder)
-        bits = [folder.relative_to(root).as_posix()]
-        if st.get("status"):
-            bits.append(str(st["status"]))
-        if isinstance(st.get("final_loss"), (int, float)):
-            bits.append(f"loss {st['final_loss']:.3f}")
-        if (folder / "TRUNCATED.json").is_file():
-            bits.append("rank-k copy")
-        out.append((" · ".join(bits), str(folder)))
+    for step, ckpt in checkpoint_choices(run):
+        try:
+            info = json.loads((ckpt / MARKER).read_text())
+        except (OSError, ValueError):
+            info = {}
+        bits = [
+            run.relative_to(root).as_posix(),
+            f"checkpoint step {step}" + (f" of {info['total']}" if info.get("total") else ""),
+        ]
+        if isinstance(info.get("loss"), (int, float)):
+            bits.append(f"loss {info['loss']:.3f}")
+        out.append((" · ".join(bits), str(ckpt)))
     return out

@@ -84,6 +84,8 @@ class LabEngine:
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
         settings.model = self.policy.check_model(settings.model)
+        if settings.init_adapter:
+            settings.init_adapter = str(self.policy.check(settings.init_adapter, "adapter folder to continue from"))
         ds = settings.dataset
         if not ds.startswith("example:") and ds not in self.datasets.names():
             settings.dataset = str(self.policy.check(ds, "dataset file"))
@@ -113,6 +115,18 @@ class LabEngine:
         if plan["errors"]:
             raise InputError("Fix these first: " + "; ".join(plan["errors"][:5]))
         return self.runner.start(settings, rows), plan
+
+    def resume(self, name) -> tuple[Path, list[str]]:
+        """Resume a stopped or failed run from its newest whole checkpoint: (checkpoint, messages on skipped ones)."""
+        return self.runner.resume(self.run_dir(name))
+
+    def continue_settings(self, adapter):
+        """Settings for 'Continue training' from an adapter (a run, or one of its checkpoints) the lists offer."""
+        from lora_demo.train.lineage import continue_settings
+
+        if not adapter:
+            raise InputError("Pick the run (or checkpoint) to continue from.")
+        return continue_settings(self.policy.check(adapter, "adapter folder to continue from"), str(adapter))
 
     # --- export ---
     def export(self, name, kind: str) -> Path:

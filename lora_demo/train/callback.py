@@ -38,7 +38,7 @@ def stop_agreed(run_dir: Path, device) -> bool:
 class ProgressCallback(TrainerCallback):
     """Writes one record per log (loss, lr, grad norm, tokens/s, ETA, GPU memory) and stops on request."""
 
-    def __init__(self, run_dir: Path, compiles_first_step: bool = False):
+    def __init__(self, run_dir: Path, compiles_first_step: bool = False, save_on_stop: bool = False):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "progress.jsonl"
         self.t0 = time.time()
@@ -49,6 +49,7 @@ class ProgressCallback(TrainerCallback):
         self.compiles_first_step = compiles_first_step
         self.first_loss = None
         self.stopped = False  # a stop was honoured (the same on every rank)
+        self.save_on_stop = save_on_stop  # a checkpoint at the stop, so Resume continues from exactly there
 
     def write(self, record: dict) -> None:
         if not _MAIN:
@@ -57,17 +58,23 @@ class ProgressCallback(TrainerCallback):
         append_jsonl(self.path, record)
 
     def on_train_begin(self, args, state, control, **kw):
+        if state.global_step:  # resumed: the curve and the first loss go on from the earlier part of the run
+            from lora_demo.train.runs import read_status
+
+            self.first_loss = read_status(self.run_dir).get("first_loss")
+        self.train_step0 = state.global_step
         stage = "compiling" if self.compiles_first_step else "training"
-        update_status(self.run_dir, status=stage, total_steps=state.max_steps, step=0)
-        self.write({"type": "stage", "stage": stage, "step": 0, "total": state.max_steps})
+        update_status(self.run_dir, status=stage, total_steps=state.max_steps, step=state.global_step)
+        self.write({"type": "stage", "stage": stage, "step": state.global_step, "total": state.max_steps})
         self.last_t = time.time()
 
     def on_step_end(self, args, state, control, **kw):
-        if state.global_step == 1:
+        if self.train_t0 is None:  # the first step of this process (step 1, or the first after a resume)
             update_status(self.run_dir, status="training")
-            self.train_t0, self.train_step0 = time.time(), 1
+            self.train_t0, self.train_step0 = time.time(), state.global_step
         if stop_agreed(self.run_dir, args.device):
             control.should_training_stop = self.stopped = True
+            control.should_save = control.should_save or self.save_on_stop
             self.write({"type": "stage", "stage": "stopping", "step": state.global_step, "total": state.max_steps})
         return control
 

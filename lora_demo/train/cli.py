@@ -32,6 +32,18 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="run a LoRA fine-tune (same engine as the Train tab) with a progress bar",
                        lazy_parents=lambda: [settings_flags()])  # fmt: skip
     p.add_argument("--config", help="config.yaml of an earlier run, or one you wrote; flags below override it")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="resume a stopped or failed run from its newest whole checkpoint (same folder, same curve)",
+    )
+    p.add_argument(
+        "--continue-from",
+        metavar="ADAPTER_DIR",
+        dest="continue_from",
+        help="a new run starting from this adapter (a run folder or checkpoint), with its settings; flags "
+        "override them (e.g. --dataset, --num-epochs)",
+    )
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--data-dir", default="data")
     p.set_defaults(func=cmd_train)
@@ -65,7 +77,14 @@ def _settings_from(args: argparse.Namespace):
     from lora_demo.device import detect
     from lora_demo.train.settings import TrainSettings, defaults_for
 
-    base = TrainSettings.from_yaml(args.config).to_dict() if args.config else defaults_for(detect().device).to_dict()
+    if getattr(args, "continue_from", None):
+        from lora_demo.train.lineage import continue_settings
+
+        base = continue_settings(args.continue_from).to_dict()
+    elif args.config:
+        base = TrainSettings.from_yaml(args.config).to_dict()
+    else:
+        base = defaults_for(detect().device).to_dict()
     given = {name: getattr(args, name) for name in base if getattr(args, name, None) is not None}
     if "target_modules" in given:  # nargs="+": "q_proj,v_proj" and "q_proj v_proj" both work
         given["target_modules"] = [t.strip() for v in given["target_modules"] for t in v.split(",") if t.strip()]
@@ -107,10 +126,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from lora_demo.train.runner import Runner, equivalent_command
 
-    s = _settings_from(args)
     runner = Runner(args.runs_dir, args.data_dir)
-    run_dir = runner.start(s)
-    print(f"run folder: {run_dir}\nrepeat with: {equivalent_command(run_dir)}", flush=True)
+    if args.resume:
+        from pathlib import Path
+
+        run_dir = Path(args.resume)
+        ckpt, skipped = runner.resume(run_dir)
+        print("\n".join([*skipped, f"resuming {run_dir} from {ckpt.name}"]), flush=True)
+    else:
+        run_dir = runner.start(_settings_from(args))
+        print(f"run folder: {run_dir}\nrepeat with: {equivalent_command(run_dir)}", flush=True)
     st = _watch(runner, run_dir)
     if st.get("status") == "failed":
         raise InputError(st.get("error") or "training failed; see train.log in the run folder")

@@ -23,7 +23,20 @@ def loss_figure(progress: list[dict], title: str = "Training loss") -> go.Figure
                                  name="validation loss", mode="lines+markers", line=dict(color="#16a34a")))  # fmt: skip
     traces.append(go.Scatter(x=steps, y=[p.get("lr") for p in logs], name="learning rate", mode="lines", yaxis="y2",
                              line=dict(color="#f97316", dash="dot")))  # fmt: skip
-    return go.Figure(traces, layout=dict(
+    loss_at = {p["step"]: p["loss"] for p in logs}
+    saved = [p["step"] for p in progress if p.get("type") == "checkpoint" and p.get("step") in loss_at]
+    if saved:  # where the checkpoints are: what Resume continues from, what Chat and the probes show
+        traces.append(go.Scatter(x=saved, y=[loss_at[k] for k in saved], name="checkpoint", mode="markers",
+                                 marker=dict(symbol="diamond", size=10, color="#0f766e")))  # fmt: skip
+    shapes, notes = [], []
+    for p in progress:
+        if p.get("stage") == "resumed":  # the curve goes on; this marks where the run was resumed
+            shapes.append(dict(type="line", xref="x", yref="paper", x0=p["step"], x1=p["step"], y0=0, y1=1,
+                               line=dict(color="#6b7280", dash="dash")))  # fmt: skip
+            notes.append(
+                dict(x=p["step"], y=1, xref="x", yref="paper", text="resumed", showarrow=False, yanchor="bottom")
+            )
+    return go.Figure(traces, layout=dict(shapes=shapes, annotations=notes,
         title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), legend=dict(orientation="h", y=-0.25),
         template="simple_white", xaxis=dict(title="optimizer step"), yaxis=dict(title="loss"),
         yaxis2=dict(title="learning rate", overlaying="y", side="right", exponentformat="e"),

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lora_demo.errors import InputError
-from lora_demo.io import write_atomic
+from lora_demo.io import write_atomic, write_json_atomic
 from lora_demo.train.runs import (
     ACTIVE,
     FINAL,
@@ -56,10 +56,10 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
     )
 
 
-def worker_command(run_dir: Path, num_processes: int = 1) -> list[str]:
+def worker_command(run_dir: Path, num_processes: int = 1, resume: bool = False) -> list[str]:
     """One worker process, or num_processes of them under torchrun (DDP). torchrun ends every rank when one dies,
     and exits non-zero, so a failed rank fails the whole run and leaves none behind."""
-    worker = ["-m", "lora_demo.train.worker", str(run_dir)]
+    worker = ["-m", "lora_demo.train.worker", str(run_dir), *(["--resume"] if resume else [])]
     if num_processes <= 1:
         return [sys.executable, *worker]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}", *worker]
@@ -143,12 +143,55 @@ class Runner:
                 shown = "; ".join(f"row {e['row']}: {e['message']}" for e in errors[:5])
                 raise InputError(f"The dataset has {len(errors)} error(s), which block training: {shown}.")
             self._refuse_too_many_processes(settings.num_processes)
+            self._refuse_bad_parent(settings)
             for hook in self.before_start:
                 hook()
             run_dir = new_run_dir(self.runs_dir, settings.model, settings.dataset, settings.run_name)
             self._snapshot(run_dir, settings, rows)
             self._launch(run_dir, settings.num_processes)
             return run_dir
+
+    def resume(self, run_dir: str | Path) -> tuple[Path, list[str]]:
+        """Continue a stopped or failed run from its newest whole checkpoint, in the same folder: the same step
+        count, curve and progress file. Returns (the checkpoint, a message per broken newer one set aside)."""
+        from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
+
+        run_dir = Path(run_dir)
+        with self.lock:
+            self.reap()
+            self._refuse_if_active()
+            st = settled(run_dir, read_status(run_dir))
+            if st.get("status") == "completed":
+                raise InputError(f"{run_dir.name} completed: nothing to resume. 'Continue training' starts a new run "
+                                 "from its adapter (with more epochs, or new data).")  # fmt: skip
+            if st.get("status") not in ("stopped", "failed"):
+                raise InputError(f"{run_dir.name} cannot be resumed (status: {st.get('status', 'unknown')}).")
+            ckpt, skipped = resumable(run_dir)
+            if ckpt is None:
+                why = (
+                    " ".join(skipped) or "It saved no checkpoint (checkpoints were off, or it ended before the first)."
+                )
+                raise InputError(f"{run_dir.name} has no whole checkpoint to resume from. {why} Start it again "
+                                 "with the same settings, or use 'Continue training' if it has an adapter.")  # fmt: skip
+            settings = load_settings(run_dir)
+            self._refuse_too_many_processes(settings.num_processes)
+            for hook in self.before_start:
+                hook()
+            ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
+            (run_dir / "STOP").unlink(missing_ok=True)
+            kept = {k: v for k, v in st.items() if k not in ("error", "ended", "pid", "notices")}
+            resumes = [*st.get("resumes", []), {"step": step_of(ckpt), "time": time.time()}]
+            write_json_atomic(run_dir / "status.json", {**kept, "status": "starting", "resumes": resumes})
+            self._launch(run_dir, settings.num_processes, resume=True)
+            return ckpt, skipped
+
+    @staticmethod
+    def _refuse_bad_parent(settings: TrainSettings) -> None:
+        from lora_demo.train.lineage import parent_problems
+
+        problems = parent_problems(settings)
+        if problems:
+            raise InputError("Cannot continue training: " + "; ".join(problems) + ".")
 
     @staticmethod
     def _refuse_too_many_processes(num_processes: int) -> None:
@@ -178,15 +221,20 @@ class Runner:
         write_atomic(run_dir / "data" / "train.jsonl", rows_to_jsonl(train))
         write_atomic(run_dir / "data" / "val.jsonl", rows_to_jsonl(val))
         write_atomic(run_dir / "config.yaml", settings.to_yaml())
+        parent = {"parent": settings.init_adapter} if settings.init_adapter else {}
         update_status(run_dir, status="starting", started=time.time(), model=settings.model,
-                      dataset=settings.dataset, train_rows=len(train), val_rows=len(val))  # fmt: skip
+                      dataset=settings.dataset, train_rows=len(train), val_rows=len(val), **parent)  # fmt: skip
 
-    def _launch(self, run_dir: Path, num_processes: int = 1) -> None:
+    def _launch(self, run_dir: Path, num_processes: int = 1, resume: bool = False) -> None:
         """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-        with open(run_dir / "train.log", "w", encoding="utf-8") as log:  # the child keeps its own descriptor
+        # A resumed run appends to its log: the first part's lines (and why it ended) stay readable.
+        with open(run_dir / "train.log", "a" if resume else "w", encoding="utf-8") as log:
+            if resume:
+                log.write(f"\n===== resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+                log.flush()
             proc = subprocess.Popen(
-                worker_command(run_dir, num_processes), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                worker_command(run_dir, num_processes, resume), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**clean_env(env), **ddp_env(num_processes)}, start_new_session=True,
             )  # fmt: skip
         self.proc, self.run_dir = proc, run_dir

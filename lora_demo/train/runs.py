@@ -62,8 +62,16 @@ def update_status(run_dir: str | Path, **fields) -> dict:
 
 
 def read_progress(run_dir: str | Path) -> list[dict]:
-    """The progress records so far (a half-written last line is skipped)."""
-    return read_jsonl(Path(run_dir) / "progress.jsonl")
+    """The progress records so far (a half-written last line is skipped), as the run now stands: a resume from
+    step k drops what was logged after k before it (those steps were done again), keeping its own marker."""
+    records = read_jsonl(Path(run_dir) / "progress.jsonl")
+    out: list[dict] = []
+    for rec in records:
+        if rec.get("type") == "stage" and rec.get("stage") == "resumed":
+            k = rec.get("step", 0)
+            out = [r for r in out if r.get("step", 0) <= k or r.get("stage") == "resumed"]
+        out.append(rec)
+    return out
 
 
 def log_tail(run_dir: str | Path, lines: int = 30) -> str:
@@ -195,6 +203,7 @@ A LoRA adapter for `{{ model }}`, trained with LoRA Lab ({{ backend }} backend).
 
 `{{ dataset }}`: {{ train_rows }} training rows, {{ val_rows }} validation rows
 (the exact rows are in `data/` next to this card), {{ template }} template.
+{{ lineage }}
 
 ## Training procedure
 
@@ -233,6 +242,17 @@ def _card_metrics(status: dict) -> str:
     return "\n".join(lines)
 
 
+def _lineage(settings: dict, status: dict) -> str:
+    lines = []
+    if settings.get("init_adapter"):
+        lines.append(f"\nContinued from the adapter `{settings['init_adapter']}` (its parent): training started from "
+                     "its LoRA factors, not new ones.")  # fmt: skip
+    if status.get("resumes"):
+        steps = ", ".join(str(r.get("step")) for r in status["resumes"])
+        lines.append(f"\nResumed from checkpoint(s) at step {steps}.")
+    return "\n".join(lines)
+
+
 def _framework_versions() -> str:
     import peft
     import torch
@@ -254,6 +274,6 @@ def model_card(run_dir: Path, settings: dict, status: dict) -> str:
         template=settings["template"], backend=status.get("backend", "transformers"),
         train_rows=status.get("train_rows", "?"), val_rows=status.get("val_rows", 0),
         hyperparameters="\n".join(f"- {k}: {v}" for k, v in settings.items() if k not in ("model", "dataset")),
-        metrics=_card_metrics(status), versions=_framework_versions(),
+        metrics=_card_metrics(status), versions=_framework_versions(), lineage=_lineage(settings, status),
     )  # fmt: skip
     return str(card).rstrip("\n") + "\n"  # Jinja drops the final newline

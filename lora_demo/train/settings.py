@@ -71,7 +71,12 @@ class TrainSettings:
     # --- logging and saving ---
     logging_steps: int = _f(1, "Log loss, learning rate and grad norm every N optimizer steps.")
     eval_steps: int = _f(10, "Compute the validation loss every N steps (when val_fraction > 0).")
-    save_steps: int = _f(0, "Save a checkpoint every N steps (0: only the final adapter).")
+    save_steps: int = _f(
+        0,
+        "Save a checkpoint (adapter, optimizer, scheduler, RNG state, data position) every N steps: what Resume "
+        "continues from and Chat can load. 0: about 5 over the run; -1: none (only the final adapter).",
+    )
+    keep_checkpoints: int = _f(3, "Keep the newest N checkpoints; older ones are deleted as new ones are saved.")
     run_name: str = _f("", "Optional name for the run folder (a unique name is made from it).")
     num_processes: int = _f(
         1,
@@ -79,6 +84,18 @@ class TrainSettings:
         "batch × accumulation × processes. Above 1, training uses transformers + PEFT (Unsloth does not train "
         "under DDP here).",
     )
+    # --- continue and watch ---
+    init_adapter: str = _f(
+        "",
+        "Continue training: start from this adapter (a run folder) instead of new LoRA factors. Its base model, "
+        "rank, alpha and target modules are kept; the run records it as its parent.",
+    )
+    probe_prompts: list[str] = _f(
+        [],
+        "Up to 3 prompts the model answers at step 0, at each checkpoint and at the end (empty: the first "
+        "validation rows, else the first training rows).",
+    )
+    probe_tokens: int = _f(32, "New tokens per probe answer (greedy); 0 turns probes off.")
 
     def __post_init__(self):
         if isinstance(self.model, str) and self.model.strip() == "auto":  # the same 'auto' as every tab and command
@@ -120,7 +137,9 @@ class TrainSettings:
         num("val_fraction", 0, 0.9)
         num("logging_steps", 1, 100_000, True)
         num("eval_steps", 1, 100_000, True)
-        num("save_steps", 0, 100_000, True)
+        num("save_steps", -1, 100_000, True)
+        num("keep_checkpoints", 1, 1000, True)
+        num("probe_tokens", 0, 512, True)
         num("num_processes", 1, 64, True)
         if self.max_steps == 0:
             p.append("max_steps must be -1 (use epochs) or ≥ 1")
@@ -130,10 +149,21 @@ class TrainSettings:
             p.append(f"lr_scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.optimizer not in OPTIMIZERS:
             p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        p += self._list_problems()
+        return p
+
+    def _list_problems(self) -> list[str]:
+        p = []
         if not isinstance(self.target_modules, list) or not self.target_modules:
             p.append("target_modules must list at least one module, e.g. q_proj, v_proj")
         elif any(not isinstance(t, str) or not t.replace("_", "").isalnum() for t in self.target_modules):
             p.append("target_modules must be plain module names like q_proj (letters, digits, _)")
+        if not isinstance(self.probe_prompts, list) or any(not isinstance(t, str) for t in self.probe_prompts):
+            p.append("probe_prompts must be a list of prompts (text)")
+        elif len([t for t in self.probe_prompts if t.strip()]) > 3:
+            p.append(f"probe_prompts takes at most 3 prompts (got {len(self.probe_prompts)})")
+        if not isinstance(self.init_adapter, str):
+            p.append("init_adapter must be a folder path (text), or empty")
         if not str(self.model).strip():
             p.append("model is empty")
         if not str(self.dataset).strip():

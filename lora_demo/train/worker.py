@@ -48,6 +48,10 @@ def load_for_training(s, plan) -> tuple[object, object]:
             bias="none", use_gradient_checkpointing="unsloth", random_state=s.seed, use_rslora=s.use_rslora,
         )  # fmt: skip
         tok = getattr(tok, "tokenizer", tok)
+        if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
+            from lora_demo.train.lineage import load_parent_weights
+
+            load_parent_weights(model, s.init_adapter)
         return model, tok
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -65,7 +69,12 @@ def load_for_training(s, plan) -> tuple[object, object]:
         # Non-reentrant checkpointing: DDP cannot mark a LoRA weight ready twice, as the reentrant kind would.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.device == "cuda",
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
-    return get_peft_model(model, lora_config(s)), lm.tokenizer
+    model = get_peft_model(model, lora_config(s))
+    if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
+        from lora_demo.train.lineage import load_parent_weights
+
+        load_parent_weights(model, s.init_adapter)
+    return model, lm.tokenizer
 
 
 def build_dataset(rows: list[dict], tok, s):
@@ -103,7 +112,7 @@ def trainer_class(backend: str):
     return PlainLossSFTTrainer
 
 
-def sft_config(s, plan, run_dir: Path, has_eval: bool):
+def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = None):
     from trl import SFTConfig
 
     optim = s.optimizer
@@ -116,7 +125,8 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool):
         lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,
         seed=s.seed, data_seed=s.seed, logging_steps=s.logging_steps,
         eval_strategy="steps" if has_eval else "no", eval_steps=s.eval_steps,
-        save_strategy="steps" if s.save_steps else "no", save_steps=s.save_steps or 500,
+        save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
+        save_total_limit=s.keep_checkpoints,
         report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
         max_length=s.max_seq_length, packing=s.packing, dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding", disable_tqdm=RANK != 0, logging_first_step=True,
@@ -124,13 +134,14 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool):
     )  # fmt: skip
 
 
-def run(run_dir: Path) -> str:
-    """Train one run to completion (or stop); returns the final status."""
+def run(run_dir: Path, resume: bool = False) -> str:
+    """Train one run to completion (or stop); returns the final status. resume: from its newest whole checkpoint."""
     from lora_demo.device import detect
     from lora_demo.train.settings import TrainSettings
 
     s = TrainSettings.from_yaml(run_dir / "config.yaml")
     train_rows, val_rows = _rows(run_dir / "data" / "train.jsonl"), _rows(run_dir / "data" / "val.jsonl")
+    ckpt = resume_point(run_dir) if resume else None
     plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
     update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
                   num_processes=WORLD)  # fmt: skip
@@ -145,22 +156,51 @@ def run(run_dir: Path) -> str:
     torch.set_num_threads(plan.cpu_threads)
     update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
                   val_rows=len(val_rows))  # fmt: skip
+    from lora_demo.train import checkpoints, probes
     from lora_demo.train.callback import ProgressCallback
+    from lora_demo.train.milestones import MilestoneCallback
+    from lora_demo.train.plan import optimizer_steps
 
-    callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth")
+    every = checkpoints.save_every(s.save_steps, optimizer_steps(len(train_rows), s)["total_steps"])
+    callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
+    milestones = MilestoneCallback(run_dir, s, model, tok, probes.probe_rows(s.probe_prompts, train_rows, val_rows))
     trainer = trainer_class(plan.backend)(
-        model=model, args=sft_config(s, plan, run_dir, bool(val_rows)), train_dataset=build_dataset(train_rows, tok, s),
-        eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None, processing_class=tok, callbacks=[callback],
+        model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every),
+        train_dataset=build_dataset(train_rows, tok, s), eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
+        processing_class=tok, callbacks=[callback, milestones],
     )  # fmt: skip
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
         metrics = trainer.evaluate()
         update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
+    if not stopped:
+        milestones.final(trainer.state.global_step)
     if RANK != 0:
         return "stopped" if stopped else "completed"
     save_adapter(model, tok, run_dir, s.model)
+    if not stopped:  # nothing resumes a completed run: its checkpoints keep their adapters only
+        checkpoints.slim(run_dir)
     return _finish(run_dir, "stopped" if stopped else "completed")
+
+
+def resume_point(run_dir: Path) -> Path:
+    """The newest whole checkpoint; newer broken ones are set aside, and the resume is marked on the curve."""
+    from lora_demo.errors import LoraLabError
+    from lora_demo.io import append_jsonl
+    from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
+
+    # Under DDP the Runner has set the broken ones aside before launching, so every rank reads the same folder.
+    ckpt, skipped = pick_for_resume(run_dir) if WORLD == 1 else resumable(run_dir)
+    if ckpt is None:
+        raise LoraLabError("No whole checkpoint to resume from. " + " ".join(skipped))
+    for msg in skipped:
+        print(msg, flush=True)
+    if RANK == 0:
+        append_jsonl(run_dir / "progress.jsonl", {"type": "stage", "stage": "resumed", "step": step_of(ckpt),
+                                                  "time": round(time.time(), 3), "skipped": skipped})  # fmt: skip
+        update_status(run_dir, resumed_from=step_of(ckpt), step=step_of(ckpt), notices=skipped)
+    return ckpt
 
 
 def ddp_plan(plan):
@@ -232,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     try:
-        status = run(run_dir)
+        status = run(run_dir, resume="--resume" in argv[1:])
     except BaseException as exc:  # noqa: BLE001 - every failure ends as a status, never a silent death
         traceback.print_exc()
         why = explain_failure(exc, run_dir)

@@ -15,6 +15,7 @@ from lora_demo.data import example_names
 from lora_demo.device import detect
 from lora_demo.errors import InputError
 from lora_demo.models import REGISTRY
+from lora_demo.train import probes
 from lora_demo.train.plan import plan_markdown
 from lora_demo.train.plots import loss_figure, progress_html
 from lora_demo.train.runner import equivalent_command
@@ -29,11 +30,12 @@ FORM = [
     "target_modules", "use_rslora", "load_in_4bit", "learning_rate", "num_epochs", "max_steps", "micro_batch_size",
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
-    "num_processes",
+    "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
-        "eval_steps", "save_steps"}  # fmt: skip
-SKIP5 = (gr.skip(),) * 5
+        "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens"}  # fmt: skip
+SKIP7 = (gr.skip(),) * 7
+NEW_FACTORS = ("— new LoRA factors —", "")  # the 'continue from' list's first entry: start a fresh adapter
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
 
 
@@ -51,7 +53,28 @@ def settings_from_form(values) -> TrainSettings:
         if k in INTS and isinstance(v, float) and v.is_integer():
             data[k] = int(v)
     data["run_name"] = data["run_name"] or ""
+    data["init_adapter"] = data["init_adapter"] or ""
+    prompts = data["probe_prompts"]
+    data["probe_prompts"] = (
+        [t.strip() for t in prompts.splitlines() if t.strip()] if isinstance(prompts, str) else prompts
+    )
     return TrainSettings.from_dict(data)
+
+
+def form_values(s: TrainSettings, parents: list) -> list:
+    """The form's values for settings s (the inverse of settings_from_form), in FORM order."""
+    d = s.to_dict()
+    d["probe_prompts"] = "\n".join(s.probe_prompts)
+    d["init_adapter"] = gr.Dropdown(choices=parents, value=s.init_adapter)
+    return [d[k] for k in FORM]
+
+
+def resumable_now(run_dir) -> bool:
+    """Whether the Resume button belongs on this run: stopped or failed, with a whole checkpoint."""
+    from lora_demo.train.checkpoints import resumable
+    from lora_demo.train.runs import read_status, settled
+
+    return settled(run_dir, read_status(run_dir)).get("status") in ("stopped", "failed") and bool(resumable(run_dir)[0])
 
 
 def runs_frame(runs_dir) -> pd.DataFrame:
@@ -84,6 +107,34 @@ class TrainActions:
         return msg, plan_markdown(plan), gr.Dropdown(choices=run_names(self.lab.runs_dir), value=run_dir.name)
 
     @friendly
+    def resume(self, name):
+        ckpt, skipped = self.lab.resume(name)
+        notes = "".join(f"\n- ⚠️ {m} It was set aside (renamed corrupt-…), and the previous one used." for m in skipped)
+        return f"Resuming **{name}** from {ckpt.name.replace('-', ' step ')}: same folder, same curve.{notes}"
+
+    def parents(self) -> list:
+        from lora_demo.adapters import adapter_choices
+
+        return [NEW_FACTORS, *adapter_choices(self.lab.runs_dir)]
+
+    @friendly
+    def continue_from(self, name):
+        """'Continue training': the form filled with the shown run's settings, starting from its adapter."""
+        path = self.lab.adapter_for_chat(name)
+        s = self.lab.continue_settings(path)
+        msg = (f"The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset (the "
+               "same or a new one), adjust epochs or learning rate, and press Start; the new run records its parent.")  # fmt: skip
+        return *form_values(s, self.parents()), msg
+
+    @friendly
+    def adopt_parent(self, adapter):
+        """Picking an adapter to continue from takes its base model and LoRA shape, which must match it."""
+        if not adapter:
+            return (gr.skip(),) * 5
+        s = self.lab.continue_settings(adapter)
+        return s.model, s.r, s.lora_alpha, s.target_modules, s.use_rslora
+
+    @friendly
     def stop(self) -> str:
         run_dir = self.lab.runner.stop()
         if run_dir is None:
@@ -98,19 +149,21 @@ class TrainActions:
         active = self.lab.runner.current()
         name = active.name if active is not None else shown
         if not name or not (self.lab.runs_dir / name).is_dir():
-            return (*SKIP5, seen_before, idle())
+            return (*SKIP7, seen_before, idle())
         run_dir = self.lab.runs_dir / name
         now = look(run_dir, seen_before)
         if not now.changed and not now.curve:
-            return (*SKIP5, now.seen, gr.skip() if active is not None else idle())
+            return (*SKIP7, now.seen, gr.skip() if active is not None else idle())
         before = (seen_before or {}).get("key") or [None]
         status_changed = now.status is not None and before[0] != now.status.get("status")
         return (
             progress_html(now.status, now.progress, run_dir) if now.status is not None else gr.skip(),
             loss_figure(now.progress, f"Run {name}") if now.curve else gr.skip(),
+            probes.timeline_html(probes.read(run_dir)) if now.curve else gr.skip(),
             now.log if now.log is not None else gr.skip(),
             gr.Dropdown(choices=run_names(self.lab.runs_dir), value=name) if name != shown else gr.skip(),
             runs_frame(self.lab.runs_dir) if status_changed else gr.skip(),
+            gr.Button(visible=resumable_now(run_dir)) if status_changed else gr.skip(),
             now.seen,
             gr.skip(),
         )
@@ -182,10 +235,17 @@ def _settings_form(d: dict, choices: dict) -> dict:
         num("val_fraction", "validation fraction")
         num("logging_steps", "logging steps", 0)
         num("eval_steps", "eval steps", 0)
-        num("save_steps", "checkpoint every N steps (0: none)", 0)
+        num("save_steps", "checkpoint every N steps (0: auto, about 5; -1: none)", 0)
+        num("keep_checkpoints", "keep the newest N checkpoints", 0)
         c["run_name"] = gr.Textbox(value="", label="run name (optional)")
-    gpus = choices["gpus"]  # more than one GPU: train on N of them (DDP, transformers + PEFT; see the help text)
-    c["num_processes"] = gr.Number(
+    c.update(_continue_and_probes(d, choices["parents"], help_))
+    c["num_processes"] = _gpus_box(choices["gpus"], help_)
+    return c
+
+
+def _gpus_box(gpus: int, help_: dict):
+    # more than one GPU: train on N of them (DDP, transformers + PEFT; see the help text)
+    return gr.Number(
         value=gpus if gpus > 1 else 1,
         precision=0,
         label=f"GPUs: N (of {gpus})",
@@ -194,7 +254,32 @@ def _settings_form(d: dict, choices: dict) -> dict:
         minimum=1,
         maximum=max(gpus, 1),
     )
+
+
+def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
+    c = {}
+    with gr.Accordion("Continue from an adapter · probe prompts", open=False), gr.Row():
+        c["init_adapter"] = gr.Dropdown(parents, value="", label="continue from (parent adapter)",
+                                        info=help_["init_adapter"], elem_id="train-parent")  # fmt: skip
+        c["probe_prompts"] = gr.Textbox(value="\n".join(d["probe_prompts"]), lines=3, label="probe prompts (one per line)",
+                                        info=help_["probe_prompts"], elem_id="train-probes")  # fmt: skip
+        c["probe_tokens"] = gr.Number(value=d["probe_tokens"], label="probe answer tokens (0: off)",
+                                      info=help_["probe_tokens"], precision=0)  # fmt: skip
     return c
+
+
+def _wire_continue(act, view, status, comps: dict, resume_btn, continue_btn, watch: dict) -> None:
+    """Resume the shown run; fill the form to continue from it; take a picked parent's base and LoRA shape."""
+    resumed = resume_btn.click(act.resume, view, status, api_name="train_resume", concurrency_limit=1,
+                               concurrency_id="train_start")  # fmt: skip
+    show_errors(resumed, status)
+    resumed.success(lambda: gr.Button(visible=False), None, resume_btn, api_visibility="private").success(**watch)
+    form = [comps[k] for k in FORM]
+    show_errors(continue_btn.click(act.continue_from, view, [*form, status], api_name="train_continue"), status)
+    shape = [comps[k] for k in ("model", "r", "lora_alpha", "target_modules", "use_rslora")]
+    parent = comps["init_adapter"]
+    show_errors(parent.input(act.adopt_parent, parent, shape, api_visibility="private"), status)
+    parent.focus(lambda: gr.Dropdown(choices=act.parents()), None, parent, api_visibility="private")
 
 
 def _export_box() -> dict:
@@ -219,11 +304,35 @@ def _picked_run(evt: gr.SelectData):
     return evt.row_value[0] if evt.row_value else gr.skip()
 
 
+def _run_row(runs_dir):
+    """The shown run and what can be done with it."""
+    with gr.Row():
+        names = run_names(runs_dir)
+        view = gr.Dropdown(names, value=names[0] if names else None, label="show run", elem_id="train-view")
+        refresh = gr.Button("↻ runs", size="sm")
+        chat_btn = gr.Button("💬 Chat with this run", variant="primary", elem_id="train-chat")
+        resume_btn = gr.Button("⏯ Resume", elem_id="train-resume",
+                               visible=bool(names) and resumable_now(runs_dir / names[0]))  # fmt: skip
+        continue_btn = gr.Button("➕ Continue training from this run", elem_id="train-continue")
+    return view, refresh, chat_btn, resume_btn, continue_btn
+
+
+def _watch_panel():
+    """The live view of the shown run: progress bar, loss curve beside the probe timeline, log tail."""
+    progress = gr.HTML(progress_html({}, []), elem_id="train-progress-box")
+    with gr.Row(equal_height=False):
+        curve = gr.Plot(label="loss and learning rate", elem_id="train-curve", scale=3)
+        timeline = gr.HTML(probes.timeline_html([]), label="probe answers as it learns", elem_id="train-probe-box",
+                           max_height=420, padding=True, scale=2)  # fmt: skip
+    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=14)
+    return progress, curve, timeline, log
+
+
 def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     act = TrainActions(lab)
     d = defaults_for(detect().device, lab.default_model).to_dict()
     choices = {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices(),
-               "gpus": visible_gpus()}  # fmt: skip
+               "gpus": visible_gpus(), "parents": act.parents()}  # fmt: skip
     comps = _settings_form(d, choices)
     form = [comps[k] for k in FORM]
     with gr.Row():
@@ -232,14 +341,8 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
         stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
     plan_md = gr.Markdown(elem_id="train-plan")
     status = gr.Markdown(elem_id="train-message")
-    progress = gr.HTML(progress_html({}, []), elem_id="train-progress-box")
-    curve = gr.Plot(label="loss and learning rate", elem_id="train-curve")
-    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=14)
-    with gr.Row():
-        names = run_names(lab.runs_dir)
-        view = gr.Dropdown(names, value=names[0] if names else None, label="show run", elem_id="train-view")
-        refresh = gr.Button("↻ runs", size="sm")
-        chat_btn = gr.Button("💬 Chat with this run", variant="primary", elem_id="train-chat")
+    progress, curve, timeline, log = _watch_panel()
+    view, refresh, chat_btn, resume_btn, continue_btn = _run_row(lab.runs_dir)
     runs_table = gr.Dataframe(value=lambda: runs_frame(lab.runs_dir), label="runs", interactive=False, max_height=300)
     export = _export_box()
     seen = gr.State(None)
@@ -262,8 +365,9 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     show_errors(started, status)
     started.success(**watch)
     show_errors(stop_btn.click(act.stop, None, status, api_name="train_stop"), status)
-    timer.tick(act.tick, [view, seen], [progress, curve, log, view, runs_table, seen, timer], show_progress="hidden",
-               api_visibility="private")  # fmt: skip
+    timer.tick(act.tick, [view, seen], [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer],
+               show_progress="hidden", api_visibility="private")  # fmt: skip
+    _wire_continue(act, view, status, comps, resume_btn, continue_btn, watch)
     tab.select(**watch)
     view.change(**watch)
     refresh.click(act.refresh_runs, None, [runs_table, view], api_name="train_runs").then(**watch)

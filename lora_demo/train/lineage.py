@@ -1,0 +1,80 @@
+"""Continue training: a new run that starts from an existing adapter (its parent) instead of new LoRA factors.
+
+The child keeps the parent's base model and LoRA shape (rank, alpha, target modules, rsLoRA): the parent's A and
+B are loaded into the child's LoRA layers before the first step. The child records the parent in its
+config.yaml (init_adapter), its status (parent) and its model card; the Low-rank lab compares their ΔW.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lora_demo.errors import InputError
+
+
+def parent_config(adapter_dir: str | Path) -> dict:
+    """The parent's PEFT adapter_config.json (InputError when the folder is no adapter)."""
+    from lora_demo.adapters import find_adapter_files
+
+    cfg, _ = find_adapter_files(adapter_dir)
+    return json.loads(cfg.read_text())
+
+
+def parent_problems(s) -> list[str]:
+    """What makes settings s unable to continue from s.init_adapter (empty: fine, or no parent)."""
+    if not s.init_adapter:
+        return []
+    try:
+        cfg = parent_config(s.init_adapter)
+    except InputError as e:
+        return [f"Continue from: {e}"]
+    from lora_demo.models.registry import adapter_base_model
+
+    want = {
+        "model": adapter_base_model(s.init_adapter),
+        "r": cfg.get("r"),
+        "lora_alpha": cfg.get("lora_alpha"),
+        "target_modules": sorted(cfg.get("target_modules") or []),
+        "use_rslora": bool(cfg.get("use_rslora")),
+    }
+    have = {"model": s.model, "r": s.r, "lora_alpha": s.lora_alpha, "target_modules": sorted(s.target_modules),
+            "use_rslora": s.use_rslora}  # fmt: skip
+    name = Path(s.init_adapter).name
+    return [f"{key} must equal the parent's when continuing from {name} ({want[key]!r}, not {have[key]!r})"
+            for key in want if want[key] is not None and want[key] != have[key]]  # fmt: skip
+
+
+def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
+    """The parent's settings as a starting point for its child: the same everything, init_adapter set to the
+    parent, a fresh name (the user may then change the dataset, epochs, learning rate...)."""
+    from lora_demo.train.settings import TrainSettings
+
+    parent_dir = Path(parent_dir)
+    cfg = parent_dir / "config.yaml"
+    if cfg.is_file():
+        data = TrainSettings.from_yaml(cfg).to_dict()
+    else:  # an adapter from elsewhere: its shape from adapter_config.json, the rest defaults
+        pc = parent_config(parent_dir)
+        from lora_demo.models.registry import adapter_base_model
+
+        data = TrainSettings(model=adapter_base_model(parent_dir) or "auto").to_dict()
+        data.update(r=pc["r"], lora_alpha=pc["lora_alpha"], target_modules=sorted(pc["target_modules"]),
+                    use_rslora=bool(pc.get("use_rslora")))  # fmt: skip
+    parent_config(parent_dir)  # an adapter must be there
+    data.update(init_adapter=parent_path or str(parent_dir), run_name="")
+    return TrainSettings.from_dict(data)
+
+
+def load_parent_weights(model, adapter_dir: str | Path) -> None:
+    """The parent's LoRA A and B into a freshly made PEFT model of the same shape (either backend)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, state)
+    unexpected = list(result.unexpected_keys)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if unexpected or missing:
+        raise InputError(f"The parent adapter {adapter_dir} does not fit this model: {len(missing)} LoRA weight(s) "
+                         f"missing, {len(unexpected)} unexpected (e.g. {(missing + unexpected)[0]}).")  # fmt: skip

@@ -1,0 +1,64 @@
+"""MilestoneCallback: what the worker does at step 0, after each checkpoint and at the end of a run.
+
+- After the Trainer has written a checkpoint (on_save), it makes the folder self-describing and marks it whole
+  (checkpoints.finish), and notes it in progress.jsonl so the curve can mark it.
+- At step 0 and after each checkpoint it asks the probe prompts (probes.answer) and records the answers.
+Only rank 0 acts under DDP (the others wait at their next collective, a few seconds at most).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from lora_demo.io import append_jsonl
+from lora_demo.train import checkpoints, probes
+
+_MAIN = int(os.environ.get("RANK", "0")) == 0
+
+
+class MilestoneCallback(TrainerCallback):
+    def __init__(self, run_dir: Path, settings, model, tok, probe_rows: list[dict]):
+        self.run_dir, self.s, self.model, self.tok = Path(run_dir), settings, model, tok
+        self.rows = probe_rows if settings.probe_tokens > 0 else []
+        self.config_yaml = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
+
+    def probe(self, step: int, kind: str) -> None:
+        """Answer the probe prompts now and record them (nothing when probes are off)."""
+        if not (_MAIN and self.rows):
+            return
+        t0 = time.perf_counter()
+        answers = probes.answer(self.model, self.tok, self.rows, self.s, self.s.probe_tokens)
+        probes.record(self.run_dir, step, kind, self.rows, answers, time.perf_counter() - t0)
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.global_step == 0:  # a resumed run has its step-0 answers already
+            self.probe(0, "start")
+
+    def on_save(self, args, state, control, **kw):
+        if not _MAIN:
+            return
+        ckpt = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"
+        if not (ckpt / "trainer_state.json").is_file():
+            return
+        loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+        checkpoints.finish(ckpt, self.config_yaml, self.s.model,
+                           {"step": state.global_step, "total": state.max_steps, "loss": loss, "time": time.time()})  # fmt: skip
+        append_jsonl(self.run_dir / "progress.jsonl", {"type": "checkpoint", "step": state.global_step,
+                                                       "total": state.max_steps, "time": round(time.time(), 3)})  # fmt: skip
+        if not control.should_training_stop:  # a user waiting on Stop does not wait for probes too
+            self.probe(state.global_step, "checkpoint")
+
+    def final(self, step: int) -> None:
+        """The answers of the finished model (reused when the last checkpoint was at this very step)."""
+        if not (_MAIN and self.rows):
+            return
+        points = probes.read(self.run_dir)
+        if points and points[-1]["step"] == step:
+            last = points[-1]
+            probes.record(self.run_dir, step, "final", last["prompts"], last["answers"], 0.0)
+            return
+        self.probe(step, "final")

@@ -1,0 +1,88 @@
+"""Probe prompts: the model's answers to a few fixed prompts at step 0, at every checkpoint and at the end, so the
+Train tab can show the model changing its answer as it learns.
+
+The worker answers them with the model it is training (greedy, a few tokens, one left-padded batch), prompted
+exactly as the training rows are (templates.prompt_ids). Each point is one line of probes.jsonl in the run
+folder: {"step", "kind": "start"|"checkpoint"|"final", "answers": [...], "seconds"}.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lora_demo.io import append_jsonl, read_jsonl
+
+MAX_PROBES = 3
+FILE = "probes.jsonl"
+
+
+def probe_rows(prompts: list[str], train_rows: list[dict], val_rows: list[dict]) -> list[dict]:
+    """The user's prompts (as instructions), else the first validation rows, else the first training rows."""
+    given = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
+    if given:
+        return [{"instruction": p, "input": ""} for p in given[:MAX_PROBES]]
+    rows = val_rows or train_rows
+    return [{"instruction": r.get("instruction", ""), "input": r.get("input", "")} for r in rows[:MAX_PROBES]]
+
+
+def answer(model, tok, rows: list[dict], s, max_new_tokens: int) -> list[str]:
+    """Greedy answers of the model being trained, in one left-padded batch; its training mode is restored."""
+    import torch
+
+    from lora_demo.data.templates import prompt_ids
+
+    ids = [prompt_ids(r, tok, s.template, s.enable_thinking) for r in rows]
+    width = max(len(i) for i in ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    device = next(p for p in model.parameters()).device
+    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, use_cache=True, pad_token_id=pad)  # fmt: skip
+    finally:
+        model.train(was_training)
+    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def record(run_dir: Path, step: int, kind: str, prompts: list[dict], answers: list[str], seconds: float) -> None:
+    append_jsonl(Path(run_dir) / FILE, {"step": step, "kind": kind, "time": round(time.time(), 3),
+                                        "seconds": round(seconds, 3), "prompts": prompts, "answers": answers})  # fmt: skip
+
+
+def read(run_dir: str | Path) -> list[dict]:
+    """The probe points so far, by step; for a resumed run the later answer at a step replaces the earlier one."""
+    by_step: dict[int, dict] = {}
+    for p in read_jsonl(Path(run_dir) / FILE):
+        if isinstance(p.get("step"), int) and isinstance(p.get("answers"), list):
+            by_step[p["step"]] = p
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def timeline_html(points: list[dict]) -> str:
+    """One column per probe prompt, one row per point (step 0 → checkpoints → final): the answers as they change."""
+    import html
+
+    if not points:
+        return ("<div id='probe-timeline' data-points='0'><i>Probe answers appear here: at step 0, at every "
+                "checkpoint and at the end.</i></div>")  # fmt: skip
+    prompts = points[-1].get("prompts") or []
+    head = "".join(f"<th>{html.escape(_prompt_label(p))}</th>" for p in prompts)
+    body = []
+    for p in points:
+        label = {"start": "step 0", "final": f"final (step {p['step']})"}.get(p.get("kind"), f"step {p['step']}")
+        cells = "".join(f"<td>{html.escape(a) or '<i>(empty)</i>'}</td>" for a in p["answers"])
+        body.append(f"<tr data-step='{p['step']}'><th>{label}</th>{cells}</tr>")
+    cost = sum(p.get("seconds", 0) for p in points)
+    return (f"<div id='probe-timeline' data-points='{len(points)}'><table class='probe-table'>"
+            f"<tr><th>probe</th>{head}</tr>{''.join(body)}</table>"
+            f"<small>{len(points)} point(s), {cost:.1f} s of generation in all.</small></div>")  # fmt: skip
+
+
+def _prompt_label(row: dict) -> str:
+    text = row.get("instruction", "") + (f" — {row['input']}" if row.get("input") else "")
+    return text if len(text) <= 80 else text[:77] + "…"

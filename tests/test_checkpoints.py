@@ -1,0 +1,182 @@
+"""Checkpoints on CPU with qwen3-tiny: resume after SIGKILL gives the uninterrupted run's adapter, broken checkpoints
+are set aside for the previous one, old ones are pruned, a restarted app resumes, Continue records its parent and
+starts from its weights, and the probe prompts are answered at step 0, each checkpoint and the end."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lora_demo.errors import InputError
+from lora_demo.train import checkpoints, probes
+from lora_demo.train.checkpoints import MARKER, problem, step_of
+from lora_demo.train.lineage import continue_settings
+from lora_demo.train.runner import Runner
+from lora_demo.train.runs import read_progress, read_status
+from lora_demo.train.settings import TrainSettings
+
+TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, micro_batch_size=4, warmup=2,
+            learning_rate=5e-3, logging_steps=1, max_steps=24, save_steps=4, keep_checkpoints=2,
+            probe_tokens=4)  # fmt: skip
+
+
+@pytest.fixture
+def runner(tmp_path):
+    r = Runner(tmp_path / "runs", tmp_path / "data")
+    yield r
+    r.kill()
+
+
+def _kill_after_checkpoint(runner, run_dir, step, timeout=180):
+    """SIGKILL the worker as soon as the checkpoint at `step` is complete (not a polite stop)."""
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoints" / f"checkpoint-{step}" / MARKER).is_file():
+        assert time.time() < deadline, read_status(run_dir)
+        assert read_status(run_dir).get("status") not in ("completed", "failed"), read_status(run_dir)
+        time.sleep(0.02)
+    runner.kill()
+    st = read_status(run_dir)
+    assert st["status"] == "failed" and "SIGKILL" in st["error"], st
+    assert st.get("step", 0) < TINY["max_steps"]
+
+
+def _weights(folder):
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def _assert_same_adapter(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: the same run, never interrupted."""
+    r = Runner(tmp_path_factory.mktemp("ref") / "runs", tmp_path_factory.mktemp("ref-data"))
+    run_dir = r.start(TrainSettings(**TINY))
+    st = r.wait(300)
+    assert st["status"] == "completed", st
+    return run_dir
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_adapter(runner, uninterrupted):
+    run_dir = runner.start(TrainSettings(**TINY))
+    _kill_after_checkpoint(runner, run_dir, 8)
+    ckpt, skipped = runner.resume(run_dir)
+    assert step_of(ckpt) >= 8 and skipped == []
+    st = runner.wait(300)
+    assert st["status"] == "completed" and st["step"] == 24, st
+    _assert_same_adapter(run_dir, uninterrupted)
+    # One curve: each step logged once, in order, with the resume marked where it happened.
+    logs = [p["step"] for p in read_progress(run_dir) if p.get("type") == "log"]
+    assert logs == list(range(1, 25))
+    marks = [p for p in read_progress(run_dir) if p.get("stage") == "resumed"]
+    assert [m["step"] for m in marks] == [step_of(ckpt)] == [r["step"] for r in st["resumes"]]
+    assert "Resumed from checkpoint(s) at step" in (run_dir / "README.md").read_text()
+    assert "resumed at" in (run_dir / "train.log").read_text()  # the log was appended to, not replaced
+
+
+def test_pruning_keeps_the_newest_and_slims_a_completed_run(uninterrupted):
+    kept = checkpoints.checkpoints(uninterrupted)
+    assert [step_of(c) for c in kept] == [20, 24]  # keep_checkpoints=2 of 4, 8, ..., 24
+    for c in kept:  # completed: nothing resumes it, so only the adapters stay (Chat can load them)
+        assert problem(c, for_resume=False) is None and not (c / "optimizer.pt").exists()
+        assert (c / "config.yaml").is_file()
+        assert json.loads((c / "adapter_config.json").read_text())["base_model_name_or_path"] == "qwen3-tiny"
+
+
+def test_probes_at_step_0_each_checkpoint_and_the_end(uninterrupted):
+    points = probes.read(uninterrupted)
+    assert [p["step"] for p in points] == [0, 4, 8, 12, 16, 20, 24]
+    assert points[0]["kind"] == "start" and points[-1]["kind"] == "final"
+    assert all(len(p["answers"]) == 3 and all(isinstance(a, str) for a in p["answers"]) for p in points)
+    first_rows = json.loads((uninterrupted / "data" / "train.jsonl").read_text().splitlines()[0])
+    assert points[0]["prompts"][0]["instruction"] == first_rows["instruction"]  # no val split: the first train rows
+    assert points[0]["answers"] != points[-1]["answers"]  # the model changed its answers as it learned
+    html = probes.timeline_html(points)
+    assert "step 0" in html and "final (step 24)" in html and "data-points='7'" in html
+
+
+def test_broken_checkpoint_is_set_aside_and_a_restarted_app_resumes(tmp_path, uninterrupted):
+    first = Runner(tmp_path / "runs", tmp_path / "data")
+    run_dir = first.start(TrainSettings(**TINY))
+    _kill_after_checkpoint(first, run_dir, 12)
+    newest = checkpoints.checkpoints(run_dir)[-1]
+    with open(newest / "optimizer.pt", "r+b") as f:  # a torn write: the file cut in half
+        f.truncate(f.seek(0, 2) // 2)
+    # The app restarts: a new Runner reads the runs back from disk.
+    again = Runner(tmp_path / "runs", tmp_path / "data")
+    ckpt, skipped = again.resume(run_dir)
+    assert step_of(ckpt) == step_of(newest) - 4
+    assert skipped == [f"Skipped {newest.name}: optimizer.pt is unreadable (BadZipFile)."]
+    aside = run_dir / "checkpoints" / f"corrupt-{newest.name}"
+    assert aside.is_dir() and "optimizer.pt" in (aside / "WHY.txt").read_text()
+    st = again.wait(300)
+    assert st["status"] == "completed", st
+    assert read_status(run_dir)["resumed_from"] == step_of(ckpt)
+    _assert_same_adapter(run_dir, uninterrupted)
+
+
+def test_resume_refuses_clearly(runner, uninterrupted, tmp_path):
+    with pytest.raises(InputError, match="completed: nothing to resume.*Continue training"):
+        runner.resume(uninterrupted)
+    run_dir = runner.start(TrainSettings(**{**TINY, "save_steps": -1, "max_steps": 200}))
+    deadline = time.time() + 120
+    while read_status(run_dir).get("status") != "training":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    with pytest.raises(InputError, match="in progress"):
+        runner.resume(run_dir)
+    runner.kill()
+    with pytest.raises(InputError, match="no whole checkpoint.*checkpoints were off"):
+        runner.resume(run_dir)
+
+
+def test_problem_names_what_is_wrong(tmp_path):
+    ckpt = tmp_path / "checkpoint-6"
+    ckpt.mkdir()
+    assert problem(ckpt) == "its save was cut off (it was never finished)"
+    (ckpt / MARKER).write_text("{}")
+    assert problem(ckpt, for_resume=False) == "adapter_config.json, adapter_model.safetensors, trainer_state.json missing"
+    (ckpt / "adapter_config.json").write_text("{}")
+    save_file({"w": torch.ones(4, 4)}, str(ckpt / "adapter_model.safetensors"))
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    assert problem(ckpt, for_resume=False) == "trainer_state.json says step 5, not 6"
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
+    assert problem(ckpt, for_resume=False) is None
+    assert problem(ckpt) == "optimizer.pt, scheduler.pt, rng_state.pth missing"
+    for name in checkpoints.STATE_FILES:
+        torch.save({"x": torch.arange(1000)}, ckpt / name)
+    assert problem(ckpt) is None
+    data = bytearray((ckpt / "scheduler.pt").read_bytes())
+    data[len(data) // 3] ^= 0xFF  # one flipped byte inside the tensor data
+    (ckpt / "scheduler.pt").write_bytes(bytes(data))
+    assert "scheduler.pt is damaged" in problem(ckpt)
+    weights = (ckpt / "adapter_model.safetensors").read_bytes()
+    (ckpt / "adapter_model.safetensors").write_bytes(weights[:-8])
+    assert "adapter_model.safetensors is unreadable" in problem(ckpt, for_resume=False)
+
+
+def test_continue_training_starts_from_the_parent_and_records_it(runner, uninterrupted):
+    child = continue_settings(uninterrupted)
+    assert child.init_adapter == str(uninterrupted) and child.r == 16
+    child.max_steps, child.save_steps, child.probe_tokens = 4, -1, 0
+    run_dir = runner.start(child)
+    st = runner.wait(300)
+    assert st["status"] == "completed" and st["parent"] == str(uninterrupted), st
+    parent_logs = [p["loss"] for p in read_progress(uninterrupted) if p.get("type") == "log"]
+    child_logs = [p["loss"] for p in read_progress(run_dir) if p.get("type") == "log"]
+    # It starts where the parent ended, not from new factors (whose first loss is the parent's first).
+    assert child_logs[0] < parent_logs[0] - 1.0 and child_logs[0] < sum(parent_logs[-3:]) / 3 + 0.5
+    assert TrainSettings.from_yaml(run_dir / "config.yaml").init_adapter == str(uninterrupted)
+    assert f"Continued from the adapter `{uninterrupted}`" in (run_dir / "README.md").read_text()
+    wrong = continue_settings(uninterrupted)
+    wrong.r = 8
+    with pytest.raises(InputError, match="r must equal the parent's when continuing.*16"):
+        runner.start(wrong)
