@@ -143,7 +143,9 @@ def test_problem_names_what_is_wrong(tmp_path):
     ckpt.mkdir()
     assert problem(ckpt) == "its save was cut off (it was never finished)"
     (ckpt / MARKER).write_text("{}")
-    assert problem(ckpt, for_resume=False) == "adapter_config.json, adapter_model.safetensors, trainer_state.json missing"
+    assert (
+        problem(ckpt, for_resume=False) == "adapter_config.json, adapter_model.safetensors, trainer_state.json missing"
+    )
     (ckpt / "adapter_config.json").write_text("{}")
     save_file({"w": torch.ones(4, 4)}, str(ckpt / "adapter_model.safetensors"))
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
@@ -176,6 +178,16 @@ def test_continue_training_starts_from_the_parent_and_records_it(runner, uninter
     assert child_logs[0] < parent_logs[0] - 1.0 and child_logs[0] < sum(parent_logs[-3:]) / 3 + 0.5
     assert TrainSettings.from_yaml(run_dir / "config.yaml").init_adapter == str(uninterrupted)
     assert f"Continued from the adapter `{uninterrupted}`" in (run_dir / "README.md").read_text()
+    # The Low-rank lab finds the parent from the child's config and compares their ΔW per module.
+    from lora_demo.lowrank.compare import compare_adapters
+    from lora_demo.train.lineage import parent_of
+
+    assert parent_of(run_dir) == str(uninterrupted)
+    res = compare_adapters(parent_of(run_dir), run_dir)
+    assert len(res["modules"]) == 2 * 7 and not res["only_parent"] and not res["only_child"]
+    assert all(0 < m["rel_change"] < 1 and m["cosine"] > 0.5 for m in res["modules"]), res["modules"][:2]
+    with pytest.raises(InputError, match="was not continued from another adapter"):
+        parent_of(uninterrupted)
     wrong = continue_settings(uninterrupted)
     wrong.r = 8
     with pytest.raises(InputError, match="r must equal the parent's when continuing.*16"):

@@ -128,6 +128,13 @@ def test_1_train_with_the_tabs_defaults(page, readme_app):
     run = trained_run(readme_app[1])
     assert page.locator("#train-progress").get_attribute("data-run") == run
     assert (readme_app[1] / "runs" / run / "adapter_model.safetensors").is_file()  # relative runs/, in the copy
+    # Beside the curve, the probe prompts' answers from step 0 through the checkpoints to the end.
+    timeline = page.locator("#probe-timeline")
+    assert int(timeline.get_attribute("data-points")) >= 3
+    assert (
+        timeline.get_by_text("step 0", exact=True).count() == 1
+        and timeline.get_by_text(re.compile(r"^final \(step \d+\)$")).count() == 1
+    )
 
 
 def test_2_chat_with_this_run(page, readme_app):
@@ -174,3 +181,48 @@ def test_5_export_the_run_as_a_zip(page, readme_app):
     page.locator("#export-message").get_by_text("Zipped").wait_for()
     zips = list((readme_app[1] / "runs" / run / "exports").glob("*.zip"))
     assert len(zips) == 1 and zips[0].stat().st_size > 10_000
+
+
+def test_6_continue_training_and_compare_with_the_parent(page, readme_app):
+    parent = trained_run(readme_app[1])
+    tab(page, "Train")
+    page.locator("#train-continue").click()
+    page.locator("#train-message").get_by_text("The form now continues from").wait_for()
+    page.get_by_role("spinbutton", name="epochs", exact=True).fill("1")
+    page.get_by_role("button", name="Start training", exact=True).click()
+    page.locator("#train-message").get_by_text("Started").wait_for()
+    done = page.locator(f"#train-progress[data-stage='completed']:not([data-run='{parent}'])")
+    done.wait_for(timeout=300_000)
+    child = done.get_attribute("data-run")
+    assert child != parent
+    tab(page, "Low-rank lab")
+    pick(page, "lowrank-adapter", "^" + re.escape(child) + " · completed")
+    page.locator("#lowrank-compare").click()
+    summary = page.locator("#lowrank-compare-summary")
+    summary.get_by_text(f"Parent {parent} → child {child}: 14 shared modules").wait_for()
+
+
+def test_7_stop_then_resume_from_the_button(page, readme_app):
+    tab(page, "Train")
+    page.get_by_role("button", name="Start training", exact=True).click()
+    page.locator("#train-message").get_by_text("Started").wait_for()
+    page.locator("#train-progress[data-stage='training']").wait_for(timeout=120_000)
+    page.locator("#train-stop").click()
+    page.locator("#train-progress[data-stage='stopped']").wait_for(timeout=120_000)
+    run = page.locator("#train-progress").get_attribute("data-run")
+    stopped_at = int(page.locator("#train-progress").get_attribute("data-step"))
+    page.locator("#train-resume").click()
+    page.locator("#train-message").get_by_text(f"Resuming {run} from checkpoint step {stopped_at}").wait_for()
+    page.locator("#train-progress[data-stage='completed']").wait_for(timeout=300_000)
+    assert page.locator("#train-progress").get_attribute("data-run") == run
+    assert page.locator("#train-resume").is_hidden()
+
+
+def test_8_a_checkpoint_is_the_tuned_side_in_chat(page, readme_app):
+    tab(page, "Chat")
+    page.locator("#chat-clear").click()
+    pick(page, "chat-adapter", r" · checkpoint step \d+ of \d+")
+    page.locator("#chat-load").click()
+    page.locator("#chat-status").get_by_text(re.compile(r"Ready in .*checkpoint-\d+")).wait_for(timeout=120_000)
+    base, tuned = chat_and_read(page)
+    assert base and tuned

@@ -243,3 +243,25 @@ def test_cli_bad_input_exit_2_one_line(args, message):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr
+
+
+def test_parent_child_comparison_equals_the_dense_computation():
+    """compare_module works on the factors only; the dense ΔW matrices must give the same numbers."""
+    from lora_demo.lowrank.compare import compare_module
+
+    g = torch.Generator().manual_seed(0)
+    b1, a1 = torch.randn(40, 6, generator=g), torch.randn(6, 30, generator=g)
+    b2, a2 = b1 + 0.3 * torch.randn(40, 6, generator=g), a1 + 0.3 * torch.randn(6, 30, generator=g)
+    p, c = (b1, a1, 0.5), (b2, a2, 2.0)
+    res = compare_module(p, c, k=3)
+    dp, dc = 0.5 * b1.double() @ a1.double(), 2.0 * b2.double() @ a2.double()
+    assert res["parent_norm"] == pytest.approx(float(dp.norm()), rel=1e-9)
+    assert res["rel_change"] == pytest.approx(float((dc - dp).norm() / dp.norm()), rel=1e-9)
+    assert res["cosine"] == pytest.approx(float((dp * dc).sum() / dp.norm() / dc.norm()), rel=1e-9)
+    up, uc = torch.linalg.svd(dp)[0][:, :3], torch.linalg.svd(dc)[0][:, :3]
+    assert res["subspace_overlap"] == pytest.approx(float((up.T @ uc).norm() ** 2 / 3), rel=1e-6)
+    same = compare_module(p, p)
+    assert same["rel_change"] == pytest.approx(0, abs=1e-6) and same["cosine"] == pytest.approx(1)
+    assert same["subspace_overlap"] == pytest.approx(1)
+    flipped = compare_module(p, (b1, a1, -0.5))  # the opposite update: cosine -1, same directions
+    assert flipped["cosine"] == pytest.approx(-1) and flipped["rel_change"] == pytest.approx(2)

@@ -91,6 +91,9 @@ MEASURES = {
     "rank_99": "rank for 99% energy",
     "rel_to_base": "‖ΔW‖_F / ‖W0‖_F",
 }
+# Measures of a parent/child comparison (lowrank/compare.py), drawn with the same heatmap.
+LABELS = {**MEASURES, "rel_change": "‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖", "cosine": "cos(ΔW_parent, ΔW_child)",
+          "subspace_overlap": "top-k subspace overlap"}  # fmt: skip
 
 
 def adapter_heatmap(analysis: dict, measure: str = "effective_rank") -> go.Figure:
@@ -102,9 +105,9 @@ def adapter_heatmap(analysis: dict, measure: str = "effective_rank") -> go.Figur
     for m in mods:
         if m["layer"] is not None and m.get(measure) is not None:
             z[layers.index(m["layer"]), kinds.index(m["module"])] = m[measure]
-    fig = go.Figure(go.Heatmap(z=z, x=kinds, y=layers, colorscale="Viridis", colorbar=dict(title=MEASURES.get(measure, measure)),
+    fig = go.Figure(go.Heatmap(z=z, x=kinds, y=layers, colorscale="Viridis", colorbar=dict(title=LABELS.get(measure, measure)),
                                hovertemplate="layer %{y} · %{x}: %{z:.4g}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=f"{MEASURES.get(measure, measure)} per layer and module", height=max(300, 22 * len(layers) + 120),
+    fig.update_layout(title=f"{LABELS.get(measure, measure)} per layer and module", height=max(300, 22 * len(layers) + 120),
                       margin=dict(l=60, r=20, t=50, b=40))  # fmt: skip
     fig.update_xaxes(title_text="module")
     fig.update_yaxes(title_text="layer", autorange="reversed")

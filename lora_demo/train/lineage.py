@@ -66,6 +66,21 @@ def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
     return TrainSettings.from_dict(data)
 
 
+def parent_of(adapter_dir: str | Path) -> str:
+    """The adapter a run (or one of its checkpoints) was continued from, as its config.yaml records it."""
+    import yaml
+
+    cfg = Path(adapter_dir) / "config.yaml"
+    try:
+        parent = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("init_adapter") or ""
+    except (OSError, yaml.YAMLError):
+        parent = ""
+    if not parent:
+        raise InputError(f"{Path(adapter_dir).name} was not continued from another adapter, so it has no parent to "
+                         "compare with. 'Continue training' on the Train tab makes a child run.")  # fmt: skip
+    return parent
+
+
 def load_parent_weights(model, adapter_dir: str | Path) -> None:
     """The parent's LoRA A and B into a freshly made PEFT model of the same shape (either backend)."""
     from peft import set_peft_model_state_dict

@@ -167,8 +167,39 @@ class AdapterActions:
         return (f"Wrote the rank-{int(k)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
                 gr.Dropdown(choices=adapter_choices(runs), value=str(Path(runs) / out.name)))  # fmt: skip
 
+    @friendly
+    def compare_parent(self, choice, typed):
+        """The picked adapter against the one it was continued from, module by module."""
+        from lora_demo.lowrank.compare import compare_adapters, compare_markdown
+        from lora_demo.train.lineage import parent_of
+
+        child = self._path(choice, typed)
+        parent = str(self.lab.policy.check(parent_of(child), "parent adapter"))
+        res = compare_adapters(parent, child)
+        rows = [[m["name"], round(m["parent_norm"], 5), round(m["child_norm"], 5), _r(m["rel_change"]), _r(m["cosine"]),
+                 _r(m["subspace_overlap"])] for m in res["modules"]]  # fmt: skip
+        frame = pd.DataFrame(rows, columns=["module", "‖ΔW_parent‖", "‖ΔW_child‖", "relative change", "cosine",
+                                            f"top-{res['top_k']} overlap"])  # fmt: skip
+        return compare_markdown(res), adapter_heatmap(res, "rel_change"), frame
+
     def refresh(self, current, seen_newest):
         return adapter_list(self.lab.runs_dir, current, seen_newest, custom_ok=False)
+
+
+def _r(x):
+    return None if x is None else round(x, 4)
+
+
+def _compare_section(act: AdapterActions, choice, typed) -> None:
+    """Parent vs child: what 'Continue training' changed in each module's ΔW."""
+    with gr.Row():
+        cmp_btn = gr.Button("Compare with its parent (a run continued from another)", elem_id="lowrank-compare")
+    cmp_md = gr.Markdown(elem_id="lowrank-compare-summary")
+    with gr.Row():
+        cmp_heat = gr.Plot(label="relative change per layer and module")
+        cmp_table = gr.Dataframe(label="parent vs child, per module", interactive=False, max_height=360)
+    show_errors(cmp_btn.click(act.compare_parent, [choice, typed], [cmp_md, cmp_heat, cmp_table],
+                              api_name="lowrank_compare_parent"), cmp_md)  # fmt: skip
 
 
 def create_lowrank_tab(lab, tab: gr.Tab | None = None) -> None:
@@ -294,6 +325,7 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
             trunc_name = gr.Textbox(label="new adapter name (in the runs folder)", placeholder="my-run-rank4")
             trunc_btn = gr.Button("Write rank-k copy")
         trunc_out = gr.Markdown(elem_id="lowrank-truncate-status")
+        _compare_section(act, choice, typed)
         analysis = gr.State({})
     show_errors(go_btn.click(act.analyze, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
                              api_name="lowrank_analyze"), summary)  # fmt: skip
