@@ -35,8 +35,11 @@ class MilestoneCallback(TrainerCallback):
         probes.record(self.run_dir, step, kind, self.rows, answers, time.perf_counter() - t0)
 
     def on_train_begin(self, args, state, control, **kw):
-        if state.global_step == 0:  # a resumed run has its step-0 answers already
+        if state.global_step == 0:
             self.probe(0, "start")
+        elif _MAIN and state.global_step not in {p["step"] for p in probes.read(self.run_dir)}:
+            # Resumed from a checkpoint whose answers were not recorded (the worker was killed just after saving).
+            self.probe(state.global_step, "checkpoint")
 
     def on_save(self, args, state, control, **kw):
         if not _MAIN:
