@@ -17,13 +17,13 @@ MAX_PROBES = 3
 FILE = "probes.jsonl"
 
 
-def probe_rows(prompts: list[str], train_rows: list[dict], val_rows: list[dict]) -> list[dict]:
-    """The user's prompts (as instructions), else the first validation rows, else the first training rows."""
+def probe_rows(prompts: list[str], train_rows: list[dict], val_rows: list[dict], n: int = MAX_PROBES) -> list[dict]:
+    """The user's prompts (as instructions), else the first n validation rows, else the first n training rows."""
     given = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
     if given:
         return [{"instruction": p, "input": ""} for p in given[:MAX_PROBES]]
     rows = val_rows or train_rows
-    return [{"instruction": r.get("instruction", ""), "input": r.get("input", "")} for r in rows[:MAX_PROBES]]
+    return [{"instruction": r.get("instruction", ""), "input": r.get("input", "")} for r in rows[: min(n, MAX_PROBES)]]
 
 
 def answer(model, tok, rows: list[dict], s, max_new_tokens: int) -> list[str]:

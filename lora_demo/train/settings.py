@@ -95,6 +95,7 @@ class TrainSettings:
         "Up to 3 prompts the model answers at step 0, at each checkpoint and at the end (empty: the first "
         "validation rows, else the first training rows).",
     )
+    probe_rows: int = _f(3, "Without probe prompts: how many of the first validation (else training) rows to probe.")
     probe_tokens: int = _f(32, "New tokens per probe answer (greedy); 0 turns probes off.")
 
     def __post_init__(self):
@@ -140,6 +141,7 @@ class TrainSettings:
         num("save_steps", -1, 100_000, True)
         num("keep_checkpoints", 1, 1000, True)
         num("probe_tokens", 0, 512, True)
+        num("probe_rows", 1, 3, True)
         num("num_processes", 1, 64, True)
         if self.max_steps == 0:
             p.append("max_steps must be -1 (use epochs) or ≥ 1")
@@ -216,7 +218,8 @@ def defaults_for(device: str, model: str | None = None) -> TrainSettings:
             micro_batch_size=2, gradient_accumulation_steps=4, num_epochs=3, warmup=0.1, optimizer="adamw_8bit",
             load_in_4bit=True,
         )  # fmt: skip
-    return TrainSettings(model=model or default_model_id(False))
+    # Probes on 2 CPU cores: one row, 24 tokens (about 2 s a point, bench/bench_checkpoints.py); a GPU does 3 × 32.
+    return TrainSettings(model=model or default_model_id(False), probe_rows=1, probe_tokens=24)
 
 
 def field_defaults() -> dict:

@@ -30,10 +30,10 @@ FORM = [
     "target_modules", "use_rslora", "load_in_4bit", "learning_rate", "num_epochs", "max_steps", "micro_batch_size",
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
-    "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens",
+    "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
-        "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens"}  # fmt: skip
+        "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows"}  # fmt: skip
 SKIP7 = (gr.skip(),) * 7
 NEW_FACTORS = ("— new LoRA factors —", "")  # the 'continue from' list's first entry: start a fresh adapter
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
@@ -265,6 +265,8 @@ def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
                                         info=help_["probe_prompts"], elem_id="train-probes")  # fmt: skip
         c["probe_tokens"] = gr.Number(value=d["probe_tokens"], label="probe answer tokens (0: off)",
                                       info=help_["probe_tokens"], precision=0)  # fmt: skip
+        c["probe_rows"] = gr.Number(value=d["probe_rows"], label="rows to probe (no prompts given)",
+                                    info=help_["probe_rows"], precision=0, minimum=1, maximum=3)  # fmt: skip
     return c
 
 
