@@ -64,23 +64,28 @@ def read(run_dir: str | Path) -> list[dict]:
 
 
 def timeline_html(points: list[dict]) -> str:
-    """One column per probe prompt, one row per point (step 0 → checkpoints → final): the answers as they change."""
+    """A narrow column beside the curve: the probe prompts (P1, P2, ...), then per point (step 0 → checkpoints →
+    final) each prompt's answer, so the eye follows one answer changing down the column."""
     import html
 
     if not points:
         return ("<div id='probe-timeline' data-points='0'><i>Probe answers appear here: at step 0, at every "
                 "checkpoint and at the end.</i></div>")  # fmt: skip
     prompts = points[-1].get("prompts") or []
-    head = "".join(f"<th>{html.escape(_prompt_label(p))}</th>" for p in prompts)
+    many = len(prompts) > 1
+    head = "".join(f"<div><b>P{i + 1}</b> {html.escape(_prompt_label(p))}</div>" for i, p in enumerate(prompts))
     body = []
     for p in points:
         label = {"start": "step 0", "final": f"final (step {p['step']})"}.get(p.get("kind"), f"step {p['step']}")
-        cells = "".join(f"<td>{html.escape(a) or '<i>(empty)</i>'}</td>" for a in p["answers"])
-        body.append(f"<tr data-step='{p['step']}'><th>{label}</th>{cells}</tr>")
+        answers = "".join(
+            f"<div>{f'<b>P{i + 1}</b> ' if many else ''}{html.escape(a) or '<i>(empty)</i>'}</div>"
+            for i, a in enumerate(p["answers"])
+        )
+        body.append(f"<div class='probe-point' data-step='{p['step']}' style='border-left:3px solid #0f766e;"
+                    f"padding-left:8px;margin:8px 0'><b>{label}</b>{answers}</div>")  # fmt: skip
     cost = sum(p.get("seconds", 0) for p in points)
-    return (f"<div id='probe-timeline' data-points='{len(points)}'><table class='probe-table'>"
-            f"<tr><th>probe</th>{head}</tr>{''.join(body)}</table>"
-            f"<small>{len(points)} point(s), {cost:.1f} s of generation in all.</small></div>")  # fmt: skip
+    return (f"<div id='probe-timeline' data-points='{len(points)}'><div style='color:#6b7280'>{head}</div>"
+            f"{''.join(body)}<small>{len(points)} point(s), {cost:.1f} s of generation in all.</small></div>")  # fmt: skip
 
 
 def _prompt_label(row: dict) -> str:
