@@ -1,10 +1,17 @@
 """Side-by-side chat: the base model and the adapted model answer the same prompt, streaming, from ONE model.
 
-One PEFT model serves both sides. By default both rows go through one batched `generate` with per-row adapters
-(`adapter_names=["__base__", "default"]`): row 0 runs with every LoRA layer bypassed, row 1 with the adapter, and
-both stream at once. Nothing is toggled on the model, so adapter state cannot leak from one side to the other
-(Unsloth issue #4503: a "base" pane that was really the tuned model). The sequential mode (base inside
-`disable_adapter()`, then tuned) is kept as the fallback and as the benchmark baseline.
+One PEFT model serves both sides, as ONE batch of two rows decoded together (mode "rows", the default):
+every LoRA linear layer adds its update times a per-row scale (`rowscale.RowScale`): 0 for the base row (exactly
+the base layer), the adapter-scale slider for the tuned row. Nothing is toggled on the model, so adapter state
+cannot leak from one side to the other (Unsloth issue #4503: a "base" pane that was really the tuned model).
+Decoding (`decode.PairDecoder`) runs on one long-lived thread (`decode.GenerationWorker`); on CUDA it uses one
+static KV cache and a decoding step compiled once, at Load (a visible warm-up stage), that no prompt length,
+turn, sampling setting or slider value recompiles. A 4-bit checkpoint is dequantized once to a 16-bit copy for
+chat when memory allows.
+
+Kept as fallbacks and benchmark baselines: "batch" (one `generate` with PEFT's per-row adapters,
+`adapter_names=["__base__", "default"]`; also used when the adapter has layers the row scale cannot serve, e.g.
+DoRA) and "sequential" (base inside `disable_adapter()`, then tuned, the plain-PEFT way).
 """
 
 from __future__ import annotations
@@ -104,6 +111,80 @@ def run_template(adapter_dir: str | Path | None) -> dict:
     return {k: data[k] for k in ("template", "enable_thinking", "model") if k in data}
 
 
+def _free_memory_bytes(device: str) -> int:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _param_count(model, embeddings: bool = True) -> int:
+    """Parameters as they would be in 16 bit (a bitsandbytes 4-bit layer counts in_features * out_features)."""
+    import torch
+
+    n = 0
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if not embeddings and isinstance(m, torch.nn.Embedding):
+            continue
+        if w is not None and type(w).__name__ in ("Params4bit", "Int8Params") and hasattr(m, "in_features"):
+            n += m.in_features * m.out_features + (m.bias.numel() if getattr(m, "bias", None) is not None else 0)
+        else:
+            n += sum(p.numel() for p in m.parameters(recurse=False))
+    return n
+
+
+def chat_precision(model, plan) -> tuple[object, str]:
+    """The weights chat decodes with, and a line saying which.
+
+    - A bitsandbytes 4/8-bit checkpoint is dequantized once to a 16-bit copy when free memory holds it (with room
+      to spare): decoding is memory-bound, and 16-bit matmuls beat bitsandbytes' dequantize-per-step kernels.
+    - On a CPU with native bf16 (AVX512-BF16/AMX) a model of >= 50M non-embedding parameters decodes in bf16:
+      half the bytes per token (SmolLM2-135M, 2 cores: 20 vs 10.7 steps/s at batch 2, measured). Smaller models
+      stay fp32, where the difference is noise and tests compare with a plain fp32 load.
+    """
+    import torch
+
+    from lora_demo.device import SMALL_MODEL_PARAMS, cpu_has_native_bf16, torch_dtype
+
+    if plan.device == "cuda":
+        dtype = torch_dtype(plan.precision)
+    elif cpu_has_native_bf16():
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float32
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+    if getattr(model, "hf_quantizer", None) is not None:
+        bits = "8-bit" if getattr(model, "is_loaded_in_8bit", False) else "4-bit"
+        need = _param_count(model) * 2
+        free = _free_memory_bytes(plan.device)
+        if free < need * 1.25 + 2**30:
+            return model, (f"{bits} bitsandbytes weights (a 16-bit copy needs {need / 2**30:.1f} GiB; "
+                           f"{free / 2**30:.1f} GiB free)")  # fmt: skip
+        dtype = torch.float16 if dtype == torch.float32 and plan.device == "cuda" else dtype
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+        model = model.dequantize(dtype=dtype)
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer = None
+        for attr in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized"):
+            if getattr(model, attr, False):
+                setattr(model, attr, False)
+        return model, f"{name} (a 16-bit copy dequantized once from the {bits} checkpoint)"
+    if plan.device == "cpu":
+        if dtype == torch.bfloat16 and _param_count(model, embeddings=False) >= SMALL_MODEL_PARAMS:
+            return model.to(torch.bfloat16), "bf16 (this CPU multiplies bf16 natively; decoding reads half the bytes)"
+        return model.float(), "fp32"
+    return model, name
+
+
 class _PairStreamer:
     """A generate() streamer for a batch: collects each row's new tokens and wakes the reader."""
 
@@ -117,7 +198,11 @@ class _PairStreamer:
         if not self._prompt_seen:  # generate() first hands over the prompt ids
             self._prompt_seen = True
             return
-        for i, row in enumerate(value.reshape(self.rows, -1).tolist()):
+        self.add(value.reshape(self.rows, -1).tolist())
+
+    def add(self, chunk: list[list[int]]) -> None:
+        """New tokens of each row (PairDecoder's sink)."""
+        for i, row in enumerate(chunk):
             self.tokens[i].extend(row)
         self.events.put(time.perf_counter())
 
@@ -137,8 +222,13 @@ class ChatEngine:
         self.adapter_dir: str | None = None
         self.template: dict = {}
         self.device = "cpu"
-        self.static_cache = False  # static KV cache (+ transformers' auto-compile of decoding), CUDA only
-        self.compile_mode = "default"
+        self.compile: bool | None = None  # compile the decoding step: None = on CUDA only (set before load)
+        self.max_cache_len = 1280  # the static KV cache's length on CUDA (prompt + answer); grows when needed
+        self.precision = ""  # what chat computes in, said in the status line
+        self.row_scale = None  # rowscale.RowScale when the adapter's layers allow it
+        self.decoder = None  # decode.PairDecoder
+        self.worker = None  # decode.GenerationWorker: the one thread every generation of this model runs on
+        self.warmup_s: float | None = None
 
     # --- loading ---
     def status(self) -> str:
@@ -146,7 +236,12 @@ class ChatEngine:
             return "No model loaded."
         adapter = f"adapter `{self.adapter_dir}`" if self.adapter_dir else "no adapter (both sides are the base model)"
         fmt = self.template.get("template", "chat")
-        return f"Loaded base `{self.model_id}` with {adapter}; prompt format: {fmt}."
+        return f"Loaded base `{self.model_id}` with {adapter}; prompt format: {fmt}; chat runs in {self.precision}."
+
+    @property
+    def default_mode(self) -> str:
+        """'rows' (one batch, per-row LoRA scale) unless the adapter has layers the row scale cannot serve."""
+        return "rows" if self.adapter_dir is None or self.row_scale is not None else "batch"
 
     def load(self, model_id: str | None, adapter_dir: str | None = None) -> Iterator[str]:
         """Load a base model and (optionally) an adapter, yielding progress lines."""
@@ -168,12 +263,18 @@ class ChatEngine:
             dtype = plan.precision if plan.device == "cuda" else "fp32"
             lm = load_model(model_id, dtype=dtype, device=plan.device)
             model, tok = lm.model, lm.tokenizer
+            model, self.precision = chat_precision(model, plan)
+            if "dequantized" in self.precision:
+                yield f"Dequantized the 4-bit weights once for chat: {self.precision}."
             if adapter_dir:
                 yield f"Loading adapter `{adapter_dir}`…"
                 from peft import PeftModel
 
+                # CUDA: the adapter in the model's 16-bit dtype (one dtype through each compiled layer). CPU: PEFT's
+                # default fp32 adapter (tiny bf16 matmuls cost ~4x fp32 ones there: 18-21 vs 4-9 us, measured).
                 try:
-                    model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="default")
+                    model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="default",
+                                                      autocast_adapter_dtype=plan.device != "cuda")  # fmt: skip
                 except (ValueError, RuntimeError, KeyError) as e:
                     raise ModelError(f"The adapter does not fit `{model_id}` ({str(e).splitlines()[0][:200]}). "
                                      "Pick the base model it was trained on.") from None  # fmt: skip
@@ -185,11 +286,73 @@ class ChatEngine:
             self.adapter_dir = str(adapter_dir) if adapter_dir else None
             self.template = tmpl or {"template": "chat" if tok.chat_template else "alpaca"}
             self.device = plan.device
-            yield f"Ready in {time.perf_counter() - t0:.1f} s. " + self.status()
+            self._prepare_decoding()
+            yield f"Loaded in {time.perf_counter() - t0:.1f} s. " + self.status()
+            if self.decoder is not None and self.decoder.compiled:
+                yield "Warming up: compiling the decoding step once for this model (up to a minute)…"
+            self.warmup_s = self._warm_up()
+            yield f"Ready in {time.perf_counter() - t0:.1f} s (warm-up {self.warmup_s:.1f} s). " + self.status()
+
+    def _prepare_decoding(self) -> None:
+        """The per-row scale (when the adapter allows it), the decoder and its one generation thread."""
+        from lora_demo.chat.decode import GenerationWorker, PairDecoder
+        from lora_demo.chat.rowscale import RowScale, lora_linear_layers
+
+        inner = self.model
+        if self.adapter_dir is not None:
+            inner = self.model.base_model.model
+            if lora_linear_layers(self.model):
+                self.row_scale = RowScale(self.model, rows=2)
+        compiled = self.device == "cuda" if self.compile is None else self.compile
+        rows = 2 if self.adapter_dir is not None else 1
+        self.decoder = PairDecoder(inner, rows, compiled=compiled, max_cache_len=self.max_cache_len)
+        self.worker = GenerationWorker()
+
+    def _warm_up(self) -> float:
+        """Short generations through the default path, on the generation thread. CUDA: compiles the decoding step
+        (and records its CUDA graphs on the second call). CPU: times 1 and all cores for this model on this thread
+        and keeps the faster (2 threads were slower than 1 for SmolLM2-135M on 2 cores; it depends on the model
+        and the machine)."""
+        import torch
+
+        t0 = time.perf_counter()
+        if self.decoder is None or self.default_mode != "rows":
+            return 0.0
+        rows = [self.tokenizer("Hi").input_ids or [self.tokenizer.pad_token_id]] * self.decoder.rows
+
+        def gen(n):
+            return lambda: self._decode(rows, GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True))
+
+        if self.decoder.compiled:
+            for _ in range(2):
+                self.worker.run(gen(4))
+            return time.perf_counter() - t0
+        self.worker.run(gen(2))
+        timings = {}
+        for threads in sorted({1, max(1, torch.get_num_threads())}):
+            self.worker.run(lambda t=threads: torch.set_num_threads(t))
+            t1 = time.perf_counter()
+            self.worker.run(gen(8))
+            timings[threads] = time.perf_counter() - t1
+        best = min(timings, key=timings.get)
+        self.worker.run(lambda: torch.set_num_threads(best))
+        self.worker.threads = best
+        return time.perf_counter() - t0
 
     def unload(self) -> None:
+        compiled = self.decoder is not None and self.decoder.compiled
+        if self.worker is not None:
+            self.worker.close()
+        if self.row_scale is not None:
+            self.row_scale.remove()
+        self.worker = self.decoder = self.row_scale = None
         self.model = self.tokenizer = None
         self.model_id = self.adapter_dir = None
+        self.precision, self.warmup_s = "", None
+        if compiled:
+            import torch._dynamo
+
+            torch._dynamo.reset()  # the next model compiles afresh (and old graphs free their memory)
         import gc
 
         gc.collect()
@@ -240,15 +403,24 @@ class ChatEngine:
         system: str = "",
         settings: GenSettings | None = None,
         enable_thinking: bool | None = None,
-        mode: str = "batch",
+        mode: str | None = None,
+        every_s: float = 0.0,
     ) -> Iterator[tuple[SideResult, SideResult]]:
         """Stream (base, tuned) results. Without an adapter, the tuned side stays empty.
 
-        A history may also be a dataset row (see prompt_ids). When the consumer stops iterating (a closed page:
-        GeneratorExit), the generate thread is stopped and joined before the model lock is released."""
+        mode: None (the default path: 'rows', or 'batch' for adapters the row scale cannot serve), 'rows', 'batch'
+        or 'sequential'. every_s: yield at most that often (besides the first token and the end), so a page gets
+        fewer, bigger updates; 0 yields on every new chunk. A history may also be a dataset row (see prompt_ids).
+        When the consumer stops iterating (a closed page: GeneratorExit), generation is stopped and waited for
+        before the model lock is released."""
         if self.model is None:
             raise InputError("Load a model first (Chat tab: pick a model and an adapter, then Load).")
         settings = (settings or GenSettings()).check()
+        mode = mode or self.default_mode
+        if mode not in ("rows", "batch", "sequential"):
+            raise InputError(f"Unknown chat mode {mode!r}: rows, batch or sequential.")
+        if mode == "rows" and self.adapter_dir is not None and self.row_scale is None:
+            raise InputError("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode 'batch'.")
         tuned_history = base_history if tuned_history is None else tuned_history
         rows = [self.prompt_ids(base_history, system, enable_thinking)]
         has_adapter = self.adapter_dir is not None
@@ -258,12 +430,40 @@ class ChatEngine:
             raise InputError("The model is busy with another generation; try again in a moment.")
         try:
             self.stop_event.clear()
-            if has_adapter and mode == "sequential":
-                yield from self._sequential(rows, settings)
+            if mode == "rows":
+                yield from self._rows(rows, settings, has_adapter, every_s)
+            elif has_adapter and mode == "sequential":
+                yield from self._sequential(rows, settings, every_s)
             else:
-                yield from self._batched(rows, settings, has_adapter)
+                yield from self._batched(rows, settings, has_adapter, every_s)
         finally:
             self.lock.release()
+
+    def _eos_ids(self) -> list[int]:
+        tok = self.tokenizer
+        gen_eos = _as_list(getattr(self.model.generation_config, "eos_token_id", None))
+        return sorted({i for i in (tok.eos_token_id, *gen_eos) if i is not None})
+
+    def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None) -> list[list[int]]:
+        """The default path, on the generation thread: one batch, the base row at LoRA scale 0, the tuned row at
+        the slider's scale (no adapter: one row)."""
+        scaled = self.row_scale.on([0.0, settings.adapter_scale]) if self.row_scale is not None else None
+        with scaled or contextlib.nullcontext():
+            return self.decoder.generate(
+                rows, self.tokenizer.pad_token_id, set(self._eos_ids()), settings.max_new_tokens,
+                min_new_tokens=settings.min_new_tokens, greedy=settings.greedy, temperature=settings.temperature,
+                top_p=settings.top_p, top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
+                seed=settings.seed, sink=sink, should_stop=self.stop_event.is_set,
+            )  # fmt: skip
+
+    def _rows(self, rows: list[list[int]], settings: GenSettings, has_adapter: bool, every_s: float):
+        results = [SideResult() for _ in rows]
+
+        def job(streamer):
+            self._decode(rows, settings, streamer.add)
+
+        for _ in self._run_streaming(len(rows), job, results, every_s):
+            yield results[0], results[1] if has_adapter else SideResult(done=True)
 
     def _gen_kwargs(self, settings: GenSettings) -> dict:
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -274,87 +474,79 @@ class ChatEngine:
             def __call__(self, input_ids, scores, **kw):
                 return stop_event.is_set()
 
-        tok = self.tokenizer
-        eos = list(
-            {
-                i
-                for i in (tok.eos_token_id, *_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
-                if i is not None
-            }
-        )
-        kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy, eos_token_id=eos,
-                  pad_token_id=tok.pad_token_id, repetition_penalty=settings.repetition_penalty,
+        kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy, eos_token_id=self._eos_ids(),
+                  pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty,
                   stopping_criteria=StoppingCriteriaList([_Stop()]))  # fmt: skip
         if settings.min_new_tokens:
             kw["min_new_tokens"] = settings.min_new_tokens
-        if self.static_cache:
-            from transformers import CompileConfig
-
-            # Static KV cache lets transformers compile the decode step. Not "reduce-overhead": its CUDA graphs keep
-            # state in thread-local storage and fail in the streaming thread (AssertionError in cudagraph_trees).
-            kw["cache_implementation"] = "static"
-            kw["compile_config"] = CompileConfig(mode=self.compile_mode)
         if not settings.greedy:
             kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
         else:
             kw.update(temperature=None, top_p=None, top_k=None)
         return kw
 
-    def _batched(self, rows: list[list[int]], settings: GenSettings, has_adapter: bool):
+    def _batched(self, rows: list[list[int]], settings: GenSettings, has_adapter: bool, every_s: float = 0.0):
+        """PEFT's mixed batch: one generate() with adapter_names (row 0: LoRA bypassed, row 1: the adapter)."""
         kw = self._gen_kwargs(settings)
         if has_adapter:
-            kw["adapter_names"] = ["__base__", "default"]  # row 0: LoRA bypassed, row 1: adapter
+            kw["adapter_names"] = ["__base__", "default"]
         results = [SideResult() for _ in rows]
-        for _ in self._stream(rows, kw, results, settings):
+        for _ in self._stream(rows, kw, results, settings, every_s=every_s):
             yield results[0], results[1] if has_adapter else SideResult(done=True)
 
-    def _sequential(self, rows: list[list[int]], settings: GenSettings):
-        """Base with the adapter disabled, then tuned: the baseline mode (and a fallback)."""
+    def _sequential(self, rows: list[list[int]], settings: GenSettings, every_s: float = 0.0):
+        """Base with the adapter disabled, then tuned: the plain-PEFT way (the benchmark baseline)."""
         kw = self._gen_kwargs(settings)
         results = [SideResult(), SideResult()]
         for side in (0, 1):
-            for _ in self._stream([rows[side]], kw, [results[side]], settings, base_only=side == 0):
+            for _ in self._stream([rows[side]], kw, [results[side]], settings, base_only=side == 0, every_s=every_s):
                 yield results[0], results[1]
 
-    def _stream(
-        self, rows: list[list[int]], kw: dict, results: list[SideResult], settings: GenSettings, base_only=False
-    ) -> Iterator[None]:
-        """One generate() over left-padded rows in a thread; yields each time `results` (one per row) change.
-
-        However the consumer leaves (done, an error, GeneratorExit from a closed page), the thread is stopped and
-        joined before this returns, so the caller's model lock is never released under a running generate."""
+    def _stream(self, rows: list[list[int]], kw: dict, results: list[SideResult], settings: GenSettings,
+                base_only=False, every_s: float = 0.0) -> Iterator[None]:  # fmt: skip
+        """One transformers generate() over left-padded rows, on the generation thread."""
         import torch
 
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
-        streamer = _PairStreamer(len(rows))
-        errors: list[BaseException] = []
+
+        def job(streamer):
+            torch.manual_seed(settings.seed)
+            off = self.model.disable_adapter() if base_only else contextlib.nullcontext()
+            with torch.inference_mode(), off, self._scaled(settings.adapter_scale):
+                self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kw)
+
+        yield from self._run_streaming(len(rows), job, results, every_s, prompt_first=True)
+
+    def _run_streaming(self, n_rows: int, job, results: list[SideResult], every_s: float,
+                       prompt_first: bool = False) -> Iterator[None]:  # fmt: skip
+        """Run job(streamer) on the generation thread and yield as `results` change.
+
+        However the consumer leaves (done, an error, GeneratorExit from a closed page), generation is stopped and
+        waited for before this returns, so the caller's model lock is never released under a running generation."""
+        streamer = _PairStreamer(n_rows)
+        streamer._prompt_seen = not prompt_first
 
         def work():
             try:
-                off = self.model.disable_adapter() if base_only else contextlib.nullcontext()
-                with torch.inference_mode(), off, self._scaled(settings.adapter_scale):
-                    self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kw)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the reader
-                errors.append(e)
+                job(streamer)
+            finally:
                 streamer.end()
 
-        torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        thread = threading.Thread(target=work, name="lora-lab-generate", daemon=True)
-        thread.start()
+        done, box = self.worker.submit(work)
         finished = False
         try:
-            yield from _drain(streamer, results, t0, set(kw["eos_token_id"]), self.tokenizer.decode)
+            yield from _drain(streamer, results, t0, set(self._eos_ids()), self.tokenizer.decode, every_s)
             finished = True
         finally:
             if not finished:
-                self.stop_event.set()  # honoured by the stopping criterion at the next token
-            thread.join()
-        if errors:
-            raise errors[0]
+                self.stop_event.set()  # honoured at the next token
+            done.wait()
+        if "error" in box:
+            raise box["error"]
 
     def _scaled(self, scale: float):
         if self.adapter_dir is None or scale == 1.0:
@@ -364,7 +556,7 @@ class ChatEngine:
         return rescale_adapter_scale(self.model, scale)
 
     def answer_pair(
-        self, prompt: str | dict, settings: GenSettings | None = None, system: str = "", mode: str = "batch"
+        self, prompt: str | dict, settings: GenSettings | None = None, system: str = "", mode: str | None = None
     ) -> dict:
         """Both answers to one prompt, complete (for the CLI, the comparison table and tests). A dict prompt is a
         dataset row, prompted exactly as training prompted it."""
@@ -380,23 +572,40 @@ def _stats(r: SideResult) -> dict:
     return {"tokens": r.tokens, "ttft_s": r.ttft_s, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s}
 
 
-def _drain(streamer: _PairStreamer, results: list[SideResult], t0: float, eos: set, decode) -> Iterator[None]:
-    """Read a streamer's events until generate() ends, updating each row's result (text up to its first EOS,
-    token count, time to first token, elapsed time); yields after every event, the last one with all rows done."""
+def _drain(
+    streamer: _PairStreamer, results: list[SideResult], t0: float, eos: set, decode, every_s: float = 0.0
+) -> Iterator[None]:
+    """Read a streamer's events until generation ends, updating each row's result (text up to its first EOS,
+    token count, time to first token, elapsed time). Yields after an event when a row got its first token, a row
+    finished, or every_s has passed since the last yield (0: after every event); the last yield has all rows done."""
+    last_yield = None
     while True:
         event = streamer.events.get()
-        now = event if event is not None else time.perf_counter()
+        end = event is None
+        while not end:  # take every event already waiting: one update for all of them
+            try:
+                nxt = streamer.events.get_nowait()
+            except queue.Empty:
+                break
+            end, event = nxt is None, (nxt if nxt is not None else event)
+        now = event if event is not None and not end else time.perf_counter()
+        news = False
         for toks, res in zip(streamer.tokens, results, strict=True):
             if res.done:
                 continue
             cut = next((j for j, t in enumerate(toks) if t in eos), None)
             kept = toks if cut is None else toks[:cut]
             if kept and res.ttft_s is None:
-                res.ttft_s = now - t0
-            res.tokens, res.text, res.seconds = len(kept), decode(kept, skip_special_tokens=True), now - t0
-            res.done = cut is not None or event is None
-        yield
-        if event is None:
+                res.ttft_s, news = now - t0, True
+            if len(kept) != res.tokens or not res.text:
+                res.text = decode(kept, skip_special_tokens=True)
+            res.tokens, res.seconds = len(kept), now - t0
+            res.done = cut is not None or end
+            news = news or res.done
+        if end or news or last_yield is None or now - last_yield >= every_s:
+            last_yield = now
+            yield
+        if end:
             return
 
 

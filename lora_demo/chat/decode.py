@@ -1,0 +1,275 @@
+"""The chat's decoding loop: both rows of one batch, one token each per step, straight on the model.
+
+- The prompt (prefill) runs eagerly, whatever its length; each row keeps its own positions (left padding is
+  masked out and does not shift positions), so a row is what the model computes for that prompt alone.
+- Decoding steps have fixed shapes: one token a row, the positions, a 4-D boolean mask over the whole cache. On
+  CUDA the cache is one `StaticCache` made once (reset per call) and the step is compiled once with
+  transformers' `CompileConfig` (CUDA graphs): prompt lengths, turns, sampling settings and the adapter-scale
+  slider change no shape and no object the graph holds, so nothing recompiles. On the CPU the step runs eagerly
+  on a `DynamicCache` (compiling it was measured no faster there, after a 94 s compile).
+- Sampling follows `generate`: repetition penalty, temperature, top-k, top-p (transformers' own processors),
+  `torch.multinomial` after `torch.manual_seed(seed)`, EOS suppressed until `min_new_tokens`.
+- Tokens go to a `sink(new_tokens_per_row)` callback in chunks: on CUDA the GPU is asked for them every few
+  steps only, so the CPU keeps queueing steps ahead of the GPU; on the CPU every 0.1 s, so the reader (the page's
+  stream) wakes ten times a second instead of once a token.
+
+`GenerationWorker` is the one long-lived thread that runs every decoding call of a loaded model (CUDA graphs keep
+their state per thread: capture and replay must happen on the same thread).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+
+class GenerationWorker:
+    """One daemon thread that runs submitted jobs one after another."""
+
+    def __init__(self, name: str = "lora-lab-generate", threads: int | None = None):
+        self.threads = threads  # torch CPU threads for this thread's work (OpenMP settings are per thread)
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, done, box = job
+            try:
+                box["result"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the submitter
+                box["error"] = e
+            finally:
+                done.set()
+
+    def submit(self, fn: Callable) -> tuple[threading.Event, dict]:
+        """Queue fn; returns (an event set when it has run, a dict that then holds 'result' or 'error')."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the generation thread has stopped")
+        done, box = threading.Event(), {}
+        self._jobs.put((fn, done, box))
+        return done, box
+
+    def run(self, fn: Callable):
+        """Run fn on the worker thread and wait for it."""
+        done, box = self.submit(fn)
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=60)
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+
+class PairDecoder:
+    """Decodes a batch of rows with a fixed batch size on one model (the transformers model inside PEFT's)."""
+
+    def __init__(self, model, rows: int, compiled: bool, max_cache_len: int = 1280, chunk: int = 8):
+        self.model = model  # the *ForCausalLM (PEFT's LoRA layers inside it are called directly)
+        self.rows = rows
+        self.compiled = compiled
+        self.device = next(model.parameters()).device
+        self.max_cache_len = max_cache_len
+        self.chunk = chunk  # CUDA: steps between looks at the tokens (each look waits for the GPU)
+        self.flush_s = 0.1  # CPU: seconds between hand-overs (each wakes the reader, which competes for 2 cores)
+        self.cache = None
+        self._step = None
+        self.eager_mask = model.config._attn_implementation == "eager"
+
+    # --- the cache and the compiled step ---
+    def _ensure_cache(self, need: int):
+        from transformers import DynamicCache, StaticCache
+
+        if not self.compiled:
+            self.cache = DynamicCache(config=self.model.config)
+            return
+        if self.cache is None or need > self.max_cache_len:
+            if need > self.max_cache_len:  # a longer answer than the cache holds: a bigger cache, compiled once more
+                self.max_cache_len = -(-need // 1024) * 1024
+            self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_cache_len)
+            self._step = None
+        else:
+            self.cache.reset()
+        if self._step is None:
+            from transformers import CompileConfig
+
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            self._step = self.model.get_compiled_call(CompileConfig(mode=mode, dynamic=False, fullgraph=False))
+
+    def _mask(self, valid: torch.Tensor, q_len: int, kv_len: int, start: int) -> torch.Tensor:
+        """[rows, 1, q_len, kv_len]: query i (at cache slot start+i) sees key j when j <= start+i and j holds a
+        real token; a padding query sees itself (no all-masked row, which would give NaN)."""
+        j = torch.arange(kv_len, device=self.device)
+        i = torch.arange(q_len, device=self.device).unsqueeze(1) + start
+        allowed = (j <= i).unsqueeze(0) & valid[:, :kv_len].unsqueeze(1)
+        allowed = allowed | (j == i).unsqueeze(0)
+        allowed = allowed.unsqueeze(1)
+        if self.eager_mask:
+            dtype = self.model.dtype
+            return torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min
+            )
+        return allowed
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The prompt through the model; the logits of its last position. The head gets that position as a
+        contiguous [rows, 1, hidden] tensor: given the strided slice (logits_to_keep=1), the CPU matmul copied
+        the whole bf16 head (181 ms for SmolLM2, measured) before multiplying."""
+        body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        head = self.model.get_output_embeddings()
+        if body is None or head is None or getattr(self.model.config, "final_logit_softcapping", None):
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
+                             use_cache=True, logits_to_keep=1)  # fmt: skip
+            return out.logits[:, -1, :]
+        hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache, use_cache=True)
+        return head(hidden.last_hidden_state[:, -1:, :].contiguous())[:, -1, :]
+
+    # --- one call ---
+    @torch.inference_mode()
+    def generate(
+        self,
+        rows: list[list[int]],
+        pad_id: int,
+        eos_ids: set[int],
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
+        seed: int = 0,
+        sink: Callable[[list[list[int]]], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> list[list[int]]:
+        """New tokens of each row (up to its EOS, which is included). `sink` gets each chunk as it comes."""
+        from transformers import (
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        if len(rows) != self.rows:
+            raise ValueError(f"this decoder serves {self.rows} rows, not {len(rows)}")
+        dev, n = self.device, len(rows)
+        width = max(len(r) for r in rows)
+        total = width + max_new_tokens
+        self._ensure_cache(total)
+        kv_cap = self.max_cache_len if self.compiled else total
+        ids = torch.full((n, total), pad_id, dtype=torch.long, device=dev)
+        valid = torch.zeros((n, kv_cap), dtype=torch.bool, device=dev)
+        for k, r in enumerate(rows):
+            ids[k, width - len(r) : width] = torch.tensor(r, dtype=torch.long)
+            valid[k, width - len(r) : width] = True
+        pos = (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
+        processors = []
+        if repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+        if not greedy:
+            if temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                processors.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                processors.append(TopPLogitsWarper(top_p))
+        eos_list = sorted(eos_ids)
+        eos_t = torch.tensor(eos_list, dtype=torch.long, device=dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+
+        def pick(logits: torch.Tensor, cur: int, step: int) -> torch.Tensor:
+            scores = logits.float()
+            for p in processors:
+                scores = p(ids[:, :cur], scores)
+            if step < min_new_tokens and eos_list:
+                scores[:, eos_t] = -float("inf")
+            if greedy:
+                return scores.argmax(-1)
+            probs = torch.softmax(scores, dim=-1)
+            return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+        # prefill (eager, any length)
+        kv_len = kv_cap if self.compiled else width
+        logits = self._prefill(ids[:, :width], self._mask(valid, width, kv_len, 0), pos)
+        tok = pick(logits, width, 0)
+        del logits
+        ids[:, width] = tok
+        next_pos = pos[:, -1:] + 1
+        done = torch.isin(tok, eos_t)
+        kept: list[list[int]] = [[] for _ in range(n)]
+        finished = [False] * n
+        sent = width  # ids[:, :sent] have been handed to the sink
+
+        def flush(upto: int) -> bool:
+            """Hand ids[:, sent:upto] over; True when every row has reached its EOS."""
+            nonlocal sent
+            if upto <= sent:
+                return all(finished)
+            chunk = ids[:, sent:upto].tolist()
+            sent = upto
+            for k, toks in enumerate(chunk):
+                if finished[k]:
+                    toks = []
+                else:
+                    cut = next((i for i, t in enumerate(toks) if t in eos_ids), None)
+                    if cut is not None:
+                        toks, finished[k] = toks[: cut + 1], True
+                    kept[k].extend(toks)
+                chunk[k] = toks
+            if sink is not None:
+                sink(chunk)
+            return all(finished)
+
+        if flush(width + 1) or max_new_tokens == 1:
+            return kept
+        step_fn = self._step if self.compiled else self.model
+        cuda = dev.type == "cuda"
+        last_flush = time.perf_counter()
+        for step in range(1, max_new_tokens):
+            cur = width + step  # tokens in ids so far; the newest is at cur - 1
+            valid[:, cur - 1] = True
+            mask = valid.view(n, 1, 1, kv_cap) if self.compiled else valid[:, :cur].view(n, 1, 1, cur)
+            if self.eager_mask:
+                mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
+            if cuda and self.compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            out = step_fn(input_ids=ids[:, cur - 1 : cur], attention_mask=mask, position_ids=next_pos,
+                          past_key_values=self.cache, use_cache=True)  # fmt: skip
+            tok = pick(out.logits[:, -1, :], cur, step)
+            del out
+            if eos_list:  # a row past its EOS keeps feeding padding (as generate does)
+                tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+                done |= torch.isin(tok, eos_t)
+            ids[:, cur] = tok
+            next_pos = next_pos + 1
+            if step == max_new_tokens - 1:
+                flush(cur + 1)
+                return kept
+            if cuda:
+                look = (step + 1) % self.chunk == 0
+            else:
+                look = bool(done.all()) or time.perf_counter() - last_flush >= self.flush_s
+            if look:
+                last_flush = time.perf_counter()
+                if flush(cur + 1):
+                    return kept
+            if should_stop():
+                flush(cur + 1)
+                return kept
+        return kept
