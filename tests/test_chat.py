@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -36,7 +37,7 @@ def _fresh_base_greedy(ids: list[int], n: int) -> list[int]:
     return out[0, len(ids) :].tolist()
 
 
-@pytest.mark.parametrize("mode", ["batch", "sequential"])
+@pytest.mark.parametrize("mode", ["rows", "batch", "sequential"])
 def test_tuned_differs_and_base_equals_fresh_base(engine, mode):
     gen = GenSettings(max_new_tokens=12, greedy=True, repetition_penalty=1.0)
     res = engine.answer_pair(PROMPT, gen, mode=mode)
@@ -59,11 +60,126 @@ def test_base_row_logits_equal_fresh_base_in_one_forward(engine):
     assert (mixed[1] - fresh[0]).abs().max() > 1e-2  # the tuned row really is different
 
 
+def test_rows_mode_is_the_default_and_its_rows_are_exact(engine):
+    """The per-row LoRA scale: the base row equals disable_adapter()'s logits, the tuned row the adapter's (at the
+    slider's 1 and 0.5), and outside a chat generation every layer is PEFT's own again."""
+    from peft.helpers import rescale_adapter_scale
+
+    assert engine.default_mode == "rows" and engine.row_scale is not None and len(engine.row_scale.layers) > 0
+    ids = engine.prompt_ids([{"role": "user", "content": PROMPT}])
+    x = torch.tensor([ids, ids])
+    with torch.inference_mode():
+        with engine.model.disable_adapter():
+            base = engine.model(input_ids=x[:1]).logits
+        tuned = engine.model(input_ids=x[:1]).logits
+        with rescale_adapter_scale(engine.model, 0.5):
+            half = engine.model(input_ids=x[:1]).logits
+        with engine.row_scale.on([0.0, 1.0]):
+            rows = engine.model(input_ids=x).logits
+        with engine.row_scale.on([0.0, 0.5]):
+            rows_half = engine.model(input_ids=x).logits
+        after = engine.model(input_ids=x[:1]).logits
+    assert (tuned - base).abs().max() > 1e-2  # the adapter really changes the logits
+    assert torch.allclose(rows[0], base[0], atol=1e-5) and torch.allclose(rows_half[0], base[0], atol=1e-5)
+    assert torch.allclose(rows[1], tuned[0], atol=1e-4)
+    assert torch.allclose(rows_half[1], half[0], atol=1e-4)
+    assert not torch.allclose(rows_half[1], tuned[0], atol=1e-3)
+    assert torch.equal(after, tuned)
+
+
+def test_rows_mode_answers_equal_the_plain_peft_answers(engine):
+    """Greedy, the default path (one batch, per-row scale, own decoding loop) answers what plain PEFT generate()
+    answers one side after the other, for prompts of different lengths (left padding is masked, positions per row)."""
+    gen = GenSettings(max_new_tokens=12, greedy=True, repetition_penalty=1.3)
+    short = [{"role": "user", "content": "Hi"}]
+    long = [{"role": "user", "content": PROMPT + " Please answer in one sentence, and tell me who made you."}]
+    for base_hist, tuned_hist in ((short, long), (long, short)):
+        got = [[r.text for r in res] for res in engine.generate_pair(base_hist, tuned_hist, settings=gen)][-1]
+        want = [[r.text for r in res] for res in engine.generate_pair(base_hist, tuned_hist, settings=gen,
+                                                                      mode="sequential")][-1]  # fmt: skip
+        assert got == want
+
+
+def test_throttled_stream_sends_fewer_bigger_updates():
+    """every_s: one update for all waiting chunks, then at most one per every_s, besides the first token and the
+    end (what the page gets: fewer, bigger updates)."""
+    from lora_demo.chat.engine import SideResult, _drain, _PairStreamer
+
+    streamer, results = _PairStreamer(2), [SideResult(), SideResult()]
+    streamer._prompt_seen = True
+    for i in range(40):  # a token a row every 10 ms, as timestamps, all waiting before the reader looks
+        for row in streamer.tokens:
+            row.append(5)
+        streamer.events.put(100.0 + 0.01 * i)
+    it = _drain(streamer, results, 100.0, {0}, lambda ids, **kw: "x" * len(ids), 0.0)
+    next(it)  # every waiting chunk folded into one update
+    assert results[0].tokens == results[1].tokens == 40 and not results[0].done
+    assert results[0].ttft_s == pytest.approx(0.39) and results[0].text == "x" * 40
+    streamer.end()
+    next(it)
+    assert results[0].done and results[1].done
+    with pytest.raises(StopIteration):
+        next(it)
+    from lora_demo.chat import engine as engine_mod
+
+    streamer, results = _PairStreamer(1), [SideResult()]
+    streamer._prompt_seen = True
+    out = []
+
+    def feed():
+        for _ in range(30):
+            streamer.add([[7]])
+            time.sleep(0.01)
+        streamer.end()
+
+    t = threading.Thread(target=feed)
+    t.start()
+    for _ in engine_mod._drain(streamer, results, time.perf_counter(), {0}, lambda ids, **kw: "", 0.1):
+        out.append(results[0].tokens)
+    t.join()
+    assert out[0] >= 1 and out[-1] == 30 and results[0].done
+    assert 2 <= len(out) <= 8, out  # ~0.3 s of tokens: about one update per 0.1 s, not 30
+
+
+@pytest.mark.slow
+def test_compiled_decoding_does_not_recompile(tiny_run):
+    """With the decoding step compiled (the CUDA path; forced here on the CPU), a second prompt of another length,
+    a new turn, sampling settings and the slider cause no recompile (torch._dynamo's counters), and greedy answers
+    equal the eager path's."""
+    import dataclasses
+
+    from torch._dynamo.utils import counters
+
+    eager, compiled = ChatEngine(), ChatEngine()
+    compiled.compile = True
+    list(eager.load("auto", str(tiny_run)))
+    before = counters["stats"]["unique_graphs"]
+    list(compiled.load("auto", str(tiny_run)))  # the warm-up compiles
+    after_warmup = counters["stats"]["unique_graphs"]
+    assert after_warmup > before and compiled.decoder.compiled and compiled.warmup_s > 0
+    greedy = GenSettings(max_new_tokens=8, greedy=True, repetition_penalty=1.0)
+    cases = [("Hi", greedy), (PROMPT + " Tell me about yourself in two sentences, please.", greedy),
+             (PROMPT, dataclasses.replace(greedy, adapter_scale=0.5)),
+             (PROMPT, GenSettings(max_new_tokens=8, temperature=0.9, top_k=20, top_p=0.8, seed=3))]  # fmt: skip
+    for prompt, gen in cases:
+        got = compiled.answer_pair(prompt, gen)
+        if gen.greedy:
+            want = eager.answer_pair(prompt, gen)
+            assert (got["base"], got["tuned"]) == (want["base"], want["tuned"]), prompt
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": PROMPT}]  # fmt: skip
+    for _ in compiled.generate_pair(turns, settings=greedy):
+        pass
+    assert counters["stats"]["unique_graphs"] == after_warmup
+    compiled.unload()
+    eager.unload()
+
+
 def test_adapter_active_again_after_every_base_generation(engine):
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPT}])])
     with torch.inference_mode():
         tuned_before = engine.model(input_ids=ids).logits
-    for mode in ("sequential", "batch"):
+    for mode in ("rows", "sequential", "batch"):
         engine.answer_pair(PROMPT, GenSettings(max_new_tokens=4, greedy=True), mode=mode)
         with torch.inference_mode():
             assert torch.equal(engine.model(input_ids=ids).logits, tuned_before), mode
@@ -117,7 +233,7 @@ def test_compare_on_rows(engine, tiny_run):
     assert {r.split for r in rows} == {"train", "val"} and all(r.expected for r in rows)
 
 
-@pytest.mark.parametrize("mode", ["batch", "sequential"])
+@pytest.mark.parametrize("mode", ["rows", "batch", "sequential"])
 def test_closed_stream_stops_and_joins_the_generate_thread(engine, mode):
     """A page closed mid-stream (the generator closed): the generate thread is stopped and joined, then the lock
     is free."""
@@ -130,6 +246,9 @@ def test_closed_stream_stops_and_joins_the_generate_thread(engine, mode):
     assert left == [], left
     assert engine.lock.acquire(blocking=False)
     engine.lock.release()
+    t0 = time.perf_counter()
+    engine.worker.run(lambda: None)  # the generation thread is idle: nothing is still decoding
+    assert time.perf_counter() - t0 < 2
     res = engine.answer_pair(PROMPT, GenSettings(max_new_tokens=3, min_new_tokens=3, greedy=True))
     assert res["base_stats"]["tokens"] == 3 and res["tuned_stats"]["tokens"] == 3  # not left stopped
 

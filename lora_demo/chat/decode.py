@@ -249,7 +249,7 @@ class PairDecoder:
                 mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
             if cuda and self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
-            out = step_fn(input_ids=ids[:, cur - 1 : cur], attention_mask=mask, position_ids=next_pos,
+            out = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
                           past_key_values=self.cache, use_cache=True)  # fmt: skip
             tok = pick(out.logits[:, -1, :], cur, step)
             del out

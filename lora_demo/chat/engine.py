@@ -241,6 +241,8 @@ class ChatEngine:
     @property
     def default_mode(self) -> str:
         """'rows' (one batch, per-row LoRA scale) unless the adapter has layers the row scale cannot serve."""
+        if self.decoder is None:  # a model set by hand (tests), not through load()
+            return "batch"
         return "rows" if self.adapter_dir is None or self.row_scale is not None else "batch"
 
     def load(self, model_id: str | None, adapter_dir: str | None = None) -> Iterator[str]:
@@ -419,6 +421,8 @@ class ChatEngine:
         mode = mode or self.default_mode
         if mode not in ("rows", "batch", "sequential"):
             raise InputError(f"Unknown chat mode {mode!r}: rows, batch or sequential.")
+        if mode == "rows" and self.decoder is None:
+            raise InputError("Mode 'rows' needs a model loaded with ChatEngine.load().")
         if mode == "rows" and self.adapter_dir is not None and self.row_scale is None:
             raise InputError("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode 'batch'.")
         tuned_history = base_history if tuned_history is None else tuned_history
@@ -535,6 +539,10 @@ class ChatEngine:
             finally:
                 streamer.end()
 
+        if self.worker is None:
+            from lora_demo.chat.decode import GenerationWorker
+
+            self.worker = GenerationWorker()
         t0 = time.perf_counter()
         done, box = self.worker.submit(work)
         finished = False
