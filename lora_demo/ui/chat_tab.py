@@ -6,6 +6,7 @@ engine (lora_demo/chat/engine.py). Each action can be called without launching t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import gradio as gr
@@ -16,6 +17,11 @@ from lora_demo.errors import InputError
 from lora_demo.models import REGISTRY
 from lora_demo.ui.common import adapter_list, friendly, gen_settings, show_errors
 from lora_demo.ui.judge_section import create_judge_section
+
+# The page gets at most one update of both chats per this many seconds (plus the first token and the end): every
+# update re-renders both histories in the browser, which on 2 cores competed with decoding when sent per token.
+# LORA_LAB_CHAT_UPDATE_S changes it (bench/bench_chat_page.py --update-s 0 measures the per-chunk page).
+PAGE_UPDATE_S = float(os.environ.get("LORA_LAB_CHAT_UPDATE_S", "0.12"))
 
 
 def _history_for_engine(history: list[dict]) -> list[dict]:
@@ -69,7 +75,7 @@ class ChatActions:
         user = {"role": "user", "content": text}
         base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
         stream = chat.generate_pair(_history_for_engine(base_hist), _history_for_engine(tuned_hist), sys_prompt or "",
-                                    gen, enable_thinking=bool(think))  # fmt: skip
+                                    gen, enable_thinking=bool(think), every_s=PAGE_UPDATE_S)  # fmt: skip
         b = None
         try:  # closing this generator (page closed, Stop) closes the stream, which stops and joins generation
             for b, t_ in stream:
