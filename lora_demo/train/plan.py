@@ -149,14 +149,20 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     """Trainable parameters, steps, memory, warnings and errors for settings s (and the dataset rows, if given)."""
     from lora_demo.data import split_rows, validate_rows
     from lora_demo.device import detect
+    from lora_demo.train.batching import plan_batching
 
     p = count_parameters(s)
     tokens = s.micro_batch_size * s.max_seq_length
     dev = detect(p["base_params"] - p["embedding_params"], tokens)
+    s, batching = plan_batching(s, rows, tokenizer, dev, p)  # padding-free; micro batch from free GPU memory
     out: dict = {**p, "device": dev.device, "backend": dev.backend, "precision": dev.precision,
                  "cpu_threads": dev.cpu_threads, "warnings": [], "errors": []}  # fmt: skip
+    out.update(batching)
     out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
     out["errors"] += process_problems(s.num_processes, dev.device)
+    from lora_demo.train.lineage import parent_problems
+
+    out["errors"] += parent_problems(s)  # Continue training: the parent's base and LoRA shape
     if s.num_processes > 1:
         out["backend"] = "transformers"  # Unsloth does not train under DDP here: every rank runs transformers + PEFT
     warn = out["warnings"].append
@@ -206,6 +212,8 @@ def plan_markdown(plan: dict) -> str:
             f"{plan['effective_batch']}, warmup {plan['warmup_steps']}; {plan['train_rows']} training / "
             f"{plan['val_rows']} validation rows."
         )
+    if "batch_summary" in plan:
+        lines.append(f"**Batching:** {plan['batch_summary']}.")
     for e in plan["errors"]:
         lines.append(f"- ⛔ **Error:** {e}")
     for w in plan["warnings"]:
