@@ -1,27 +1,53 @@
-"""Decode speed of the side-by-side chat: our one-batch mode against plain PEFT usage, in one run.
+"""Decode speed of the side-by-side chat: LoRA Lab's chat against plain PEFT and Unsloth, in one run.
 
-    python bench/bench_chat.py            # CPU: SmolLM2-135M + an r=16 all-linear adapter
-    python bench/bench_chat.py --gpu      # CUDA: the Qwen3-1.7B architecture (random bf16 weights) + r=16 adapter
+    python bench/bench_chat.py [--json]          # CPU: SmolLM2-135M + an r=16 all-linear adapter, 64 tokens a side
+    python bench/bench_chat.py --gpu [--json]    # CUDA: the Qwen3-1.7B architecture (random bf16) + r=16, 256 tokens
 
-Modes (greedy, fixed length, same prompt):
-- sequential: the plain-library way: base inside `disable_adapter()`, then the adapter (two generate calls);
-- batch: both sides in ONE generate with per-row adapters (adapter_names=["__base__", "default"]);
-- batch+static (CUDA): the same with a static KV cache, which lets transformers compile the decode step;
-  the first call includes compilation and is reported separately.
-Prints tokens/s per side and the wall time until both answers are complete; `--json` ends with one JSON line
-of the same figures (per variant: wall_s, speedup, base/tuned tok_per_s, ttft_ms, or error).
+Same prompt, greedy, fixed length (min_new_tokens = max_new_tokens):
+- ours: ChatEngine's default path, as the Chat tab calls it: both sides in one batch with a per-row LoRA scale,
+  streaming at once (CUDA: static cache + the step compiled at Load, the warm-up reported as warmup_s); then a
+  second prompt of another length (no recompile: dynamo's graph count is printed before and after);
+- plain PEFT sequential: a separately loaded PeftModel (same weights dtype), `generate` inside `disable_adapter()`
+  for the base answer, then with the adapter for the tuned one;
+- Unsloth (CUDA only, in a subprocess: it must be imported before transformers): `FastLanguageModel` with the
+  adapter, `for_inference`, the tuned answer alone (its studio's compare runs the sides one after the other).
+`--json` ends with one JSON line: ours_tok_s_each, peft_sequential_tok_s [base, tuned], unsloth_tok_s (null on the
+CPU), ttft_s, warmup_s, and the details.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PROMPT = "Explain in detail why low-rank adaptation works for fine-tuning large language models."
+
+UNSLOTH = r"""
+import json, sys, time
+import unsloth  # noqa: F401  (before transformers)
+import torch
+from unsloth import FastLanguageModel
+adapter, n, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+model, tok = FastLanguageModel.from_pretrained(adapter, dtype=torch.bfloat16, load_in_4bit=False, max_seq_length=2048)
+FastLanguageModel.for_inference(model)
+ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+ids = (ids["input_ids"] if hasattr(ids, "keys") else ids).to("cuda")
+def run(k):
+    torch.cuda.synchronize(); t0 = time.perf_counter()
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
+                   do_sample=False, pad_token_id=tok.pad_token_id or 0)
+    torch.cuda.synchronize(); return time.perf_counter() - t0
+run(8)
+t = run(n)
+print("UNSLOTH-JSON", json.dumps({"tok_s": n / t, "seconds": t}))
+"""
 
 
 def random_adapter(model_id: str, out: Path) -> Path:
@@ -44,13 +70,49 @@ def random_adapter(model_id: str, out: Path) -> Path:
     return out
 
 
-def timed(engine, prompt: str, n: int, mode: str) -> tuple[float, dict]:
-    from lora_demo.chat.engine import GenSettings
+def plain_peft_sequential(model: str, adapter: Path, dtype, device: str, n: int) -> list[float]:
+    """tok/s of the base (inside disable_adapter) and the tuned answer, one after the other, plain PEFT generate."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
-    gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
-    t0 = time.perf_counter()
-    res = engine.answer_pair(prompt, gen, mode=mode)
-    return time.perf_counter() - t0, res
+    from lora_demo.models import load_tokenizer
+    from lora_demo.models.registry import model_path
+
+    tok = load_tokenizer(model)
+    base = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=dtype).to(device)
+    pm = PeftModel.from_pretrained(base, str(adapter)).eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"].to(device)  # fmt: skip
+    kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id,
+              attention_mask=torch.ones_like(ids))  # fmt: skip
+    rates = []
+    with torch.inference_mode():
+        pm.generate(input_ids=ids, **{**kw, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
+        for off in (True, False):
+            ctx = pm.disable_adapter() if off else torch.inference_mode()
+            with ctx:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                pm.generate(input_ids=ids, **kw)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                rates.append(n / (time.perf_counter() - t0))
+    del pm, base
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rates
+
+
+def unsloth_rate(adapter: Path, n: int) -> tuple[float | None, str | None]:
+    out = subprocess.run([sys.executable, "-c", UNSLOTH, str(adapter), str(n), PROMPT], capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
+    for line in out.stdout.splitlines():
+        if line.startswith("UNSLOTH-JSON "):
+            return json.loads(line.split(" ", 1)[1])["tok_s"], None
+    tail = (out.stderr or out.stdout).strip().splitlines()
+    return None, (tail[-1][:300] if tail else f"exit {out.returncode}")
 
 
 def main() -> None:
@@ -58,9 +120,13 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--model", help="model id/folder (default: smollm2 on CPU, a random Qwen3-1.7B on GPU)")
     ap.add_argument("--tokens", type=int, default=None, help="new tokens a side (default: 64 on CPU, 256 on GPU)")
+    ap.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth figure (CUDA)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = ap.parse_args()
-    from lora_demo.chat.engine import ChatEngine
+    import torch
+    from torch._dynamo.utils import counters
+
+    from lora_demo.chat.engine import ChatEngine, GenSettings
 
     tmp = Path(tempfile.mkdtemp())
     if args.gpu:
@@ -73,43 +139,44 @@ def main() -> None:
     n = args.tokens or (256 if args.gpu else 64)
     adapter = random_adapter(model, tmp / "adapter")
     engine = ChatEngine()
-    list(engine.load(model, str(adapter)))
-    prompt = "Explain in detail why low-rank adaptation works for fine-tuning large language models."
-    print(f"{model} on {engine.device}, greedy, {n} new tokens a side")
-    result = {"model": model, "device": engine.device, "greedy": True, "new_tokens_per_side": n, "adapter_r": 16,
-              "speedup_vs": None, "variants": {}}  # fmt: skip
-    timed(engine, "Hi", 4, "batch")  # warm-up of the eager path
-    base_wall = None
-
-    def report(key, label, mode, text=prompt):
-        nonlocal base_wall
-        fig = result["variants"][key] = {"label": label, "mode": mode}
-        try:
-            wall, res = timed(engine, text, n, mode)
-        except Exception as e:  # noqa: BLE001 - a failing variant is a result too
-            fig["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
-            print(f"  {label:40s} FAILED: {fig['error']}", flush=True)
-            return
-        if base_wall is None:
-            result["speedup_vs"] = key  # the variant whose wall time the speed-ups divide
-        base_wall = base_wall or wall
+    t0 = time.perf_counter()
+    for line in engine.load(model, str(adapter)):
+        print(" ", line, flush=True)
+    load_s = time.perf_counter() - t0
+    print(f"{model} on {engine.device}, greedy, {n} new tokens a side; chat in {engine.precision}")
+    gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
+    graphs0 = counters["stats"]["unique_graphs"]
+    ours = {}
+    for key, prompt in (("first", PROMPT), ("other_length", PROMPT + " Give three examples and a short summary.")):
+        t1 = time.perf_counter()
+        res = engine.answer_pair(prompt, gen)
+        wall = time.perf_counter() - t1
         b, t = res["base_stats"], res["tuned_stats"]
-        fig.update(wall_s=round(wall, 4), speedup=round(base_wall / wall, 4), base_tok_per_s=b["tokens_per_s"],
-                   tuned_tok_per_s=t["tokens_per_s"], ttft_ms=b["ttft_s"] * 1000)  # fmt: skip
-        print(f"  {label:40s} both answers in {wall:6.2f} s ({base_wall / wall:4.2f}x)  base {b['tokens_per_s'] or 0:7.1f} "
-              f"tok/s  tuned {t['tokens_per_s'] or 0:7.1f} tok/s  ttft {b['ttft_s'] * 1000:6.0f} ms", flush=True)  # fmt: skip
-
-    report("sequential", "sequential (disable_adapter, then on)", "sequential")
-    report("batch", "batch (one generate, adapter_names)", "batch")
-    if engine.device == "cuda":
-        engine.static_cache = True
-        for cmode in ("default",):
-            engine.compile_mode = cmode
-            report(f"batch_static_{cmode}_1st", f"batch+static [{cmode}] 1st (compiles)", "batch")
-            report(f"batch_static_{cmode}_2nd", f"batch+static [{cmode}] 2nd", "batch")
-            report(f"batch_static_{cmode}_new_prompt", f"batch+static [{cmode}] new prompt", "batch",
-                   prompt + " Use examples.")  # fmt: skip
-            report(f"sequential_static_{cmode}", f"sequential+static [{cmode}]", "sequential")
+        ours[key] = {"wall_s": round(wall, 3), "base_tok_s": b["tokens_per_s"], "tuned_tok_s": t["tokens_per_s"],
+                     "ttft_s": max(b["ttft_s"], t["ttft_s"]), "tokens": [b["tokens"], t["tokens"]]}  # fmt: skip
+        print(f"  ours ({key}): both answers in {wall:.2f} s; base {b['tokens_per_s']:.1f} tok/s, tuned "
+              f"{t['tokens_per_s']:.1f} tok/s at once; first tokens after {ours[key]['ttft_s'] * 1000:.0f} ms", flush=True)  # fmt: skip
+    recompiles = counters["stats"]["unique_graphs"] - graphs0
+    print(f"  compiled graphs added after the warm-up: {recompiles}")
+    dtype, device, warmup = engine.model.dtype, engine.device, engine.warmup_s
+    engine.unload()
+    seq = plain_peft_sequential(model, adapter, dtype, device, n)
+    print(f"  plain PEFT sequential: base {seq[0]:.1f} tok/s, then tuned {seq[1]:.1f} tok/s", flush=True)
+    uns, uns_err = None, None
+    if device == "cuda" and not args.no_unsloth:
+        uns, uns_err = unsloth_rate(adapter, n)
+        print(f"  Unsloth for_inference (tuned, batch 1): {uns:.1f} tok/s" if uns else f"  Unsloth failed: {uns_err}")
+    first = ours["first"]
+    result = {
+        "ours_tok_s_each": min(first["base_tok_s"], first["tuned_tok_s"]),
+        "peft_sequential_tok_s": [round(seq[0], 2), round(seq[1], 2)],
+        "unsloth_tok_s": round(uns, 2) if uns else None,
+        "ttft_s": round(first["ttft_s"], 4),
+        "warmup_s": round(warmup, 2),
+        "model": model, "device": device, "precision": str(dtype).replace("torch.", ""), "new_tokens_per_side": n,
+        "adapter_r": 16, "ours": ours, "recompiles_after_warmup": recompiles, "load_s": round(load_s, 2),
+        "unsloth_error": uns_err, "torch": torch.__version__,
+    }  # fmt: skip
     if args.json:
         print(json.dumps(result))
 
