@@ -28,6 +28,26 @@ def find_adapter_files(adapter_dir: str | Path) -> tuple[Path, Path]:
     return cfg, weights
 
 
+def run_folder(adapter_dir: str | Path) -> Path:
+    """The run an adapter belongs to: the folder itself, or for a checkpoint (<run>/checkpoints/checkpoint-N) its
+    run, which holds the rows (data/), the votes and the exports."""
+    path = Path(adapter_dir)
+    if (
+        path.parent.name == "checkpoints"
+        and path.name.startswith("checkpoint-")
+        and (path.parent.parent / "data").is_dir()
+    ):
+        return path.parent.parent
+    return path
+
+
+def votes_file(adapter_dir: str | Path) -> Path:
+    """Where an adapter's blind votes go: <run>/votes.jsonl, or <run>/votes-checkpoint-N.jsonl for a checkpoint
+    (a checkpoint folder is pruned as training goes on; its votes must outlive it)."""
+    path, run = Path(adapter_dir), run_folder(adapter_dir)
+    return run / "votes.jsonl" if run == path else run / f"votes-{path.name}.jsonl"
+
+
 def find_adapters(root: str | Path, max_depth: int = 2) -> list[Path]:
     """PEFT adapter folders (holding adapter_config.json) under root, newest adapter first.
 

@@ -84,8 +84,10 @@ class LabEngine:
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
         settings.model = self.policy.check_model(settings.model)
-        if settings.init_adapter:
-            settings.init_adapter = str(self.policy.check(settings.init_adapter, "adapter folder to continue from"))
+        if settings.init_adapter:  # stored relative to the app's folder when inside it (runs/<run>), as lists spell it
+            parent = self.policy.check(settings.init_adapter, "adapter folder to continue from")
+            here = Path.cwd().resolve()
+            settings.init_adapter = str(parent.relative_to(here) if parent.is_relative_to(here) else parent)
         ds = settings.dataset
         if not ds.startswith("example:") and ds not in self.datasets.names():
             settings.dataset = str(self.policy.check(ds, "dataset file"))
@@ -102,7 +104,9 @@ class LabEngine:
             tok = cached_tokenizer(settings.model)
         except Exception:  # noqa: BLE001 - token counting is optional (a hub model, offline)
             tok = None
-        return plan_run(settings, rows, tok)
+        plan = plan_run(settings, rows, tok)
+        self.runner.prewarm()  # the user is editing settings: have a worker import the libraries meanwhile
+        return plan
 
     def start_training(self, settings) -> tuple[Path, dict]:
         """Check, plan and launch a run; (run folder, plan). Blocking errors stop it before anything loads."""
@@ -200,10 +204,11 @@ class LabEngine:
 
     def heldout(self) -> dict:
         """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training."""
+        from lora_demo.adapters import run_folder
         from lora_demo.io import read_jsonl
         from lora_demo.judge import heldout_loss
 
-        rows = read_jsonl(Path(self._loaded_adapter()) / "data" / "val.jsonl")[:32]
+        rows = read_jsonl(run_folder(self._loaded_adapter()) / "data" / "val.jsonl")[:32]  # a checkpoint: its run's
         if not rows:
             raise InputError("This run has no validation rows (its validation fraction was 0, or the dataset too "
                              "small): train with a validation fraction above 0 to measure held-out loss.")  # fmt: skip
@@ -219,10 +224,12 @@ class LabEngine:
 
     def export_votes(self) -> tuple[Path, int]:
         """The loaded adapter's decided votes as DPO pairs (prompt, chosen, rejected) in <adapter>/exports/."""
+        from lora_demo.adapters import run_folder, votes_file
         from lora_demo.judge import VoteStore, export_dpo
 
         adapter = Path(self._loaded_adapter())
-        pairs = export_dpo(VoteStore(adapter).votes(), adapter / "exports" / "dpo-pairs.jsonl")
+        out = run_folder(adapter) / "exports" / votes_file(adapter).name.replace("votes", "dpo-pairs")
+        pairs = export_dpo(VoteStore(adapter).votes(), out)
         if pairs == 0:
             raise InputError("No decided votes yet (ties and 'both bad' make no pair): vote A or B first.")
-        return adapter / "exports" / "dpo-pairs.jsonl", pairs
+        return out, pairs

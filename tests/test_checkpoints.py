@@ -153,9 +153,12 @@ def test_problem_names_what_is_wrong(tmp_path):
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
     assert problem(ckpt, for_resume=False) is None
     assert problem(ckpt) == "optimizer.pt, scheduler.pt, rng_state.pth missing"
-    for name in checkpoints.STATE_FILES:
+    for name in (*checkpoints.STATE_FILES, "rng_state.pth"):
         torch.save({"x": torch.arange(1000)}, ckpt / name)
     assert problem(ckpt) is None
+    (ckpt / "config.yaml").write_text("num_processes: 2\n")  # DDP: one RNG state per rank
+    assert problem(ckpt) == "rng_state_0.pth, rng_state_1.pth missing"
+    (ckpt / "config.yaml").unlink()
     data = bytearray((ckpt / "scheduler.pt").read_bytes())
     data[len(data) // 3] ^= 0xFF  # one flipped byte inside the tensor data
     (ckpt / "scheduler.pt").write_bytes(bytes(data))
@@ -192,3 +195,36 @@ def test_continue_training_starts_from_the_parent_and_records_it(runner, uninter
     wrong.r = 8
     with pytest.raises(InputError, match="r must equal the parent's when continuing.*16"):
         runner.start(wrong)
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_active(tmp_path):
+    """After a reboot another process may have the worker's pid: the recorded start time tells them apart."""
+    import os
+
+    from lora_demo.train.runs import process_start, settled
+
+    mine = process_start(os.getpid())
+    alive = {"status": "training", "pid": os.getpid(), "pid_start": mine}
+    assert settled(tmp_path, alive) is alive
+    reused = {**alive, "pid_start": "another-boot:12345"}
+    assert settled(tmp_path, reused)["status"] == "failed"
+
+
+def test_stop_saves_a_checkpoint_and_resume_right_after_continues_from_it(runner):
+    """Stop saves a checkpoint at that (off-schedule) step; Resume pressed as soon as the run says 'stopped' waits
+    for the old process to exit, so its exit can never be recorded over the resumed run."""
+    run_dir = runner.start(TrainSettings(**{**TINY, "max_steps": 60, "save_steps": 50, "probe_tokens": 0}))
+    deadline = time.time() + 120
+    while (read_status(run_dir).get("step") or 0) < 7:
+        assert time.time() < deadline, read_status(run_dir)
+        time.sleep(0.05)
+    runner.stop()
+    while read_status(run_dir).get("status") != "stopped":
+        assert time.time() < deadline + 60, read_status(run_dir)
+        time.sleep(0.02)
+    stopped_at = read_status(run_dir)["step"]
+    ckpt, _ = runner.resume(run_dir)
+    assert step_of(ckpt) == stopped_at and stopped_at % 50 != 0
+    st = runner.wait(300)
+    assert st["status"] == "completed" and st["step"] == 60, st
+    assert [p["step"] for p in read_progress(run_dir) if p.get("type") == "log"] == list(range(1, 61))

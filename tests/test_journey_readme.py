@@ -204,6 +204,7 @@ def test_6_continue_training_and_compare_with_the_parent(page, readme_app):
 
 def test_7_stop_then_resume_from_the_button(page, readme_app):
     tab(page, "Train")
+    page.get_by_role("spinbutton", name="max steps (-1: epochs)").fill("120")  # long enough to stop half-way
     page.get_by_role("button", name="Start training", exact=True).click()
     page.locator("#train-message").get_by_text("Started").wait_for()
     page.locator("#train-progress[data-stage='training']").wait_for(timeout=120_000)

@@ -644,7 +644,9 @@ def compare_on_rows(
     out: list[CompareRow] = []
     gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
     for split in ("train", "val"):
-        rows = read_jsonl(Path(run_dir) / "data" / f"{split}.jsonl")
+        from lora_demo.adapters import run_folder
+
+        rows = read_jsonl(run_folder(run_dir) / "data" / f"{split}.jsonl")  # a checkpoint: its run's rows
         for row in rows[: limit if split == "train" else max(2, limit // 2)]:
             shown = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
             res = engine.answer_pair(row, gen)

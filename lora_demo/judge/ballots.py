@@ -86,8 +86,10 @@ class VoteStore:
     """The votes on one adapter: <adapter_dir>/votes.jsonl, appended one line per vote (a torn line is skipped)."""
 
     def __init__(self, adapter_dir: str | Path):
+        from lora_demo.adapters import votes_file
+
         self.adapter_dir = Path(adapter_dir)
-        self.path = self.adapter_dir / VOTES_FILE
+        self.path = votes_file(adapter_dir)  # <adapter>/votes.jsonl; a checkpoint's go to its run folder
 
     def add(self, vote: Vote) -> None:
         try:

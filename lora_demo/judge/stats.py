@@ -79,7 +79,9 @@ def export_dpo(votes: list[Vote], out_file: str | Path) -> int:
 def vote_rows(adapter_dir: str | Path, limit: int = 20) -> list[dict]:
     """The prompts for "Vote on the run's rows": its validation rows, or its training rows when it has none, as
     {instruction, input, output} dicts (at most `limit`)."""
-    data = Path(adapter_dir) / "data"
+    from lora_demo.adapters import run_folder
+
+    data = run_folder(adapter_dir) / "data"  # a checkpoint votes on its run's rows
     if not data.is_dir():
         raise InputError(f"{adapter_dir} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.")
     for split in ("val", "train"):

@@ -46,7 +46,9 @@ def compare_adapters(parent_dir: str | Path, child_dir: str | Path) -> dict:
     """Per-module comparison of two adapters of the same shape (a parent and the child continued from it)."""
     _, parent = load_lora_factors(parent_dir)
     _, child = load_lora_factors(child_dir)
-    shared = [n for n in child if n in parent and parent[n][0].shape == child[n][0].shape]
+    # The same ΔW shape (d×k); the ranks may differ (a rank-k copy against its source).
+    shared = [n for n in child if n in parent and parent[n][0].shape[0] == child[n][0].shape[0]
+              and parent[n][1].shape[1] == child[n][1].shape[1]]  # fmt: skip
     if not shared:
         raise InputError(f"{Path(parent_dir).name} and {Path(child_dir).name} share no LoRA module of the same shape: "
                          "compare a run with the run continued from it.")  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 
 PREFIX = "checkpoint-"
 MARKER = "lora_lab_checkpoint.json"
-STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")  # what Resume needs beyond the adapter
+STATE_FILES = ("optimizer.pt", "scheduler.pt")  # what Resume needs beyond the adapter, with the RNG state(s)
 AUTO_CHECKPOINTS = 5  # save_steps 0: about this many checkpoints over a run
 
 
@@ -71,15 +71,32 @@ def _safetensors_ok(path: Path) -> str | None:
     return None
 
 
-def problem(ckpt: Path, for_resume: bool = True) -> str | None:
-    """Why this checkpoint cannot be used (None: it is whole). for_resume also needs the optimizer state."""
+def rng_files(ckpt: Path, processes: int) -> list[str]:
+    """The Trainer's RNG state files: rng_state.pth, or one rng_state_<rank>.pth per process under DDP."""
+    return ["rng_state.pth"] if processes <= 1 else [f"rng_state_{i}.pth" for i in range(processes)]
+
+
+def _processes(ckpt: Path) -> int:
+    import yaml
+
+    try:
+        return int((yaml.safe_load((ckpt / "config.yaml").read_text()) or {}).get("num_processes") or 1)
+    except (OSError, ValueError, yaml.YAMLError):
+        return 1
+
+
+def problem(ckpt: Path, for_resume: bool = True, deep: bool = True) -> str | None:
+    """Why this checkpoint cannot be used (None: it is whole). for_resume also needs the optimizer and RNG states;
+    deep reads the files (CRC of every .pt, the safetensors header), otherwise only their presence is checked."""
     if not (ckpt / MARKER).is_file():
         return "its save was cut off (it was never finished)"
     need = ["adapter_config.json", "adapter_model.safetensors", "trainer_state.json"]
-    need += list(STATE_FILES) if for_resume else []
-    missing = [n for n in need if not (ckpt / n).is_file()]
+    resume_files = [*STATE_FILES, *rng_files(ckpt, _processes(ckpt))] if for_resume else []
+    missing = [n for n in need + resume_files if not (ckpt / n).is_file()]
     if missing:
         return f"{', '.join(missing)} missing"
+    if not deep:
+        return None
     try:
         state = json.loads((ckpt / "trainer_state.json").read_text())
     except (OSError, ValueError):
@@ -87,7 +104,7 @@ def problem(ckpt: Path, for_resume: bool = True) -> str | None:
     if state.get("global_step") != step_of(ckpt):
         return f"trainer_state.json says step {state.get('global_step')}, not {step_of(ckpt)}"
     checks = [_safetensors_ok(ckpt / "adapter_model.safetensors")]
-    checks += [_zip_ok(ckpt / n) for n in STATE_FILES] if for_resume else []
+    checks += [_zip_ok(ckpt / n) for n in resume_files]
     return next((c for c in checks if c), None)
 
 
@@ -140,8 +157,7 @@ def slim(run_dir: str | Path) -> int:
     Low-rank lab load those): the optimizer and RNG states, 2-3× the adapter's size, are removed. Bytes freed."""
     freed = 0
     for ckpt in checkpoints(run_dir):
-        for name in (*STATE_FILES, "scaler.pt"):
-            path = ckpt / name
+        for path in [ckpt / n for n in (*STATE_FILES, "scaler.pt")] + list(ckpt.glob("rng_state*.pth")):
             if path.is_file():
                 freed += path.stat().st_size
                 path.unlink()
@@ -149,5 +165,11 @@ def slim(run_dir: str | Path) -> int:
 
 
 def checkpoint_choices(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, folder) of each whole checkpoint whose adapter can be loaded, newest first."""
-    return [(step_of(c), c) for c in reversed(checkpoints(run_dir)) if problem(c, for_resume=False) is None]
+    """(step, folder) of each finished checkpoint with its adapter files, newest first. Listing only looks at which
+    files are there (the lists refresh often); loading reads them, and says so if one is damaged."""
+    return [(step_of(c), c) for c in reversed(checkpoints(run_dir)) if problem(c, for_resume=False, deep=False) is None]
+
+
+def can_resume(run_dir: str | Path) -> bool:
+    """Whether some finished checkpoint has every file Resume needs (presence only: for showing the button)."""
+    return any(problem(c, deep=False) is None for c in checkpoints(run_dir))

@@ -31,13 +31,7 @@ def parent_problems(s) -> list[str]:
         return [f"Continue from: {e}"]
     from lora_demo.models.registry import adapter_base_model
 
-    want = {
-        "model": adapter_base_model(s.init_adapter),
-        "r": cfg.get("r"),
-        "lora_alpha": cfg.get("lora_alpha"),
-        "target_modules": sorted(cfg.get("target_modules") or []),
-        "use_rslora": bool(cfg.get("use_rslora")),
-    }
+    want = {"model": adapter_base_model(s.init_adapter), **_shape(cfg)}
     have = {"model": s.model, "r": s.r, "lora_alpha": s.lora_alpha, "target_modules": sorted(s.target_modules),
             "use_rslora": s.use_rslora}  # fmt: skip
     name = Path(s.init_adapter).name
@@ -45,24 +39,28 @@ def parent_problems(s) -> list[str]:
             for key in want if want[key] is not None and want[key] != have[key]]  # fmt: skip
 
 
+def _shape(cfg: dict) -> dict:
+    """The LoRA shape a child must keep, from the parent's adapter_config.json (a rank-k copy's says r = k)."""
+    targets = cfg.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)  # PEFT also allows one name or "all-linear"
+    return {"r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"), "target_modules": sorted(targets),
+            "use_rslora": bool(cfg.get("use_rslora"))}  # fmt: skip
+
+
 def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
     """The parent's settings as a starting point for its child: the same everything, init_adapter set to the
     parent, a fresh name (the user may then change the dataset, epochs, learning rate...)."""
+    from lora_demo.models.registry import adapter_base_model
     from lora_demo.train.settings import TrainSettings
 
     parent_dir = Path(parent_dir)
+    shape = _shape(parent_config(parent_dir))  # an adapter must be there; its shape wins over its run's config
     cfg = parent_dir / "config.yaml"
     if cfg.is_file():
         data = TrainSettings.from_yaml(cfg).to_dict()
-    else:  # an adapter from elsewhere: its shape from adapter_config.json, the rest defaults
-        pc = parent_config(parent_dir)
-        from lora_demo.models.registry import adapter_base_model
-
+    else:  # an adapter from elsewhere: the rest are this device's defaults
         data = TrainSettings(model=adapter_base_model(parent_dir) or "auto").to_dict()
-        data.update(r=pc["r"], lora_alpha=pc["lora_alpha"], target_modules=sorted(pc["target_modules"]),
-                    use_rslora=bool(pc.get("use_rslora")))  # fmt: skip
-    parent_config(parent_dir)  # an adapter must be there
-    data.update(init_adapter=parent_path or str(parent_dir), run_name="")
+    data.update(shape, init_adapter=parent_path or str(parent_dir), run_name="")
     return TrainSettings.from_dict(data)
 
 
@@ -70,9 +68,13 @@ def parent_of(adapter_dir: str | Path) -> str:
     """The adapter a run (or one of its checkpoints) was continued from, as its config.yaml records it."""
     import yaml
 
-    cfg = Path(adapter_dir) / "config.yaml"
+    folder = Path(adapter_dir)
+    try:  # a rank-k copy's parent is the adapter it was cut from
+        return json.loads((folder / "TRUNCATED.json").read_text())["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
-        parent = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("init_adapter") or ""
+        parent = (yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}).get("init_adapter") or ""
     except (OSError, yaml.YAMLError):
         parent = ""
     if not parent:

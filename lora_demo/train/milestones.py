@@ -27,11 +27,22 @@ class MilestoneCallback(TrainerCallback):
         self.config_yaml = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
 
     def probe(self, step: int, kind: str) -> None:
-        """Answer the probe prompts now and record them (nothing when probes are off)."""
+        """Answer the probe prompts now and record them (nothing when probes are off). Probes are optional: one that
+        fails (out of memory, a template error) is reported once in the log and the timeline, then turned off, and
+        training goes on."""
         if not (_MAIN and self.rows):
             return
         t0 = time.perf_counter()
-        answers = probes.answer(self.model, self.tok, self.rows, self.s, self.s.probe_tokens)
+        try:
+            answers = probes.answer(self.model, self.tok, self.rows, self.s, self.s.probe_tokens)
+        except Exception as e:  # noqa: BLE001 - never worth failing a run for
+            import traceback
+
+            traceback.print_exc()
+            why = f"Probes turned off after an error at step {step}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            probes.record(self.run_dir, step, kind, self.rows, [], time.perf_counter() - t0, error=why)
+            self.rows = []
+            return
         probes.record(self.run_dir, step, kind, self.rows, answers, time.perf_counter() - t0)
 
     def on_train_begin(self, args, state, control, **kw):
@@ -42,6 +53,10 @@ class MilestoneCallback(TrainerCallback):
             self.probe(state.global_step, "checkpoint")
 
     def on_save(self, args, state, control, **kw):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank has written its RNG state before rank 0 marks the checkpoint whole
         if not _MAIN:
             return
         ckpt = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"

@@ -49,9 +49,11 @@ def answer(model, tok, rows: list[dict], s, max_new_tokens: int) -> list[str]:
     return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 
-def record(run_dir: Path, step: int, kind: str, prompts: list[dict], answers: list[str], seconds: float) -> None:
-    append_jsonl(Path(run_dir) / FILE, {"step": step, "kind": kind, "time": round(time.time(), 3),
-                                        "seconds": round(seconds, 3), "prompts": prompts, "answers": answers})  # fmt: skip
+def record(run_dir: Path, step: int, kind: str, prompts: list[dict], answers: list[str], seconds: float,
+           error: str | None = None) -> None:  # fmt: skip
+    rec = {"step": step, "kind": kind, "time": round(time.time(), 3), "seconds": round(seconds, 3), "prompts": prompts,
+           "answers": answers, **({"error": error} if error else {})}  # fmt: skip
+    append_jsonl(Path(run_dir) / FILE, rec)
 
 
 def read(run_dir: str | Path) -> list[dict]:
@@ -71,12 +73,15 @@ def timeline_html(points: list[dict]) -> str:
     if not points:
         return ("<div id='probe-timeline' data-points='0'><i>Probe answers appear here: at step 0, at every "
                 "checkpoint and at the end.</i></div>")  # fmt: skip
-    prompts = points[-1].get("prompts") or []
+    prompts = next((p.get("prompts") for p in reversed(points) if p.get("answers")), None) or []
     many = len(prompts) > 1
     head = "".join(f"<div><b>P{i + 1}</b> {html.escape(_prompt_label(p))}</div>" for i, p in enumerate(prompts))
     body = []
     for p in points:
         label = {"start": "step 0", "final": f"final (step {p['step']})"}.get(p.get("kind"), f"step {p['step']}")
+        if p.get("error"):
+            body.append(f"<div class='probe-error' style='color:#dc2626'>{html.escape(p['error'])}</div>")
+            continue
         answers = "".join(
             f"<div>{f'<b>P{i + 1}</b> ' if many else ''}{html.escape(a) or '<i>(empty)</i>'}</div>"
             for i, a in enumerate(p["answers"])

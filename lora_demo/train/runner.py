@@ -19,10 +19,12 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.io import write_atomic, write_json_atomic
+from lora_demo.train.prewarm import WarmWorker
 from lora_demo.train.runs import (
     ACTIVE,
     FINAL,
     new_run_dir,
+    process_start,
     read_status,
     reconcile_runs,
     request_stop,
@@ -95,6 +97,7 @@ class Runner:
         self.proc: subprocess.Popen | None = None
         self.run_dir: Path | None = None
         self._waiter: threading.Thread | None = None
+        self.warm = WarmWorker()  # a pre-imported worker for the next start (prewarm.py)
 
     # --- state (read only) ---
     def _own_running(self) -> bool:
@@ -126,7 +129,9 @@ class Runner:
     def _wait_for_exit(proc: subprocess.Popen, run_dir: Path) -> None:
         """The waiter thread: when the worker exits without recording why (SIGKILL, crash), record it here."""
         code = proc.wait()
-        if read_status(run_dir).get("status") in ACTIVE:
+        st = read_status(run_dir)
+        # Only its own run: a resumed run in the same folder has another pid, and its status is not this exit's.
+        if st.get("status") in ACTIVE and st.get("pid") == proc.pid:
             update_status(run_dir, status="failed", ended=time.time(), error=exit_reason(code))
 
     # --- actions ---
@@ -158,6 +163,10 @@ class Runner:
 
         run_dir = Path(run_dir)
         with self.lock:
+            if self._own_running() and self.run_dir == run_dir and read_status(run_dir).get("status") in FINAL:
+                self._waiter.join(60)  # it has said "stopped" and is shutting down: let it free its memory first
+                if self._waiter.is_alive():
+                    raise InputError(f"{run_dir.name} is still shutting down; press Resume again in a moment.")
             self.reap()
             self._refuse_if_active()
             st = settled(run_dir, read_status(run_dir))
@@ -179,9 +188,11 @@ class Runner:
                 hook()
             ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
             (run_dir / "STOP").unlink(missing_ok=True)
-            kept = {k: v for k, v in st.items() if k not in ("error", "ended", "pid", "notices")}
+            kept = {k: v for k, v in st.items() if k not in ("error", "ended", "pid", "pid_start", "notices")}
             resumes = [*st.get("resumes", []), {"step": step_of(ckpt), "time": time.time()}]
-            write_json_atomic(run_dir / "status.json", {**kept, "status": "starting", "resumes": resumes})
+            write_json_atomic(
+                run_dir / "status.json", {**kept, "status": "starting", "resumes": resumes, "notices": skipped}
+            )
             self._launch(run_dir, settings.num_processes, resume=True)
             return ckpt, skipped
 
@@ -233,15 +244,32 @@ class Runner:
             if resume:
                 log.write(f"\n===== resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
                 log.flush()
-            proc = subprocess.Popen(
+            proc = self._popen(
                 worker_command(run_dir, num_processes, resume), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**clean_env(env), **ddp_env(num_processes)}, start_new_session=True,
             )  # fmt: skip
         self.proc, self.run_dir = proc, run_dir
-        update_status(run_dir, pid=proc.pid, num_processes=num_processes)
+        update_status(run_dir, pid=proc.pid, pid_start=process_start(proc.pid), num_processes=num_processes)
         self._waiter = threading.Thread(target=self._wait_for_exit, args=(proc, run_dir), daemon=True,
                                         name=f"wait-{run_dir.name}")  # fmt: skip
         self._waiter.start()
+
+    def prewarm(self) -> None:
+        """Keep one worker with the training libraries imported for the next start (prewarm.py): called while the
+        user edits settings; nothing while a run is active or where prewarming is off (CPU by default)."""
+        from lora_demo.train.prewarm import wanted
+
+        if wanted() and self.current() is None:
+            self.warm.start(clean_env({**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}))
+
+    def _popen(self, cmd: list[str], **kw) -> subprocess.Popen:
+        """The pre-imported worker when one waits with this very environment (a plain single-process start), else
+        a fresh process."""
+        if cmd[1:3] == ["-m", "lora_demo.train.worker"]:
+            proc = self.warm.take(cmd[3:], kw["env"], append=getattr(kw.get("stdout"), "mode", "w") == "a")
+            if proc is not None:
+                return proc
+        return subprocess.Popen(cmd, **kw)
 
     def stop(self, wait: float = 0.0) -> Path | None:
         """Ask the active run to stop after its current step (it then saves the adapter so far)."""

@@ -86,8 +86,22 @@ def log_tail(run_dir: str | Path, lines: int = 30) -> str:
     return "\n".join(line.split("\r")[-1] for line in text.splitlines()[-lines:])
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_start(pid: int) -> str | None:
+    """Which process a pid is: the boot and the start time (Linux /proc), so a pid reused after a reboot or by
+    another program is not taken for the worker. None where /proc is not there."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, after the command name in parentheses
+
+
+def pid_alive(pid: int | None, start: str | None = None) -> bool:
+    """Whether the process is there (and, given its recorded start, is still the same process)."""
     if not pid:
+        return False
+    if start is not None and process_start(pid) not in (None, start):
         return False
     try:
         os.kill(pid, 0)
@@ -118,7 +132,7 @@ def settled(run_dir: str | Path, status: dict) -> dict:
     """The status as it is to be shown: one that says active while its worker is gone reads as failed.
 
     Computed in memory only (reading never writes); reconcile_runs records it."""
-    if status.get("status") not in ACTIVE or pid_alive(status.get("pid")):
+    if status.get("status") not in ACTIVE or pid_alive(status.get("pid"), status.get("pid_start")):
         return status
     ended = status.get("ended") or _last_write(Path(run_dir)) or time.time()
     return {**status, "status": "failed", "ended": ended, "error": status.get("error") or GONE}

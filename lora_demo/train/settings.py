@@ -67,6 +67,16 @@ class TrainSettings:
     # --- data handling ---
     train_on_responses_only: bool = _f(True, "Mask the prompt (label -100): learn only the answers.")
     packing: bool = _f(False, "Pack several short examples into one sequence (faster on GPU, changes batches).")
+    padding_free: bool = _f(
+        True,
+        "Concatenate each micro-batch's rows without padding; position ids keep the rows independent, so the loss "
+        "is the padded batch's while no pad token is computed.",
+    )
+    auto_micro_batch: bool = _f(
+        True,
+        "CUDA: choose the micro batch from free GPU memory and adjust accumulation so the effective batch (micro "
+        "batch × accumulation) stays as set. The plan shows the choice.",
+    )
     val_fraction: float = _f(0.0, "Fraction of rows held out for validation loss (0: none).")
     # --- logging and saving ---
     logging_steps: int = _f(1, "Log loss, learning rate and grad norm every N optimizer steps.")
@@ -76,7 +86,7 @@ class TrainSettings:
         "Save a checkpoint (adapter, optimizer, scheduler, RNG state, data position) every N steps: what Resume "
         "continues from and Chat can load. 0: about 5 over the run; -1: none (only the final adapter).",
     )
-    keep_checkpoints: int = _f(3, "Keep the newest N checkpoints; older ones are deleted as new ones are saved.")
+    keep_checkpoints: int = _f(3, "Keep the newest N (≥ 2) checkpoints; older ones are deleted as new ones are saved.")
     run_name: str = _f("", "Optional name for the run folder (a unique name is made from it).")
     num_processes: int = _f(
         1,
@@ -139,7 +149,7 @@ class TrainSettings:
         num("logging_steps", 1, 100_000, True)
         num("eval_steps", 1, 100_000, True)
         num("save_steps", -1, 100_000, True)
-        num("keep_checkpoints", 1, 1000, True)
+        num("keep_checkpoints", 2, 1000, True)  # the Trainer prunes before the new one is marked whole
         num("probe_tokens", 0, 512, True)
         num("probe_rows", 1, 3, True)
         num("num_processes", 1, 64, True)

@@ -48,14 +48,16 @@ def look(run_dir: str | Path, seen: dict | None = None, now: float | None = None
     if new_run:
         seen = {"run": str(run_dir)}
     st = read_status(run_dir)
-    key = [st.get("status"), st.get("step"), _size(run_dir / "progress.jsonl")]
+    # probes.jsonl too: the final probe answers land after the last progress record.
+    key = [st.get("status"), st.get("step"), _size(run_dir / "progress.jsonl"), _size(run_dir / "probes.jsonl")]
     out = Look(seen=seen)
     final = st.get("status") in FINAL
     if key != seen.get("key"):
         seen["key"] = key
         out.status, out.progress = st, read_progress(run_dir)
         points = sum(1 for p in out.progress if p.get("type") in ("log", "eval"))
-        seen["pending"] = seen.get("pending") or points != seen.get("points")
+        seen["pending"] = seen.get("pending") or points != seen.get("points") or key[3] != (seen.get("probes") or -1)
+        seen["probes"] = key[3]
         seen["points"] = points
     due = now - seen.get("curve_t", 0.0) >= CURVE_EVERY_S
     if new_run or (seen.get("pending") and (due or final)):

@@ -31,8 +31,10 @@ def _rows(path: Path) -> list[dict]:
     return read_jsonl(path, strict=True) if path.is_file() else []
 
 
-def load_for_training(s, plan) -> tuple[object, object]:
-    """(peft model, tokenizer) on the chosen backend."""
+def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
+    """(peft model, tokenizer) on the chosen backend. A continued run starts from its parent's factors, except when
+    it resumes: its checkpoint holds them (and the parent may have moved since)."""
+    s = s if not resume else type(s).from_dict({**s.to_dict(), "init_adapter": ""})
     from lora_demo.models import model_path
 
     path = model_path(s.model)
@@ -86,6 +88,9 @@ def build_dataset(rows: list[dict], tok, s):
     examples = [
         build_example(r, tok, s.template, s.max_seq_length, s.train_on_responses_only, s.enable_thinking) for r in rows
     ]
+    # A row left without a trained token (its prompt fills max_seq_length) adds no loss: dropped, as TRL drops it when
+    # it truncates (padding-free runs leave truncation to build_example, so TRL does not).
+    examples = [e for e in examples if any(x != -100 for x in e.labels)]
     return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
 
 
@@ -99,8 +104,12 @@ def trainer_class(backend: str):
     from trl import SFTTrainer
     from trl.trainer import utils as trl_utils
 
-    if backend == "unsloth" or getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
-        return SFTTrainer
+    if backend == "unsloth":
+        return SFTTrainer  # (Unsloth's patched SFTTrainer computes the loss in the model, without TRL's metrics)
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        from lora_demo.train.batching import lean_metrics
+
+        return lean_metrics(SFTTrainer)  # TRL's fused loss, its metrics read once per log instead of per micro-batch
     from transformers import Trainer
 
     class PlainLossSFTTrainer(SFTTrainer):
@@ -115,6 +124,8 @@ def trainer_class(backend: str):
 def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = None):
     from trl import SFTConfig
 
+    from lora_demo.train.batching import sft_batching_args
+
     optim = s.optimizer
     if plan.device == "cpu" and "8bit" in optim:
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
@@ -128,8 +139,8 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = 
         save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
         save_total_limit=s.keep_checkpoints,
         report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
-        max_length=s.max_seq_length, packing=s.packing, dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", disable_tqdm=RANK != 0, logging_first_step=True,
+        dataloader_num_workers=0, **sft_batching_args(s, WORLD),  # padding-free/packing, token counting
+        disable_tqdm=RANK != 0, logging_first_step=True,
         ddp_find_unused_parameters=False if WORLD > 1 else None,
     )  # fmt: skip
 
@@ -145,7 +156,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
     plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
     update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
                   num_processes=WORLD)  # fmt: skip
-    model, tok = load_for_training(s, plan)
+    model, tok = load_for_training(s, plan, resume)
     if WORLD == 1 and stop_requested(run_dir):  # (under DDP the ranks agree on a stop at the first step)
         return _finish(run_dir, "stopped", error="Stopped before training started: no adapter was saved.")
     import torch
@@ -156,11 +167,12 @@ def run(run_dir: Path, resume: bool = False) -> str:
     torch.set_num_threads(plan.cpu_threads)
     update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
                   val_rows=len(val_rows))  # fmt: skip
-    from lora_demo.train import checkpoints, probes
+    from lora_demo.train import batching, checkpoints, probes
     from lora_demo.train.callback import ProgressCallback
     from lora_demo.train.milestones import MilestoneCallback
     from lora_demo.train.plan import optimizer_steps
 
+    s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
     every = checkpoints.save_every(s.save_steps, optimizer_steps(len(train_rows), s)["total_steps"])
     callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
     milestones = MilestoneCallback(
@@ -171,17 +183,17 @@ def run(run_dir: Path, resume: bool = False) -> str:
         train_dataset=build_dataset(train_rows, tok, s), eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
         processing_class=tok, callbacks=[callback, milestones],
     )  # fmt: skip
+    batching.count_tokens(trainer, run_dir)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
         metrics = trainer.evaluate()
         update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
-    if not stopped:
-        milestones.final(trainer.state.global_step)
     if RANK != 0:
         return "stopped" if stopped else "completed"
     save_adapter(model, tok, run_dir, s.model)
     if not stopped:  # nothing resumes a completed run: its checkpoints keep their adapters only
+        milestones.final(trainer.state.global_step)  # after the save: a failing probe never costs the adapter
         checkpoints.slim(run_dir)
     return _finish(run_dir, "stopped" if stopped else "completed")
 
@@ -191,9 +203,11 @@ def resume_point(run_dir: Path) -> Path:
     from lora_demo.errors import LoraLabError
     from lora_demo.io import append_jsonl
     from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
+    from lora_demo.train.runs import read_status
 
     # Under DDP the Runner has set the broken ones aside before launching, so every rank reads the same folder.
     ckpt, skipped = pick_for_resume(run_dir) if WORLD == 1 else resumable(run_dir)
+    skipped = skipped or read_status(run_dir).get("notices") or []  # the Runner set them aside before launching
     if ckpt is None:
         raise LoraLabError("No whole checkpoint to resume from. " + " ".join(skipped))
     for msg in skipped:

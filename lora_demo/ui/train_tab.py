@@ -66,15 +66,17 @@ def form_values(s: TrainSettings, parents: list) -> list:
     d = s.to_dict()
     d["probe_prompts"] = "\n".join(s.probe_prompts)
     d["init_adapter"] = gr.Dropdown(choices=parents, value=s.init_adapter)
+    d["num_processes"] = max(1, min(s.num_processes, visible_gpus()))  # the parent's GPUs may not be here
     return [d[k] for k in FORM]
 
 
 def resumable_now(run_dir) -> bool:
-    """Whether the Resume button belongs on this run: stopped or failed, with a whole checkpoint."""
-    from lora_demo.train.checkpoints import resumable
+    """Whether the Resume button belongs on this run: stopped or failed, with a finished checkpoint (presence of its
+    files only; Resume itself reads them and says which one it skips)."""
+    from lora_demo.train.checkpoints import can_resume
     from lora_demo.train.runs import read_status, settled
 
-    return settled(run_dir, read_status(run_dir)).get("status") in ("stopped", "failed") and bool(resumable(run_dir)[0])
+    return settled(run_dir, read_status(run_dir)).get("status") in ("stopped", "failed") and can_resume(run_dir)
 
 
 def runs_frame(runs_dir) -> pd.DataFrame:
@@ -120,11 +122,23 @@ class TrainActions:
     @friendly
     def continue_from(self, name):
         """'Continue training': the form filled with the shown run's settings, starting from its adapter."""
-        path = self.lab.adapter_for_chat(name)
+        path = self._adapter_or_checkpoint(name)
         s = self.lab.continue_settings(path)
         msg = (f"The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset (the "
                "same or a new one), adjust epochs or learning rate, and press Start; the new run records its parent.")  # fmt: skip
         return *form_values(s, self.parents()), msg
+
+    def _adapter_or_checkpoint(self, name) -> str:
+        """The run's final adapter, else (a failed or running run) its newest finished checkpoint."""
+        from lora_demo.train.checkpoints import checkpoint_choices
+
+        try:
+            return self.lab.adapter_for_chat(name)
+        except InputError:
+            ckpts = checkpoint_choices(self.lab.run_dir(name))
+            if not ckpts:
+                raise
+            return str(self.lab.runs_dir / name / "checkpoints" / ckpts[0][1].name)
 
     @friendly
     def adopt_parent(self, adapter):
@@ -155,7 +169,8 @@ class TrainActions:
         if not now.changed and not now.curve:
             return (*SKIP7, now.seen, gr.skip() if active is not None else idle())
         before = (seen_before or {}).get("key") or [None]
-        status_changed = now.status is not None and before[0] != now.status.get("status")
+        new_run = (seen_before or {}).get("run") != str(run_dir)  # another run shown: its buttons, not the last one's
+        status_changed = now.status is not None and (new_run or before[0] != now.status.get("status"))
         return (
             progress_html(now.status, now.progress, run_dir) if now.status is not None else gr.skip(),
             loss_figure(now.progress, f"Run {name}") if now.curve else gr.skip(),
