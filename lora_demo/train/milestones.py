@@ -21,8 +21,9 @@ _MAIN = int(os.environ.get("RANK", "0")) == 0
 
 
 class MilestoneCallback(TrainerCallback):
-    def __init__(self, run_dir: Path, settings, model, tok, probe_rows: list[dict]):
+    def __init__(self, run_dir: Path, settings, model, tok, probe_rows: list[dict], unsloth: bool = False):
         self.run_dir, self.s, self.model, self.tok = Path(run_dir), settings, model, tok
+        self.unsloth = unsloth  # Unsloth's generate switches modes itself (see probes.answer)
         self.rows = probe_rows if settings.probe_tokens > 0 else []
         self.config_yaml = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
 
@@ -34,7 +35,7 @@ class MilestoneCallback(TrainerCallback):
             return
         t0 = time.perf_counter()
         try:
-            answers = probes.answer(self.model, self.tok, self.rows, self.s, self.s.probe_tokens)
+            answers = probes.answer(self.model, self.tok, self.rows, self.s, self.s.probe_tokens, self.unsloth)
         except Exception as e:  # noqa: BLE001 - never worth failing a run for
             import traceback
 

@@ -26,8 +26,12 @@ def probe_rows(prompts: list[str], train_rows: list[dict], val_rows: list[dict],
     return [{"instruction": r.get("instruction", ""), "input": r.get("input", "")} for r in rows[: min(n, MAX_PROBES)]]
 
 
-def answer(model, tok, rows: list[dict], s, max_new_tokens: int) -> list[str]:
-    """Greedy answers of the model being trained, in one left-padded batch; its training mode is restored."""
+def answer(model, tok, rows: list[dict], s, max_new_tokens: int, unsloth: bool = False) -> list[str]:
+    """Greedy answers of the model being trained, in one left-padded batch; its training mode is restored.
+
+    unsloth: leave the mode to Unsloth's generate, which switches to inference and back to training with its
+    gradient checkpointing re-armed, but only when the model is in training mode on entry (a model.eval() first
+    would leave checkpointing off for the rest of the run: measured on the H200, 15.7 GiB instead of 2.6)."""
     import torch
 
     from lora_demo.data.templates import prompt_ids
@@ -39,7 +43,8 @@ def answer(model, tok, rows: list[dict], s, max_new_tokens: int) -> list[str]:
     input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
     mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
     was_training = model.training
-    model.eval()
+    if not unsloth:
+        model.eval()
     try:
         with torch.no_grad():
             out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,

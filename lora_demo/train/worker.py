@@ -176,7 +176,12 @@ def run(run_dir: Path, resume: bool = False) -> str:
     every = checkpoints.save_every(s.save_steps, optimizer_steps(len(train_rows), s)["total_steps"])
     callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
     milestones = MilestoneCallback(
-        run_dir, s, model, tok, probes.probe_rows(s.probe_prompts, train_rows, val_rows, s.probe_rows)
+        run_dir,
+        s,
+        model,
+        tok,
+        probes.probe_rows(s.probe_prompts, train_rows, val_rows, s.probe_rows),
+        unsloth=plan.backend == "unsloth",
     )
     trainer = trainer_class(plan.backend)(
         model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every),
