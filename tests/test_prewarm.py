@@ -44,13 +44,14 @@ def test_a_changed_environment_gets_a_fresh_worker_and_the_old_one_ends(tmp_path
     monkeypatch.setenv("LORA_LAB_PREWARM", "1")
     runner = Runner(tmp_path / "runs", tmp_path / "data")
     runner.prewarm()
-    old = runner.warm.proc
+    old, folder = runner.warm.proc, runner.warm.folder
     monkeypatch.setenv("LORA_LAB_BACKEND", "transformers")  # the run would get another environment
     run_dir = runner.start(TrainSettings(**TINY))
     assert runner.proc is not old
     assert runner.wait(300)["status"] == "completed", (run_dir / "train.log").read_text()[-2000:]
     assert "prewarm:" not in (run_dir / "train.log").read_text()
-    old.wait(10)  # discarded: it does not linger
+    old.wait(10)  # discarded: it does not linger, nor does its folder
+    assert not folder.exists()
     assert not psutil.pid_exists(old.pid) or psutil.Process(old.pid).status() == psutil.STATUS_ZOMBIE
 
 

@@ -9,7 +9,8 @@ for a run folder on its stdin:
 Given the worker's arguments (one JSON line), it sends its output to the run's train.log (the import messages first) and runs exactly what
 `python -m lora_demo.train.worker RUN_DIR` runs. It is used only when the environment it was started with is the
 one the run would get (e.g. the same LORA_LAB_BACKEND); otherwise it is ended and a fresh worker starts. It ends on
-its own when its stdin closes (the app exited or discarded it). On by default with a CUDA GPU;
+its own when its stdin closes (the app exited or discarded it). While it waits it holds a CUDA context
+(~0.5 GB of GPU memory) and the imported libraries' RAM. On by default with a CUDA GPU;
 LORA_LAB_PREWARM=1/0 turns it on or off (on a 2-core CPU machine the imports would compete with the browser).
 """
 
@@ -83,7 +84,7 @@ class WarmWorker:
             except OSError:  # it died just now
                 self._discard()
                 return None
-            self.proc = self.env = None
+            self.proc = self.env = self.folder = None  # the worker reads its import log, then removes the folder
             return proc
 
     def discard(self) -> None:
@@ -97,6 +98,8 @@ class WarmWorker:
         proc, self.proc, self.env = self.proc, None, None
         if proc is None:
             return
+        if self.folder is not None:  # its ready file and import log (a worker that took a run removed them itself)
+            shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             proc.stdin.close()
         if proc.poll() is None:
