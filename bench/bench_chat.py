@@ -35,7 +35,14 @@ import unsloth  # noqa: F401  (before transformers)
 import torch
 from unsloth import FastLanguageModel
 adapter, n, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-model, tok = FastLanguageModel.from_pretrained(adapter, dtype=torch.bfloat16, load_in_4bit=False, max_seq_length=2048)
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+cfg = json.load(open(adapter + "/adapter_config.json"))
+model, tok = FastLanguageModel.from_pretrained(cfg["base_model_name_or_path"], dtype=torch.bfloat16,
+                                               load_in_4bit=False, max_seq_length=2048)
+model = FastLanguageModel.get_peft_model(model, r=cfg["r"], lora_alpha=cfg["lora_alpha"], lora_dropout=0,
+                                         target_modules=sorted(cfg["target_modules"]))
+set_peft_model_state_dict(model, load_file(adapter + "/adapter_model.safetensors"))
 FastLanguageModel.for_inference(model)
 ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
 ids = (ids["input_ids"] if hasattr(ids, "keys") else ids).to("cuda")

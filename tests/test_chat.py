@@ -314,3 +314,35 @@ def test_cli_chat_json(tiny_run):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert set(res) == {"base", "tuned"} and res["base"] != res["tuned"]
+
+
+def test_4bit_checkpoint_chats_from_a_dequantized_copy(tmp_path):
+    """A bitsandbytes 4-bit checkpoint (the CUDA default's kind) is dequantized once for chat when memory allows:
+    no 4-bit layer is left, the status says which precision chat runs in, and the copy computes what the 4-bit
+    model computes (within 16-bit rounding)."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from lora_demo.models import load_tokenizer
+    from lora_demo.models.registry import model_path
+
+    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.float32)  # fmt: skip
+    m4 = AutoModelForCausalLM.from_pretrained(model_path("qwen3-tiny"), quantization_config=cfg, dtype=torch.float32)
+    assert type(m4.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    m4.save_pretrained(tmp_path / "q4")
+    load_tokenizer("qwen3-tiny").save_pretrained(tmp_path / "q4")
+    ids = torch.tensor([[9707, 1879, 11, 1246, 525]])
+    with torch.inference_mode():
+        ref = m4(input_ids=ids).logits
+    engine = ChatEngine()
+    lines = list(engine.load(str(tmp_path / "q4")))
+    assert "dequantized once from the 4-bit checkpoint" in engine.precision
+    assert engine.precision in lines[-1]
+    assert not [m for m in engine.model.modules() if "4bit" in type(m).__name__]
+    with torch.inference_mode():
+        got = engine.model(input_ids=ids).logits.float()
+    assert (got - ref).abs().max() < 0.25, (got - ref).abs().max()
+    res = engine.answer_pair("Hi", GenSettings(max_new_tokens=4, min_new_tokens=4, greedy=True))
+    assert res["base_stats"]["tokens"] == 4
+    engine.unload()
