@@ -195,10 +195,10 @@ class PairDecoder:
 
         def pick(logits: torch.Tensor, cur: int, step: int) -> torch.Tensor:
             scores = logits.float()
+            if step < min_new_tokens and eos_list:  # first, as generate() does: top-k/top-p then never keep only EOS
+                scores[:, eos_t] = -float("inf")
             for p in processors:
                 scores = p(ids[:, :cur], scores)
-            if step < min_new_tokens and eos_list:
-                scores[:, eos_t] = -float("inf")
             if greedy:
                 return scores.argmax(-1)
             probs = torch.softmax(scores, dim=-1)
