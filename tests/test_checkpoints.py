@@ -228,3 +228,17 @@ def test_stop_saves_a_checkpoint_and_resume_right_after_continues_from_it(runner
     st = runner.wait(300)
     assert st["status"] == "completed" and st["step"] == 60, st
     assert [p["step"] for p in read_progress(run_dir) if p.get("type") == "log"] == list(range(1, 61))
+
+
+def test_probes_leave_training_unchanged(tmp_path):
+    """Answering probes between steps (eval mode, generate) must not change what is learned: with LoRA dropout on,
+    a probe that left the model in eval mode, or drew from the training RNG, would change the adapter."""
+    settings = {**TINY, "max_steps": 8, "save_steps": 2, "lora_dropout": 0.1}
+    done = []
+    for probe_tokens in (0, 6):
+        r = Runner(tmp_path / f"runs-{probe_tokens}", tmp_path / "data")
+        run_dir = r.start(TrainSettings(**{**settings, "probe_tokens": probe_tokens}))
+        assert r.wait(300)["status"] == "completed"
+        done.append(run_dir)
+    assert probes.read(done[0]) == [] and len(probes.read(done[1])) == 5
+    _assert_same_adapter(done[0], done[1])

@@ -30,7 +30,7 @@ FORM = [
     "target_modules", "use_rslora", "load_in_4bit", "learning_rate", "num_epochs", "max_steps", "micro_batch_size",
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
-    "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows",
+    "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows", "padding_free", "auto_micro_batch",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
         "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows"}  # fmt: skip
@@ -246,7 +246,12 @@ def _settings_form(d: dict, choices: dict) -> dict:
         num("seed", "seed", 0)
     with gr.Accordion("Data, logging, saving", open=False), gr.Row():
         c["train_on_responses_only"] = gr.Checkbox(value=d["train_on_responses_only"], label="train on responses only")
-        c["packing"] = gr.Checkbox(value=d["packing"], label="packing")
+        c["packing"] = gr.Checkbox(value=d["packing"], label="packing", info=help_["packing"])
+        c["padding_free"] = gr.Checkbox(
+            value=d["padding_free"], label="padding-free batches", info=help_["padding_free"]
+        )
+        c["auto_micro_batch"] = gr.Checkbox(value=d["auto_micro_batch"], label="auto micro batch (CUDA)",
+                                            info=help_["auto_micro_batch"])  # fmt: skip
         num("val_fraction", "validation fraction")
         num("logging_steps", "logging steps", 0)
         num("eval_steps", "eval steps", 0)
