@@ -1,4 +1,4 @@
-"""Start LoRA Lab: `lora-lab [--host H] [--port P] [--share] [--auth USER:PASS] [--model ID] [--runs-dir DIR]`.
+"""Start LoRA Lab: `lora-lab [--host H] [--port P] [--share] [--auth USER:PASS] [--lang en|zh] [--model ID] ...`.
 
 The `lora-lab` console script (pyproject.toml) runs `main`; `python app.py` in a checkout runs the same.
 """
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", metavar="USER:PASS", default=os.environ.get("LORA_LAB_AUTH"),
                    help="require this login (also from $LORA_LAB_AUTH)")  # fmt: skip
     p.add_argument("--no-auth", action="store_true", help="with --share: allow anyone with the link in (unsafe)")
+    p.add_argument("--lang", choices=("en", "zh"), default=None,
+                   help="the page's language (English or 简体中文; default: the browser's), switchable on the page")
     p.add_argument("--model", default="auto", help="default model id or folder ('auto': by device)")
     p.add_argument("--runs-dir", default="runs", help="where training runs and adapters are saved")
     p.add_argument("--data-dir", default="data", help="where datasets are saved")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     auth = resolve_auth(args)
     settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
                            allow_dirs=[Path(d) for d in args.allow_dir])  # fmt: skip
-    demo = build_app(settings)
+    demo = build_app(settings, lang=args.lang)
     demo.queue(default_concurrency_limit=None)
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False, show_error=True,

@@ -5,18 +5,31 @@ from __future__ import annotations
 import gradio as gr
 
 from lora_demo.engine import AppSettings, LabEngine
+from lora_demo.i18n import LANGS, pick_lang
+from lora_demo.ui import common
 from lora_demo.ui.chat_tab import ChatTab, create_chat_tab
-from lora_demo.ui.common import friendly, show_errors
+from lora_demo.ui.common import friendly, say, show_errors
 from lora_demo.ui.dataset_tab import create_dataset_tab
+from lora_demo.ui.localize import Localizer
 from lora_demo.ui.lowrank_tab import create_lowrank_tab
 from lora_demo.ui.system_tab import create_system_tab
 from lora_demo.ui.train_tab import TrainTab, create_train_tab
 
+# The page asks the browser for its language at load when no --lang was given.
+BROWSER_LANG_JS = "(lang) => [navigator.language || lang]"
 
-def build_app(settings: AppSettings | LabEngine | None = None) -> gr.Blocks:
+
+def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None = None) -> gr.Blocks:
+    """The app, laid out in `lang` ('en' or 'zh'); None: English, switched at page load to the browser's language."""
     lab = settings if isinstance(settings, LabEngine) else LabEngine(settings)
+    start = pick_lang(lang)
+    common.SESSION_LANG.default = start
+    common.ON_LANGUAGE.clear()
     with gr.Blocks(title="LoRA Lab") as demo:
-        gr.Markdown("# LoRA Lab\nLearn why LoRA works, build a dataset, fine-tune, and compare base vs tuned.")
+        with gr.Row(equal_height=True):
+            gr.Markdown("# LoRA Lab\nLearn why LoRA works, build a dataset, fine-tune, and compare base vs tuned.")
+            switch = gr.Radio([(name, code) for code, name in LANGS.items()], value=start, show_label=False,
+                              container=False, elem_id="lang-switch", scale=0, min_width=220)  # fmt: skip
         with gr.Tabs() as tabs:
             with gr.Tab("System", id="system"):
                 create_system_tab()
@@ -29,8 +42,38 @@ def build_app(settings: AppSettings | LabEngine | None = None) -> gr.Blocks:
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat = create_chat_tab(lab, chat_tab)
         wire_chat_with_run(lab, tabs, train, chat)
+        wire_language(demo, switch, follow_browser=lang is None, start=start)
     demo.lab = lab  # tests and scripts reach the engine of a built app here
     return demo
+
+
+def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start: str) -> None:
+    """The switch changes every captured text and re-renders the dynamic panels, for this browser session only."""
+    loc = Localizer()
+    loc.capture(demo, skip=[switch])
+    if start != "en":
+        loc.apply(start)
+    refreshers = list(common.ON_LANGUAGE)
+    common.ON_LANGUAGE.clear()
+
+    def switch_to(value):
+        lang = common.SESSION_LANG.set(value)
+        return lang, *loc.updates(lang)
+
+    def at_load(value):
+        lang = common.SESSION_LANG.set(value)
+        if lang == start:  # the page was built in this language
+            return gr.skip(), *(gr.skip() for _ in loc.components)
+        return lang, *loc.updates(lang)
+
+    outputs = [switch, *loc.components]
+    events = [switch.input(switch_to, switch, outputs, api_name="set_language", show_progress="hidden",
+                           queue=False),
+              demo.load(at_load, switch, outputs, js=BROWSER_LANG_JS if follow_browser else None,
+                        api_visibility="private", show_progress="hidden", queue=False)]  # fmt: skip
+    for event in events:
+        for fn, inputs, outs in refreshers:
+            event.then(fn, inputs, outs, api_visibility="private", show_progress="hidden")
 
 
 def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:
@@ -43,7 +86,7 @@ def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: Cha
         choices = adapter_choices(lab.runs_dir)
         # The newest adapter goes with it: opening the Chat tab refreshes its list, which must keep this pick.
         return (gr.Tabs(selected="chat"), "auto", gr.Dropdown(choices=choices, value=path),
-                f"Loading `{name}` on its base model…", choices[0][1] if choices else None)  # fmt: skip
+                say("Loading `{name}` on its base model…", name=name), choices[0][1] if choices else None)  # fmt: skip
 
     event = train.chat_btn.click(hand_over, train.view, [tabs, chat.model, chat.adapter, chat.status, chat.newest],
                                  api_name="train_chat_with_run")  # fmt: skip

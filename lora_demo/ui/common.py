@@ -13,8 +13,75 @@ from collections import OrderedDict
 import gradio as gr
 
 from lora_demo.errors import LoraLabError
+from lora_demo.i18n import DEFAULT, msg, pick_lang, render
 
 log = logging.getLogger("lora_demo.ui")
+
+
+def _session_key() -> str | None:
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    return getattr(request, "session_hash", None)
+
+
+class _SessionLangs:
+    """Each browser session's language (the switch at the top of the page; set at page load from --lang or the
+    browser's language). Two visitors of one shared link each keep their own. Calls without a session (the
+    API, tests) get the app's default language."""
+
+    def __init__(self, size: int = 4096):
+        self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
+        self.default = DEFAULT
+
+    def set(self, lang: str) -> str:
+        lang, key = pick_lang(lang), _session_key()
+        if key is not None:
+            with self.lock:
+                self.by_session[key] = lang
+                self.by_session.move_to_end(key)
+                while len(self.by_session) > self.size:
+                    self.by_session.popitem(last=False)
+        return lang
+
+    def get(self) -> str:
+        key = _session_key()
+        with self.lock:
+            return self.by_session.get(key, self.default) if key is not None else self.default
+
+
+SESSION_LANG = _SessionLangs()
+
+
+def lang() -> str:
+    """The language of the browser session this handler runs for."""
+    return SESSION_LANG.get()
+
+
+def show(text):
+    """Any text (a Msg from the engine, a plain string) in this session's language."""
+    return render(text, lang())
+
+
+# Handlers that re-render a dynamic panel when the language is switched: (fn, inputs, outputs), collected while
+# build_app lays out the tabs (ui.app wires them after the switch).
+ON_LANGUAGE: list[tuple] = []
+
+
+def on_language(fn, inputs, outputs) -> None:
+    """Re-run fn(inputs) → outputs after the page's language changes (fn renders with lang()/show()/say())."""
+    ON_LANGUAGE.append((fn, inputs, outputs))
+
+
+def dynamic(component):
+    """Mark a component whose value a handler renders (its text is not a fixed label to translate)."""
+    component._lab_dynamic = True
+    return component
+
+
+def say(template: str, **params) -> str:
+    """A UI message in this session's language: say("Started **{name}**.", name=run)."""
+    return render(msg(template, **params), lang())
 
 
 class _LastErrors:
@@ -27,12 +94,7 @@ class _LastErrors:
     def __init__(self, size: int = 2048):
         self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
 
-    @staticmethod
-    def _session() -> str | None:
-        from gradio.context import LocalContext
-
-        request = LocalContext.request.get(None)
-        return getattr(request, "session_hash", None)
+    _session = staticmethod(_session_key)
 
     def remember(self, message: str) -> None:
         key = self._session()
@@ -79,11 +141,12 @@ def friendly(fn):
         if isinstance(exc, gr.Error):
             error = exc
         elif isinstance(exc, LoraLabError):
-            error = gr.Error(str(exc), print_exception=False)
+            error = gr.Error(show(exc.args[0] if len(exc.args) == 1 else str(exc)), print_exception=False)
         else:
             log.exception("handler %s failed", fn.__name__)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            error = gr.Error(f"Unexpected error ({type(exc).__name__}): {first}", print_exception=False)
+            error = gr.Error(say("Unexpected error ({kind}): {first}", kind=type(exc).__name__, first=first),
+                             print_exception=False)  # fmt: skip
         LAST_ERRORS.remember(error.message)
         return error
 
