@@ -16,7 +16,7 @@ from lora_demo.ui.system_tab import create_system_tab
 from lora_demo.ui.train_tab import TrainTab, create_train_tab
 
 # The page asks the browser for its language at load when no --lang was given.
-BROWSER_LANG_JS = "(lang) => [navigator.language || lang]"
+BROWSER_LANG_JS = "(lang) => ((navigator.language || '').toLowerCase().startsWith('zh') ? 'zh' : 'en')"
 
 
 def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None = None) -> gr.Blocks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import gradio as gr
+from gradio.components.api_component import Api
 
 from lora_demo.i18n import Msg, lookup, render
 
@@ -29,6 +30,8 @@ def needs_words(text) -> bool:
 def shown_texts(block) -> dict:
     """{property: English text} for what `block` shows: labels, help, placeholders, static values, choice labels."""
     out = {}
+    if isinstance(block, (Api, gr.State, gr.Timer)):  # not shown (gr.api's parameter "components")
+        return out
     for prop in TEXT_PROPS:
         value = getattr(block, prop, None)
         if needs_words(value):

@@ -1,0 +1,154 @@
+"""简体中文 in the browser (issue 14): `python app.py` with no --lang follows the browser's language; the switch
+changes the page without a reload; each browser session keeps its own language; errors come in it.
+
+Two visitors of one app, as two Chromium contexts: one with a Chinese browser (zh-CN), one with an English one.
+The expected Chinese is read from the tables (render(...)), so a wording change there does not break this test,
+while a missing or unused translation does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lora_demo.i18n import msg, render
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+
+pytestmark = [pytest.mark.browser]
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian's chromium for the browser tests (.ci/run does)")
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+TABS = ("System", "Low-rank lab", "Dataset", "Train", "Chat")
+
+
+def zh(text: str, **params) -> str:
+    out = render(msg(text, **params), "zh")
+    assert CJK.search(out), f"no Chinese for {text!r} in the tables"
+    return out
+
+
+def start_app(root: Path, *flags: str):
+    port = free_port()
+    log = open(root / "app.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir",
+                             str(root / "runs"), "--data-dir", str(root / "data"), *flags], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    import socket
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((root / "app.log").read_text()) from None
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the app did not start in 120 s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    proc, url = start_app(tmp_path_factory.mktemp("zh"))
+    yield url
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, locale: str):
+    page = browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000}).new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    return page
+
+
+@pytest.fixture(scope="module")
+def zh_page(browser, app_url):
+    return open_page(browser, app_url, "zh-CN")
+
+
+@pytest.fixture(scope="module")
+def en_page(browser, app_url):
+    return open_page(browser, app_url, "en-US")
+
+
+def send_empty_message(page, chat_tab: str, send: str) -> str:
+    """Chat tab → Send with nothing typed → the status line's error (the handler refuses an empty message)."""
+    page.get_by_role("tab", name=chat_tab, exact=True).click()
+    page.get_by_role("button", name=send, exact=True).click()
+    box = page.locator("#chat-status .lab-error")
+    box.wait_for()
+    return box.inner_text()
+
+
+def test_1_a_chinese_browser_gets_the_page_in_chinese(zh_page):
+    for name in TABS:
+        zh_page.get_by_role("tab", name=zh(name), exact=True).wait_for()
+    zh_page.get_by_role("tab", name=zh("Train"), exact=True).click()
+    zh_page.get_by_role("button", name=zh("Start training"), exact=True).wait_for()
+    assert zh_page.locator("#lang-switch input[value='zh']").is_checked()
+
+
+def test_2_errors_come_in_chinese(zh_page):
+    shown = send_empty_message(zh_page, zh("Chat"), zh("Send"))
+    assert zh("Type a message first.") in shown, shown
+
+
+def test_3_another_visitor_keeps_english(en_page):
+    for name in TABS:
+        en_page.get_by_role("tab", name=name, exact=True).wait_for()
+    shown = send_empty_message(en_page, "Chat", "Send")
+    assert "Type a message first." in shown and not CJK.search(shown), shown
+
+
+def test_4_the_switch_changes_the_page_without_a_reload(zh_page, en_page):
+    zh_page.evaluate("window.__same_page = 1")
+    zh_page.locator("#lang-switch").get_by_text("English", exact=True).click()
+    zh_page.get_by_role("tab", name="Low-rank lab", exact=True).wait_for()
+    zh_page.get_by_role("button", name="Send", exact=True).wait_for()
+    assert zh_page.evaluate("window.__same_page") == 1, "the page was reloaded"
+    shown = send_empty_message(zh_page, "Chat", "Send")
+    assert "Type a message first." in shown and not CJK.search(shown), shown
+    zh_page.locator("#lang-switch").get_by_text("简体中文", exact=True).click()
+    zh_page.get_by_role("tab", name=zh("Low-rank lab"), exact=True).wait_for()
+    assert zh_page.evaluate("window.__same_page") == 1
+    # The other visitor's page and messages stayed English throughout.
+    en_page.get_by_role("tab", name="Low-rank lab", exact=True).wait_for()
+    shown = send_empty_message(en_page, "Chat", "Send")
+    assert not CJK.search(shown), shown
+
+
+def test_5_lang_flag_serves_chinese_in_the_config(tmp_path):
+    """`python app.py --lang zh`: the served /config already names the tabs in Chinese (no page script needed)."""
+    import json
+    import urllib.request
+
+    proc, url = start_app(tmp_path, "--lang", "zh")
+    try:
+        config = json.loads(urllib.request.urlopen(f"{url}/config", timeout=30).read())
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
+    assert tabs == [zh(name) for name in TABS], tabs
