@@ -15,8 +15,25 @@ from lora_demo.ui.lowrank_tab import create_lowrank_tab
 from lora_demo.ui.system_tab import create_system_tab
 from lora_demo.ui.train_tab import TrainTab, create_train_tab
 
-# The page asks the browser for its language at load when no --lang was given.
-BROWSER_LANG_JS = "(lang) => ((navigator.language || '').toLowerCase().startsWith('zh') ? 'zh' : 'en')"
+# In the page: the switch's language also goes to Gradio's own texts (its upload boxes, toasts), through the
+# changeLocale that its frontend module exports (found among the loaded scripts; skipped if absent). At load with
+# no --lang, the browser's language decides.
+_GRADIO_LOCALE_JS = """
+function labLocale(lang) {
+  try {
+    const core = performance.getEntriesByType('resource').map((e) => e.name)
+      .find((n) => /\\/assets\\/core-[^/]+\\.js(\\?|$)/.test(n));
+    if (core) import(core).then((m) => m.changeLocale && m.changeLocale(lang === 'zh' ? 'zh-CN' : 'en'));
+  } catch (e) {}
+  return lang;
+}
+"""
+SWITCH_JS = f"(lang) => {{ {_GRADIO_LOCALE_JS} return labLocale(lang); }}"
+BROWSER_LANG_JS = (
+    f"(lang) => {{ {_GRADIO_LOCALE_JS} "
+    "return labLocale((navigator.language || '').toLowerCase().startsWith('zh') ? 'zh' : 'en'); }"
+)
+FIXED_LANG_JS = SWITCH_JS  # --lang given: that language, Gradio's texts too
 
 
 def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None = None) -> gr.Blocks:
@@ -67,9 +84,9 @@ def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start
         return lang, *loc.updates(lang)
 
     outputs = [switch, *loc.components]
-    events = [switch.input(switch_to, switch, outputs, api_name="set_language", show_progress="hidden",
-                           queue=False),
-              demo.load(at_load, switch, outputs, js=BROWSER_LANG_JS if follow_browser else None,
+    events = [switch.input(switch_to, switch, outputs, api_name="set_language", show_progress="hidden", queue=False,
+                           js=SWITCH_JS),
+              demo.load(at_load, switch, outputs, js=BROWSER_LANG_JS if follow_browser else FIXED_LANG_JS,
                         api_visibility="private", show_progress="hidden", queue=False)]  # fmt: skip
     for event in events:
         for fn, inputs, outs in refreshers:
