@@ -141,7 +141,7 @@ def browser_run(work: Path, model: str, max_steps: int | None) -> dict:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
                                         "--disable-background-networking", "--no-first-run"])  # fmt: skip
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
             page.set_default_timeout(120_000)
             page.goto(url)
             page.get_by_role("tab", name="Train", exact=True).click()

@@ -60,7 +60,7 @@ def page(app_url):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
         pg.set_default_timeout(60_000)
         pg.goto(app_url[0])
         pg.get_by_role("tab", name="System").wait_for()
