@@ -100,7 +100,7 @@ def main() -> None:
                 time.sleep(0.5)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
             page.goto(f"http://127.0.0.1:{port}/")
             page.get_by_role("tab", name="System").wait_for(timeout=60_000)
             page.get_by_role("tab", name="Chat", exact=True).click()
