@@ -346,3 +346,28 @@ def test_4bit_checkpoint_chats_from_a_dequantized_copy(tmp_path):
     res = engine.answer_pair("Hi", GenSettings(max_new_tokens=4, min_new_tokens=4, greedy=True))
     assert res["base_stats"]["tokens"] == 4
     engine.unload()
+
+
+def test_load_lines_status_and_errors_render_in_chinese(engine, tiny_run):
+    """Issue 14: the engine's lines stay English (CLI, logs) and keep what the UI needs to show them in Chinese:
+    the status line with its adapter and precision parts, a settings error, and a load stage."""
+    import pickle
+
+    from lora_demo.i18n import render
+
+    status = engine.status()
+    assert status.startswith("Loaded base `qwen3-tiny` with adapter `") and "chat runs in" in status
+    zh = render(status, "zh")
+    assert zh.startswith("已加载基座模型 `qwen3-tiny`；适配器 `") and str(tiny_run) in zh and "对话推理精度" in zh, zh
+    assert render(pickle.loads(pickle.dumps(status)), "zh") == zh  # a copy (gr.State, a worker) keeps the template
+    with pytest.raises(InputError) as err:
+        GenSettings(max_new_tokens=0).check()
+    assert str(err.value) == "max new tokens must be a number from 1 to 4096; got 0."
+    assert render(err.value.args[0], "zh") == "最大新词元数 必须是 1 到 4096 之间的数，收到的是 0。"
+    e = ChatEngine()
+    stages = e.load("qwen3-tiny")
+    first = next(stages)  # the first stage, before anything is loaded
+    stages.close()
+    assert first == f"Loading base model `qwen3-tiny` on {e.device}…"
+    assert render(first, "zh") == f"正在 {e.device} 上加载基座模型 `qwen3-tiny`…"
+    assert render(ChatEngine().status(), "zh") == "尚未加载模型。"

@@ -322,3 +322,30 @@ def test_votes_command(tmp_path, capsys):
     assert main(["votes", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "has no votes.jsonl" in err
+
+
+# --- 简体中文 (issue 14) ---
+
+
+def test_win_rate_and_vote_errors_in_chinese(tmp_path):
+    from lora_demo.i18n import render
+
+    votes = [_vote("tuned")] * 3 + [_vote("tie"), _vote("base")]
+    assert win_rate_markdown(win_rate(votes), "zh") == (
+        "微调模型胜 3、平 1、负 1（都不好 0）：胜率 70%（95% 置信区间 30–93%），共 5 票。"
+    )
+    assert win_rate_markdown(win_rate([_vote("both_bad")]), "zh").endswith(
+        "尚无胜率（每一票都认为两个回答都不好），共 1 票。"
+    )
+    assert win_rate_markdown(win_rate([]), "zh").startswith("还没有投票")
+    assert win_rate_markdown(win_rate(votes)) == win_rate_markdown(win_rate(votes), "en")  # the CLI's English
+    ballots = Ballots(random.Random(0))
+    with pytest.raises(InputError) as err:
+        ballots.cast(_deal(ballots, tmp_path).id, "C")
+    assert str(err.value) == "A vote is one of A, B, tie, both_bad; got 'C'."
+    assert render(err.value.args[0], "zh") == "投票只能是 A, B, tie, both_bad 之一，收到的是 'C'。"
+    with pytest.raises(InputError) as err:
+        vote_rows(tmp_path / "nowhere")
+    assert render(err.value.args[0], "zh").endswith(
+        "中没有 data/ 文件夹：请选择在 LoRA Lab 中训练的适配器，才能对它的数据行投票。"
+    )

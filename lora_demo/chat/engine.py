@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_demo.errors import InputError, ModelError
+from lora_demo.i18n import msg
 
 
 @dataclass
@@ -45,7 +46,8 @@ class GenSettings:
         def bad(name, lo, hi):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-                raise InputError(f"{name.replace('_', ' ')} must be a number from {lo} to {hi}; got {v!r}.")
+                raise InputError(msg("{name} must be a number from {lo} to {hi}; got {value!r}.", name=SETTING[name],
+                                     lo=lo, hi=hi, value=v))  # fmt: skip
 
         bad("max_new_tokens", 1, 4096)
         bad("temperature", 0.01, 5)
@@ -56,6 +58,12 @@ class GenSettings:
         bad("adapter_scale", 0, 2)
         self.max_new_tokens, self.top_k, self.seed = int(self.max_new_tokens), int(self.top_k), int(self.seed)
         return self
+
+
+# The settings' names in GenSettings.check's messages.
+SETTING = {"max_new_tokens": msg("max new tokens"), "temperature": msg("temperature"), "top_p": msg("top p"),
+           "top_k": msg("top k"), "repetition_penalty": msg("repetition penalty"), "seed": msg("seed"),
+           "adapter_scale": msg("adapter scale")}  # fmt: skip
 
 
 @dataclass
@@ -167,8 +175,8 @@ def chat_precision(model, plan) -> tuple[object, str]:
         need = _param_count(model) * 2
         free = _free_memory_bytes(plan.device)
         if free < need * 1.25 + 2**30:
-            return model, (f"{bits} bitsandbytes weights (a 16-bit copy needs {need / 2**30:.1f} GiB; "
-                           f"{free / 2**30:.1f} GiB free)")  # fmt: skip
+            return model, msg("{bits} bitsandbytes weights (a 16-bit copy needs {need:.1f} GiB; {free:.1f} GiB free)",
+                              bits=bits, need=need / 2**30, free=free / 2**30)  # fmt: skip
         dtype = torch.float16 if dtype == torch.float32 and plan.device == "cuda" else dtype
         name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
         model = model.dequantize(dtype=dtype).to(dtype)  # the layers never quantized (norms, embeddings) too
@@ -177,10 +185,11 @@ def chat_precision(model, plan) -> tuple[object, str]:
         for attr in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized"):
             if getattr(model, attr, False):
                 setattr(model, attr, False)
-        return model, f"{name} (a 16-bit copy dequantized once from the {bits} checkpoint)"
+        return model, msg("{name} (a 16-bit copy dequantized once from the {bits} checkpoint)", name=name, bits=bits)
     if plan.device == "cpu":
         if dtype == torch.bfloat16 and _param_count(model, embeddings=False) >= SMALL_MODEL_PARAMS:
-            return model.to(torch.bfloat16), "bf16 (this CPU multiplies bf16 natively; decoding reads half the bytes)"
+            bf16 = msg("bf16 (this CPU multiplies bf16 natively; decoding reads half the bytes)")
+            return model.to(torch.bfloat16), bf16
         return model.float(), "fp32"
     return model, name
 
@@ -224,7 +233,7 @@ class ChatEngine:
         self.device = "cpu"
         self.compile: bool | None = None  # compile the decoding step: None = on CUDA only (set before load)
         self.max_cache_len = 1280  # the static KV cache's length on CUDA (prompt + answer); grows when needed
-        self.precision = ""  # what chat computes in, said in the status line
+        self.precision: str = ""  # what chat computes in, said in the status line (a Msg when it explains)
         self.row_scale = None  # rowscale.RowScale when the adapter's layers allow it
         self.decoder = None  # decode.PairDecoder
         self.worker = None  # decode.GenerationWorker: the one thread every generation of this model runs on
@@ -232,11 +241,14 @@ class ChatEngine:
 
     # --- loading ---
     def status(self) -> str:
+        """The status line (a Msg: the UI renders it in the session's language)."""
         if self.model is None:
-            return "No model loaded."
-        adapter = f"adapter `{self.adapter_dir}`" if self.adapter_dir else "no adapter (both sides are the base model)"
-        fmt = self.template.get("template", "chat")
-        return f"Loaded base `{self.model_id}` with {adapter}; prompt format: {fmt}; chat runs in {self.precision}."
+            return msg("No model loaded.")
+        adapter = (msg("adapter `{path}`", path=self.adapter_dir) if self.adapter_dir
+                   else msg("no adapter (both sides are the base model)"))  # fmt: skip
+        return msg("Loaded base `{model}` with {adapter}; prompt format: {fmt}; chat runs in {precision}.",
+                   model=self.model_id, adapter=adapter, fmt=self.template.get("template", "chat"),
+                   precision=self.precision)  # fmt: skip
 
     @property
     def default_mode(self) -> str:
@@ -246,7 +258,8 @@ class ChatEngine:
         return "rows" if self.adapter_dir is None or self.row_scale is not None else "batch"
 
     def load(self, model_id: str | None, adapter_dir: str | None = None) -> Iterator[str]:
-        """Load a base model and (optionally) an adapter, yielding progress lines."""
+        """Load a base model and (optionally) an adapter, yielding progress lines (Msgs: English text that the UI
+        renders in the session's language)."""
         import torch
 
         from lora_demo.adapters import find_adapter_files
@@ -260,16 +273,16 @@ class ChatEngine:
         with self.lock:
             self.unload()
             plan = detect()
-            yield f"Loading base model `{model_id}` on {plan.device}…"
+            yield msg("Loading base model `{model}` on {device}…", model=model_id, device=plan.device)
             t0 = time.perf_counter()
             dtype = plan.precision if plan.device == "cuda" else "fp32"
             lm = load_model(model_id, dtype=dtype, device=plan.device)
             model, tok = lm.model, lm.tokenizer
             model, self.precision = chat_precision(model, plan)
             if "dequantized" in self.precision:
-                yield f"Dequantized the 4-bit weights once for chat: {self.precision}."
+                yield msg("Dequantized the 4-bit weights once for chat: {precision}.", precision=self.precision)
             if adapter_dir:
-                yield f"Loading adapter `{adapter_dir}`…"
+                yield msg("Loading adapter `{path}`…", path=str(adapter_dir))
                 from peft import PeftModel
 
                 # CUDA: the adapter in the model's 16-bit dtype (one dtype through each compiled layer). CPU: PEFT's
@@ -278,8 +291,9 @@ class ChatEngine:
                     model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="default",
                                                       autocast_adapter_dtype=plan.device != "cuda")  # fmt: skip
                 except (ValueError, RuntimeError, KeyError) as e:
-                    raise ModelError(f"The adapter does not fit `{model_id}` ({str(e).splitlines()[0][:200]}). "
-                                     "Pick the base model it was trained on.") from None  # fmt: skip
+                    error = str(e).splitlines()[0][:200]
+                    raise ModelError(msg("The adapter does not fit `{model}` ({error}). Pick the base model it was "
+                                         "trained on.", model=model_id, error=error)) from None  # fmt: skip
             model.eval()
             tok.padding_side = "left"
             if plan.device == "cpu":
@@ -289,11 +303,12 @@ class ChatEngine:
             self.template = tmpl or {"template": "chat" if tok.chat_template else "alpaca"}
             self.device = plan.device
             self._prepare_decoding()
-            yield f"Loaded in {time.perf_counter() - t0:.1f} s. " + self.status()
+            yield msg("Loaded in {seconds:.1f} s. {status}", seconds=time.perf_counter() - t0, status=self.status())
             if self.decoder is not None and self.decoder.compiled:
-                yield "Warming up: compiling the decoding step once for this model (up to a minute)…"
+                yield msg("Warming up: compiling the decoding step once for this model (up to a minute)…")
             self.warmup_s = self._warm_up()
-            yield f"Ready in {time.perf_counter() - t0:.1f} s (warm-up {self.warmup_s:.1f} s). " + self.status()
+            yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=time.perf_counter() - t0,
+                      warmup=self.warmup_s, status=self.status())  # fmt: skip
 
     def _prepare_decoding(self) -> None:
         """The per-row scale (when the adapter allows it), the decoder and its one generation thread."""
@@ -389,7 +404,7 @@ class ChatEngine:
         template = self.template.get("template", "chat")
         if isinstance(source, dict):
             if not str(source.get("instruction") or "").strip():
-                raise InputError("This row has no instruction to prompt with.")
+                raise InputError(msg("This row has no instruction to prompt with."))
             return prompt_ids(source, self.tokenizer, template, bool(think), system or None)
         msgs = [
             {"role": m["role"], "content": flatten_content(m.get("content"))}
@@ -397,7 +412,7 @@ class ChatEngine:
             if m.get("role") in ("user", "assistant")
         ]
         if not msgs or msgs[-1]["role"] != "user" or not msgs[-1]["content"].strip():
-            raise InputError("Type a message first.")
+            raise InputError(msg("Type a message first."))
         return prompt_ids(msgs, self.tokenizer, template, bool(think), system or None)
 
     # --- generation ---
@@ -419,22 +434,23 @@ class ChatEngine:
         When the consumer stops iterating (a closed page: GeneratorExit), generation is stopped and waited for
         before the model lock is released."""
         if self.model is None:
-            raise InputError("Load a model first (Chat tab: pick a model and an adapter, then Load).")
+            raise InputError(msg("Load a model first (Chat tab: pick a model and an adapter, then Load)."))
         settings = (settings or GenSettings()).check()
         mode = mode or self.default_mode
         if mode not in ("rows", "batch", "sequential"):
-            raise InputError(f"Unknown chat mode {mode!r}: rows, batch or sequential.")
+            raise InputError(msg("Unknown chat mode {mode!r}: rows, batch or sequential.", mode=mode))
         if mode == "rows" and self.decoder is None:
-            raise InputError("Mode 'rows' needs a model loaded with ChatEngine.load().")
+            raise InputError(msg("Mode 'rows' needs a model loaded with ChatEngine.load()."))
         if mode == "rows" and self.adapter_dir is not None and self.row_scale is None:
-            raise InputError("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode 'batch'.")
+            raise InputError(msg("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode "
+                                 "'batch'."))  # fmt: skip
         tuned_history = base_history if tuned_history is None else tuned_history
         rows = [self.prompt_ids(base_history, system, enable_thinking)]
         has_adapter = self.adapter_dir is not None
         if has_adapter:
             rows.append(self.prompt_ids(tuned_history, system, enable_thinking))
         if not self.lock.acquire(timeout=600):
-            raise InputError("The model is busy with another generation; try again in a moment.")
+            raise InputError(msg("The model is busy with another generation; try again in a moment."))
         try:
             self.stop_event.clear()
             if mode == "rows":
@@ -655,7 +671,6 @@ def compare_on_rows(
             res = engine.answer_pair(row, gen)
             out.append(CompareRow(split, shown, row["output"], res["base"], res["tuned"]))
     if not out:
-        raise InputError(
-            f"{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on its rows."
-        )
+        raise InputError(msg("{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on "
+                             "its rows.", run_dir=str(run_dir)))  # fmt: skip
     return out

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.io import append_jsonl, read_jsonl
 
 Choice = Literal["A", "B", "tie", "both_bad"]
 CHOICES: tuple[str, ...] = get_args(Choice)
 VOTES_FILE = "votes.jsonl"
 MAX_PENDING = 1000
-EXPIRED = "This pair was already voted on or has expired: ask again."
+EXPIRED = msg("This pair was already voted on or has expired: ask again.")
 
 
 @dataclass
@@ -95,8 +96,8 @@ class VoteStore:
         try:
             append_jsonl(self.path, dataclasses.asdict(vote))
         except OSError as e:
-            raise InputError(f"Could not save the vote in {self.path}: {e.strerror or e} (was the run's folder "
-                             "deleted, or is the disk full?)") from None  # fmt: skip
+            raise InputError(msg("Could not save the vote in {path}: {error} (was the run's folder deleted, or is the "
+                                 "disk full?)", path=str(self.path), error=str(e.strerror or e))) from None  # fmt: skip
 
     def votes(self) -> list[Vote]:
         return [v for v in map(Vote.from_dict, read_jsonl(self.path)) if v is not None]
@@ -134,7 +135,7 @@ class Ballots:
              settings: dict, seed: int, input: str = "", system: str = "") -> Ballot:  # fmt: skip
         """Shuffle which answer is A, remember the secret under a fresh id, and return what may be shown."""
         if not adapter_dir:
-            raise InputError("Load an adapter first: a vote compares the base model with a tuned one.")
+            raise InputError(msg("Load an adapter first: a vote compares the base model with a tuned one."))
         with self._lock:
             tuned_side = "A" if self._rng.random() < 0.5 else "B"
         a, b = (tuned_text, base_text) if tuned_side == "A" else (base_text, tuned_text)
@@ -151,7 +152,8 @@ class Ballots:
         """Record a vote: A, B, tie or both_bad. Saves it to the adapter's votes.jsonl and returns it (now
         revealing the tuned side). A ballot is used once; if saving fails it stays pending, to try again."""
         if not isinstance(choice, str) or choice not in CHOICES:
-            raise InputError(f"A vote is one of {', '.join(CHOICES)}; got {str(choice)[:40]!r}.")
+            raise InputError(msg("A vote is one of {choices}; got {got!r}.", choices=", ".join(CHOICES),
+                                 got=str(choice)[:40]))  # fmt: skip
         with self._lock:
             secret = self._pending.pop(ballot_id, None) if isinstance(ballot_id, str) else None
         if secret is None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def add_votes_parser(sub) -> None:
@@ -23,7 +24,8 @@ def cmd_votes(args: argparse.Namespace) -> int:
     from lora_demo.judge.stats import export_dpo, win_rate, win_rate_markdown
 
     if not (Path(args.run_dir) / VOTES_FILE).is_file():
-        raise InputError(f"{args.run_dir} has no {VOTES_FILE}: vote on some blind pairs in the Chat tab first.")
+        raise InputError(msg("{run_dir} has no {file}: vote on some blind pairs in the Chat tab first.",
+                             run_dir=str(args.run_dir), file=VOTES_FILE))  # fmt: skip
     votes = VoteStore(args.run_dir).votes()
     stats = win_rate(votes)
     exported = export_dpo(votes, args.export) if args.export else None

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 BATCH = 8
 
@@ -20,11 +21,11 @@ BATCH = 8
 def _holding(engine):
     """The engine's model, for this caller only (the chat's lock), after checking an adapter is loaded."""
     if engine.model is None:
-        raise InputError("Load a model first (Chat tab: pick a model and an adapter, then Load).")
+        raise InputError(msg("Load a model first (Chat tab: pick a model and an adapter, then Load)."))
     if not engine.adapter_dir:
-        raise InputError("Load an adapter: base and tuned are the same model without one.")
+        raise InputError(msg("Load an adapter: base and tuned are the same model without one."))
     if not engine.lock.acquire(timeout=600):
-        raise InputError("The model is busy with another generation; try again in a moment.")
+        raise InputError(msg("The model is busy with another generation; try again in a moment."))
     try:
         engine.model.eval()
         yield engine.model
@@ -60,7 +61,7 @@ def _examples(engine, rows: list[dict], max_rows: int) -> list:
         if len(out) >= max_rows:
             break
     if not out:
-        raise InputError("No row to score: each needs an instruction and an answer that fits the run's length.")
+        raise InputError(msg("No row to score: each needs an instruction and an answer that fits the run's length."))
     return out
 
 
@@ -142,7 +143,7 @@ def token_diff(engine, row_or_prompt: dict | str, answer: str, system: str = "")
     import torch
 
     if not isinstance(answer, str):
-        raise InputError("The answer to score must be text.")
+        raise InputError(msg("The answer to score must be text."))
     with _holding(engine) as model:
         source = row_or_prompt if isinstance(row_or_prompt, dict) else [{"role": "user", "content": row_or_prompt}]
         prompt = engine.prompt_ids(source, system)

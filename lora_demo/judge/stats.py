@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg, translator
 from lora_demo.io import read_jsonl, to_jsonl, write_atomic
 from lora_demo.judge.ballots import Vote
 
@@ -36,19 +37,21 @@ def win_rate(votes: list[Vote]) -> dict:
             "win_rate": rate, "ci_low": ci_low, "ci_high": ci_high}  # fmt: skip
 
 
-def win_rate_markdown(stats: dict) -> str:
-    """One short paragraph, e.g. "Tuned wins 3, ties 1, loses 1 (both bad 0): win rate 70% (95% CI 30–93%) over
-    5 votes." """
+def win_rate_markdown(stats: dict, lang: str = "en") -> str:
+    """One short paragraph in `lang`, e.g. "Tuned wins 3, ties 1, loses 1 (both bad 0): win rate 70% (95% CI
+    30–93%) over 5 votes." """
+    tr = translator(lang)
     n = stats.get("votes", 0)
     if not n:
-        return "No votes yet: ask for a blind pair and pick the better answer."
-    counts = (f"Tuned wins {stats['wins']}, ties {stats['ties']}, loses {stats['losses']} "
-              f"(both bad {stats['both_bad']})")  # fmt: skip
-    over = f"over {n} vote{'s' if n != 1 else ''}."
+        return tr("No votes yet: ask for a blind pair and pick the better answer.")
+    counts = {k: stats[k] for k in ("wins", "ties", "losses", "both_bad")}
+    over = msg("over {n} votes.", n=n) if n != 1 else msg("over 1 vote.")
     if stats.get("win_rate") is None:
-        return f"{counts}: no win rate yet (every vote said both answers are bad) {over}"
+        return tr("Tuned wins {wins}, ties {ties}, loses {losses} (both bad {both_bad}): no win rate yet (every vote "
+                  "said both answers are bad) {over}", **counts, over=over)  # fmt: skip
     rate, low, high = (round(100 * stats[k]) for k in ("win_rate", "ci_low", "ci_high"))
-    return f"{counts}: win rate {rate}% (95% CI {low}–{high}%) {over}"
+    return tr("Tuned wins {wins}, ties {ties}, loses {losses} (both bad {both_bad}): win rate {rate}% (95% CI "
+              "{low}–{high}%) {over}", **counts, rate=rate, low=low, high=high, over=over)  # fmt: skip
 
 
 def user_prompt(vote: Vote) -> str:
@@ -83,13 +86,15 @@ def vote_rows(adapter_dir: str | Path, limit: int = 20) -> list[dict]:
 
     data = run_folder(adapter_dir) / "data"  # a checkpoint votes on its run's rows
     if not data.is_dir():
-        raise InputError(f"{adapter_dir} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.")
+        raise InputError(msg("{adapter} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.",
+                             adapter=str(adapter_dir)))  # fmt: skip
     for split in ("val", "train"):
         rows = [_row(r) for r in read_jsonl(data / f"{split}.jsonl")]
         rows = [r for r in rows if r is not None]
         if rows:
             return rows[: max(0, int(limit))]
-    raise InputError(f"{adapter_dir}/data has no rows to vote on (no data/val.jsonl or data/train.jsonl rows).")
+    raise InputError(msg("{adapter}/data has no rows to vote on (no data/val.jsonl or data/train.jsonl rows).",
+                         adapter=str(adapter_dir)))  # fmt: skip
 
 
 def _row(r) -> dict | None:
