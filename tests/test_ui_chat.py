@@ -92,3 +92,36 @@ def test_heldout_loss_and_token_view_through_the_api(app_client, tiny_run):
     assert "".join(texts) == flat(tuned_hist[-1]) and all(-1 <= s <= 1 for s in scores) and max(map(abs, scores)) == 1
     with pytest.raises(AppError, match="Chat first"):
         app_client.predict([], api_name="/chat_token_diff")
+
+
+def test_a_chinese_session_gets_the_chat_and_the_votes_in_chinese(app_client, tiny_run):
+    """Issue 14: a second visitor who switched to 简体中文 gets the load stages, the token stats of the streamed
+    answers, errors, the blind-vote lines, the win rate and the table headers in Chinese; the first stays English."""
+    import re
+
+    from gradio_client import Client
+
+    from lora_demo.i18n import msg, render
+
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    zh = Client(app_client.src, verbose=False)  # a session of its own
+    zh.predict("zh", api_name="/set_language")
+    status = zh.predict("auto", str(tiny_run), api_name="/chat_load")
+    assert status.startswith("已就绪") and "已加载基座模型 `qwen3-tiny`" in status and "tiny-chat" in status, status
+    _msg, base, tuned, base_stats, tuned_stats = zh.submit("What is your name?", [], [], "", False, *GEN,
+                                                           api_name="/chat_send").result()  # fmt: skip
+    assert "个词元" in base_stats and "tok/s" in base_stats and "首词元" in tuned_stats, base_stats
+    with pytest.raises(AppError, match=re.escape(render(msg("Type a message first."), "zh"))):
+        zh.predict("  ", [], [], "", False, *GEN, api_name="/chat_send")
+    with pytest.raises(AppError, match="随机种子 必须是 0 到 4294967295 之间的数，收到的是 -1"):
+        zh.predict("Hi", [], [], "", False, *GEN[:5], -1, *GEN[6:], api_name="/chat_send")
+    a, b, ballot, line = zh.predict("What is your name?", "", *GEN, api_name="/chat_blind")
+    assert line == "哪个回答更好？请在下方投票。", line
+    reveal, rate, _ = zh.predict(ballot, "tie", api_name="/chat_vote")
+    assert re.fullmatch(r"\*\*[AB]\*\* 是微调模型，\*\*[AB]\*\* 是基座模型。你的投票（平局）：平局。", reveal), reveal
+    assert rate.startswith("微调模型胜") and "胜率" in rate, rate
+    table = zh.predict(api_name="/chat_heldout")
+    assert table["headers"][0] == "模型" and table["headers"][2] == "困惑度" and table["data"][0][0] == "基座模型"
+    assert zh.predict(api_name="/chat_stop") == "已停止。"
+    status = app_client.predict("auto", str(tiny_run), api_name="/chat_load")  # the other visitor: English
+    assert status.startswith("Ready in") and not cjk.search(status), status

@@ -14,8 +14,9 @@ import pandas as pd
 
 from lora_demo.chat.engine import compare_on_rows, flatten_content, split_thinking
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.models import REGISTRY
-from lora_demo.ui.common import adapter_list, friendly, gen_settings, show_errors
+from lora_demo.ui.common import adapter_list, dynamic, friendly, gen_settings, on_language, say, show, show_errors
 from lora_demo.ui.judge_section import create_judge_section
 
 # The page gets at most one update of both chats per this many seconds (plus the first token and the end): every
@@ -35,23 +36,25 @@ def _history_for_engine(history: list[dict]) -> list[dict]:
 
 
 def _assistant_messages(text: str, done: bool) -> list[dict]:
-    """A reply as chat messages: a collapsible 'thinking' block (Qwen3) and the answer."""
+    """A reply as chat messages: a collapsible 'thinking' block (Qwen3) and the answer, in the session's language."""
     thought, answer = split_thinking(text)
     msgs = []
     if thought or ("<think>" in text and not answer):
+        status = "done" if (answer or done) else "pending"
         msgs.append({"role": "assistant", "content": thought or "…",
-                     "metadata": {"title": "💭 Thinking", "status": "done" if (answer or done) else "pending"}})  # fmt: skip
+                     "metadata": {"title": say("💭 Thinking"), "status": status}})  # fmt: skip
     if answer or not msgs:
-        msgs.append({"role": "assistant", "content": answer or ("…" if not done else "(empty answer)")})
+        msgs.append({"role": "assistant", "content": answer or ("…" if not done else say("(empty answer)"))})
     return msgs
 
 
 def _stats(res) -> str:
+    """The line under each side: "{n} tokens · {tps} tok/s · first token {ms} ms" (— for what is not known yet)."""
     if res is None or res.tokens == 0:
         return ""
-    tps = f"{res.tokens_per_s:.1f} tok/s" if res.tokens_per_s else "—"
-    ttft = f"{res.ttft_s * 1000:.0f} ms" if res.ttft_s is not None else "—"
-    return f"{res.tokens} tokens · {tps} · first token {ttft}"
+    tps = f"{res.tokens_per_s:.1f}" if res.tokens_per_s else "—"
+    ttft = f"{res.ttft_s * 1000:.0f}" if res.ttft_s is not None else "—"
+    return say("{n} tokens · {tps} tok/s · first token {ms} ms", n=res.tokens, tps=tps, ms=ttft)
 
 
 class ChatActions:
@@ -62,15 +65,23 @@ class ChatActions:
 
     @friendly
     def load(self, model_id, adapter_dir):
-        yield from self.lab.load_chat(model_id, adapter_dir)
+        for line in self.lab.load_chat(model_id, adapter_dir):
+            yield show(line)
+
+    def status(self, shown=None):
+        """The loaded model's status line again, in the session's language (after the language switch); an error
+        shown there stays until the next action."""
+        if isinstance(shown, str) and "lab-error" in shown:
+            return gr.skip()
+        return show(self.lab.chat.status())
 
     @friendly
     def send(self, text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, greedy):
         chat = self.lab.chat
         if not str(text or "").strip():
-            raise InputError("Type a message first.")
+            raise InputError(msg("Type a message first."))
         if chat.model is None:
-            raise InputError("Load a model first: pick an adapter (or a model) and press Load.")
+            raise InputError(msg("Load a model first: pick an adapter (or a model) and press Load."))
         gen = gen_settings(t, p, k, r, n, sd, sc, greedy)
         user = {"role": "user", "content": text}
         base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
@@ -84,16 +95,16 @@ class ChatActions:
         finally:
             stream.close()
         if b is None:
-            raise InputError("Nothing was generated.")
+            raise InputError(msg("Nothing was generated."))
 
     def _tuned(self, res) -> list[dict]:
         if self.lab.chat.adapter_dir is None:
-            return [{"role": "assistant", "content": "(no adapter loaded: load one to see the tuned side)"}]
+            return [{"role": "assistant", "content": say("(no adapter loaded: load one to see the tuned side)")}]
         return _assistant_messages(res.text, res.done)
 
     def stop(self) -> str:
         self.lab.chat.stop()
-        return "Stopped."
+        return say("Stopped.")
 
     @friendly
     def add_to_dataset(self, name, tuned_hist) -> str:
@@ -101,18 +112,18 @@ class ChatActions:
         users = [m for m in hist if m["role"] == "user"]
         answers = [m for m in hist if m["role"] == "assistant"]
         if not users or not answers:
-            raise InputError("Chat first: there is no exchange to add yet.")
+            raise InputError(msg("Chat first: there is no exchange to add yet."))
         n = self.lab.datasets.add_exchange(name, users[-1]["content"], answers[-1]["content"])
-        return f"Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab."
+        return say("Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab.", name=name, n=n)
 
     @friendly
     def compare(self):
         chat = self.lab.chat
         if chat.adapter_dir is None:
-            raise InputError("Load an adapter trained in LoRA Lab first.")
+            raise InputError(msg("Load an adapter trained in LoRA Lab first."))
         rows = compare_on_rows(chat, chat.adapter_dir)
-        return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows],
-                            columns=["split", "prompt", "expected", "base", "tuned"])  # fmt: skip
+        columns = [say("split"), say("prompt"), say("expected"), say("base"), say("tuned")]
+        return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows], columns=columns)
 
     def refresh_adapters(self, current, seen_newest):
         return adapter_list(self.lab.runs_dir, current, seen_newest)
@@ -160,12 +171,14 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     with gr.Row():
         model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
                             info="auto: the base the adapter was trained on (no adapter: this device's default)")  # fmt: skip
-        adapter = gr.Dropdown(label="adapter (runs, truncated copies; newest first)", allow_custom_value=True,
-                              elem_id="chat-adapter", info="or type the path of any PEFT adapter folder")  # fmt: skip
+        adapter = dynamic(gr.Dropdown(label="adapter (runs, truncated copies; newest first)",  # filled from runs/
+                                      allow_custom_value=True, elem_id="chat-adapter",
+                                      info="or type the path of any PEFT adapter folder"))  # fmt: skip
         newest = gr.State(None)
         refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
         load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
-    status = gr.Markdown(lab.chat.status(), elem_id="chat-status")
+    status = dynamic(gr.Markdown(show(lab.chat.status()), elem_id="chat-status"))
+    on_language(act.status, status, status)
     gen_inputs = _settings_box()
     with gr.Row():
         base_chat, base_stats = _side("Base (adapter off)", "base")

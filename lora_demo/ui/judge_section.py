@@ -12,11 +12,14 @@ import pandas as pd
 
 from lora_demo.chat.engine import flatten_content
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.judge import win_rate_markdown
-from lora_demo.ui.common import friendly, gen_settings, show_errors
+from lora_demo.ui.common import dynamic, friendly, gen_settings, lang, on_language, say, show_errors
 
-CHOICES = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
-VERDICT = {"tuned": "the tuned model wins", "base": "the base model wins", "tie": "a tie", "both_bad": "both bad"}
+# The vote buttons' texts (captured and switched by ui/localize.py; the reveal quotes them, rendered by say()).
+CHOICES = {"A": msg("A is better"), "B": msg("B is better"), "tie": msg("Tie"), "both_bad": msg("Both bad")}
+VERDICT = {"tuned": msg("the tuned model wins"), "base": msg("the base model wins"), "tie": msg("a tie"),
+           "both_bad": msg("both bad")}  # fmt: skip
 
 
 def row_text(row: dict) -> str:
@@ -31,8 +34,9 @@ class JudgeActions:
 
     def _deal(self, prompt, queue, system, gen_values):
         ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "")
-        left = f" · {len(queue)} of the run's rows left" if queue else ""
-        return ballot.a, ballot.b, ballot.id, f"Which answer is better? Vote below.{left}", queue
+        status = (say("Which answer is better? Vote below. · {n} of the run's rows left", n=len(queue)) if queue
+                  else say("Which answer is better? Vote below."))  # fmt: skip
+        return ballot.a, ballot.b, ballot.id, status, queue
 
     @friendly
     def ask(self, prompt, system, *gen_values):
@@ -49,14 +53,16 @@ class JudgeActions:
     def vote(self, ballot_id, choice):
         vote, stats = self.lab.cast_vote(ballot_id, choice)
         base_side = "B" if vote.tuned_side == "A" else "A"
-        reveal = (f"**{vote.tuned_side}** was the tuned model, **{base_side}** the base. Your vote "
-                  f"({CHOICES[vote.choice]}): {VERDICT[vote.verdict]}.")  # fmt: skip
-        return reveal, win_rate_markdown(stats), ""
+        reveal = say("**{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): {verdict}.",
+                     tuned=vote.tuned_side, base=base_side, choice=CHOICES[vote.choice],
+                     verdict=VERDICT[vote.verdict])  # fmt: skip
+        return reveal, win_rate_markdown(stats, lang()), ""
 
     def vote_on_page(self, ballot_id, queue, choice):
         """A vote from the buttons: the answers are cleared at once, so nobody votes on a pair twice."""
         reveal, rate, cleared = self.vote(ballot_id, choice)
-        nxt = "Dealing the next row's pair…" if queue else "Voted. Ask another prompt, or vote on the run's rows."
+        nxt = (say("Dealing the next row's pair…") if queue
+               else say("Voted. Ask another prompt, or vote on the run's rows."))  # fmt: skip
         return reveal, rate, cleared, "", "", nxt
 
     @friendly
@@ -68,20 +74,32 @@ class JudgeActions:
 
     @friendly
     def rate(self):
-        return win_rate_markdown(self.lab.vote_stats())
+        return win_rate_markdown(self.lab.vote_stats(), lang())
+
+    def rate_again(self, shown):
+        """The win rate in the session's language after the switch (only where one is shown)."""
+        if not shown or self.lab.chat.adapter_dir is None:
+            return gr.skip()
+        try:
+            return win_rate_markdown(self.lab.vote_stats(), lang())
+        except Exception:  # noqa: BLE001 (the adapter's folder went away: the next vote says so)
+            return gr.skip()
 
     @friendly
     def export_pairs(self):
         path, pairs = self.lab.export_votes()
-        return str(path), f"{pairs} preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer: `{path}`."
+        return str(path), say("{pairs} preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer: `{path}`.",
+                              pairs=pairs, path=str(path))  # fmt: skip
 
     @friendly
     def heldout(self):
         res = self.lab.heldout()
+        names = {"base": say("base"), "tuned": say("tuned")}
         return pd.DataFrame(
-            [[side, round(res[side]["loss"], 4), round(res[side]["ppl"], 2)] for side in ("base", "tuned")],
-            columns=["model", f"held-out loss ({res['rows']} rows, {res['tokens']} tokens)", "perplexity"],
-        )
+            [[names[side], round(res[side]["loss"], 4), round(res[side]["ppl"], 2)] for side in ("base", "tuned")],
+            columns=[say("model"), say("held-out loss ({rows} rows, {tokens} tokens)", rows=res["rows"],
+                                       tokens=res["tokens"]), say("perplexity")],
+        )  # fmt: skip
 
     @friendly
     def token_view(self, tuned_hist):
@@ -89,7 +107,8 @@ class JudgeActions:
         users = [flatten_content(m.get("content")) for m in turns if m.get("role") == "user"]
         answers = [flatten_content(m.get("content")) for m in turns if m.get("role") == "assistant"]
         if not users or not answers:
-            raise InputError("Chat first: the token view colours the tuned model's last answer to your last prompt.")
+            raise InputError(msg("Chat first: the token view colours the tuned model's last answer to your last "
+                                 "prompt."))  # fmt: skip
         deltas = self.lab.token_diff(users[-1], answers[-1])
         top = max((abs(d) for _, d in deltas), default=0.0) or 1.0
         return [(text, max(-1.0, min(1.0, d / top))) for text, d in deltas]  # green: tuned likes it more
@@ -111,7 +130,8 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot) -> None:
         with gr.Row():
             buttons = {c: gr.Button(label, elem_id=f"blind-vote-{c}") for c, label in CHOICES.items()}
         reveal = gr.Markdown(elem_id="blind-reveal")
-        rate = gr.Markdown(elem_id="blind-rate")
+        rate = dynamic(gr.Markdown(elem_id="blind-rate"))
+        on_language(act.rate_again, rate, rate)
         ballot = gr.Textbox(visible=False)  # an opaque id; the side assignment stays on the server
         queue = gr.State([])
         with gr.Row():
