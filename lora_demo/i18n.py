@@ -72,17 +72,25 @@ def fields(template: str) -> set[str]:
 
 
 @functools.cache
-def table(lang: str = "zh") -> dict[str, str]:
-    """English → `lang` for every `*.{lang}.yaml` under the package (keys and values stripped)."""
+def tables(lang: str = "zh") -> dict[Path, dict[str, str]]:
+    """Each `*.{lang}.yaml` table under the package: {file: {English: text in lang}} (keys and values stripped)."""
     import yaml
 
-    out: dict[str, str] = {}
+    out: dict[Path, dict[str, str]] = {}
     for path in sorted(Path(__file__).parent.rglob(f"*.{lang}.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of English text to {LANGS.get(lang, lang)} text")
-        for en, other in data.items():
-            out[str(en).strip()] = str(other).strip()
+        out[path] = {str(en).strip(): str(other).strip() for en, other in data.items()}
+    return out
+
+
+@functools.cache
+def table(lang: str = "zh") -> dict[str, str]:
+    """English → `lang`, all tables merged (tests/test_i18n.py checks that no two tables disagree)."""
+    out: dict[str, str] = {}
+    for entries in tables(lang).values():
+        out.update(entries)
     return out
 
 

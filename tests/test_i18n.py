@@ -123,6 +123,19 @@ def test_every_shown_text_of_the_app_has_chinese(demo):
     assert not problems, f"{len(problems)} texts lack Chinese:\n" + "\n".join(problems)
 
 
+def test_no_two_tables_give_one_text_different_chinese():
+    from lora_demo.i18n import tables
+
+    seen: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for path, entries in tables("zh").items():
+        for en, zh_text in entries.items():
+            if en in seen and seen[en][1] != zh_text:
+                clashes.append(f"{en!r}: {seen[en][0]} says {seen[en][1]!r}, {path.name} says {zh_text!r}")
+            seen.setdefault(en, (path.name, zh_text))
+    assert not clashes, "\n".join(clashes)
+
+
 def test_the_tables_load_and_every_entry_is_chinese():
     zh = table("zh")
     assert len(zh) > 100
