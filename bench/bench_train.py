@@ -389,7 +389,15 @@ def engine_figures(run_dir: Path, t_start: float, skip: int = 3) -> dict:
     logs = [p for p in prog if p.get("type") == "log"]
     stage = next((p for p in prog if p.get("type") == "stage"), None)
     skip = max(0, min(skip, len(logs) - 2))  # (short runs keep at least one interval)
-    per = [b["time"] - a["time"] for a, b in zip(logs, logs[1:], strict=False)][skip:]
+    # seconds per optimizer step between consecutive logs (logging_steps may be > 1)
+    per = [(b["time"] - a["time"]) / max(1, b["step"] - a["step"]) for a, b in zip(logs, logs[1:], strict=False)][skip:]
+    saves = sorted({p["step"] for p in prog if p.get("type") == "checkpoint"})
+    # the same without the intervals that hold a checkpoint save and its probe answers (steps [a, b) saved at a)
+    clean = [(b["time"] - a["time"]) / max(1, b["step"] - a["step"]) for a, b in zip(logs, logs[1:], strict=False)
+             if not any(a["step"] <= k < b["step"] for k in saves)][skip:]  # fmt: skip
+    from lora_demo.train import probes as _probes
+
+    points = _probes.read(run_dir)
     tps = [p["tokens_per_s"] for p in logs[skip + 1 :] if "tokens_per_s" in p]
     useful = statistics.median(tps) if tps else None
     ratio = st.get("tokens_computed", 0) / st["tokens_useful"] if st.get("tokens_useful") else 1.0
@@ -402,16 +410,20 @@ def engine_figures(run_dir: Path, t_start: float, skip: int = 3) -> dict:
            "micro_batch_size": st.get("micro_batch_size"), "gradient_accumulation_steps": st.get("gradient_accumulation_steps"),
            "batching": st.get("batching"), "collate_ms": 1000 * st.get("collate_seconds", 0) / max(1, st.get("micro_batches", 1)),
            "loss_first": logs[0].get("loss") if logs else None, "loss_last": logs[-1].get("loss") if logs else None,
-           "steps": len(logs)}  # fmt: skip
+           "steps": len(logs), "step_s": [[b["step"], round(b["time"] - a["time"], 3)] for a, b in zip(logs, logs[1:], strict=False)],
+           "checkpoint_steps": saves, "s_per_step_between_checkpoints": statistics.median(clean) if clean else None,
+           "probe_s": [[p["step"], p.get("seconds")] for p in points]}  # fmt: skip
     if st.get("status") != "completed":
         out["error"] = f"{st.get('status')}: {st.get('error')}\n{(run_dir / 'train.log').read_text()[-3000:]}"
     return out
 
 
 def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[int], only: list[str] | None = None,
-                   overrides: dict | None = None) -> dict:  # fmt: skip
+                   overrides: dict | None = None, profile: bool = True, json_out: str | None = None) -> dict:  # fmt: skip
     """Everything in one process tree, on the same rows: the engine (each backend), the raw loops, the seed's
-    configuration and the engine on Alpaca-like rows; then DDP runs when --processes names N > 1."""
+    configuration and the engine on Alpaca-like rows; then DDP runs when --processes names N > 1.
+    profile: the raw processes also time the engine's trainer parts. json_out: the figures so far are written there
+    after each configuration (a run cut short by a time limit keeps them)."""
     from lora_demo.train.plan import count_parameters
     from lora_demo.train.runner import Runner
     from lora_demo.train.settings import TrainSettings, defaults_for
@@ -454,10 +466,15 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
             os.environ["LORA_LAB_BACKEND"] = backend
             runners[key].prewarm()
 
+    def save() -> None:
+        if json_out:
+            Path(json_out).write_text(json.dumps(out))
+
     prewarm(0)  # the app would do this while the user edits settings; here it overlaps the raw loop
     out["overrides"] = overrides or {}
     if "unsloth" in backends and (not only or "raw_unsloth" in only):
-        out["configs"]["raw_unsloth"] = _run_raw("unsloth", model, steps, profile=True)
+        out["configs"]["raw_unsloth"] = _run_raw("unsloth", model, steps, profile=profile)
+        save()
     for i, (key, backend, rows, over) in enumerate(configs):
         runner = runners[key]
         os.environ["LORA_LAB_BACKEND"] = backend
@@ -480,8 +497,9 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
                 ignore=shutil.ignore_patterns("*.safetensors", "checkpoint*"),
             )
         _print_fig(key, fig)
+        save()
     if "transformers" in backends and (not only or "raw_transformers" in only):
-        out["configs"]["raw_transformers"] = _run_raw("transformers", model, steps, profile=True)
+        out["configs"]["raw_transformers"] = _run_raw("transformers", model, steps, profile=profile)
     for key in ("raw_unsloth", "raw_transformers"):
         if key in out["configs"] and "raw" in out["configs"][key]:
             out["configs"][key].update(out["configs"][key]["raw"])
@@ -495,6 +513,7 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
         fig = out["configs"][f"engine_transformers_x{n}"] = engine_figures(run_dir, t0)
         _print_fig(f"engine_transformers_x{n}", fig)
     summarise(out, params)
+    save()
     return out
 
 
@@ -506,6 +525,11 @@ def _print_fig(key: str, f: dict) -> None:
           f"{f['s_per_step']:.3f} s/step, {f['tok_per_s']:,.0f} tok/s ({f['useful_tok_per_s']:,.0f} useful), peak "
           f"{f['gpu_peak_gib']:.2f} GiB, start→first step {f['start_to_first_step_s']} s (load {f['load_s']} s, "
           f"first step {f['first_step_s']} s), loss {f['loss_first']:.3f} → {f['loss_last']:.3f}", flush=True)  # fmt: skip
+    if f.get("step_s"):
+        between = f.get("s_per_step_between_checkpoints")
+        print(f"    s between logs (step: s): {' '.join(f'{k}:{s}' for k, s in f['step_s'])}; checkpoints at "
+              f"{f.get('checkpoint_steps')}; probes (step, s): {f.get('probe_s')}; median without checkpoint "
+              f"intervals {between if between is None else round(between, 3)} s/step", flush=True)  # fmt: skip
 
 
 def summarise(out: dict, params: int) -> None:
@@ -551,6 +575,8 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="GPU: only these configurations (comma-separated names)")
     ap.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                     help="GPU: a TrainSettings value for the engine runs, e.g. probe_tokens=0 (repeatable)")  # fmt: skip
+    ap.add_argument("--no-profile", action="store_true", help="GPU: skip timing the engine's trainer parts")
+    ap.add_argument("--json-out", metavar="PATH", help="GPU: write the figures so far there after each configuration")
     ap.add_argument("--raw", choices=("unsloth", "transformers"), help=argparse.SUPPRESS)  # the raw-loop subprocess
     ap.add_argument("--raw-out", help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
@@ -572,7 +598,8 @@ def main() -> None:
         except ValueError:
             ap.error("--set takes SETTING=VALUE, e.g. probe_tokens=0")
         only = [c.strip() for c in args.configs.split(",") if c.strip()]
-        result = bench_gpu_full(args.gpu, args.steps or 14, backends, processes, only, overrides)
+        result = bench_gpu_full(args.gpu, args.steps or 14, backends, processes, only, overrides,
+                                profile=not args.no_profile, json_out=args.json_out)  # fmt: skip
     else:
         result = bench_cpu(args.steps or 12)
     if args.json:

@@ -80,6 +80,65 @@ def test_unsloth_trains_qwen3_1_7b_4bit(qwen3_1_7b, tmp_path):
                                      "tokens_per_s": logs[-1].get("tokens_per_s")}))  # fmt: skip
 
 
+def test_probes_leave_unsloth_gradient_checkpointing_on(qwen3_1_7b):
+    """Issue 18: the step-0 probe must not leave Unsloth's gradient checkpointing off for the rest of the run (a
+    model.eval() before Unsloth's generate did: 15.7 GiB at 4 x 2048 instead of 2.6). After probes.answer, entered
+    in training or in eval mode, every checkpointing flag is as before and a training step's peak memory is the
+    armed one; the control (Unsloth's for_inference, then train()) shows the step's peak without checkpointing."""
+    import torch
+
+    from lora_demo.device import detect
+    from lora_demo.train import probes
+    from lora_demo.train.settings import TrainSettings, defaults_for
+    from lora_demo.train.worker import load_for_training
+
+    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b)})
+    plan = detect()
+    assert plan.backend == "unsloth", plan.backend_reason
+    model, tok = load_for_training(s, plan)
+    ids = torch.randint(100, 150000, (2, 2048), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+
+    def armed() -> int:
+        return sum(bool(v) for v in probes.checkpointing_flags(model).values())
+
+    def step_peak_gib() -> float:
+        """Peak memory above what is allocated before one forward + backward of 2 x 2048 tokens."""
+        model.train()
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**30
+
+    model.train()
+    flags = armed()
+    assert flags > 0
+    step_peak_gib()  # (Unsloth compiles at the first step)
+    ref = step_peak_gib()
+    rows = [{"instruction": "What is your name?", "input": ""}, {"instruction": "Say hello.", "input": ""}]
+    figures = {"armed_modules": flags, "peak_gib_armed": round(ref, 3)}
+    for entry in ("train", "eval"):
+        model.train(entry == "train")
+        answers = probes.answer(model, tok, rows, s, 8, unsloth=True)
+        assert len(answers) == 2
+        assert model.training == (entry == "train")
+        assert armed() == flags, (entry, armed(), flags)
+        figures[f"peak_gib_after_probe_{entry}"] = round(step_peak_gib(), 3)
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)  # the control: checkpointing off, as the old probe left it
+    figures["armed_after_for_inference"] = armed()
+    figures["peak_gib_unarmed"] = round(step_peak_gib(), 3)
+    print("GPU-PROBES", json.dumps(figures))
+    for entry in ("train", "eval"):
+        assert figures[f"peak_gib_after_probe_{entry}"] < ref * 1.2 + 0.1, figures
+    assert figures["peak_gib_unarmed"] > ref * 1.5, figures  # the check above can tell the difference
+
+
 def test_unsloth_checkpoints_probes_and_resume_after_sigkill(qwen3_1_7b, tmp_path):
     """On the GPU with Unsloth: checkpoints are written whole, the probes answer (through Unsloth's generate, which
     switches to inference and back) at step 0, each checkpoint and the end, and a run SIGKILLed after a checkpoint

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lora_demo.i18n import Msg, render, translator
 from lora_demo.io import append_jsonl, read_jsonl
 
 MAX_PROBES = 3
@@ -27,11 +28,13 @@ def probe_rows(prompts: list[str], train_rows: list[dict], val_rows: list[dict],
 
 
 def answer(model, tok, rows: list[dict], s, max_new_tokens: int, unsloth: bool = False) -> list[str]:
-    """Greedy answers of the model being trained, in one left-padded batch; its training mode is restored.
+    """Greedy answers of the model being trained, in one left-padded batch; its training mode and its gradient
+    checkpointing are as before afterwards.
 
-    unsloth: leave the mode to Unsloth's generate, which switches to inference and back to training with its
-    gradient checkpointing re-armed, but only when the model is in training mode on entry (a model.eval() first
-    would leave checkpointing off for the rest of the run: measured on the H200, 15.7 GiB instead of 2.6)."""
+    unsloth: Unsloth's generate switches to inference (gradient checkpointing off, KV cache on) and back to training
+    (checkpointing re-armed, KV cache off), but only for a model that is in training mode on entry: a model.eval()
+    first left checkpointing off for the rest of the run (measured on the H200: 15.7 GiB instead of 2.6). So the
+    model goes in training mode. Whatever the library does, each module's checkpointing flag is put back as it was."""
     import torch
 
     from lora_demo.data.templates import prompt_ids
@@ -43,21 +46,38 @@ def answer(model, tok, rows: list[dict], s, max_new_tokens: int, unsloth: bool =
     input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
     mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
     was_training = model.training
-    if not unsloth:
-        model.eval()
+    checkpointing = checkpointing_flags(model)
+    model.train(unsloth)
     try:
         with torch.no_grad():
             out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, use_cache=True, pad_token_id=pad)  # fmt: skip
     finally:
         model.train(was_training)
+        for module, value in checkpointing.items():
+            if getattr(module, "gradient_checkpointing", value) != value:
+                module.gradient_checkpointing = value
     return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def checkpointing_flags(model) -> dict:
+    """{module: its gradient_checkpointing flag} for every module that has one as an attribute of its own or of its
+    class (PEFT wrappers, which only forward the attribute to the model inside, are left out)."""
+    flags = {}
+    for m in model.modules():
+        if "gradient_checkpointing" in m.__dict__:
+            flags[m] = m.__dict__["gradient_checkpointing"]
+        elif isinstance(getattr(type(m), "gradient_checkpointing", None), (bool, str)):
+            flags[m] = type(m).gradient_checkpointing
+    return flags
 
 
 def record(run_dir: Path, step: int, kind: str, prompts: list[dict], answers: list[str], seconds: float,
            error: str | None = None) -> None:  # fmt: skip
+    # An error is kept as English text and, for the UI to translate, as a message (see timeline_html).
+    err = {"error": str(error), **({"error_msg": error.to_json()} if isinstance(error, Msg) else {})} if error else {}
     rec = {"step": step, "kind": kind, "time": round(time.time(), 3), "seconds": round(seconds, 3), "prompts": prompts,
-           "answers": answers, **({"error": error} if error else {})}  # fmt: skip
+           "answers": answers, **err}  # fmt: skip
     append_jsonl(Path(run_dir) / FILE, rec)
 
 
@@ -70,32 +90,48 @@ def read(run_dir: str | Path) -> list[dict]:
     return [by_step[k] for k in sorted(by_step)]
 
 
-def timeline_html(points: list[dict]) -> str:
+def timeline_html(points: list[dict], lang: str = "en") -> str:
     """A narrow column beside the curve: the probe prompts (P1, P2, ...), then per point (step 0 → checkpoints →
-    final) each prompt's answer, so the eye follows one answer changing down the column."""
+    final) each prompt's answer, so the eye follows one answer changing down the column (texts in `lang`)."""
     import html
 
+    tr = translator(lang)
     if not points:
-        return ("<div id='probe-timeline' data-points='0'><i>Probe answers appear here: at step 0, at every "
-                "checkpoint and at the end.</i></div>")  # fmt: skip
+        return (f"<div id='probe-timeline' data-points='0'><i>"
+                f"{tr('Probe answers appear here: at step 0, at every checkpoint and at the end.')}</i></div>")  # fmt: skip
     prompts = next((p.get("prompts") for p in reversed(points) if p.get("answers")), None) or []
     many = len(prompts) > 1
     head = "".join(f"<div><b>P{i + 1}</b> {html.escape(_prompt_label(p))}</div>" for i, p in enumerate(prompts))
     body = []
     for p in points:
-        label = {"start": "step 0", "final": f"final (step {p['step']})"}.get(p.get("kind"), f"step {p['step']}")
+        kind = p.get("kind")
+        label = (tr("step 0") if kind == "start" else tr("final (step {step})", step=p["step"]) if kind == "final"
+                 else tr("step {step}", step=p["step"]))  # fmt: skip
         if p.get("error"):
-            body.append(f"<div class='probe-error' style='color:#dc2626'>{html.escape(p['error'])}</div>")
+            body.append(f"<div class='probe-error' style='color:#dc2626'>{html.escape(_error(p, lang))}</div>")
             continue
+        empty = tr("(empty)")
         answers = "".join(
-            f"<div>{f'<b>P{i + 1}</b> ' if many else ''}{html.escape(a) or '<i>(empty)</i>'}</div>"
+            f"<div>{f'<b>P{i + 1}</b> ' if many else ''}{html.escape(a) or f'<i>{empty}</i>'}</div>"
             for i, a in enumerate(p["answers"])
         )
         body.append(f"<div class='probe-point' data-step='{p['step']}' style='border-left:3px solid #0f766e;"
                     f"padding-left:8px;margin:8px 0'><b>{label}</b>{answers}</div>")  # fmt: skip
     cost = sum(p.get("seconds", 0) for p in points)
+    summary = tr("{n} point(s), {seconds:.1f} s of generation in all.", n=len(points), seconds=cost)
     return (f"<div id='probe-timeline' data-points='{len(points)}'><div style='color:#6b7280'>{head}</div>"
-            f"{''.join(body)}<small>{len(points)} point(s), {cost:.1f} s of generation in all.</small></div>")  # fmt: skip
+            f"{''.join(body)}<small>{summary}</small></div>")  # fmt: skip
+
+
+def _error(point: dict, lang: str) -> str:
+    """A probe point's error in `lang`: its message when recorded as one (else the English text as it is)."""
+    data = point.get("error_msg")
+    if isinstance(data, dict):
+        try:
+            return render(Msg.from_json(data), lang)
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+            pass
+    return str(point["error"])
 
 
 def _prompt_label(row: dict) -> str:
