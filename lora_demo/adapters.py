@@ -8,23 +8,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg, render, translator
+
+# A run's status (status.json) as the adapter lists name it.
+STATUS_WORDS = {"starting": msg("starting"), "loading": msg("loading"), "training": msg("training"),
+                "saving": msg("saving"), "completed": msg("completed"), "stopped": msg("stopped"),
+                "failed": msg("failed")}  # fmt: skip
 
 
 def find_adapter_files(adapter_dir: str | Path) -> tuple[Path, Path]:
     """adapter_config.json and the weights file of a PEFT adapter folder, or one clear InputError."""
     path = Path(adapter_dir)
     if not path.is_dir():
-        raise InputError(f"Adapter folder {adapter_dir} does not exist: pick a run, or check the path.")
+        raise InputError(
+            msg("Adapter folder {path} does not exist: pick a run, or check the path.", path=str(adapter_dir))
+        )
     cfg = path / "adapter_config.json"
     weights = path / "adapter_model.safetensors"
     if not cfg.is_file():
         nested = sorted(path.glob("*/adapter_config.json"))
-        hint = f" (did you mean {nested[0].parent}?)" if nested else ""
-        raise InputError(f"{adapter_dir} holds no adapter: adapter_config.json is missing{hint}.")
+        if nested:
+            raise InputError(msg("{path} holds no adapter: adapter_config.json is missing (did you mean {nested}?).",
+                                 path=str(adapter_dir), nested=str(nested[0].parent)))  # fmt: skip
+        raise InputError(msg("{path} holds no adapter: adapter_config.json is missing.", path=str(adapter_dir)))
     if not weights.is_file():
-        bin_file = path / "adapter_model.bin"
-        why = " Only adapter_model.bin is there; LoRA Lab reads safetensors only." if bin_file.is_file() else ""
-        raise InputError(f"{adapter_dir} has no adapter_model.safetensors.{why}")
+        if (path / "adapter_model.bin").is_file():
+            raise InputError(msg("{path} has no adapter_model.safetensors. Only adapter_model.bin is there; LoRA Lab "
+                                 "reads safetensors only.", path=str(adapter_dir)))  # fmt: skip
+        raise InputError(msg("{path} has no adapter_model.safetensors.", path=str(adapter_dir)))
     return cfg, weights
 
 
@@ -60,20 +71,21 @@ def find_adapters(root: str | Path, max_depth: int = 2) -> list[Path]:
     return [cfg.parent for cfg in sorted(set(configs), key=_written, reverse=True)]
 
 
-def adapter_choices(root: str | Path) -> list[tuple[str, str]]:
+def adapter_choices(root: str | Path, lang: str = "en") -> list[tuple[str, str]]:
     """(label, path) of each adapter under root, newest run first: what the Chat and Low-rank lists offer.
 
     Each run's final adapter is followed by its checkpoints, newest step first (any of them can be the tuned
     side); a run that has checkpoints but no final adapter yet (training, or killed) is listed by them. The path
     is root/<folder> spelled as root is (relative when the app's --runs-dir is), which PathPolicy.check reads back
-    the same way; the label is the folder inside root with its run's status and last loss."""
+    the same way; the label is the folder inside root with its run's status and last loss, in `lang` (the lists
+    are filled per request: a tab passes its session's lang())."""
     root = Path(root)
     groups: dict[Path, tuple[float, list[tuple[str, str]]]] = {}
     for folder in find_adapters(root):
-        groups[folder] = (_written(folder / "adapter_config.json"), [_final_choice(root, folder)])
+        groups[folder] = (_written(folder / "adapter_config.json"), [_final_choice(root, folder, lang)])
     runs = [c.parent for c in root.glob("*/checkpoints")] if root.is_dir() else []
     for run in runs:
-        ckpts = _checkpoint_choices(root, run)
+        ckpts = _checkpoint_choices(root, run, lang)
         if ckpts:
             when, final = groups.get(run, (0.0, []))
             newest = _written(Path(ckpts[0][1]) / "adapter_config.json")
@@ -89,26 +101,29 @@ def _written(path: Path) -> float:
         return 0.0
 
 
-def _final_choice(root: Path, folder: Path) -> tuple[str, str]:
+def _final_choice(root: Path, folder: Path, lang: str = "en") -> tuple[str, str]:
     from lora_demo.train.runs import read_status
 
+    tr = translator(lang)
     st = read_status(folder)
     bits = [folder.relative_to(root).as_posix()]
     if st.get("status"):
-        bits.append(str(st["status"]))
+        status = str(st["status"])
+        bits.append(render(STATUS_WORDS.get(status, status), lang))
     if isinstance(st.get("final_loss"), (int, float)):
-        bits.append(f"loss {st['final_loss']:.3f}")
+        bits.append(tr("loss {loss:.3f}", loss=st["final_loss"]))
     if (folder / "TRUNCATED.json").is_file():
-        bits.append("rank-k copy")
+        bits.append(tr("rank-k copy"))
     return " · ".join(bits), str(folder)
 
 
-def _checkpoint_choices(root: Path, run: Path) -> list[tuple[str, str]]:
+def _checkpoint_choices(root: Path, run: Path, lang: str = "en") -> list[tuple[str, str]]:
     """A run's loadable checkpoints, newest step first, labelled with step and the loss logged there."""
     import json
 
     from lora_demo.train.checkpoints import MARKER, checkpoint_choices
 
+    tr = translator(lang)
     out = []
     for step, ckpt in checkpoint_choices(run):
         try:
@@ -117,9 +132,10 @@ def _checkpoint_choices(root: Path, run: Path) -> list[tuple[str, str]]:
             info = {}
         bits = [
             run.relative_to(root).as_posix(),
-            f"checkpoint step {step}" + (f" of {info['total']}" if info.get("total") else ""),
-        ]
+            tr("checkpoint step {step} of {total}", step=step, total=info["total"]) if info.get("total")
+            else tr("checkpoint step {step}", step=step),
+        ]  # fmt: skip
         if isinstance(info.get("loss"), (int, float)):
-            bits.append(f"loss {info['loss']:.3f}")
+            bits.append(tr("loss {loss:.3f}", loss=info["loss"]))
         out.append((" · ".join(bits), str(ckpt)))
     return out

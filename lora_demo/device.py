@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from lora_demo.i18n import msg
+
 Backend = Literal["unsloth", "transformers"]
 Precision = Literal["bf16", "fp16", "fp32"]
 
@@ -32,6 +34,7 @@ class DevicePlan:
     cpu_cores: int
     torch_version: str
     problem: str | None = None  # e.g. a GPU the installed torch was not built for
+    # backend_reason, precision_reason and problem are Msgs (English text that the UI renders in its language)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,22 +72,23 @@ def cuda_arch_problem() -> str | None:
     if any(int(a.split("_")[1]) // 10 == major and int(a.split("_")[1]) <= major * 10 + minor for a in ptx):
         return None
     name = torch.cuda.get_device_name(0)
-    return (
-        f"{name} is {arch}, but this PyTorch {torch.__version__} was built for {', '.join(built)}. "
+    return msg(
+        "{name} is {arch}, but this PyTorch {version} was built for {built}. "
         "Install a PyTorch build for a newer CUDA (for sm_120 / RTX 50xx: CUDA 12.8 or later, "
-        "e.g. pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128)."
-    )
+        "e.g. pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128).",
+        name=name, arch=arch, version=torch.__version__, built=", ".join(built),
+    )  # fmt: skip
 
 
 def choose_precision(cuda: bool, cuda_bf16: bool = False, cpu_bf16: bool = False) -> tuple[Precision, str]:
     """Pick the compute precision from the hardware, so no user has to."""
     if cuda:
         if cuda_bf16:
-            return "bf16", "the GPU supports bfloat16"
-        return "fp16", "the GPU has no bfloat16 (pre-Ampere): float16 with loss scaling"
+            return "bf16", msg("the GPU supports bfloat16")
+        return "fp16", msg("the GPU has no bfloat16 (pre-Ampere): float16 with loss scaling")
     if cpu_bf16:
-        return "bf16", "the CPU has native bfloat16 (AVX512-BF16/AMX)"
-    return "fp32", "the CPU has no native bfloat16, which would be emulated and ~3x slower"
+        return "bf16", msg("the CPU has native bfloat16 (AVX512-BF16/AMX)")
+    return "fp32", msg("the CPU has no native bfloat16, which would be emulated and ~3x slower")
 
 
 def choose_threads(work_params: int, tokens_per_step: int, cores: int | None = None) -> int:
@@ -117,13 +121,15 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
         problem = cuda_arch_problem()
         forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower()
         if forced in ("unsloth", "transformers") and problem is None and (forced != "unsloth" or unsloth_installed):
-            backend, reason = forced, f"chosen with LORA_LAB_BACKEND={forced}"
+            backend, reason = forced, msg("chosen with LORA_LAB_BACKEND={forced}", forced=forced)
         elif unsloth_installed and problem is None:
-            backend, reason = "unsloth", "CUDA GPU found and unsloth is installed: 4-bit QLoRA with Unsloth's kernels"
+            backend = "unsloth"
+            reason = msg("CUDA GPU found and unsloth is installed: 4-bit QLoRA with Unsloth's kernels")
         elif problem is not None:
-            backend, reason = "transformers", "the GPU is not supported by this torch build (see problem)"
+            backend, reason = "transformers", msg("the GPU is not supported by this torch build (see problem)")
         else:
-            backend, reason = "transformers", "unsloth is not installed: transformers + PEFT + TRL (run ./install.sh)"
+            backend = "transformers"
+            reason = msg("unsloth is not installed: transformers + PEFT + TRL (run ./install.sh)")
         return DevicePlan(
             "cuda", props.name, round(props.total_memory / 2**30, 1), backend, reason, precision, p_reason,
             threads, cores, torch.__version__, problem,
@@ -132,9 +138,9 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
     if precision == "bf16" and work_params < SMALL_MODEL_PARAMS:
         # Measured (bench/bench_train.py): qwen3-tiny trains 0.24 s/step in fp32 vs 0.29 in bf16 autocast; the casts
         # cost more than tiny matmuls gain. SmolLM2-135M: 1.17 (bf16) vs 1.50 s/step (fp32).
-        precision, p_reason = "fp32", "a model this small trains faster in fp32 than with bf16 autocast on CPU"
+        precision, p_reason = "fp32", msg("a model this small trains faster in fp32 than with bf16 autocast on CPU")
     return DevicePlan(
-        "cpu", _cpu_name(), _ram_gb(), "transformers", "no CUDA GPU: transformers + PEFT + TRL on the CPU",
+        "cpu", _cpu_name(), _ram_gb(), "transformers", msg("no CUDA GPU: transformers + PEFT + TRL on the CPU"),
         precision, p_reason, threads, cores, torch.__version__,
     )  # fmt: skip
 

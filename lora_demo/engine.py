@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 @dataclass
@@ -26,6 +27,15 @@ class AppSettings:
     runs_dir: Path = field(default_factory=lambda: Path("runs"))
     data_dir: Path = field(default_factory=lambda: Path("data"))
     allow_dirs: list[Path] = field(default_factory=list)  # extra folders the browser may name (--allow-dir)
+
+
+def joined(items) -> str:
+    """Messages joined by '; ' into one (a Msg whose parts are still rendered in the reader's language)."""
+    items = list(items)
+    out = items[0] if items else ""
+    for item in items[1:]:
+        out = msg("{first}; {more}", first=out, more=item)
+    return out
 
 
 class LabEngine:
@@ -62,10 +72,10 @@ class LabEngine:
         from lora_demo.paths import inside
 
         if not name:
-            raise InputError("Pick a run in 'show run' first.")
-        run_dir = inside(self.runs_dir, name, "run name")
+            raise InputError(msg("Pick a run in 'show run' first."))
+        run_dir = inside(self.runs_dir, name, msg("run name"))
         if not run_dir.is_dir():
-            raise InputError(f"No run named {name!r}.")
+            raise InputError(msg("No run named {name!r}.", name=name))
         return run_dir
 
     def adapter_for_chat(self, name) -> str:
@@ -76,8 +86,9 @@ class LabEngine:
         if not (run_dir / "adapter_config.json").is_file():
             status = read_status(run_dir).get("status", "unknown")
             raise InputError(
-                f"Run {name!r} has no adapter yet (status: {status}). Wait until it completes or is stopped."
-            )
+                msg("Run {name!r} has no adapter yet (status: {status}). Wait until it completes or is stopped.",
+                    name=name, status=status)
+            )  # fmt: skip
         return str(self.runs_dir / run_dir.name)
 
     # --- training ---
@@ -85,12 +96,12 @@ class LabEngine:
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
         settings.model = self.policy.check_model(settings.model)
         if settings.init_adapter:  # stored relative to the app's folder when inside it (runs/<run>), as lists spell it
-            parent = self.policy.check(settings.init_adapter, "adapter folder to continue from")
+            parent = self.policy.check(settings.init_adapter, msg("adapter folder to continue from"))
             here = Path.cwd().resolve()
             settings.init_adapter = str(parent.relative_to(here) if parent.is_relative_to(here) else parent)
         ds = settings.dataset
         if not ds.startswith("example:") and ds not in self.datasets.names():
-            settings.dataset = str(self.policy.check(ds, "dataset file"))
+            settings.dataset = str(self.policy.check(ds, msg("dataset file")))
         return settings
 
     def plan(self, settings) -> dict:
@@ -117,7 +128,7 @@ class LabEngine:
         rows = resolve_rows(settings.dataset, self.data_dir)
         plan = plan_run(settings, rows, None)
         if plan["errors"]:
-            raise InputError("Fix these first: " + "; ".join(plan["errors"][:5]))
+            raise InputError(msg("Fix these first: {problems}", problems=joined(plan["errors"][:5])))
         return self.runner.start(settings, rows), plan
 
     def resume(self, name) -> tuple[Path, list[str]]:
@@ -129,8 +140,8 @@ class LabEngine:
         from lora_demo.train.lineage import continue_settings
 
         if not adapter:
-            raise InputError("Pick the run (or checkpoint) to continue from.")
-        return continue_settings(self.policy.check(adapter, "adapter folder to continue from"), str(adapter))
+            raise InputError(msg("Pick the run (or checkpoint) to continue from."))
+        return continue_settings(self.policy.check(adapter, msg("adapter folder to continue from")), str(adapter))
 
     # --- export ---
     def export(self, name, kind: str) -> Path:
@@ -144,9 +155,9 @@ class LabEngine:
             return export_merged(run_dir, run_dir / "merged")
         if kind == "gguf":
             if not (run_dir / "merged" / "config.json").is_file():
-                raise InputError("Merge the run first (the GGUF is made from the merged model).")
+                raise InputError(msg("Merge the run first (the GGUF is made from the merged model)."))
             return export_gguf(run_dir / "merged", run_dir / "exports" / f"{run_dir.name}.gguf")
-        raise InputError(f"Unknown export {kind!r}: zip, merged or gguf.")
+        raise InputError(msg("Unknown export {kind!r}: zip, merged or gguf.", kind=kind))
 
     # --- chat ---
     def load_chat(self, model_id, adapter_dir) -> Iterator[str]:
@@ -154,8 +165,8 @@ class LabEngine:
         from lora_demo.models import resolve_model
 
         if model_id is not None and not isinstance(model_id, str):
-            raise InputError(f"The base model must be text, not {type(model_id).__name__}.")
-        adapter_dir = str(self.policy.check(adapter_dir, "adapter folder")) if adapter_dir else None
+            raise InputError(msg("The base model must be text, not {kind}.", kind=type(model_id).__name__))
+        adapter_dir = str(self.policy.check(adapter_dir, msg("adapter folder"))) if adapter_dir else None
         if model_id and model_id.strip() != "auto":  # a model the user named: one this app may read
             model_id = self.policy.check_model(model_id)
         yield from self.chat.load(resolve_model(model_id, adapter_dir), adapter_dir)
@@ -164,7 +175,7 @@ class LabEngine:
     def _loaded_adapter(self) -> str:
         if self.chat.model is None or self.chat.adapter_dir is None:
             raise InputError(
-                "Load a run's adapter first (Chat tab: pick it and press Load): judging compares base and tuned."
+                msg("Load a run's adapter first (Chat tab: pick it and press Load): judging compares base and tuned.")
             )
         return self.chat.adapter_dir
 
@@ -177,7 +188,7 @@ class LabEngine:
         adapter = self._loaded_adapter()
         row = prompt if isinstance(prompt, dict) else {"instruction": str(prompt or ""), "input": ""}
         if not row.get("instruction", "").strip():
-            raise InputError("Type a prompt first, or press 'Vote on the run's rows'.")
+            raise InputError(msg("Type a prompt first, or press 'Vote on the run's rows'."))
         res = self.chat.answer_pair(row if isinstance(prompt, dict) else row["instruction"], gen.check(), system)
         base, tuned = split_thinking(res["base"])[1] or res["base"], split_thinking(res["tuned"])[1] or res["tuned"]
         return self.ballots.deal(adapter, self.chat.model_id or "", row["instruction"], base, tuned, settings=asdict(gen),
@@ -188,7 +199,7 @@ class LabEngine:
         from lora_demo.judge import VoteStore, win_rate
 
         if not isinstance(ballot_id, str) or not ballot_id.strip():
-            raise InputError("Ask for a blind pair first, then vote.")
+            raise InputError(msg("Ask for a blind pair first, then vote."))
         vote = self.ballots.cast(ballot_id.strip(), choice)
         return vote, win_rate(VoteStore(vote.adapter).votes())
 
@@ -210,8 +221,8 @@ class LabEngine:
 
         rows = read_jsonl(run_folder(self._loaded_adapter()) / "data" / "val.jsonl")[:32]  # a checkpoint: its run's
         if not rows:
-            raise InputError("This run has no validation rows (its validation fraction was 0, or the dataset too "
-                             "small): train with a validation fraction above 0 to measure held-out loss.")  # fmt: skip
+            raise InputError(msg("This run has no validation rows (its validation fraction was 0, or the dataset "
+                                 "too small): train with a validation fraction above 0 to measure held-out loss."))  # fmt: skip
         return heldout_loss(self.chat, rows)
 
     def token_diff(self, prompt: str, answer: str) -> list[tuple[str, float]]:
@@ -219,7 +230,9 @@ class LabEngine:
 
         self._loaded_adapter()
         if not str(prompt or "").strip() or not str(answer or "").strip():
-            raise InputError("Chat first: the token view colours the tuned model's last answer to your last prompt.")
+            raise InputError(
+                msg("Chat first: the token view colours the tuned model's last answer to your last prompt.")
+            )
         return token_diff(self.chat, prompt, answer)
 
     def export_votes(self) -> tuple[Path, int]:
@@ -231,5 +244,5 @@ class LabEngine:
         out = run_folder(adapter) / "exports" / votes_file(adapter).name.replace("votes", "dpo-pairs")
         pairs = export_dpo(VoteStore(adapter).votes(), out)
         if pairs == 0:
-            raise InputError("No decided votes yet (ties and 'both bad' make no pair): vote A or B first.")
+            raise InputError(msg("No decided votes yet (ties and 'both bad' make no pair): vote A or B first."))
         return out, pairs

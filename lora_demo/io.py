@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def read_jsonl(path: str | Path, strict: bool = False) -> list:
@@ -27,12 +28,13 @@ def read_jsonl(path: str | Path, strict: bool = False) -> list:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         if strict:
-            raise InputError(f"Cannot read {path.name}: {e.strerror or e}.") from None
+            raise InputError(msg("Cannot read {name}: {why}.", name=path.name, why=str(e.strerror or e))) from None
         return []
     return parse_jsonl(text, path.name, strict)
 
 
-def parse_jsonl(text: str, name: str = "the file", strict: bool = True) -> list:
+def parse_jsonl(text: str, name: str | None = None, strict: bool = True) -> list:
+    name = msg("the file") if name is None else name
     out = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -41,7 +43,8 @@ def parse_jsonl(text: str, name: str = "the file", strict: bool = True) -> list:
             out.append(json.loads(line))
         except json.JSONDecodeError as e:
             if strict:
-                raise InputError(f"{name} line {i} is not valid JSON: {e.msg} at column {e.colno}.") from None
+                raise InputError(msg("{name} line {line} is not valid JSON: {why} at column {column}.", name=name, line=i,
+                                     why=e.msg, column=e.colno)) from None  # fmt: skip
     return out
 
 
@@ -71,8 +74,8 @@ def _temp_beside(path: Path, mode: str):
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise InputError(f"Could not write {path.name}: {e.strerror or e} (is the disk full or the folder "
-                             "read-only?)") from None  # fmt: skip
+            raise InputError(msg("Could not write {name}: {why} (is the disk full or the folder read-only?)",
+                                 name=path.name, why=str(e.strerror or e))) from None  # fmt: skip
         raise
 
 

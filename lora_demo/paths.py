@@ -6,28 +6,34 @@ import re
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 _SAFE = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9\u4e00-\u9fff._-]{0,79}$")
 
 
-def safe_name(name, what: str = "name") -> str:
-    """The name itself when it is a plain file name (letters, digits, CJK, . _ -), else a clear InputError."""
+def safe_name(name, what: str | None = None) -> str:
+    """The name itself when it is a plain file name (letters, digits, CJK, . _ -), else a clear InputError.
+
+    `what` names the thing in the messages: a msg("run name") (a plain English string is rendered too when the
+    tables have it)."""
+    what = msg("name") if what is None else what
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"The {what} is empty: use letters, digits, '.', '_' or '-'.")
+        raise InputError(msg("The {what} is empty: use letters, digits, '.', '_' or '-'.", what=what))
     name = name.strip()
     if not _SAFE.match(name) or ".." in name:
         raise InputError(
-            f"The {what} {name[:40]!r} is not allowed: use up to 80 letters, digits, '.', '_' or '-' "
-            "(no slashes, no leading dot, no '..')."
-        )
+            msg("The {what} {name!r} is not allowed: use up to 80 letters, digits, '.', '_' or '-' "
+                "(no slashes, no leading dot, no '..').", what=what, name=name[:40])
+        )  # fmt: skip
     return name
 
 
-def inside(root: Path, name: str, what: str = "name") -> Path:
+def inside(root: Path, name: str, what: str | None = None) -> Path:
     """root/name for a safe name, guaranteed to stay inside root."""
+    what = msg("name") if what is None else what
     path = (Path(root) / safe_name(name, what)).resolve()
     if Path(root).resolve() not in path.parents:
-        raise InputError(f"The {what} {name!r} points outside {root}.")
+        raise InputError(msg("The {what} {name!r} points outside {root}.", what=what, name=name, root=str(root)))
     return path
 
 
@@ -39,7 +45,7 @@ class PathPolicy:
     def __init__(self, roots):
         self.roots = [Path(r).expanduser().resolve() for r in roots]
 
-    def check(self, path, what: str = "path") -> Path:
+    def check(self, path, what: str | None = None) -> Path:
         """The resolved path, if it lies inside one of the allowed folders; else a clear InputError.
 
         One rule for every path, whether it comes from a list the app offers, the API or typed text: an absolute
@@ -49,19 +55,22 @@ class PathPolicy:
         is returned so the caller can say "does not exist". A reading outside the allowed folders never counts,
         so ../ traversal and symlinks out of them are refused exactly as before.
         """
+        what = msg("path") if what is None else what
         if not isinstance(path, str):
-            raise InputError(f"The {what} must be text (a folder path), not {type(path).__name__}.")
+            raise InputError(msg("The {what} must be text (a folder path), not {kind}.", what=what,
+                                 kind=type(path).__name__))  # fmt: skip
         if not path.strip():
-            raise InputError(f"The {what} is empty.")
+            raise InputError(msg("The {what} is empty.", what=what))
         if "\x00" in path:
-            raise InputError(f"The {what} contains a NUL character.")
+            raise InputError(msg("The {what} contains a NUL character.", what=what))
         p = Path(path.strip()).expanduser()
         readings = [p] if p.is_absolute() else [Path.cwd() / p, *(r / p for r in self.roots)]
         allowed = [r for r in (c.resolve() for c in readings) if self.allows(r)]
         if not allowed:
             roots = ", ".join(str(r) for r in self.roots)
-            raise InputError(f"The {what} {path!r} is outside the folders this app may read ({roots}). "
-                             "Start the app with --allow-dir FOLDER to add one.")  # fmt: skip
+            raise InputError(msg("The {what} {path!r} is outside the folders this app may read ({roots}). "
+                                 "Start the app with --allow-dir FOLDER to add one.", what=what, path=path,
+                                 roots=roots))  # fmt: skip
         return next((r for r in allowed if r.exists()), allowed[0])
 
     def allows(self, resolved: Path) -> bool:
@@ -73,5 +82,5 @@ class PathPolicy:
         from lora_demo.models.registry import get_spec
 
         if get_spec(model_id).kind == "local":
-            return str(self.check(model_id, "model folder"))
+            return str(self.check(model_id, msg("model folder")))
         return model_id

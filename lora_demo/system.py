@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from lora_demo.device import detect
+from lora_demo.i18n import msg, render, translator
 from lora_demo.models import default_model_id, is_available_offline, list_models
+
+# The registry's kinds of model, as the System table names them.
+KINDS = {"embedded": msg("embedded"), "hub": msg("hub"), "local": msg("local")}
 
 
 def system_info() -> dict:
-    """Everything the System panel and `python -m lora_demo info` show, as one JSON-able dict."""
+    """Everything the System panel and `python -m lora_demo info` show, as one JSON-able dict (its reasons and
+    descriptions are Msgs: English strings that format_system_info renders in the panel's language)."""
     plan = detect()
     models = [
         {
@@ -25,22 +30,27 @@ def system_info() -> dict:
     }
 
 
-def format_system_info(info: dict) -> str:
-    """A Markdown rendering of system_info() for the terminal and the UI."""
-    mem = f", {info['memory_gb']} GiB" if info.get("memory_gb") else ""
+def format_system_info(info: dict, lang: str = "en") -> str:
+    """A Markdown rendering of system_info() for the terminal (English) and the UI (in `lang`)."""
+    tr = translator(lang)
+    device, name = info["device"].upper(), info["device_name"]
     lines = [
-        f"**Device:** {info['device'].upper()} — {info['device_name']}{mem}",
-        f"**Training backend:** {info['backend']} ({info['backend_reason']})",
-        f"**Precision:** {info['precision']} ({info['precision_reason']})",
-        f"**CPU threads:** {info['cpu_threads']} of {info['cpu_cores']} cores for a 135M model "
-        "(chosen per job: tiny models run on 1 thread, which is faster for small matmuls)",
-        f"**PyTorch:** {info['torch_version']}",
-        f"**Default model:** `{info['default_model']}`",
-    ]
+        tr("**Device:** {device} — {name}, {memory} GiB", device=device, name=name, memory=info["memory_gb"])
+        if info.get("memory_gb") else tr("**Device:** {device} — {name}", device=device, name=name),
+        tr("**Training backend:** {backend} ({reason})", backend=info["backend"],
+           reason=render(info["backend_reason"], lang)),
+        tr("**Precision:** {precision} ({reason})", precision=info["precision"],
+           reason=render(info["precision_reason"], lang)),
+        tr("**CPU threads:** {threads} of {cores} cores for a 135M model (chosen per job: tiny models run on 1 "
+           "thread, which is faster for small matmuls)", threads=info["cpu_threads"], cores=info["cpu_cores"]),
+        tr("**PyTorch:** {version}", version=info["torch_version"]),
+        tr("**Default model:** `{model}`", model=info["default_model"]),
+    ]  # fmt: skip
     if info.get("problem"):
-        lines.insert(1, f"**⚠ Problem:** {info['problem']}")
-    lines += ["", "| model | kind | offline | about |", "|---|---|---|---|"]
+        lines.insert(1, tr("**⚠ Problem:** {problem}", problem=render(info["problem"], lang)))
+    lines += ["", tr("| model | kind | offline | about |"), "|---|---|---|---|"]
     for m in info["models"]:
-        ok = "✅ yes" if m["available_offline"] else "⬇ needs download"
-        lines.append(f"| `{m['id']}` | {m['kind']} | {ok} | {m['description']} |")
+        ok = tr("✅ yes") if m["available_offline"] else tr("⬇ needs download")
+        kind = render(KINDS.get(m["kind"], m["kind"]), lang)
+        lines.append(f"| `{m['id']}` | {kind} | {ok} | {render(m['description'], lang)} |")
     return "\n".join(lines)

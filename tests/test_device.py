@@ -109,3 +109,30 @@ def test_backend_override(monkeypatch):
     monkeypatch.setenv("LORA_LAB_BACKEND", "transformers")
     plan = device.detect()
     assert plan.backend == "transformers" and "LORA_LAB_BACKEND" in plan.backend_reason
+
+
+def test_system_panel_renders_in_chinese_and_the_cli_keeps_english(monkeypatch):
+    """The reasons and the problem are Msgs: the System panel renders them in the session's language, while the
+    CLI (`info`, `info --json`) and pickles (the training worker gets the plan) keep English with the template."""
+    import json
+    import pickle
+
+    from lora_demo.i18n import Msg
+    from lora_demo.system import format_system_info, system_info
+
+    _fake_cuda(monkeypatch, name="NVIDIA GeForce RTX 5080", cap=(12, 0), arch=("sm_80", "sm_90"))
+    monkeypatch.setattr(device.importlib.util, "find_spec", lambda n: object())
+    info = system_info()
+    zh = format_system_info(info, "zh")
+    assert "**设备：** CUDA — NVIDIA GeForce RTX 5080，140.0 GiB" in zh
+    assert "**⚠ 问题：** NVIDIA GeForce RTX 5080 的架构是 sm_120，但当前的 PyTorch" in zh and "cu128" in zh
+    assert "**训练后端：** transformers（当前 torch 版本不支持这块 GPU（见“问题”））" in zh
+    assert "**精度：** bf16（GPU 支持 bfloat16）" in zh
+    assert "| 模型 | 类型 | 离线可用 | 说明 |" in zh and "| `qwen3-tiny` | 内置 |" in zh
+    assert "Qwen3-8B，4 位量化：需要约 8 GB 显存" in zh
+    en = format_system_info(info)
+    assert "**Training backend:** transformers (the GPU is not supported by this torch build (see problem))" in en
+    assert "| `qwen3-tiny` | embedded | ✅ yes |" in en and not any("\u4e00" <= ch <= "\u9fff" for ch in en)
+    assert json.loads(json.dumps(info))["precision_reason"] == "the GPU supports bfloat16"  # info --json
+    plan = pickle.loads(pickle.dumps(device.detect()))
+    assert isinstance(plan.problem, Msg) and plan.problem.template.startswith("{name} is {arch}")

@@ -142,3 +142,34 @@ def test_every_endpoint_refuses_traversal(app_client, app_dirs, bad):
         text = str(info.value)
         assert "root:x:0:0" not in text and "Traceback" not in text, (api, text)
     assert not list(app_dirs.glob("**/passwd*")) and not (app_dirs.parent / "etc").exists()
+
+
+def test_each_visitor_gets_the_system_panel_and_errors_in_their_language(app_client):
+    """One visitor switches to 简体中文: their System panel and the engine's errors (a nested "what" word included)
+    come in Chinese; another visitor of the same app keeps English."""
+    from gradio_client import Client
+
+    zh = Client(app_client.src, verbose=False)
+    assert zh.predict("zh", api_name="/set_language")[0] == "zh"
+    panel = zh.predict(api_name="/system_info")
+    assert panel.startswith("**设备：**") and "**训练后端：**" in panel and "| 模型 | 类型 | 离线可用 | 说明 |" in panel
+    assert app_client.predict(api_name="/system_info").startswith("**Device:**")
+    with pytest.raises(AppError, match="适配器文件夹 '/etc/passwd' 不在本应用可读取的文件夹内"):
+        zh.predict("auto", "/etc/passwd", api_name="/chat_load")
+    with pytest.raises(AppError, match="模型文件夹 '/etc' 不在本应用可读取的文件夹内"):
+        zh.predict("/etc", None, api_name="/chat_load")
+    with pytest.raises(AppError, match="The model folder '/etc' is outside the folders this app may read"):
+        app_client.predict("/etc", None, api_name="/chat_load")
+
+
+def test_export_errors_in_chinese(tmp_path, monkeypatch):
+    from lora_demo.i18n import render
+
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(InputError) as info:
+        export_gguf(tmp_path, tmp_path / "m.gguf")
+    assert render(info.value.args[0], "zh").startswith("导出 GGUF 需要 llama.cpp 的转换脚本")
+    with pytest.raises(InputError) as info:
+        export_zip(tmp_path, tmp_path / "x.zip")
+    assert render(info.value.args[0], "zh") == f"{tmp_path} 中没有适配器：缺少 adapter_config.json。"

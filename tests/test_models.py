@@ -107,3 +107,22 @@ def test_vanished_folder_and_nonsense_ids(tmp_path):
 def test_remote_code_only_for_local_folders():
     with pytest.raises(ModelError, match="trust_remote_code"):
         load_model("qwen3-tiny", trust_remote_code=True)
+
+
+def test_model_errors_and_descriptions_render_in_chinese(tmp_path):
+    """The loader's messages are Msgs: English as str (CLI, logs), Chinese for a zh session, ids kept as they are."""
+    from lora_demo.i18n import render
+    from lora_demo.models import REGISTRY
+
+    exc = OSError("You are trying to access a gated repo")
+    exc.__cause__ = GatedRepoError("401", response=_resp(401))
+    err = explain_load_error(exc, "meta-llama/Llama-3-8B")
+    assert render(err.args[0], "zh").startswith("'meta-llama/Llama-3-8B' 需要授权访问（401）")
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelError) as info:
+        load_model(str(tmp_path))
+    assert render(info.value.args[0], "zh") == (
+        f"{tmp_path} 中没有模型：缺少 config.json。它看起来是一个 LoRA 适配器：请选择它的基座模型，再单独加载该适配器。"
+    )
+    assert render(REGISTRY["qwen3-tiny"].description, "zh").startswith("随机初始化的 2 层 Qwen3")
+    assert render(get_spec("owner/some-model").description, "zh") == "Hub 模型 owner/some-model"

@@ -137,3 +137,42 @@ def test_readme_export_command_is_registered(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "no-run"), "--zip", str(tmp_path / "x.zip")]) == 2
     assert "invalid choice" not in capsys.readouterr().err
+
+
+def test_list_labels_and_path_errors_in_chinese(tmp_path):
+    """adapter_choices renders its labels in the language it is given (the tabs pass their session's); values stay
+    paths. A path error names its "what" in the same language, whether the caller passed msg() or plain English."""
+    from lora_demo.engine import joined
+    from lora_demo.i18n import msg, render
+    from lora_demo.paths import safe_name
+
+    runs = tmp_path / "runs"
+    make_adapter(runs / "old", status={"status": "completed", "final_loss": 1.23456}, mtime=1_000_000)
+    make_adapter(runs / "new", status={"status": "stopped"}, mtime=2_000_000)
+    (runs / "new" / "TRUNCATED.json").write_text("{}")
+    ckpt = make_adapter(runs / "ckpt" / "checkpoints" / "checkpoint-28", mtime=3_000_000)
+    (runs / "ckpt" / "data").mkdir()
+    from lora_demo.train.checkpoints import MARKER
+
+    for name, text in (("adapter_model.safetensors", ""), ("trainer_state.json", '{"global_step": 28}'),
+                       (MARKER, json.dumps({"total": 66, "loss": 0.5}))):  # fmt: skip
+        (ckpt / name).write_text(text)
+    zh = adapter_choices(runs, "zh")
+    en = adapter_choices(runs)
+    assert [v for _, v in zh] == [v for _, v in en]
+    labels = dict((v, label) for label, v in zh)
+    assert labels[str(runs / "new")] == "new · 已停止 · 秩 k 截断副本"
+    assert labels[str(runs / "old")] == "old · 已完成 · 损失 1.235"
+    assert labels[str(ckpt)] == "ckpt · 检查点 第 28/66 步 · 损失 0.500"
+    assert dict((v, label) for label, v in en)[str(ckpt)] == "ckpt · checkpoint step 28 of 66 · loss 0.500"
+    for what in (msg("dataset name"), "dataset name"):  # nested msg, or a caller's plain English word
+        with pytest.raises(InputError) as info:
+            safe_name("../x", what)
+        assert str(info.value).startswith("The dataset name '../x' is not allowed")
+        assert render(info.value.args[0], "zh").startswith("数据集名称 '../x' 不可用")
+    with pytest.raises(InputError) as info:
+        PathPolicy([tmp_path / "runs"]).check("/etc", msg("adapter folder"))
+    assert render(info.value.args[0], "zh").startswith("适配器文件夹 '/etc' 不在本应用可读取的文件夹内")
+    both = msg("Fix these first: {problems}", problems=joined([msg("No run named {name!r}.", name="a"), "plain"]))
+    assert both == "Fix these first: No run named 'a'.; plain"
+    assert render(both, "zh") == "请先解决这些问题：没有名为 'a' 的运行。；plain"

