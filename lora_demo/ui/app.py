@@ -100,7 +100,7 @@ def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: Cha
     @friendly
     def hand_over(name):
         path = lab.adapter_for_chat(name)
-        choices = adapter_choices(lab.runs_dir)
+        choices = adapter_choices(lab.runs_dir, common.lang())
         # The newest adapter goes with it: opening the Chat tab refreshes its list, which must keep this pick.
         return (gr.Tabs(selected="chat"), "auto", gr.Dropdown(choices=choices, value=path),
                 say("Loading `{name}` on its base model…", name=name), choices[0][1] if choices else None)  # fmt: skip

@@ -177,7 +177,7 @@ def adapter_list(runs_dir, current, seen_newest, custom_ok: bool = True):
     pick stays. Returns (dropdown update, newest) — keep the second in a gr.State for the next refresh."""
     from lora_demo.adapters import adapter_choices
 
-    choices = adapter_choices(runs_dir)
+    choices = adapter_choices(runs_dir, lang())
     values = [v for _, v in choices]
     newest = values[0] if values else None
     keep = current and newest == seen_newest and (custom_ok or current in values)
