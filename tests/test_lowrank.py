@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -265,3 +266,63 @@ def test_parent_child_comparison_equals_the_dense_computation():
     assert same["subspace_overlap"] == pytest.approx(1)
     flipped = compare_module(p, (b1, a1, -0.5))  # the opposite update: cosine -1, same directions
     assert flipped["cosine"] == pytest.approx(-1) and flipped["rel_change"] == pytest.approx(2)
+
+
+# 简体中文 (issue 14): the engine's reports, plots and errors render in the session's language; the CLI keeps English.
+
+
+def test_worked_example_is_the_same_in_both_languages():
+    """The seed write-up's worked example (the Low-rank lab's explanation) shows the matrices lora_product computes,
+    and its Chinese version shows the very same numbers."""
+    from lora_demo.i18n import render
+    from lora_demo.ui.lowrank_tab import WORKED_EXAMPLE
+
+    zh = render(WORKED_EXAMPLE, "zh")
+    assert zh != WORKED_EXAMPLE and "奇异值分解" in zh and "低秩" in zh
+    block = re.compile(r"```\n(.*?)```", re.S)
+    en_rows = [ln for ln in block.search(WORKED_EXAMPLE).group(1).splitlines() if ln.startswith("[")]
+    zh_rows = [ln for ln in block.search(zh).group(1).splitlines() if ln.startswith("[")]
+    assert en_rows == zh_rows
+    dw = [[float(x) for x in ln.strip("[]").split()] for ln in en_rows if len(ln.split()) == 4]
+    assert dw == SEED_DW == lora_product(SEED_B, SEED_A)["delta_w_rounded"]
+    numbers = re.compile(r"\d+(?:[.,]\d+)*")
+    assert sorted(numbers.findall(WORKED_EXAMPLE)) == sorted(numbers.findall(zh))  # σ, 91.6%, 16, 65,536, ...
+
+
+@pytest.mark.parametrize("text", ["[[1, 2], [3]]", "", "[[1, 'a']]", "1, x", "[[NaN, 1]]", "[1, 2]", '{"a": 1}'])
+@pytest.mark.parametrize("name", [None, "B matrix", "pasted matrix"])
+def test_matrix_errors_render_in_chinese(text, name):
+    from lora_demo.i18n import msg, render
+
+    with pytest.raises(InputError) as info:
+        parse_matrix(text, msg(name) if name else None)
+    english, zh = str(info.value), render(info.value.args[0], "zh")
+    assert "matrix" in english and zh != english
+    assert not re.search(r"\b(matrix|row|column|empty|ragged)\b", zh), zh  # the matrix's name is Chinese too
+
+
+def test_reports_and_plots_in_chinese(adapter_dir):
+    from lora_demo.lowrank.compare import compare_adapters, compare_markdown
+    from lora_demo.lowrank.plots import adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
+    from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
+
+    res = low_rank_approx(seed_matrix(0), 2)
+    assert svd_markdown(res) == svd_markdown(res, "en") and "keeps 91.65% of the energy" in svd_markdown(res)
+    assert "保留了 91.65% 的能量" in svd_markdown(res, "zh")
+    prod = lora_product(SEED_B, SEED_A)
+    assert "- 第 4 行 = 0.4·A₁ - 0.1·A₂" in product_markdown(prod, "zh") and "没有节省任何参数" in product_markdown(
+        prod, "zh"
+    )
+    analysis = analyze_adapter(adapter_dir)
+    assert "**14 个 LoRA 模块**" in adapter_markdown(analysis, "zh")
+    cmp = compare_adapters(adapter_dir, adapter_dir)
+    assert "14 个共同模块" in compare_markdown(cmp, "zh") and "shared modules" not in compare_markdown(cmp, "zh")
+    figs = [spectrum_figure(res["singular_values"], 2, lang="zh"),
+            heatmaps_figure(seed_matrix(0), res["approx"], res["residual"], 2, lang="zh"),
+            product_figure(SEED_B, SEED_A, prod["delta_w"], lang="zh"), adapter_heatmap(analysis, "rank_90", lang="zh")]  # fmt: skip
+    shown = json.dumps([f.to_plotly_json()["layout"] for f in figs] + [f.to_plotly_json()["data"] for f in figs],
+                       ensure_ascii=False, default=str)  # fmt: skip
+    for word in ("奇异值", "累计能量", "行", "列", "层", "保留 90% 能量所需的秩"):
+        assert word in shown
+    assert not re.search(r"\b(index|cumulative|row|column|layer|energy)\b", shown)
+    assert "%{y}" in shown and "<extra></extra>" in shown  # plotly's hover placeholders survive the translation

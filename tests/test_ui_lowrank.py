@@ -78,3 +78,59 @@ def test_analyze_and_truncate_endpoints(app_client, app_dirs, tmp_path):
     assert (app_dirs / "runs" / "ui-run-rank2" / "adapter_model.safetensors").is_file() and "rank-2" in text
     with pytest.raises(AppError, match="not allowed"):
         app_client.predict(None, str(run), 2, "../../etc/evil", api_name="/lowrank_truncate")
+
+
+def test_a_chinese_session_gets_chinese_reports_plots_and_errors(app_client):
+    """Issue 14: a session switched to 简体中文 gets the panels, the plot labels and the errors in Chinese, while
+    another session (app_client) keeps English."""
+    from gradio_client import Client
+
+    from lora_demo.i18n import msg, render
+
+    zh = Client(app_client.src, verbose=False)  # a browser session of its own
+    zh.predict("zh", api_name="/set_language")
+    table, text, fig, _numbers = zh.predict(df(SEED_B), df(SEED_A), "random W0", api_name="/lowrank_product")
+    assert table["data"][0] == ["0.11", "0.10", "0.00", "0.05"]  # the numbers do not change with the language
+    assert "第 1 行 = 0.1·A₁ + 0.2·A₂" in text and "参数量" in text and "row 1" not in text
+    assert render(msg("row"), "zh") in json.dumps(fig, ensure_ascii=False)  # the heatmaps' axis title
+    *_, svd_text, _b, _a, _n = zh.predict("[[3,0],[0,1]]", 1, api_name="/lowrank_svd")
+    assert "Eckart–Young 定理" in svd_text
+    with pytest.raises(AppError) as info:
+        zh.predict("[[1,2],[3]]", 2, api_name="/lowrank_parse")
+    assert "粘贴的矩阵各行长度不一" in str(info.value)
+    with pytest.raises(AppError) as info:
+        zh.predict(None, "", "fro_norm", api_name="/lowrank_analyze")
+    assert "请从列表中选择一个适配器" in str(info.value)
+    *_, text, _fig, _numbers = app_client.predict(df(SEED_B), df(SEED_A), "W0 = 0", api_name="/lowrank_product")
+    assert "row 1 = 0.1·A₁ + 0.2·A₂" in text  # the other session stays English
+
+
+def test_the_language_switch_relabels_only_what_a_panel_still_shows(monkeypatch):
+    """The switch renders the truncation line, the analysis and the comparison again from their gr.State, but not
+    over an error message written there since (show_errors puts it in the same Markdown)."""
+    import gradio as gr
+
+    from lora_demo.i18n import msg, render
+    from lora_demo.ui import common
+    from lora_demo.ui.lowrank_tab import AdapterActions, modules_frame
+
+    done = msg("Wrote the rank-{k} copy to `{out}`. Load it in the Chat tab, or analyze it here.", k=2, out="/r/x")
+    monkeypatch.setattr(common.SESSION_LANG, "default", "zh")
+    assert AdapterActions.relabel_message(done, str(done)) == render(done, "zh")
+    assert AdapterActions.relabel_message(done, render(done, "zh")) == render(done, "zh")
+    assert isinstance(AdapterActions.relabel_message(done, common.error_markdown("bad name")), type(gr.skip()))
+    assert isinstance(AdapterActions.relabel_message(None, ""), type(gr.skip()))
+    res = {"modules": [{"name": "model.layers.0.mlp.up_proj", "layer": 0, "module": "up_proj", "r": 2,
+                        "singular_values": [2.0, 1.0], "fro_norm": 2.2, "effective_rank": 1.9, "stable_rank": 1.25,
+                        "rank_90": 2, "rank_99": 2, "rel_to_base": None}],
+           "base_model": "qwen3-tiny", "r": 2, "lora_alpha": 4, "use_rslora": False}  # fmt: skip
+    from lora_demo.lowrank.report import adapter_markdown
+
+    summary, heat, spectrum, frame = AdapterActions(None).relabel_analysis(res, "effective_rank",
+                                                                            "model.layers.0.mlp.up_proj",
+                                                                            adapter_markdown(res))  # fmt: skip
+    assert summary == adapter_markdown(res, "zh") and "1 个 LoRA 模块" in summary
+    assert list(frame.columns) == list(modules_frame(res, "zh").columns) and "有效秩" in frame.columns
+    assert "层" in heat.layout.yaxis.title.text and spectrum.layout.xaxis.title.text == "序号 i"
+    stale = AdapterActions(None).relabel_analysis(res, "effective_rank", "x", common.error_markdown("gone"))
+    assert all(isinstance(x, type(gr.skip())) for x in stale)

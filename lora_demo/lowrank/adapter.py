@@ -26,6 +26,7 @@ import torch
 
 from lora_demo.adapters import find_adapter_files
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<module>[^.]+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -89,7 +90,8 @@ def load_lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[to
         config = json.loads(cfg_path.read_text())
         tensors = load_file(str(weights))
     except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise InputError(f"{adapter_dir}: the adapter files cannot be read ({str(e).splitlines()[0][:200]}).") from None
+        raise InputError(msg("{folder}: the adapter files cannot be read ({error}).", folder=str(adapter_dir),
+                             error=str(e).splitlines()[0][:200])) from None  # fmt: skip
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         m = _KEY.match(key)
@@ -101,7 +103,8 @@ def load_lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[to
         if "A" in ab and "B" in ab:
             modules[name] = (ab["B"], ab["A"], _scaling(config, name, ab["A"].shape[0]))
     if not modules:
-        raise InputError(f"{adapter_dir} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).")
+        raise InputError(msg("{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).",
+                             folder=str(adapter_dir)))  # fmt: skip
     return config, modules
 
 
@@ -189,14 +192,13 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
     try:
         k_int = int(k)
     except (TypeError, ValueError):
-        raise InputError(f"The rank k must be a whole number; got {k!r}.") from None
+        raise InputError(msg("The rank k must be a whole number; got {k!r}.", k=k)) from None
     if k_int != k or not 1 <= k_int < max_r:
-        raise InputError(
-            f"Truncation rank must be a whole number from 1 to {max_r - 1} (below the adapter's r={max_r})."
-        )
+        raise InputError(msg("Truncation rank must be a whole number from 1 to {top} (below the adapter's r={r}).",
+                             top=max_r - 1, r=max_r))  # fmt: skip
     out = Path(out_dir)
     if out.exists():
-        raise InputError(f"{out} already exists: pick a new name so no adapter is overwritten.")
+        raise InputError(msg("{out} already exists: pick a new name so no adapter is overwritten.", out=str(out)))
     _, src_weights = find_adapter_files(adapter_dir)
     tensors = load_file(str(src_weights))
     new = {}

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg, translator
 from lora_demo.lowrank.adapter import _LAYER, factor_svd, load_lora_factors
 
 TOP_K = 4
@@ -50,8 +51,8 @@ def compare_adapters(parent_dir: str | Path, child_dir: str | Path) -> dict:
     shared = [n for n in child if n in parent and parent[n][0].shape[0] == child[n][0].shape[0]
               and parent[n][1].shape[1] == child[n][1].shape[1]]  # fmt: skip
     if not shared:
-        raise InputError(f"{Path(parent_dir).name} and {Path(child_dir).name} share no LoRA module of the same shape: "
-                         "compare a run with the run continued from it.")  # fmt: skip
+        raise InputError(msg("{parent} and {child} share no LoRA module of the same shape: compare a run with the run "
+                             "continued from it.", parent=Path(parent_dir).name, child=Path(child_dir).name))  # fmt: skip
     modules = []
     for name in shared:
         lm = _LAYER.search("." + name + ".")
@@ -61,7 +62,9 @@ def compare_adapters(parent_dir: str | Path, child_dir: str | Path) -> dict:
             "only_parent": sorted(set(parent) - set(shared)), "only_child": sorted(set(child) - set(shared))}  # fmt: skip
 
 
-def compare_markdown(res: dict) -> str:
+def compare_markdown(res: dict, lang: str = "en") -> str:
+    """The comparison's medians in a few lines of Markdown."""
+    tr = translator(lang)
     mods = res["modules"]
 
     def med(key):
@@ -70,10 +73,13 @@ def compare_markdown(res: dict) -> str:
 
     grew = sum(1 for m in mods if m["child_norm"] > m["parent_norm"])
     return "\n".join([
-        f"**Parent** `{Path(res['parent']).name}` → **child** `{Path(res['child']).name}`: {len(mods)} shared modules.",
-        f"- ‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖: median **{med('rel_change'):.3f}** (how much the continued "
-        "training moved the update).",
-        f"- cosine(ΔW_parent, ΔW_child): median **{med('cosine'):.3f}**; top-{res['top_k']} subspace overlap "
-        f"‖U_pᵀU_c‖²/k: median **{med('subspace_overlap'):.3f}** (1: the same directions).",
-        f"- ‖ΔW‖ grew in {grew} of {len(mods)} modules (median {med('parent_norm'):.4g} → {med('child_norm'):.4g}).",
+        tr("**Parent** `{parent}` → **child** `{child}`: {count} shared modules.", parent=Path(res["parent"]).name,
+           child=Path(res["child"]).name, count=len(mods)),
+        tr("- ‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖: median **{rel:.3f}** (how much the continued training moved the "
+           "update).", rel=med("rel_change")),
+        tr("- cosine(ΔW_parent, ΔW_child): median **{cos:.3f}**; top-{k} subspace overlap ‖U_pᵀU_c‖²/k: median "
+           "**{overlap:.3f}** (1: the same directions).", cos=med("cosine"), k=res["top_k"],
+           overlap=med("subspace_overlap")),
+        tr("- ‖ΔW‖ grew in {grew} of {count} modules (median {before:.4g} → {after:.4g}).", grew=grew, count=len(mods),
+           before=med("parent_norm"), after=med("child_norm")),
     ])  # fmt: skip

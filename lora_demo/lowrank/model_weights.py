@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def _files(model_id: str) -> list[Path]:
@@ -16,7 +17,9 @@ def _files(model_id: str) -> list[Path]:
         from lora_demo.models.registry import hub_cached
 
         if not hub_cached(model_id):
-            raise InputError(f"'{model_id}' is not downloaded: pick an embedded model or a local folder.")
+            raise InputError(
+                msg("'{model}' is not downloaded: pick an embedded model or a local folder.", model=model_id)
+            )
         from huggingface_hub import try_to_load_from_cache
 
         folder = Path(try_to_load_from_cache(model_id, "config.json")).parent
@@ -24,7 +27,7 @@ def _files(model_id: str) -> list[Path]:
         folder = Path(model_path(model_id))
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise InputError(f"'{model_id}' has no safetensors weights to read.")
+        raise InputError(msg("'{model}' has no safetensors weights to read.", model=model_id))
     return files
 
 
@@ -50,6 +53,6 @@ def model_weight(model_id: str, name: str) -> np.ndarray:
             if name in f.keys():  # noqa: SIM118
                 t = f.get_tensor(name)
                 if t.ndim != 2:
-                    raise InputError(f"{name} is not a matrix (shape {tuple(t.shape)}).")
+                    raise InputError(msg("{name} is not a matrix (shape {shape}).", name=name, shape=tuple(t.shape)))
                 return t.float().numpy().astype(np.float64)
-    raise InputError(f"'{model_id}' has no weight named {name!r}: pick one from the list.")
+    raise InputError(msg("'{model}' has no weight named {name!r}: pick one from the list.", model=model_id, name=name))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.lowrank.matrix import parse_matrix
 from lora_demo.lowrank.svd import param_counts
 
@@ -32,13 +33,11 @@ def row_expression(b_row, decimals: int = 2) -> str:
 
 def lora_product(b, a) -> dict:
     """ΔW = B·A with its row-by-row reading and parameter counts. B and A may be text, rows or arrays."""
-    bm = parse_matrix(b, "B matrix")
-    am = parse_matrix(a, "A matrix")
+    bm = parse_matrix(b, msg("B matrix"))
+    am = parse_matrix(a, msg("A matrix"))
     if bm.shape[1] != am.shape[0]:
-        raise InputError(
-            f"B is {bm.shape[0]}×{bm.shape[1]} and A is {am.shape[0]}×{am.shape[1]}: B's columns ({bm.shape[1]}) "
-            f"must equal A's rows ({am.shape[0]}), the rank r."
-        )
+        raise InputError(msg("B is {bd}×{br} and A is {ar}×{ak}: B's columns ({br}) must equal A's rows ({ar}), the rank r.",
+                             bd=bm.shape[0], br=bm.shape[1], ar=am.shape[0], ak=am.shape[1]))  # fmt: skip
     d, r = bm.shape
     k = am.shape[1]
     dw = bm @ am
@@ -47,7 +46,7 @@ def lora_product(b, a) -> dict:
         "r": r,
         "delta_w": dw.tolist(),
         "delta_w_rounded": np.round(dw, 2).tolist(),
-        "row_expressions": [f"row {i + 1} = {row_expression(bm[i])}" for i in range(d)],
+        "row_expressions": [msg("row {i} = {expr}", i=i + 1, expr=row_expression(bm[i])) for i in range(d)],
         **param_counts(d, k, r),
     }
 

@@ -99,14 +99,15 @@ def seed_matrix(seed: int = 0) -> np.ndarray:
 def low_rank_plus_noise(d: int, n: int, true_rank: int, noise: float, seed: int = 0) -> np.ndarray:
     """A rank-`true_rank` d×n matrix (Gaussian factors, scaled to unit-ish entries) plus Gaussian noise."""
     from lora_demo.errors import InputError
+    from lora_demo.i18n import msg
 
     for label, v, hi in (("d", d, 2048), ("k", n, 2048)):
         if not isinstance(v, (int, np.integer)) and not float(v).is_integer() or not 1 <= v <= hi:
-            raise InputError(f"{label} must be a whole number from 1 to {hi}; got {v}.")
+            raise InputError(msg("{label} must be a whole number from 1 to {hi}; got {v}.", label=label, hi=hi, v=v))
     d, n = int(d), int(n)
     true_rank = check_rank(true_rank, min(d, n))
     if not np.isfinite(noise) or noise < 0:
-        raise InputError(f"The noise level must be a number ≥ 0; got {noise}.")
+        raise InputError(msg("The noise level must be a number ≥ 0; got {noise}.", noise=noise))
     rng = np.random.default_rng(seed)
     m = rng.standard_normal((d, true_rank)) @ rng.standard_normal((true_rank, n)) / np.sqrt(true_rank)
     return m + noise * rng.standard_normal((d, n))

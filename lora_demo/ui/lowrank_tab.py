@@ -1,11 +1,13 @@
 """Low-rank lab tab: SVD of a matrix, the LoRA product B·A, and spectra of trained adapters.
 
 Layout only: each section lays out its components and wires them to module-level handlers (sections 1, 2) or
-to AdapterActions over the LabEngine (section 3); all math is in lora_demo.lowrank.
+to AdapterActions over the LabEngine (section 3); all math is in lora_demo.lowrank. The panels the handlers fill
+(reports, plots, tables) are rendered in the browser session's language and rendered again when it is switched.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from lora_demo.adapters import adapter_choices
-from lora_demo.errors import InputError
+from lora_demo.errors import InputError, LoraLabError
+from lora_demo.i18n import LANGS, msg, render, translator
 from lora_demo.lowrank import (
     SEED_A,
     SEED_B,
@@ -31,11 +34,66 @@ from lora_demo.lowrank.model_weights import model_weight, weight_names
 from lora_demo.lowrank.plots import MEASURES, adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
 from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
 from lora_demo.paths import inside
-from lora_demo.ui.common import adapter_list, friendly, show_errors
+from lora_demo.ui.common import adapter_list, dynamic, friendly, lang, on_language, say, show, show_errors
 
 EDITABLE_MAX = 24  # matrices up to 24×24 are shown in the editable grid; larger ones only in the plots
 PRESETS = ["Seed example: σ = 5.2, 3.1, 1.8, 0.3, 0.1", "Random low-rank + noise", "Weight of a model"]
 WEIGHT_MODELS = ["smollm2-135m-instruct", "qwen3-tiny"]
+
+INTRO = (
+    "LoRA replaces a full update ΔW (d×k) of a frozen weight W0 with a product of two thin matrices: "
+    "**W = W0 + B·A**, B (d×r), A (r×k), r ≪ min(d, k). Why that works: fine-tuning updates have fast-decaying "
+    "singular values, so a few directions carry almost all of the change. Play with it below."
+)
+# The seed write-up's math and worked example (SEED-NOTES.md), with the true parameter counts. Its Chinese is a whole
+# block in lowrank_tab.zh.yaml (the key is this exact text).
+WORKED_EXAMPLE = """\
+**Full fine-tuning** learns W = W0 + ΔW. **LoRA** keeps W0 (d×k) frozen and learns the update as a product of two \
+low-rank matrices: **W = W0 + B·A**, with B (d×r), A (r×k) and the rank r ≪ min(d, k), usually 8–64. PEFT scales \
+the update by α/r (α/√r with rsLoRA).
+
+**Why a low rank is enough.** Every matrix has a singular value decomposition M = UΣVᵀ: U and V are orthogonal, Σ \
+is diagonal with the singular values σ₁ ≥ σ₂ ≥ … ≥ 0. Keeping the k largest gives M_k = U[:, :k] Σ[:k, :k] Vᵀ[:k, :], \
+the best rank-k approximation (Eckart–Young). The singular values of fine-tuning updates decay fast, as in the \
+write-up's example σ = 5.2, 3.1, 1.8, 0.3, 0.1: the top 2 hold 91.6% of the energy Σσ², the top 3 99.75%. The \
+*Seed example* preset of section 1 is such a matrix.
+
+**From the SVD to LoRA.** Truncate the SVD of ΔW at rank r and fold the singular values into A: \
+B = U[:, :r], A = Σ[:r, :r] Vᵀ[:r, :], so ΔW ≈ B·A.
+
+**Geometry.** The r rows of A are the adjustment directions; row i of B says how strongly neuron i moves along \
+each of them. Every row of ΔW is a linear combination of the same few rows of A. With rank 2, A has 2 rows (two \
+directions) and B has 2 columns (each neuron's two coefficients).
+
+**The worked example** (section 2 computes it: press *Seed example*):
+
+```
+B (4×2)          A (2×4)
+[ 0.1   0.2]     [0.5  -0.2   0.8   0.1]
+[ 0.3   0.1]     [0.3   0.6  -0.4   0.2]
+[-0.2   0.4]
+[ 0.4  -0.1]
+
+ΔW = B·A (4×4, 2 decimals)
+[0.11   0.10   0.00   0.05]
+[0.18   0.00   0.20   0.05]
+[0.02   0.28  -0.32   0.06]
+[0.17  -0.14   0.36   0.02]
+```
+
+Row 1 of ΔW = 0.1·A₁ + 0.2·A₂, row 2 = 0.3·A₁ + 0.1·A₂, row 3 = −0.2·A₁ + 0.4·A₂, row 4 = 0.4·A₁ − 0.1·A₂ \
+(A₁, A₂: the rows of A). Each neuron's adjustment is its own mix of the same two directions.
+
+**Parameters.** The full 4×4 update has 16 parameters, and the factors 4×2 + 2×4 = 16 as well (the write-up's \
+"12" is a slip). In general the factors cost r(d+k) against d·k, so LoRA saves parameters only while \
+r < d·k/(d+k), here r < 2. At Qwen3-1.7B's 2048×2048 projections, r = 16 costs 65,536 parameters against \
+4,194,304."""
+ADAPTER_NOTE = (
+    "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
+    "QR of B and of Aᵀ, then the SVD of the small r×r core — never the d×k product. "
+    "**Effective rank** = exp(entropy of σᵢ/Σσ) (Roy & Vetterli); **rank 90/99** = smallest k holding "
+    "90%/99% of Σσ²; **stable rank** = ‖ΔW‖²_F/σ₁²."
+)
 
 
 def _round(m) -> list[list[float]]:
@@ -45,22 +103,37 @@ def _round(m) -> list[list[float]]:
 def _grid(m: np.ndarray):
     if max(m.shape) <= EDITABLE_MAX:
         return gr.Dataframe(value=_round(m), interactive=True)
-    return gr.Dataframe(value=[[f"{m.shape[0]}×{m.shape[1]} matrix: too large to edit here"]], interactive=False)
+    return gr.Dataframe(value=[[say("{d}×{n} matrix: too large to edit here", d=m.shape[0], n=m.shape[1])]],
+                        interactive=False)  # fmt: skip
 
 
-@friendly
-def svd_at_rank(matrix_json: str, k):
-    """Everything below the rank slider for one matrix (JSON rows) and rank k."""
+def _quietly(fn, n_outputs: int):
+    """fn for a language switch: a panel whose inputs no longer parse keeps what it shows (no error toast)."""
+
+    def refresh(*args):
+        try:
+            return fn(*args)
+        except LoraLabError:
+            return tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
+
+    return refresh
+
+
+def _svd_outputs(matrix_json: str, k):
+    """Everything below the rank slider for one matrix (JSON rows) and rank k, in this session's language."""
     m = parse_matrix(matrix_json)
     res = low_rank_approx(m, k)
-    spectrum = spectrum_figure(res["singular_values"], res["rank"])
-    heat = heatmaps_figure(m, res["approx"], res["residual"], res["rank"])
+    spectrum = spectrum_figure(res["singular_values"], res["rank"], lang=lang())
+    heat = heatmaps_figure(m, res["approx"], res["residual"], res["rank"], lang=lang())
     small = max(m.shape) <= EDITABLE_MAX
-    b = _round(res["B"]) if small else [["(shown for matrices up to 24×24)"]]
-    a = _round(res["A"]) if small else [["(shown for matrices up to 24×24)"]]
+    b = _round(res["B"]) if small else [[say("(shown for matrices up to 24×24)")]]
+    a = _round(res["A"]) if small else [[say("(shown for matrices up to 24×24)")]]
     numbers = {k_: res[k_] for k_ in ("singular_values", "energy", "error_fro", "relative_error", "tail_energy",
                                       "rank_90", "rank_99", "params_full", "params_lowrank", "compression")}  # fmt: skip
-    return spectrum, heat, svd_markdown(res), b, a, numbers
+    return spectrum, heat, svd_markdown(res, lang()), b, a, numbers
+
+
+svd_at_rank = friendly(_svd_outputs)
 
 
 def _new_matrix(m: np.ndarray, k_now):
@@ -81,51 +154,72 @@ def load_preset(preset: str, d, n, true_rank, noise, seed, model_id: str, weight
         m = low_rank_plus_noise(d, n, true_rank, float(noise), int(seed or 0))
     else:
         if not weight:
-            raise InputError("Pick a weight matrix of the model first.")
+            raise InputError(msg("Pick a weight matrix of the model first."))
         if model_id not in WEIGHT_MODELS:
-            raise InputError(f"Pick one of {', '.join(WEIGHT_MODELS)}.")
+            raise InputError(msg("Pick one of {models}.", models=", ".join(WEIGHT_MODELS)))
         m = model_weight(model_id, weight)
     return _new_matrix(m, k_now)
 
 
 @friendly
 def use_grid(grid, k_now):
-    m = parse_matrix(grid, "grid")
+    m = parse_matrix(grid, msg("grid"))
     return _new_matrix(m, k_now)
 
 
 @friendly
 def use_pasted(text: str, k_now):
-    m = parse_matrix(text, "pasted matrix")
+    m = parse_matrix(text, msg("pasted matrix"))
     return _new_matrix(m, k_now)
 
 
 @friendly
 def list_weights(model_id: str):
     if model_id not in WEIGHT_MODELS:
-        raise InputError(f"Pick one of {', '.join(WEIGHT_MODELS)}.")
+        raise InputError(msg("Pick one of {models}.", models=", ".join(WEIGHT_MODELS)))
     names = weight_names(model_id)
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
-@friendly
-def product(b_grid, a_grid, w0_kind: str):
+def _product_outputs(b_grid, a_grid, w0_kind: str):
+    """ΔW = B·A as a table, its row-by-row reading, the picture W0 + B·A and the numbers."""
     res = lora_product(b_grid, a_grid)
     w0 = example_w0(*res["shape"]) if w0_kind == "random W0" else None
-    fig = product_figure(parse_matrix(b_grid, "B matrix"), parse_matrix(a_grid, "A matrix"), res["delta_w"], w0)
+    fig = product_figure(parse_matrix(b_grid, msg("B matrix")), parse_matrix(a_grid, msg("A matrix")), res["delta_w"],
+                         w0, lang=lang())  # fmt: skip
     numbers = {k_: res[k_] for k_ in ("delta_w", "params_full", "params_lowrank", "break_even_rank")}
     table = [[f"{x + 0.0:.2f}" for x in row] for row in np.round(res["delta_w"], 2)]  # "0.10", never "-0.00"
-    return table, product_markdown(res), fig, numbers
+    return table, product_markdown(res, lang()), fig, numbers
 
 
-MODULE_COLUMNS = ["module", "r", "‖ΔW‖_F", "eff. rank", "stable rank", "rank 90%", "rank 99%", "‖ΔW‖/‖W0‖"]
+product = friendly(_product_outputs)
+
+MODULE_COLUMNS = [msg("module"), "r", "‖ΔW‖_F", msg("eff. rank"), msg("stable rank"), msg("rank 90%"),
+                  msg("rank 99%"), "‖ΔW‖/‖W0‖"]  # fmt: skip
 
 
-def modules_frame(res: dict) -> pd.DataFrame:
+def modules_frame(res: dict, lang: str = "en") -> pd.DataFrame:
     rows = [[m["name"], m["r"], round(m["fro_norm"], 5), round(m["effective_rank"], 3), round(m["stable_rank"], 3),
              m["rank_90"], m["rank_99"], None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}")]
             for m in res["modules"]]  # fmt: skip
-    return pd.DataFrame(rows, columns=MODULE_COLUMNS)
+    return pd.DataFrame(rows, columns=[render(c, lang) for c in MODULE_COLUMNS])
+
+
+def compare_frame(res: dict, lang: str = "en") -> pd.DataFrame:
+    tr = translator(lang)
+    rows = [[m["name"], round(m["parent_norm"], 5), round(m["child_norm"], 5), _r(m["rel_change"]), _r(m["cosine"]),
+             _r(m["subspace_overlap"])] for m in res["modules"]]  # fmt: skip
+    return pd.DataFrame(rows, columns=[tr("module"), "‖ΔW_parent‖", "‖ΔW_child‖", tr("relative change"), tr("cosine"),
+                                       tr("top-{k} overlap", k=res["top_k"])])  # fmt: skip
+
+
+def _still_shown(current, render_in) -> bool:
+    """Whether a panel still shows what render_in(lang) gave in some language (not an error or another message
+    written there since): only then does a language switch render it again."""
+    if not current:
+        return False
+    shown = inspect.cleandoc(str(current))
+    return any(shown == inspect.cleandoc(str(render_in(code))) for code in LANGS)
 
 
 class AdapterActions:
@@ -137,35 +231,64 @@ class AdapterActions:
     def _path(self, choice: str | None, typed: str | None) -> str:
         path = (typed or "").strip() or (choice or "")
         if not path:
-            raise InputError("Pick an adapter from the list, or type the path of a PEFT adapter folder.")
-        return str(self.lab.policy.check(path, "adapter folder"))
+            raise InputError(msg("Pick an adapter from the list, or type the path of a PEFT adapter folder."))
+        return str(self.lab.policy.check(path, msg("adapter folder")))
 
     @friendly
     def analyze(self, choice, typed, measure):
         res = analyze_adapter(self._path(choice, typed))
         names, first = [m["name"] for m in res["modules"]], res["modules"][0]
-        return (res, adapter_markdown(res), adapter_heatmap(res, measure), gr.Dropdown(choices=names, value=names[0]),
-                spectrum_figure(first["singular_values"], title=first["name"]), modules_frame(res))  # fmt: skip
+        return (res, adapter_markdown(res, lang()), adapter_heatmap(res, measure, lang()),
+                gr.Dropdown(choices=names, value=names[0]),
+                spectrum_figure(first["singular_values"], title=first["name"], lang=lang()),
+                modules_frame(res, lang()))  # fmt: skip
+
+    @staticmethod
+    def _module_spectrum(res, name):
+        for m in (res or {}).get("modules", []):
+            if m["name"] == name:
+                return spectrum_figure(m["singular_values"], title=f"{name} (r = {m['r']})", lang=lang())
+        raise InputError(msg("Analyze an adapter first, then pick one of its modules."))
 
     @friendly
     def pick_module(self, res, name):
-        for m in (res or {}).get("modules", []):
-            if m["name"] == name:
-                return spectrum_figure(m["singular_values"], title=f"{name} (r = {m['r']})")
-        raise InputError("Analyze an adapter first, then pick one of its modules.")
+        return self._module_spectrum(res, name)
 
     @friendly
     def re_measure(self, res, measure):
         if not res:
-            raise InputError("Analyze an adapter first.")
-        return adapter_heatmap(res, measure)
+            raise InputError(msg("Analyze an adapter first."))
+        return adapter_heatmap(res, measure, lang())
+
+    def relabel_analysis(self, res, measure, name, summary):
+        """Language switch: the analysis shown (summary, heatmap, module spectrum, table) in the new language."""
+        if not res or not res.get("modules") or not _still_shown(summary, lambda code: adapter_markdown(res, code)):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            spectrum = self._module_spectrum(res, name)
+        except InputError:
+            spectrum = gr.skip()
+        return (
+            adapter_markdown(res, lang()),
+            adapter_heatmap(res, measure, lang()),
+            spectrum,
+            modules_frame(res, lang()),
+        )
 
     @friendly
     def truncate(self, choice, typed, k, name):
         runs = self.lab.runs_dir
-        out = truncate_adapter(self._path(choice, typed), k, inside(runs, name, "adapter name"))
-        return (f"Wrote the rank-{int(k)} copy to `{out}`. Load it in the Chat tab, or analyze it here.",
-                gr.Dropdown(choices=adapter_choices(runs), value=str(Path(runs) / out.name)))  # fmt: skip
+        out = truncate_adapter(self._path(choice, typed), k, inside(runs, name, msg("adapter name")))
+        done = msg("Wrote the rank-{k} copy to `{out}`. Load it in the Chat tab, or analyze it here.", k=int(k),
+                   out=str(out))  # fmt: skip
+        return show(done), gr.Dropdown(choices=adapter_choices(runs), value=str(Path(runs) / out.name)), done
+
+    @staticmethod
+    def relabel_message(message, current):
+        """Language switch: a status line that still shows `message` (a Msg kept in a gr.State), in the new language."""
+        if not message or not _still_shown(current, lambda code: render(message, code)):
+            return gr.skip()
+        return show(message)
 
     @friendly
     def compare_parent(self, choice, typed):
@@ -174,13 +297,23 @@ class AdapterActions:
         from lora_demo.train.lineage import parent_of
 
         child = self._path(choice, typed)
-        parent = str(self.lab.policy.check(parent_of(child), "parent adapter"))
+        parent = str(self.lab.policy.check(parent_of(child), msg("parent adapter")))
         res = compare_adapters(parent, child)
-        rows = [[m["name"], round(m["parent_norm"], 5), round(m["child_norm"], 5), _r(m["rel_change"]), _r(m["cosine"]),
-                 _r(m["subspace_overlap"])] for m in res["modules"]]  # fmt: skip
-        frame = pd.DataFrame(rows, columns=["module", "‖ΔW_parent‖", "‖ΔW_child‖", "relative change", "cosine",
-                                            f"top-{res['top_k']} overlap"])  # fmt: skip
-        return compare_markdown(res), adapter_heatmap(res, "rel_change"), frame
+        return (
+            compare_markdown(res, lang()),
+            adapter_heatmap(res, "rel_change", lang()),
+            compare_frame(res, lang()),
+            res,
+        )
+
+    @staticmethod
+    def relabel_comparison(res, summary):
+        """Language switch: the comparison shown, in the new language."""
+        from lora_demo.lowrank.compare import compare_markdown
+
+        if not res or not _still_shown(summary, lambda code: compare_markdown(res, code)):
+            return gr.skip(), gr.skip(), gr.skip()
+        return compare_markdown(res, lang()), adapter_heatmap(res, "rel_change", lang()), compare_frame(res, lang())
 
     def refresh(self, current, seen_newest):
         return adapter_list(self.lab.runs_dir, current, seen_newest, custom_ok=False)
@@ -198,16 +331,16 @@ def _compare_section(act: AdapterActions, choice, typed) -> None:
     with gr.Row():
         cmp_heat = gr.Plot(label="relative change per layer and module")
         cmp_table = gr.Dataframe(label="parent vs child, per module", interactive=False, max_height=360)
-    show_errors(cmp_btn.click(act.compare_parent, [choice, typed], [cmp_md, cmp_heat, cmp_table],
+    compared = gr.State({})
+    show_errors(cmp_btn.click(act.compare_parent, [choice, typed], [cmp_md, cmp_heat, cmp_table, compared],
                               api_name="lowrank_compare_parent"), cmp_md)  # fmt: skip
+    on_language(act.relabel_comparison, [compared, cmp_md], [cmp_md, cmp_heat, cmp_table])
 
 
 def create_lowrank_tab(lab, tab: gr.Tab | None = None) -> None:
-    gr.Markdown(
-        "LoRA replaces a full update ΔW (d×k) of a frozen weight W0 with a product of two thin matrices: "
-        "**W = W0 + B·A**, B (d×r), A (r×k), r ≪ min(d, k). Why that works: fine-tuning updates have fast-decaying "
-        "singular values, so a few directions carry almost all of the change. Play with it below."
-    )
+    gr.Markdown(INTRO)
+    with gr.Accordion("From the SVD to LoRA: the seed write-up's worked example", open=False):
+        gr.Markdown(WORKED_EXAMPLE, elem_id="lowrank-worked-example")
     _svd_section()
     _product_section()
     _adapter_section(AdapterActions(lab), tab)
@@ -248,7 +381,7 @@ def _svd_section() -> None:
         with gr.Row():
             spectrum = gr.Plot(init[0], label="spectrum")
             heat = gr.Plot(init[1], label="M, M_k, M − M_k")
-        svd_text = gr.Markdown(init[2])
+        svd_text = dynamic(gr.Markdown(init[2]))
         with gr.Row():
             b_tab = gr.Dataframe(init[3], label="B = U_k", interactive=False)
             a_tab = gr.Dataframe(init[4], label="A = Σ_k V_kᵀ", interactive=False)
@@ -270,6 +403,7 @@ def _svd_section() -> None:
     show_errors(c["list_btn"].click(list_weights, c["weight_model"], c["weight"], api_name="lowrank_weights"), status)
     show_errors(k.release(svd_at_rank, [matrix_state, k], outputs, api_name="lowrank_svd"), status)
     k.change(svd_at_rank, [matrix_state, k], outputs, api_visibility="private", show_progress="hidden")
+    on_language(_quietly(_svd_outputs, len(outputs)), [matrix_state, k], outputs)
 
 
 def _product_section() -> None:
@@ -284,7 +418,7 @@ def _product_section() -> None:
         init = product(SEED_B, SEED_A, "random W0")
         with gr.Row():
             dw_tab = gr.Dataframe(init[0], label="ΔW = B·A (2 decimals)", interactive=False)
-            prod_text = gr.Markdown(init[1])
+            prod_text = dynamic(gr.Markdown(init[1]))
         status = gr.Markdown(elem_id="lowrank-product-status")
         prod_fig = gr.Plot(init[2], label="W0 + B·A")
         with gr.Accordion("numbers (JSON)", open=False):
@@ -296,16 +430,12 @@ def _product_section() -> None:
     seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_visibility="private").then(
         product, [b_in, a_in, w0_kind], outputs, api_visibility="private"
     )
+    on_language(_quietly(_product_outputs, len(outputs)), [b_in, a_in, w0_kind], outputs)
 
 
 def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
     with gr.Accordion("3 · The adapters you trained", open=True):
-        gr.Markdown(
-            "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
-            "QR of B and of Aᵀ, then the SVD of the small r×r core — never the d×k product. "
-            "**Effective rank** = exp(entropy of σᵢ/Σσ) (Roy & Vetterli); **rank 90/99** = smallest k holding "
-            "90%/99% of Σσ²; **stable rank** = ‖ΔW‖²_F/σ₁²."
-        )
+        gr.Markdown(ADAPTER_NOTE)
         with gr.Row():
             choice = gr.Dropdown(label="adapter (from the runs folder, newest first)", elem_id="lowrank-adapter")
             newest = gr.State(None)
@@ -314,7 +444,8 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
             go_btn = gr.Button("Analyze", variant="primary")
         summary = gr.Markdown(elem_id="lowrank-summary")
         with gr.Row():
-            measure = gr.Dropdown(list(MEASURES), value="effective_rank", label="heatmap measure")
+            measure = gr.Dropdown([(label, key) for key, label in MEASURES.items()], value="effective_rank",
+                                  label="heatmap measure")  # fmt: skip
             module = gr.Dropdown([], label="module (spectrum below)")
         with gr.Row():
             heat = gr.Plot(label="layer × module")
@@ -325,6 +456,7 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
             trunc_name = gr.Textbox(label="new adapter name (in the runs folder)", placeholder="my-run-rank4")
             trunc_btn = gr.Button("Write rank-k copy")
         trunc_out = gr.Markdown(elem_id="lowrank-truncate-status")
+        truncated = gr.State(None)
         _compare_section(act, choice, typed)
         analysis = gr.State({})
     show_errors(go_btn.click(act.analyze, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
@@ -335,5 +467,7 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
                         show_progress="hidden")  # fmt: skip
     for event in (refresh.click, choice.focus, *((tab.select,) if tab is not None else ())):
         event(**refresh_args)
-    show_errors(trunc_btn.click(act.truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice],
+    show_errors(trunc_btn.click(act.truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice, truncated],
                                 api_name="lowrank_truncate"), trunc_out)  # fmt: skip
+    on_language(act.relabel_analysis, [analysis, measure, module, summary], [summary, heat, mod_spec, table])
+    on_language(act.relabel_message, [truncated, trunc_out], trunc_out)
