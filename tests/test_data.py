@@ -247,3 +247,50 @@ def test_validate_cli_exit_codes(tmp_path):
     cut.write_text('[{"instruction": "a"')
     res = _validate_cli(str(cut))
     assert res.returncode == 2 and "not valid JSON" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_problems_and_the_report_render_in_chinese(smol):
+    """Issue 14: every validation problem is a message the UI renders in Chinese; the Alpaca field names stay."""
+    from lora_demo.data import summary_markdown
+    from lora_demo.i18n import Msg, render
+
+    rows = [
+        {"instruction": "", "input": "", "output": "x"},
+        {"instruction": "same", "input": "", "output": "same"},
+        {"instruction": "same", "input": "", "output": "same"},
+        {"instruction": "long " * 300, "input": "", "output": "ok"},
+        {"instruction": "fine", "input": "", "output": 3},
+    ]
+    rep = validate_rows(rows, smol, max_seq_length=128)
+    zh = summary_markdown(rep, lang="zh")
+    assert zh.startswith("**共 5 行：2 个错误，2 个警告。**") and "\n错误：\n" in zh and "\n警告：\n" in zh, zh
+    assert "- 第 1 行 · instruction：instruction 为空" in zh and "- 第 5 行 · output：output 是 int，不是文本" in zh
+    assert "- 第 3 行：与第 2 行重复" in zh and "超过最大序列长度 128：将被截断" in zh
+    assert summary_markdown(rep).startswith("**5 rows: 2 error(s), 2 warning(s).**")  # English stays the default
+    assert render(validate_rows([], smol)["errors"][0]["message"], "zh") == "数据集中没有数据行：请添加或导入一些。"
+    # A problem survives the JSON a worker writes (status.json) and comes back translatable.
+    back = Msg.from_json(json.loads(json.dumps(rep["errors"][0]["message"].to_json())))
+    assert back == "empty instruction" and render(back, "zh") == "instruction 为空"
+
+
+def test_import_errors_and_names_in_chinese(tmp_path):
+    """Import errors render in Chinese; a user's name stays as typed even when a table has that word ("example")."""
+    from lora_demo.data.plots import length_histogram
+    from lora_demo.i18n import render, table
+
+    assert table("zh")["example"] == "示例"
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(b'[{"instruction": "a", "output": "b"}, {"instruction": "c", "out')
+    with pytest.raises(InputError) as info:
+        import_file(cut)
+    zh = render(info.value.args[0], "zh")
+    assert zh.startswith("cut.json 不是有效的 JSON：") and "文件似乎不完整（被截断）" in zh, zh
+    with pytest.raises(InputError) as info:
+        DatasetStore(tmp_path).load("example")
+    assert render(info.value.args[0], "zh") == "没有名为 'example' 的已保存数据集：请从列表中选择。"
+    assert str(info.value) == "No saved dataset named 'example': pick one from the list."
+    with pytest.raises(InputError) as info:
+        apply_mapping([{"q": "x"}], {"instruction": "q", "output": None})
+    assert render(info.value.args[0], "zh") == "请选择存放 output 的列。"
+    fig = length_histogram([10, 20], 16, "zh")
+    assert fig.layout.title.text == "每个样本的词元数（提示词 + 回答）" and fig.layout.xaxis.title.text == "词元数"

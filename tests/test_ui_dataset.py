@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gradio as gr
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
@@ -73,3 +74,58 @@ def test_bad_names_refused(app_client):
     for name in ["../../etc/passwd", "/etc/passwd", ".."]:
         with pytest.raises(AppError, match="not allowed"):
             app_client.predict(_table(load_example("seed")), name, 0.1, api_name="/dataset_save")
+
+
+def test_a_chinese_session_gets_the_dataset_tab_in_chinese(app_client):
+    """Issue 14: a visitor who switched to 简体中文 gets the status lines, the validation report, the preview's
+    categories and the errors in Chinese, with the dataset's columns and names as they are; the other stays English."""
+    from gradio_client import Client
+
+    zh = Client(app_client.src, verbose=False)  # a session of its own
+    zh.predict("zh", api_name="/set_language")
+    table, status = zh.predict("seed", api_name="/dataset_load_example")
+    assert status == "已加载示例 **seed**：2 行。", status
+    report, _hist = zh.predict(table, "smollm2-135m-instruct", "alpaca", False, 16, api_name="/dataset_validate")
+    assert report.startswith("**共 2 行：0 个错误，2 个警告。**") and "超过最大序列长度 16" in report, report
+    tokens, text = zh.predict(table, 1, "smollm2-135m-instruct", "alpaca", False, 16, True,
+                              api_name="/dataset_preview")  # fmt: skip
+    cats = {t["class_or_confidence"] for t in tokens} if isinstance(tokens, list) else {t[1] for t in tokens["value"]}
+    assert cats == {"掩码"} and text.endswith("[已截断为 16 个词元]"), (cats, text)
+    with pytest.raises(AppError, match="行号必须在 1 到 2 之间；收到的是 9。"):
+        zh.predict(table, 9, api_name="/dataset_delete_row")
+    with pytest.raises(AppError, match="没有可保存的内容"):
+        zh.predict(_table([]), "empty", 0.1, api_name="/dataset_save")
+    _table2, status = app_client.predict("seed", api_name="/dataset_load_example")
+    assert status == "Loaded example **seed**: 2 rows."
+
+
+def test_the_language_switch_renders_the_panels_again(tmp_path):
+    """The switch (ui.common.on_language) re-renders what the Dataset actions showed, in the session's new
+    language, and leaves a panel alone when it shows something else now (an error written there)."""
+    import types
+
+    from gradio.context import LocalContext
+
+    from lora_demo.engine import AppSettings, LabEngine
+    from lora_demo.ui import common
+    from lora_demo.ui.dataset_tab import DatasetActions
+
+    act = DatasetActions(LabEngine(AppSettings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")))
+    token = LocalContext.request.set(types.SimpleNamespace(session_hash="dataset-switch"))
+    try:
+        common.SESSION_LANG.set("zh")
+        table, status = act.load_example("seed")
+        report, _ = act.validate(table, "smollm2-135m-instruct", "alpaca", False, 512)
+        act.preview(table, 1, "smollm2-135m-instruct", "alpaca", False, 512, True)
+        assert status.startswith("已加载示例") and report.startswith("**共 2 行")
+        common.SESSION_LANG.set("en")
+        assert act.again("status")(status) == "Loaded example **seed**: 2 rows."
+        assert act.again("report")(report).startswith("**2 rows: 0 error(s), 0 warning(s).** Ready to train.")
+        assert act.again("report")("⚠️ an error shown here since") == gr.skip()
+        assert act.redo("hist")().layout.title.text == "Tokens per example (prompt + response)"
+        preview, text = act.repreview()
+        assert {t["class_or_confidence"] for t in preview.value} == set(preview.color_map) == {"masked", "trained"}
+        assert text.startswith("Below is an instruction")
+        assert act.again("save")("") == gr.skip()  # nothing saved in this session yet
+    finally:
+        LocalContext.request.reset(token)

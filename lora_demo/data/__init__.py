@@ -16,10 +16,13 @@ def example_names() -> list[str]:
 
 
 def load_example(name: str) -> list[dict]:
+    from lora_demo.data.verbatim import verbatim
     from lora_demo.errors import InputError
+    from lora_demo.i18n import msg
 
     if name not in example_names():
-        raise InputError(f"No example named {name!r}; the examples are {', '.join(example_names())}.")
+        raise InputError(msg("No example named {name!r}; the examples are {names}.", name=verbatim(name),
+                             names=", ".join(example_names())))  # fmt: skip
     return import_file(EXAMPLES_DIR / f"{name}.jsonl").rows
 
 

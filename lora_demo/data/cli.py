@@ -21,21 +21,19 @@ def add_validate_parser(sub) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from lora_demo.data import import_file, summary_markdown, validate_rows
-    from lora_demo.errors import LoraLabError
+    from lora_demo.errors import InputError, LoraLabError
+    from lora_demo.i18n import msg
 
     result = import_file(args.file)  # InputError -> exit 2 with one line
     if result.needs_mapping:
-        from lora_demo.errors import InputError
-
-        raise InputError(
-            f"{args.file}: columns {result.columns} are not Alpaca (instruction/input/output), ShareGPT "
-            "(conversations) or OpenAI messages: rename them, or import the file in the Dataset tab to map them."
-        )
+        raise InputError(msg("{file}: columns {columns} are not Alpaca (instruction/input/output), ShareGPT "
+                             "(conversations) or OpenAI messages: rename them, or import the file in the Dataset tab "
+                             "to map them.", file=args.file, columns=result.columns))  # fmt: skip
     tok, note = None, None
     try:
         tok = load_tokenizer_for(args.model)
     except LoraLabError as e:
-        note = f"token lengths not checked: {e}"
+        note = msg("token lengths not checked: {why}", why=e.args[0] if len(e.args) == 1 else str(e))
     report = validate_rows(result.rows, tok, args.max_seq_length, args.template)
     if note:
         report["warnings"].insert(0, {"row": 0, "field": "", "message": note})

@@ -6,6 +6,7 @@ from typing import Literal
 
 from lora_demo.data.formats import FIELDS
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 
 
 def table_rows(current) -> list[dict]:
@@ -26,13 +27,13 @@ def table_rows(current) -> list[dict]:
 def row_index(rows: list[dict], n) -> int:
     """The 0-based index of the 1-based row number n, or a message saying which numbers exist."""
     if not rows:
-        raise InputError("The table is empty: add or import rows first.")
+        raise InputError(msg("The table is empty: add or import rows first."))
     try:
         i = int(n)
     except (TypeError, ValueError):
-        raise InputError(f"Row number must be a whole number from 1 to {len(rows)}.") from None
+        raise InputError(msg("Row number must be a whole number from 1 to {n}.", n=len(rows))) from None
     if not 1 <= i <= len(rows):
-        raise InputError(f"Row number must be from 1 to {len(rows)}; got {n}.")
+        raise InputError(msg("Row number must be from 1 to {n}; got {got}.", n=len(rows), got=n))
     return i - 1
 
 
@@ -49,7 +50,7 @@ def edit_rows(rows: list[dict], op: Literal["add", "dup", "del", "clear"], n=Non
     elif op == "clear":
         rows = []
     else:
-        raise InputError(f"Unknown edit {op!r}.")
+        raise InputError(msg("Unknown edit {op!r}.", op=op))
     return rows
 
 

@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
+from lora_demo.i18n import Msg, msg
 from lora_demo.io import parse_jsonl, to_jsonl, write_atomic
 
 FIELDS = ("instruction", "input", "output")
@@ -31,46 +33,49 @@ class ImportResult:
     columns: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # the raw records, kept for mapping
     needs_mapping: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[Msg] = field(default_factory=list)
 
 
 def read_records(path: str | Path, max_mb: float | None = None) -> list[dict]:
     """The raw records (list of dicts) of a JSON / JSONL / CSV / Parquet file."""
     path = Path(path)
+    name = verbatim(path.name)
     max_mb = MAX_UPLOAD_MB if max_mb is None else max_mb
     if not path.is_file():
-        raise InputError(f"{path.name}: no such file.")
+        raise InputError(msg("{name}: no such file.", name=name))
     size = path.stat().st_size
     if size > max_mb * 2**20:
-        raise InputError(
-            f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_mb:g} MB. Split the file or trim it."
-        )
+        raise InputError(msg("{name} is {size:.1f} MB; the limit is {limit:g} MB. Split the file or trim it.",
+                             name=name, size=size / 2**20, limit=max_mb))  # fmt: skip
     if size == 0:
-        raise InputError(f"{path.name} is empty: it holds no rows.")
+        raise InputError(msg("{name} is empty: it holds no rows.", name=name))
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise InputError(f"{path.name}: unsupported file type '{suffix}'. Use {', '.join(SUFFIXES)}.")
+        raise InputError(msg("{name}: unsupported file type '{suffix}'. Use {allowed}.", name=name, suffix=suffix,
+                             allowed=", ".join(SUFFIXES)))  # fmt: skip
     data = path.read_bytes()
     if suffix == ".parquet":
-        return _read_parquet(data, path.name)
-    text = _decode(data, path.name)
+        return _read_parquet(data, name)
+    text = _decode(data, name)
     if suffix == ".csv":
-        return _read_csv(text, path.name)
+        return _read_csv(text, name)
     if suffix == ".jsonl":
-        return _read_jsonl(text, path.name)
-    return _read_json(text, path.name)
+        return _read_jsonl(text, name)
+    return _read_json(text, name)
 
 
 def _decode(data: bytes, name: str) -> str:
     """UTF-8 text; bytes that are not UTF-8 are kept as lone surrogates so validation can point at the row."""
     if b"\x00" in data[:4096]:
-        raise InputError(f"{name} is not a text file (it holds binary data): export it as UTF-8 JSON, JSONL or CSV.")
+        raise InputError(msg("{name} is not a text file (it holds binary data): export it as UTF-8 JSON, JSONL or CSV.",
+                             name=name))  # fmt: skip
     text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     bad = sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
     if bad > max(16, len(text) // 20):
-        raise InputError(f"{name} is not UTF-8 text ({bad} undecodable bytes): re-save it as UTF-8.")
+        raise InputError(msg("{name} is not UTF-8 text ({bad} undecodable bytes): re-save it as UTF-8.", name=name,
+                             bad=bad))  # fmt: skip
     if not text.strip():
-        raise InputError(f"{name} is empty: it holds no rows.")
+        raise InputError(msg("{name} is empty: it holds no rows.", name=name))
     return text
 
 
@@ -78,20 +83,27 @@ def _read_json(text: str, name: str) -> list[dict]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        cut = e.pos >= len(text.rstrip()) - 1 or e.msg.startswith("Unterminated string")
-        hint = " The file looks cut off (truncated): re-export or re-download it." if cut else ""
+        where = {"name": name, "why": e.msg, "line": e.lineno, "column": e.colno}
         if text.lstrip().startswith("{") and "\n{" in text.strip():
-            hint = " It looks like JSON Lines: rename it to .jsonl."
-        raise InputError(f"{name} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).{hint}") from None
+            m = msg("{name} is not valid JSON: {why} (line {line}, column {column}). It looks like JSON Lines: "
+                    "rename it to .jsonl.", **where)  # fmt: skip
+        elif e.pos >= len(text.rstrip()) - 1 or e.msg.startswith("Unterminated string"):
+            m = msg("{name} is not valid JSON: {why} (line {line}, column {column}). The file looks cut off "
+                    "(truncated): re-export or re-download it.", **where)  # fmt: skip
+        else:
+            m = msg("{name} is not valid JSON: {why} (line {line}, column {column}).", **where)
+        raise InputError(m) from None
     if isinstance(data, dict):
         for key in ("data", "rows", "train", "examples"):
             if isinstance(data.get(key), list):
                 data = data[key]
                 break
         else:
-            raise InputError(f"{name} holds a JSON object; LoRA Lab needs a JSON list of rows (or {{'data': [...]}}).")
+            raise InputError(msg("{name} holds a JSON object; LoRA Lab needs a JSON list of rows (or "
+                                 "{{'data': [...]}}).", name=name))  # fmt: skip
     if not isinstance(data, list):
-        raise InputError(f"{name} holds a JSON {type(data).__name__}; LoRA Lab needs a list of rows.")
+        raise InputError(msg("{name} holds a JSON {kind}; LoRA Lab needs a list of rows.", name=name,
+                             kind=verbatim(type(data).__name__)))  # fmt: skip
     return _check_records(data, name)
 
 
@@ -105,7 +117,7 @@ def _read_csv(text: str, name: str) -> list[dict]:
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
-        raise InputError(f"{name} is not valid CSV: {str(e).splitlines()[0][:200]}") from None
+        raise InputError(msg("{name} is not valid CSV: {why}", name=name, why=str(e).splitlines()[0][:200])) from None
     return _check_records(df.to_dict("records"), name)
 
 
@@ -115,7 +127,8 @@ def _read_parquet(data: bytes, name: str) -> list[dict]:
     try:
         df = pd.read_parquet(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a damaged file
-        raise InputError(f"{name} is not a readable Parquet file ({type(e).__name__}).") from None
+        raise InputError(msg("{name} is not a readable Parquet file ({kind}).", name=name,
+                             kind=verbatim(type(e).__name__))) from None  # fmt: skip
     return _check_records([{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")], name)
 
 
@@ -132,10 +145,11 @@ def _plain(v):
 
 def _check_records(records: list, name: str) -> list[dict]:
     if not records:
-        raise InputError(f"{name} holds no rows.")
+        raise InputError(msg("{name} holds no rows.", name=name))
     for i, r in enumerate(records, 1):
         if not isinstance(r, dict):
-            raise InputError(f"{name}: row {i} is a {type(r).__name__}, not an object with named fields.")
+            raise InputError(msg("{name}: row {row} is a {kind}, not an object with named fields.", name=name, row=i,
+                                 kind=verbatim(type(r).__name__)))  # fmt: skip
     return records
 
 
@@ -154,7 +168,7 @@ def detect_format(records: list[dict]) -> str:
 def to_rows(records: list[dict], fmt: str | None = None) -> ImportResult:
     """Canonical rows from raw records, or needs_mapping with the column names."""
     fmt = fmt or detect_format(records)
-    notes: list[str] = []
+    notes: list[Msg] = []
     if fmt == "alpaca":
         rows = [{f: _text(r.get(f)) for f in FIELDS} for r in records]
     elif fmt in ("sharegpt", "messages"):
@@ -166,7 +180,7 @@ def to_rows(records: list[dict], fmt: str | None = None) -> ImportResult:
         columns = list(dict.fromkeys(k for r in records[:50] for k in r))
         return ImportResult([], "unknown", columns, records, needs_mapping=True)
     if len(notes) > 5:
-        notes = notes[:5] + [f"... and {len(notes) - 5} more"]
+        notes = notes[:5] + [msg("... and {n} more", n=len(notes) - 5)]
     return ImportResult(rows, fmt, list(records[0]), records, notes=notes)
 
 
@@ -174,11 +188,12 @@ def apply_mapping(records: list[dict], mapping: dict[str, str | None]) -> list[d
     """Rows built from user-chosen columns: mapping = {"instruction": col, "input": col or None, "output": col}."""
     for f in ("instruction", "output"):
         if not mapping.get(f):
-            raise InputError(f"Pick the column that holds the {f}.")
+            raise InputError(msg("Pick the column that holds the {field}.", field=verbatim(f)))
     cols = set().union(*(r.keys() for r in records[:50]))
     for f, col in mapping.items():
         if col and col not in cols:
-            raise InputError(f"Column {col!r} (for {f}) is not in the file; its columns are {sorted(cols)}.")
+            raise InputError(msg("Column {column!r} (for {field}) is not in the file; its columns are {columns}.",
+                                 column=verbatim(col), field=verbatim(f), columns=sorted(cols)))  # fmt: skip
     return [{f: _text(r.get(mapping.get(f))) if mapping.get(f) else "" for f in FIELDS} for r in records]
 
 
@@ -190,14 +205,14 @@ def _text(v) -> str:
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else str(v)
 
 
-def _chat_to_row(turns, index: int, notes: list[str]) -> dict:
+def _chat_to_row(turns, index: int, notes: list[Msg]) -> dict:
     """The first user→assistant exchange of a conversation (system prompt kept as the input's context)."""
     if not isinstance(turns, list):
-        raise InputError(f"Row {index}: the conversation is not a list of turns.")
+        raise InputError(msg("Row {row}: the conversation is not a list of turns.", row=index))
     system, user, bot = "", None, None
     for t in turns:
         if not isinstance(t, dict):
-            raise InputError(f"Row {index}: a turn is not an object with role/content (or from/value).")
+            raise InputError(msg("Row {row}: a turn is not an object with role/content (or from/value).", row=index))
         role = str(t.get("role", t.get("from", ""))).lower()
         content = _text(t.get("content", t.get("value")))
         if role == "system" and user is None:
@@ -207,9 +222,9 @@ def _chat_to_row(turns, index: int, notes: list[str]) -> dict:
         elif role in _ROLE_BOT and user is not None and bot is None:
             bot = content
     if user is None or bot is None:
-        raise InputError(f"Row {index}: the conversation has no user turn followed by an assistant turn.")
+        raise InputError(msg("Row {row}: the conversation has no user turn followed by an assistant turn.", row=index))
     if sum(1 for t in turns if str(t.get("role", t.get("from", ""))).lower() in _ROLE_BOT) > 1:
-        notes.append(f"row {index}: only the first exchange of a multi-turn conversation was imported")
+        notes.append(msg("row {row}: only the first exchange of a multi-turn conversation was imported", row=index))
     return {"instruction": user, "input": system, "output": bot}
 
 
@@ -234,5 +249,5 @@ def write_rows(rows: list[dict], path: str | Path) -> Path:
     elif suffix == ".parquet":
         pd.DataFrame(clean, columns=list(FIELDS)).to_parquet(path, index=False)
     else:
-        raise InputError(f"Cannot write '{suffix}': use {', '.join(SUFFIXES)}.")
+        raise InputError(msg("Cannot write '{suffix}': use {allowed}.", suffix=suffix, allowed=", ".join(SUFFIXES)))
     return path

@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 
 from lora_demo.data.formats import FIELDS, import_file
+from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.io import to_jsonl, write_atomic, write_temp
 from lora_demo.paths import inside, safe_name
 
 AUTOSAVE = ".autosave.jsonl"
+DATASET_NAME = msg("dataset name")  # what lora_demo.paths calls a bad name in its messages
 
 
 def clean_rows(rows) -> list[dict]:
@@ -56,7 +59,7 @@ class DatasetStore:
         return sorted(p.stem for p in self.root.glob("*.jsonl") if not p.name.startswith("."))
 
     def path(self, name: str) -> Path:
-        return inside(self.root, f"{safe_name(name, 'dataset name')}.jsonl", "dataset name")
+        return inside(self.root, f"{safe_name(name, DATASET_NAME)}.jsonl", DATASET_NAME)
 
     def save(self, name: str, rows, val_fraction: float | None = None) -> Path:
         """Save rows under name; an existing version moves to .history first. Returns the file.
@@ -65,7 +68,7 @@ class DatasetStore:
         """
         rows = clean_rows(rows)
         if not rows:
-            raise InputError("Nothing to save: the table has no rows.")
+            raise InputError(msg("Nothing to save: the table has no rows."))
         path = self.path(name)
         tmp = write_temp(path, rows_to_jsonl(rows))  # the new version is safely on disk before anything moves
         if path.exists():
@@ -90,11 +93,11 @@ class DatasetStore:
     def load(self, name: str) -> list[dict]:
         path = self.path(name)
         if not path.is_file():
-            raise InputError(f"No saved dataset named {name!r}: pick one from the list.")
+            raise InputError(msg("No saved dataset named {name!r}: pick one from the list.", name=verbatim(name)))
         return import_file(path, max_mb=1e9).rows
 
     def history(self, name: str) -> list[Path]:
-        stem = safe_name(name, "dataset name")
+        stem = safe_name(name, DATASET_NAME)
         return sorted((self.root / ".history").glob(f"{stem}.*.jsonl"))
 
     def autosave(self, rows) -> int:
@@ -115,7 +118,7 @@ class DatasetStore:
     def add_exchange(self, name: str, instruction: str, output: str, input: str = "") -> int:
         """Append one exchange (from the Chat tab) to a saved dataset, creating it if needed. Returns its row count."""
         if not str(instruction).strip() or not str(output).strip():
-            raise InputError("Both the prompt and the answer must be non-empty to add them as a row.")
+            raise InputError(msg("Both the prompt and the answer must be non-empty to add them as a row."))
         rows = self.load(name) if self.path(name).exists() else []
         rows.append({"instruction": instruction, "input": input, "output": output})
         self.save(name, rows)
@@ -125,7 +128,7 @@ class DatasetStore:
 def split_rows(rows: list[dict], val_fraction: float, seed: int = 3407) -> tuple[list[dict], list[dict]]:
     """A seeded shuffle split into (train, validation); at least one training row always remains."""
     if not 0 <= val_fraction < 1:
-        raise InputError(f"The validation fraction must be from 0 to below 1; got {val_fraction}.")
+        raise InputError(msg("The validation fraction must be from 0 to below 1; got {value}.", value=val_fraction))
     idx = list(range(len(rows)))
     random.Random(seed).shuffle(idx)
     n_val = min(int(round(len(rows) * val_fraction)), max(len(rows) - 1, 0))

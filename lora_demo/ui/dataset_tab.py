@@ -2,10 +2,18 @@
 
 Layout only: components are laid out here and wired to DatasetActions, whose methods call lora_demo.data through
 the LabEngine's DatasetStore. Each action can be called without launching the app.
+
+Every text the actions write (status lines, the validation report and its histogram, the preview's categories) is
+rendered in the browser session's language, and kept as a function of the language (_Shown) so that the language
+switch renders it again. The table's columns instruction / input / output are the Alpaca format and stay as they are.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -27,11 +35,73 @@ from lora_demo.data import (
 from lora_demo.data.edit import edit_rows, guess_mapping, row_index, table_rows
 from lora_demo.data.formats import MAX_UPLOAD_MB, read_records
 from lora_demo.data.plots import length_histogram
+from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
+from lora_demo.i18n import LANGS, Msg, msg, render
 from lora_demo.models import cached_tokenizer
-from lora_demo.ui.common import friendly, show_errors
+from lora_demo.ui.common import dynamic, friendly, lang, on_language, show, show_errors
 
+log = logging.getLogger("lora_demo.ui")
 TEMPLATES = ["alpaca", "chat"]
+# The preview's two kinds of tokens (masked_view's categories) and their colours. The preview shows them in the
+# page's language: its colour map (the legend) is set at build and by the switch, the categories by the preview.
+CATEGORIES = {"masked": (msg("masked"), "#d1d5db"), "trained": (msg("trained"), "#86efac")}
+
+
+def _category(c, lang_: str) -> str:
+    return str(render(CATEGORIES[c][0], lang_)) if c in CATEGORIES else c  # plain str: orjson wants str dict keys
+
+
+def preview_colors(lang_: str) -> dict[str, str]:
+    """The preview's colour map, its legend in `lang_`."""
+    return {_category(c, lang_): colour for c, (_, colour) in CATEGORIES.items()}
+
+
+def preview_value(view: list[tuple[str, str | None]], lang_: str) -> list[tuple[str, str | None]]:
+    """masked_view's (token, category) pairs with the categories in `lang_`."""
+    return [(piece, _category(c, lang_)) for piece, c in view]
+
+
+def _session() -> str | None:
+    from gradio.context import LocalContext
+
+    return getattr(LocalContext.request.get(None), "session_hash", None)
+
+
+class _Shown:
+    """What each browser session's dataset panels show, as functions of the language: the switch renders them again
+    (ui.common.on_language) without reading the file or validating again. Calls without a session keep nothing."""
+
+    def __init__(self, size: int = 1024):
+        self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
+
+    def keep(self, slot: str, fn) -> None:
+        key = _session()
+        if key is None:
+            return
+        with self.lock:
+            self.by_session.setdefault(key, {})[slot] = fn
+            self.by_session.move_to_end(key)
+            while len(self.by_session) > self.size:
+                self.by_session.popitem(last=False)
+
+    def get(self, slot: str):
+        key = _session()
+        with self.lock:
+            return self.by_session.get(key, {}).get(slot) if key is not None else None
+
+
+def _same(a, b) -> bool:
+    """Whether a Markdown's value (as the browser sends it back: cleandoc'ed) is the text `a`."""
+    return isinstance(a, str) and isinstance(b, str) and inspect.cleandoc(a).strip() == inspect.cleandoc(b).strip()
+
+
+def _joined(parts: list) -> Msg | None:
+    """Messages joined with '; ' as one Msg (each part still renders in the session's language)."""
+    out = None
+    for part in parts:
+        out = part if out is None else msg("{first}; {then}", first=out, then=part)
+    return out
 
 
 def no_mapping() -> tuple:
@@ -49,12 +119,60 @@ class DatasetActions:
     def __init__(self, lab):
         self.lab = lab
         self.store = lab.datasets
+        self.shown = _Shown()
+
+    def _say(self, slot: str, m: Msg) -> str:
+        """m in this session's language, kept so that the language switch can render it again."""
+        self.shown.keep(slot, lambda lang_: render(m, lang_))
+        return show(m)
+
+    def again(self, slot: str):
+        """The switch's re-render of a Markdown `slot`: (current value) -> the same text in the new language, or
+        skip when the Markdown shows something else now (an error written by show_errors, an emptied note)."""
+
+        def refresh(current):
+            try:
+                fn = self.shown.get(slot)
+                if fn is None or not any(_same(fn(code), current) for code in LANGS):
+                    return gr.skip()
+                return fn(lang())
+            except Exception:  # noqa: BLE001 - the switch must never fail over one panel
+                log.exception("re-rendering the dataset %s failed", slot)
+                return gr.skip()
+
+        return refresh
+
+    def redo(self, slot: str):
+        """The switch's re-render of a panel only its action writes (the histogram): as kept, or skip."""
+
+        def refresh():
+            try:
+                fn = self.shown.get(slot)
+                return gr.skip() if fn is None else fn(lang())
+            except Exception:  # noqa: BLE001 - the switch must never fail over one panel
+                log.exception("re-rendering the dataset %s failed", slot)
+                return gr.skip()
+
+        return refresh
+
+    def repreview(self):
+        """The switch's re-render of the preview: its legend always, the tokens' categories and the truncation note
+        when this session previewed a row."""
+        try:
+            fn = self.shown.get("preview")
+            if fn is not None:
+                value, text = fn(lang())
+                return gr.HighlightedText(value=value, color_map=preview_colors(lang())), text
+        except Exception:  # noqa: BLE001 - the switch must never fail over one panel
+            log.exception("re-rendering the dataset preview failed")
+        return gr.HighlightedText(color_map=preview_colors(lang())), gr.skip()
 
     @friendly
     def load_example(self, name):
         rows = load_example(name)
         self.store.autosave(rows)
-        return _frame(rows), f"Loaded example **{name}**: {len(rows)} rows."
+        return _frame(rows), self._say("status", msg("Loaded example **{name}**: {n} rows.", name=verbatim(name),
+                                                     n=len(rows)))  # fmt: skip
 
     @friendly
     def upload(self, path, how, current):
@@ -64,24 +182,29 @@ class DatasetActions:
         res = to_rows(records)
         if res.needs_mapping:
             cols, guess = res.columns, guess_mapping(res.columns)
-            note = f"**{Path(path).name}**: columns {cols} are not Alpaca, ShareGPT or OpenAI messages. Map them:"
-            return (gr.skip(), note, gr.Row(visible=True), note, records, gr.Dropdown(cols, value=guess["instruction"]),
-                    gr.Dropdown([None, *cols], value=guess["input"]), gr.Dropdown(cols, value=guess["output"]))  # fmt: skip
+            m = msg("**{file}**: columns {columns} are not Alpaca, ShareGPT or OpenAI messages. Map them:",
+                    file=verbatim(Path(path).name), columns=cols)  # fmt: skip
+            return (gr.skip(), self._say("status", m), gr.Row(visible=True), self._say("map_note", m), records,
+                    gr.Dropdown(cols, value=guess["instruction"]), gr.Dropdown([None, *cols], value=guess["input"]),
+                    gr.Dropdown(cols, value=guess["output"]))  # fmt: skip
         rows = (clean_rows(current) if how == "append" else []) + res.rows
         self.store.autosave(rows)
-        msg = f"Imported {len(res.rows)} rows ({res.format}) from **{Path(path).name}**."
+        said = {"n": len(res.rows), "format": verbatim(res.format), "file": verbatim(Path(path).name)}
         if res.notes:
-            msg += " Note: " + "; ".join(res.notes)
-        return (_frame(rows), msg, *no_mapping())
+            m = msg("Imported {n} rows ({format}) from **{file}**. Note: {notes}", notes=_joined(res.notes), **said)
+        else:
+            m = msg("Imported {n} rows ({format}) from **{file}**.", **said)
+        return (_frame(rows), self._say("status", m), *no_mapping())
 
     @friendly
     def map_columns(self, records, instruction, input_, output, how, current):
         if not records:
-            raise InputError("Import a file first.")
+            raise InputError(msg("Import a file first."))
         mapped = apply_mapping(records, {"instruction": instruction, "input": input_, "output": output})
         rows = (clean_rows(current) if how == "append" else []) + mapped
         self.store.autosave(rows)
-        return _frame(rows), f"Imported {len(mapped)} rows with the column mapping.", gr.Row(visible=False), []
+        said = self._say("status", msg("Imported {n} rows with the column mapping.", n=len(mapped)))
+        return _frame(rows), said, gr.Row(visible=False), []
 
     def edit(self, op: str):
         """A handler applying one row edit (add, dup, del, clear) to the table and autosaving the result."""
@@ -93,20 +216,23 @@ class DatasetActions:
                 self.store.autosave(before)  # the last table stays in the autosave history before clearing
             rows = edit_rows(before, op, n)
             kept = self.store.autosave(rows)
-            return _frame(rows), f"{len(rows)} rows ({kept} non-empty, autosaved)."
+            return _frame(rows), self._say("status", msg("{n} rows ({kept} non-empty, autosaved).", n=len(rows),
+                                                         kept=kept))  # fmt: skip
 
         return handler
 
     @friendly
     def autosave(self, current) -> str:
-        return f"Autosaved {self.store.autosave(current)} rows."
+        return self._say("status", msg("Autosaved {n} rows.", n=self.store.autosave(current)))
 
     @friendly
     def validate(self, current, model_id, template, thinking, max_len):
         tok = cached_tokenizer(self.lab.policy.check_model(model_id))
         limit = int(max_len) if max_len else None
         rep = validate_rows(clean_rows(current), tok, limit, template, bool(thinking))
-        return summary_markdown(rep), length_histogram(rep["lengths"], limit)
+        self.shown.keep("report", lambda lang_: summary_markdown(rep, lang=lang_))
+        self.shown.keep("hist", lambda lang_: length_histogram(rep["lengths"], limit, lang_))
+        return summary_markdown(rep, lang=lang()), length_histogram(rep["lengths"], limit, lang())
 
     @friendly
     def preview(self, current, n, model_id, template, thinking, max_len, responses_only):
@@ -114,15 +240,22 @@ class DatasetActions:
         row = rows[row_index(rows, n)]
         tok = cached_tokenizer(self.lab.policy.check_model(model_id))
         ex = build_example(row, tok, template, int(max_len) if max_len else None, bool(responses_only), bool(thinking))
-        note = f"\n\n[truncated to {int(max_len)} tokens]" if ex.truncated else ""
-        return masked_view(ex, tok), tok.decode(ex.input_ids) + note
+        view, text = masked_view(ex, tok), tok.decode(ex.input_ids)
+        note = msg("[truncated to {n} tokens]", n=int(max_len)) if ex.truncated else None
+
+        def shown(lang_):
+            return preview_value(view, lang_), text if note is None else f"{text}\n\n{render(note, lang_)}"
+
+        self.shown.keep("preview", shown)
+        return shown(lang())
 
     @friendly
     def save(self, current, name, val_fraction):
         path = self.store.save(name, current, float(val_fraction))
         train, val = split_rows(clean_rows(current), float(val_fraction))
-        return (f"Saved **{path.stem}** ({len(train)} train / {len(val)} validation rows) to `{path}`. "
-                "Earlier versions are kept in .history/.", gr.Dropdown(self.store.names(), value=path.stem))  # fmt: skip
+        m = msg("Saved **{name}** ({train} train / {val} validation rows) to `{path}`. Earlier versions are kept in "
+                ".history/.", name=verbatim(path.stem), train=len(train), val=len(val), path=verbatim(path))  # fmt: skip
+        return self._say("save", m), gr.Dropdown(self.store.names(), value=path.stem)
 
     @friendly
     def load(self, name):
@@ -130,7 +263,7 @@ class DatasetActions:
         self.store.autosave(rows)
         return (
             _frame(rows),
-            f"Loaded **{name}**: {len(rows)} rows.",
+            self._say("save", msg("Loaded **{name}**: {n} rows.", name=verbatim(name), n=len(rows))),
             name,
             self.store.meta(name).get("val_fraction", 0.1),
         )
@@ -139,17 +272,17 @@ class DatasetActions:
 def _import_row() -> dict:
     with gr.Row():
         names = example_names()
-        c = {"example": gr.Dropdown(names, value="persona" if "persona" in names else None, label="example")}
+        c = {"example": dynamic(gr.Dropdown(names, value="persona" if "persona" in names else None, label="example"))}
         c["example_btn"] = gr.Button("Load example", variant="primary")
         c["upload"] = gr.File(
             label="import a file", file_types=[".json", ".jsonl", ".csv", ".parquet"], type="filepath"
         )
         c["mode"] = gr.Radio(["replace", "append"], value="replace", label="imported rows")
     with gr.Row(visible=False) as c["mapping_row"]:
-        c["map_note"] = gr.Markdown()
-        c["map_i"] = gr.Dropdown([], label="instruction column")
-        c["map_in"] = gr.Dropdown([], label="input column (optional)")
-        c["map_o"] = gr.Dropdown([], label="output column")
+        c["map_note"] = dynamic(gr.Markdown())
+        c["map_i"] = dynamic(gr.Dropdown([], label="instruction column"))
+        c["map_in"] = dynamic(gr.Dropdown([], label="input column (optional)"))
+        c["map_o"] = dynamic(gr.Dropdown([], label="output column"))
         c["map_btn"] = gr.Button("Apply mapping")
     c["pending"] = gr.State([])
     return c
@@ -164,14 +297,14 @@ def _validate_box(default_model: str) -> dict:
             c["max_len"] = gr.Number(value=512, precision=0, label="max sequence length")
             c["responses_only"] = gr.Checkbox(value=True, label="train on responses only")
         c["validate_btn"] = gr.Button("Validate", variant="primary")
-        c["report"] = gr.Markdown(elem_id="validation-report")
+        c["report"] = dynamic(gr.Markdown(elem_id="validation-report"))
         c["hist"] = gr.Plot(label="token lengths")
         with gr.Row():
             c["preview_row"] = gr.Number(value=1, precision=0, label="preview row #")
             c["preview_btn"] = gr.Button("Preview row")
         c["preview"] = gr.HighlightedText(
             label="exactly what training sees (masked = prompt, no loss; trained = response)",
-            color_map={"masked": "#d1d5db", "trained": "#86efac"}, combine_adjacent=True, show_legend=True,
+            color_map=preview_colors(lang()), combine_adjacent=True, show_legend=True,  # lang(): the build's
             elem_id="preview-tokens",
         )  # fmt: skip
         c["preview_text"] = gr.Code(label="the text, as the model reads it", language=None, lines=8)
@@ -185,19 +318,18 @@ def _save_box(names: list[str]) -> dict:
             c["val_frac"] = gr.Slider(0, 0.5, value=0.1, step=0.05, label="validation fraction")
             c["save_btn"] = gr.Button("Save", variant="primary")
         with gr.Row():
-            c["saved"] = gr.Dropdown(names, label="saved datasets", allow_custom_value=False)
+            c["saved"] = dynamic(gr.Dropdown(names, label="saved datasets", allow_custom_value=False))
             c["load_btn"] = gr.Button("Load")
-        c["status"] = gr.Markdown(elem_id="dataset-save-status")
+        c["status"] = dynamic(gr.Markdown(elem_id="dataset-save-status"))
     return c
 
 
 def create_dataset_tab(lab) -> None:
     act = DatasetActions(lab)
-    gr.Markdown(
-        "Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer to "
-        "learn). Edits autosave; a reload loses nothing. Import JSON, JSONL, CSV or Parquet in Alpaca, ShareGPT or "
-        f"OpenAI-messages form (up to {MAX_UPLOAD_MB:g} MB)."
-    )
+    intro = msg("Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer "
+                "to learn). Edits autosave; a reload loses nothing. Import JSON, JSONL, CSV or Parquet in Alpaca, "
+                "ShareGPT or OpenAI-messages form (up to {mb:g} MB).", mb=MAX_UPLOAD_MB)  # fmt: skip
+    gr.Markdown(intro).value = intro  # gr.Markdown keeps a plain str; the switch translates the Msg (its limit kept)
     imp = _import_row()
     table = gr.Dataframe(
         value=lambda: _frame(act.store.restore_autosave()), headers=list(FIELDS), column_count=3,
@@ -208,10 +340,15 @@ def create_dataset_tab(lab) -> None:
         buttons = {op: gr.Button(label, size="sm", **kw) for op, label, kw in (
             ("add", "Add row", {}), ("dup", "Duplicate row #", {}), ("del", "Delete row #", {}),
             ("clear", "Clear table", {"variant": "stop"}))}  # fmt: skip
-    status = gr.Markdown(elem_id="dataset-status")
+    status = dynamic(gr.Markdown(elem_id="dataset-status"))
     val = _validate_box(lab.default_model)
     sav = _save_box(act.store.names())
     _wire(act, imp, table, row_no, buttons, status, val, sav)
+    for slot, md in (("status", status), ("map_note", imp["map_note"]), ("report", val["report"]),
+                     ("save", sav["status"])):  # fmt: skip
+        on_language(act.again(slot), md, md)
+    on_language(act.redo("hist"), None, val["hist"])
+    on_language(act.repreview, None, [val["preview"], val["preview_text"]])
 
 
 def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav) -> None:
