@@ -7,7 +7,7 @@ Engine code writes its user-facing text in English and marks it:
 `msg(template, **params)` returns a `Msg`: a `str` whose value is the English sentence (so the CLI, logs and
 tests read English, as before) and which keeps the template and parameters, so the UI can render it again in
 the language of the browser session that asked (`render(m, "zh")`). Parameters that are themselves `Msg`s are
-rendered in the same language; numbers, paths and names are inserted as they are.
+rendered in the same language; plain strings (names, paths), numbers and the rest are inserted as they are.
 
 Code that builds a whole text for one language at once (a plan, a progress panel) takes a `lang` argument and
 uses `tr = translator(lang)`; `tr(template, **params)` returns the finished string in that language.
@@ -115,7 +115,9 @@ def render(text, lang: str | None):
         template = lookup(text.template, lang) or text.template
         if not text.params:
             return template
-        params = {k: render(v, lang) for k, v in text.params.items()}
+        # Only Msg params are translated: a plain string is a name, path or value (a dataset called "seed" stays
+        # "seed" even though the Train tab's table translates that word).
+        params = {k: render(v, lang) if isinstance(v, Msg) else v for k, v in text.params.items()}
         try:
             return template.format(**params)
         except (KeyError, IndexError, ValueError):  # a bad table entry must not hide the message
