@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -188,3 +189,48 @@ def test_failures_become_advice(tmp_path):
     assert explain_failure(ModelError("'x/y' is gated (401): ..."), tmp_path).startswith("'x/y' is gated")
     other = explain_failure(ValueError("bad thing\nmore lines"), tmp_path)
     assert other == "Training failed (ValueError): bad thing. The full trace is in train.log of this run."
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_the_plan_and_a_settings_error_render_in_chinese():
+    """Issue 14: the engine's messages stay English for the CLI and render in Chinese for a zh session."""
+    from lora_demo.i18n import render
+    from lora_demo.train.plan import plan_markdown
+
+    seed = TrainSettings(model="qwen3-tiny", dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8,
+                         warmup=5, num_epochs=1)  # fmt: skip
+    plan = plan_run(seed, load_example("seed"))
+    en, zh = plan_markdown(plan), plan_markdown(plan, "zh")
+    assert "never leaves ~0" in en and "Trainable:" in en and not CJK.search(en)
+    assert all(render(w, "zh") in zh for w in plan["warnings"]) and CJK.search(zh)
+    assert "never leaves" not in zh and "Trainable" not in zh and "38,912" in zh  # numbers as they are
+    with pytest.raises(InputError, match="r must be ≥ 1 .*; seed must be ≥ 0") as err:
+        TrainSettings(**{**TINY, "r": 0, "seed": -1})
+    zh = render(err.value.args[0], "zh")
+    assert CJK.search(zh) and "must be" not in zh and "；" in zh and "(got" not in zh
+
+
+def test_a_failure_reason_survives_status_json_in_either_language(tmp_path):
+    """The worker (or the Runner) writes why a run failed; another process (the app) shows it in the page's
+    language. Older run folders hold plain English strings: shown as they are."""
+    from lora_demo.i18n import render
+    from lora_demo.train.plots import progress_html
+    from lora_demo.train.runner import exit_reason
+    from lora_demo.train.runs import GONE, error_fields, error_of, settled, update_status
+
+    reason = exit_reason(-9)
+    update_status(tmp_path, status="failed", **error_fields(reason))
+    st = read_status(tmp_path)
+    assert st["error"] == "The training process was killed (SIGKILL): most likely out of memory."  # CLI, scripts
+    zh = render(error_of(st), "zh")
+    assert CJK.search(zh) and "SIGKILL" in zh and zh in progress_html(st, [], tmp_path, "zh")
+    assert st["error"] in progress_html(st, [], tmp_path) and not CJK.search(progress_html(st, [], tmp_path))
+    old = {"status": "failed", "error": "an older run's reason"}
+    assert error_of(old) == "an older run's reason"
+    assert "an older run&#x27;s reason" in progress_html(old, [], None, "zh")
+    stale = {**st, "error": "written later as plain text"}  # a message that no longer matches its text is not used
+    assert error_of(stale) == "written later as plain text"
+    gone = settled(tmp_path, {"status": "training", "pid": 0})  # its worker vanished
+    assert gone["status"] == "failed" and render(error_of(gone), "zh") == render(GONE, "zh") != GONE

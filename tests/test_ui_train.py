@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from lora_demo.i18n import msg, render
 from lora_demo.train.runs import read_status
 from lora_demo.train.settings import TrainSettings
 from lora_demo.ui.train_tab import FORM
@@ -47,3 +49,24 @@ def test_start_second_session_refused_stop(app_client, app_dirs):
     assert read_status(run)["status"] == "stopped" and (run / "adapter_model.safetensors").is_file()
     table, _ = app_client.predict(api_name="/train_runs")
     assert [r[1] for r in table["data"] if r[0] == run.name] == ["stopped"]
+
+
+def test_a_chinese_session_gets_the_plan_and_errors_in_chinese(app_client):
+    """Issue 14: one visitor switches to 简体中文; the plan, an error and the runs table come in it, while another
+    session (app_client) keeps English."""
+    zh = Client(app_client.src, verbose=False)
+    zh.predict("zh", api_name="/set_language")
+    text = zh.predict(*form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5,
+                            num_epochs=1), api_name="/train_plan")  # fmt: skip
+    warmup = msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
+                 "learned (the seed's run: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                 "Lower warmup, add rows, or raise epochs.", warm=5, total=1)  # fmt: skip
+    assert render(warmup, "zh") in text and "Trainable" not in text, text
+    empty = render(msg("{name} is empty: fill it in.", name=msg("learning rate")), "zh")
+    with pytest.raises(AppError, match=re.escape(empty)):
+        zh.predict(*form(learning_rate=None), api_name="/train_start")
+    table, _ = zh.predict(api_name="/train_runs")
+    assert table["headers"][:2] == [render("run", "zh"), render("status", "zh")] != ["run", "status"]
+    assert "never leaves ~0" in app_client.predict(*form(dataset="example:seed", micro_batch_size=1,
+                                                         gradient_accumulation_steps=8, warmup=5, num_epochs=1),
+                                                   api_name="/train_plan")  # fmt: skip

@@ -15,6 +15,8 @@ import math
 import zipfile
 from pathlib import Path
 
+from lora_demo.i18n import Msg, msg
+
 PREFIX = "checkpoint-"
 MARKER = "lora_lab_checkpoint.json"
 STATE_FILES = ("optimizer.pt", "scheduler.pt")  # what Resume needs beyond the adapter, with the RNG state(s)
@@ -56,8 +58,8 @@ def _zip_ok(path: Path) -> str | None:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        return f"{path.name} is unreadable ({type(e).__name__})"
-    return f"{path.name} is damaged (member {bad} fails its checksum)" if bad else None
+        return msg("{file} is unreadable ({why})", file=path.name, why=type(e).__name__)
+    return msg("{file} is damaged (member {member} fails its checksum)", file=path.name, member=bad) if bad else None
 
 
 def _safetensors_ok(path: Path) -> str | None:
@@ -67,7 +69,7 @@ def _safetensors_ok(path: Path) -> str | None:
         with safe_open(str(path), framework="pt") as f:  # checks the header against the file's length
             f.metadata()
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a torn file
-        return f"{path.name} is unreadable ({str(e).splitlines()[0][:120]})"
+        return msg("{file} is unreadable ({why})", file=path.name, why=str(e).splitlines()[0][:120])
     return None
 
 
@@ -85,24 +87,24 @@ def _processes(ckpt: Path) -> int:
         return 1
 
 
-def problem(ckpt: Path, for_resume: bool = True, deep: bool = True) -> str | None:
+def problem(ckpt: Path, for_resume: bool = True, deep: bool = True) -> Msg | None:
     """Why this checkpoint cannot be used (None: it is whole). for_resume also needs the optimizer and RNG states;
     deep reads the files (CRC of every .pt, the safetensors header), otherwise only their presence is checked."""
     if not (ckpt / MARKER).is_file():
-        return "its save was cut off (it was never finished)"
+        return msg("its save was cut off (it was never finished)")
     need = ["adapter_config.json", "adapter_model.safetensors", "trainer_state.json"]
     resume_files = [*STATE_FILES, *rng_files(ckpt, _processes(ckpt))] if for_resume else []
     missing = [n for n in need + resume_files if not (ckpt / n).is_file()]
     if missing:
-        return f"{', '.join(missing)} missing"
+        return msg("{files} missing", files=", ".join(missing))
     if not deep:
         return None
     try:
         state = json.loads((ckpt / "trainer_state.json").read_text())
     except (OSError, ValueError):
-        return "trainer_state.json is unreadable"
+        return msg("trainer_state.json is unreadable")
     if state.get("global_step") != step_of(ckpt):
-        return f"trainer_state.json says step {state.get('global_step')}, not {step_of(ckpt)}"
+        return msg("trainer_state.json says step {said}, not {step}", said=state.get("global_step"), step=step_of(ckpt))
     checks = [_safetensors_ok(ckpt / "adapter_model.safetensors")]
     checks += [_zip_ok(ckpt / n) for n in resume_files]
     return next((c for c in checks if c), None)
@@ -119,18 +121,18 @@ def set_aside(ckpt: Path, why: str) -> Path:
     return dest
 
 
-def resumable(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+def resumable(run_dir: str | Path) -> tuple[Path | None, list[Msg]]:
     """The newest whole checkpoint to resume from, and a message per newer one that is not whole (read only)."""
     skipped = []
     for ckpt in reversed(checkpoints(run_dir)):
         why = problem(ckpt)
         if why is None:
             return ckpt, skipped
-        skipped.append(f"Skipped {ckpt.name}: {why}.")
+        skipped.append(msg("Skipped {checkpoint}: {why}.", checkpoint=ckpt.name, why=why))
     return None, skipped
 
 
-def pick_for_resume(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+def pick_for_resume(run_dir: str | Path) -> tuple[Path | None, list[Msg]]:
     """resumable(), setting aside the bad checkpoints it skipped (so a resumed run can save those steps again)."""
     ckpt, skipped = resumable(run_dir)
     for bad in checkpoints(run_dir):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import Msg, msg
 
 
 def parent_config(adapter_dir: str | Path) -> dict:
@@ -21,21 +22,22 @@ def parent_config(adapter_dir: str | Path) -> dict:
     return json.loads(cfg.read_text())
 
 
-def parent_problems(s) -> list[str]:
+def parent_problems(s) -> list[Msg]:
     """What makes settings s unable to continue from s.init_adapter (empty: fine, or no parent)."""
     if not s.init_adapter:
         return []
     try:
         cfg = parent_config(s.init_adapter)
     except InputError as e:
-        return [f"Continue from: {e}"]
+        return [msg("Continue from: {error}", error=e.args[0] if len(e.args) == 1 else str(e))]
     from lora_demo.models.registry import adapter_base_model
 
     want = {"model": adapter_base_model(s.init_adapter), **_shape(cfg)}
     have = {"model": s.model, "r": s.r, "lora_alpha": s.lora_alpha, "target_modules": sorted(s.target_modules),
             "use_rslora": s.use_rslora}  # fmt: skip
     name = Path(s.init_adapter).name
-    return [f"{key} must equal the parent's when continuing from {name} ({want[key]!r}, not {have[key]!r})"
+    return [msg("{key} must equal the parent's when continuing from {name} ({want!r}, not {have!r})", key=key,
+                name=name, want=want[key], have=have[key])
             for key in want if want[key] is not None and want[key] != have[key]]  # fmt: skip
 
 
@@ -78,8 +80,8 @@ def parent_of(adapter_dir: str | Path) -> str:
     except (OSError, yaml.YAMLError):
         parent = ""
     if not parent:
-        raise InputError(f"{Path(adapter_dir).name} was not continued from another adapter, so it has no parent to "
-                         "compare with. 'Continue training' on the Train tab makes a child run.")  # fmt: skip
+        raise InputError(msg("{name} was not continued from another adapter, so it has no parent to compare with. "
+                             "'Continue training' on the Train tab makes a child run.", name=Path(adapter_dir).name))  # fmt: skip
     return parent
 
 
@@ -93,5 +95,6 @@ def load_parent_weights(model, adapter_dir: str | Path) -> None:
     unexpected = list(result.unexpected_keys)
     missing = [k for k in result.missing_keys if "lora_" in k]
     if unexpected or missing:
-        raise InputError(f"The parent adapter {adapter_dir} does not fit this model: {len(missing)} LoRA weight(s) "
-                         f"missing, {len(unexpected)} unexpected (e.g. {(missing + unexpected)[0]}).")  # fmt: skip
+        raise InputError(msg("The parent adapter {adapter} does not fit this model: {missing} LoRA weight(s) missing, "
+                             "{unexpected} unexpected (e.g. {example}).", adapter=str(adapter_dir), missing=len(missing),
+                             unexpected=len(unexpected), example=(missing + unexpected)[0]))  # fmt: skip

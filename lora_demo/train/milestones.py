@@ -14,6 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from lora_demo.i18n import msg
 from lora_demo.io import append_jsonl
 from lora_demo.train import checkpoints, probes
 
@@ -40,7 +41,8 @@ class MilestoneCallback(TrainerCallback):
             import traceback
 
             traceback.print_exc()
-            why = f"Probes turned off after an error at step {step}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            why = msg("Probes turned off after an error at step {step}: {kind}: {first}", step=step,
+                      kind=type(e).__name__, first=(str(e).splitlines() or [""])[0][:200])  # fmt: skip
             probes.record(self.run_dir, step, kind, self.rows, [], time.perf_counter() - t0, error=why)
             self.rows = []
             return

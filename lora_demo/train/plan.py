@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from lora_demo.errors import InputError, ModelError
+from lora_demo.i18n import Msg, msg, render, translator
 from lora_demo.train.settings import TrainSettings
 
 
@@ -29,7 +30,8 @@ def model_config(model_id: str) -> dict:
             from huggingface_hub import try_to_load_from_cache
 
             return json.loads(Path(try_to_load_from_cache(model_id, "config.json")).read_text())
-        raise ModelError(f"No architecture is known offline for '{model_id}': download it once or use a local folder.")
+        raise ModelError(msg("No architecture is known offline for '{model}': download it once or use a local folder.",
+                             model=model_id))  # fmt: skip
     return json.loads((Path(model_path(model_id)) / "config.json").read_text())
 
 
@@ -82,9 +84,8 @@ def _count(model_id: str, lora_args: tuple) -> dict:
         if "not found in the base model" not in str(e):
             raise
         names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise InputError(
-            f"None of the target modules {list(lora_args[3])} exist in {model_id}; its Linear layers are {names}."
-        ) from None
+        raise InputError(msg("None of the target modules {targets} exist in {model}; its Linear layers are {names}.",
+                             targets=list(lora_args[3]), model=model_id, names=names)) from None  # fmt: skip
     trainable, total = peft_model.get_nb_trainable_parameters()
     return {
         "base_params": total - trainable,
@@ -130,7 +131,7 @@ def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, b
     return round((weights + lora + act + logits) / 2**30 * 1.1, 2)
 
 
-def process_problems(num_processes: int, device: str) -> list[str]:
+def process_problems(num_processes: int, device: str) -> list[Msg]:
     """DDP needs one GPU per process (NCCL refuses two ranks on one GPU); on the CPU at most one per core."""
     import os
 
@@ -139,9 +140,12 @@ def process_problems(num_processes: int, device: str) -> list[str]:
     if num_processes <= 1:
         return []
     have = torch.cuda.device_count() if device == "cuda" else (os.cpu_count() or 1)
-    what = "GPUs" if device == "cuda" else "CPU cores"
+    if num_processes > have and device == "cuda":
+        return [msg("{n} processes asked for, but this machine has {have} GPUs: use at most {have}.", n=num_processes,
+                    have=have)]  # fmt: skip
     if num_processes > have:
-        return [f"{num_processes} processes asked for, but this machine has {have} {what}: use at most {have}."]
+        return [msg("{n} processes asked for, but this machine has {have} CPU cores: use at most {have}.",
+                    n=num_processes, have=have)]  # fmt: skip
     return []
 
 
@@ -168,56 +172,63 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     warn = out["warnings"].append
     if rows is not None:
         report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)
-        out["errors"] += [f"row {e['row']}: {e['message']}" for e in report["errors"][:20]]
+        out["errors"] += [
+            msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in report["errors"][:20]
+        ]
         train, val = split_rows(rows, s.val_fraction, s.seed)
         out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val))
         total, warm = out["total_steps"], out["warmup_steps"]
         if warm >= total:
-            warn(f"Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
-                 f"learned (the seed's run: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
-                 "Lower warmup, add rows, or raise epochs.")  # fmt: skip
+            warn(msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
+                     "learned (the seed's run: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                     "Lower warmup, add rows, or raise epochs.", warm=warm, total=total))  # fmt: skip
         if total < 10:
-            warn(f"Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
-                 "lower micro batch × accumulation.")  # fmt: skip
+            warn(msg("Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
+                     "lower micro batch × accumulation.", total=total))  # fmt: skip
         if s.gradient_accumulation_steps > len(train):
-            warn(f"Gradient accumulation ({s.gradient_accumulation_steps}) exceeds the {len(train)} training rows: "
-                 "each optimizer step sees the whole dataset at most once. Lower it.")  # fmt: skip
+            warn(msg("Gradient accumulation ({accum}) exceeds the {rows} training rows: each optimizer step sees the "
+                     "whole dataset at most once. Lower it.", accum=s.gradient_accumulation_steps, rows=len(train)))  # fmt: skip
         truncated = [w for w in report["warnings"] if "longer than the max sequence length" in w["message"]]
         if truncated:
             rows_list = ", ".join(str(w["row"]) for w in truncated[:10])
-            warn(f"{len(truncated)} row(s) exceed max_seq_length {s.max_seq_length} and will be truncated "
-                 f"(rows {rows_list}{'…' if len(truncated) > 10 else ''}).")  # fmt: skip
+            rows_list += "…" if len(truncated) > 10 else ""
+            warn(msg("{n} row(s) exceed max_seq_length {max_len} and will be truncated (rows {rows}).",
+                     n=len(truncated), max_len=s.max_seq_length, rows=rows_list))  # fmt: skip
     if s.lora_dropout > 0 and dev.backend == "unsloth":
-        warn(f"lora_dropout = {s.lora_dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.")
+        warn(msg("lora_dropout = {dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.",
+                 dropout=s.lora_dropout))  # fmt: skip
     if p["model_dtype"] in ("bfloat16", "torch.bfloat16") and dev.precision == "fp16":
-        warn("The model is bfloat16 but this GPU has no bfloat16: training computes in float16 (chosen automatically).")
+        warn(msg("The model is bfloat16 but this GPU has no bfloat16: training computes in float16 (chosen "
+                 "automatically)."))  # fmt: skip
     if not 1e-6 <= s.learning_rate <= 1e-2:
-        warn(f"Learning rate {s.learning_rate:g} is far outside the usual LoRA range (1e-5 to 5e-3).")
+        warn(msg("Learning rate {lr:g} is far outside the usual LoRA range (1e-5 to 5e-3).", lr=s.learning_rate))
     if s.load_in_4bit and dev.device == "cpu":
-        warn("4-bit loading on CPU works (bitsandbytes) but is about 2.5× slower than 16/32-bit LoRA there.")
+        warn(msg("4-bit loading on CPU works (bitsandbytes) but is about 2.5× slower than 16/32-bit LoRA there."))
     return out
 
 
-def plan_markdown(plan: dict) -> str:
-    """The plan as the Train tab shows it."""
+def plan_markdown(plan: dict, lang: str = "en") -> str:
+    """The plan as the Train tab shows it (in `lang`; the CLI prints it in English)."""
+    tr = translator(lang)
     lines = [
-        f"**Trainable:** {plan['trainable_params']:,} of {plan['total_params']:,} parameters "
-        f"(**{plan['trainable_percent']:.2f}%**) in {plan['lora_modules']} LoRA modules.",
-        f"**Backend:** {plan['backend']} on {plan['device'].upper()}, {plan['precision']}, "
-        f"{plan['cpu_threads']} CPU thread(s). **Estimated peak memory:** ~{plan['estimated_memory_gb']} GiB (rough).",
-    ]
+        tr("**Trainable:** {trainable:,} of {total:,} parameters (**{percent:.2f}%**) in {modules} LoRA modules.",
+           trainable=plan["trainable_params"], total=plan["total_params"], percent=plan["trainable_percent"],
+           modules=plan["lora_modules"]),
+        tr("**Backend:** {backend} on {device}, {precision}, {threads} CPU thread(s). **Estimated peak memory:** "
+           "~{memory} GiB (rough).", backend=plan["backend"], device=plan["device"].upper(),
+           precision=plan["precision"], threads=plan["cpu_threads"], memory=plan["estimated_memory_gb"]),
+    ]  # fmt: skip
     if "total_steps" in plan:
-        lines.append(
-            f"**Steps:** {plan['total_steps']} optimizer steps ({plan['steps_per_epoch']} per epoch), effective batch "
-            f"{plan['effective_batch']}, warmup {plan['warmup_steps']}; {plan['train_rows']} training / "
-            f"{plan['val_rows']} validation rows."
-        )
+        lines.append(tr("**Steps:** {total} optimizer steps ({per_epoch} per epoch), effective batch {batch}, warmup "
+                        "{warmup}; {train} training / {val} validation rows.", total=plan["total_steps"],
+                        per_epoch=plan["steps_per_epoch"], batch=plan["effective_batch"], warmup=plan["warmup_steps"],
+                        train=plan["train_rows"], val=plan["val_rows"]))  # fmt: skip
     if "batch_summary" in plan:
-        lines.append(f"**Batching:** {plan['batch_summary']}.")
+        lines.append(tr("**Batching:** {summary}.", summary=render(plan["batch_summary"], lang)))
     for e in plan["errors"]:
-        lines.append(f"- ⛔ **Error:** {e}")
+        lines.append("- ⛔ " + tr("**Error:** {error}", error=render(e, lang)))
     for w in plan["warnings"]:
-        lines.append(f"- ⚠️ {w}")
+        lines.append(f"- ⚠️ {render(w, lang)}")
     if not plan["errors"] and not plan["warnings"]:
-        lines.append("- ✅ No problems found.")
+        lines.append("- ✅ " + tr("No problems found."))
     return "\n".join(lines)

@@ -7,26 +7,34 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from lora_demo.i18n import render, translator
 
-def loss_figure(progress: list[dict], title: str = "Training loss") -> go.Figure:
-    """Loss (and validation loss) per optimizer step, with the learning rate on a second axis.
+# The stages of a run (status.json's "status", a code), as the progress box names them.
+STAGES = ("starting", "loading", "compiling", "training", "saving", "completed", "stopped", "failed")
+
+
+def loss_figure(progress: list[dict], title: str | None = None, lang: str = "en") -> go.Figure:
+    """Loss (and validation loss) per optimizer step, with the learning rate on a second axis (texts in `lang`;
+    the title defaults to "Training loss").
 
     Redrawn while a run trains, so it is kept cheap: one plain Figure with an overlaid right axis (no
     make_subplots grid) and the light "simple_white" template."""
+    tr = translator(lang)
+    title = tr("Training loss") if title is None else render(title, lang)
     logs = [p for p in progress if p.get("type") == "log" and "loss" in p]
     evals = [p for p in progress if p.get("type") == "eval"]
     steps = [p["step"] for p in logs]
-    traces = [go.Scatter(x=steps, y=[p["loss"] for p in logs], name="train loss", mode="lines+markers",
+    traces = [go.Scatter(x=steps, y=[p["loss"] for p in logs], name=tr("train loss"), mode="lines+markers",
                          line=dict(color="#4f46e5"))]  # fmt: skip
     if evals:
         traces.append(go.Scatter(x=[p["step"] for p in evals], y=[p["eval_loss"] for p in evals],
-                                 name="validation loss", mode="lines+markers", line=dict(color="#16a34a")))  # fmt: skip
-    traces.append(go.Scatter(x=steps, y=[p.get("lr") for p in logs], name="learning rate", mode="lines", yaxis="y2",
+                                 name=tr("validation loss"), mode="lines+markers", line=dict(color="#16a34a")))  # fmt: skip
+    traces.append(go.Scatter(x=steps, y=[p.get("lr") for p in logs], name=tr("learning rate"), mode="lines", yaxis="y2",
                              line=dict(color="#f97316", dash="dot")))  # fmt: skip
     loss_at = {p["step"]: p["loss"] for p in logs}
     saved = [p["step"] for p in progress if p.get("type") == "checkpoint" and p.get("step") in loss_at]
     if saved:  # where the checkpoints are: what Resume continues from, what Chat and the probes show
-        traces.append(go.Scatter(x=saved, y=[loss_at[k] for k in saved], name="checkpoint", mode="markers",
+        traces.append(go.Scatter(x=saved, y=[loss_at[k] for k in saved], name=tr("checkpoint"), mode="markers",
                                  marker=dict(symbol="diamond", size=10, color="#0f766e")))  # fmt: skip
     shapes, notes = [], []
     for p in progress:
@@ -34,27 +42,40 @@ def loss_figure(progress: list[dict], title: str = "Training loss") -> go.Figure
             shapes.append(dict(type="line", xref="x", yref="paper", x0=p["step"], x1=p["step"], y0=0, y1=1,
                                line=dict(color="#6b7280", dash="dash")))  # fmt: skip
             notes.append(
-                dict(x=p["step"], y=1, xref="x", yref="paper", text="resumed", showarrow=False, yanchor="bottom")
+                dict(x=p["step"], y=1, xref="x", yref="paper", text=tr("resumed"), showarrow=False, yanchor="bottom")
             )
     return go.Figure(traces, layout=dict(shapes=shapes, annotations=notes,
         title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), legend=dict(orientation="h", y=-0.25),
-        template="simple_white", xaxis=dict(title="optimizer step"), yaxis=dict(title="loss"),
-        yaxis2=dict(title="learning rate", overlaying="y", side="right", exponentformat="e"),
+        template="simple_white", xaxis=dict(title=tr("optimizer step")), yaxis=dict(title=tr("loss")),
+        yaxis2=dict(title=tr("learning rate"), overlaying="y", side="right", exponentformat="e"),
     ))  # fmt: skip
 
 
-def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None = None) -> str:
-    """A progress bar with stage, step/total, loss, speed and ETA; then where the adapter is, or why it failed."""
+def stage_label(stage, lang: str = "en") -> str:
+    """A stage code (status.json's "status") in `lang`: 'training' → '训练中'; anything else as it is."""
+    tr = translator(lang)
+    labels = {"starting": tr("starting"), "loading": tr("loading"), "compiling": tr("compiling"),
+              "training": tr("training"), "saving": tr("saving"), "completed": tr("completed"),
+              "stopped": tr("stopped"), "failed": tr("failed"), "unknown": tr("unknown")}  # fmt: skip
+    return labels.get(stage, str(stage))
+
+
+def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None = None, lang: str = "en") -> str:
+    """A progress bar with stage, step/total, loss, speed and ETA; then where the adapter is, or why it failed (the
+    texts in `lang`; the data-* attributes keep the codes)."""
+    from lora_demo.train.runs import error_of
+
+    tr = translator(lang)
     step, total = status.get("step") or 0, status.get("total_steps") or 0
     stage = status.get("status", "—")
     logs = [p for p in progress if p.get("type") == "log"]
     last = logs[-1] if logs else {}
     pct = int(100 * step / total) if total else 0
-    bits = [f"<b>{stage}</b>", f"step {step}/{total or '?'}"]
+    bits = [f"<b>{html.escape(stage_label(stage, lang))}</b>", tr("step {step}/{total}", step=step, total=total or "?")]
     if "epoch" in last:
-        bits.append(f"epoch {last['epoch']:.2f}")
+        bits.append(tr("epoch {epoch:.2f}", epoch=last["epoch"]))
     if "loss" in last:
-        bits.append(f"loss {last['loss']:.4f}")
+        bits.append(tr("loss {loss:.4f}", loss=last["loss"]))
     if "tokens_per_s" in last:
         bits.append(f"{last['tokens_per_s']:.0f} tok/s")
     if "s_per_step" in last:
@@ -62,21 +83,25 @@ def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None
     if "eta_s" in last and stage in ("training", "compiling"):
         bits.append(f"ETA {last['eta_s']:.0f} s")
     if "gpu_peak_gb" in last:
-        bits.append(f"GPU peak {last['gpu_peak_gb']:.2f} GiB")
+        bits.append(tr("GPU peak {gib:.2f} GiB", gib=last["gpu_peak_gb"]))
     if stage == "compiling":
-        bits.append("(the first step compiles kernels: this can take ~40 s)")
+        bits.append(tr("(the first step compiles kernels: this can take ~40 s)"))
     if stage == "loading":
-        bits.append("(loading the model)")
+        bits.append(tr("(loading the model)"))
     color = {"failed": "#dc2626", "stopped": "#f59e0b", "completed": "#16a34a"}.get(stage, "#4f46e5")
     name = html.escape(Path(run_dir).name) if run_dir else ""
     after = ""
-    if stage == "failed" and status.get("error"):  # the error can quote user input or a library's text: escape
-        after = f'<div style="color:#dc2626;margin-top:4px"><b>Failed:</b> {html.escape(str(status["error"]))}</div>'
+    error = error_of(status)
+    if stage == "failed" and error:  # the error can quote user input or a library's text: escape
+        text = tr("<b>Failed:</b> {error}", error=html.escape(str(render(error, lang))))
+        after = f'<div style="color:#dc2626;margin-top:4px">{text}</div>'
     elif stage in ("completed", "stopped") and run_dir:
         from lora_demo.train.runner import equivalent_command
 
-        after = (f"<div style='margin-top:4px'>Adapter saved in <code>{html.escape(str(run_dir))}</code>. Repeat: "
-                 f"<code>{html.escape(equivalent_command(run_dir))}</code></div>")  # fmt: skip
+        after = "<div style='margin-top:4px'>" + tr(
+            "Adapter saved in <code>{path}</code>. Repeat: <code>{command}</code>",
+            path=html.escape(str(run_dir)), command=html.escape(equivalent_command(run_dir)),
+        ) + "</div>"  # fmt: skip
     return (f'<div id="train-progress" data-run="{name}" data-stage="{html.escape(str(stage))}" data-step="{step}" '
             f'data-total="{total}">'
             f'<div style="background:#e5e7eb;border-radius:6px;height:18px;width:100%">'

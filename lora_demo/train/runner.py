@@ -18,11 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import Msg, msg
 from lora_demo.io import write_atomic, write_json_atomic
 from lora_demo.train.prewarm import WarmWorker
 from lora_demo.train.runs import (
     ACTIVE,
     FINAL,
+    error_fields,
     new_run_dir,
     process_start,
     read_status,
@@ -32,7 +34,7 @@ from lora_demo.train.runs import (
     settled,
     update_status,
 )
-from lora_demo.train.settings import TrainSettings
+from lora_demo.train.settings import TrainSettings, joined
 
 
 def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
@@ -48,14 +50,12 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
     if path.suffix.lower() in (".json", ".jsonl", ".csv", ".parquet") and path.is_file():
         res = import_file(path)
         if res.needs_mapping:
-            raise InputError(
-                f"{path.name}: its columns {res.columns} need mapping: import it in the Dataset tab first."
-            )
+            raise InputError(msg("{file}: its columns {columns} need mapping: import it in the Dataset tab first.",
+                                 file=path.name, columns=res.columns))  # fmt: skip
         return res.rows
-    raise InputError(
-        f"Dataset {dataset!r} not found: use a saved dataset name ({', '.join(store.names()) or 'none saved yet'}), "
-        "'example:persona', or the path of a .json/.jsonl/.csv/.parquet file."
-    )
+    saved = ", ".join(store.names()) or msg("none saved yet")
+    raise InputError(msg("Dataset {dataset!r} not found: use a saved dataset name ({saved}), 'example:persona', or the "
+                         "path of a .json/.jsonl/.csv/.parquet file.", dataset=dataset, saved=saved))  # fmt: skip
 
 
 def worker_command(run_dir: Path, num_processes: int = 1, resume: bool = False) -> list[str]:
@@ -132,7 +132,7 @@ class Runner:
         st = read_status(run_dir)
         # Only its own run: a resumed run in the same folder has another pid, and its status is not this exit's.
         if st.get("status") in ACTIVE and st.get("pid") == proc.pid:
-            update_status(run_dir, status="failed", ended=time.time(), error=exit_reason(code))
+            update_status(run_dir, status="failed", ended=time.time(), **error_fields(exit_reason(code)))
 
     # --- actions ---
     def start(self, settings: TrainSettings, rows: list[dict] | None = None) -> Path:
@@ -145,8 +145,9 @@ class Runner:
             rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
             errors = validate_rows(rows)["errors"]
             if errors:
-                shown = "; ".join(f"row {e['row']}: {e['message']}" for e in errors[:5])
-                raise InputError(f"The dataset has {len(errors)} error(s), which block training: {shown}.")
+                shown = joined([msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in errors[:5]])
+                raise InputError(msg("The dataset has {n} error(s), which block training: {errors}.", n=len(errors),
+                                     errors=shown))  # fmt: skip
             self._refuse_too_many_processes(settings.num_processes)
             self._refuse_bad_parent(settings)
             for hook in self.before_start:
@@ -156,7 +157,7 @@ class Runner:
             self._launch(run_dir, settings.num_processes)
             return run_dir
 
-    def resume(self, run_dir: str | Path) -> tuple[Path, list[str]]:
+    def resume(self, run_dir: str | Path) -> tuple[Path, list[Msg]]:
         """Continue a stopped or failed run from its newest whole checkpoint, in the same folder: the same step
         count, curve and progress file. Returns (the checkpoint, a message per broken newer one set aside)."""
         from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
@@ -166,29 +167,33 @@ class Runner:
             if self._own_running() and self.run_dir == run_dir and read_status(run_dir).get("status") in FINAL:
                 self._waiter.join(60)  # it has said "stopped" and is shutting down: let it free its memory first
                 if self._waiter.is_alive():
-                    raise InputError(f"{run_dir.name} is still shutting down; press Resume again in a moment.")
+                    raise InputError(msg("{run} is still shutting down; press Resume again in a moment.",
+                                         run=run_dir.name))  # fmt: skip
             self.reap()
             self._refuse_if_active()
             st = settled(run_dir, read_status(run_dir))
             if st.get("status") == "completed":
-                raise InputError(f"{run_dir.name} completed: nothing to resume. 'Continue training' starts a new run "
-                                 "from its adapter (with more epochs, or new data).")  # fmt: skip
+                raise InputError(msg("{run} completed: nothing to resume. 'Continue training' starts a new run from "
+                                     "its adapter (with more epochs, or new data).", run=run_dir.name))  # fmt: skip
             if st.get("status") not in ("stopped", "failed"):
-                raise InputError(f"{run_dir.name} cannot be resumed (status: {st.get('status', 'unknown')}).")
+                raise InputError(msg("{run} cannot be resumed (status: {status}).", run=run_dir.name,
+                                     status=st.get("status", "unknown")))  # fmt: skip
             ckpt, skipped = resumable(run_dir)
             if ckpt is None:
-                why = (
-                    " ".join(skipped) or "It saved no checkpoint (checkpoints were off, or it ended before the first)."
+                why = joined(skipped, sep=" ") or msg(
+                    "It saved no checkpoint (checkpoints were off, or it ended before the first)."
                 )
-                raise InputError(f"{run_dir.name} has no whole checkpoint to resume from. {why} Start it again "
-                                 "with the same settings, or use 'Continue training' if it has an adapter.")  # fmt: skip
+                raise InputError(msg("{run} has no whole checkpoint to resume from. {why} Start it again with the same "
+                                     "settings, or use 'Continue training' if it has an adapter.", run=run_dir.name,
+                                     why=why))  # fmt: skip
             settings = load_settings(run_dir)
             self._refuse_too_many_processes(settings.num_processes)
             for hook in self.before_start:
                 hook()
             ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
             (run_dir / "STOP").unlink(missing_ok=True)
-            kept = {k: v for k, v in st.items() if k not in ("error", "ended", "pid", "pid_start", "notices")}
+            gone = ("error", "error_msg", "ended", "pid", "pid_start", "notices")
+            kept = {k: v for k, v in st.items() if k not in gone}
             resumes = [*st.get("resumes", []), {"step": step_of(ckpt), "time": time.time()}]
             write_json_atomic(
                 run_dir / "status.json", {**kept, "status": "starting", "resumes": resumes, "notices": skipped}
@@ -202,7 +207,7 @@ class Runner:
 
         problems = parent_problems(settings)
         if problems:
-            raise InputError("Cannot continue training: " + "; ".join(problems) + ".")
+            raise InputError(msg("Cannot continue training: {problems}.", problems=joined(problems)))
 
     @staticmethod
     def _refuse_too_many_processes(num_processes: int) -> None:
@@ -218,9 +223,14 @@ class Runner:
         if active is not None:
             st = read_status(active)
             since = time.strftime("%H:%M:%S", time.localtime(st.get("started", time.time())))
-            step = f", step {st.get('step', 0)}/{st.get('total_steps', '?')}" if st.get("total_steps") else ""
-            raise InputError(f"A training run is in progress: {active.name} ({st.get('status')}{step}), started at "
-                             f"{since}. Wait for it or stop it first; one training runs at a time.")  # fmt: skip
+            if st.get("total_steps"):
+                raise InputError(msg("A training run is in progress: {run} ({status}, step {step}/{total}), started at "
+                                     "{since}. Wait for it or stop it first; one training runs at a time.",
+                                     run=active.name, status=st.get("status"), step=st.get("step", 0),
+                                     total=st["total_steps"], since=since))  # fmt: skip
+            raise InputError(msg("A training run is in progress: {run} ({status}), started at {since}. Wait for it or "
+                                 "stop it first; one training runs at a time.", run=active.name,
+                                 status=st.get("status"), since=since))  # fmt: skip
 
     @staticmethod
     def _snapshot(run_dir: Path, settings: TrainSettings, rows: list[dict]) -> None:
@@ -300,13 +310,14 @@ class Runner:
         return read_status(run_dir) if run_dir else {}
 
 
-def exit_reason(code: int | None) -> str:
+def exit_reason(code: int | None) -> Msg:
     """Why a worker that exited with this code (negative: killed by that signal) did not finish."""
     if code is not None and code < 0:
         sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        why = f"The training process was killed ({sig})"
-        return why + (": most likely out of memory." if -code == signal.SIGKILL else ".")
-    return f"The training process exited with code {code} without finishing; see train.log."
+        if -code == signal.SIGKILL:
+            return msg("The training process was killed ({signal}): most likely out of memory.", signal=sig)
+        return msg("The training process was killed ({signal}).", signal=sig)
+    return msg("The training process exited with code {code} without finishing; see train.log.", code=code)
 
 
 def load_settings(run_dir: str | Path) -> TrainSettings:

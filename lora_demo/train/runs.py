@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import Msg, msg
 from lora_demo.io import read_jsonl, write_json_atomic
 
 ACTIVE = ("starting", "loading", "compiling", "training", "saving")
@@ -45,7 +46,7 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "") 
             return path
         except FileExistsError:
             continue
-    raise InputError(f"Could not find a free run name for {base!r}.")
+    raise InputError(msg("Could not find a free run name for {base!r}.", base=base))
 
 
 def read_status(run_dir: str | Path) -> dict:
@@ -59,6 +60,25 @@ def update_status(run_dir: str | Path, **fields) -> dict:
     status = {**read_status(run_dir), **fields}
     write_json_atomic(Path(run_dir) / "status.json", status)
     return status
+
+
+def error_fields(error) -> dict:
+    """status.json's fields for an error: `error`, the English text (the CLI, logs, scripts read it), and for a
+    message the UI can translate, `error_msg`, its Msg.to_json() form (read back with error_of)."""
+    return {"error": str(error), "error_msg": error.to_json() if isinstance(error, Msg) else None}
+
+
+def error_of(status: dict):
+    """A status's error for the UI: the Msg when it was stored as one, else the plain text (older run folders)."""
+    error, data = status.get("error"), status.get("error_msg")
+    if isinstance(data, dict) and error is not None:
+        try:
+            m = Msg.from_json(data)
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+            return error
+        if m == error:  # (a later plain error, written without its message, wins)
+            return m
+    return error
 
 
 def read_progress(run_dir: str | Path) -> list[dict]:
@@ -114,7 +134,7 @@ def pid_alive(pid: int | None, start: str | None = None) -> bool:
     return True
 
 
-GONE = "The training process ended unexpectedly (killed, or the app was restarted)."
+GONE = msg("The training process ended unexpectedly (killed, or the app was restarted).")
 
 
 def _last_write(run_dir: Path) -> float | None:
@@ -135,7 +155,8 @@ def settled(run_dir: str | Path, status: dict) -> dict:
     if status.get("status") not in ACTIVE or pid_alive(status.get("pid"), status.get("pid_start")):
         return status
     ended = status.get("ended") or _last_write(Path(run_dir)) or time.time()
-    return {**status, "status": "failed", "ended": ended, "error": status.get("error") or GONE}
+    error = {} if status.get("error") else error_fields(GONE)
+    return {**status, "status": "failed", "ended": ended, **error}
 
 
 def reconcile_runs(runs_dir: str | Path, skip: tuple[Path, ...] = ()) -> list[Path]:
@@ -150,7 +171,7 @@ def reconcile_runs(runs_dir: str | Path, skip: tuple[Path, ...] = ()) -> list[Pa
         st = read_status(run_dir)
         shown = settled(run_dir, st)
         if shown is not st:
-            update_status(run_dir, **{k: shown[k] for k in ("status", "ended", "error")})
+            update_status(run_dir, **{k: shown[k] for k in ("status", "ended", "error", "error_msg") if k in shown})
             marked.append(run_dir)
     return marked
 

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import Msg, msg
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGET_PRESETS = {"all linear": ALL_LINEAR, "attention": ALL_LINEAR[:4], "q,v": ["q_proj", "v_proj"]}
@@ -115,23 +116,26 @@ class TrainSettings:
             self.model = resolve_model("auto")
         problems = self.problems()
         if problems:
-            raise InputError("Invalid settings: " + "; ".join(problems) + ".")
+            raise InputError(msg("Invalid settings: {problems}.", problems=joined(problems)))
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Msg]:
         """Every invalid value, each with what is allowed."""
         p = []
 
         def num(name, lo=None, hi=None, integer=False, lo_open=False):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                p.append(f"{name} must be a number (got {v!r})")
+                p.append(msg("{name} must be a number (got {value!r})", name=name, value=v))
                 return
             if integer and int(v) != v:
-                p.append(f"{name} must be a whole number (got {v})")
+                p.append(msg("{name} must be a whole number (got {value})", name=name, value=v))
             if lo is not None and (v <= lo if lo_open else v < lo):
-                p.append(f"{name} must be {'>' if lo_open else '≥'} {lo} (got {v})")
+                if lo_open:
+                    p.append(msg("{name} must be > {lo} (got {value})", name=name, lo=lo, value=v))
+                else:
+                    p.append(msg("{name} must be ≥ {lo} (got {value})", name=name, lo=lo, value=v))
             if hi is not None and v > hi:
-                p.append(f"{name} must be ≤ {hi} (got {v})")
+                p.append(msg("{name} must be ≤ {hi} (got {value})", name=name, hi=hi, value=v))
 
         num("max_seq_length", 16, 131072, True)
         num("r", 1, 1024, True)
@@ -154,32 +158,32 @@ class TrainSettings:
         num("probe_rows", 1, 3, True)
         num("num_processes", 1, 64, True)
         if self.max_steps == 0:
-            p.append("max_steps must be -1 (use epochs) or ≥ 1")
+            p.append(msg("max_steps must be -1 (use epochs) or ≥ 1"))
         if self.template not in ("alpaca", "chat"):
-            p.append(f"template must be 'alpaca' or 'chat' (got {self.template!r})")
+            p.append(msg("template must be 'alpaca' or 'chat' (got {value!r})", value=self.template))
         if self.lr_scheduler not in SCHEDULERS:
-            p.append(f"lr_scheduler must be one of {', '.join(SCHEDULERS)}")
+            p.append(msg("lr_scheduler must be one of {choices}", choices=", ".join(SCHEDULERS)))
         if self.optimizer not in OPTIMIZERS:
-            p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+            p.append(msg("optimizer must be one of {choices}", choices=", ".join(OPTIMIZERS)))
         p += self._list_problems()
         return p
 
-    def _list_problems(self) -> list[str]:
+    def _list_problems(self) -> list[Msg]:
         p = []
         if not isinstance(self.target_modules, list) or not self.target_modules:
-            p.append("target_modules must list at least one module, e.g. q_proj, v_proj")
+            p.append(msg("target_modules must list at least one module, e.g. q_proj, v_proj"))
         elif any(not isinstance(t, str) or not t.replace("_", "").isalnum() for t in self.target_modules):
-            p.append("target_modules must be plain module names like q_proj (letters, digits, _)")
+            p.append(msg("target_modules must be plain module names like q_proj (letters, digits, _)"))
         if not isinstance(self.probe_prompts, list) or any(not isinstance(t, str) for t in self.probe_prompts):
-            p.append("probe_prompts must be a list of prompts (text)")
+            p.append(msg("probe_prompts must be a list of prompts (text)"))
         elif len([t for t in self.probe_prompts if t.strip()]) > 3:
-            p.append(f"probe_prompts takes at most 3 prompts (got {len(self.probe_prompts)})")
+            p.append(msg("probe_prompts takes at most 3 prompts (got {count})", count=len(self.probe_prompts)))
         if not isinstance(self.init_adapter, str):
-            p.append("init_adapter must be a folder path (text), or empty")
+            p.append(msg("init_adapter must be a folder path (text), or empty"))
         if not str(self.model).strip():
-            p.append("model is empty")
+            p.append(msg("model is empty"))
         if not str(self.dataset).strip():
-            p.append("dataset is empty")
+            p.append(msg("dataset is empty"))
         return p
 
     # --- (de)serialisation ---
@@ -194,7 +198,8 @@ class TrainSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(f"Unknown setting(s) {', '.join(unknown)}; the settings are: {', '.join(sorted(known))}.")
+            raise InputError(msg("Unknown setting(s) {unknown}; the settings are: {known}.", unknown=", ".join(unknown),
+                                 known=", ".join(sorted(known))))  # fmt: skip
         return cls(**data)
 
     @classmethod
@@ -202,14 +207,28 @@ class TrainSettings:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"Cannot read {path}: {str(e).splitlines()[0]}") from None
+            raise InputError(msg("Cannot read {path}: {why}", path=str(path), why=str(e).splitlines()[0])) from None
         if not isinstance(data, dict):
-            raise InputError(f"{path} must hold a mapping of settings (key: value lines).")
+            raise InputError(msg("{path} must hold a mapping of settings (key: value lines).", path=str(path)))
         return cls.from_dict(data)
 
     @staticmethod
     def help() -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(TrainSettings)}
+
+
+def joined(items: list, sep: str = "; "):
+    """Messages joined as 'a; b; c' (sep "; ") or as sentences 'A. B.' (sep " ") that stay translatable: a chain of
+    msg('{first}; {rest}') or msg('{first} {rest}'), each part rendered in the reader's language."""
+    items = list(items)
+    if not items:
+        return ""
+    out = items[-1]
+    for item in reversed(items[:-1]):
+        out = (
+            msg("{first}; {rest}", first=item, rest=out) if sep == "; " else msg("{first} {rest}", first=item, rest=out)
+        )
+    return out
 
 
 def defaults_for(device: str, model: str | None = None) -> TrainSettings:

@@ -14,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
+from lora_demo.i18n import Msg, msg
 from lora_demo.io import read_jsonl, write_atomic
 from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
@@ -158,7 +159,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
                   num_processes=WORLD)  # fmt: skip
     model, tok = load_for_training(s, plan, resume)
     if WORLD == 1 and stop_requested(run_dir):  # (under DDP the ranks agree on a stop at the first step)
-        return _finish(run_dir, "stopped", error="Stopped before training started: no adapter was saved.")
+        return _finish(run_dir, "stopped", error=msg("Stopped before training started: no adapter was saved."))
     import torch
 
     # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
@@ -209,14 +210,15 @@ def resume_point(run_dir: Path) -> Path:
     from lora_demo.io import append_jsonl
     from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
     from lora_demo.train.runs import read_status
+    from lora_demo.train.settings import joined
 
     # Under DDP the Runner has set the broken ones aside before launching, so every rank reads the same folder.
     ckpt, skipped = pick_for_resume(run_dir) if WORLD == 1 else resumable(run_dir)
     skipped = skipped or read_status(run_dir).get("notices") or []  # the Runner set them aside before launching
     if ckpt is None:
-        raise LoraLabError("No whole checkpoint to resume from. " + " ".join(skipped))
-    for msg in skipped:
-        print(msg, flush=True)
+        raise LoraLabError(msg("No whole checkpoint to resume from. {why}", why=joined(skipped, sep=" ")))
+    for note in skipped:
+        print(note, flush=True)
     if RANK == 0:
         append_jsonl(run_dir / "progress.jsonl", {"type": "stage", "stage": "resumed", "step": step_of(ckpt),
                                                   "time": round(time.time(), 3), "skipped": skipped})  # fmt: skip
@@ -249,11 +251,11 @@ def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
 def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
     import yaml
 
-    from lora_demo.train.runs import FINAL, model_card, read_status
+    from lora_demo.train.runs import FINAL, error_fields, model_card, read_status
 
     fields = {"status": status, "ended": time.time()}
     if error:
-        fields["error"] = error
+        fields.update(error_fields(error))  # the English text, and the message for the UI to translate
     if status == "failed" and WORLD > 1 and read_status(run_dir).get("status") in FINAL:
         return "failed"  # another rank already reported the first failure; later ones are its consequences
     st = (_update_status if status == "failed" else update_status)(run_dir, **fields)  # any rank may report a failure
@@ -267,12 +269,12 @@ def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
     return st["status"]
 
 
-def explain_failure(exc: BaseException, run_dir: Path) -> str:
+def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
     """One message naming cause and fix, for the run's status and the UI."""
     from lora_demo.errors import LoraLabError
 
     if isinstance(exc, LoraLabError):
-        return str(exc)
+        return exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], Msg) else str(exc)
     name = type(exc).__name__
     text = str(exc)
     if "OutOfMemory" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
@@ -280,13 +282,15 @@ def explain_failure(exc: BaseException, run_dir: Path) -> str:
             import yaml
 
             s = yaml.safe_load((run_dir / "config.yaml").read_text())
-            now = f" (now micro batch {s['micro_batch_size']}, max length {s['max_seq_length']}, 4-bit {s['load_in_4bit']})"
+            return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
+                       "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model (now "
+                       "micro batch {micro}, max length {max_len}, 4-bit {four_bit}).", micro=s["micro_batch_size"],
+                       max_len=s["max_seq_length"], four_bit=s["load_in_4bit"])  # fmt: skip
         except Exception:  # noqa: BLE001
-            now = ""
-        return ("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective batch), "
-                f"shorten the max sequence length, turn on 4-bit loading, or pick a smaller model{now}.")  # fmt: skip
+            return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
+                       "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model.")  # fmt: skip
     first = (text.strip().splitlines() or [name])[0][:300]
-    return f"Training failed ({name}): {first}. The full trace is in train.log of this run."
+    return msg("Training failed ({kind}): {first}. The full trace is in train.log of this run.", kind=name, first=first)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure ends as a status, never a silent death
         traceback.print_exc()
         why = explain_failure(exc, run_dir)
-        _finish(run_dir, "failed", error=why if WORLD <= 1 else f"Process {RANK} of {WORLD}: {why}")
+        _finish(run_dir, "failed", error=why if WORLD <= 1 else msg("Process {rank} of {world}: {why}", rank=RANK,
+                                                                      world=WORLD, why=why))  # fmt: skip
         return 1
     if WORLD > 1:  # torchrun takes any non-zero exit for a crash and ends the other ranks (rank 0 may be saving)
         return 0

@@ -14,15 +14,16 @@ import pandas as pd
 from lora_demo.data import example_names
 from lora_demo.device import detect
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.models import REGISTRY
 from lora_demo.train import probes
 from lora_demo.train.plan import plan_markdown
-from lora_demo.train.plots import loss_figure, progress_html
+from lora_demo.train.plots import loss_figure, progress_html, stage_label
 from lora_demo.train.runner import equivalent_command
 from lora_demo.train.runs import list_runs
 from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
 from lora_demo.train.watch import look
-from lora_demo.ui.common import friendly, show_errors
+from lora_demo.ui.common import dynamic, friendly, lang, on_language, say, show_errors
 
 # The form's fields, in the order the handlers receive them (names match TrainSettings).
 FORM = [
@@ -34,8 +35,24 @@ FORM = [
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
         "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows"}  # fmt: skip
+# The form's labels (the switch translates them; an empty field's error names it by its label).
+LABELS = {
+    "model": "model", "dataset": "dataset", "template": "template", "enable_thinking": "Qwen3 thinking",
+    "max_seq_length": "max sequence length", "r": "rank r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+    "target_modules": "target modules", "use_rslora": "rsLoRA", "load_in_4bit": "4-bit (QLoRA)",
+    "learning_rate": "learning rate", "num_epochs": "epochs", "max_steps": "max steps (-1: epochs)",
+    "micro_batch_size": "micro batch", "gradient_accumulation_steps": "grad. accumulation",
+    "warmup": "warmup (steps, or ratio < 1)", "lr_scheduler": "scheduler", "weight_decay": "weight decay",
+    "optimizer": "optimizer", "seed": "seed", "train_on_responses_only": "train on responses only",
+    "packing": "packing", "padding_free": "padding-free batches", "auto_micro_batch": "auto micro batch (CUDA)",
+    "val_fraction": "validation fraction", "logging_steps": "logging steps", "eval_steps": "eval steps",
+    "save_steps": "checkpoint every N steps (0: auto, about 5; -1: none)",
+    "keep_checkpoints": "keep the newest N checkpoints", "run_name": "run name (optional)",
+    "init_adapter": "continue from (parent adapter)", "probe_prompts": "probe prompts (one per line)",
+    "probe_tokens": "probe answer tokens (0: off)", "probe_rows": "rows to probe (no prompts given)",
+    "num_processes": "GPUs",
+}  # fmt: skip
 SKIP7 = (gr.skip(),) * 7
-NEW_FACTORS = ("— new LoRA factors —", "")  # the 'continue from' list's first entry: start a fresh adapter
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
 
 
@@ -49,7 +66,7 @@ def settings_from_form(values) -> TrainSettings:
     data = dict(zip(FORM, values, strict=True))
     for k, v in data.items():
         if v is None and k != "run_name":
-            raise InputError(f"{k.replace('_', ' ')} is empty: fill it in.")
+            raise InputError(msg("{name} is empty: fill it in.", name=msg(LABELS[k])))
         if k in INTS and isinstance(v, float) and v.is_integer():
             data[k] = int(v)
     data["run_name"] = data["run_name"] or ""
@@ -80,9 +97,14 @@ def resumable_now(run_dir) -> bool:
 
 
 def runs_frame(runs_dir) -> pd.DataFrame:
-    rows = [[r["name"], r["status"], r["model"], r["dataset"], None if r["final_loss"] is None else round(r["final_loss"], 4),
-             r["duration_s"], r["started"]] for r in list_runs(runs_dir)]  # fmt: skip
-    return pd.DataFrame(rows, columns=["run", "status", "model", "dataset", "final loss", "seconds", "started"])
+    """The runs table, its headers and statuses in this session's language (the run names as they are)."""
+    here = lang()
+    rows = [[r["name"], stage_label(r["status"], here), r["model"], r["dataset"],
+             None if r["final_loss"] is None else round(r["final_loss"], 4), r["duration_s"], r["started"]]
+            for r in list_runs(runs_dir)]  # fmt: skip
+    columns = [say("run"), say("status"), say("model"), say("dataset"), say("final loss"), say("seconds"),
+               say("started")]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
 def run_names(runs_dir) -> list[str]:
@@ -100,33 +122,50 @@ class TrainActions:
 
     @friendly
     def plan(self, *values) -> str:
-        return plan_markdown(self.lab.plan(settings_from_form(values)))
+        return plan_markdown(self.lab.plan(settings_from_form(values)), lang())
+
+    @friendly
+    def plan_kept(self, *values):
+        """The Check plan button: the plan in this session's language, and the plan itself (a gr.State, to render
+        it again when the language is switched)."""
+        plan = self.lab.plan(settings_from_form(values))
+        return plan_markdown(plan, lang()), plan
 
     @friendly
     def start(self, *values):
         run_dir, plan = self.lab.start_training(settings_from_form(values))
-        msg = f"Started **{run_dir.name}**. Same run from a terminal: `{equivalent_command(run_dir)}`"
-        return msg, plan_markdown(plan), gr.Dropdown(choices=run_names(self.lab.runs_dir), value=run_dir.name)
+        started = say("Started **{name}**. Same run from a terminal: `{command}`", name=run_dir.name,
+                      command=equivalent_command(run_dir))  # fmt: skip
+        view = gr.Dropdown(choices=run_names(self.lab.runs_dir), value=run_dir.name)
+        return started, plan_markdown(plan, lang()), view, plan
 
     @friendly
     def resume(self, name):
+        from lora_demo.train.checkpoints import step_of
+
         ckpt, skipped = self.lab.resume(name)
-        notes = "".join(f"\n- ⚠️ {m} It was set aside (renamed corrupt-…), and the previous one used." for m in skipped)
-        return f"Resuming **{name}** from {ckpt.name.replace('-', ' step ')}: same folder, same curve.{notes}"
+        notes = "".join("\n- ⚠️ " + say("{why} It was set aside (renamed corrupt-…), and the previous one used.", why=m)
+                        for m in skipped)  # fmt: skip
+        resuming = say("Resuming **{name}** from checkpoint step {step}: same folder, same curve.", name=name,
+                       step=step_of(ckpt))  # fmt: skip
+        return resuming + notes
 
     def parents(self) -> list:
+        """The 'continue from' list: first 'new LoRA factors' (start a fresh adapter, in this session's language),
+        then the adapters of the runs folder."""
         from lora_demo.adapters import adapter_choices
 
-        return [NEW_FACTORS, *adapter_choices(self.lab.runs_dir)]
+        return [(say("— new LoRA factors —"), ""), *adapter_choices(self.lab.runs_dir, lang())]
 
     @friendly
     def continue_from(self, name):
         """'Continue training': the form filled with the shown run's settings, starting from its adapter."""
         path = self._adapter_or_checkpoint(name)
         s = self.lab.continue_settings(path)
-        msg = (f"The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset (the "
-               "same or a new one), adjust epochs or learning rate, and press Start; the new run records its parent.")  # fmt: skip
-        return *form_values(s, self.parents()), msg
+        told = say("The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset "
+                   "(the same or a new one), adjust epochs or learning rate, and press Start; the new run records its "
+                   "parent.", name=name)  # fmt: skip
+        return *form_values(s, self.parents()), told
 
     def _adapter_or_checkpoint(self, name) -> str:
         """The run's final adapter, else (a failed or running run) its newest finished checkpoint."""
@@ -152,10 +191,9 @@ class TrainActions:
     def stop(self) -> str:
         run_dir = self.lab.runner.stop()
         if run_dir is None:
-            return "No training is running."
-        return (
-            f"Stopping **{run_dir.name}** after the current step; the adapter so far will be saved (status: stopped)."
-        )
+            return say("No training is running.")
+        return say("Stopping **{name}** after the current step; the adapter so far will be saved (status: stopped).",
+                   name=run_dir.name)  # fmt: skip
 
     def tick(self, shown, seen_before):
         """Redraw only what changed (train.watch.look): on 2 cores the page competes with the training. The timer
@@ -171,10 +209,11 @@ class TrainActions:
         before = (seen_before or {}).get("key") or [None]
         new_run = (seen_before or {}).get("run") != str(run_dir)  # another run shown: its buttons, not the last one's
         status_changed = now.status is not None and (new_run or before[0] != now.status.get("status"))
+        here = lang()
         return (
-            progress_html(now.status, now.progress, run_dir) if now.status is not None else gr.skip(),
-            loss_figure(now.progress, f"Run {name}") if now.curve else gr.skip(),
-            probes.timeline_html(probes.read(run_dir)) if now.curve else gr.skip(),
+            progress_html(now.status, now.progress, run_dir, here) if now.status is not None else gr.skip(),
+            loss_figure(now.progress, msg("Run {name}", name=name), here) if now.curve else gr.skip(),
+            probes.timeline_html(probes.read(run_dir), here) if now.curve else gr.skip(),
             now.log if now.log is not None else gr.skip(),
             gr.Dropdown(choices=run_names(self.lab.runs_dir), value=name) if name != shown else gr.skip(),
             runs_frame(self.lab.runs_dir) if status_changed else gr.skip(),
@@ -183,6 +222,20 @@ class TrainActions:
             gr.skip(),
         )
 
+    def relabel(self, shown):
+        """After a language switch: the runs table now; the shown run's panels at the next tick (its `seen` is
+        cleared, so everything is redrawn, and the timer woken); the empty panels now when no run is shown."""
+        here = lang()
+        if shown and (self.lab.runs_dir / str(shown)).is_dir():
+            return gr.skip(), gr.skip(), runs_frame(self.lab.runs_dir), None, gr.Timer(active=True)
+        return (progress_html({}, [], None, here), probes.timeline_html([], here), runs_frame(self.lab.runs_dir), None,
+                gr.skip())  # fmt: skip
+
+    @staticmethod
+    def replan(plan):
+        """The last plan shown, in the language just chosen."""
+        return plan_markdown(plan, lang()) if plan else gr.skip()
+
     def refresh_runs(self):
         self.lab.runner.reap()  # a run whose worker is gone (killed, app restarted) is recorded as failed
         return runs_frame(self.lab.runs_dir), gr.Dropdown(choices=run_names(self.lab.runs_dir))
@@ -190,16 +243,17 @@ class TrainActions:
     @friendly
     def export_zip(self, name):
         out = self.lab.export(name, "zip")
-        return str(out), f"Zipped the adapter, its config and model card: `{out}`."
+        return str(out), say("Zipped the adapter, its config and model card: `{path}`.", path=str(out))
 
     @friendly
     def export_merged(self, name) -> str:
         out = self.lab.export(name, "merged")
-        return f"Merged model (16-bit safetensors + model card) in `{out}`: `AutoModelForCausalLM.from_pretrained` loads it."
+        return say("Merged model (16-bit safetensors + model card) in `{path}`: `AutoModelForCausalLM.from_pretrained` "
+                   "loads it.", path=str(out))  # fmt: skip
 
     @friendly
     def export_gguf(self, name) -> str:
-        return f"GGUF written: `{self.lab.export(name, 'gguf')}`."
+        return say("GGUF written: `{path}`.", path=str(self.lab.export(name, "gguf")))
 
 
 @dataclass
@@ -220,10 +274,10 @@ def _settings_form(d: dict, choices: dict) -> dict:
         c[name] = gr.Number(value=d[name], label=label, info=help_[name], precision=precision)
 
     with gr.Row():
-        c["model"] = gr.Dropdown(choices["models"], value=d["model"], label="model", info=help_["model"],
-                                 allow_custom_value=True, elem_id="train-model")  # fmt: skip
-        c["dataset"] = gr.Dropdown(choices["datasets"], value=d["dataset"], label="dataset", info=help_["dataset"],
-                                   allow_custom_value=True)  # fmt: skip
+        c["model"] = dynamic(gr.Dropdown(choices["models"], value=d["model"], label="model", info=help_["model"],
+                                         allow_custom_value=True, elem_id="train-model"))  # fmt: skip
+        c["dataset"] = dynamic(gr.Dropdown(choices["datasets"], value=d["dataset"], label="dataset",
+                                           info=help_["dataset"], allow_custom_value=True))  # fmt: skip
         c["template"] = gr.Radio(["alpaca", "chat"], value=d["template"], label="template", info=help_["template"])
         c["enable_thinking"] = gr.Checkbox(value=d["enable_thinking"], label="Qwen3 thinking")
         num("max_seq_length", "max sequence length", 0)
@@ -268,7 +322,7 @@ def _gpus_box(gpus: int, help_: dict):
     return gr.Number(
         value=gpus if gpus > 1 else 1,
         precision=0,
-        label=f"GPUs: N (of {gpus})",
+        label=msg("GPUs: N (of {gpus})", gpus=gpus),
         info=help_["num_processes"],
         visible=gpus > 1,
         minimum=1,
@@ -279,8 +333,8 @@ def _gpus_box(gpus: int, help_: dict):
 def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
     c = {}
     with gr.Accordion("Continue from an adapter · probe prompts", open=False), gr.Row():
-        c["init_adapter"] = gr.Dropdown(parents, value="", label="continue from (parent adapter)",
-                                        info=help_["init_adapter"], elem_id="train-parent")  # fmt: skip
+        c["init_adapter"] = dynamic(gr.Dropdown(parents, value="", label="continue from (parent adapter)",
+                                                info=help_["init_adapter"], elem_id="train-parent"))  # fmt: skip
         c["probe_prompts"] = gr.Textbox(value="\n".join(d["probe_prompts"]), lines=3, label="probe prompts (one per line)",
                                         info=help_["probe_prompts"], elem_id="train-probes")  # fmt: skip
         c["probe_tokens"] = gr.Number(value=d["probe_tokens"], label="probe answer tokens (0: off)",
@@ -311,8 +365,8 @@ def _export_box() -> dict:
             merge_btn = gr.Button("Merge into the base (16-bit)")
             gguf_btn = gr.Button("GGUF (needs llama.cpp)")
         file = gr.File(label="download", interactive=False, elem_id="export-file")
-        msg = gr.Markdown(elem_id="export-message")
-    return {"zip": zip_btn, "merged": merge_btn, "gguf": gguf_btn, "file": file, "msg": msg}
+        message = dynamic(gr.Markdown(elem_id="export-message"))
+    return {"zip": zip_btn, "merged": merge_btn, "gguf": gguf_btn, "file": file, "msg": message}
 
 
 def visible_gpus() -> int:
@@ -330,7 +384,7 @@ def _run_row(runs_dir):
     """The shown run and what can be done with it."""
     with gr.Row():
         names = run_names(runs_dir)
-        view = gr.Dropdown(names, value=names[0] if names else None, label="show run", elem_id="train-view")
+        view = dynamic(gr.Dropdown(names, value=names[0] if names else None, label="show run", elem_id="train-view"))
         refresh = gr.Button("↻ runs", size="sm")
         chat_btn = gr.Button("💬 Chat with this run", variant="primary", elem_id="train-chat")
         resume_btn = gr.Button("⏯ Resume", elem_id="train-resume",
@@ -341,11 +395,11 @@ def _run_row(runs_dir):
 
 def _watch_panel():
     """The live view of the shown run: progress bar, loss curve beside the probe timeline, log tail."""
-    progress = gr.HTML(progress_html({}, []), elem_id="train-progress-box")
+    progress = dynamic(gr.HTML(progress_html({}, [], None, lang()), elem_id="train-progress-box"))
     with gr.Row(equal_height=False):
         curve = gr.Plot(label="loss and learning rate", elem_id="train-curve", scale=3)
-        timeline = gr.HTML(probes.timeline_html([]), label="probe answers as it learns", elem_id="train-probe-box",
-                           max_height=420, padding=True, scale=2)  # fmt: skip
+        timeline = dynamic(gr.HTML(probes.timeline_html([], lang()), label="probe answers as it learns",
+                                   elem_id="train-probe-box", max_height=420, padding=True, scale=2))  # fmt: skip
     log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=14)
     return progress, curve, timeline, log
 
@@ -361,8 +415,9 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
         plan_btn = gr.Button("Check plan")
         start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
-    plan_md = gr.Markdown(elem_id="train-plan")
-    status = gr.Markdown(elem_id="train-message")
+    plan_md = dynamic(gr.Markdown(elem_id="train-plan"))
+    plan_state = gr.State(None)  # the plan shown, to render again in another language
+    status = dynamic(gr.Markdown(elem_id="train-message"))
     progress, curve, timeline, log = _watch_panel()
     view, refresh, chat_btn, resume_btn, continue_btn = _run_row(lab.runs_dir)
     runs_table = gr.Dataframe(value=lambda: runs_frame(lab.runs_dir), label="runs", interactive=False, max_height=300)
@@ -382,8 +437,9 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
                                        **one_at_a_time), export["msg"])  # fmt: skip
     comps["dataset"].focus(lambda: gr.Dropdown(choices=act.dataset_choices()), None, comps["dataset"],
                            api_visibility="private")  # fmt: skip
-    show_errors(plan_btn.click(act.plan, form, plan_md, api_name="train_plan"), status)
-    started = start_btn.click(act.start, form, [status, plan_md, view], api_name="train_start", **one_at_a_time)
+    show_errors(plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan"), status)
+    started = start_btn.click(act.start, form, [status, plan_md, view, plan_state], api_name="train_start",
+                              **one_at_a_time)  # fmt: skip
     show_errors(started, status)
     started.success(**watch)
     show_errors(stop_btn.click(act.stop, None, status, api_name="train_stop"), status)
@@ -394,4 +450,6 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     view.change(**watch)
     refresh.click(act.refresh_runs, None, [runs_table, view], api_name="train_runs").then(**watch)
     runs_table.select(_picked_run, None, view, api_visibility="private")
+    on_language(act.replan, plan_state, plan_md)
+    on_language(act.relabel, view, [progress, timeline, runs_table, seen, timer])
     return TrainTab(view=view, chat_btn=chat_btn, status=status)
