@@ -93,12 +93,16 @@ def en_page(browser, app_url):
     return open_page(browser, app_url, "en-US")
 
 
-def send_empty_message(page, chat_tab: str, send: str) -> str:
-    """Chat tab → Send with nothing typed → the status line's error (the handler refuses an empty message)."""
+def send_empty_message(page, chat_tab: str, send: str, expected: str) -> str:
+    """Chat tab → Send with nothing typed → the status line's error (the handler refuses an empty message). Waits
+    for `expected` in it: an earlier error may still be shown there."""
     page.get_by_role("tab", name=chat_tab, exact=True).click()
     page.get_by_role("button", name=send, exact=True).click()
-    box = page.locator("#chat-status .lab-error")
-    box.wait_for()
+    box = page.locator("#chat-status .lab-error", has_text=expected)
+    try:
+        box.wait_for(timeout=20_000)
+    except Exception:  # noqa: BLE001 - say what is shown instead
+        return page.locator("#chat-status").inner_text()
     return box.inner_text()
 
 
@@ -111,14 +115,14 @@ def test_1_a_chinese_browser_gets_the_page_in_chinese(zh_page):
 
 
 def test_2_errors_come_in_chinese(zh_page):
-    shown = send_empty_message(zh_page, zh("Chat"), zh("Send"))
+    shown = send_empty_message(zh_page, zh("Chat"), zh("Send"), zh("Type a message first."))
     assert zh("Type a message first.") in shown, shown
 
 
 def test_3_another_visitor_keeps_english(en_page):
     for name in TABS:
         en_page.get_by_role("tab", name=name, exact=True).wait_for()
-    shown = send_empty_message(en_page, "Chat", "Send")
+    shown = send_empty_message(en_page, "Chat", "Send", "Type a message first.")
     assert "Type a message first." in shown and not CJK.search(shown), shown
 
 
@@ -128,15 +132,18 @@ def test_4_the_switch_changes_the_page_without_a_reload(zh_page, en_page):
     zh_page.get_by_role("tab", name="Low-rank lab", exact=True).wait_for()
     zh_page.get_by_role("button", name="Send", exact=True).wait_for()
     assert zh_page.evaluate("window.__same_page") == 1, "the page was reloaded"
-    shown = send_empty_message(zh_page, "Chat", "Send")
+    shown = send_empty_message(zh_page, "Chat", "Send", "Type a message first.")
     assert "Type a message first." in shown and not CJK.search(shown), shown
     zh_page.locator("#lang-switch").get_by_text("简体中文", exact=True).click()
     zh_page.get_by_role("tab", name=zh("Low-rank lab"), exact=True).wait_for()
     assert zh_page.evaluate("window.__same_page") == 1
+    shown = send_empty_message(zh_page, zh("Chat"), zh("Send"), zh("Type a message first."))
+    assert zh("Type a message first.") in shown, shown
     # The other visitor's page and messages stayed English throughout.
     en_page.get_by_role("tab", name="Low-rank lab", exact=True).wait_for()
-    shown = send_empty_message(en_page, "Chat", "Send")
-    assert not CJK.search(shown), shown
+    en_page.get_by_role("tab", name="Dataset", exact=True).click()  # leave Chat, so Send's error is shown anew
+    shown = send_empty_message(en_page, "Chat", "Send", "Type a message first.")
+    assert "Type a message first." in shown and not CJK.search(shown), shown
 
 
 def test_5_lang_flag_serves_chinese_in_the_config(tmp_path):
