@@ -12,7 +12,8 @@ Same prompt, greedy, fixed length (min_new_tokens = max_new_tokens):
 - Unsloth (CUDA only, in a subprocess: it must be imported before transformers): `FastLanguageModel` with the
   adapter, `for_inference`, the tuned answer alone (its studio's compare runs the sides one after the other).
 `--json` ends with one JSON line: ours_tok_s_each, peft_sequential_tok_s [base, tuned], unsloth_tok_s (null on the
-CPU), ttft_s, warmup_s, and the details.
+CPU), ttft_s, warmup_s, and the details (CUDA: where the warm-up's compile time went, and with --profile the GPU
+kernels of one answer: kernels and GPU-busy milliseconds per decoding step, the costliest kernels).
 """
 
 from __future__ import annotations
@@ -112,6 +113,39 @@ def plain_peft_sequential(model: str, adapter: Path, dtype, device: str, n: int)
     return rates
 
 
+def profile_answer(engine, n: int = 64) -> dict:
+    """One answer of n tokens a side under torch.profiler (CUDA): kernels per decoding step, the GPU's busy time per
+    step against the wall time per step (busy << wall: the CPU is the limit), and the costliest kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from lora_demo.chat.engine import GenSettings
+
+    gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        sync()
+        t0 = time.perf_counter()
+        res = engine.answer_pair(PROMPT, gen)
+        sync()
+        wall = time.perf_counter() - t0
+    kernels = [e for e in prof.key_averages() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    if not kernels:  # (kernels have device time and no CPU time of their own)
+        kernels = [
+            e for e in prof.key_averages() if e.device_time_total > 0 and not e.key.startswith(("aten::", "cuda"))
+        ]
+    busy_ms = sum(e.device_time_total for e in kernels) / 1000
+    count = sum(e.count for e in kernels)
+    top = sorted(kernels, key=lambda e: -e.device_time_total)[:12]
+    ttft = max(res["base_stats"]["ttft_s"], res["tuned_stats"]["ttft_s"])
+    return {"tokens": n, "wall_s": round(wall, 3), "ttft_s": round(ttft, 4),
+            "wall_ms_per_step": round(1000 * (wall - ttft) / (n - 1), 3), "gpu_busy_ms_per_answer": round(busy_ms, 2),
+            "kernels_per_answer": count, "kernels_per_step": round(count / n, 1),
+            "gpu_busy_ms_per_step": round(busy_ms / n, 3),
+            "top_kernels": [{"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1000, 2)} for e in top]}  # fmt: skip
+
+
 def unsloth_rate(adapter: Path, n: int) -> tuple[float | None, str | None]:
     out = subprocess.run([sys.executable, "-c", UNSLOTH, str(adapter), str(n), PROMPT], capture_output=True, text=True,
                          timeout=900)  # fmt: skip
@@ -129,6 +163,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=None, help="new tokens a side (default: 64 on CPU, 256 on GPU)")
     ap.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth figure (CUDA)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
+    ap.add_argument("--profile", action="store_true", help="CUDA: profile one answer's kernels (after the timed ones)")
     args = ap.parse_args()
     import torch
     from torch._dynamo.utils import counters
@@ -164,7 +199,30 @@ def main() -> None:
         print(f"  ours ({key}): both answers in {wall:.2f} s; base {b['tokens_per_s']:.1f} tok/s, tuned "
               f"{t['tokens_per_s']:.1f} tok/s at once; first tokens after {ours[key]['ttft_s'] * 1000:.0f} ms", flush=True)  # fmt: skip
     recompiles = counters["stats"]["unique_graphs"] - graphs0
-    print(f"  compiled graphs added after the warm-up: {recompiles}")
+    print(f"  compiled graphs added after the warm-up: {recompiles} (graphs in all: "
+          f"{counters['stats']['unique_graphs']}, graph breaks: {sum(counters['graph_break'].values())})")  # fmt: skip
+    compile_s = {}
+    try:
+        from torch._dynamo.utils import compilation_time_metrics
+
+        if engine.decoder.compiled:
+            compile_s = {k: round(sum(v), 2) for k, v in compilation_time_metrics.items()}
+    except Exception as e:  # noqa: BLE001 - a diagnostic only
+        compile_s = {"error": f"{type(e).__name__}: {e}"}
+    if compile_s:
+        top = sorted(((v, k) for k, v in compile_s.items() if isinstance(v, float)), reverse=True)[:8]
+        print("  compile time by phase (s): " + ", ".join(f"{k} {v}" for v, k in top), flush=True)
+    prof = None
+    if args.profile and engine.device == "cuda":
+        try:
+            prof = profile_answer(engine)
+            print(f"  profile of one {prof['tokens']}-token answer: {prof['wall_ms_per_step']} ms a step (wall), GPU busy "
+                  f"{prof['gpu_busy_ms_per_step']} ms a step, {prof['kernels_per_step']} kernels a step", flush=True)  # fmt: skip
+            for k in prof["top_kernels"]:
+                print(f"    {k['ms']:8.2f} ms  {k['count']:6d}x  {k['name']}")
+        except Exception as e:  # noqa: BLE001 - a diagnostic only
+            prof = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            print(f"  profile failed: {prof['error']}")
     dtype, device, warmup = engine.model.dtype, engine.device, engine.warmup_s
     engine.unload()
     seq = plain_peft_sequential(model, adapter, dtype, device, n)
@@ -182,7 +240,8 @@ def main() -> None:
         "warmup_s": round(warmup, 2),
         "model": model, "device": device, "precision": str(dtype).replace("torch.", ""), "new_tokens_per_side": n,
         "adapter_r": 16, "ours": ours, "recompiles_after_warmup": recompiles, "load_s": round(load_s, 2),
-        "unsloth_error": uns_err, "torch": torch.__version__,
+        "unsloth_error": uns_err, "torch": torch.__version__, "graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()), "compile_s": compile_s, "profile": prof,
     }  # fmt: skip
     if args.json:
         print(json.dumps(result))

@@ -484,8 +484,10 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
         s = TrainSettings(**{**base, **over, "run_name": key})
         t0 = time.time()
         run_dir = runner.start(s, rows)
-        prewarm(i + 1)
         runner.wait(900)
+        # The app pre-imports a worker only while no run is active (Runner.prewarm): so here, after this run, lest
+        # the next worker's imports (Unsloth: ~30 s of CPU) compete with this run's timed steps.
+        prewarm(i + 1)
         fig = out["configs"][key] = {**engine_figures(run_dir, t0), "prewarmed": "prewarm: imports done" in
                                      (run_dir / "train.log").read_text()}  # fmt: skip
         if os.environ.get("BENCH_KEEP"):  # the run's files, for a look afterwards
