@@ -22,9 +22,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from lora_demo.i18n import msg
+
 # Tokens per micro-batch above which a bigger micro batch gains little (Unsloth on an H200: 4 × 2048 rows ran at
 # 25k tok/s, 16 × 2048 at 41k; smaller GPUs saturate earlier) while the first step's compile and peak memory grow.
 TOKEN_BUDGET = 16_384
+MODE_NAMES = {"padding-free": msg("padding-free"), "packing": msg("packing"), "padded": msg("padded")}
 # Share of the free GPU memory the chosen micro-batch's estimate may use (the estimate is rough).
 MEMORY_SHARE = 0.6
 
@@ -36,7 +39,7 @@ class BatchChoice:
     mode: str  # "padding-free", "packing" or "padded"
     auto: bool  # the micro batch was chosen here (else: the user's)
     tokens_per_micro_batch: int  # the longest possible micro-batch, in tokens
-    reason: str
+    reason: str  # a Msg
 
     @property
     def effective_batch(self) -> int:
@@ -48,10 +51,15 @@ class BatchChoice:
                 "batch_reason": self.reason}  # fmt: skip
 
     def describe(self, user_micro: int, user_accum: int) -> str:
-        what = f"{self.mode}, micro batch {self.micro_batch_size} × accumulation {self.gradient_accumulation_steps}"
+        """One line for the plan (a Msg: the Train tab shows it in the reader's language)."""
+        mode = MODE_NAMES.get(self.mode, self.mode)
         if (self.micro_batch_size, self.gradient_accumulation_steps) != (user_micro, user_accum):
-            what += f" (you set {user_micro} × {user_accum}; the effective batch stays {self.effective_batch})"
-        return f"{what}: {self.reason}"
+            return msg("{mode}, micro batch {micro} × accumulation {accum} (you set {user_micro} × {user_accum}; the "
+                       "effective batch stays {effective}): {reason}", mode=mode, micro=self.micro_batch_size,
+                       accum=self.gradient_accumulation_steps, user_micro=user_micro, user_accum=user_accum,
+                       effective=self.effective_batch, reason=self.reason)  # fmt: skip
+        return msg("{mode}, micro batch {micro} × accumulation {accum}: {reason}", mode=mode,
+                   micro=self.micro_batch_size, accum=self.gradient_accumulation_steps, reason=self.reason)  # fmt: skip
 
 
 def batching_mode(s) -> str:
@@ -87,10 +95,14 @@ def choose_micro_batch(effective: int, lengths: list[int], mode: str, max_len: i
         fits_memory = free_bytes is None or need <= MEMORY_SHARE * free_bytes
         if micro == 1 or (tokens <= token_budget and fits_memory):
             if micro == 1 and not fits_memory:
-                return 1, (f"even one row may not fit: ~{need / 2**30:.1f} GiB needed, {free_bytes / 2**30:.1f} GiB "
-                           "free. Shorten max_seq_length or free the GPU")  # fmt: skip
-            free = "" if free_bytes is None else f", ~{need / 2**30:.1f} GiB of {free_bytes / 2**30:.1f} GiB free"
-            return micro, f"chosen for ≤ {token_budget:,} tokens a micro-batch (at most {tokens:,} here{free})"
+                return 1, msg("even one row may not fit: ~{need:.1f} GiB needed, {free:.1f} GiB free. Shorten "
+                              "max_seq_length or free the GPU", need=need / 2**30, free=free_bytes / 2**30)  # fmt: skip
+            if free_bytes is None:
+                return micro, msg("chosen for ≤ {budget:,} tokens a micro-batch (at most {tokens:,} here)",
+                                  budget=token_budget, tokens=tokens)  # fmt: skip
+            return micro, msg("chosen for ≤ {budget:,} tokens a micro-batch (at most {tokens:,} here, ~{need:.1f} GiB "
+                              "of {free:.1f} GiB free)", budget=token_budget, tokens=tokens, need=need / 2**30,
+                              free=free_bytes / 2**30)  # fmt: skip
     raise AssertionError("unreachable: 1 divides every effective batch")
 
 
@@ -131,7 +143,11 @@ def choose_batching(s, lengths: list[int], device: str, backend: str, params: di
     effective = s.micro_batch_size * s.gradient_accumulation_steps
     user = s.micro_batch_size
     if not getattr(s, "auto_micro_batch", True) or device != "cuda" or params is None:
-        why = "as set" if device == "cuda" else "as set (on the CPU a bigger micro batch only lengthens each step)"
+        why = (
+            msg("as set")
+            if device == "cuda"
+            else msg("as set (on the CPU a bigger micro batch only lengthens each step)")
+        )
         return BatchChoice(user, s.gradient_accumulation_steps, mode, False,
                            worst_tokens(lengths, user, mode, s.max_seq_length), why)  # fmt: skip
     micro, why = choose_micro_batch(effective, lengths, mode, s.max_seq_length, free_bytes,
@@ -143,7 +159,8 @@ def choose_batching(s, lengths: list[int], device: str, backend: str, params: di
         mode = "padded"
         micro, why = choose_micro_batch(effective, lengths, mode, s.max_seq_length, free_bytes,
                                         lambda t: step_bytes(params, t, backend))  # fmt: skip
-        why += f"; padded, since padding costs only ~{share:.0%} here and transformers has no varlen attention"
+        why = msg("{why}; padded, since padding costs only ~{share:.0%} here and transformers has no varlen attention",
+                  why=why, share=share)  # fmt: skip
     return BatchChoice(micro, effective // micro, mode, True, worst_tokens(lengths, micro, mode, s.max_seq_length), why)
 
 

@@ -36,7 +36,7 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "") 
 
     root = Path(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
-    base = safe_name(name, "run name") if name.strip() else (
+    base = safe_name(name, msg("run name")) if name.strip() else (
         f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(model)}-{_slug(dataset.removeprefix('example:'))}"
     )  # fmt: skip
     for i in range(1000):
