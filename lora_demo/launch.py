@@ -23,8 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", metavar="USER:PASS", default=os.environ.get("LORA_LAB_AUTH"),
                    help="require this login (also from $LORA_LAB_AUTH)")  # fmt: skip
     p.add_argument("--no-auth", action="store_true", help="with --share: allow anyone with the link in (unsafe)")
-    p.add_argument("--lang", choices=("en", "zh"), default=None,
-                   help="the page's language (English or 简体中文; default: the browser's), switchable on the page")
+    p.add_argument(
+        "--lang",
+        choices=("en", "zh"),
+        default=None,
+        help="the page's language (English or 简体中文; default: the browser's), switchable on the page",
+    )
     p.add_argument("--model", default="auto", help="default model id or folder ('auto': by device)")
     p.add_argument("--runs-dir", default="runs", help="where training runs and adapters are saved")
     p.add_argument("--data-dir", default="data", help="where datasets are saved")
