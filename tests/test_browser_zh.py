@@ -159,3 +159,23 @@ def test_5_lang_flag_serves_chinese_in_the_config(tmp_path):
         proc.wait(20)
     tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
     assert tabs == [zh(name) for name in TABS], tabs
+
+
+def test_6_a_dataset_checked_in_chinese_is_reported_again_in_english(zh_page):
+    """The Dataset tab in Chinese: load the example, validate; the report is Chinese, and the switch re-renders the
+    report already on the page in English (no second validation)."""
+    page = zh_page
+    page.get_by_role("tab", name=zh("Dataset"), exact=True).click()
+    page.get_by_role("button", name=zh("Load example"), exact=True).click()
+    page.locator("#dataset-status").get_by_text(re.compile(r"persona|seed")).wait_for()
+    assert CJK.search(page.locator("#dataset-status").inner_text())
+    page.get_by_role("button", name=zh("Validate"), exact=True).click()
+    ready = render(msg("**{rows} rows: {errors} error(s), {warnings} warning(s).** Ready to train.", rows=987654,
+                       errors=0, warnings=0), "zh").replace("**", "")  # fmt: skip
+    counts = ready.split("987654", 1)[1].split("。")[0].strip("：: ")  # "0 个错误，0 个警告": whatever the row count
+    page.locator("#validation-report").get_by_text(counts).wait_for()
+    page.locator("#lang-switch").get_by_text("English", exact=True).click()
+    page.locator("#validation-report").get_by_text("0 error(s)").wait_for()
+    assert not CJK.search(page.locator("#validation-report").inner_text())
+    page.locator("#lang-switch").get_by_text("简体中文", exact=True).click()
+    page.get_by_role("tab", name=zh("Dataset"), exact=True).wait_for()
