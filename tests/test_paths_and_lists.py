@@ -165,11 +165,12 @@ def test_list_labels_and_path_errors_in_chinese(tmp_path):
     assert labels[str(runs / "old")] == "old · 已完成 · 损失 1.235"
     assert labels[str(ckpt)] == "ckpt · 检查点 第 28/66 步 · 损失 0.500"
     assert dict((v, label) for label, v in en)[str(ckpt)] == "ckpt · checkpoint step 28 of 66 · loss 0.500"
-    for what in (msg("dataset name"), "dataset name"):  # nested msg, or a caller's plain English word
+    for what, shown in ((msg("dataset name"), "数据集名称"), ("dataset name", "dataset name")):
+        # a nested msg is translated; a plain string is a name and stays as typed (i18n.render)
         with pytest.raises(InputError) as info:
             safe_name("../x", what)
         assert str(info.value).startswith("The dataset name '../x' is not allowed")
-        assert render(info.value.args[0], "zh").startswith("数据集名称 '../x' 不可用")
+        assert render(info.value.args[0], "zh").startswith(f"{shown} '../x' 不可用")
     with pytest.raises(InputError) as info:
         PathPolicy([tmp_path / "runs"]).check("/etc", msg("adapter folder"))
     assert render(info.value.args[0], "zh").startswith("适配器文件夹 '/etc' 不在本应用可读取的文件夹内")

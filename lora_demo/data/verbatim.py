@@ -1,9 +1,9 @@
 """Names inside translated messages that must stay as they are: a dataset called "seed", the column "output".
 
-lora_demo.i18n.render looks every plain-string parameter up in the tables (so msg(..., what="dataset name") gets
-translated), which would also turn a dataset named "seed" into the Train tab's "随机种子". `verbatim(name)` is a
-Msg whose English text is the name and which renders as the name in every language; it survives to_json (as the
-plain name) and pickling.
+lora_demo.i18n.render leaves plain-string parameters as they are, so a name passed plainly already stays; the data
+engine marks its names explicitly anyway (a dataset named "seed" must never become the Train tab's "随机种子", even if
+a Msg-typed name reaches render). `verbatim(name)` is a Msg whose English text is the name and which renders as the
+name in every language; it survives to_json (as the plain name) and pickling.
 """
 
 from __future__ import annotations
