@@ -146,6 +146,37 @@ def profile_answer(engine, n: int = 64) -> dict:
             "top_kernels": [{"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1000, 2)} for e in top]}  # fmt: skip
 
 
+def fuse_ab(model: str, adapter: Path, n: int) -> dict:
+    """Our path with each LoRA layer's own matmuls (LORA_LAB_CHAT_FUSE=0), then with the shared q/k/v and gate/up
+    matmuls (1): each a fresh engine in this process (its warm-up compiles; the second also shows that a second
+    model's generation thread decodes with CUDA graphs), three answers and a profiled one each."""
+    import os
+
+    from lora_demo.chat.engine import ChatEngine, GenSettings
+
+    gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
+    out = {}
+    for fuse in ("0", "1"):
+        os.environ["LORA_LAB_CHAT_FUSE"] = fuse
+        engine = ChatEngine()
+        list(engine.load(model, str(adapter)))
+        answers = []
+        for prompt in (PROMPT, PROMPT + " Give three examples and a short summary.", PROMPT):
+            res = engine.answer_pair(prompt, gen)
+            b, t = res["base_stats"], res["tuned_stats"]
+            answers.append({"tok_s": round(min(b["tokens_per_s"], t["tokens_per_s"]), 1),
+                            "ttft_s": round(max(b["ttft_s"], t["ttft_s"]), 4)})  # fmt: skip
+        prof = {}
+        if engine.device == "cuda":
+            prof = profile_answer(engine)
+            prof.pop("top_kernels", None)
+        out[f"fuse_{fuse}"] = {"fused_groups": len(engine.row_scale.fused), "warmup_s": round(engine.warmup_s, 1),
+                               "answers": answers, "profile": prof}  # fmt: skip
+        print(f"  LORA_LAB_CHAT_FUSE={fuse}: {json.dumps(out[f'fuse_{fuse}'])}", flush=True)
+        engine.unload()
+    return out
+
+
 def unsloth_rate(adapter: Path, n: int) -> tuple[float | None, str | None]:
     out = subprocess.run([sys.executable, "-c", UNSLOTH, str(adapter), str(n), PROMPT], capture_output=True, text=True,
                          timeout=900)  # fmt: skip
@@ -164,6 +195,8 @@ def main() -> None:
     ap.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth figure (CUDA)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     ap.add_argument("--profile", action="store_true", help="CUDA: profile one answer's kernels (after the timed ones)")
+    ap.add_argument("--ab-fuse", action="store_true",
+                    help="only our path, without then with the shared LoRA matmuls (LORA_LAB_CHAT_FUSE), fresh engines")  # fmt: skip
     args = ap.parse_args()
     import torch
     from torch._dynamo.utils import counters
@@ -180,6 +213,11 @@ def main() -> None:
         model = args.model or "smollm2-135m-instruct"
     n = args.tokens or (256 if args.gpu else 64)
     adapter = random_adapter(model, tmp / "adapter")
+    if args.ab_fuse:
+        result = {"model": model, "new_tokens_per_side": n, "ab_fuse": fuse_ab(model, adapter, n)}
+        if args.json:
+            print(json.dumps(result))
+        return
     engine = ChatEngine()
     t0 = time.perf_counter()
     for line in engine.load(model, str(adapter)):

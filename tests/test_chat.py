@@ -177,6 +177,40 @@ def test_compiled_decoding_does_not_recompile(tiny_run):
     eager.unload()
 
 
+def test_generation_thread_gets_cuda_graph_thread_state(monkeypatch):
+    """CUDA graph trees keep their state per thread; torch 2.11 created it only in the thread that imported them, so
+    a second model's generation thread failed its first compiled step on the H200. The worker thread prepares it:
+    checked here against torch 2.11's lookup (it asserts in a thread without that state)."""
+    trees = pytest.importorskip("torch._inductor.cudagraph_trees")
+    from lora_demo.chat import decode
+
+    def get_obj_2_11(local, attr):
+        if hasattr(local, attr):
+            return getattr(local, attr)
+        assert torch._C._is_key_in_tls(attr)
+        return torch._C._get_obj_in_tls(attr)
+
+    for without_initializer in (False, True):  # newer torch, then torch 2.11 (no _initialize_tls)
+        if without_initializer:
+            monkeypatch.delattr(trees, "_initialize_tls", raising=False)
+        found = {}
+
+        def look(prepare, found=found):
+            if prepare:
+                decode._cudagraph_thread_state()
+            try:
+                found[prepare] = [type(get_obj_2_11(trees.local, a)) for a in ("tree_manager_containers",
+                                                                                "tree_manager_locks")]  # fmt: skip
+            except AssertionError:
+                found[prepare] = None
+
+        for prepare in (False, True):
+            thread = threading.Thread(target=look, args=(prepare,))
+            thread.start()
+            thread.join()
+        assert found[False] is None and found[True] is not None, found
+
+
 def test_adapter_active_again_after_every_base_generation(engine):
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPT}])])
     with torch.inference_mode():

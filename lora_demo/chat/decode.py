@@ -30,6 +30,30 @@ from collections.abc import Callable
 import torch
 
 
+def _cudagraph_thread_state() -> None:
+    """Give this thread the thread-local state CUDA graph trees keep their graphs in. torch 2.11 creates it only in
+    the thread that imports torch._inductor.cudagraph_trees (and autograd copies it to its own threads): a second
+    model's generation thread then failed its first compiled step (AssertionError in cudagraph_trees.get_obj, seen
+    on the H200). Newer torch creates it on first use (cudagraph_trees._initialize_tls), as this does."""
+    try:
+        from torch._inductor import cudagraph_trees as trees
+    except Exception:  # noqa: BLE001 - no inductor: nothing to prepare
+        return
+    local = getattr(trees, "local", None)
+    if local is None or hasattr(local, "tree_manager_containers") or torch._C._is_key_in_tls("tree_manager_containers"):
+        return  # (the importing thread, or state handed over)
+    init = getattr(trees, "_initialize_tls", None)
+    if init is not None:
+        init(local)
+        return
+    from collections import defaultdict
+
+    local.tree_manager_containers = {}  # what torch 2.11's module body does in the importing thread
+    local.tree_manager_locks = defaultdict(threading.Lock)
+    torch._C._stash_obj_in_tls("tree_manager_containers", local.tree_manager_containers)
+    torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
+
+
 class GenerationWorker:
     """One daemon thread that runs submitted jobs one after another."""
 
@@ -42,6 +66,8 @@ class GenerationWorker:
     def _loop(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
+        if torch.cuda.is_available():
+            _cudagraph_thread_state()
         while True:
             job = self._jobs.get()
             if job is None:

@@ -20,6 +20,7 @@ unchanged: the held-out loss and the token colouring keep using PEFT's paths.
 from __future__ import annotations
 
 import contextlib
+import os
 import types
 
 import torch
@@ -50,7 +51,10 @@ class RowScale:
             layer._lora_lab_fused = None
             plain = type(layer.base_layer) is torch.nn.Linear
             layer.forward = types.MethodType(_row_scaled_linear if plain else _row_scaled_forward, layer)
-        self.fused = [FusedLora(group, adapter) for group in sibling_groups(model, self.layers, adapter)]
+        fuse = os.environ.get("LORA_LAB_CHAT_FUSE", "1").strip() != "0"  # 0: each layer its own LoRA matmuls
+        self.fused = (
+            [FusedLora(group, adapter) for group in sibling_groups(model, self.layers, adapter)] if fuse else []
+        )
 
     def set(self, values: list[float]) -> None:
         """The scale of each row (in place: the tensors a compiled graph holds stay the same objects)."""
