@@ -132,6 +132,8 @@ def test_4_the_switch_changes_the_page_without_a_reload(zh_page, en_page):
     zh_page.get_by_role("tab", name="Low-rank lab", exact=True).wait_for()
     zh_page.get_by_role("button", name="Send", exact=True).wait_for()
     assert zh_page.evaluate("window.__same_page") == 1, "the page was reloaded"
+    # The error test_2 left in the Chat status line is written again in English (only while it is still shown).
+    zh_page.locator("#chat-status .lab-error", has_text="Type a message first.").wait_for(timeout=20_000)
     shown = send_empty_message(zh_page, "Chat", "Send", "Type a message first.")
     assert "Type a message first." in shown and not CJK.search(shown), shown
     zh_page.locator("#lang-switch").get_by_text("简体中文", exact=True).click()

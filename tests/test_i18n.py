@@ -159,3 +159,20 @@ if __name__ == "__main__":  # python tests/test_i18n.py [lora_demo/train ...] [T
         for line in missing_shown_texts(build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data")),
                                         tabs or None):  # fmt: skip
             print(line)
+
+
+def test_an_error_in_a_status_line_is_rewritten_on_the_switch_only_while_it_is_shown(monkeypatch):
+    from lora_demo.ui import common
+
+    monkeypatch.setattr(common, "_session_key", lambda: "visitor-1")
+    errors = common._ShownErrors()
+    raw = msg("Unexpected error ({kind}): {first}", kind="KeyError", first="x")
+    common.SESSION_LANG.set("en")
+    shown = common.error_markdown(common.show(raw))
+    errors.put(7, raw, shown)
+    common.SESSION_LANG.set("zh")
+    again = errors.again(7, shown)
+    assert again == common.error_markdown("意外错误（KeyError）：x")
+    assert errors.again(7, "Started **run-2**.") is None  # a newer message replaced it: left alone
+    assert errors.again(8, again) is None  # another status line
+    common.SESSION_LANG.set("en")

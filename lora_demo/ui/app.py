@@ -42,6 +42,7 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
     start = pick_lang(lang)
     common.SESSION_LANG.default = start
     common.ON_LANGUAGE.clear()
+    common.STATUS_LINES.clear()
     with gr.Blocks(title="LoRA Lab") as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("# LoRA Lab\nLearn why LoRA works, build a dataset, fine-tune, and compare base vs tuned.")
@@ -70,8 +71,10 @@ def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start
     loc.capture(demo, skip=[switch])
     if start != "en":
         loc.apply(start)
-    refreshers = list(common.ON_LANGUAGE)
+    statuses = list(common.STATUS_LINES)
+    refreshers = [*common.ON_LANGUAGE, (common.rerender_errors(statuses), statuses, statuses)]
     common.ON_LANGUAGE.clear()
+    common.STATUS_LINES.clear()
 
     def switch_to(value):
         lang = common.SESSION_LANG.set(value)

@@ -96,7 +96,7 @@ class _LastErrors:
 
     _session = staticmethod(_session_key)
 
-    def remember(self, message: str) -> None:
+    def remember(self, message) -> None:
         key = self._session()
         if key is None:
             return
@@ -106,7 +106,7 @@ class _LastErrors:
             while len(self.by_session) > self.size:
                 self.by_session.popitem(last=False)
 
-    def pop(self, max_age_s: float = 30.0) -> str | None:
+    def pop(self, max_age_s: float = 30.0):
         """This session's last message, if it is fresh (a failure's follow-up runs right after it; an old message
         from an event without a status line must not show up under another control later)."""
         key = self._session()
@@ -123,14 +123,65 @@ def error_markdown(message: str) -> str:
     return f'<div class="lab-error" role="alert" style="color:#b91c1c;font-weight:600">⚠️ {html.escape(message)}</div>'
 
 
-def _show_last_error():
-    message = LAST_ERRORS.pop()
-    return error_markdown(message) if message else gr.skip()
+class _ShownErrors:
+    """Which error each session's status lines show (its Msg and the Markdown written), so the language switch can
+    write it again in the new language, and only while the line still shows it."""
+
+    def __init__(self, size: int = 8192):
+        self.size, self.lock, self.shown = size, threading.Lock(), OrderedDict()
+
+    def put(self, status_id: int, raw, markdown: str) -> None:
+        key = (_session_key(), status_id)
+        if key[0] is None:
+            return
+        with self.lock:
+            self.shown[key] = (raw, markdown)
+            self.shown.move_to_end(key)
+            while len(self.shown) > self.size:
+                self.shown.popitem(last=False)
+
+    def again(self, status_id: int, current):
+        """The shown error in this session's language, if `current` is still what was written; else None."""
+        key = (_session_key(), status_id)
+        with self.lock:
+            raw, markdown = self.shown.get(key, (None, None))
+        if raw is None or current != markdown:
+            return None
+        fresh = error_markdown(show(raw))
+        self.put(status_id, raw, fresh)
+        return fresh
+
+
+SHOWN_ERRORS = _ShownErrors()
+# The status lines that show errors, collected while build_app lays out the tabs (ui.app re-renders them on the
+# language switch through rerender_errors).
+STATUS_LINES: list = []
 
 
 def show_errors(event, status) -> None:
     """Keep a failed event's message visible in `status` (a Markdown next to the control) until the next action."""
-    event.failure(_show_last_error, None, status, api_visibility="private", show_progress="hidden", queue=False)
+
+    def show_last_error():
+        raw = LAST_ERRORS.pop()
+        if not raw:
+            return gr.skip()
+        markdown = error_markdown(show(raw))
+        SHOWN_ERRORS.put(status._id, raw, markdown)
+        return markdown
+
+    if all(s is not status for s in STATUS_LINES):
+        STATUS_LINES.append(status)
+    event.failure(show_last_error, None, status, api_visibility="private", show_progress="hidden", queue=False)
+
+
+def rerender_errors(statuses: list):
+    """On the language switch: each status line that still shows an error shows it in the new language."""
+
+    def again(*values):
+        out = [SHOWN_ERRORS.again(s._id, v) for s, v in zip(statuses, values, strict=True)]
+        return tuple(gr.skip() if md is None else md for md in out)
+
+    return again
 
 
 def friendly(fn):
@@ -141,13 +192,15 @@ def friendly(fn):
         if isinstance(exc, gr.Error):
             error = exc
         elif isinstance(exc, LoraLabError):
-            error = gr.Error(show(exc.args[0] if len(exc.args) == 1 else str(exc)), print_exception=False)
+            raw = exc.args[0] if len(exc.args) == 1 else str(exc)
         else:
             log.exception("handler %s failed", fn.__name__)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            error = gr.Error(say("Unexpected error ({kind}): {first}", kind=type(exc).__name__, first=first),
-                             print_exception=False)  # fmt: skip
-        LAST_ERRORS.remember(error.message)
+            raw = msg("Unexpected error ({kind}): {first}", kind=type(exc).__name__, first=first)
+        if not isinstance(exc, gr.Error):
+            error = gr.Error(show(raw), print_exception=False)
+        # The status line shows it too (show_errors), kept as the Msg so a language switch can write it again.
+        LAST_ERRORS.remember(error.message if isinstance(exc, gr.Error) else raw)
         return error
 
     if inspect.isgeneratorfunction(fn):
