@@ -181,3 +181,42 @@ def test_6_a_dataset_checked_in_chinese_is_reported_again_in_english(zh_page):
     assert not CJK.search(page.locator("#validation-report").inner_text())
     page.locator("#lang-switch").get_by_text("简体中文", exact=True).click()
     page.get_by_role("tab", name=zh("Dataset"), exact=True).wait_for()
+
+
+def test_7_train_and_chat_in_chinese(zh_page):
+    """The demo's core in Chinese: Start training → the progress box names the stage in Chinese → 💬 Chat with this
+    run → the Chat tab loads it (its status in Chinese) → both sides answer."""
+    from lora_demo.train.plots import stage_label
+
+    page = zh_page
+    page.get_by_role("tab", name=zh("Train"), exact=True).click()
+    page.get_by_role("button", name=zh("Start training"), exact=True).click()
+    message = page.locator("#train-message")
+    message.get_by_text(re.compile(r"\S")).first.wait_for()
+    message.get_by_text(CJK).first.wait_for(timeout=30_000)  # "已开始 …" (Gradio's own "processing" shows first)
+    done = page.locator("#train-progress[data-stage='completed']")
+    done.wait_for(timeout=300_000)
+    run = done.get_attribute("data-run")
+    assert stage_label("completed", "zh") in page.locator("#train-progress-box").inner_text()
+    page.locator("#train-chat").click()
+    page.get_by_role("tab", name=zh("Chat"), exact=True, selected=True).wait_for()
+    ready = re.compile(re.escape(zh("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=0,
+                                    warmup=0, status="").split("0")[0]))  # fmt: skip
+    page.locator("#chat-status").get_by_text(ready).wait_for(timeout=120_000)
+    assert run in page.locator("#chat-status").inner_text()
+    # As the English journey: greedy and 12 tokens (sampling may end the tuned side at once, leaving no stats).
+    page.get_by_text(zh("Prompt and generation settings")).click()
+    page.get_by_label(zh("greedy (deterministic)")).check()
+    page.get_by_role("spinbutton", name=zh("max new tokens")).fill("12")
+    page.get_by_role("spinbutton", name=zh("max new tokens")).press("Enter")
+    page.locator("#chat-input textarea").fill("What is your name?")
+    page.get_by_role("button", name=zh("Send"), exact=True).click()
+    try:
+        page.locator("#chat-tuned-stats").get_by_text("tok/s").wait_for(timeout=120_000)
+        page.locator("#chat-base-stats").get_by_text("tok/s").wait_for(timeout=120_000)
+    except Exception as exc:  # noqa: BLE001 - say what the page shows instead
+        shown = [page.locator(f"#{e}").inner_text() for e in ("chat-status", "chat-base-stats", "chat-tuned-stats")]
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"no answer: {shown}, toasts {toasts}") from exc
+    assert CJK.search(page.locator("#chat-tuned-stats").inner_text())  # "… 个词元 · … tok/s · 首个词元 …"
+    assert page.locator(".toast-body.error").count() == 0
