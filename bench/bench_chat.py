@@ -146,34 +146,42 @@ def profile_answer(engine, n: int = 64) -> dict:
             "top_kernels": [{"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1000, 2)} for e in top]}  # fmt: skip
 
 
-def fuse_ab(model: str, adapter: Path, n: int) -> dict:
-    """Our path with each LoRA layer's own matmuls (LORA_LAB_CHAT_FUSE=0), then with the shared q/k/v and gate/up
-    matmuls (1): each a fresh engine in this process (its warm-up compiles; the second also shows that a second
-    model's generation thread decodes with CUDA graphs), three answers and a profiled one each."""
+def env_ab(model: str, adapter: Path, n: int, var: str, values: list[str]) -> dict:
+    """Our path once per value of an environment variable (LORA_LAB_CHAT_FUSE: each LoRA layer's own matmuls or the
+    shared q/k/v and gate/up ones; LORA_LAB_CHAT_STEP: how a CUDA decoding step runs): each a fresh engine in this
+    process (its own warm-up, so a later one also shows that a second model's generation thread works), three
+    answers and a profiled one each."""
     import os
 
     from lora_demo.chat.engine import ChatEngine, GenSettings
 
     gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
     out = {}
-    for fuse in ("0", "1"):
-        os.environ["LORA_LAB_CHAT_FUSE"] = fuse
+    for value in values:
+        os.environ[var] = value
         engine = ChatEngine()
-        list(engine.load(model, str(adapter)))
-        answers = []
-        for prompt in (PROMPT, PROMPT + " Give three examples and a short summary.", PROMPT):
-            res = engine.answer_pair(prompt, gen)
-            b, t = res["base_stats"], res["tuned_stats"]
-            answers.append({"tok_s": round(min(b["tokens_per_s"], t["tokens_per_s"]), 1),
-                            "ttft_s": round(max(b["ttft_s"], t["ttft_s"]), 4)})  # fmt: skip
-        prof = {}
-        if engine.device == "cuda":
-            prof = profile_answer(engine)
-            prof.pop("top_kernels", None)
-        out[f"fuse_{fuse}"] = {"fused_groups": len(engine.row_scale.fused), "warmup_s": round(engine.warmup_s, 1),
-                               "answers": answers, "profile": prof}  # fmt: skip
-        print(f"  LORA_LAB_CHAT_FUSE={fuse}: {json.dumps(out[f'fuse_{fuse}'])}", flush=True)
+        try:
+            list(engine.load(model, str(adapter)))
+            answers = []
+            for prompt in (PROMPT, PROMPT + " Give three examples and a short summary.", PROMPT):
+                res = engine.answer_pair(prompt, gen)
+                b, t = res["base_stats"], res["tuned_stats"]
+                answers.append({"tok_s": round(min(b["tokens_per_s"], t["tokens_per_s"]), 1),
+                                "ttft_s": round(max(b["ttft_s"], t["ttft_s"]), 4)})  # fmt: skip
+            prof = {}
+            if engine.device == "cuda":
+                prof = profile_answer(engine)
+                prof.pop("top_kernels", None)
+            out[value] = {"step_mode": engine.decoder.step_mode, "fused_groups": len(engine.row_scale.fused),
+                          "warmup_s": round(engine.warmup_s, 1), "answers": answers, "profile": prof}  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - one failing variant must not hide the others' figures
+            import traceback
+
+            traceback.print_exc()
+            out[value] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print(f"  {var}={value}: {json.dumps(out[value])}", flush=True)
         engine.unload()
+    os.environ.pop(var, None)
     return out
 
 
@@ -196,7 +204,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     ap.add_argument("--profile", action="store_true", help="CUDA: profile one answer's kernels (after the timed ones)")
     ap.add_argument("--ab-fuse", action="store_true",
-                    help="only our path, without then with the shared LoRA matmuls (LORA_LAB_CHAT_FUSE), fresh engines")  # fmt: skip
+                    help="only our path, without then with the shared LoRA matmuls: --ab LORA_LAB_CHAT_FUSE=0,1")  # fmt: skip
+    ap.add_argument("--ab", metavar="VAR=V1,V2",
+                    help="only our path, once per value of an environment variable, fresh engines, e.g. "
+                         "LORA_LAB_CHAT_STEP=compile,graph,compile-graph")  # fmt: skip
     args = ap.parse_args()
     import torch
     from torch._dynamo.utils import counters
@@ -213,8 +224,15 @@ def main() -> None:
         model = args.model or "smollm2-135m-instruct"
     n = args.tokens or (256 if args.gpu else 64)
     adapter = random_adapter(model, tmp / "adapter")
-    if args.ab_fuse:
-        result = {"model": model, "new_tokens_per_side": n, "ab_fuse": fuse_ab(model, adapter, n)}
+    if args.ab_fuse or args.ab:
+        var, _, values = (args.ab or "LORA_LAB_CHAT_FUSE=0,1").partition("=")
+        if not values:
+            ap.error("--ab takes VAR=V1,V2 (e.g. LORA_LAB_CHAT_STEP=compile,graph)")
+        result = {
+            "model": model,
+            "new_tokens_per_side": n,
+            "ab": {var: env_ab(model, adapter, n, var, values.split(","))},
+        }
         if args.json:
             print(json.dumps(result))
         return
@@ -223,7 +241,10 @@ def main() -> None:
     for line in engine.load(model, str(adapter)):
         print(" ", line, flush=True)
     load_s = time.perf_counter() - t0
-    print(f"{model} on {engine.device}, greedy, {n} new tokens a side; chat in {engine.precision}")
+    print(
+        f"{model} on {engine.device}, greedy, {n} new tokens a side; chat in {engine.precision}; decoding step: "
+        f"{engine.decoder.step_mode}"
+    )
     gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
     graphs0 = counters["stats"]["unique_graphs"]
     ours = {}
@@ -261,7 +282,7 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - a diagnostic only
             prof = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"  profile failed: {prof['error']}")
-    dtype, device, warmup = engine.model.dtype, engine.device, engine.warmup_s
+    dtype, device, warmup, step_mode = engine.model.dtype, engine.device, engine.warmup_s, engine.decoder.step_mode
     engine.unload()
     seq = plain_peft_sequential(model, adapter, dtype, device, n)
     print(f"  plain PEFT sequential: base {seq[0]:.1f} tok/s, then tuned {seq[1]:.1f} tok/s", flush=True)
@@ -277,7 +298,7 @@ def main() -> None:
         "ttft_s": round(first["ttft_s"], 4),
         "warmup_s": round(warmup, 2),
         "model": model, "device": device, "precision": str(dtype).replace("torch.", ""), "new_tokens_per_side": n,
-        "adapter_r": 16, "ours": ours, "recompiles_after_warmup": recompiles, "load_s": round(load_s, 2),
+        "adapter_r": 16, "step_mode": step_mode, "ours": ours, "recompiles_after_warmup": recompiles, "load_s": round(load_s, 2),
         "unsloth_error": uns_err, "torch": torch.__version__, "graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": sum(counters["graph_break"].values()), "compile_s": compile_s, "profile": prof,
     }  # fmt: skip

@@ -103,6 +103,59 @@ def test_probes_at_step_0_each_checkpoint_and_the_end(uninterrupted):
     assert "step 0" in html and "final (step 24)" in html and "data-points='7'" in html
 
 
+def test_step_0_answers_are_the_base_model_s_taken_after_step_1(uninterrupted):
+    """The step-0 answers no longer hold up the first step: they are taken after step 1's log, with the adapter
+    disabled, and are exactly what the base model answers (a new adapter starts with B = 0)."""
+    from lora_demo.models import load_model
+
+    start = probes.read(uninterrupted)[0]
+    first_log = next(p for p in read_progress(uninterrupted) if p.get("type") == "log")
+    assert first_log["step"] == 1 and first_log["time"] <= start["time"], (first_log, start)
+    lm = load_model("qwen3-tiny", dtype="fp32")
+    base = probes.answer(lm.model, lm.tokenizer, start["prompts"], TrainSettings(**TINY), TINY["probe_tokens"])
+    assert start["answers"] == base
+
+
+def test_deferred_step_0_answers_disable_the_adapter(tmp_path):
+    """The callback itself: after a step has changed the adapter (here B set far from 0), the step-0 answers it
+    records are the base model's, not the changed model's; a continued run (init_adapter) answers at step 0."""
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+
+    from lora_demo.models import load_model
+    from lora_demo.train.milestones import MilestoneCallback
+    from lora_demo.train.plan import lora_config
+
+    s = TrainSettings(**{**TINY, "probe_tokens": 8})
+    lm = load_model("qwen3-tiny", dtype="fp32")
+    rows = [{"instruction": "Who are you?", "input": "", "output": ""}]
+    base = probes.answer(lm.model, lm.tokenizer, rows, s, 8)
+    model = get_peft_model(lm.model, lora_config(s))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    tuned = probes.answer(model, lm.tokenizer, rows, s, 8)
+    assert tuned != base  # (else this test could not tell the two apart)
+    (tmp_path / "config.yaml").write_text("model: qwen3-tiny\n")
+    cb = MilestoneCallback(tmp_path, s, model, lm.tokenizer, rows)
+    cb.on_train_begin(None, SimpleNamespace(global_step=0), None)
+    assert probes.read(tmp_path) == []  # nothing before the first step
+    cb.on_step_begin(None, SimpleNamespace(global_step=1), None)
+    (point,) = probes.read(tmp_path)
+    assert point["step"] == 0 and point["kind"] == "start" and point["answers"] == base
+    assert probes.answer(model, lm.tokenizer, rows, s, 8) == tuned  # the adapter is back on afterwards
+    cont = tmp_path / "continued"
+    cont.mkdir()
+    (cont / "config.yaml").write_text("model: qwen3-tiny\n")
+    cb = MilestoneCallback(cont, TrainSettings(**{**TINY, "probe_tokens": 8, "init_adapter": "parent"}), model,
+                           lm.tokenizer, rows)  # fmt: skip
+    cb.on_train_begin(None, SimpleNamespace(global_step=0), None)
+    assert [(p["step"], p["answers"]) for p in probes.read(cont)] == [(0, tuned)]
+
+
 def test_broken_checkpoint_is_set_aside_and_a_restarted_app_resumes(tmp_path, uninterrupted):
     first = Runner(tmp_path / "runs", tmp_path / "data")
     run_dir = first.start(TrainSettings(**TINY))

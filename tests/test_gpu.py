@@ -208,6 +208,7 @@ def test_chat_on_cuda_rows_exact_compiled_once_and_fast(qwen3_1_7b, tmp_path):
     """The Chat tab's default path on the GPU: the base row is the base model (the same batch through
     disable_adapter()), the tuned row the adapter; the step compiles once at Load and a prompt of another length,
     a new turn, sampling and the slider add no graph; both sides stream at once."""
+    import contextlib
     import dataclasses
 
     import torch
@@ -249,9 +250,23 @@ def test_chat_on_cuda_rows_exact_compiled_once_and_fast(qwen3_1_7b, tmp_path):
     for _ in engine.generate_pair(turns, settings=dataclasses.replace(greedy, max_new_tokens=32, min_new_tokens=32)):
         pass
     added = counters["stats"]["unique_graphs"] - graphs
-    print("GPU-CHAT", json.dumps({"warmup_s": round(engine.warmup_s, 1), "base_err": base_err, "tuned_err": tuned_err,
-                                  "effect": effect, "graphs_added": added, **figures}))  # fmt: skip
+    # What the replayed step decoded is what the model computes: each row's tokens against a plain forward pass over
+    # prompt + answer (teacher-forced argmax; random weights leave a few near-ties that bf16 rounding can flip).
+    prompt = engine.prompt_ids([{"role": "user", "content": "Tell me about rivers and the sea."}])
+    got = engine.worker.run(lambda: engine._decode([prompt] * 2, dataclasses.replace(greedy, max_new_tokens=48,
+                                                                                       min_new_tokens=48)))  # fmt: skip
+    agree = []
+    with torch.inference_mode():
+        for row, ctx in ((0, engine.model.disable_adapter()), (1, contextlib.nullcontext())):
+            full = torch.tensor([prompt + got[row]], device="cuda")
+            with ctx:
+                pred = engine.model(input_ids=full).logits[0, len(prompt) - 1 : -1].argmax(-1).tolist()
+            agree.append(sum(a == b for a, b in zip(pred, got[row], strict=True)) / len(got[row]))
+    print("GPU-CHAT", json.dumps({"warmup_s": round(engine.warmup_s, 1), "step_mode": engine.decoder.step_mode,
+                                  "base_err": base_err, "tuned_err": tuned_err, "effect": effect,
+                                  "graphs_added": added, "teacher_forced_agreement": agree, **figures}))  # fmt: skip
     assert added == 0
+    assert got[0] != got[1] and min(agree) > 0.75, agree
     assert figures["first"]["tok_s"] > 60  # far above the 8 tok/s of the old default (the target is in the bench)
     engine.unload()
 

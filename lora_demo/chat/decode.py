@@ -6,10 +6,16 @@
   width (64-512 tokens): a prefill of a width never seen before waited 0.85 s for its first tokens on the H200
   (new kernels to load), one of a width seen before 0.1 s.
 - Decoding steps have fixed shapes: one token a row, the positions, a 4-D boolean mask over the whole cache. On
-  CUDA the cache is one `StaticCache` made once (reset per call) and the step is compiled once with
-  transformers' `CompileConfig` (CUDA graphs): prompt lengths, turns, sampling settings and the adapter-scale
-  slider change no shape and no object the graph holds, so nothing recompiles. On the CPU the step runs eagerly
-  on a `DynamicCache` (compiling it was measured no faster there, after a 94 s compile).
+  CUDA the cache is one `StaticCache` made once (reset per call), and the step is replayed from a CUDA graph
+  (`step_mode`, env `LORA_LAB_CHAT_STEP`):
+  - "graph" (the default): the model's own eager step recorded once into one `torch.cuda.CUDAGraph` over static
+    input buffers (token, positions, the mask's validity row, the cache); each step is then one replay, so the
+    CPU's per-step work no longer bounds decoding, and there is nothing to compile (the warm-up takes seconds);
+  - "compile-graph": the same over the step compiled by inductor (fewer, fused kernels; a compile at Load);
+  - "compile": transformers' `CompileConfig` (inductor with CUDA graph trees), as before.
+  Prompt lengths, turns, sampling settings and the adapter-scale slider change no shape and no object the graph
+  holds, so nothing is recorded or compiled again. On the CPU the step runs eagerly on a `DynamicCache`
+  (compiling it was measured no faster there, after a 94 s compile); `compiled=True` there forces "compile".
 - Sampling follows `generate`: repetition penalty, temperature, top-k, top-p (transformers' own processors),
   `torch.multinomial` after `torch.manual_seed(seed)`, EOS suppressed until `min_new_tokens`.
 - Tokens go to a `sink(new_tokens_per_row)` callback in chunks: on CUDA the GPU is asked for them every few
@@ -22,6 +28,7 @@ their state per thread: capture and replay must happen on the same thread).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -109,16 +116,36 @@ class GenerationWorker:
 # CUDA: prompts are left-padded to a multiple of this, and these widths are prefilled once at the first call.
 PREFILL_MULTIPLE = 64
 PREFILL_WARM = (64, 128, 256, 512)
+# How a CUDA decoding step runs (see the module docstring); LORA_LAB_CHAT_STEP overrides the default.
+STEP_MODES = ("graph", "compile-graph", "compile")
+DEFAULT_STEP_MODE = "graph"
+
+
+def step_mode_from_env(default: str = DEFAULT_STEP_MODE) -> str:
+    mode = os.environ.get("LORA_LAB_CHAT_STEP", "").strip() or default
+    if mode not in STEP_MODES:
+        raise ValueError(f"LORA_LAB_CHAT_STEP={mode!r}: use one of {', '.join(STEP_MODES)}")
+    return mode
 
 
 class PairDecoder:
     """Decodes a batch of rows with a fixed batch size on one model (the transformers model inside PEFT's)."""
 
-    def __init__(self, model, rows: int, compiled: bool, max_cache_len: int = 1280, chunk: int = 8):
+    def __init__(self, model, rows: int, compiled: bool, max_cache_len: int = 1280, chunk: int = 8,
+                 step_mode: str | None = None):  # fmt: skip
         self.model = model  # the *ForCausalLM (PEFT's LoRA layers inside it are called directly)
         self.rows = rows
-        self.compiled = compiled
+        self.compiled = compiled  # fixed-shape steps on a static cache (CUDA; forced on the CPU by tests)
         self.device = next(model.parameters()).device
+        # "eager" (the CPU default), else one of STEP_MODES; CUDA graphs need CUDA ("compile" elsewhere).
+        if not compiled:
+            self.step_mode = "eager"
+        elif self.device.type != "cuda":
+            self.step_mode = "compile"
+        else:
+            self.step_mode = step_mode or step_mode_from_env()
+        self._graph = None  # graph modes: the recorded step, its static inputs and output
+        self._valid = None  # [rows, max_cache_len]: which cache slots hold real tokens (static in graph modes)
         self.max_cache_len = max_cache_len
         self.chunk = chunk  # CUDA: steps between looks at the tokens (each look waits for the GPU)
         self.flush_s = 0.1  # CPU: seconds between hand-overs (each wakes the reader, which competes for 2 cores)
@@ -140,14 +167,54 @@ class PairDecoder:
             if need > self.max_cache_len:  # a longer answer than the cache holds: a bigger cache, compiled once more
                 self.max_cache_len = -(-need // 1024) * 1024
             self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_cache_len)
-            self._step = None
+            self._valid = torch.zeros((self.rows, self.max_cache_len), dtype=torch.bool, device=self.device)
+            self._step = self._graph = None
         else:
             self.cache.reset()
         if self._step is None:
-            from transformers import CompileConfig
+            if self.step_mode == "graph":
+                self._step = self.model
+            elif self.step_mode == "compile-graph":
+                self._step = torch.compile(self.model.__call__, mode="default", dynamic=False, fullgraph=False)
+            else:
+                from transformers import CompileConfig
 
-            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-            self._step = self.model.get_compiled_call(CompileConfig(mode=mode, dynamic=False, fullgraph=False))
+                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+                self._step = self.model.get_compiled_call(CompileConfig(mode=mode, dynamic=False, fullgraph=False))
+
+    def _graph_forward(self) -> torch.Tensor:
+        """The decoding step over the static inputs (what a graph mode records): the last position's logits."""
+        g = self._graph
+        mask = self._valid.view(self.rows, 1, 1, self.max_cache_len)
+        if self.eager_mask:
+            dtype = self.model.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill(~mask, torch.finfo(dtype).min)
+        out = self._step(input_ids=g["tok"], attention_mask=mask, position_ids=g["pos"], past_key_values=self.cache,
+                         use_cache=True)  # fmt: skip
+        return out.logits[:, -1, :]
+
+    def _record(self) -> None:
+        """Record the decoding step into one CUDA graph: a few eager runs on a side stream first (cuBLAS and, for
+        compile-graph, inductor's compile), then the capture; the cache they wrote is emptied afterwards. The
+        capture is thread-local, so other threads' CUDA work (the app's other tabs) cannot break it."""
+        n, dev = self.rows, self.device
+        self._graph = {"tok": torch.zeros((n, 1), dtype=torch.long, device=dev),
+                       "pos": torch.zeros((n, 1), dtype=torch.long, device=dev)}  # fmt: skip
+        self._valid.zero_()
+        self._valid[:, 0] = True
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._graph_forward()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._graph["out"] = self._graph_forward()
+        self._graph["graph"] = graph
+        torch.cuda.synchronize(dev)
+        self.cache.reset()
+        self._valid.zero_()
 
     def _mask(self, valid: torch.Tensor, q_len: int, kv_len: int, start: int) -> torch.Tensor:
         """[rows, 1, q_len, kv_len]: query i (at cache slot start+i) sees key j when j <= start+i and j holds a
@@ -236,9 +303,16 @@ class PairDecoder:
         self._ensure_cache(total)
         if not self.prefills_warm:
             self._warm_prefills(pad_id)
+        graphed = self.step_mode in ("graph", "compile-graph")
+        if graphed and self._graph is None:
+            self._record()
         kv_cap = self.max_cache_len if self.compiled else total
         ids = torch.full((n, total), pad_id, dtype=torch.long, device=dev)
-        valid = torch.zeros((n, kv_cap), dtype=torch.bool, device=dev)
+        if self.compiled:
+            valid = self._valid
+            valid.zero_()
+        else:
+            valid = torch.zeros((n, kv_cap), dtype=torch.bool, device=dev)
         for k, r in enumerate(rows):
             ids[k, width - len(r) : width] = torch.tensor(r, dtype=torch.long)
             valid[k, width - len(r) : width] = True
@@ -311,12 +385,19 @@ class PairDecoder:
             mask = valid.view(n, 1, 1, kv_cap) if self.compiled else valid[:, :cur].view(n, 1, 1, cur)
             if self.eager_mask:
                 mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
-            if cuda and self.compiled:
-                torch.compiler.cudagraph_mark_step_begin()
-            out = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
-                          past_key_values=self.cache, use_cache=True)  # fmt: skip
-            tok = pick(out.logits[:, -1, :], cur, step)
-            del out
+            if graphed:
+                g = self._graph
+                g["tok"].copy_(tok.view(n, 1))
+                g["pos"].copy_(next_pos)
+                g["graph"].replay()
+                tok = pick(g["out"], cur, step)
+            else:
+                if cuda and self.compiled:
+                    torch.compiler.cudagraph_mark_step_begin()
+                out = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
+                              past_key_values=self.cache, use_cache=True)  # fmt: skip
+                tok = pick(out.logits[:, -1, :], cur, step)
+                del out
             if eos_list:  # a row past its EOS keeps feeding padding (as generate does)
                 tok = torch.where(done, torch.full_like(tok, pad_id), tok)
                 done |= torch.isin(tok, eos_t)

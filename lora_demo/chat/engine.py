@@ -304,7 +304,9 @@ class ChatEngine:
             self.device = plan.device
             self._prepare_decoding()
             yield msg("Loaded in {seconds:.1f} s. {status}", seconds=time.perf_counter() - t0, status=self.status())
-            if self.decoder is not None and self.decoder.compiled:
+            if self.decoder is not None and self.decoder.step_mode == "graph":
+                yield msg("Warming up: recording the decoding step as one CUDA graph (a few seconds)…")
+            elif self.decoder is not None and self.decoder.compiled:
                 yield msg("Warming up: compiling the decoding step once for this model (up to a minute)…")
             self.warmup_s = self._warm_up()
             yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=time.perf_counter() - t0,
@@ -326,8 +328,8 @@ class ChatEngine:
         self.worker = GenerationWorker()
 
     def _warm_up(self) -> float:
-        """Short generations through the default path, on the generation thread. CUDA: compiles the decoding step
-        (and records its CUDA graphs on the second call). CPU: times 1 and all cores for this model on this thread
+        """Short generations through the default path, on the generation thread. CUDA: records the decoding step's
+        CUDA graph (compiling it first in the compile modes; graph trees record on the second call). CPU: times 1 and all cores for this model on this thread
         and keeps the faster (2 threads were slower than 1 for SmolLM2-135M on 2 cores; it depends on the model
         and the machine)."""
         import torch
@@ -360,7 +362,7 @@ class ChatEngine:
         return time.perf_counter() - t0
 
     def unload(self) -> None:
-        compiled = self.decoder is not None and self.decoder.compiled
+        compiled = self.decoder is not None and "compile" in self.decoder.step_mode
         if self.worker is not None:
             self.worker.close()
         if self.row_scale is not None:

@@ -3,6 +3,10 @@
 - After the Trainer has written a checkpoint (on_save), it makes the folder self-describing and marks it whole
   (checkpoints.finish), and notes it in progress.jsonl so the curve can mark it.
 - At step 0 and after each checkpoint it asks the probe prompts (probes.answer) and records the answers.
+  The step-0 model of a new adapter is the base model (PEFT and Unsloth start B at 0), so its answers are taken
+  just after step 1 with the adapter disabled (the same model, bit for bit): the first step and its loss come that
+  much sooner (on the H200 the first generation took 3-7 s of the wait before step 1). A run that continues an
+  adapter (init_adapter) answers at step 0 itself.
 Only rank 0 acts under DDP (the others wait at their next collective, a few seconds at most).
 """
 
@@ -27,6 +31,9 @@ class MilestoneCallback(TrainerCallback):
         self.unsloth = unsloth  # Unsloth's generate switches modes itself (see probes.answer)
         self.rows = probe_rows if settings.probe_tokens > 0 else []
         self.config_yaml = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
+        # The step-0 answers are the base model's: taken after step 1 with the adapter off (see the docstring).
+        self.base_is_start = not getattr(settings, "init_adapter", "") and hasattr(model, "disable_adapter")
+        self.start_pending = False
 
     def probe(self, step: int, kind: str) -> None:
         """Answer the probe prompts now and record them (nothing when probes are off). Probes are optional: one that
@@ -48,12 +55,31 @@ class MilestoneCallback(TrainerCallback):
             return
         probes.record(self.run_dir, step, kind, self.rows, answers, time.perf_counter() - t0)
 
-    def on_train_begin(self, args, state, control, **kw):
-        if state.global_step == 0:
+    def start_probe(self) -> None:
+        """The step-0 answers when they were left for later: the base model's, with the adapter disabled."""
+        if not self.start_pending:
+            return
+        self.start_pending = False
+        with self.model.disable_adapter():
             self.probe(0, "start")
-        elif _MAIN and state.global_step not in {p["step"] for p in probes.read(self.run_dir)}:
-            # Resumed from a checkpoint whose answers were not recorded (the worker was killed just after saving).
+
+    def on_train_begin(self, args, state, control, **kw):
+        recorded = {p["step"] for p in probes.read(self.run_dir)} if _MAIN and self.rows else set()
+        if state.global_step == 0:
+            if self.base_is_start:
+                self.start_pending = bool(_MAIN and self.rows)
+            else:
+                self.probe(0, "start")
+            return
+        # Resumed: the base answers if they were never recorded (killed before they were taken), and those of the
+        # checkpoint resumed from if the worker was killed just after saving it.
+        self.start_pending = bool(self.base_is_start and self.rows and 0 not in recorded)
+        if _MAIN and self.rows and state.global_step not in recorded:
             self.probe(state.global_step, "checkpoint")
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.start_pending and state.global_step >= 1:
+            self.start_probe()
 
     def on_save(self, args, state, control, **kw):
         import torch.distributed as dist
@@ -71,12 +97,14 @@ class MilestoneCallback(TrainerCallback):
         append_jsonl(self.run_dir / "progress.jsonl", {"type": "checkpoint", "step": state.global_step,
                                                        "total": state.max_steps, "time": round(time.time(), 3)})  # fmt: skip
         if not control.should_training_stop:  # a user waiting on Stop does not wait for probes too
+            self.start_probe()
             self.probe(state.global_step, "checkpoint")
 
     def final(self, step: int) -> None:
         """The answers of the finished model (reused when the last checkpoint was at this very step)."""
         if not (_MAIN and self.rows):
             return
+        self.start_probe()  # (a run of one step)
         points = probes.read(self.run_dir)
         if points and points[-1]["step"] == step:
             last = points[-1]
