@@ -141,6 +141,40 @@ def test_throttled_stream_sends_fewer_bigger_updates():
     assert 2 <= len(out) <= 8, out  # ~0.3 s of tokens: about one update per 0.1 s, not 30
 
 
+def test_layer_compile_matches_eager_and_compiles_one_layer_for_all(tiny_run):
+    """layers-graph's compiled decoder layers (the CUDA default records its graph through them): only inside on(),
+    the decoding step they compute equals the eager one, and inductor compiled one layer's code for all layers
+    (the others hit its FX graph cache); outside on() the layers stay eager (no compile for prompts)."""
+    from torch._dynamo.utils import counters
+    from transformers import StaticCache
+
+    from lora_demo.chat.decode import LayerCompile
+    from lora_demo.models import load_model
+
+    model = load_model("qwen3-tiny", dtype="fp32").model.eval()
+    layers = model.config.num_hidden_layers
+    assert layers >= 2
+    compiled = LayerCompile(model)
+    cache = StaticCache(config=model.config, max_cache_len=32)
+    valid = torch.zeros(1, 32, dtype=torch.bool)
+    valid[:, :5] = True
+    prompt = dict(input_ids=torch.tensor([[1, 2, 3, 4]]), position_ids=torch.arange(4).view(1, 4),
+                  attention_mask=((torch.arange(32) <= torch.arange(4).unsqueeze(1)) & valid).view(1, 1, 4, 32))  # fmt: skip
+    step = dict(input_ids=torch.tensor([[5]]), position_ids=torch.tensor([[4]]), attention_mask=valid.view(1, 1, 1, 32))
+    graphs, misses = counters["stats"]["unique_graphs"], counters["inductor"]["fxgraph_cache_miss"]
+    with torch.inference_mode():
+        model(**prompt, past_key_values=cache)
+        assert counters["stats"]["unique_graphs"] == graphs  # prompts stay eager
+        with compiled.on():
+            fast = model(**step, past_key_values=cache).logits
+        cache.reset()
+        model(**prompt, past_key_values=cache)
+        eager = model(**step, past_key_values=cache).logits
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] - graphs == layers  # one dynamo entry a layer...
+    assert counters["inductor"]["fxgraph_cache_miss"] - misses <= 1  # ...one inductor compile for them all
+
+
 @pytest.mark.slow
 def test_compiled_decoding_does_not_recompile(tiny_run):
     """With the decoding step compiled (the CUDA path; forced here on the CPU), a second prompt of another length,

@@ -11,7 +11,10 @@
   - "graph" (the default): the model's own eager step recorded once into one `torch.cuda.CUDAGraph` over static
     input buffers (token, positions, the mask's validity row, the cache); each step is then one replay, so the
     CPU's per-step work no longer bounds decoding, and there is nothing to compile (the warm-up takes seconds);
-  - "compile-graph": the same over the step compiled by inductor (fewer, fused kernels; a compile at Load);
+  - "layers-graph": the same, with each decoder layer compiled by inductor (fused kernels) while the graph is
+    recorded; the layers' graphs are alike, so inductor's code for the first is reused by the others (its FX graph
+    cache) and the compile takes a fraction of a whole-model one; prompts (prefill) and everything else stay eager;
+  - "compile-graph": the same over the whole model compiled by inductor;
   - "compile": transformers' `CompileConfig` (inductor with CUDA graph trees), as before.
   Prompt lengths, turns, sampling settings and the adapter-scale slider change no shape and no object the graph
   holds, so nothing is recorded or compiled again. On the CPU the step runs eagerly on a `DynamicCache`
@@ -28,6 +31,7 @@ their state per thread: capture and replay must happen on the same thread).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -117,7 +121,8 @@ class GenerationWorker:
 PREFILL_MULTIPLE = 64
 PREFILL_WARM = (64, 128, 256, 512)
 # How a CUDA decoding step runs (see the module docstring); LORA_LAB_CHAT_STEP overrides the default.
-STEP_MODES = ("graph", "compile-graph", "compile")
+STEP_MODES = ("graph", "layers-graph", "compile-graph", "compile")
+GRAPH_MODES = ("graph", "layers-graph", "compile-graph")
 DEFAULT_STEP_MODE = "graph"
 
 
@@ -126,6 +131,43 @@ def step_mode_from_env(default: str = DEFAULT_STEP_MODE) -> str:
     if mode not in STEP_MODES:
         raise ValueError(f"LORA_LAB_CHAT_STEP={mode!r}: use one of {', '.join(STEP_MODES)}")
     return mode
+
+
+class LayerCompile:
+    """Each decoder layer of a *ForCausalLM compiled by inductor (dynamic=False), used only inside `on()`: the
+    decoding step is recorded through them, while prompts of any length (and the held-out loss, the colouring)
+    keep the eager layers. Dynamo compiles the shared forward once per layer (its guards name the layer's cache
+    slots), but the layers' FX graphs are the same, so inductor compiles the first and reuses it for the others."""
+
+    def __init__(self, model):
+        body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        layers = list(getattr(body, "layers", None) or [])
+        if not layers:
+            raise ValueError("this model has no .layers to compile one by one")
+        import torch._dynamo
+
+        limit = 8 * len(layers)  # one entry per layer, and again after a bigger cache
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name) and getattr(torch._dynamo.config, name) < limit:
+                setattr(torch._dynamo.config, name, limit)
+        self.active = False
+        for layer in layers:
+            eager = layer.forward
+            fast = torch.compile(eager, mode="default", dynamic=False, fullgraph=False)
+
+            def forward(*args, _eager=eager, _fast=fast, **kwargs):
+                return (_fast if self.active else _eager)(*args, **kwargs)
+
+            layer.forward = forward
+        self.layers = layers
+
+    @contextlib.contextmanager
+    def on(self):
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
 
 
 class PairDecoder:
@@ -145,6 +187,7 @@ class PairDecoder:
         else:
             self.step_mode = step_mode or step_mode_from_env()
         self._graph = None  # graph modes: the recorded step, its static inputs and output
+        self._layers = None  # layers-graph: the compiled decoder layers (used while recording only)
         self._valid = None  # [rows, max_cache_len]: which cache slots hold real tokens (static in graph modes)
         self.max_cache_len = max_cache_len
         self.chunk = chunk  # CUDA: steps between looks at the tokens (each look waits for the GPU)
@@ -174,6 +217,10 @@ class PairDecoder:
         if self._step is None:
             if self.step_mode == "graph":
                 self._step = self.model
+            elif self.step_mode == "layers-graph":
+                self._step = self.model
+                if self._layers is None:
+                    self._layers = LayerCompile(self.model)
             elif self.step_mode == "compile-graph":
                 self._step = torch.compile(self.model.__call__, mode="default", dynamic=False, fullgraph=False)
             else:
@@ -204,13 +251,15 @@ class PairDecoder:
         self._valid[:, 0] = True
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._graph_forward()
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self._graph["out"] = self._graph_forward()
+        compiled = self._layers.on() if self._layers is not None else contextlib.nullcontext()
+        with compiled:
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self._graph_forward()
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._graph["out"] = self._graph_forward()
         self._graph["graph"] = graph
         torch.cuda.synchronize(dev)
         self.cache.reset()
@@ -303,7 +352,7 @@ class PairDecoder:
         self._ensure_cache(total)
         if not self.prefills_warm:
             self._warm_prefills(pad_id)
-        graphed = self.step_mode in ("graph", "compile-graph")
+        graphed = self.step_mode in GRAPH_MODES
         if graphed and self._graph is None:
             self._record()
         kv_cap = self.max_cache_len if self.compiled else total
