@@ -128,6 +128,24 @@ def test_probes_leave_unsloth_gradient_checkpointing_on(qwen3_1_7b):
         assert model.training == (entry == "train")
         assert armed() == flags, (entry, armed(), flags)
         figures[f"peak_gib_after_probe_{entry}"] = round(step_peak_gib(), 3)
+    # The step-0 answers are taken after step 1 with the adapter disabled (MilestoneCallback.start_probe): under
+    # Unsloth's generate too, disable_adapter() must give the base model's answers (B = 0 here, as at step 0).
+    model.train()
+    base = probes.answer(model, tok, rows, s, 8, unsloth=True)
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05, generator=torch.Generator("cuda").manual_seed(1))
+    changed = probes.answer(model, tok, rows, s, 8, unsloth=True)
+    with model.disable_adapter():
+        off = probes.answer(model, tok, rows, s, 8, unsloth=True)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in saved:
+                p.copy_(saved[n])
+    figures["answers"] = {"base": base, "changed_adapter": changed, "changed_adapter_disabled": off}
+    assert changed != base and off == base, figures["answers"]
     from unsloth import FastLanguageModel
 
     FastLanguageModel.for_inference(model)  # the control: checkpointing off, as the old probe left it
