@@ -166,6 +166,12 @@ def test_layer_compile_matches_eager_and_compiles_one_layer_for_all(tiny_run):
         model(**prompt, past_key_values=cache)
         assert counters["stats"]["unique_graphs"] == graphs  # prompts stay eager
         with compiled.on():
+            other = threading.Thread(  # another thread meanwhile (a tab's loss, colouring) stays eager
+                target=lambda: model(**prompt, past_key_values=StaticCache(config=model.config, max_cache_len=32))
+            )
+            other.start()
+            other.join()
+            assert counters["stats"]["unique_graphs"] == graphs
             fast = model(**step, past_key_values=cache).logits
         cache.reset()
         model(**prompt, past_key_values=cache)

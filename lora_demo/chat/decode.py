@@ -156,24 +156,24 @@ class LayerCompile:
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, name) and getattr(torch._dynamo.config, name) < limit:
                 setattr(torch._dynamo.config, name, limit)
-        self.active = False
+        self.thread = None  # the thread inside on(): any other thread's calls stay eager meanwhile
         for layer in layers:
             eager = layer.forward
             fast = torch.compile(eager, mode="default", dynamic=False, fullgraph=False)
 
             def forward(*args, _eager=eager, _fast=fast, **kwargs):
-                return (_fast if self.active else _eager)(*args, **kwargs)
+                return (_fast if self.thread == threading.get_ident() else _eager)(*args, **kwargs)
 
             layer.forward = forward
         self.layers = layers
 
     @contextlib.contextmanager
     def on(self):
-        self.active = True
+        self.thread = threading.get_ident()
         try:
             yield
         finally:
-            self.active = False
+            self.thread = None
 
 
 class PairDecoder:

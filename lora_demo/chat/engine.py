@@ -5,8 +5,8 @@ every LoRA linear layer adds its update times a per-row scale (`rowscale.RowScal
 the base layer), the adapter-scale slider for the tuned row. Nothing is toggled on the model, so adapter state
 cannot leak from one side to the other (Unsloth issue #4503: a "base" pane that was really the tuned model).
 Decoding (`decode.PairDecoder`) runs on one long-lived thread (`decode.GenerationWorker`); on CUDA it uses one
-static KV cache and a decoding step compiled once, at Load (a visible warm-up stage), that no prompt length,
-turn, sampling setting or slider value recompiles. A 4-bit checkpoint is dequantized once to a 16-bit copy for
+static KV cache and a decoding step recorded once as a CUDA graph (its decoder layers compiled for it), at Load
+(a visible warm-up stage), that no prompt length, turn, sampling setting or slider value records again. A 4-bit checkpoint is dequantized once to a 16-bit copy for
 chat when memory allows.
 
 Kept as fallbacks and benchmark baselines: "batch" (one `generate` with PEFT's per-row adapters,
