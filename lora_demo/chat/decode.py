@@ -13,7 +13,7 @@
     (fused kernels) for the recording. Each step is then one replay, so the CPU's per-step work no longer bounds
     decoding; the layers' graphs are alike, so inductor's code for the first is reused by the others (its FX
     graph cache) and the compile takes a fraction of a whole-model one. Prompts (prefill) stay eager. H200,
-    Qwen3-1.7B + r=16, both rows at once: 221-229 tok/s a row, warm-up 46 s on a fresh machine (15.5 s with
+    Qwen3-1.7B + r=16, both rows at once: 208-229 tok/s a row, warm-up 46-58 s on a fresh machine (15.5 s with
     inductor's cache filled);
   - "graph": the same with the eager layers (nothing compiled: warm-up 3 s, 127 tok/s); also the fallback when
     the layers cannot be compiled or recorded;
@@ -451,16 +451,16 @@ class PairDecoder:
         for step in range(1, max_new_tokens):
             cur = width + step  # tokens in ids so far; the newest is at cur - 1
             valid[:, cur - 1] = True
-            mask = valid.view(n, 1, 1, kv_cap) if self.compiled else valid[:, :cur].view(n, 1, 1, cur)
-            if self.eager_mask:
-                mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
-            if graphed:
+            if graphed:  # (the recorded step reads `valid` itself)
                 g = self._graph
                 g["tok"].copy_(tok.view(n, 1))
                 g["pos"].copy_(next_pos)
                 g["graph"].replay()
                 tok = pick(g["out"], cur, step)
             else:
+                mask = valid.view(n, 1, 1, kv_cap) if self.compiled else valid[:, :cur].view(n, 1, 1, cur)
+                if self.eager_mask:
+                    mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
                 if cuda and self.compiled:
                     torch.compiler.cudagraph_mark_step_begin()
                 out = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
