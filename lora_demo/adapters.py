@@ -5,10 +5,16 @@ Chat, export, the Low-rank lab and the UI's lists all use these, so a folder is 
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg, render, translator
+from lora_demo.io import read_text, regular_files
 
 # A run's status (status.json) as the adapter lists name it.
 STATUS_WORDS = {"starting": msg("starting"), "loading": msg("loading"), "training": msg("training"),
@@ -36,7 +42,170 @@ def find_adapter_files(adapter_dir: str | Path) -> tuple[Path, Path]:
             raise InputError(msg("{path} has no adapter_model.safetensors. Only adapter_model.bin is there; LoRA Lab "
                                  "reads safetensors only.", path=str(adapter_dir)))  # fmt: skip
         raise InputError(msg("{path} has no adapter_model.safetensors.", path=str(adapter_dir)))
+    regular_files(path, (cfg.name, weights.name))  # the weights and config are never read through a link
     return cfg, weights
+
+
+@dataclass
+class AdapterInfo:
+    """What check_adapter found in a PEFT LoRA adapter folder."""
+
+    path: Path
+    config: dict  # adapter_config.json
+    r: int
+    lora_alpha: float
+    target_modules: list[str] | str
+    base_model: str | None  # base_model_name_or_path
+    modules: dict[str, tuple[int, int, int]]  # module name in the base model -> (rank, in_features, out_features)
+    size: int  # bytes of adapter_model.safetensors
+
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
+    """The adapter folder's config and weights, checked before anything loads them, or one clear InputError: a
+    config that is no JSON object or has no positive whole r, a number lora_alpha and target modules; a weights
+    file that is torn or empty (its safetensors header does not fit the file); LoRA factors whose ranks differ
+    from the config's r (or rank_pattern). Chat, the Low-rank lab, the exports and Continue all call it first."""
+    from safetensors import safe_open
+
+    cfg_path, weights = find_adapter_files(adapter_dir)
+    folder = str(adapter_dir)
+    try:
+        config = json.loads(read_text(cfg_path))  # never through a symlink
+    except InputError:
+        raise
+    except OSError as e:
+        raise InputError(msg("Cannot read {file} in {path}: {why}.", file="adapter_config.json", path=folder,
+                             why=str(e.strerror or e))) from None  # fmt: skip
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deeply
+        why = (e.msg if isinstance(e, json.JSONDecodeError) else msg("nested too deeply")
+               if isinstance(e, RecursionError) else msg("not UTF-8 text"))  # fmt: skip
+        raise InputError(msg("adapter_config.json in {path} is not valid JSON ({why}): the run was interrupted while "
+                             "saving, or the file was edited; pick another run or checkpoint.", path=folder,
+                             why=why)) from None  # fmt: skip
+    if not isinstance(config, dict):
+        raise InputError(msg("adapter_config.json in {path} is not a JSON object: pick another run or checkpoint.",
+                             path=folder))  # fmt: skip
+    r, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
+    rank_pattern = config.get("rank_pattern") or {}
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    bad = None
+    if not whole(r):
+        bad = ("r", msg("the LoRA rank must be a whole number of at least 1"), r)
+    elif not isinstance(rank_pattern, dict) or not all(whole(v) for v in rank_pattern.values()):
+        bad = ("rank_pattern", msg("each rank must be a whole number of at least 1"), rank_pattern)
+    elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        bad = ("lora_alpha", msg("it must be a number"), alpha)
+    elif not (isinstance(targets, str) and targets.strip()) and not (
+        isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
+    ):
+        bad = ("target_modules", msg("it must name the modules the adapter trains"), targets)
+    if bad:
+        raise InputError(msg("adapter_config.json in {path} has {key} = {value}: {why}. Pick another run or "
+                             "checkpoint.", path=folder, key=bad[0], value=_shown(bad[2]), why=bad[1]))  # fmt: skip
+    size = weights.stat().st_size
+    shapes: dict[str, dict[str, list[int]]] = {}
+    try:
+        with safe_open(str(weights), framework="pt") as f:  # reads the header and checks it against the file's length
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a dict
+                m = _LORA_KEY.match(key)
+                if m:
+                    shapes.setdefault(m["module"], {})[m["ab"]] = list(f.get_slice(key).get_shape())
+    except Exception:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError) for a torn file
+        raise InputError(msg("adapter_model.safetensors in {path} is torn or empty ({size} bytes): the run was "
+                             "interrupted while saving; resume it or pick a checkpoint.", path=folder,
+                             size=size)) from None  # fmt: skip
+    if not shapes:
+        raise InputError(msg("{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).",
+                             folder=folder))  # fmt: skip
+    modules = {}
+    for name, ab in shapes.items():
+        a, b = ab.get("A"), ab.get("B")
+        if a is None or b is None or len(a) != 2 or len(b) != 2:
+            raise InputError(msg("adapter_model.safetensors in {path} is incomplete: {module} lacks its lora_A or "
+                                 "lora_B factor. Pick another run or checkpoint.", path=folder, module=name))  # fmt: skip
+        want = _rank_for(name, r, rank_pattern)
+        if a[0] != want or b[1] != want:
+            raise InputError(msg("adapter_model.safetensors in {path} does not match its adapter_config.json: {module} "
+                                 "has rank {got}, the config says r = {r}. Pick another run or checkpoint.", path=folder,
+                                 module=name, got=a[0] if a[0] != want else b[1], r=want))  # fmt: skip
+        modules[name] = (want, a[1], b[0])
+    base = config.get("base_model_name_or_path")
+    return AdapterInfo(Path(adapter_dir), config, r, float(alpha), targets, base if isinstance(base, str) else None,
+                       modules, size)  # fmt: skip
+
+
+def _shown(value) -> str:
+    """A config value as the messages show it (a long one cut short)."""
+    text = json.dumps(value, ensure_ascii=False)  # a value read from adapter_config.json
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _rank_for(name: str, r: int, rank_pattern: dict) -> int:
+    """The rank PEFT gives module `name`: the first rank_pattern key that matches its end, else r."""
+    for pattern, rank in rank_pattern.items():
+        try:
+            hit = re.match(rf"(.*\.)?({pattern})$", name) is not None  # as PEFT's get_pattern_key
+        except re.error:
+            hit = name.endswith(str(pattern))
+        if hit:
+            return rank
+    return r
+
+
+def module_shapes(model) -> dict[str, tuple[int, int] | None]:
+    """{module name: (in_features, out_features), or None where a module has no such sizes} of a model (real or on
+    the meta device): what check_adapter_fits compares an adapter with."""
+    return {name: (int(m.in_features), int(m.out_features)) if hasattr(m, "in_features") and hasattr(m, "out_features")
+            else None for name, m in model.named_modules()}  # fmt: skip
+
+
+def check_adapter_fits(info: AdapterInfo, shapes: dict[str, tuple[int, int] | None], model: str = "") -> None:
+    """An InputError unless every module the adapter targets exists in the model (`shapes`, from module_shapes)
+    with the adapter's in/out sizes (where the model's module has known sizes)."""
+    missing = [name for name in info.modules if name not in shapes]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3})" if len(missing) > 3 else "")
+        raise InputError(msg("The adapter targets modules the model {model} does not have ({modules}): it was "
+                             "trained on another base model; pick that base.", model=model, modules=shown))  # fmt: skip
+    for name, (_, n_in, n_out) in info.modules.items():
+        if shapes[name] is not None and shapes[name] != (n_in, n_out):
+            raise InputError(msg("The adapter does not fit the model {model}: {module} is {have} there, the adapter "
+                                 "was trained on {want}. It was trained on another base model; pick that base.",
+                                 model=model, module=name, have="×".join(map(str, shapes[name])),
+                                 want=f"{n_in}×{n_out}"))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _base_shapes(model_id: str) -> dict[str, tuple[int, int] | None] | None:
+    """module_shapes of a model's architecture on the meta device (no weights), or None when it is not known
+    offline (a hub id never downloaded, a folder without config.json)."""
+    from lora_demo.train.plan import _meta_model
+
+    try:
+        model, _, _ = _meta_model(model_id)
+    except Exception:  # noqa: BLE001 - no architecture at hand: nothing to compare with (the load will say why)
+        return None
+    return module_shapes(model)
+
+
+def check_adapter_base(adapter_dir: str | Path, model_id: str | None = None) -> AdapterInfo:
+    """check_adapter, then check_adapter_fits against `model_id` (default: the base the adapter names) built on
+    the meta device, when its architecture is known offline: for those that do not load a model (Continue, the
+    zip export)."""
+    from lora_demo.models.registry import adapter_base_model
+
+    info = check_adapter(adapter_dir)
+    model_id = model_id or adapter_base_model(adapter_dir)
+    shapes = _base_shapes(model_id) if isinstance(model_id, str) and model_id.strip() else None
+    if shapes is not None:
+        check_adapter_fits(info, shapes, model_id)
+    return info
 
 
 def run_folder(adapter_dir: str | Path) -> Path:

@@ -13,3 +13,11 @@ class ModelError(LoraLabError):
 
 class InputError(LoraLabError):
     """Bad user input (a matrix, a setting, a file)."""
+
+
+class LinkError(InputError, OSError):
+    """A symbolic link where LoRA Lab reads or writes a file: never followed. An OSError too, so a lenient reader
+    (a run's status, a list) treats it as an unreadable file, while a user action shows its message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

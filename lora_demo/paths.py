@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -37,6 +38,35 @@ def inside(root: Path, name: str, what: str | None = None) -> Path:
     return path
 
 
+def real_dir(folder: Path, sub: str) -> Path:
+    """folder/sub as a real folder inside folder (made if missing): a symlinked subfolder (data/.history -> /tmp,
+    runs/x/checkpoints -> ~) is refused, so nothing is moved or written outside through it."""
+    path = Path(folder) / sub
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError(msg("{name} in {folder} is a symbolic link or not a folder: LoRA Lab writes only into real "
+                             "folders inside its own. Remove it (a real folder is made in its place).", name=sub,
+                             folder=str(folder)))  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _too_long(path: str, what):
+    """Why the OS cannot take `path` (a folder or file name over 255 bytes, a path over 4095, half of a UTF-16 pair),
+    or None."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        return msg("The {what} holds a character that is not valid Unicode (half of a UTF-16 pair): type it again.",
+                   what=what)  # fmt: skip
+    long = next((part for part in raw.split(b"/") if len(part) > 255), None)
+    if long is not None:
+        return msg("The {what} has a folder or file name of {n} bytes ({start}…): names are limited to 255 bytes "
+                   "each. Shorten it.", what=what, n=len(long), start=long[:24].decode("utf-8", "ignore"))  # fmt: skip
+    if len(raw) > 4095:
+        return msg("The {what} is {n} bytes long: paths are limited to 4095 bytes. Shorten it.", what=what, n=len(raw))
+    return None
+
+
 class PathPolicy:
     """The folders a shared app may read from: its own runs and data folders, plus folders the operator allows
     on the command line (--allow-dir). Every path that reaches the app from a browser or the API goes through
@@ -63,6 +93,9 @@ class PathPolicy:
             raise InputError(msg("The {what} is empty.", what=what))
         if "\x00" in path:
             raise InputError(msg("The {what} contains a NUL character.", what=what))
+        too_long = _too_long(path.strip(), what)
+        if too_long is not None:  # the OS would refuse it (OSError: File name too long) when it is resolved
+            raise InputError(too_long)
         p = Path(path.strip()).expanduser()
         readings = [p] if p.is_absolute() else [Path.cwd() / p, *(r / p for r in self.roots)]
         allowed = [r for r in (c.resolve() for c in readings) if self.allows(r)]

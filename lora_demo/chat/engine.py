@@ -262,13 +262,12 @@ class ChatEngine:
         renders in the session's language)."""
         import torch
 
-        from lora_demo.adapters import find_adapter_files
+        from lora_demo.adapters import check_adapter, check_adapter_fits, module_shapes
         from lora_demo.device import detect
         from lora_demo.models import load_model, resolve_model
 
         tmpl = run_template(adapter_dir)
-        if adapter_dir:
-            find_adapter_files(adapter_dir)  # a clear message for a folder that holds no adapter
+        info = check_adapter(adapter_dir) if adapter_dir else None  # one clear message for a missing or torn adapter
         model_id = resolve_model(model_id, adapter_dir)  # 'auto': the adapter's base, else this device's default
         with self.lock:
             self.unload()
@@ -281,7 +280,8 @@ class ChatEngine:
             model, self.precision = chat_precision(model, plan)
             if "dequantized" in self.precision:
                 yield msg("Dequantized the 4-bit weights once for chat: {precision}.", precision=self.precision)
-            if adapter_dir:
+            if info is not None:
+                check_adapter_fits(info, module_shapes(model), model_id)  # its modules must be the model's
                 yield msg("Loading adapter `{path}`…", path=str(adapter_dir))
                 from peft import PeftModel
 

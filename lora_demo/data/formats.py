@@ -11,19 +11,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import parse_jsonl, to_jsonl, write_atomic
+from lora_demo.io import parse_jsonl, read_bytes, to_jsonl, too_deep, write_atomic
 
 FIELDS = ("instruction", "input", "output")
 MAX_UPLOAD_MB = float(os.environ.get("LORA_LAB_MAX_UPLOAD_MB", "20"))
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 _ROLE_USER = {"human", "user"}
 _ROLE_BOT = {"gpt", "assistant", "bot", "model"}
+# The encodings a text file may be imported in (codec name -> what the page and the messages call it).
+ENCODINGS = {"utf-8": "UTF-8", "cp1252": "Windows-1252", "latin-1": "Latin-1"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|[\[\]{}\n]')
 
 
 @dataclass
@@ -36,8 +41,10 @@ class ImportResult:
     notes: list[Msg] = field(default_factory=list)
 
 
-def read_records(path: str | Path, max_mb: float | None = None) -> list[dict]:
-    """The raw records (list of dicts) of a JSON / JSONL / CSV / Parquet file."""
+def read_records(path: str | Path, max_mb: float | None = None, encoding: str = "utf-8") -> list[dict]:
+    """The raw records (list of dicts) of a JSON / JSONL / CSV / Parquet file; a text file is read strictly in
+    `encoding` (ENCODINGS: UTF-8 by default, a UTF-8 BOM allowed; or Windows-1252 / Latin-1)."""
+    codec = check_encoding(encoding)
     path = Path(path)
     name = verbatim(path.name)
     max_mb = MAX_UPLOAD_MB if max_mb is None else max_mb
@@ -53,10 +60,10 @@ def read_records(path: str | Path, max_mb: float | None = None) -> list[dict]:
     if suffix not in SUFFIXES:
         raise InputError(msg("{name}: unsupported file type '{suffix}'. Use {allowed}.", name=name, suffix=suffix,
                              allowed=", ".join(SUFFIXES)))  # fmt: skip
-    data = path.read_bytes()
+    data = read_bytes(path)  # never through a symlink
     if suffix == ".parquet":
         return _read_parquet(data, name)
-    text = _decode(data, name)
+    text = _decode(data, name, codec)
     if suffix == ".csv":
         return _read_csv(text, name)
     if suffix == ".jsonl":
@@ -64,16 +71,45 @@ def read_records(path: str | Path, max_mb: float | None = None) -> list[dict]:
     return _read_json(text, name)
 
 
-def _decode(data: bytes, name: str) -> str:
-    """UTF-8 text; bytes that are not UTF-8 are kept as lone surrogates so validation can point at the row."""
+def check_encoding(encoding) -> str:
+    """The codec name of a file encoding the importer offers (utf-8, cp1252, latin-1 and their usual spellings)."""
+    import codecs
+
+    try:
+        codec = codecs.lookup(encoding).name if isinstance(encoding, str) else None
+    except LookupError:
+        codec = None
+    codec = {"iso8859-1": "latin-1"}.get(codec, codec)
+    if codec not in ENCODINGS:
+        raise InputError(msg("Unknown file encoding {encoding!r}: use utf-8, cp1252 (Windows-1252) or latin-1.",
+                             encoding=str(encoding)[:40]))  # fmt: skip
+    return codec
+
+
+def _decode(data: bytes, name: str, codec: str = "utf-8") -> str:
+    """The text of a file in `codec`, decoded strictly: a byte that is not text in it is an InputError naming the
+    line, the column and the bytes (nothing undecodable ever reaches the rows, the editor or the autosave)."""
     if b"\x00" in data[:4096]:
         raise InputError(msg("{name} is not a text file (it holds binary data): export it as UTF-8 JSON, JSONL or CSV.",
                              name=name))  # fmt: skip
-    text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
-    bad = sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
-    if bad > max(16, len(text) // 20):
-        raise InputError(msg("{name} is not UTF-8 text ({bad} undecodable bytes): re-save it as UTF-8.", name=name,
-                             bad=bad))  # fmt: skip
+    if data.startswith(b"\xef\xbb\xbf"):
+        codec = "utf-8"  # a UTF-8 byte order mark says what the file is, whatever was picked
+    try:
+        text = data.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        where = {"name": name, "line": data.count(b"\n", 0, e.start) + 1,
+                 "column": len(data[start : e.start].decode(codec, errors="replace")) + 1,
+                 "bytes": " ".join(f"0x{b:02X}" for b in data[e.start : max(e.end, e.start + 1)][:4])}  # fmt: skip
+        if codec == "utf-8":
+            m = msg("{name} line {line} has bytes that are not UTF-8 ({bytes} at column {column}): save it as UTF-8, "
+                    "or import it as Windows-1252 or Latin-1 (the file encoding next to the upload; --encoding in the "
+                    "CLI).", **where)  # fmt: skip
+        else:
+            m = msg("{name} line {line} has bytes that are not {encoding} ({bytes} at column {column}): import it as "
+                    "Latin-1, or save it as UTF-8.", encoding=ENCODINGS[codec], **where)  # fmt: skip
+        raise InputError(m) from None
+    text = text.lstrip("\ufeff")
     if not text.strip():
         raise InputError(msg("{name} is empty: it holds no rows.", name=name))
     return text
@@ -82,6 +118,8 @@ def _decode(data: bytes, name: str) -> str:
 def _read_json(text: str, name: str) -> list[dict]:
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise InputError(too_deep(name, _deep_line(text))) from None
     except json.JSONDecodeError as e:
         where = {"name": name, "why": e.msg, "line": e.lineno, "column": e.colno}
         if text.lstrip().startswith("{") and "\n{" in text.strip():
@@ -93,6 +131,8 @@ def _read_json(text: str, name: str) -> list[dict]:
         else:
             m = msg("{name} is not valid JSON: {why} (line {line}, column {column}).", **where)
         raise InputError(m) from None
+    except ValueError as e:  # a number of thousands of digits (Python's int conversion limit)
+        raise InputError(msg("{name} is not valid JSON: {why}.", name=name, why=str(e).split(": ")[0][:120])) from None
     if isinstance(data, dict):
         for key in ("data", "rows", "train", "examples"):
             if isinstance(data.get(key), list):
@@ -150,7 +190,48 @@ def _check_records(records: list, name: str) -> list[dict]:
         if not isinstance(r, dict):
             raise InputError(msg("{name}: row {row} is a {kind}, not an object with named fields.", name=name, row=i,
                                  kind=verbatim(type(r).__name__)))  # fmt: skip
+        bad = _lone_surrogate(r)
+        if bad is not None:
+            raise InputError(msg("{name}: row {row} holds the escape \\u{code:04x}, half of a character pair with no "
+                                 "other half: fix that escape in the file (or save the file as UTF-8 text).",
+                                 name=name, row=i, code=ord(bad)))  # fmt: skip
     return records
+
+
+def _lone_surrogate(value) -> str | None:
+    """The first lone surrogate (from a \\udXXX escape in JSON) in a record's strings, else None: such text cannot
+    be written as UTF-8, so it is refused at import rather than failing the autosave."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            hit = _SURROGATE.search(v)
+            if hit:
+                return hit.group()
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
+def _deep_line(text: str, limit: int = 200) -> int:
+    """The line where JSON text first nests deeper than `limit` lists/objects (strings skipped), else its last."""
+    depth, line = 0, 1
+    for m in _JSON_TOKENS.finditer(text):
+        tok = m.group()
+        if tok == "\n":
+            line += 1
+        elif tok in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif tok in "]}":
+            depth -= 1
+        else:
+            line += tok.count("\n")
+    return line
 
 
 def detect_format(records: list[dict]) -> str:
@@ -228,9 +309,9 @@ def _chat_to_row(turns, index: int, notes: list[Msg]) -> dict:
     return {"instruction": user, "input": system, "output": bot}
 
 
-def import_file(path: str | Path, max_mb: float | None = None) -> ImportResult:
-    """Read a file and convert it to canonical rows (or ask for a column mapping)."""
-    return to_rows(read_records(path, max_mb))
+def import_file(path: str | Path, max_mb: float | None = None, encoding: str = "utf-8") -> ImportResult:
+    """Read a file (a text file in `encoding`) and convert it to canonical rows (or ask for a column mapping)."""
+    return to_rows(read_records(path, max_mb, encoding))
 
 
 def write_rows(rows: list[dict], path: str | Path) -> Path:

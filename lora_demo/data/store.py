@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from lora_demo.data.formats import FIELDS, import_file
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.io import to_jsonl, write_atomic, write_temp
-from lora_demo.paths import inside, safe_name
+from lora_demo.io import is_regular, read_json, to_jsonl, write_atomic, write_temp
+from lora_demo.paths import inside, real_dir, safe_name
 
 AUTOSAVE = ".autosave.jsonl"
 DATASET_NAME = msg("dataset name")  # what lora_demo.paths calls a bad name in its messages
@@ -43,8 +44,13 @@ def clean_rows(rows) -> list[dict]:
 
 
 def rows_to_jsonl(rows: list[dict]) -> str:
-    """Canonical rows as JSONL (the fields in FIELDS order, a missing one as "")."""
-    return to_jsonl({f: r.get(f, "") for f in FIELDS} for r in rows)
+    """Canonical rows as JSONL (the fields in FIELDS order, a missing one as ""). Half a UTF-16 pair (a lone
+    surrogate, which an API client can send) becomes U+FFFD: the file is always UTF-8."""
+    return to_jsonl({f: _utf8(r.get(f, "")) for f in FIELDS} for r in rows)
+
+
+def _utf8(text):
+    return re.sub("[\ud800-\udfff]", "\ufffd", text) if isinstance(text, str) else text
 
 
 class DatasetStore:
@@ -56,7 +62,7 @@ class DatasetStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.stem for p in self.root.glob("*.jsonl") if not p.name.startswith("."))
+        return sorted(p.stem for p in self.root.glob("*.jsonl") if not p.name.startswith(".") and is_regular(p))
 
     def path(self, name: str) -> Path:
         return inside(self.root, f"{safe_name(name, DATASET_NAME)}.jsonl", DATASET_NAME)
@@ -73,8 +79,7 @@ class DatasetStore:
         tmp = write_temp(path, rows_to_jsonl(rows))  # the new version is safely on disk before anything moves
         if path.exists():
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
-            hist = self.root / ".history" / f"{path.stem}.{stamp}.jsonl"
-            hist.parent.mkdir(parents=True, exist_ok=True)
+            hist = real_dir(self.root, ".history") / f"{path.stem}.{stamp}.jsonl"
             os.replace(path, hist)
         os.replace(tmp, path)
         if val_fraction is not None:
@@ -86,9 +91,10 @@ class DatasetStore:
         """Settings saved with a dataset (val_fraction), or {}."""
         p = self.path(name).with_suffix(".meta.json")
         try:
-            return json.loads(p.read_text()) if p.is_file() else {}
-        except (OSError, ValueError):
+            data = read_json(p) if p.is_file() else {}
+        except (OSError, ValueError, RecursionError):  # unreadable, not JSON, nested too deeply: no settings
             return {}
+        return data if isinstance(data, dict) else {}
 
     def load(self, name: str) -> list[dict]:
         path = self.path(name)
@@ -108,8 +114,8 @@ class DatasetStore:
 
     def restore_autosave(self) -> list[dict]:
         path = self.root / AUTOSAVE
-        if not path.is_file() or path.stat().st_size == 0:
-            return []
+        if not is_regular(path) or path.stat().st_size == 0:
+            return []  # a symlinked autosave is never followed (its target would show in the page's editor)
         try:
             return import_file(path, max_mb=1e9).rows
         except InputError:

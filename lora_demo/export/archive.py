@@ -6,10 +6,10 @@ import io
 import zipfile
 from pathlib import Path
 
-from lora_demo.adapters import find_adapter_files
+from lora_demo.adapters import check_adapter_base
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.io import write_atomic
+from lora_demo.io import read_bytes, regular_files, write_atomic
 
 ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "status.json")  # fmt: skip
@@ -20,13 +20,12 @@ def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
 
     Written atomically: out_file is the complete zip or not there (or the old one), even after a crash."""
     run_dir = Path(run_dir)
-    find_adapter_files(run_dir)
+    check_adapter_base(run_dir)  # a zip only of an adapter that loads (whole files, the base's modules)
     out = Path(out_file)
     if out.suffix != ".zip":
         raise InputError(msg("The zip file name must end in .zip; got {name}.", name=out.name))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in ZIP_FILES:
-            if (run_dir / name).is_file():
-                zf.write(run_dir / name, f"{run_dir.name}/{name}")
+        for path in regular_files(run_dir, ZIP_FILES):  # a symlinked file is refused, never zipped
+            zf.writestr(f"{run_dir.name}/{path.name}", read_bytes(path))
     return write_atomic(out, buf.getvalue())

@@ -6,19 +6,18 @@ PEFT's merge_and_unload elsewhere; Unsloth's merged save on CUDA (in a fresh pro
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from lora_demo.adapters import find_adapter_files
+from lora_demo.adapters import AdapterInfo, check_adapter, check_adapter_fits, module_shapes
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.io import copy_file, regular_files
 
 
-def _base_model(run_dir: Path) -> str:
-    cfg = json.loads((run_dir / "adapter_config.json").read_text())
-    base = cfg.get("base_model_name_or_path")
+def _base_model(run_dir: Path, info: AdapterInfo) -> str:
+    base = info.base_model
     if not base:
         raise InputError(
             msg("{run_dir}/adapter_config.json names no base model (base_model_name_or_path).", run_dir=str(run_dir))
@@ -41,30 +40,31 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16")
     which also dequantizes a 4-bit base; elsewhere PEFT's merge_and_unload on a 16-bit load of the base.
     """
     run_dir, out = Path(run_dir), Path(out_dir)
-    find_adapter_files(run_dir)
+    info = check_adapter(run_dir)  # a torn or bad adapter: one clear message before any model loads
     if out.exists() and any(out.iterdir()):
         raise InputError(
             msg("{path} already exists and is not empty: pick a new folder so nothing is overwritten.", path=str(out))
         )
-    base = _base_model(run_dir)
+    base = _base_model(run_dir, info)
     from lora_demo.device import detect
 
     plan = detect()
     if plan.backend == "unsloth":
         _merge_unsloth(run_dir, out, base)
     else:
-        _merge_peft(run_dir, out, base, dtype, plan.device)
+        _merge_peft(run_dir, out, base, dtype, plan.device, info)
     (out / "README.md").write_text(merged_card(run_dir, base), encoding="utf-8")
     return out
 
 
-def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str) -> None:
+def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, info: AdapterInfo) -> None:
     from peft import PeftModel
 
     from lora_demo.models import load_model
 
     # Merge in fp32 on CPU (CPU half-precision matmuls are slow and lossy), then store 16-bit.
     lm = load_model(base, dtype="fp32" if device == "cpu" else dtype, device=device)
+    check_adapter_fits(info, module_shapes(lm.model), base)
     model = PeftModel.from_pretrained(lm.model, str(run_dir)).merge_and_unload()
     import torch
 
@@ -82,7 +82,10 @@ def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Unsloth opens an adapter folder by its base_model_name_or_path: point that at the resolved base.
         adapter = Path(tmp) / "adapter"
-        shutil.copytree(run_dir, adapter, ignore=shutil.ignore_patterns("checkpoints", "data", "*.log"))
+        adapter.mkdir()
+        for path in regular_files(run_dir):  # the run's own files (no subfolders, logs or links)
+            if path.suffix != ".log":
+                copy_file(path, adapter / path.name)
         cfg = json.loads((adapter / "adapter_config.json").read_text())
         cfg["base_model_name_or_path"] = model_path(base)
         (adapter / "adapter_config.json").write_text(json.dumps(cfg))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.io import read_text
 
 BATCH = 8
 
@@ -38,7 +39,7 @@ def _max_length(adapter_dir: str | None) -> int | None:
     import yaml
 
     try:
-        value = (yaml.safe_load((Path(adapter_dir) / "config.yaml").read_text()) or {}).get("max_seq_length")
+        value = (yaml.safe_load(read_text(Path(adapter_dir) / "config.yaml")) or {}).get("max_seq_length")
     except (OSError, TypeError, AttributeError, yaml.YAMLError):
         return None
     return value if isinstance(value, int) and value > 0 else None

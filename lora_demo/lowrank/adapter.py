@@ -17,16 +17,16 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lora_demo.adapters import find_adapter_files
+from lora_demo.adapters import check_adapter, find_adapter_files
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.io import copy_file, regular_files
 
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<module>[^.]+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -85,9 +85,10 @@ def load_lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[to
     """(adapter config, {module name: (B, A, scaling)}) read straight from the safetensors file."""
     from safetensors.torch import load_file
 
-    cfg_path, weights = find_adapter_files(adapter_dir)
+    info = check_adapter(adapter_dir)  # a torn or empty file, a bad config: one clear message
+    _, weights = find_adapter_files(adapter_dir)
     try:
-        config = json.loads(cfg_path.read_text())
+        config = info.config
         tensors = load_file(str(weights))
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise InputError(msg("{folder}: the adapter files cannot be read ({error}).", folder=str(adapter_dir),
@@ -200,6 +201,7 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
     if out.exists():
         raise InputError(msg("{out} already exists: pick a new name so no adapter is overwritten.", out=str(out)))
     _, src_weights = find_adapter_files(adapter_dir)
+    extras = regular_files(adapter_dir, skip=("adapter_model.safetensors", "adapter_config.json"))  # links refused
     tensors = load_file(str(src_weights))
     new = {}
     for key, t in tensors.items():
@@ -218,8 +220,7 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
     save_file(new, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {**config, "r": k_int, "lora_alpha": k_int, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {}}
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    for extra in Path(adapter_dir).iterdir():  # tokenizer files, run config: the Chat tab reads them
-        if extra.is_file() and extra.name not in ("adapter_model.safetensors", "adapter_config.json"):
-            shutil.copy2(extra, out / extra.name)
+    for extra in extras:  # tokenizer files, run config: the Chat tab reads them
+        copy_file(extra, out / extra.name)
     (out / "TRUNCATED.json").write_text(json.dumps({"source": str(adapter_dir), "rank": k_int}))
     return out

@@ -117,7 +117,11 @@ def get_spec(model_id: str) -> ModelSpec:
     if not model_id or not model_id.strip():
         raise ModelError(msg("No model given: pick one from the list, or give a hub id or a local model folder."))
     path = Path(model_id).expanduser()
-    if path.exists() or model_id.startswith((".", "/", "~")):
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name over 255 bytes, a NUL: no such folder (PathPolicy words why)
+        exists = False
+    if exists or model_id.startswith((".", "/", "~")):
         return ModelSpec(str(path), "local", msg("local folder {path}", path=str(path)))
     if model_id.count("/") == 1 and all(model_id.split("/")):
         return ModelSpec(model_id, "hub", msg("hub model {model_id}", model_id=model_id), _guess_config(model_id))

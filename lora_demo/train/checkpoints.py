@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 from lora_demo.i18n import Msg, msg
+from lora_demo.io import read_json, read_text
 
 PREFIX = "checkpoint-"
 MARKER = "lora_lab_checkpoint.json"
@@ -82,7 +83,7 @@ def _processes(ckpt: Path) -> int:
     import yaml
 
     try:
-        return int((yaml.safe_load((ckpt / "config.yaml").read_text()) or {}).get("num_processes") or 1)
+        return int((yaml.safe_load(read_text(ckpt / "config.yaml")) or {}).get("num_processes") or 1)
     except (OSError, ValueError, yaml.YAMLError):
         return 1
 
@@ -100,7 +101,7 @@ def problem(ckpt: Path, for_resume: bool = True, deep: bool = True) -> Msg | Non
     if not deep:
         return None
     try:
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state = read_json(ckpt / "trainer_state.json")
     except (OSError, ValueError):
         return msg("trainer_state.json is unreadable")
     if state.get("global_step") != step_of(ckpt):
@@ -148,7 +149,7 @@ def finish(ckpt: Path, config_yaml: str, base_model: str, record: dict) -> None:
 
     write_atomic(ckpt / "config.yaml", config_yaml)
     cfg_file = ckpt / "adapter_config.json"
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_json(cfg_file)
     cfg["base_model_name_or_path"] = base_model
     write_atomic(cfg_file, json.dumps(cfg, indent=2))
     write_json_atomic(ckpt / MARKER, record)

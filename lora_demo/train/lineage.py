@@ -7,19 +7,18 @@ config.yaml (init_adapter), its status (parent) and its model card; the Low-rank
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
+from lora_demo.io import read_json, read_text
 
 
 def parent_config(adapter_dir: str | Path) -> dict:
-    """The parent's PEFT adapter_config.json (InputError when the folder is no adapter)."""
-    from lora_demo.adapters import find_adapter_files
+    """The parent's PEFT adapter_config.json (InputError when the folder is no adapter, or a torn or bad one)."""
+    from lora_demo.adapters import check_adapter
 
-    cfg, _ = find_adapter_files(adapter_dir)
-    return json.loads(cfg.read_text())
+    return check_adapter(adapter_dir).config
 
 
 def parent_problems(s) -> list[Msg]:
@@ -36,9 +35,17 @@ def parent_problems(s) -> list[Msg]:
     have = {"model": s.model, "r": s.r, "lora_alpha": s.lora_alpha, "target_modules": sorted(s.target_modules),
             "use_rslora": s.use_rslora}  # fmt: skip
     name = Path(s.init_adapter).name
-    return [msg("{key} must equal the parent's when continuing from {name} ({want!r}, not {have!r})", key=key,
-                name=name, want=want[key], have=have[key])
-            for key in want if want[key] is not None and want[key] != have[key]]  # fmt: skip
+    problems = [msg("{key} must equal the parent's when continuing from {name} ({want!r}, not {have!r})", key=key,
+                    name=name, want=want[key], have=have[key])
+                for key in want if want[key] is not None and want[key] != have[key]]  # fmt: skip
+    if not problems:  # the parent's modules must be the model's: else the worker would fail after loading it
+        from lora_demo.adapters import check_adapter_base
+
+        try:
+            check_adapter_base(s.init_adapter, s.model)
+        except InputError as e:
+            problems.append(msg("Continue from: {error}", error=e.args[0] if len(e.args) == 1 else str(e)))
+    return problems
 
 
 def _shape(cfg: dict) -> dict:
@@ -63,7 +70,11 @@ def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
     else:  # an adapter from elsewhere: the rest are this device's defaults
         data = TrainSettings(model=adapter_base_model(parent_dir) or "auto").to_dict()
     data.update(shape, init_adapter=parent_path or str(parent_dir), run_name="")
-    return TrainSettings.from_dict(data)
+    settings = TrainSettings.from_dict(data)
+    from lora_demo.adapters import check_adapter_base
+
+    check_adapter_base(parent_dir, settings.model)  # an adapter of another base: say so now, not at Start
+    return settings
 
 
 def parent_of(adapter_dir: str | Path) -> str:
@@ -72,11 +83,11 @@ def parent_of(adapter_dir: str | Path) -> str:
 
     folder = Path(adapter_dir)
     try:  # a rank-k copy's parent is the adapter it was cut from
-        return json.loads((folder / "TRUNCATED.json").read_text())["source"]
+        return read_json(folder / "TRUNCATED.json")["source"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        parent = (yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}).get("init_adapter") or ""
+        parent = (yaml.safe_load(read_text(folder / "config.yaml")) or {}).get("init_adapter") or ""
     except (OSError, yaml.YAMLError):
         parent = ""
     if not parent:

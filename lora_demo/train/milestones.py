@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lora_demo.i18n import msg
-from lora_demo.io import append_jsonl
+from lora_demo.io import append_jsonl, read_text
 from lora_demo.train import checkpoints, probes
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0
@@ -30,7 +30,7 @@ class MilestoneCallback(TrainerCallback):
         self.run_dir, self.s, self.model, self.tok = Path(run_dir), settings, model, tok
         self.unsloth = unsloth  # Unsloth's generate switches modes itself (see probes.answer)
         self.rows = probe_rows if settings.probe_tokens > 0 else []
-        self.config_yaml = (self.run_dir / "config.yaml").read_text(encoding="utf-8")
+        self.config_yaml = read_text(self.run_dir / "config.yaml")
         # The step-0 answers are the base model's: taken after step 1 with the adapter off (see the docstring).
         self.base_is_start = not getattr(settings, "init_adapter", "") and hasattr(model, "disable_adapter")
         self.start_pending = False

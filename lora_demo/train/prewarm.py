@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from lora_demo.io import open_fd
+
 
 def wanted() -> bool:
     from lora_demo.train.batching import env_flag
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     mode = os.O_APPEND if order.get("append") else os.O_TRUNC
-    fd = os.open(run_dir / "train.log", os.O_WRONLY | os.O_CREAT | mode, 0o644)
+    fd = open_fd(run_dir / "train.log", os.O_WRONLY | os.O_CREAT | mode)  # never through a planted link
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
