@@ -91,6 +91,18 @@ class LabEngine:
             )  # fmt: skip
         return str(self.runs_dir / run_dir.name)
 
+    def delete_run(self, name) -> Path:
+        """Delete a run folder that is not training (runs.delete_run: inside the runs folder only, a symlink as a link
+        only). Under the runner's lock, so a run being started or resumed now is never deleted half-made."""
+        from lora_demo.train.runs import delete_run, stop_command
+
+        with self.runner.lock:
+            active = self.runner.current()
+            if active is not None and isinstance(name, str) and active.name == name.strip():
+                raise InputError(msg("{run} is training: stop it first (the Stop button, or {command}), then delete "
+                                     "it.", run=active.name, command=stop_command(active)))  # fmt: skip
+            return delete_run(self.runs_dir, name)
+
     # --- training ---
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""

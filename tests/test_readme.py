@@ -20,7 +20,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 def readme_cli_commands() -> list[str]:
     """The subcommands in README's CLI table (`python -m lora_demo <command> ...`)."""
     section = README.split("## CLI", 1)[1].split("\n## ", 1)[0]
-    return sorted(set(re.findall(r"^\| `python -m lora_demo (\w+)", section, flags=re.M)))
+    return sorted(set(re.findall(r"^\| `python -m lora_demo ([\w-]+)", section, flags=re.M)))
 
 
 def test_readme_names_the_commands():

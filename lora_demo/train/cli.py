@@ -1,4 +1,5 @@
-"""CLI: `plan` (parameters, steps and warnings, offline) and `train` (the same engine as the Train tab)."""
+"""CLI: `plan` (parameters, steps and warnings, offline), `train` (the same engine as the Train tab), `stop` (what
+the Train tab's Stop does) and `delete-run`."""
 
 from __future__ import annotations
 
@@ -44,9 +45,32 @@ def add_train_parser(sub) -> None:
         help="a new run starting from this adapter (a run folder or checkpoint), with its settings; flags "
         "override them (e.g. --dataset, --num-epochs)",
     )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="start the run and return at once, leaving it training (it prints how to watch and stop it); without "
+        "it the run ends when this command ends, even if it is killed",
+    )
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--data-dir", default="data")
     p.set_defaults(func=cmd_train)
+
+
+def add_stop_parser(sub) -> None:
+    """Add `stop` (lora_demo/cli.py calls this)."""
+    p = sub.add_parser("stop", help="stop a training run as the Train tab's Stop does (the adapter so far is saved)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. runs/<run>")
+    p.add_argument("--wait", nargs="?", type=float, const=600.0, default=0.0, metavar="SECONDS",
+                   help="wait until it has stopped (at most SECONDS, default 600) and print how it ended")  # fmt: skip
+    p.set_defaults(func=cmd_stop)
+
+
+def add_delete_run_parser(sub) -> None:
+    """Add `delete-run` (lora_demo/cli.py calls this)."""
+    p = sub.add_parser("delete-run", help="delete a run folder that is not training (asks first, unless --yes)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. runs/<run>")
+    p.add_argument("--yes", action="store_true", help="delete without asking")
+    p.set_defaults(func=cmd_delete_run)
 
 
 def settings_flags() -> argparse.ArgumentParser:
@@ -125,8 +149,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lora_demo.train.runner import Runner, equivalent_command
+    from lora_demo.train.runs import has_adapter, stop_command
 
-    runner = Runner(args.runs_dir, args.data_dir)
+    runner = Runner(args.runs_dir, args.data_dir, attached=not args.detach)  # attached: the worker ends with us
     if args.resume:
         from pathlib import Path
 
@@ -136,13 +161,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         run_dir = runner.start(_settings_from(args))
         print(f"run folder: {run_dir}\nrepeat with: {equivalent_command(run_dir)}", flush=True)
+    if args.detach:
+        print(f"training on its own (pid {runner.proc.pid})\nwatch it: tail -f {run_dir / 'train.log'} (or the Train "
+              f"tab of lora-lab --runs-dir {run_dir.parent})\nstop it:  {stop_command(run_dir)}", flush=True)  # fmt: skip
+        return 0
+    print(f"stop it: Ctrl-C, or {stop_command(run_dir)} (the adapter so far is saved)", flush=True)
     st = _watch(runner, run_dir)
     if st.get("status") == "failed":
         raise InputError(st.get("error") or "training failed; see train.log in the run folder")
     loss = st.get("final_loss")
-    print(f"{st.get('status')}: {st.get('step')}/{st.get('total_steps')} steps, "
-          f"loss {st.get('first_loss', float('nan')):.4f} -> {loss if loss is None else round(loss, 4)}; adapter in {run_dir}")  # fmt: skip
+    where = f"adapter in {run_dir}" if has_adapter(run_dir) else f"no adapter was saved in {run_dir}"
+    losses = "" if loss is None else f", loss {st.get('first_loss', float('nan')):.4f} -> {round(loss, 4)}"
+    print(f"{st.get('status')}: {st.get('step') or 0}/{st.get('total_steps') or '?'} steps{losses}; {where}")
     return 0 if st.get("status") == "completed" else 3
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Write the run's STOP file, as the Train tab's Stop does (runs.request_stop); --wait: until it has ended."""
+    from pathlib import Path
+
+    from lora_demo.i18n import msg
+    from lora_demo.train.runs import ACTIVE, has_adapter, read_status, request_stop, settled, stop_notice
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "status.json").is_file():
+        raise InputError(msg("{path} is not a run folder (it has no status.json).", path=str(run_dir)))
+    st = settled(run_dir, read_status(run_dir))
+    if st.get("status") not in ACTIVE:
+        print(f"{run_dir.name} is not running (status: {st.get('status', 'unknown')}): nothing to stop.")
+        return 0
+    request_stop(run_dir)
+    print(stop_notice(run_dir), flush=True)
+    deadline = time.time() + args.wait
+    while time.time() < deadline and st.get("status") in ACTIVE:
+        time.sleep(0.5)
+        st = settled(run_dir, read_status(run_dir))
+    if args.wait:
+        saved = f"adapter in {run_dir}" if has_adapter(run_dir) else "no adapter was saved"
+        print(f"{st.get('status')}: step {st.get('step') or 0}; {saved}" if st.get("status") not in ACTIVE
+              else f"still {st.get('status')} after {args.wait:.0f} s")  # fmt: skip
+    return 0 if st.get("status") not in ACTIVE or not args.wait else 1
+
+
+def cmd_delete_run(args: argparse.Namespace) -> int:
+    """Delete a run folder (runs.delete_run: never a running one, never a symlink's target), after asking."""
+    from pathlib import Path
+
+    from lora_demo.i18n import msg
+    from lora_demo.train.runs import delete_run
+
+    run_dir = Path(args.run_dir)
+    link = run_dir.is_symlink()
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InputError(msg("Not deleting {path}: confirm with --yes (there is no terminal to ask on).",
+                                 path=str(run_dir)))  # fmt: skip
+        answer = input(f"Delete {run_dir} and everything in it (adapter, checkpoints, log, data)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    removed = delete_run(run_dir.parent, run_dir.name)
+    print(f"deleted {removed}" + (" (the link only; its target is untouched)" if link else ""))
+    return 0
 
 
 def _watch(runner, run_dir) -> dict:
@@ -157,7 +237,10 @@ def _watch(runner, run_dir) -> dict:
                 _show(bar, read_status(run_dir), read_progress(run_dir))
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            bar.write("stopping after the current step (the adapter so far is saved)...")
+            from lora_demo.train.runs import request_stop, stop_notice
+
+            request_stop(run_dir)
+            bar.write(f"{stop_notice(run_dir)} ...")
             runner.stop(wait=600)
         st = read_status(run_dir)
         _show(bar, st, read_progress(run_dir))

@@ -63,7 +63,7 @@ def stage_label(stage, lang: str = "en") -> str:
 def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None = None, lang: str = "en") -> str:
     """A progress bar with stage, step/total, loss, speed and ETA; then where the adapter is, or why it failed (the
     texts in `lang`; the data-* attributes keep the codes)."""
-    from lora_demo.train.runs import error_of
+    from lora_demo.train.runs import error_of, has_adapter
 
     tr = translator(lang)
     step, total = status.get("step") or 0, status.get("total_steps") or 0
@@ -95,6 +95,10 @@ def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None
     if stage == "failed" and error:  # the error can quote user input or a library's text: escape
         text = tr("<b>Failed:</b> {error}", error=html.escape(str(render(error, lang))))
         after = f'<div style="color:#dc2626;margin-top:4px">{text}</div>'
+    elif stage in ("completed", "stopped") and run_dir and not has_adapter(run_dir):  # e.g. stopped while loading
+        why = html.escape(str(render(error, lang))) if error else ""
+        text = tr("<b>No adapter was saved</b> in <code>{path}</code>. {why}", path=html.escape(str(run_dir)), why=why)
+        after = f"<div style='margin-top:4px'>{text}</div>"
     elif stage in ("completed", "stopped") and run_dir:
         from lora_demo.train.runner import equivalent_command
 

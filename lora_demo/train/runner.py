@@ -19,11 +19,12 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import write_atomic, write_json_atomic
+from lora_demo.io import open_fd, write_atomic, write_json_atomic
 from lora_demo.train.prewarm import WarmWorker
 from lora_demo.train.runs import (
     ACTIVE,
     FINAL,
+    OWNER_ENV,
     error_fields,
     new_run_dir,
     process_start,
@@ -32,6 +33,7 @@ from lora_demo.train.runs import (
     request_stop,
     run_dirs,
     settled,
+    stop_command,
     update_status,
 )
 from lora_demo.train.settings import TrainSettings, joined
@@ -71,7 +73,7 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
     """The app's environment without torch.distributed's variables: an app started under torchrun (or with RANK
     left set) must not make a single worker believe it is a rank of another job."""
     dist = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
-    return {k: v for k, v in env.items() if k not in dist}
+    return {k: v for k, v in env.items() if k not in (*dist, OWNER_ENV)}  # (an owner is the Runner's own choice)
 
 
 def ddp_env(num_processes: int) -> dict[str, str]:
@@ -85,11 +87,16 @@ class Runner:
     Reading (current) never writes. Two things record a result on disk: the thread that waits for this Runner's
     own worker (its exit reason, e.g. SIGKILL, when the worker could not record one), and reap(), which marks
     failed the runs whose worker vanished (an earlier app's, a killed CLI's).
+
+    attached: the worker ends when this process ends, even by SIGKILL (the CLI without --detach; worker.die_with_owner;
+    start runs from a thread that lives as long as the process). The app's workers are not attached: a run outlives
+    an app restart, and the restarted app re-attaches it.
     """
 
     def __init__(self, runs_dir: str | Path, data_dir: str | Path = "data",
-                 before_start: list[Callable[[], None]] | None = None):  # fmt: skip
+                 before_start: list[Callable[[], None]] | None = None, attached: bool = False):  # fmt: skip
         self.runs_dir = Path(runs_dir)
+        self.attached = attached
         self.data_dir = Path(data_dir)
         # Called before a training starts, e.g. the chat engine releasing the model it holds on the GPU.
         self.before_start: list[Callable[[], None]] = list(before_start or [])
@@ -170,7 +177,7 @@ class Runner:
                     raise InputError(msg("{run} is still shutting down; press Resume again in a moment.",
                                          run=run_dir.name))  # fmt: skip
             self.reap()
-            self._refuse_if_active()
+            self._refuse_if_active(also=run_dir)  # (a run of another runs folder, e.g. the CLI's --resume PATH)
             st = settled(run_dir, read_status(run_dir))
             if st.get("status") == "completed":
                 raise InputError(msg("{run} completed: nothing to resume. 'Continue training' starts a new run from "
@@ -192,7 +199,7 @@ class Runner:
                 hook()
             ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
             (run_dir / "STOP").unlink(missing_ok=True)
-            gone = ("error", "error_msg", "ended", "pid", "pid_start", "notices")
+            gone = ("error", "error_msg", "ended", "pid", "pid_start", "notices", "prepared")
             kept = {k: v for k, v in st.items() if k not in gone}
             resumes = [*st.get("resumes", []), {"step": step_of(ckpt), "time": time.time()}]
             write_json_atomic(
@@ -218,19 +225,24 @@ class Runner:
         if problems:
             raise InputError(problems[0])
 
-    def _refuse_if_active(self) -> None:
+    def _refuse_if_active(self, also: Path | None = None) -> None:
         active = self.current()
+        if active is None and also is not None and settled(also, read_status(also)).get("status") in ACTIVE:
+            active = also
         if active is not None:
             st = read_status(active)
             since = time.strftime("%H:%M:%S", time.localtime(st.get("started", time.time())))
+            how = stop_command(active)
             if st.get("total_steps"):
                 raise InputError(msg("A training run is in progress: {run} ({status}, step {step}/{total}), started at "
-                                     "{since}. Wait for it or stop it first; one training runs at a time.",
-                                     run=active.name, status=st.get("status"), step=st.get("step", 0),
-                                     total=st["total_steps"], since=since))  # fmt: skip
+                                     "{since}. Wait for it or stop it first (the Stop button of the Train tab, or "
+                                     "{command}); one training runs at a time.", run=active.name,
+                                     status=st.get("status"), step=st.get("step", 0), total=st["total_steps"],
+                                     since=since, command=how))  # fmt: skip
             raise InputError(msg("A training run is in progress: {run} ({status}), started at {since}. Wait for it or "
-                                 "stop it first; one training runs at a time.", run=active.name,
-                                 status=st.get("status"), since=since))  # fmt: skip
+                                 "stop it first (the Stop button of the Train tab, or {command}); one training runs at "
+                                 "a time.", run=active.name, status=st.get("status"), since=since,
+                                 command=how))  # fmt: skip
 
     @staticmethod
     def _snapshot(run_dir: Path, settings: TrainSettings, rows: list[dict]) -> None:
@@ -247,16 +259,19 @@ class Runner:
                       dataset=settings.dataset, train_rows=len(train), val_rows=len(val), **parent)  # fmt: skip
 
     def _launch(self, run_dir: Path, num_processes: int = 1, resume: bool = False) -> None:
-        """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread."""
+        """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread. An
+        attached Runner names itself the worker's owner: the worker ends when this process ends."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        owner = {OWNER_ENV: f"{os.getpid()}:{process_start(os.getpid()) or ''}"} if self.attached else {}
         # A resumed run appends to its log: the first part's lines (and why it ended) stay readable.
-        with open(run_dir / "train.log", "a" if resume else "w", encoding="utf-8") as log:
+        mode = os.O_APPEND if resume else os.O_TRUNC  # never through a planted link (open_fd)
+        with os.fdopen(open_fd(run_dir / "train.log", os.O_WRONLY | os.O_CREAT | mode), "w", encoding="utf-8") as log:
             if resume:
                 log.write(f"\n===== resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
                 log.flush()
             proc = self._popen(
                 worker_command(run_dir, num_processes, resume), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**clean_env(env), **ddp_env(num_processes)}, start_new_session=True,
+                env={**clean_env(env), **ddp_env(num_processes), **owner}, start_new_session=True,
             )  # fmt: skip
         self.proc, self.run_dir = proc, run_dir
         update_status(run_dir, pid=proc.pid, pid_start=process_start(proc.pid), num_processes=num_processes)
@@ -282,7 +297,7 @@ class Runner:
         return subprocess.Popen(cmd, **kw)
 
     def stop(self, wait: float = 0.0) -> Path | None:
-        """Ask the active run to stop after its current step (it then saves the adapter so far)."""
+        """Ask the active run to stop (runs.request_stop; runs.stop_notice says what that will do at its stage)."""
         run_dir = self.current()
         if run_dir is None:
             return None

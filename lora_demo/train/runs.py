@@ -7,12 +7,11 @@ train.log              the worker's stdout/stderr
 data/train.jsonl, data/val.jsonl    the exact rows trained and validated on
 adapter_config.json, adapter_model.safetensors, tokenizer files   the PEFT adapter
 README.md              model card (Hugging Face layout)
-STOP                   present when a stop was requested
+STOP                   present when a stop was requested (the Train tab's Stop, `python -m lora_demo stop RUN_DIR`)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -20,10 +19,13 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_jsonl, write_json_atomic
+from lora_demo.io import open_fd, read_json, read_jsonl, write_atomic, write_json_atomic
 
 ACTIVE = ("starting", "loading", "compiling", "training", "saving")
 FINAL = ("completed", "stopped", "failed")
+# Set in the worker's environment when it must end with the process that started it (the CLI without --detach):
+# "<pid>:<start>" of that process (worker.die_with_owner).
+OWNER_ENV = "LORA_LAB_OWNER"
 
 
 def _slug(text: str) -> str:
@@ -51,7 +53,7 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "") 
 
 def read_status(run_dir: str | Path) -> dict:
     try:
-        return json.loads((Path(run_dir) / "status.json").read_text())
+        return read_json(Path(run_dir) / "status.json")
     except (OSError, ValueError):
         return {}
 
@@ -96,7 +98,7 @@ def read_progress(run_dir: str | Path) -> list[dict]:
 
 def log_tail(run_dir: str | Path, lines: int = 30) -> str:
     try:
-        with open(Path(run_dir) / "train.log", "rb") as f:
+        with os.fdopen(open_fd(Path(run_dir) / "train.log"), "rb") as f:  # a planted link is never shown
             f.seek(0, 2)
             f.seek(max(0, f.tell() - 20000))
             text = f.read().decode("utf-8", errors="replace")
@@ -193,7 +195,7 @@ def run_summary(run_dir: Path) -> dict:
         "duration_s": round(duration, 1) if duration is not None else None,
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "",
         "error": st.get("error"),
-        "has_adapter": (run_dir / "adapter_model.safetensors").is_file(),
+        "has_adapter": has_adapter(run_dir),
         "path": str(run_dir),
     }
 
@@ -218,8 +220,65 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
     return [run_summary(d) for d in run_dirs(runs_dir)]
 
 
+def has_adapter(run_dir: str | Path) -> bool:
+    """Whether the run folder holds a saved adapter (its weights file), whatever its status says."""
+    return (Path(run_dir) / "adapter_model.safetensors").is_file()
+
+
 def request_stop(run_dir: str | Path) -> None:
-    (Path(run_dir) / "STOP").write_text(str(time.time()))
+    """Ask the run's worker to stop: the one mechanism (the Train tab's Stop, `python -m lora_demo stop`, Ctrl-C of
+    `train`). The worker honours it before training starts (nothing saved) or after the current optimizer step."""
+    write_atomic(Path(run_dir) / "STOP", str(time.time()))
+
+
+def stop_command(run_dir: str | Path) -> str:
+    return f"python -m lora_demo stop {Path(run_dir)}"
+
+
+def stop_notice(run_dir: str | Path, status: dict | None = None) -> Msg:
+    """What a stop requested now will do, by the run's stage; read after request_stop(). The worker marks
+    `prepared` just before its last look at STOP ahead of training, so a run not yet prepared stops with nothing saved."""
+    run_dir = Path(run_dir)
+    st = read_status(run_dir) if status is None else status
+    stage, run = st.get("status"), run_dir.name
+    if stage == "saving":
+        return msg("{run} is already saving its adapter; it ends in a moment.", run=run)
+    if stage in ("starting", "loading") and (st.get("num_processes") or 1) > 1:
+        return msg("Stopping {run}: training has not started yet (its processes are loading the model); they stop "
+                   "together after the first step, and that adapter is saved (status: stopped).", run=run)  # fmt: skip
+    if stage in ("starting", "loading") and not st.get("prepared"):
+        return msg("Stopping {run}: training has not started yet (the model is still loading), so no adapter will be "
+                   "saved; the run folder will be marked stopped.", run=run)  # fmt: skip
+    return msg("Stopping {run} after the current step; the adapter so far will be saved (status: stopped).", run=run)
+
+
+def delete_run(runs_dir: str | Path, name) -> Path:
+    """Delete the run folder `name` of runs_dir and everything in it; returns the path removed.
+
+    Never a run whose worker is alive (stop it first), never anything outside runs_dir (name must be a plain
+    folder name), never a symlink's target: a run that is a symlink is removed as a link only. status.json goes
+    first, so a folder half-deleted by an error no longer lists as a run."""
+    import shutil
+
+    from lora_demo.paths import safe_name
+
+    name = safe_name(name, msg("run name"))
+    path = Path(runs_dir).resolve() / name
+    if path.is_symlink():
+        path.unlink()  # the link only: whatever it points to is left alone
+        return path
+    if not path.is_dir():
+        raise InputError(msg("No run named {name!r}.", name=name))
+    if not (path / "status.json").is_file():
+        raise InputError(msg("{name!r} is not a run folder (it has no status.json); nothing was deleted.", name=name))
+    st = settled(path, read_status(path))
+    if st.get("status") in ACTIVE:
+        raise InputError(msg("{run} is still running ({status}): stop it first (the Stop button of the Train tab, or "
+                             "{command}), then delete it.", run=name, status=st["status"],
+                             command=stop_command(path)))  # fmt: skip
+    (path / "status.json").unlink(missing_ok=True)
+    shutil.rmtree(path)  # (on Linux it removes links inside the folder without following them)
+    return path
 
 
 def stop_requested(run_dir: str | Path) -> bool:

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_jsonl, write_atomic
+from lora_demo.io import read_json, read_jsonl, read_text, write_atomic
 from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
 
@@ -158,8 +158,6 @@ def run(run_dir: Path, resume: bool = False) -> str:
     update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
                   num_processes=WORLD)  # fmt: skip
     model, tok = load_for_training(s, plan, resume)
-    if WORLD == 1 and stop_requested(run_dir):  # (under DDP the ranks agree on a stop at the first step)
-        return _finish(run_dir, "stopped", error=msg("Stopped before training started: no adapter was saved."))
     import torch
 
     # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
@@ -190,6 +188,11 @@ def run(run_dir: Path, resume: bool = False) -> str:
         processing_class=tok, callbacks=[callback, milestones],
     )  # fmt: skip
     batching.count_tokens(trainer, run_dir)
+    # The last look at STOP before training: `prepared` first, so a Stop that finds it unset is sure to be seen here
+    # and says "nothing will be saved" (runs.stop_notice). Under DDP the ranks agree on a stop at the first step.
+    update_status(run_dir, prepared=True)
+    if WORLD == 1 and stop_requested(run_dir):
+        return _finish(run_dir, "stopped", error=msg("Stopped before training started: no adapter was saved."))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
@@ -243,7 +246,7 @@ def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
     model.save_pretrained(str(run_dir))
     tok.save_pretrained(str(run_dir))
     cfg_file = run_dir / "adapter_config.json"
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_json(cfg_file)
     cfg["base_model_name_or_path"] = model_id
     write_atomic(cfg_file, json.dumps(cfg, indent=2))
 
@@ -262,7 +265,7 @@ def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
     if RANK != 0:
         return st["status"]
     try:
-        settings = yaml.safe_load((run_dir / "config.yaml").read_text())
+        settings = yaml.safe_load(read_text(run_dir / "config.yaml"))
         write_atomic(run_dir / "README.md", model_card(run_dir, settings, read_status(run_dir)))
     except Exception:  # noqa: BLE001 - a card is never worth failing a finished run for
         traceback.print_exc()
@@ -281,7 +284,7 @@ def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
         try:
             import yaml
 
-            s = yaml.safe_load((run_dir / "config.yaml").read_text())
+            s = yaml.safe_load(read_text(run_dir / "config.yaml"))
             return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
                        "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model (now "
                        "micro batch {micro}, max length {max_len}, 4-bit {four_bit}).", micro=s["micro_batch_size"],
@@ -293,9 +296,79 @@ def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
     return msg("Training failed ({kind}): {first}. The full trace is in train.log of this run.", kind=name, first=first)
 
 
+def owner_alive(pid: int, start: str | None) -> bool:
+    """Whether the process that started this worker is still there (an exited one awaiting its reaper is not)."""
+    from lora_demo.train.runs import pid_alive
+
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        state = ""
+    return state != "Z" and pid_alive(pid, start)
+
+
+def die_with_owner(run_dir: Path) -> None:
+    """End this worker when the process named in $LORA_LAB_OWNER ends, however it ends (SIGKILL included): the CLI
+    without --detach. Linux: PR_SET_PDEATHSIG sends SIGTERM when the parent ends; the owner is checked after setting
+    it (it may have ended before), and a thread looks at it every 0.5 s, for the ranks under torchrun (whose parent
+    is torchrun, not the owner) and where prctl is missing. The app's workers have no owner: they outlive an app
+    restart, which re-attaches them."""
+    import signal
+    import threading
+
+    from lora_demo.train.runs import OWNER_ENV
+
+    owner = os.environ.get(OWNER_ENV, "")
+    pid_text, _, start = owner.partition(":")
+    if not pid_text.isdigit():
+        return
+    pid, start = int(pid_text), start or None
+
+    def on_term(signum, frame):
+        if owner_alive(pid, start):  # a SIGTERM from elsewhere (or torchrun ending): the usual end, as before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        _owner_gone(run_dir)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread below does it
+    if not owner_alive(pid, start):  # it ended before prctl: no signal will come
+        _owner_gone(run_dir)
+
+    def watch():
+        while owner_alive(pid, start) or _owner_gone(run_dir):
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="owner-watch").start()
+
+
+def _owner_gone(run_dir: Path) -> bool:
+    """The owner ended: record why and end now, unless the adapter is being saved (it finishes, then the worker
+    ends on its own). Returns True (to keep watching) only in that case."""
+    from lora_demo.train.runs import ACTIVE, error_fields, read_status
+
+    stage = read_status(run_dir).get("status")
+    if stage == "saving":
+        return True
+    if RANK == 0 and stage in ACTIVE:
+        update_status(run_dir, status="failed", ended=time.time(), **error_fields(msg(
+            "The command that started this run (python -m lora_demo train) ended, so its training process ended "
+            "too. Resume it: python -m lora_demo train --resume {path} (add --detach to let a run outlive the "
+            "terminal).", path=str(run_dir))))  # fmt: skip
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
+    die_with_owner(run_dir)
     try:
         status = run(run_dir, resume="--resume" in argv[1:])
     except BaseException as exc:  # noqa: BLE001 - every failure ends as a status, never a silent death
