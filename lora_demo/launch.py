@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lora_demo.data.formats import MAX_UPLOAD_MB
+from lora_demo.guard import server_options
 from lora_demo.ui import AppSettings, build_app
 
 
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         # show_error: input that fails Gradio's own validation (before any handler runs) gets its message
         # ("Input should be a valid list") instead of "the app has raised an exception". Handler errors are
         # already one-line gr.Errors (ui.common.friendly); neither path sends a traceback.
-        # Gradio serves files only from its cache and these folders (exports are written under runs/).
-        allowed_paths=[str(settings.runs_dir.resolve())], max_file_size=f"{MAX_UPLOAD_MB:g}mb",
+        # Gradio serves files only from its cache and the runs folder (exports are written under runs/), never
+        # through a symlink, and shows nothing before login (lora_demo/guard.py).
+        max_file_size=f"{MAX_UPLOAD_MB:g}mb", **server_options(settings.runs_dir),
     )  # fmt: skip
 
 

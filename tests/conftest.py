@@ -36,13 +36,13 @@ def app_client(app_dirs):
     """The real app, launched once per test session, and a gradio_client connected to it."""
     from gradio_client import Client
 
+    from lora_demo.guard import server_options
     from lora_demo.ui import AppSettings, build_app
 
     demo = build_app(AppSettings(runs_dir=app_dirs / "runs", data_dir=app_dirs / "data"))
     demo.queue(default_concurrency_limit=None)
-    demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True, show_error=True
-    )
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True,
+                show_error=True, **server_options(app_dirs / "runs"))  # fmt: skip
     try:
         yield Client(demo.local_url, verbose=False)
     finally:

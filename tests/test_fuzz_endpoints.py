@@ -7,6 +7,7 @@ tried is written to test-artifacts/fuzz-cases.txt.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,13 @@ weird = st.one_of(
             " ",
             "[[1,2],[3]]",
             "example:../../etc",
+            # planted by the `planted_links` fixture: a run folder linked out, a file linked out, and too long names
+            "linked-out",
+            "linked-out/notes.txt",
+            "has-link",
+            "has-link/notes.txt",
+            "a" * 300,
+            "runs/" + "b" * 256 + "/adapter_config.json",
         ]
     ),
     st.lists(st.integers(-5, 5), max_size=4),
@@ -91,8 +99,29 @@ def _check(client, api: str, args) -> None:
         assert str(e).strip(), f"/{api}: empty client-side error for {args!r}"
 
 
+@pytest.fixture
+def planted_links(app_dirs, tmp_path):
+    """Links an attacker or an unlucky copy may leave in the app's folders, pointing at a secret outside them."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-fuzz\n")
+    made = [app_dirs / "runs" / "linked-out", app_dirs / "runs" / "has-link", app_dirs / "data" / "has-link.jsonl"]
+    made[0].symlink_to(tmp_path, target_is_directory=True)
+    made[1].mkdir()
+    (made[1] / "notes.txt").symlink_to(secret)
+    (made[1] / "adapter_config.json").symlink_to(secret)
+    made[2].symlink_to(secret)
+    yield secret
+    for path in made:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        else:
+            for f in path.iterdir():
+                f.unlink()
+            path.rmdir()
+
+
 @pytest.mark.parametrize("api, n", ENDPOINTS, ids=[e[0] for e in ENDPOINTS])
-def test_endpoint_survives_malformed_input(app_client, api, n):
+def test_endpoint_survives_malformed_input(app_client, app_dirs, planted_links, api, n):
     if api in SKIP:
         pytest.skip("fuzzed in test_chat_send_fuzz")
 
@@ -103,6 +132,10 @@ def test_endpoint_survives_malformed_input(app_client, api, n):
 
     run()
     assert "Training backend" in app_client.predict(api_name="/system_info")  # still serving
+    assert planted_links.read_text() == "SECRET-fuzz\n"  # nothing was written through a link
+    leaked = [Path(d, f) for d, _, files in os.walk(app_dirs) for f in files  # os.walk follows no links
+              if not Path(d, f).is_symlink() and b"SECRET-fuzz" in Path(d, f).read_bytes()]  # fmt: skip
+    assert not leaked, f"/{api} copied the secret through a link: {leaked}"
 
 
 def test_chat_send_fuzz(app_client, tiny_run):
@@ -112,6 +145,43 @@ def test_chat_send_fuzz(app_client, tiny_run):
     @given(weird, weird, st.one_of(st.just(4), weird), weird)
     def run(text, hist, max_new, seed):
         _check(app_client, "chat_send", [text, hist, hist, "", False, 0.7, 0.9, 50, 1.0, max_new, seed, 1.0, True])
+
+    run()
+    assert "Training backend" in app_client.predict(api_name="/system_info")
+
+
+def _nested(depth: int, as_row: bool) -> bytes:
+    inner = b"[" * depth + b"]" * depth
+    return b'{"instruction": ' + inner + b', "output": "x"}\n' if as_row else inner
+
+
+UPLOADS = st.one_of(
+    st.binary(min_size=1, max_size=300),  # any bytes: most are not UTF-8
+    st.builds(
+        lambda text, codec: text.encode(codec, "replace"),
+        st.text(min_size=1, max_size=80),
+        st.sampled_from(["latin-1", "cp1252", "utf-16", "utf-8"]),
+    ),
+    st.builds(lambda text: ("instruction,output\n" + text + ",ok\n").encode("cp1252", "replace"), st.text(max_size=40)),
+    st.builds(_nested, st.integers(min_value=500, max_value=100_000), st.booleans()),  # deeper than json.loads goes
+)
+
+
+def test_dataset_import_survives_bad_bytes_and_deep_nesting(app_client, tmp_path_factory):
+    """Uploaded files (not just values): bytes in no encoding, text in another one, JSON nested 100k deep, in each
+    encoding the Dataset tab offers (and malformed ones). Each ends in rows or one clear message."""
+    from gradio_client import handle_file
+
+    folder = tmp_path_factory.mktemp("fuzz-uploads")
+    table = {"headers": ["instruction", "input", "output"], "data": []}
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(UPLOADS, st.sampled_from([".json", ".jsonl", ".csv"]),
+           st.one_of(st.sampled_from(["utf-8", "cp1252", "latin-1"]), weird))  # fmt: skip
+    def run(content, suffix, encoding):
+        path = folder / f"upload{suffix}"
+        path.write_bytes(content)
+        _check(app_client, "dataset_import", [handle_file(str(path)), "replace", table, encoding])
 
     run()
     assert "Training backend" in app_client.predict(api_name="/system_info")

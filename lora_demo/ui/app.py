@@ -43,6 +43,7 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
     common.SESSION_LANG.default = start
     common.ON_LANGUAGE.clear()
     common.STATUS_LINES.clear()
+    common.ON_LOAD.clear()
     with gr.Blocks(title="LoRA Lab") as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("# LoRA Lab\nLearn why LoRA works, build a dataset, fine-tune, and compare base vs tuned.")
@@ -60,13 +61,17 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat = create_chat_tab(lab, chat_tab)
         wire_chat_with_run(lab, tabs, train, chat)
-        wire_language(demo, switch, follow_browser=lang is None, start=start)
+        loaded = wire_language(demo, switch, follow_browser=lang is None, start=start)
+        for event in common.ON_LOAD:  # after the page's language is known
+            loaded.then(**event)
+        common.ON_LOAD.clear()
     demo.lab = lab  # tests and scripts reach the engine of a built app here
     return demo
 
 
-def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start: str) -> None:
-    """The switch changes every captured text and re-renders the dynamic panels, for this browser session only."""
+def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start: str):
+    """The switch changes every captured text and re-renders the dynamic panels, for this browser session only.
+    Returns the page-load event (its language set)."""
     loc = Localizer()
     loc.capture(demo, skip=[switch])
     if start != "en":
@@ -94,6 +99,7 @@ def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start
     for event in events:
         for fn, inputs, outs in refreshers:
             event.then(fn, inputs, outs, api_visibility="private", show_progress="hidden")
+    return events[1]
 
 
 def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:

@@ -73,6 +73,16 @@ def on_language(fn, inputs, outputs) -> None:
     ON_LANGUAGE.append((fn, inputs, outputs))
 
 
+# Lists of the user's work (runs, datasets) filled when a page loads: built pages hold no names (nothing to see
+# before login, nothing frozen at start). (fn, inputs, outputs, kwargs) collected while build_app lays out the tabs.
+ON_LOAD: list[dict] = []
+
+
+def on_load(**event) -> None:
+    """Run this event (fn, inputs, outputs, ...: Blocks.load's arguments) when a page loads, in its language."""
+    ON_LOAD.append(event)
+
+
 def dynamic(component):
     """Mark a component whose value a handler renders (its text is not a fixed label to translate)."""
     component._lab_dynamic = True

@@ -33,13 +33,13 @@ from lora_demo.data import (
     validate_rows,
 )
 from lora_demo.data.edit import edit_rows, guess_mapping, row_index, table_rows
-from lora_demo.data.formats import MAX_UPLOAD_MB, read_records
+from lora_demo.data.formats import ENCODINGS, MAX_UPLOAD_MB, read_records
 from lora_demo.data.plots import length_histogram
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import LANGS, Msg, msg, render
 from lora_demo.models import cached_tokenizer
-from lora_demo.ui.common import dynamic, friendly, lang, on_language, show, show_errors
+from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, show, show_errors
 
 log = logging.getLogger("lora_demo.ui")
 TEMPLATES = ["alpaca", "chat"]
@@ -175,10 +175,10 @@ class DatasetActions:
                                                      n=len(rows)))  # fmt: skip
 
     @friendly
-    def upload(self, path, how, current):
+    def upload(self, path, how, current, encoding="utf-8"):
         if not path:
             return (gr.skip(), gr.skip(), *no_mapping())
-        records = read_records(path)
+        records = read_records(path, encoding=encoding or "utf-8")
         res = to_rows(records)
         if res.needs_mapping:
             cols, guess = res.columns, guess_mapping(res.columns)
@@ -278,6 +278,8 @@ def _import_row() -> dict:
             label="import a file", file_types=[".json", ".jsonl", ".csv", ".parquet"], type="filepath"
         )
         c["mode"] = gr.Radio(["replace", "append"], value="replace", label="imported rows")
+        c["encoding"] = gr.Dropdown([(label, code) for code, label in ENCODINGS.items()], value="utf-8",
+                                    label="file encoding", min_width=120, elem_id="dataset-encoding")  # fmt: skip
     with gr.Row(visible=False) as c["mapping_row"]:
         c["map_note"] = dynamic(gr.Markdown())
         c["map_i"] = dynamic(gr.Dropdown([], label="instruction column"))
@@ -311,14 +313,18 @@ def _validate_box(default_model: str) -> dict:
     return c
 
 
-def _save_box(names: list[str]) -> dict:
+def _save_box() -> dict:
     with gr.Accordion("Save and load", open=True):
         with gr.Row():
             c = {"name": gr.Textbox(label="dataset name", placeholder="my-dataset")}
             c["val_frac"] = gr.Slider(0, 0.5, value=0.1, step=0.05, label="validation fraction")
             c["save_btn"] = gr.Button("Save", variant="primary")
         with gr.Row():
-            c["saved"] = dynamic(gr.Dropdown(names, label="saved datasets", allow_custom_value=False))
+            # Filled per session when asked (page load, focus): no name is in the built page, and a dataset saved
+            # after the app started can be named by any session (the store checks the name).
+            c["saved"] = dynamic(
+                gr.Dropdown([], label="saved datasets", allow_custom_value=True, elem_id="dataset-saved")
+            )
             c["load_btn"] = gr.Button("Load")
         c["status"] = dynamic(gr.Markdown(elem_id="dataset-save-status"))
     return c
@@ -342,7 +348,7 @@ def create_dataset_tab(lab) -> None:
             ("clear", "Clear table", {"variant": "stop"}))}  # fmt: skip
     status = dynamic(gr.Markdown(elem_id="dataset-status"))
     val = _validate_box(lab.default_model)
-    sav = _save_box(act.store.names())
+    sav = _save_box()
     _wire(act, imp, table, row_no, buttons, status, val, sav)
     for slot, md in (("status", status), ("map_note", imp["map_note"]), ("report", val["report"]),
                      ("save", sav["status"])):  # fmt: skip
@@ -355,8 +361,8 @@ def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav) ->
     mapping = [imp["mapping_row"], imp["map_note"], imp["pending"], imp["map_i"], imp["map_in"], imp["map_o"]]
     show_errors(imp["example_btn"].click(act.load_example, imp["example"], [table, status],
                                          api_name="dataset_load_example"), status)  # fmt: skip
-    show_errors(imp["upload"].upload(act.upload, [imp["upload"], imp["mode"], table], [table, status, *mapping],
-                                     api_name="dataset_import"), status)  # fmt: skip
+    show_errors(imp["upload"].upload(act.upload, [imp["upload"], imp["mode"], table, imp["encoding"]],
+                                     [table, status, *mapping], api_name="dataset_import"), status)  # fmt: skip
     show_errors(imp["map_btn"].click(act.map_columns, [imp["pending"], imp["map_i"], imp["map_in"], imp["map_o"],
                                                        imp["mode"], table],
                                      [table, status, imp["mapping_row"], imp["pending"]],
@@ -378,5 +384,9 @@ def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav) ->
                 val["report"])  # fmt: skip
     show_errors(sav["save_btn"].click(act.save, [table, sav["name"], sav["val_frac"]], [sav["status"], sav["saved"]],
                                       api_name="dataset_save"), sav["status"])  # fmt: skip
+    saved_list = dict(fn=lambda: gr.Dropdown(choices=act.store.names()), inputs=None, outputs=sav["saved"],
+                      api_visibility="private", show_progress="hidden")  # fmt: skip
+    sav["saved"].focus(**saved_list)
+    on_load(**saved_list)
     show_errors(sav["load_btn"].click(act.load, sav["saved"], [table, sav["status"], sav["name"], sav["val_frac"]],
                                       api_name="dataset_load"), sav["status"])  # fmt: skip

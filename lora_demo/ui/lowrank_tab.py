@@ -437,7 +437,9 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
     with gr.Accordion("3 · The adapters you trained", open=True):
         gr.Markdown(ADAPTER_NOTE)
         with gr.Row():
-            choice = gr.Dropdown(label="adapter (from the runs folder, newest first)", elem_id="lowrank-adapter")
+            choice = gr.Dropdown(
+                label="adapter (from the runs folder, newest first)", elem_id="lowrank-adapter", allow_custom_value=True
+            )  # filled when asked; any session may name a newer run
             newest = gr.State(None)
             refresh = gr.Button("↻", size="sm", scale=0, elem_id="lowrank-refresh")
             typed = gr.Textbox(label="…or a PEFT adapter folder", placeholder="/path/to/adapter")

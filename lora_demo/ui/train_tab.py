@@ -23,7 +23,7 @@ from lora_demo.train.runner import equivalent_command
 from lora_demo.train.runs import list_runs
 from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
 from lora_demo.train.watch import look
-from lora_demo.ui.common import dynamic, friendly, lang, on_language, say, show_errors
+from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, say, show, show_errors
 
 # The form's fields, in the order the handlers receive them (names match TrainSettings).
 FORM = [
@@ -97,11 +97,12 @@ def resumable_now(run_dir) -> bool:
 
 
 def runs_frame(runs_dir) -> pd.DataFrame:
-    """The runs table, its headers and statuses in this session's language (the run names as they are)."""
+    """The runs table, its headers and statuses in this session's language (the run names as they are); None: the
+    empty table of the built page (filled when a page loads)."""
     here = lang()
     rows = [[r["name"], stage_label(r["status"], here), r["model"], r["dataset"],
              None if r["final_loss"] is None else round(r["final_loss"], 4), r["duration_s"], r["started"]]
-            for r in list_runs(runs_dir)]  # fmt: skip
+            for r in (list_runs(runs_dir) if runs_dir is not None else [])]  # fmt: skip
     columns = [say("run"), say("status"), say("model"), say("dataset"), say("final loss"), say("seconds"),
                say("started")]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
@@ -117,8 +118,18 @@ class TrainActions:
     def __init__(self, lab):
         self.lab = lab
 
-    def dataset_choices(self) -> list[str]:
-        return [f"example:{n}" for n in example_names()] + self.lab.datasets.names()
+    def dataset_choices(self, saved: bool = True) -> list[str]:
+        """The examples, then (saved=True) the data folder's datasets, read now (the built page lists examples only)."""
+        return [f"example:{n}" for n in example_names()] + (self.lab.datasets.names() if saved else [])
+
+    def lists(self):
+        """At page load, this session's lists of the user's work, read now (the built page names none): datasets,
+        parent adapters, runs (the newest shown), the runs table, Resume for the shown run."""
+        names = run_names(self.lab.runs_dir)
+        shown = names[0] if names else None
+        return (gr.Dropdown(choices=self.dataset_choices()), gr.Dropdown(choices=self.parents()),
+                gr.Dropdown(choices=names, value=shown), runs_frame(self.lab.runs_dir),
+                gr.Button(visible=bool(shown) and resumable_now(self.lab.runs_dir / shown)))  # fmt: skip
 
     @friendly
     def plan(self, *values) -> str:
@@ -189,11 +200,42 @@ class TrainActions:
 
     @friendly
     def stop(self) -> str:
+        from lora_demo.train.runs import stop_notice
+
         run_dir = self.lab.runner.stop()
         if run_dir is None:
             return say("No training is running.")
-        return say("Stopping **{name}** after the current step; the adapter so far will be saved (status: stopped).",
-                   name=run_dir.name)  # fmt: skip
+        return show(stop_notice(run_dir))  # what it does at the run's stage: nothing saved while the model loads
+
+    @friendly
+    def ask_delete(self, name):
+        """🗑: say what would be deleted and show 'Confirm delete' (armed: the confirmation the endpoint needs)."""
+        self.lab.run_dir(name)  # a run of this folder, or the message why not
+        active = self.lab.runner.current()
+        if active is not None and active.name == name:
+            self.lab.delete_run(name)  # refuses, saying how to stop it
+        asked = say("Delete **{name}** and everything in it (adapter, checkpoints, log, data snapshot)? This cannot be "
+                    "undone: press **Confirm delete**.", name=name)  # fmt: skip
+        return asked, gr.Button(visible=True), True
+
+    @friendly
+    def delete(self, name, confirm):
+        """Delete the shown run (confirm must be True: the page sets it with 🗑 → Confirm delete); refresh the lists."""
+        if confirm is not True:
+            raise InputError(msg("Deleting a run cannot be undone: confirm it (🗑 Delete run, then Confirm delete; "
+                                 "through the API pass confirm=True)."))  # fmt: skip
+        self.lab.delete_run(name)
+        names = run_names(self.lab.runs_dir)
+        shown = names[0] if names else None
+        return (
+            say("Deleted **{name}**.", name=name),
+            runs_frame(self.lab.runs_dir),
+            gr.Dropdown(choices=names, value=shown),
+            gr.Button(visible=False),
+            False,
+            gr.Button(visible=bool(shown) and resumable_now(self.lab.runs_dir / shown)),
+            gr.skip() if shown else progress_html({}, [], None, lang()),
+        )
 
     def tick(self, shown, seen_before):
         """Redraw only what changed (train.watch.look): on 2 cores the page competes with the training. The timer
@@ -334,7 +376,8 @@ def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
     c = {}
     with gr.Accordion("Continue from an adapter · probe prompts", open=False), gr.Row():
         c["init_adapter"] = dynamic(gr.Dropdown(parents, value="", label="continue from (parent adapter)",
-                                                info=help_["init_adapter"], elem_id="train-parent"))  # fmt: skip
+                                                info=help_["init_adapter"], elem_id="train-parent",
+                                                allow_custom_value=True))  # fmt: skip
         c["probe_prompts"] = gr.Textbox(value="\n".join(d["probe_prompts"]), lines=3, label="probe prompts (one per line)",
                                         info=help_["probe_prompts"], elem_id="train-probes")  # fmt: skip
         c["probe_tokens"] = gr.Number(value=d["probe_tokens"], label="probe answer tokens (0: off)",
@@ -380,17 +423,33 @@ def _picked_run(evt: gr.SelectData):
     return evt.row_value[0] if evt.row_value else gr.skip()
 
 
-def _run_row(runs_dir):
-    """The shown run and what can be done with it."""
+def _run_row():
+    """The shown run and what can be done with it. The list is filled when a page loads (TrainActions.lists); any
+    session may name a run made after the app started (the engine checks the name)."""
     with gr.Row():
-        names = run_names(runs_dir)
-        view = dynamic(gr.Dropdown(names, value=names[0] if names else None, label="show run", elem_id="train-view"))
+        view = dynamic(gr.Dropdown([], value=None, label="show run", elem_id="train-view", allow_custom_value=True))
         refresh = gr.Button("↻ runs", size="sm")
         chat_btn = gr.Button("💬 Chat with this run", variant="primary", elem_id="train-chat")
-        resume_btn = gr.Button("⏯ Resume", elem_id="train-resume",
-                               visible=bool(names) and resumable_now(runs_dir / names[0]))  # fmt: skip
+        resume_btn = gr.Button("⏯ Resume", elem_id="train-resume", visible=False)
         continue_btn = gr.Button("➕ Continue training from this run", elem_id="train-continue")
-    return view, refresh, chat_btn, resume_btn, continue_btn
+        delete_btn = gr.Button("🗑 Delete run", size="sm", elem_id="train-delete")
+        confirm_btn = gr.Button(
+            "Confirm delete", variant="stop", size="sm", visible=False, elem_id="train-delete-confirm"
+        )
+    return view, refresh, chat_btn, resume_btn, continue_btn, delete_btn, confirm_btn
+
+
+def _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_table, progress) -> None:
+    """🗑 Delete run asks and shows Confirm delete; that deletes (/train_delete: run name, confirm=True). Showing
+    another run takes the question back."""
+    armed = gr.Checkbox(value=False, visible=False)  # the endpoint's explicit confirmation
+    show_errors(delete_btn.click(act.ask_delete, view, [status, confirm_btn, armed], api_visibility="private"), status)
+    deleted = confirm_btn.click(act.delete, [view, armed],
+                                [status, runs_table, view, confirm_btn, armed, resume_btn, progress],
+                                api_name="train_delete", concurrency_limit=1, concurrency_id="train_start")  # fmt: skip
+    show_errors(deleted, status)
+    view.change(lambda: (gr.Button(visible=False), False), None, [confirm_btn, armed], api_visibility="private",
+                show_progress="hidden")  # fmt: skip
 
 
 def _watch_panel():
@@ -407,8 +466,8 @@ def _watch_panel():
 def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     act = TrainActions(lab)
     d = defaults_for(detect().device, lab.default_model).to_dict()
-    choices = {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices(),
-               "gpus": visible_gpus(), "parents": act.parents()}  # fmt: skip
+    choices = {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices(saved=False),
+               "gpus": visible_gpus(), "parents": act.parents()[:1]}  # the user's work: filled at page load  # fmt: skip
     comps = _settings_form(d, choices)
     form = [comps[k] for k in FORM]
     with gr.Row():
@@ -419,8 +478,10 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     plan_state = gr.State(None)  # the plan shown, to render again in another language
     status = dynamic(gr.Markdown(elem_id="train-message"))
     progress, curve, timeline, log = _watch_panel()
-    view, refresh, chat_btn, resume_btn, continue_btn = _run_row(lab.runs_dir)
-    runs_table = gr.Dataframe(value=lambda: runs_frame(lab.runs_dir), label="runs", interactive=False, max_height=300)
+    view, refresh, chat_btn, resume_btn, continue_btn, delete_btn, confirm_btn = _run_row()
+    runs_table = gr.Dataframe(value=runs_frame(None), label="runs", interactive=False, max_height=300)
+    on_load(fn=act.lists, inputs=None, outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
+            api_visibility="private", show_progress="hidden")  # fmt: skip
     export = _export_box()
     seen = gr.State(None)
     # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
@@ -446,6 +507,7 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     timer.tick(act.tick, [view, seen], [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer],
                show_progress="hidden", api_visibility="private")  # fmt: skip
     _wire_continue(act, view, status, comps, resume_btn, continue_btn, watch)
+    _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_table, progress)
     tab.select(**watch)
     view.change(**watch)
     refresh.click(act.refresh_runs, None, [runs_table, view], api_name="train_runs").then(**watch)

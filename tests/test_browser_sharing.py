@@ -1,0 +1,119 @@
+"""A shared, logged-in app the way its visitors meet it (issue 27), in Debian's Chromium against `python app.py --auth`.
+
+- A visitor without the password sees the login form and nothing that names the user's work.
+- A run and a dataset made after the app started are offered by the lists of a freshly loaded page (picked from
+  the lists, not typed), and two visitors at once each get them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian's chromium for the browser tests (.ci/run does)")
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared")
+    port = free_port()
+    log = open(root / "app.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--auth", "ana:s3cret",
+         "--runs-dir", str(root / "runs"), "--data-dir", str(root / "data")], cwd=ROOT, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((root / "app.log").read_text()) from None
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", root
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _visitor(browser, url: str, login: bool = True):
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}, locale="en-US").new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    if login:
+        page.get_by_label("username").fill("ana")
+        page.get_by_label("password").fill("s3cret")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="System").wait_for()
+    return page
+
+
+def _options(page, elem_id: str) -> list[str]:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option").first.wait_for()
+    names = [t.replace("✓", "").strip() for t in page.get_by_role("option").all_inner_texts()]  # ✓: the selected one
+    page.keyboard.press("Escape")
+    return names
+
+
+def test_late_runs_and_datasets_are_in_a_fresh_page_s_lists_and_nothing_before_login(shared_app, browser, tiny_run):
+    url, root = shared_app
+    (root / "data").mkdir(exist_ok=True)
+    run = root / "runs" / "made-after-start"
+    run.mkdir(parents=True)
+    for f in tiny_run.iterdir():
+        if f.is_file():
+            shutil.copy2(f, run / f.name)
+    (root / "data" / "rows-after-start.jsonl").write_text(
+        json.dumps({"instruction": "late q", "input": "", "output": "late a"}) + "\n"
+    )
+
+    stranger = _visitor(browser, url, login=False)
+    stranger.get_by_role("button", name="Login").wait_for()
+    html = stranger.content()
+    assert "made-after-start" not in html and "rows-after-start" not in html and "/train_start" not in html
+
+    a, b = _visitor(browser, url), _visitor(browser, url)  # two colleagues at once
+    for page in (a, b):
+        page.get_by_role("tab", name="Dataset", exact=True).click()
+        assert "rows-after-start" in _options(page, "dataset-saved"), "the saved-datasets list misses a late dataset"
+        page.get_by_role("tab", name="Train", exact=True).click()
+        assert "made-after-start" in _options(page, "train-view")
+    # A picks the late dataset from the list and loads it; B's table is not touched by that.
+    a.get_by_role("tab", name="Dataset", exact=True).click()
+    saved = a.locator("#dataset-saved input")
+    saved.click()
+    a.get_by_role("option", name="rows-after-start").click()
+    a.get_by_role("button", name="Load", exact=True).click()
+    a.locator("#dataset-save-status").get_by_text("rows-after-start").wait_for()
+    assert "late q" in a.locator("#dataset-table").text_content()
+    a.screenshot(path=str(ARTIFACTS / "sharing-late-dataset.png"), full_page=False)
+    b.get_by_role("tab", name="Dataset", exact=True).click()
+    assert "late q" not in b.locator("#dataset-table").text_content()
