@@ -5,7 +5,8 @@ so the tests and the CLI can do what a tab does without launching the app.
     settings ──► LabEngine ──► policy    (which paths the browser/API may name)
                           ├──► datasets  (DatasetStore: saved rows, autosave, history)
                           ├──► runner    (one training process at a time; frees the chat's GPU first)
-                          ├──► chat      (one loaded base + adapter, both sides of the comparison)
+                          ├──► chat      (ChatPool: each base loaded once, any number of adapters attached;
+                          │               every request names its own base and adapter)
                           └──► ballots   (blind A/B pairs awaiting a vote; votes go to <adapter>/votes.jsonl)
 """
 
@@ -42,7 +43,7 @@ class LabEngine:
     """Everything one running app holds; the tabs wire their events to its methods."""
 
     def __init__(self, settings: AppSettings | None = None):
-        from lora_demo.chat.engine import ChatEngine
+        from lora_demo.chat.pool import ChatPool
         from lora_demo.data import DatasetStore
         from lora_demo.judge import Ballots
         from lora_demo.paths import PathPolicy
@@ -54,7 +55,7 @@ class LabEngine:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.policy = PathPolicy([self.runs_dir, self.data_dir, *self.settings.allow_dirs])
         self.datasets = DatasetStore(self.data_dir)
-        self.chat = ChatEngine()
+        self.chat = ChatPool()
         self.runner = Runner(self.runs_dir, self.data_dir)
         self.runner.before_start.append(self.chat.release_for_training)  # a GPU holds one model at a time
         self.runner.reap()  # runs an earlier app left "active" are recorded as failed, with why
@@ -172,38 +173,111 @@ class LabEngine:
         raise InputError(msg("Unknown export {kind!r}: zip, merged or gguf.", kind=kind))
 
     # --- chat ---
-    def load_chat(self, model_id, adapter_dir) -> Iterator[str]:
-        """Load a base ('auto': the adapter's base, else this device's) and an adapter, both checked by the policy."""
+    # Every chat action names the base and adapter its page shows (the Chat tab's lists): two visitors with two
+    # adapters each get their own, and nothing one loads changes what another's requests use.
+    def chat_target(self, model_id, adapter_dir) -> tuple[str, str | None]:
+        """(the base id, the adapter folder or None) a request names, both checked by the policy; 'auto' or empty:
+        the adapter's base, else this device's default."""
+        from lora_demo.chat.registry import adapter_key
         from lora_demo.models import resolve_model
 
         if model_id is not None and not isinstance(model_id, str):
             raise InputError(msg("The base model must be text, not {kind}.", kind=type(model_id).__name__))
-        adapter_dir = str(self.policy.check(adapter_dir, msg("adapter folder"))) if adapter_dir else None
+        if adapter_dir is not None and not isinstance(adapter_dir, str):
+            raise InputError(msg("The adapter must be a folder path, not {kind}.", kind=type(adapter_dir).__name__))
+        adapter_dir = adapter_key(self.policy.check(adapter_dir, msg("adapter folder"))) if adapter_dir else None
         if model_id and model_id.strip() != "auto":  # a model the user named: one this app may read
             model_id = self.policy.check_model(model_id)
-        yield from self.chat.load(resolve_model(model_id, adapter_dir), adapter_dir)
+        return resolve_model(model_id or "auto", adapter_dir), adapter_dir
+
+    def load_chat(self, model_id, adapter_dir) -> Iterator[str]:
+        """Have the base loaded and the adapter attached (the Load button; Send does it too), yielding the stages."""
+        base, adapter = self.chat_target(model_id, adapter_dir)
+        said = False
+        for line in self.chat.ensure(base, adapter):
+            said = True
+            yield line
+        if not said:  # loaded and attached already: say so
+            yield self.chat.get(base).status(adapter)
+
+    def chat_engine(self, model_id, adapter_dir, stages: list | None = None):
+        """(the loaded engine, its adapter folder) for a request, loading and attaching as needed; the stage lines
+        go to `stages` when given."""
+        base, adapter = self.chat_target(model_id, adapter_dir)
+        for line in self.chat.ensure(base, adapter):
+            if stages is not None:
+                stages.append(line)
+        return self.chat.get(base), adapter
+
+    def chat_status(self, model_id, adapter_dir) -> str:
+        """The status line of what a page shows selected: loaded or not, and what Send will do."""
+        try:
+            base, adapter = self.chat_target(model_id, adapter_dir)
+        except InputError as e:
+            return e.args[0]
+        engine = self.chat.get(base)
+        if engine is None:
+            return msg("Not loaded yet: Load (or Send) loads `{model}`{adapter}.", model=base,
+                       adapter=msg(" with adapter `{path}`", path=adapter) if adapter else "")  # fmt: skip
+        if adapter and adapter not in engine.adapters:
+            return msg("`{model}` is loaded; Load (or Send) attaches adapter `{path}` to it.", model=base,
+                       path=adapter)  # fmt: skip
+        return (
+            engine.status(adapter)
+            if adapter
+            else engine.status(None)
+            if engine.adapter_dir is None
+            else msg("Loaded base `{model}` with no adapter: both sides are the base model.", model=base)
+        )
+
+    def chat_stream(self, model_id, adapter_dirs, histories: list, system: str, gen, enable_thinking=None,
+                    every_s: float = 0.0, stop=None) -> Iterator[tuple[str, list]]:  # fmt: skip
+        """Stream a request: ("stage", [Msg]) while its base loads or its adapters attach, then ("answers", [one
+        SideResult per history]): history 0 is the base model's, history i the adapter adapter_dirs[i-1]'s, all in
+        one batch. stop: an Event that stops this request only."""
+        stages: list = []
+        first = adapter_dirs[0] if adapter_dirs else None
+        if first is None and str(model_id or "auto").strip() == "auto" and self.chat.get(self.default_model) is None:
+            raise InputError(msg("Load a model first: pick an adapter (or a model) and press Load."))
+        engine, first = self.chat_engine(model_id, first, stages)
+        if stages:
+            yield "stage", stages
+        adapters = [first]
+        for extra in adapter_dirs[1:]:
+            more: list = []
+            engine, path = self.chat_engine(engine.model_id, extra, more)
+            if more:
+                yield "stage", more
+            adapters.append(path)
+        rows = [None, *[a for a in adapters if a]] if first else [None]
+        for results in engine.generate(histories[: len(rows)], rows, system, gen, enable_thinking, every_s=every_s,
+                                       prompt_adapter=first, stop=stop):  # fmt: skip
+            yield "answers", results
 
     # --- judging the tuned model (blind A/B, measures) ---
-    def _loaded_adapter(self) -> str:
-        if self.chat.model is None or self.chat.adapter_dir is None:
+    def _judged(self, model_id, adapter_dir):
+        """The loaded engine and the adapter of a judging action (an adapter is needed: it compares base and tuned)."""
+        if not adapter_dir:
             raise InputError(
                 msg("Load a run's adapter first (Chat tab: pick it and press Load): judging compares base and tuned.")
             )
-        return self.chat.adapter_dir
+        return self.chat_engine(model_id, adapter_dir)
 
-    def blind_round(self, prompt: str | dict, gen, system: str = ""):
-        """Both answers to a prompt (text, or a dataset row prompted as trained), dealt as A/B in a secret order."""
+    def blind_round(self, prompt: str | dict, gen, system: str = "", model_id="auto", adapter_dir=None):
+        """Both answers to a prompt (text, or a dataset row prompted as trained), dealt as A/B in a secret order;
+        the ballot records the adapter that answered, so the vote lands in that adapter's votes."""
         from dataclasses import asdict
 
         from lora_demo.chat.engine import split_thinking
 
-        adapter = self._loaded_adapter()
+        engine, adapter = self._judged(model_id, adapter_dir)
         row = prompt if isinstance(prompt, dict) else {"instruction": str(prompt or ""), "input": ""}
         if not row.get("instruction", "").strip():
             raise InputError(msg("Type a prompt first, or press 'Vote on the run's rows'."))
-        res = self.chat.answer_pair(row if isinstance(prompt, dict) else row["instruction"], gen.check(), system)
+        source = row if isinstance(prompt, dict) else row["instruction"]
+        res = engine.answer_pair(source, gen.check(), system, adapter_dir=adapter)
         base, tuned = split_thinking(res["base"])[1] or res["base"], split_thinking(res["tuned"])[1] or res["tuned"]
-        return self.ballots.deal(adapter, self.chat.model_id or "", row["instruction"], base, tuned, settings=asdict(gen),
+        return self.ballots.deal(adapter, engine.model_id or "", row["instruction"], base, tuned, settings=asdict(gen),
                                  seed=gen.seed, input=row.get("input", ""), system=system)  # fmt: skip
 
     def cast_vote(self, ballot_id, choice):
@@ -215,44 +289,60 @@ class LabEngine:
         vote = self.ballots.cast(ballot_id.strip(), choice)
         return vote, win_rate(VoteStore(vote.adapter).votes())
 
-    def vote_stats(self) -> dict:
+    def vote_stats(self, adapter_dir) -> dict:
         from lora_demo.judge import VoteStore, win_rate
 
-        return win_rate(VoteStore(self._loaded_adapter()).votes())
+        return win_rate(VoteStore(self._adapter_of(adapter_dir)).votes())
 
-    def vote_rows(self, limit: int = 20) -> list[dict]:
+    def _adapter_of(self, adapter_dir) -> str:
+        if not adapter_dir:
+            raise InputError(
+                msg("Load a run's adapter first (Chat tab: pick it and press Load): judging compares base and tuned.")
+            )
+        return self.chat_target("auto", adapter_dir)[1]
+
+    def vote_rows(self, adapter_dir, limit: int = 20) -> list[dict]:
         from lora_demo.judge import vote_rows
 
-        return vote_rows(self._loaded_adapter(), limit)
+        return vote_rows(self._adapter_of(adapter_dir), limit)
 
-    def heldout(self) -> dict:
+    def heldout(self, model_id="auto", adapter_dir=None) -> dict:
         """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training."""
         from lora_demo.adapters import run_folder
         from lora_demo.io import read_jsonl
         from lora_demo.judge import heldout_loss
 
-        rows = read_jsonl(run_folder(self._loaded_adapter()) / "data" / "val.jsonl")[:32]  # a checkpoint: its run's
+        adapter = self._adapter_of(adapter_dir)
+        rows = read_jsonl(run_folder(adapter) / "data" / "val.jsonl")[:32]  # a checkpoint: its run's
         if not rows:
             raise InputError(msg("This run has no validation rows (its validation fraction was 0, or the dataset "
                                  "too small): train with a validation fraction above 0 to measure held-out loss."))  # fmt: skip
-        return heldout_loss(self.chat, rows)
+        engine, adapter = self._judged(model_id, adapter)
+        return heldout_loss(engine, rows, adapter_dir=adapter)
 
-    def token_diff(self, prompt: str, answer: str) -> list[tuple[str, float]]:
+    def token_diff(self, prompt: str, answer: str, model_id="auto", adapter_dir=None) -> list[tuple[str, float]]:
         from lora_demo.judge import token_diff
 
-        self._loaded_adapter()
+        engine, adapter = self._judged(model_id, adapter_dir)
         if not str(prompt or "").strip() or not str(answer or "").strip():
             raise InputError(
                 msg("Chat first: the token view colours the tuned model's last answer to your last prompt.")
             )
-        return token_diff(self.chat, prompt, answer)
+        return token_diff(engine, prompt, answer, adapter_dir=adapter)
 
-    def export_votes(self) -> tuple[Path, int]:
-        """The loaded adapter's decided votes as DPO pairs (prompt, chosen, rejected) in <adapter>/exports/."""
+    def compare_rows(self, model_id="auto", adapter_dir=None) -> list:
+        """Greedy base and tuned answers on the adapter's run's own training and validation rows."""
+        from lora_demo.chat.engine import compare_on_rows
+
+        engine, adapter = self._judged(model_id, adapter_dir)
+        return compare_on_rows(engine, adapter)
+
+    def export_votes(self, adapter_dir) -> tuple[Path, int]:
+        """An adapter's decided votes as DPO pairs (prompt, chosen, rejected) in <adapter>/exports/."""
         from lora_demo.adapters import run_folder, votes_file
         from lora_demo.judge import VoteStore, export_dpo
 
-        adapter = Path(self._loaded_adapter())
+        adapter = Path(self._adapter_of(adapter_dir))
         out = run_folder(adapter) / "exports" / votes_file(adapter).name.replace("votes", "dpo-pairs")
         pairs = export_dpo(VoteStore(adapter).votes(), out)
         if pairs == 0:

@@ -54,7 +54,7 @@ def test_base_row_logits_equal_fresh_base_in_one_forward(engine):
 
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPT}])] * 2)
     with torch.inference_mode():
-        mixed = engine.model(input_ids=ids, adapter_names=["__base__", "default"]).logits
+        mixed = engine.model(input_ids=ids, adapter_names=["__base__", engine.adapter_name()]).logits
         fresh = load_model("qwen3-tiny").model(input_ids=ids[:1]).logits
     assert torch.allclose(mixed[0], fresh[0], atol=1e-4)
     assert (mixed[1] - fresh[0]).abs().max() > 1e-2  # the tuned row really is different

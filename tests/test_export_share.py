@@ -127,7 +127,10 @@ def _endpoint_calls(bad):
         ("/train_start", _form(model=bad)),
         ("/chat_load", ("auto", bad)),
         ("/chat_load", (bad, None)),
-        ("/chat_add_to_dataset", (bad, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])),
+        (
+            "/chat_add_to_dataset",
+            (bad, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], None),
+        ),
         ("/export_zip", (bad,)),
         ("/export_merged", (bad,)),
         ("/export_gguf", (bad,)),

@@ -16,6 +16,7 @@ from gradio_client.exceptions import AppError
 from lora_demo.train.runs import read_status
 from lora_demo.train.settings import TrainSettings
 from lora_demo.ui.train_tab import FORM
+from tests.api_helpers import send_args, sent
 
 GEN = [0.7, 0.9, 50, 1.0, 400, 0, 1.0, False]
 
@@ -101,13 +102,13 @@ def test_save_fails_on_a_full_disk(app_client, app_dirs, monkeypatch):
 
 def test_generation_stopped_mid_stream(app_client, tiny_run):
     app_client.predict("auto", str(tiny_run), api_name="/chat_load")
-    job = app_client.submit("Tell me a long story.", [], [], "", False, *GEN, api_name="/chat_send")
+    job = app_client.submit(*send_args("Tell me a long story.", tiny_run, gen=GEN), api_name="/chat_send")
     _wait(lambda: job.status().code.name in ("PROCESSING", "ITERATING") and len(job.outputs()) >= 2, 60, "streaming")
     assert app_client.predict(api_name="/chat_stop") == "Stopped."
     t0 = time.time()
     job.result(timeout=60)
     assert time.time() - t0 < 30
-    *_, base_stats, tuned_stats = job.outputs()[-1]
+    base_stats = sent(job.outputs()[-1])["base_stats"]
     assert int(base_stats.split()[0]) < 400  # it stopped before max_new_tokens
     assert _serving(app_client)
 

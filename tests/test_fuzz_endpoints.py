@@ -144,7 +144,8 @@ def test_chat_send_fuzz(app_client, tiny_run):
     @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(weird, weird, st.one_of(st.just(4), weird), weird)
     def run(text, hist, max_new, seed):
-        _check(app_client, "chat_send", [text, hist, hist, "", False, 0.7, 0.9, 50, 1.0, max_new, seed, 1.0, True])
+        _check(app_client, "chat_send", [text, hist, hist, "", False, 0.7, 0.9, 50, 1.0, max_new, seed, 1.0, True,
+                                         "auto", str(tiny_run), [], [], [], []])  # fmt: skip
 
     run()
     assert "Training backend" in app_client.predict(api_name="/system_info")

@@ -164,7 +164,7 @@ if __name__ == "__main__":  # python tests/test_i18n.py [lora_demo/train ...] [T
 def test_an_error_in_a_status_line_is_rewritten_on_the_switch_only_while_it_is_shown(monkeypatch):
     from lora_demo.ui import common
 
-    monkeypatch.setattr(common, "_session_key", lambda: "visitor-1")
+    monkeypatch.setattr(common, "session_key", lambda: "visitor-1")
     errors = common._ShownErrors()
     raw = msg("Unexpected error ({kind}): {first}", kind="KeyError", first="x")
     common.SESSION_LANG.set("en")

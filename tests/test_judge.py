@@ -290,7 +290,9 @@ def test_token_diff_of_the_tuned_answer(engine, tiny_run):
     ids = engine.prompt_ids(row) + answer_ids
     n = len(ids) - len(answer_ids)
     with torch.no_grad():
-        logits = engine.model(input_ids=torch.tensor([ids, ids]), adapter_names=["__base__", "default"]).logits
+        logits = engine.model(
+            input_ids=torch.tensor([ids, ids]), adapter_names=["__base__", engine.adapter_name()]
+        ).logits
     logp = torch.log_softmax(logits[:, n - 1 : -1].float(), -1).gather(2, torch.tensor([answer_ids] * 2)[..., None])
     assert deltas == pytest.approx((logp[1, :, 0] - logp[0, :, 0]).tolist(), abs=1e-4)
 

@@ -124,7 +124,8 @@ def test_the_file_route_serves_no_link(planted):
 def test_votes_are_never_appended_through_a_link(planted):
     client, secret = planted["client"], planted["outside"] / "secret.txt"
     client.predict("auto", str(planted["run"]), api_name="/chat_load")
-    _, _, ballot, *_ = client.predict("Hi", "", 0.7, 0.9, 0, 1.0, 4, 0, 1.0, True, api_name="/chat_blind")
+    _, _, ballot, *_ = client.predict("Hi", "", 0.7, 0.9, 0, 1.0, 4, 0, 1.0, True, "auto", str(planted["run"]),
+                                      api_name="/chat_blind")  # fmt: skip
     message = _app_error(client, ballot, "A", api_name="/chat_vote")
     assert message and "votes.jsonl" in message and "symbolic link" in message, message
     assert secret.read_text() == SECRET + "\n"  # the link's target was not appended to

@@ -205,6 +205,11 @@ class PairDecoder:
         self.prefill_multiple = PREFILL_MULTIPLE if cuda_compiled else 1
         self.prefills_warm = not cuda_compiled  # the common prefill widths have run once (CUDA)
 
+    def forget_step(self) -> None:
+        """The model's LoRA factors changed (an adapter attached or detached): the next call records (and in the
+        compiled modes compiles) its step again; the eager step has nothing to forget."""
+        self._step = self._graph = self._layers = None
+
     # --- the cache and the compiled step ---
     def _ensure_cache(self, need: int):
         from transformers import DynamicCache, StaticCache

@@ -24,8 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora_demo.errors import InputError, ModelError
+from lora_demo.chat.registry import AdapterRegistry, adapter_key, run_template
+from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+
+__all__ = ["run_template"]  # (re-exported: callers read an adapter's prompt format here)
 
 
 @dataclass
@@ -101,22 +104,6 @@ def split_thinking(text: str) -> tuple[str, str]:
         thought, closed, answer = rest.partition("</think>")
         return thought.strip(), (head + answer).strip() if closed else ""
     return "", text.strip()
-
-
-def run_template(adapter_dir: str | Path | None) -> dict:
-    """The prompt format an adapter was trained with, from its run's config.yaml (Alpaca unless it says chat)."""
-    if not adapter_dir:
-        return {}
-    cfg = Path(adapter_dir) / "config.yaml"
-    if not cfg.is_file():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(cfg.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    return {k: data[k] for k in ("template", "enable_thinking", "model") if k in data}
 
 
 def _free_memory_bytes(device: str) -> int:
@@ -220,53 +207,71 @@ class _PairStreamer:
 
 
 class ChatEngine:
-    """Holds one loaded base model (+ adapter) and generates for both sides."""
+    """Holds one loaded base model and the adapters attached to it (any number, up to a budget), and generates
+    batches whose rows each name their adapter (or none: the base model)."""
 
     def __init__(self):
-        self.lock = threading.Lock()  # generation is serialized per loaded model
-        self.stop_event = threading.Event()
+        self.lock = threading.Lock()  # generation (and attaching, which changes the model) is serialized per model
+        self.stop_event = threading.Event()  # stops the generation running now (the CLI's Ctrl-C, tests)
+        self._should_stop = self.stop_event.is_set  # this generation's stop (the engine's, or its request's)
         self.model = None
         self.tokenizer = None
         self.model_id: str | None = None
-        self.adapter_dir: str | None = None
+        self.adapter_dir: str | None = None  # the adapter load() was given: what a request naming none gets
+        self.adapters = AdapterRegistry()
+        self.module_shapes: dict | None = None  # the base model's modules, to check an adapter before attaching
         self.template: dict = {}
         self.device = "cpu"
         self.compile: bool | None = None  # compile the decoding step: None = on CUDA only (set before load)
         self.max_cache_len = 1280  # the static KV cache's length on CUDA (prompt + answer); grows when needed
         self.precision: str = ""  # what chat computes in, said in the status line (a Msg when it explains)
-        self.row_scale = None  # rowscale.RowScale when the adapter's layers allow it
-        self.decoder = None  # decode.PairDecoder
+        self.row_scale = None  # rowscale.RowScale when every attached adapter's layers allow it
+        self.decoders: dict = {}  # rows -> decode.PairDecoder (one static cache and step per batch size)
         self.worker = None  # decode.GenerationWorker: the one thread every generation of this model runs on
         self.warmup_s: float | None = None
 
+    @property
+    def decoder(self):
+        """The two-row (base + tuned) decoder, made at load."""
+        return self.decoders.get(2 if self.adapter_dir is not None else 1)
+
     # --- loading ---
-    def status(self) -> str:
-        """The status line (a Msg: the UI renders it in the session's language)."""
+    def status(self, adapter_dir: str | None = None) -> str:
+        """The status line for a request with this adapter (None: load()'s); a Msg the UI renders per session."""
         if self.model is None:
             return msg("No model loaded.")
-        adapter = (msg("adapter `{path}`", path=self.adapter_dir) if self.adapter_dir
+        adapter_dir = self.adapter_dir if adapter_dir is None else adapter_dir
+        adapter = (msg("adapter `{path}`", path=str(adapter_dir)) if adapter_dir
                    else msg("no adapter (both sides are the base model)"))  # fmt: skip
-        return msg("Loaded base `{model}` with {adapter}; prompt format: {fmt}; chat runs in {precision}.",
-                   model=self.model_id, adapter=adapter, fmt=self.template.get("template", "chat"),
-                   precision=self.precision)  # fmt: skip
+        fmt = (self.adapters.template(adapter_dir) or self.template).get("template", "chat")
+        line = msg("Loaded base `{model}` with {adapter}; prompt format: {fmt}; chat runs in {precision}.",
+                   model=self.model_id, adapter=adapter, fmt=fmt, precision=self.precision)  # fmt: skip
+        if len(self.adapters) > 1:
+            line = msg("{line} {n} adapters attached to this base (each visitor's own).", line=line,
+                       n=len(self.adapters))  # fmt: skip
+        return line
+
+    def adapter_name(self, adapter_dir: str | None = None) -> str:
+        """The PEFT name under which an attached adapter (None: load()'s) lives in the model (for `adapter_names=`,
+        `set_adapter`)."""
+        return self.adapters.name(adapter_dir or self.adapter_dir)
 
     @property
     def default_mode(self) -> str:
-        """'rows' (one batch, per-row LoRA scale) unless the adapter has layers the row scale cannot serve."""
-        if self.decoder is None:  # a model set by hand (tests), not through load()
+        """'rows' (one batch, per-row adapters) unless an attached adapter has layers the row masks cannot serve."""
+        if self.decoder is None and not self.decoders:  # a model set by hand (tests), not through load()
             return "batch"
-        return "rows" if self.adapter_dir is None or self.row_scale is not None else "batch"
+        return "rows" if not len(self.adapters) or self.row_scale is not None else "batch"
 
     def load(self, model_id: str | None, adapter_dir: str | None = None) -> Iterator[str]:
         """Load a base model and (optionally) an adapter, yielding progress lines (Msgs: English text that the UI
         renders in the session's language)."""
         import torch
 
-        from lora_demo.adapters import check_adapter, check_adapter_fits, module_shapes
+        from lora_demo.adapters import check_adapter, module_shapes
         from lora_demo.device import detect
         from lora_demo.models import load_model, resolve_model
 
-        tmpl = run_template(adapter_dir)
         info = check_adapter(adapter_dir) if adapter_dir else None  # one clear message for a missing or torn adapter
         model_id = resolve_model(model_id, adapter_dir)  # 'auto': the adapter's base, else this device's default
         with self.lock:
@@ -280,52 +285,94 @@ class ChatEngine:
             model, self.precision = chat_precision(model, plan)
             if "dequantized" in self.precision:
                 yield msg("Dequantized the 4-bit weights once for chat: {precision}.", precision=self.precision)
-            if info is not None:
-                check_adapter_fits(info, module_shapes(model), model_id)  # its modules must be the model's
-                yield msg("Loading adapter `{path}`…", path=str(adapter_dir))
-                from peft import PeftModel
-
-                # CUDA: the adapter in the model's 16-bit dtype (one dtype through each compiled layer). CPU: PEFT's
-                # default fp32 adapter (tiny bf16 matmuls cost ~4x fp32 ones there: 18-21 vs 4-9 us, measured).
-                try:
-                    model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="default",
-                                                      autocast_adapter_dtype=plan.device != "cuda")  # fmt: skip
-                except (ValueError, RuntimeError, KeyError) as e:
-                    error = str(e).splitlines()[0][:200]
-                    raise ModelError(msg("The adapter does not fit `{model}` ({error}). Pick the base model it was "
-                                         "trained on.", model=model_id, error=error)) from None  # fmt: skip
             model.eval()
             tok.padding_side = "left"
             if plan.device == "cpu":
                 torch.set_num_threads(plan.cpu_threads)
-            self.model, self.tokenizer, self.model_id = model, tok, model_id
-            self.adapter_dir = str(adapter_dir) if adapter_dir else None
-            self.template = tmpl or {"template": "chat" if tok.chat_template else "alpaca"}
-            self.device = plan.device
+            self.model, self.tokenizer, self.model_id, self.device = model, tok, model_id, plan.device
+            self.module_shapes = module_shapes(model)
+            self.template = {"template": "chat" if tok.chat_template else "alpaca"}
             self._prepare_decoding()
+            if info is not None:
+                yield msg("Loading adapter `{path}`…", path=str(adapter_dir))
+                self._attach_locked(adapter_dir, info)
+                self.adapter_dir = adapter_key(adapter_dir)
+                self.template = self.adapters.template(adapter_dir) or self.template
+                self._decoder(2)  # the base + tuned batch, warmed up below
             yield msg("Loaded in {seconds:.1f} s. {status}", seconds=time.perf_counter() - t0, status=self.status())
-            if self.decoder is not None and self.decoder.step_mode == "graph":
-                yield msg("Warming up: recording the decoding step as one CUDA graph (a few seconds)…")
-            elif self.decoder is not None and self.decoder.compiled:
-                yield msg("Warming up: compiling the decoding step once for this model (up to a minute)…")
-            self.warmup_s = self._warm_up()
-            yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=time.perf_counter() - t0,
-                      warmup=self.warmup_s, status=self.status())  # fmt: skip
+            yield from self._warm_up_stages(t0)
 
-    def _prepare_decoding(self) -> None:
-        """The per-row scale (when the adapter allows it), the decoder and its one generation thread."""
-        from lora_demo.chat.decode import GenerationWorker, PairDecoder
+    def _warm_up_stages(self, t0: float) -> Iterator[str]:
+        if self.decoder is not None and self.decoder.step_mode == "graph":
+            yield msg("Warming up: recording the decoding step as one CUDA graph (a few seconds)…")
+        elif self.decoder is not None and self.decoder.compiled:
+            yield msg("Warming up: compiling the decoding step once for this model (up to a minute)…")
+        self.warmup_s = self._warm_up()
+        yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=time.perf_counter() - t0,
+                  warmup=self.warmup_s, status=self.status())  # fmt: skip
+
+    def attach(self, adapter_dir: str) -> Iterator[str]:
+        """Make an adapter folder available to requests on this base (yields a stage line while it attaches; an
+        attached one is only marked as recently used). Checked first: a torn adapter or one of another base is one
+        clear message."""
+        from lora_demo.adapters import check_adapter
+
+        if self.model is None:
+            raise InputError(msg("Load a model first (Chat tab: pick a model and an adapter, then Load)."))
+        if adapter_dir in self.adapters:
+            self.adapters.name(adapter_dir)
+            return
+        info = check_adapter(adapter_dir)
+        yield msg("Attaching adapter `{path}` to `{model}`…", path=str(adapter_dir), model=self.model_id)
+        t0 = time.perf_counter()
+        if not self.lock.acquire(timeout=600):
+            raise InputError(msg("The model is busy with another generation; try again in a moment."))
+        try:
+            if adapter_dir not in self.adapters:
+                self._attach_locked(adapter_dir, info)
+        finally:
+            self.lock.release()
+        yield msg("Attached in {seconds:.1f} s. {status}", seconds=time.perf_counter() - t0,
+                  status=self.status(adapter_key(adapter_dir)))  # fmt: skip
+
+    def _attach_locked(self, adapter_dir: str, info) -> None:
+        """Attach (the lock held): check the adapter against the base's modules, load it into the PeftModel, detach
+        the least recently used beyond the budget, and rebuild the row masks (a new stack of factors)."""
+        from lora_demo.adapters import check_adapter_fits
+
+        check_adapter_fits(info, self.module_shapes or {}, self.model_id or "")
+        self.model, detached = self.adapters.attach(self.model, adapter_dir, on_cuda=self.device == "cuda")
+        if self.adapter_dir is not None and adapter_key(self.adapter_dir) in detached:
+            self.adapter_dir = None
+        self._rebuild_rows()
+
+    def _rebuild_rows(self) -> None:
+        """The per-row masks over every attached adapter (None when one has layers they cannot serve: then PEFT's
+        mixed batch serves), and decoders that record their step again with the new factors."""
         from lora_demo.chat.rowscale import RowScale, lora_linear_layers
 
-        inner = self.model
-        if self.adapter_dir is not None:
-            inner = self.model.base_model.model
-            if lora_linear_layers(self.model):
-                self.row_scale = RowScale(self.model, rows=2)
-        compiled = self.device == "cuda" if self.compile is None else self.compile
-        rows = 2 if self.adapter_dir is not None else 1
-        self.decoder = PairDecoder(inner, rows, compiled=compiled, max_cache_len=self.max_cache_len)
+        if self.row_scale is not None:
+            self.row_scale.remove()
+        self.row_scale = RowScale(self.model, rows=2) if lora_linear_layers(self.model) else None
+        for decoder in self.decoders.values():
+            decoder.forget_step()
+
+    def _prepare_decoding(self) -> None:
+        """The base model's decoders (made per batch size when first asked) and its one generation thread."""
+        from lora_demo.chat.decode import GenerationWorker
+
+        self.decoders = {}
+        self._decoder(1)
         self.worker = GenerationWorker()
+
+    def _decoder(self, rows: int):
+        from lora_demo.chat.decode import PairDecoder
+
+        if rows not in self.decoders:
+            inner = self.model.base_model.model if hasattr(self.model, "peft_config") else self.model
+            compiled = self.device == "cuda" if self.compile is None else self.compile
+            self.decoders[rows] = PairDecoder(inner, rows, compiled=compiled, max_cache_len=self.max_cache_len)
+        return self.decoders[rows]
 
     def _warm_up(self) -> float:
         """Short generations through the default path, on the generation thread. CUDA: records the decoding step's
@@ -362,13 +409,15 @@ class ChatEngine:
         return time.perf_counter() - t0
 
     def unload(self) -> None:
-        compiled = self.decoder is not None and "compile" in self.decoder.step_mode
+        compiled = any("compile" in d.step_mode for d in self.decoders.values())
         if self.worker is not None:
             self.worker.close()
         if self.row_scale is not None:
             self.row_scale.remove()
-        self.worker = self.decoder = self.row_scale = None
-        self.model = self.tokenizer = None
+        self.worker = self.row_scale = None
+        self.decoders = {}
+        self.adapters.detach_all()
+        self.model = self.tokenizer = self.module_shapes = None
         self.model_id = self.adapter_dir = None
         self.precision, self.warmup_s = "", None
         if compiled:
@@ -397,13 +446,16 @@ class ChatEngine:
         self.stop_event.set()
 
     # --- prompting ---
-    def prompt_ids(self, source: list[dict] | dict, system: str = "", enable_thinking: bool | None = None) -> list[int]:
+    def prompt_ids(self, source: list[dict] | dict, system: str = "", enable_thinking: bool | None = None,
+                   adapter_dir: str | None = None) -> list[int]:  # fmt: skip
         """Token ids of the prompt for one side: a history ending with the user's turn, or a dataset row (prompted
-        exactly as training prompted it: lora_demo.data.templates.prompt_ids, the masked part of build_example)."""
+        exactly as training prompted it: lora_demo.data.templates.prompt_ids, the masked part of build_example), in
+        the prompt format of `adapter_dir`'s run (None: load()'s)."""
         from lora_demo.data.templates import prompt_ids
 
-        think = self.template.get("enable_thinking", False) if enable_thinking is None else enable_thinking
-        template = self.template.get("template", "chat")
+        fmt = self.adapters.template(adapter_dir) or self.template
+        think = fmt.get("enable_thinking", False) if enable_thinking is None else enable_thinking
+        template = fmt.get("template", "chat")
         if isinstance(source, dict):
             if not str(source.get("instruction") or "").strip():
                 raise InputError(msg("This row has no instruction to prompt with."))
@@ -427,77 +479,127 @@ class ChatEngine:
         enable_thinking: bool | None = None,
         mode: str | None = None,
         every_s: float = 0.0,
+        adapter_dir: str | None = None,
     ) -> Iterator[tuple[SideResult, SideResult]]:
-        """Stream (base, tuned) results. Without an adapter, the tuned side stays empty.
+        """Stream (base, tuned) results; tuned: `adapter_dir` (None: load()'s adapter). Without any adapter the
+        tuned side stays empty. See generate() for mode and every_s."""
+        adapter_dir = adapter_dir or self.adapter_dir
+        tuned_history = base_history if tuned_history is None else tuned_history
+        if adapter_dir is None:
+            for (base,) in self.generate([base_history], [None], system, settings, enable_thinking, mode, every_s):
+                yield base, SideResult(done=True)
+            return
+        yield from self.generate([base_history, tuned_history], [None, adapter_dir], system, settings,
+                                 enable_thinking, mode, every_s, prompt_adapter=adapter_dir)  # fmt: skip
 
-        mode: None (the default path: 'rows', or 'batch' for adapters the row scale cannot serve), 'rows', 'batch'
+    def generate(
+        self,
+        sources: list,
+        adapters: list[str | None],
+        system: str = "",
+        settings: GenSettings | None = None,
+        enable_thinking: bool | None = None,
+        mode: str | None = None,
+        every_s: float = 0.0,
+        prompt_adapter: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[list[SideResult]]:
+        """Stream one result per row: row i answers sources[i] (a history ending with the user's turn, or a dataset
+        row) with adapters[i] (an attached adapter's folder, or None: the base model), all rows decoded as ONE
+        batch. Each row is prompted in its adapter's format; base rows in `prompt_adapter`'s (so base and tuned
+        read the same prompt), else the first adapter's.
+
+        mode: None (the default path: 'rows', or 'batch' for adapters the row masks cannot serve), 'rows', 'batch'
         or 'sequential'. every_s: yield at most that often (besides the first token and the end), so a page gets
-        fewer, bigger updates; 0 yields on every new chunk. A history may also be a dataset row (see prompt_ids).
-        When the consumer stops iterating (a closed page: GeneratorExit), generation is stopped and waited for
-        before the model lock is released."""
+        fewer, bigger updates; 0 yields on every new chunk. When the consumer stops iterating (a closed page:
+        GeneratorExit), generation is stopped and waited for before the model lock is released. stop: an Event that
+        stops this request (a visitor's Stop button), besides the engine's stop()."""
         if self.model is None:
             raise InputError(msg("Load a model first (Chat tab: pick a model and an adapter, then Load)."))
         settings = (settings or GenSettings()).check()
-        mode = mode or self.default_mode
-        if mode not in ("rows", "batch", "sequential"):
-            raise InputError(msg("Unknown chat mode {mode!r}: rows, batch or sequential.", mode=mode))
-        if mode == "rows" and self.decoder is None:
-            raise InputError(msg("Mode 'rows' needs a model loaded with ChatEngine.load()."))
-        if mode == "rows" and self.adapter_dir is not None and self.row_scale is None:
-            raise InputError(msg("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode "
-                                 "'batch'."))  # fmt: skip
-        tuned_history = base_history if tuned_history is None else tuned_history
-        rows = [self.prompt_ids(base_history, system, enable_thinking)]
-        has_adapter = self.adapter_dir is not None
-        if has_adapter:
-            rows.append(self.prompt_ids(tuned_history, system, enable_thinking))
+        mode = self._mode(mode, adapters)
+        first = prompt_adapter or next((a for a in adapters if a), None)
+        rows = [
+            self.prompt_ids(src, system, enable_thinking, a or first) for src, a in zip(sources, adapters, strict=True)
+        ]
         if not self.lock.acquire(timeout=600):
             raise InputError(msg("The model is busy with another generation; try again in a moment."))
         try:
+            names = self._names_locked(adapters)
             self.stop_event.clear()
+            own = stop if stop is not None else threading.Event()
+            self._should_stop = lambda: self.stop_event.is_set() or own.is_set()
             if mode == "rows":
-                yield from self._rows(rows, settings, has_adapter, every_s)
-            elif has_adapter and mode == "sequential":
-                yield from self._sequential(rows, settings, every_s)
+                yield from self._rows(rows, names, settings, every_s)
+            elif mode == "sequential":
+                yield from self._sequential(rows, names, settings, every_s)
             else:
-                yield from self._batched(rows, settings, has_adapter, every_s)
+                yield from self._batched(rows, names, settings, every_s)
         finally:
             self.lock.release()
+
+    def _mode(self, mode: str | None, adapters: list) -> str:
+        mode = mode or self.default_mode
+        if mode not in ("rows", "batch", "sequential"):
+            raise InputError(msg("Unknown chat mode {mode!r}: rows, batch or sequential.", mode=mode))
+        if mode == "rows" and not self.decoders:
+            raise InputError(msg("Mode 'rows' needs a model loaded with ChatEngine.load()."))
+        if mode == "rows" and any(adapters) and self.row_scale is None:
+            raise InputError(msg("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode "
+                                 "'batch'."))  # fmt: skip
+        return mode
+
+    def _names_locked(self, adapters: list) -> list[str | None]:
+        """Each row's PEFT adapter name; an adapter detached meanwhile (another visitor's attach pushed it out of
+        the budget) is attached again here, the lock held."""
+        from lora_demo.adapters import check_adapter
+
+        names = []
+        for a in adapters:
+            if a is not None and a not in self.adapters:
+                self._attach_locked(a, check_adapter(a))
+            names.append(None if a is None else self.adapters.name(a))
+        return names
 
     def _eos_ids(self) -> list[int]:
         tok = self.tokenizer
         gen_eos = _as_list(getattr(self.model.generation_config, "eos_token_id", None))
         return sorted({i for i in (tok.eos_token_id, *gen_eos) if i is not None})
 
-    def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None) -> list[list[int]]:
-        """The default path, on the generation thread: one batch, the base row at LoRA scale 0, the tuned row at
-        the slider's scale (no adapter: one row)."""
-        scaled = self.row_scale.on([0.0, settings.adapter_scale]) if self.row_scale is not None else None
+    def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None, names: list | None = None):
+        """The default path, on the generation thread: one batch, each row's LoRA masked to its adapter (None: the
+        base row) at the slider's scale. names=None: the base row and load()'s adapter (or one base row)."""
+        if names is None:
+            names = [None] + ([self.adapters.name(self.adapter_dir)] if self.adapter_dir else [])
+            names = names[: len(rows)] + [names[-1]] * (len(rows) - len(names))
+        scale = settings.adapter_scale
+        scaled = (self.row_scale.on([(n, scale if n else 0.0) for n in names])
+                  if self.row_scale is not None and any(names) else None)  # fmt: skip
         with scaled or contextlib.nullcontext():
-            return self.decoder.generate(
+            return self._decoder(len(rows)).generate(
                 rows, self.tokenizer.pad_token_id, set(self._eos_ids()), settings.max_new_tokens,
                 min_new_tokens=settings.min_new_tokens, greedy=settings.greedy, temperature=settings.temperature,
                 top_p=settings.top_p, top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
-                seed=settings.seed, sink=sink, should_stop=self.stop_event.is_set,
+                seed=settings.seed, sink=sink, should_stop=self._should_stop,
             )  # fmt: skip
 
-    def _rows(self, rows: list[list[int]], settings: GenSettings, has_adapter: bool, every_s: float):
+    def _rows(self, rows: list[list[int]], names: list, settings: GenSettings, every_s: float):
         results = [SideResult() for _ in rows]
 
         def job(streamer):
-            self._decode(rows, settings, streamer.add)
+            self._decode(rows, settings, streamer.add, names)
 
         for _ in self._run_streaming(len(rows), job, results, every_s):
-            yield results[0], results[1] if has_adapter else SideResult(done=True)
+            yield results
 
     def _gen_kwargs(self, settings: GenSettings) -> dict:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        stop_event = self.stop_event
+        should_stop = self._should_stop
 
         class _Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kw):
-                return stop_event.is_set()
+                return should_stop()
 
         kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy, eos_token_id=self._eos_ids(),
                   pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty,
@@ -510,22 +612,25 @@ class ChatEngine:
             kw.update(temperature=None, top_p=None, top_k=None)
         return kw
 
-    def _batched(self, rows: list[list[int]], settings: GenSettings, has_adapter: bool, every_s: float = 0.0):
-        """PEFT's mixed batch: one generate() with adapter_names (row 0: LoRA bypassed, row 1: the adapter)."""
+    def _batched(self, rows: list[list[int]], names: list, settings: GenSettings, every_s: float = 0.0):
+        """PEFT's mixed batch: one generate() with adapter_names (a base row: LoRA bypassed)."""
         kw = self._gen_kwargs(settings)
-        if has_adapter:
-            kw["adapter_names"] = ["__base__", "default"]
+        if any(names):
+            kw["adapter_names"] = [n or "__base__" for n in names]
         results = [SideResult() for _ in rows]
         for _ in self._stream(rows, kw, results, settings, every_s=every_s):
-            yield results[0], results[1] if has_adapter else SideResult(done=True)
+            yield results
 
-    def _sequential(self, rows: list[list[int]], settings: GenSettings, every_s: float = 0.0):
-        """Base with the adapter disabled, then tuned: the plain-PEFT way (the benchmark baseline)."""
+    def _sequential(self, rows: list[list[int]], names: list, settings: GenSettings, every_s: float = 0.0):
+        """Row by row: a base row with the adapters disabled, an adapter row with that adapter active (the
+        plain-PEFT way, the benchmark baseline)."""
         kw = self._gen_kwargs(settings)
-        results = [SideResult(), SideResult()]
-        for side in (0, 1):
-            for _ in self._stream([rows[side]], kw, [results[side]], settings, base_only=side == 0, every_s=every_s):
-                yield results[0], results[1]
+        results = [SideResult() for _ in rows]
+        for k, name in enumerate(names):
+            if name is not None:
+                self.model.set_adapter(name)
+            for _ in self._stream([rows[k]], kw, [results[k]], settings, base_only=name is None, every_s=every_s):
+                yield results
 
     def _stream(self, rows: list[list[int]], kw: dict, results: list[SideResult], settings: GenSettings,
                 base_only=False, every_s: float = 0.0) -> Iterator[None]:  # fmt: skip
@@ -539,7 +644,7 @@ class ChatEngine:
 
         def job(streamer):
             torch.manual_seed(settings.seed)
-            off = self.model.disable_adapter() if base_only else contextlib.nullcontext()
+            off = self.model.disable_adapter() if base_only and len(self.adapters) else contextlib.nullcontext()
             with torch.inference_mode(), off, self._scaled(settings.adapter_scale):
                 self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kw)
 
@@ -578,20 +683,19 @@ class ChatEngine:
             raise box["error"]
 
     def _scaled(self, scale: float):
-        if self.adapter_dir is None or scale == 1.0:
+        if not len(self.adapters) or scale == 1.0:
             return contextlib.nullcontext()
         from peft.helpers import rescale_adapter_scale
 
         return rescale_adapter_scale(self.model, scale)
 
-    def answer_pair(
-        self, prompt: str | dict, settings: GenSettings | None = None, system: str = "", mode: str | None = None
-    ) -> dict:
+    def answer_pair(self, prompt: str | dict, settings: GenSettings | None = None, system: str = "",
+                    mode: str | None = None, adapter_dir: str | None = None) -> dict:  # fmt: skip
         """Both answers to one prompt, complete (for the CLI, the comparison table and tests). A dict prompt is a
-        dataset row, prompted exactly as training prompted it."""
+        dataset row, prompted exactly as training prompted it. adapter_dir: the tuned side (None: load()'s)."""
         source = prompt if isinstance(prompt, dict) else [{"role": "user", "content": prompt}]
         results = None
-        for results in self.generate_pair(source, None, system, settings, mode=mode):  # noqa: B007
+        for results in self.generate_pair(source, None, system, settings, mode=mode, adapter_dir=adapter_dir):  # noqa: B007
             pass
         base, tuned = results
         return {"base": base.text, "tuned": tuned.text, "base_stats": _stats(base), "tuned_stats": _stats(tuned)}
@@ -664,13 +768,14 @@ def compare_on_rows(
 
     out: list[CompareRow] = []
     gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
+    adapter = str(run_dir) if (Path(run_dir) / "adapter_config.json").is_file() else None  # else: load()'s
     for split in ("train", "val"):
         from lora_demo.adapters import run_folder
 
         rows = read_jsonl(run_folder(run_dir) / "data" / f"{split}.jsonl")  # a checkpoint: its run's rows
         for row in rows[: limit if split == "train" else max(2, limit // 2)]:
             shown = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-            res = engine.answer_pair(row, gen)
+            res = engine.answer_pair(row, gen, adapter_dir=adapter)
             out.append(CompareRow(split, shown, row["output"], res["base"], res["tuned"]))
     if not out:
         raise InputError(msg("{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on "

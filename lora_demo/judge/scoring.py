@@ -19,15 +19,22 @@ BATCH = 8
 
 
 @contextlib.contextmanager
-def _holding(engine):
-    """The engine's model, for this caller only (the chat's lock), after checking an adapter is loaded."""
+def _holding(engine, adapter_dir: str | None = None):
+    """The engine's model with `adapter_dir` (None: the one it was loaded with) the active adapter, for this caller
+    only (the chat's lock), after checking an adapter is there."""
     if engine.model is None:
         raise InputError(msg("Load a model first (Chat tab: pick a model and an adapter, then Load)."))
-    if not engine.adapter_dir:
+    adapter_dir = adapter_dir or engine.adapter_dir
+    if not adapter_dir:
         raise InputError(msg("Load an adapter: base and tuned are the same model without one."))
     if not engine.lock.acquire(timeout=600):
         raise InputError(msg("The model is busy with another generation; try again in a moment."))
     try:
+        if adapter_dir not in engine.adapters:  # detached meanwhile: attach it again (the lock held)
+            from lora_demo.adapters import check_adapter
+
+            engine._attach_locked(adapter_dir, check_adapter(adapter_dir))
+        engine.model.set_adapter(engine.adapter_name(adapter_dir))
         engine.model.eval()
         yield engine.model
     finally:
@@ -45,13 +52,15 @@ def _max_length(adapter_dir: str | None) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _examples(engine, rows: list[dict], max_rows: int) -> list:
+def _examples(engine, rows: list[dict], max_rows: int, adapter_dir: str | None = None) -> list:
     """build_example for each usable row, with the run's template, thinking switch and length; prompt masked."""
     from lora_demo.data.templates import IGNORE, build_example
 
-    template = engine.template.get("template", "chat")
-    think = bool(engine.template.get("enable_thinking", False))
-    limit = _max_length(engine.adapter_dir)
+    adapter_dir = adapter_dir or engine.adapter_dir
+    fmt = engine.adapters.template(adapter_dir) or engine.template
+    template = fmt.get("template", "chat")
+    think = bool(fmt.get("enable_thinking", False))
+    limit = _max_length(adapter_dir)
     out = []
     for row in rows or []:
         if not isinstance(row, dict) or not str(row.get("instruction") or "").strip():
@@ -93,15 +102,15 @@ def _side(loss: float) -> dict:
     return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf}
 
 
-def heldout_loss(engine, rows: list[dict], max_rows: int = 32) -> dict:
+def heldout_loss(engine, rows: list[dict], max_rows: int = 32, adapter_dir: str | None = None) -> dict:
     """Token-averaged cross-entropy (and perplexity) of the base and the tuned model on rows, masked as training
     masked them (train_on_responses_only: only the answer tokens count).
 
     Returns {"rows", "tokens", "base": {"loss", "ppl"}, "tuned": {"loss", "ppl"}}."""
     import torch
 
-    with _holding(engine) as model:
-        examples = _examples(engine, rows, max(1, int(max_rows)))
+    with _holding(engine, adapter_dir) as model:
+        examples = _examples(engine, rows, max(1, int(max_rows)), adapter_dir)
         pad = engine.tokenizer.pad_token_id
         pad = engine.tokenizer.eos_token_id if pad is None else pad
         with torch.no_grad():
@@ -138,16 +147,17 @@ def _answer_logprobs(model, ids: list[int], n_prompt: int):
     return logp.gather(1, x[0, n_prompt:, None].to(logp.device))[:, 0]
 
 
-def token_diff(engine, row_or_prompt: dict | str, answer: str, system: str = "") -> list[tuple[str, float]]:
+def token_diff(engine, row_or_prompt: dict | str, answer: str, system: str = "",
+               adapter_dir: str | None = None) -> list[tuple[str, float]]:  # fmt: skip
     """For each token of `answer` after the prompt (built as the chat builds it: a dataset row, or a user message):
     (its text, log p_tuned(token) - log p_base(token)). Positive: the tuning made that token more likely."""
     import torch
 
     if not isinstance(answer, str):
         raise InputError(msg("The answer to score must be text."))
-    with _holding(engine) as model:
+    with _holding(engine, adapter_dir) as model:
         source = row_or_prompt if isinstance(row_or_prompt, dict) else [{"role": "user", "content": row_or_prompt}]
-        prompt = engine.prompt_ids(source, system)
+        prompt = engine.prompt_ids(source, system, adapter_dir=adapter_dir)
         answer_ids = engine.tokenizer(answer, add_special_tokens=False)["input_ids"]
         if not answer_ids:
             return []

@@ -7,22 +7,38 @@ engine (lora_demo/chat/engine.py). Each action can be called without launching t
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from lora_demo.chat.engine import compare_on_rows, flatten_content, split_thinking
+from lora_demo.chat.engine import flatten_content, split_thinking
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.models import REGISTRY
-from lora_demo.ui.common import adapter_list, dynamic, friendly, gen_settings, on_language, say, show, show_errors
+from lora_demo.ui.common import (
+    adapter_list,
+    dynamic,
+    friendly,
+    gen_settings,
+    lang,
+    on_language,
+    say,
+    session_key,
+    show,
+    show_errors,
+)
 from lora_demo.ui.judge_section import create_judge_section
 
 # The page gets at most one update of both chats per this many seconds (plus the first token and the end): every
 # update re-renders both histories in the browser, which on 2 cores competed with decoding when sent per token.
 # LORA_LAB_CHAT_UPDATE_S changes it (bench/bench_chat_page.py --update-s 0 measures the per-chunk page).
 PAGE_UPDATE_S = float(os.environ.get("LORA_LAB_CHAT_UPDATE_S", "0.12"))
+# Adapters the N-way compare adds beside base and the picked adapter (one batch of up to 2 + MAX_COMPARE rows).
+MAX_COMPARE = 3
 
 
 def _history_for_engine(history: list[dict]) -> list[dict]:
@@ -57,76 +73,137 @@ def _stats(res) -> str:
     return say("{n} tokens · {tps} tok/s · first token {ms} ms", n=res.tokens, tps=tps, ms=ttft)
 
 
+class _SessionStops:
+    """Each browser (or API) session's Stop: an Event per session, fresh for each Send, so one visitor's Stop ends
+    only their own answer (generation of other visitors goes on)."""
+
+    def __init__(self, size: int = 2048):
+        self.size, self.lock, self.events = size, threading.Lock(), OrderedDict()
+
+    def fresh(self) -> threading.Event:
+        key, event = session_key(), threading.Event()
+        if key is not None:
+            with self.lock:
+                self.events[key] = event
+                self.events.move_to_end(key)
+                while len(self.events) > self.size:
+                    self.events.popitem(last=False)
+        return event
+
+    def stop(self) -> None:
+        with self.lock:
+            event = self.events.get(session_key())
+        if event is not None:
+            event.set()
+
+
 class ChatActions:
-    """The Chat tab's event handlers, over one LabEngine."""
+    """The Chat tab's event handlers, over one LabEngine. Every action takes the base model and adapter the page
+    shows (its two lists) and asks the engine for exactly those: nothing is kept app-wide between visitors."""
 
     def __init__(self, lab):
         self.lab = lab
+        self.stops = _SessionStops()
 
     @friendly
     def load(self, model_id, adapter_dir):
         for line in self.lab.load_chat(model_id, adapter_dir):
             yield show(line)
 
-    def status(self, shown=None):
-        """The loaded model's status line again, in the session's language (after the language switch); an error
-        shown there stays until the next action."""
+    def status(self, model_id=None, adapter_dir=None, shown=None):
+        """The status line of what the page shows selected, in the session's language (after the language switch,
+        a change of the lists); an error shown there stays until the next action."""
         if isinstance(shown, str) and "lab-error" in shown:
             return gr.skip()
-        return show(self.lab.chat.status())
+        return show(self.lab.chat_status(model_id, adapter_dir))
 
     @friendly
-    def send(self, text, base_hist, tuned_hist, sys_prompt, think, t, p, k, r, n, sd, sc, greedy):
-        chat = self.lab.chat
+    def send(self, text, base_hist, tuned_hist, sys_prompt, think, temperature, top_p, top_k, repetition_penalty,
+             max_new, seed, scale, greedy, model_id=None, adapter_dir=None, compare=None, *extra_hists):  # fmt: skip
+        """One prompt to the base, the picked adapter and the adapters picked to compare with (one batch), streamed
+        into their panes; the status line shows a load or attach stage when the request needs one."""
         if not str(text or "").strip():
             raise InputError(msg("Type a message first."))
-        if chat.model is None:
-            raise InputError(msg("Load a model first: pick an adapter (or a model) and press Load."))
-        gen = gen_settings(t, p, k, r, n, sd, sc, greedy)
+        extra = [a for a in (compare or []) if a and a != adapter_dir][:MAX_COMPARE] if adapter_dir else []
+        gen = gen_settings(temperature, top_p, top_k, repetition_penalty, max_new, seed, scale, greedy)
         user = {"role": "user", "content": text}
-        base_hist, tuned_hist = [*(base_hist or []), user], [*(tuned_hist or []), user]
-        stream = chat.generate_pair(_history_for_engine(base_hist), _history_for_engine(tuned_hist), sys_prompt or "",
-                                    gen, enable_thinking=bool(think), every_s=PAGE_UPDATE_S)  # fmt: skip
-        b = None
-        try:  # closing this generator (page closed, Stop) closes the stream, which stops and joins generation
-            for b, t_ in stream:
-                yield "", base_hist + _assistant_messages(b.text, b.done), tuned_hist + self._tuned(t_), _stats(b), \
-                    _stats(t_)  # fmt: skip
+        hists = [[*(h or []), user] for h in (base_hist, tuned_hist, *extra_hists)]
+        hists += [[user]] * (2 + MAX_COMPARE - len(hists))
+        stream = self.lab.chat_stream(model_id, [adapter_dir, *extra] if adapter_dir else [],
+                                      [_history_for_engine(h) for h in hists], sys_prompt or "", gen,
+                                      enable_thinking=bool(think), every_s=PAGE_UPDATE_S, stop=self.stops.fresh())  # fmt: skip
+        got = None
+        try:  # closing this generator (page closed) closes the stream, which stops and joins generation
+            for kind, value in stream:
+                if kind == "stage":
+                    yield (gr.skip(),) * 5 + (show(value[-1]),) + (gr.skip(),) * (2 * MAX_COMPARE)
+                    continue
+                got = value
+                yield self._panes(hists, value, bool(adapter_dir), len(extra))
         finally:
             stream.close()
-        if b is None:
+        if got is None:
             raise InputError(msg("Nothing was generated."))
 
-    def _tuned(self, res) -> list[dict]:
-        if self.lab.chat.adapter_dir is None:
-            return [{"role": "assistant", "content": say("(no adapter loaded: load one to see the tuned side)")}]
-        return _assistant_messages(res.text, res.done)
+    def _panes(self, hists: list, results: list, has_adapter: bool, n_extra: int) -> tuple:
+        """The outputs of one update: the input cleared, base and tuned chats and stats, the status untouched,
+        then each compare pane's chat and stats (skipped when not asked for)."""
+        base = results[0]
+        tuned = results[1] if has_adapter else None
+        tuned_msgs = (_assistant_messages(tuned.text, tuned.done) if tuned is not None else
+                      [{"role": "assistant", "content": say("(no adapter picked: pick one to see the tuned side)")}])  # fmt: skip
+        out = ["", hists[0] + _assistant_messages(base.text, base.done), hists[1] + tuned_msgs, _stats(base),
+               _stats(tuned), gr.skip()]  # fmt: skip
+        for i in range(MAX_COMPARE):
+            res = results[2 + i] if i < n_extra else None
+            out.append(hists[2 + i] + _assistant_messages(res.text, res.done) if res is not None else gr.skip())
+        for i in range(MAX_COMPARE):
+            res = results[2 + i] if i < n_extra else None
+            out.append(_stats(res) if res is not None else gr.skip())
+        return tuple(out)
 
     def stop(self) -> str:
-        self.lab.chat.stop()
+        self.stops.stop()
         return say("Stopped.")
 
     @friendly
-    def add_to_dataset(self, name, tuned_hist) -> str:
+    def add_to_dataset(self, name, tuned_hist, adapter_dir=None) -> str:
         hist = _history_for_engine(tuned_hist)
         users = [m for m in hist if m["role"] == "user"]
         answers = [m for m in hist if m["role"] == "assistant"]
         if not users or not answers:
             raise InputError(msg("Chat first: there is no exchange to add yet."))
         n = self.lab.datasets.add_exchange(name, users[-1]["content"], answers[-1]["content"])
+        if adapter_dir:
+            return say("Added the last exchange (the answer of `{adapter}`) to **{name}** ({n} rows). Edit it in the "
+                       "Dataset tab.", adapter=Path(str(adapter_dir)).name, name=name, n=n)  # fmt: skip
         return say("Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab.", name=name, n=n)
 
     @friendly
-    def compare(self):
-        chat = self.lab.chat
-        if chat.adapter_dir is None:
+    def compare(self, model_id, adapter_dir):
+        if not adapter_dir:
             raise InputError(msg("Load an adapter trained in LoRA Lab first."))
-        rows = compare_on_rows(chat, chat.adapter_dir)
+        rows = self.lab.compare_rows(model_id, adapter_dir)
         columns = [say("split"), say("prompt"), say("expected"), say("base"), say("tuned")]
         return pd.DataFrame([[r.split, r.instruction, r.expected, r.base, r.tuned] for r in rows], columns=columns)
 
     def refresh_adapters(self, current, seen_newest):
         return adapter_list(self.lab.runs_dir, current, seen_newest)
+
+    def compare_choices(self, picked):
+        """The adapters to compare with: the same list as the adapter's (the runs folder, newest first)."""
+        from lora_demo.adapters import adapter_choices
+
+        return gr.Dropdown(choices=adapter_choices(self.lab.runs_dir, lang()), value=picked or [])
+
+    @staticmethod
+    def compare_panes(picked):
+        """Show one pane per adapter picked to compare with (up to MAX_COMPARE), labelled with its folder name."""
+        picked = [p for p in picked or [] if p][:MAX_COMPARE]
+        chats = [gr.Chatbot(visible=i < len(picked), label=Path(picked[i]).name if i < len(picked) else None)
+                 for i in range(MAX_COMPARE)]  # fmt: skip
+        return (*chats, *(gr.Markdown(visible=i < len(picked)) for i in range(MAX_COMPARE)),
+                gr.Row(visible=bool(picked)))  # fmt: skip
 
 
 @dataclass
@@ -177,14 +254,16 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         newest = gr.State(None)
         refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
         load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
-    status = dynamic(gr.Markdown(show(lab.chat.status()), elem_id="chat-status"))
-    on_language(act.status, status, status)
+    picked = [model, adapter]  # what every chat action of this page uses
+    status = dynamic(gr.Markdown(show(msg("No model loaded.")), elem_id="chat-status"))
+    on_language(act.status, [model, adapter, status], status)
     gen_inputs = _settings_box()
     with gr.Row():
         base_chat, base_stats = _side("Base (adapter off)", "base")
         tuned_chat, tuned_stats = _side("Tuned (adapter on)", "tuned")
+    compare, extra_chats, extra_stats = _compare_box()
     with gr.Row():
-        msg = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
+        msg_box = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
@@ -192,24 +271,47 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
         add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
         add_msg = gr.Markdown()
-    create_judge_section(lab, gen_inputs, tuned_chat)
+    create_judge_section(lab, gen_inputs, tuned_chat, picked)
     with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
         cmp_btn = gr.Button("Compare")
         cmp_table = gr.Dataframe(interactive=False, wrap=True, max_height=400)
 
     model_lock = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
-    show_errors(load_btn.click(act.load, [model, adapter], status, api_name="chat_load", **model_lock), status)
+    show_errors(load_btn.click(act.load, picked, status, api_name="chat_load", **model_lock), status)
     refresh_args = dict(fn=act.refresh_adapters, inputs=[adapter, newest], outputs=[adapter, newest],
                         api_visibility="private", show_progress="hidden")  # fmt: skip
     for event in (refresh.click, adapter.focus, tab.select):
         event(**refresh_args)
-    send_args = dict(fn=act.send, inputs=[msg, base_chat, tuned_chat, *gen_inputs],
-                     outputs=[msg, base_chat, tuned_chat, base_stats, tuned_stats], **model_lock)  # fmt: skip
-    show_errors(send.click(**send_args, api_name="chat_send"), status)
-    show_errors(msg.submit(**send_args, api_visibility="private"), status)
+    for changed in (model.change, adapter.change):  # the status says what this page's Send will use
+        changed(act.status, [model, adapter, status], status, api_visibility="private", show_progress="hidden")
+    chats = [base_chat, tuned_chat, *extra_chats]
+    send_args = dict(fn=act.send, inputs=[msg_box, base_chat, tuned_chat, *gen_inputs, *picked, compare, *extra_chats],
+                     outputs=[msg_box, base_chat, tuned_chat, base_stats, tuned_stats, status, *extra_chats,
+                              *extra_stats], **model_lock)  # fmt: skip
+    sent = [send.click(**send_args, api_name="chat_send"), msg_box.submit(**send_args, api_visibility="private")]
+    for event in sent:
+        show_errors(event, status)
     stop.click(act.stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
-    clear.click(lambda: ([], [], "", ""), None, [base_chat, tuned_chat, base_stats, tuned_stats], api_name="chat_clear")
-    show_errors(add_btn.click(act.add_to_dataset, [ds_name, tuned_chat], add_msg, api_name="chat_add_to_dataset"),
-                add_msg)  # fmt: skip
-    show_errors(cmp_btn.click(act.compare, None, cmp_table, api_name="chat_compare", **model_lock), status)
+    clear.click(lambda: ([],) * len(chats) + ("",) * (2 + MAX_COMPARE), None,
+                [*chats, base_stats, tuned_stats, *extra_stats], api_name="chat_clear")  # fmt: skip
+    show_errors(add_btn.click(act.add_to_dataset, [ds_name, tuned_chat, adapter], add_msg,
+                              api_name="chat_add_to_dataset"), add_msg)  # fmt: skip
+    show_errors(cmp_btn.click(act.compare, picked, cmp_table, api_name="chat_compare", **model_lock), status)
+    compare.focus(act.compare_choices, compare, compare, api_visibility="private", show_progress="hidden")
+    compare.change(act.compare_panes, compare, [*extra_chats, *extra_stats, compare.parent_row],
+                   api_visibility="private", show_progress="hidden")  # fmt: skip
     return ChatTab(model=model, adapter=adapter, status=status, actions=act, newest=newest)
+
+
+def _compare_box():
+    """N-way compare: up to MAX_COMPARE more adapters (e.g. checkpoints of one run, or two runs' adapters) answer
+    beside base and tuned, from the same batch."""
+    with gr.Accordion("Compare with more adapters (one batch)", open=False):
+        compare = gr.Dropdown([], multiselect=True, max_choices=MAX_COMPARE, allow_custom_value=True,
+                              label="more adapters to compare with (up to 3)", elem_id="chat-compare")  # fmt: skip
+        with gr.Row(visible=False) as row:
+            panes = [_side(f"Adapter {i + 2}", f"extra{i}") for i in range(MAX_COMPARE)]
+    for chat, stats in panes:
+        chat.visible = stats.visible = False
+    compare.parent_row = row
+    return compare, [c for c, _ in panes], [st for _, st in panes]

@@ -18,7 +18,8 @@ from lora_demo.i18n import DEFAULT, msg, pick_lang, render
 log = logging.getLogger("lora_demo.ui")
 
 
-def _session_key() -> str | None:
+def session_key() -> str | None:
+    """The browser (or API client) session a handler runs for: Gradio's session hash (None outside a request)."""
     from gradio.context import LocalContext
 
     request = LocalContext.request.get(None)
@@ -35,7 +36,7 @@ class _SessionLangs:
         self.default = DEFAULT
 
     def set(self, lang: str) -> str:
-        lang, key = pick_lang(lang), _session_key()
+        lang, key = pick_lang(lang), session_key()
         if key is not None:
             with self.lock:
                 self.by_session[key] = lang
@@ -45,7 +46,7 @@ class _SessionLangs:
         return lang
 
     def get(self) -> str:
-        key = _session_key()
+        key = session_key()
         with self.lock:
             return self.by_session.get(key, self.default) if key is not None else self.default
 
@@ -104,7 +105,7 @@ class _LastErrors:
     def __init__(self, size: int = 2048):
         self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
 
-    _session = staticmethod(_session_key)
+    _session = staticmethod(session_key)
 
     def remember(self, message) -> None:
         key = self._session()
@@ -141,7 +142,7 @@ class _ShownErrors:
         self.size, self.lock, self.shown = size, threading.Lock(), OrderedDict()
 
     def put(self, status_id: int, raw, markdown: str) -> None:
-        key = (_session_key(), status_id)
+        key = (session_key(), status_id)
         if key[0] is None:
             return
         with self.lock:
@@ -152,7 +153,7 @@ class _ShownErrors:
 
     def again(self, status_id: int, current):
         """The shown error in this session's language, if `current` is still what was written; else None."""
-        key = (_session_key(), status_id)
+        key = (session_key(), status_id)
         with self.lock:
             raw, markdown = self.shown.get(key, (None, None))
         if raw is None or current != markdown:

@@ -32,22 +32,25 @@ class JudgeActions:
     def __init__(self, lab):
         self.lab = lab
 
-    def _deal(self, prompt, queue, system, gen_values):
-        ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "")
+    def _deal(self, prompt, queue, system, gen_values, model, adapter):
+        ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "", model, adapter)
         status = (say("Which answer is better? Vote below. · {n} of the run's rows left", n=len(queue)) if queue
                   else say("Which answer is better? Vote below."))  # fmt: skip
         return ballot.a, ballot.b, ballot.id, status, queue
 
     @friendly
-    def ask(self, prompt, system, *gen_values):
-        """A blind pair for a typed prompt (ends a running row loop)."""
-        return self._deal(str(prompt or ""), [], system, gen_values)
+    def ask(self, prompt, system, *values):
+        """A blind pair for a typed prompt (ends a running row loop); values: the generation settings, then the
+        base model and adapter the page shows (the ballot records that adapter)."""
+        *gen_values, model, adapter = values
+        return self._deal(str(prompt or ""), [], system, gen_values, model, adapter)
 
     @friendly
-    def start_rows(self, system, *gen_values):
+    def start_rows(self, system, *values):
         """Start the vote loop over the run's validation rows (training rows when it has none)."""
-        rows = self.lab.vote_rows()
-        return (row_text(rows[0]), *self._deal(rows[0], rows[1:], system, gen_values))
+        *gen_values, model, adapter = values
+        rows = self.lab.vote_rows(adapter)
+        return (row_text(rows[0]), *self._deal(rows[0], rows[1:], system, gen_values, model, adapter))
 
     @friendly
     def vote(self, ballot_id, choice):
@@ -66,34 +69,35 @@ class JudgeActions:
         return reveal, rate, cleared, "", "", nxt
 
     @friendly
-    def advance(self, queue, system, *gen_values):
+    def advance(self, queue, system, *values):
         """After a vote in the row loop, the next row's blind pair (nothing when the loop is over)."""
+        *gen_values, model, adapter = values
         if not queue:
             return (gr.skip(),) * 6
-        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values))
+        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter))
 
     @friendly
-    def rate(self):
-        return win_rate_markdown(self.lab.vote_stats(), lang())
+    def rate(self, adapter):
+        return win_rate_markdown(self.lab.vote_stats(adapter), lang())
 
-    def rate_again(self, shown):
+    def rate_again(self, shown, adapter):
         """The win rate in the session's language after the switch (only where one is shown)."""
-        if not shown or self.lab.chat.adapter_dir is None:
+        if not shown or not adapter:
             return gr.skip()
         try:
-            return win_rate_markdown(self.lab.vote_stats(), lang())
+            return win_rate_markdown(self.lab.vote_stats(adapter), lang())
         except Exception:  # noqa: BLE001 (the adapter's folder went away: the next vote says so)
             return gr.skip()
 
     @friendly
-    def export_pairs(self):
-        path, pairs = self.lab.export_votes()
+    def export_pairs(self, adapter):
+        path, pairs = self.lab.export_votes(adapter)
         return str(path), say("{pairs} preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer: `{path}`.",
                               pairs=pairs, path=str(path))  # fmt: skip
 
     @friendly
-    def heldout(self):
-        res = self.lab.heldout()
+    def heldout(self, model, adapter):
+        res = self.lab.heldout(model, adapter)
         names = {"base": say("base"), "tuned": say("tuned")}
         return pd.DataFrame(
             [[names[side], round(res[side]["loss"], 4), round(res[side]["ppl"], 2)] for side in ("base", "tuned")],
@@ -102,22 +106,24 @@ class JudgeActions:
         )  # fmt: skip
 
     @friendly
-    def token_view(self, tuned_hist):
+    def token_view(self, tuned_hist, model, adapter):
         turns = [m for m in tuned_hist or [] if not (m.get("metadata") or {}).get("title")]
         users = [flatten_content(m.get("content")) for m in turns if m.get("role") == "user"]
         answers = [flatten_content(m.get("content")) for m in turns if m.get("role") == "assistant"]
         if not users or not answers:
             raise InputError(msg("Chat first: the token view colours the tuned model's last answer to your last "
                                  "prompt."))  # fmt: skip
-        deltas = self.lab.token_diff(users[-1], answers[-1])
+        deltas = self.lab.token_diff(users[-1], answers[-1], model, adapter)
         top = max((abs(d) for _, d in deltas), default=0.0) or 1.0
         return [(text, max(-1.0, min(1.0, d / top))) for text, d in deltas]  # green: tuned likes it more
 
 
-def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot) -> None:
-    """gen_inputs: the Chat tab's [system, thinking, temperature, top_p, top_k, rep, max_new, seed, scale, greedy]."""
+def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: list) -> None:
+    """gen_inputs: the Chat tab's [system, thinking, temperature, top_p, top_k, rep, max_new, seed, scale, greedy];
+    picked: its [base model, adapter] lists, which every judging action uses (what the page shows)."""
     act = JudgeActions(lab)
-    system, gen = gen_inputs[0], [gen_inputs[i] for i in (2, 3, 4, 5, 6, 7, 8, 9)]
+    system, gen = gen_inputs[0], [gen_inputs[i] for i in (2, 3, 4, 5, 6, 7, 8, 9)] + picked
+    adapter = picked[1]
     with gr.Accordion("Is the tuned model better? Blind A/B votes", open=False):
         with gr.Row():
             prompt = gr.Textbox(label="prompt for a blind pair", scale=4, elem_id="blind-prompt")
@@ -131,7 +137,7 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot) -> None:
             buttons = {c: gr.Button(label, elem_id=f"blind-vote-{c}") for c, label in CHOICES.items()}
         reveal = gr.Markdown(elem_id="blind-reveal")
         rate = dynamic(gr.Markdown(elem_id="blind-rate"))
-        on_language(act.rate_again, rate, rate)
+        on_language(act.rate_again, [rate, adapter], rate)
         ballot = gr.Textbox(visible=False)  # an opaque id; the side assignment stays on the server
         queue = gr.State([])
         with gr.Row():
@@ -160,8 +166,9 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot) -> None:
         return act.vote(ballot_id, choice)
 
     gr.api(chat_vote, api_name="chat_vote")
-    show_errors(export_btn.click(act.export_pairs, None, [export_file, status], api_name="chat_export_votes"), status)
-    show_errors(heldout_btn.click(act.heldout, None, heldout, api_name="chat_heldout", concurrency_limit=1,
+    show_errors(export_btn.click(act.export_pairs, adapter, [export_file, status], api_name="chat_export_votes"),
+                status)  # fmt: skip
+    show_errors(heldout_btn.click(act.heldout, picked, heldout, api_name="chat_heldout", concurrency_limit=1,
                                   concurrency_id="model"), status)  # fmt: skip
-    show_errors(tokens_btn.click(act.token_view, tuned_chat, tokens, api_name="chat_token_diff", concurrency_limit=1,
-                                 concurrency_id="model"), status)  # fmt: skip
+    show_errors(tokens_btn.click(act.token_view, [tuned_chat, *picked], tokens, api_name="chat_token_diff",
+                                 concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
