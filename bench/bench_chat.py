@@ -11,8 +11,10 @@ Same prompt, greedy, fixed length (min_new_tokens = max_new_tokens):
   for the base answer, then with the adapter for the tuned one;
 - Unsloth (CUDA only, in a subprocess: it must be imported before transformers): `FastLanguageModel` with the
   adapter, `for_inference`, the tuned answer alone (its studio's compare runs the sides one after the other).
+- ours, N-way: the base and N - 1 adapters of mixed ranks attached to the same base, N = 2, 3, 5 rows in one batch
+  (the Chat tab's compare), each timed after a first answer (which records or compiles that batch size).
 `--json` ends with one JSON line: ours_tok_s_each, peft_sequential_tok_s [base, tuned], unsloth_tok_s (null on the
-CPU), ttft_s, warmup_s, and the details (CUDA: where the warm-up's compile time went, and with --profile the GPU
+CPU), ttft_s, warmup_s, n_way {rows_N: tok_s_each, step_ms, step_vs_2_rows, recompiles_after_first}, and the details (CUDA: where the warm-up's compile time went, and with --profile the GPU
 kernels of one answer: kernels and GPU-busy milliseconds per decoding step, the costliest kernels).
 """
 
@@ -58,7 +60,7 @@ print("UNSLOTH-JSON", json.dumps({"tok_s": n / t, "seconds": t}))
 """
 
 
-def random_adapter(model_id: str, out: Path) -> Path:
+def random_adapter(model_id: str, out: Path, r: int = 16, seed: int = 0) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -66,8 +68,8 @@ def random_adapter(model_id: str, out: Path) -> Path:
     from lora_demo.train.settings import ALL_LINEAR
 
     lm = load_model(model_id, dtype="bf16" if torch.cuda.is_available() else "fp32")
-    pm = get_peft_model(lm.model, LoraConfig(r=16, lora_alpha=16, target_modules=ALL_LINEAR))
-    torch.manual_seed(0)
+    pm = get_peft_model(lm.model, LoraConfig(r=r, lora_alpha=r, target_modules=ALL_LINEAR))
+    torch.manual_seed(seed)
     for n, p in pm.named_parameters():
         if "lora_B" in n:
             p.data.normal_(0, 0.01)
@@ -185,6 +187,44 @@ def env_ab(model: str, adapter: Path, n: int, var: str, values: list[str]) -> di
     return out
 
 
+def n_way(engine, model: str, first: Path, tmp: Path, n: int, counts=(2, 3, 5)) -> dict:
+    """Our path with N rows in one batch: the base and N - 1 adapters (ranks 16, 8, 32, 16: mixed ranks, as the
+    Chat tab's compare mixes runs), each count timed after one warm-up answer; tok/s is the slowest row's, and the
+    step time is against the 2-row batch's."""
+    from torch._dynamo.utils import counters
+
+    from lora_demo.chat.engine import GenSettings
+
+    extra = [random_adapter(model, tmp / f"adapter-{k}", r=r, seed=k) for k, r in ((1, 8), (2, 32), (3, 16))]
+    t0 = time.perf_counter()
+    for a in extra:
+        list(engine.attach(str(a)))
+    attach_s = time.perf_counter() - t0
+    gen = GenSettings(max_new_tokens=n, min_new_tokens=n, greedy=True, repetition_penalty=1.0)
+    source = [{"role": "user", "content": PROMPT}]
+    out: dict = {"attach_3_adapters_s": round(attach_s, 2)}
+    for rows in counts:
+        adapters = [None, str(first), *map(str, extra)][:rows]
+        t1 = time.perf_counter()
+        for _ in engine.generate([source] * rows, adapters, settings=gen):
+            pass
+        warm = time.perf_counter() - t1
+        graphs0 = counters["stats"]["unique_graphs"]
+        last = None
+        for last in engine.generate([source] * rows, adapters, settings=gen):  # noqa: B007
+            pass
+        slowest = min(r.tokens_per_s for r in last)
+        out[f"rows_{rows}"] = {"tok_s_each": round(slowest, 2), "step_ms": round(1000 / slowest, 2),
+                               "first_call_s": round(warm, 2),
+                               "recompiles_after_first": counters["stats"]["unique_graphs"] - graphs0}  # fmt: skip
+        print(f"  ours, {rows} rows at once (base + {rows - 1} adapters): {slowest:.1f} tok/s each "
+              f"(first call {warm:.1f} s)", flush=True)  # fmt: skip
+    two = out["rows_2"]["step_ms"]
+    for rows in counts:
+        out[f"rows_{rows}"]["step_vs_2_rows"] = round(out[f"rows_{rows}"]["step_ms"] / two, 3)
+    return out
+
+
 def unsloth_rate(adapter: Path, n: int) -> tuple[float | None, str | None]:
     out = subprocess.run([sys.executable, "-c", UNSLOTH, str(adapter), str(n), PROMPT], capture_output=True, text=True,
                          timeout=900)  # fmt: skip
@@ -203,6 +243,7 @@ def main() -> None:
     ap.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth figure (CUDA)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     ap.add_argument("--profile", action="store_true", help="CUDA: profile one answer's kernels (after the timed ones)")
+    ap.add_argument("--no-n-way", action="store_true", help="skip the N-way figures (2, 3 and 5 rows in one batch)")
     ap.add_argument("--ab-fuse", action="store_true",
                     help="only our path, without then with the shared LoRA matmuls: --ab LORA_LAB_CHAT_FUSE=0,1")  # fmt: skip
     ap.add_argument("--ab", metavar="VAR=V1,V2",
@@ -283,6 +324,15 @@ def main() -> None:
             prof = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"  profile failed: {prof['error']}")
     dtype, device, warmup, step_mode = engine.model.dtype, engine.device, engine.warmup_s, engine.decoder.step_mode
+    nway = None
+    if not args.no_n_way:
+        try:
+            nway = n_way(engine, model, adapter, tmp, n)
+        except Exception as e:  # noqa: BLE001 - the 2-row figures above still count
+            import traceback
+
+            traceback.print_exc()
+            nway = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     engine.unload()
     seq = plain_peft_sequential(model, adapter, dtype, device, n)
     print(f"  plain PEFT sequential: base {seq[0]:.1f} tok/s, then tuned {seq[1]:.1f} tok/s", flush=True)
@@ -301,6 +351,8 @@ def main() -> None:
         "adapter_r": 16, "step_mode": step_mode, "ours": ours, "recompiles_after_warmup": recompiles, "load_s": round(load_s, 2),
         "unsloth_error": uns_err, "torch": torch.__version__, "graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": sum(counters["graph_break"].values()), "compile_s": compile_s, "profile": prof,
+        "n_way": nway,
+        "two_rows_vs_peft_faster_side": round(min(first["base_tok_s"], first["tuned_tok_s"]) / max(seq), 3),
     }  # fmt: skip
     if args.json:
         print(json.dumps(result))

@@ -6,7 +6,9 @@ symlinks before checking the allowed folders. LoRA Lab's rule for a shared link 
 or the user's work is visible without the login, and no file is served through a link. Gradio has no option for
 either, so this ASGI middleware (added through launch's app_kwargs, before the server starts) does both:
 - `GET /` before login: the page keeps Gradio's login form, with an empty API description;
-- `GET /gradio_api/file=PATH`: refused when PATH or a folder on its way is a symlink.
+- `GET /gradio_api/file=PATH`: refused when PATH or a folder on its way is a symlink;
+- `/v1/...`: handed to the OpenAI-compatible endpoint (lora_demo/openai_api.py) over the app's LabEngine, which
+  checks its own API key (Gradio's app takes no routes after launch, and its login is a cookie).
 Lists of runs and datasets are not in the built page at all (the tabs fill them per session, see ui/), so even
 without a login nothing names the user's work.
 """
@@ -23,6 +25,7 @@ from urllib.parse import unquote
 _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
 _EMPTY_API = b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
 _FILE_ROUTE = "/gradio_api/file="
+_OPENAI = re.compile(r"^/v1(/|$)")
 
 
 def logged_in(app, scope) -> bool:
@@ -55,13 +58,17 @@ def linked(path: str) -> bool:
 class Guard:
     """The ASGI middleware: see the module docstring."""
 
-    def __init__(self, app, allow_linked_roots: tuple[str, ...] = ()):
+    def __init__(self, app, allow_linked_roots: tuple[str, ...] = (), api_key: str | None = None):
         self.app = app
         # Folders whose own path may contain links (e.g. /tmp -> /private/tmp on macOS, a runs folder the operator
         # placed behind a link); links below them are still refused.
         self.roots = tuple(os.path.abspath(r) for r in allow_linked_roots)
+        self.api_key = api_key  # the OpenAI-compatible endpoint's key (None: none, unless the app has a login)
+        self.openai = None  # made at the first /v1 request, over the built app's LabEngine
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _OPENAI.match(scope.get("path", "")):
+            return await self._openai(scope.get("app"))(scope, receive, send)
         if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
@@ -71,6 +78,21 @@ class Guard:
         if path.rstrip("/") in ("", "/gradio_api/runs") and not logged_in(gradio_app, scope):
             return await self.app(scope, receive, _stripping(send))
         return await self.app(scope, receive, send)
+
+    def _openai(self, gradio_app):
+        """The /v1 app over the LabEngine of the Blocks this server runs (build_app sets `demo.lab`)."""
+        if self.openai is None:
+            from lora_demo.openai_api import NoEngine, OpenAIApp
+
+            try:
+                lab = getattr(gradio_app.get_blocks(), "lab", None)
+            except Exception:  # noqa: BLE001 - not a Gradio app of LoRA Lab
+                lab = None
+            if lab is None:
+                return NoEngine()
+            login = getattr(gradio_app, "auth", None) is not None or getattr(gradio_app, "auth_dependency", None)
+            self.openai = OpenAIApp(lab, self.api_key, login=bool(login))
+        return self.openai
 
     def _refused(self, path: str) -> bool:
         if path.startswith(("http://", "https://")):
@@ -112,13 +134,14 @@ async def _plain(send, status: int, text: bytes) -> None:
     await send({"type": "http.response.body", "body": text})
 
 
-def server_options(runs_dir: Path, linked_roots: tuple[str, ...] = ()) -> dict:
+def server_options(runs_dir: Path, linked_roots: tuple[str, ...] = (), api_key: str | None = None) -> dict:
     """The launch() options every LoRA Lab server uses (app, tests): files served only from Gradio's cache and the
-    runs folder, never through a link; no API description before login; no run history kept in the browser."""
+    runs folder, never through a link; no API description before login; no run history kept in the browser; the
+    OpenAI-compatible endpoint under /v1 (api_key: the key it asks for; see lora_demo/openai_api.py)."""
     from gradio.utils import get_upload_folder
     from starlette.middleware import Middleware
 
     folders = (runs_dir, get_upload_folder(), *linked_roots)
     roots = tuple(dict.fromkeys(str(f) for r in folders for f in (Path(r).absolute(), Path(r).resolve())))
     return {"allowed_paths": [str(Path(runs_dir).resolve())], "run_history": False,
-            "app_kwargs": {"middleware": [Middleware(Guard, allow_linked_roots=roots)]}}  # fmt: skip
+            "app_kwargs": {"middleware": [Middleware(Guard, allow_linked_roots=roots, api_key=api_key)]}}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Start LoRA Lab: `lora-lab [--host H] [--port P] [--share] [--auth USER:PASS] [--lang en|zh] [--model ID] ...`.
+"""Start LoRA Lab: `lora-lab [--host H] [--port P] [--share] [--auth USER:PASS] [--api-key KEY] [--lang en|zh] ...`.
 
 The `lora-lab` console script (pyproject.toml) runs `main`; `python app.py` in a checkout runs the same.
 """
@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", metavar="USER:PASS", default=os.environ.get("LORA_LAB_AUTH"),
                    help="require this login (also from $LORA_LAB_AUTH)")  # fmt: skip
     p.add_argument("--no-auth", action="store_true", help="with --share: allow anyone with the link in (unsafe)")
+    p.add_argument("--api-key", metavar="KEY", default=None,
+                   help="the key the OpenAI-compatible endpoint (/v1) asks for as 'Authorization: Bearer KEY'; with a "
+                        "login the default is $LORA_LAB_API_KEY, else one generated and printed; without a login no "
+                        "key is needed unless this is given")  # fmt: skip
     p.add_argument(
         "--lang",
         choices=("en", "zh"),
@@ -63,9 +67,27 @@ def resolve_auth(args: argparse.Namespace) -> tuple[str, str] | None:
     return None
 
 
+def resolve_api_key(args: argparse.Namespace, auth) -> str | None:
+    """The key of the OpenAI-compatible endpoint: --api-key; with a login, else $LORA_LAB_API_KEY, else generated
+    and printed; without a login none (the endpoint is as open as the page)."""
+    if args.api_key is not None:
+        if not args.api_key.strip():
+            sys.exit("error: --api-key must not be empty")
+        return args.api_key.strip()
+    if auth is None:
+        return None
+    env = os.environ.get("LORA_LAB_API_KEY", "").strip()
+    if env:
+        return env
+    key = "sk-lora-" + secrets.token_urlsafe(24)
+    print(f"OpenAI-compatible endpoint (/v1) key:  {key}", flush=True)
+    return key
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     auth = resolve_auth(args)
+    api_key = resolve_api_key(args, auth)
     settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
                            allow_dirs=[Path(d) for d in args.allow_dir])  # fmt: skip
     demo = build_app(settings, lang=args.lang)
@@ -77,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         # already one-line gr.Errors (ui.common.friendly); neither path sends a traceback.
         # Gradio serves files only from its cache and the runs folder (exports are written under runs/), never
         # through a symlink, and shows nothing before login (lora_demo/guard.py).
-        max_file_size=f"{MAX_UPLOAD_MB:g}mb", **server_options(settings.runs_dir),
+        # /v1: the OpenAI-compatible endpoint (lora_demo/openai_api.py), its key from resolve_api_key.
+        max_file_size=f"{MAX_UPLOAD_MB:g}mb", **server_options(settings.runs_dir, api_key=api_key),
     )  # fmt: skip
 
 

@@ -389,7 +389,8 @@ def test_cli_chat_json(tiny_run):
                           "--max-new-tokens", "8", "--greedy", "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert set(res) == {"base", "tuned"} and res["base"] != res["tuned"]
+    assert set(res) == {"base", "tuned", tiny_run.name} and res["base"] != res["tuned"]  # (one adapter: "tuned" too)
+    assert res[tiny_run.name] == res["tuned"]
 
 
 def test_4bit_checkpoint_chats_from_a_dequantized_copy(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def test_rows_of_different_adapters_equal_each_adapter_alone(engine, adapters):
     for k, want in enumerate(alone, start=1):
         assert torch.allclose(rows[k], want[0], atol=1e-4), k
     assert (alone[0] - alone[1]).abs().max() > 1e-2 and (alone[0] - base).abs().max() > 1e-2  # they really differ
-    assert len({r for st in engine.row_scale.stacks for _, r, _ in st.layout}) >= 2  # ranks 16/4 and 2 mixed
+    assert len({r for st in engine.row_scale.stacks for _, _, r, _ in st.layout}) >= 2  # ranks 16/4 and 2 mixed
 
 
 def test_one_batch_of_four_rows_answers_what_each_adapter_answers_alone(engine, adapters):
@@ -152,3 +153,45 @@ def test_two_visitors_each_get_their_own_adapter_and_their_votes_land_in_their_r
     assert json.loads(votes_a.read_text().splitlines()[-1])["adapter"].endswith("tiny-chat")
     status = b.predict("qwen3-tiny", str(other_run), api_name="/chat_load")
     assert "qv-other" in status and "2 adapters attached" in status, status
+
+
+def test_the_cli_answers_with_every_adapter_given(adapters, engine):
+    """`chat --adapter A --adapter B --json`: base and each adapter by its folder name, from one batch; the answers
+    are those of the engine (greedy)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "lora_demo", "chat", "--adapter", adapters[0], "--adapter",
+                          adapters[2], "--prompt", PROMPT, "--greedy", "--max-new-tokens", "8", "--json"],
+                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(got) == {"base", "tiny-chat", "tiny-rank4"}, got
+    gen = GenSettings(max_new_tokens=8, greedy=True)  # the CLI's --greedy (GenSettings' own defaults otherwise)
+    for key, adapter in (("tiny-chat", adapters[0]), ("tiny-rank4", adapters[2])):
+        assert got[key] == engine.answer_pair(PROMPT, gen, adapter_dir=adapter)["tuned"], key
+
+
+def test_with_rank_buckets_an_attach_refills_the_same_tensors(tiny_run, adapters, monkeypatch):
+    """CUDA's layout (rank columns in buckets of 64): attaching an adapter that fits rewrites the same stacks in
+    place (a recorded CUDA graph or compiled step stays valid: no decoder forgets its step), and the rows are still
+    each adapter alone; one that does not fit builds new stacks."""
+    monkeypatch.setenv("LORA_LAB_CHAT_RANK_BUCKET", "64")
+    e = ChatEngine()
+    list(e.load("auto", adapters[0]))
+    rs, ptrs = e.row_scale, [st.A.data_ptr() for st in e.row_scale.stacks]
+    forgot = []
+    monkeypatch.setattr(type(e.decoder), "forget_step", lambda self: forgot.append(self))
+    list(e.attach(adapters[1]))  # r=2 on q/v: fits beside r=16 in 64 columns
+    assert e.row_scale is rs and [st.A.data_ptr() for st in rs.stacks] == ptrs and not forgot
+    ids = torch.tensor([e.prompt_ids([{"role": "user", "content": PROMPT}])])
+    with torch.inference_mode():
+        with rs.on([(None, 0.0), (e.adapter_name(adapters[0]), 1.0), (e.adapter_name(adapters[1]), 1.0)]):
+            rows = e.model(input_ids=ids.repeat(3, 1)).logits
+        alone = [_alone(e, a, 1.0, ids) for a in adapters[:2]]
+    assert torch.allclose(rows[1], alone[0][0], atol=1e-4) and torch.allclose(rows[2], alone[1][0], atol=1e-4)
+    e.adapters.max_adapters = 8
+    for k in range(4):  # 16 + 2 + 4 x 16 > 64 columns on the all-linear layers: new stacks, steps forgotten
+        extra = _random_adapter(Path(adapters[0]).parent.parent / f"extra-{k}", ["q_proj", "k_proj", "v_proj",
+                                "o_proj", "gate_proj", "up_proj", "down_proj"], 16, seed=10 + k)  # fmt: skip
+        list(e.attach(str(extra)))
+    assert e.row_scale is not rs and forgot

@@ -349,11 +349,19 @@ class ChatEngine:
     def _rebuild_rows(self) -> None:
         """The per-row masks over every attached adapter (None when one has layers they cannot serve: then PEFT's
         mixed batch serves), and decoders that record their step again with the new factors."""
+        import os
+
         from lora_demo.chat.rowscale import RowScale, lora_linear_layers
 
+        if self.row_scale is not None and self.row_scale.refresh(self.model):
+            return  # the same tensors refilled in place: recorded and compiled steps stay valid
         if self.row_scale is not None:
             self.row_scale.remove()
-        self.row_scale = RowScale(self.model, rows=2) if lora_linear_layers(self.model) else None
+        # CUDA: rank columns in multiples of 64 per layer, so most attaches refill in place (no new CUDA graph or
+        # compile); CPU: exact sizes (nothing is recorded there, and padding columns would cost time).
+        env = os.environ.get("LORA_LAB_CHAT_RANK_BUCKET", "").strip()
+        bucket = int(env) if env.isdigit() and int(env) > 0 else (64 if self.device == "cuda" else 1)
+        self.row_scale = RowScale(self.model, rows=2, bucket=bucket) if lora_linear_layers(self.model) else None
         for decoder in self.decoders.values():
             decoder.forget_step()
 

@@ -34,9 +34,12 @@ class RowScale:
     set()/on() take one value per row: (adapter name or None, scale), or a plain float, which means `default`'s
     adapter at that scale (0.0: the base model), as the two-row base/tuned batch spells it."""
 
-    def __init__(self, model, rows: int = 2, adapter: str = "default"):
+    def __init__(self, model, rows: int = 2, adapter: str = "default", bucket: int = 1):
         self.adapter = adapter  # the adapter a plain float value names
         self.active = False
+        # Each member's rank columns are allocated in multiples of `bucket` (CUDA: 64), so attaching another
+        # adapter usually refills the same tensors in place and a recorded CUDA graph stays valid (refresh()).
+        self.bucket = max(1, int(bucket))
         self.layers = lora_linear_layers(model)
         if not self.layers:
             raise ValueError("the model has no LoRA linear layers")
@@ -47,14 +50,35 @@ class RowScale:
         fuse = os.environ.get("LORA_LAB_CHAT_FUSE", "1").strip() != "0"  # 0: each layer its own LoRA matmuls
         grouped = sibling_groups(model, self.layers) if fuse else []
         in_group = {id(m) for g in grouped for m in g}
-        self._masks: dict = {}  # (layout, dtype, device, rows) -> the (rows, 1, R) mask of that column layout
-        self.fused = [StackedLora(g) for g in grouped]  # sibling groups (the bench reports how many)
-        self.stacks = [*self.fused, *(StackedLora([m]) for m in self.layers if id(m) not in in_group)]
+        self.fused = [StackedLora(g, self.bucket) for g in grouped]  # sibling groups (the bench reports how many)
+        self.stacks = [*self.fused, *(StackedLora([m], self.bucket) for m in self.layers if id(m) not in in_group)]
         for layer in self.layers:
             layer._lora_lab_row_scale = self
             plain = type(layer.base_layer) is torch.nn.Linear
             layer.forward = types.MethodType(_row_scaled_linear if plain else _row_scaled_forward, layer)
+        self._pairs_now: list = [(None, 0.0)] * rows
         self.set([0.0] * rows)
+
+    def refresh(self, model) -> bool:
+        """After an adapter was attached or detached: refill the same stacks in place when the LoRA layers are the
+        same and every stack's adapters still fit its columns (True: a recorded step stays valid); False: build a
+        new RowScale (the caller does)."""
+        layers = lora_linear_layers(model)
+        if [id(m) for m in layers] != [id(m) for m in self.layers]:
+            return False
+        if not all(st.fits() for st in self.stacks):
+            return False
+        for st in self.stacks:
+            st.fill()
+        self.adapters = sorted({a for layer in self.layers for a in layer.lora_A})
+        if self.adapter not in self.adapters:
+            self.adapter = self.adapters[0]
+        self._pairs_now = [(n if n in self.adapters else None, s) for n, s in self._pairs_now]
+        with torch.inference_mode(False), torch.no_grad():
+            for n_rows in {st_n for st in self.stacks for st_n in st.masks}:
+                for st in self.stacks:
+                    st.mask_for(n_rows, [(None, 0.0)] * n_rows)  # stale columns cleared; set() fills them again
+        return True
 
     def _pairs(self, values: list) -> list[tuple[str | None, float]]:
         out = []
@@ -66,28 +90,16 @@ class RowScale:
         return out
 
     def set(self, values: list) -> None:
-        """Each row's adapter and scale. The masks are filled in place, one tensor per column layout and row count
-        (kept: a CUDA graph recorded for that many rows holds it), so a compiled step never sees a new object."""
+        """Each row's adapter and scale. Each stack's (rows, 1, R) mask is filled in place (one per row count, kept: a
+        CUDA graph recorded for that many rows holds it), so a compiled step never sees a new object."""
         pairs, n = self._pairs(values), len(values)
         # Normal tensors, made and filled outside inference mode: a mask first made in a generation's inference
-        # mode could not be filled again outside it (and vice versa is allowed).
+        # mode could not be filled again outside it.
         with torch.inference_mode(False), torch.no_grad():
-            self._fill(pairs, n)
-        self.rows = n
-
-    def _fill(self, pairs: list, n: int) -> None:
-        filled = {}
-        for st in self.stacks:
-            key = (st.layout, st.A.dtype, st.A.device, n)
-            if key not in filled:
-                mask = self._masks.get(key)
-                if mask is None:
-                    mask = self._masks[key] = torch.zeros(n, 1, st.A.shape[0], dtype=st.A.dtype, device=st.A.device)
-                rows = [[scale * scaling if a == name else 0.0 for a, r, scaling in st.layout for _ in range(r)]
-                        for name, scale in pairs]  # fmt: skip
-                mask.copy_(torch.tensor(rows, dtype=torch.float64).to(mask.dtype).view(n, 1, -1))
-                filled[key] = mask
-            st.mask = filled[key]
+            rows_by_layout: dict = {}
+            for st in self.stacks:
+                st.mask = st.mask_for(n, pairs, rows_by_layout)
+        self.rows, self._pairs_now = n, pairs
 
     @contextlib.contextmanager
     def on(self, values: list):
@@ -111,7 +123,7 @@ SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 def sibling_groups(model, layers: list) -> list[list]:
     """Groups of the given LoRA layers that read one input (SIBLINGS under one parent) and can share matmuls: the
-    same adapters, input width, A/B dtype and device."""
+    same input width, A/B dtype and device (each member has its own columns, so their adapters may differ)."""
     wanted = {id(m) for m in layers}
     by_name = {name: m for name, m in model.named_modules() if id(m) in wanted}
     groups = []
@@ -121,7 +133,7 @@ def sibling_groups(model, layers: list) -> list[list]:
             if leaf != names[0]:
                 continue
             group = [by_name.get(f"{parent}.{n}" if parent else n) for n in names]
-            if any(g is None for g in group) or len({tuple(sorted(g.lora_A)) for g in group}) != 1:
+            if any(g is None for g in group):
                 continue
             a = [g.lora_A[k].weight for g in group for k in g.lora_A]
             b = [g.lora_B[k].weight for g in group for k in g.lora_B]
@@ -135,27 +147,22 @@ class StackedLora:
     matmuls: x @ A_cat^T (the adapters' A of every member stacked), times the rows' mask, times the block-diagonal
     B (member m's outputs take only member m's columns; the zeros add exact zeros). The first member called on an
     input computes every member's term and keeps it until each has taken its slice; a member called on another
-    input computes afresh, so any calling order stays correct. The stacked factors are copies made here (chat never
-    changes them; attaching or detaching an adapter builds new ones)."""
+    input computes afresh, so any calling order stays correct. The factors are copies made here (chat never changes
+    them), in columns allocated per member in multiples of `bucket`: fill() rewrites them in place."""
 
-    def __init__(self, layers: list):
-        names = sorted(layers[0].lora_A)
-        a = [m.lora_A[k].weight.detach() for m in layers for k in names]
-        b = [[m.lora_B[k].weight.detach() for k in names] for m in layers]
-        self.A = torch.cat(a, 0).contiguous()
-        outs = [w[0].shape[0] for w in b]
-        self.B = torch.zeros(sum(outs), self.A.shape[0], dtype=b[0][0].dtype, device=b[0][0].device)
-        layout, o, c = [], 0, 0
-        for m, ws in zip(layers, b, strict=True):
-            for k, wb in zip(names, ws, strict=True):
-                r = wb.shape[1]
-                self.B[o : o + wb.shape[0], c : c + r] = wb
-                layout.append((k, r, float(m.scaling[k])))
-                c += r
-            m._lora_lab_slice = (o, o + ws[0].shape[0])
-            o += ws[0].shape[0]
-        self.layout = tuple(layout)  # (adapter, rank, scaling) of each column block, in order
-        self.mask = None  # the rows' mask (RowScale.set)
+    def __init__(self, layers: list, bucket: int = 1):
+        self.layers, self.bucket = layers, bucket
+        w = layers[0].lora_A[sorted(layers[0].lora_A)[0]].weight
+        self.cap = self._need()  # rank columns per member
+        outs = [m.lora_B[sorted(m.lora_B)[0]].weight.shape[0] for m in layers]
+        self.A = torch.zeros(self.cap * len(layers), w.shape[1], dtype=w.dtype, device=w.device)
+        self.B = torch.zeros(sum(outs), self.cap * len(layers), dtype=w.dtype, device=w.device)
+        o = 0
+        for m, out in zip(layers, outs, strict=True):
+            m._lora_lab_slice = (o, o + out)
+            o += out
+        self.masks: dict[int, torch.Tensor] = {}  # rows -> (rows, 1, R) mask, kept per batch size
+        self.mask = None  # the rows' mask now (RowScale.set)
         for t in (self.A, self.B):
             with contextlib.suppress(Exception):  # a static address for CUDA graphs (nn-module attributes are)
                 torch._dynamo.mark_static_address(t)
@@ -164,6 +171,54 @@ class StackedLora:
         self.size = len(layers)
         self.x = self.lora = None  # the input being served and its members' LoRA terms
         self.left = 0  # members still to take their slice of it
+        self.fill()
+
+    def _need(self) -> int:
+        """Rank columns per member for the adapters attached now, rounded up to the bucket."""
+        most = max(sum(m.lora_A[k].weight.shape[0] for k in m.lora_A) for m in self.layers)
+        return -(-most // self.bucket) * self.bucket
+
+    def fits(self) -> bool:
+        return self._need() <= self.cap and all(
+            m.lora_A[k].weight.dtype == self.A.dtype for m in self.layers for k in m.lora_A
+        )
+
+    @torch.no_grad()
+    def fill(self) -> None:
+        """Copy every member's adapters into its columns (the rest zero) and note which columns are whose."""
+        with torch.inference_mode(False):
+            self.A.zero_()
+            self.B.zero_()
+            layout = []
+            for i, m in enumerate(self.layers):
+                c, (o0, o1) = i * self.cap, m._lora_lab_slice
+                for k in sorted(m.lora_A):
+                    a, bw = m.lora_A[k].weight, m.lora_B[k].weight
+                    r = a.shape[0]
+                    self.A[c : c + r] = a
+                    self.B[o0:o1, c : c + r] = bw
+                    layout.append((k, c, r, float(m.scaling[k])))
+                    c += r
+        self.layout = tuple(layout)  # (adapter, first column, rank, scaling) of each column block
+
+    def mask_for(self, n: int, pairs: list, cache: dict | None = None) -> torch.Tensor:
+        """This stack's n-row mask, filled for `pairs` (each row's adapter name or None, and scale)."""
+        mask = self.masks.get(n)
+        if mask is None:
+            mask = self.masks[n] = torch.zeros(n, 1, self.A.shape[0], dtype=self.A.dtype, device=self.A.device)
+        key = (self.layout, self.A.shape[0], tuple(pairs))
+        if cache is None or key not in cache:
+            rows = torch.zeros(n, self.A.shape[0], dtype=torch.float64)
+            for i, (name, scale) in enumerate(pairs):
+                for k, c, r, scaling in self.layout:
+                    if k == name:
+                        rows[i, c : c + r] = scale * scaling
+            if cache is not None:
+                cache[key] = rows
+        else:
+            rows = cache[key]
+        mask.copy_(rows.to(mask.dtype).view(n, 1, -1))
+        return mask
 
 
 def _lora_term(self, x):
