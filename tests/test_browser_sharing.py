@@ -117,3 +117,55 @@ def test_late_runs_and_datasets_are_in_a_fresh_page_s_lists_and_nothing_before_l
     a.screenshot(path=str(ARTIFACTS / "sharing-late-dataset.png"), full_page=False)
     b.get_by_role("tab", name="Dataset", exact=True).click()
     assert "late q" not in b.locator("#dataset-table").text_content()
+
+
+def _chat_settings(page, tokens: int = 10) -> None:
+    page.get_by_text("Prompt and generation settings").click()
+    page.get_by_label("greedy (deterministic)").check()
+    page.get_by_role("spinbutton", name="max new tokens").fill(str(tokens))
+    page.get_by_role("spinbutton", name="max new tokens").press("Enter")
+
+
+def _pick(page, elem_id: str, option_regex: str) -> None:
+    import re
+
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=re.compile(option_regex)).first.click()
+    page.keyboard.press("Escape")
+
+
+def _send(page, text: str) -> None:
+    page.locator("#chat-input textarea").fill(text)
+    page.get_by_role("button", name="Send", exact=True).click()
+    page.locator("#chat-tuned-stats").get_by_text("tok/s").wait_for(timeout=180_000)
+
+
+def test_two_visitors_chat_with_their_own_adapters_and_one_compares_three_at_once(shared_app, browser, tiny_run):
+    """Issue 26 in the browser: A picks run 1 from the Chat list, B picks another adapter, neither presses Load;
+    each Send answers with the adapter its own page shows (the status line shows the attach stage), and A's
+    three-way compare (base, run 1 and B's adapter in one batch) puts B's answer in the extra pane."""
+    from tests.browser_helpers import answer
+    from tests.test_chat_adapters import _random_adapter
+
+    url, root = shared_app
+    if not (root / "runs" / "made-after-start").exists():
+        pytest.skip("needs the run of the test above")
+    _random_adapter(root / "runs" / "qv-random", ["q_proj", "v_proj"], 2, seed=1)
+    a, b = _visitor(browser, url), _visitor(browser, url)
+    for page, run in ((a, "made-after-start"), (b, "qv-random")):  # (a folder with no run status: its name alone)
+        page.get_by_role("tab", name="Chat", exact=True).click()
+        _pick(page, "chat-adapter", "^" + run + "( |$)")
+        _chat_settings(page)
+    _send(a, "What is your name?")
+    _send(b, "What is your name?")
+    a_tuned, b_tuned = answer(a, "chat-tuned"), answer(b, "chat-tuned")
+    assert a_tuned and b_tuned and a_tuned != b_tuned
+    assert "qv-random" in b.locator("#chat-status").inner_text()  # B's page says which adapter B's Send used
+    a.locator("#chat-clear").click()
+    a.get_by_text("Compare with more adapters (one batch)").click()
+    _pick(a, "chat-compare", "^qv-random$")
+    _send(a, "What is your name?")
+    a.locator("#chat-extra0-stats").get_by_text("tok/s").wait_for(timeout=180_000)
+    assert answer(a, "chat-tuned") == a_tuned  # B's adapter attached meanwhile: A's own is unchanged
+    assert answer(a, "chat-extra0") == b_tuned  # the compare pane: B's adapter, from A's batch
+    a.screenshot(path=str(ARTIFACTS / "chat-three-way.png"), full_page=True)
