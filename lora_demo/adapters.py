@@ -63,15 +63,8 @@ class AdapterInfo:
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 
 
-def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
-    """The adapter folder's config and weights, checked before anything loads them, or one clear InputError: a
-    config that is no JSON object or has no positive whole r, a number lora_alpha and target modules; a weights
-    file that is torn or empty (its safetensors header does not fit the file); LoRA factors whose ranks differ
-    from the config's r (or rank_pattern). Chat, the Low-rank lab, the exports and Continue all call it first."""
-    from safetensors import safe_open
-
-    cfg_path, weights = find_adapter_files(adapter_dir)
-    folder = str(adapter_dir)
+def _read_config(cfg_path: Path, folder: str) -> dict:
+    """adapter_config.json as a JSON object (read never through a symlink), or one clear InputError."""
     try:
         config = json.loads(read_text(cfg_path))  # never through a symlink
     except InputError:
@@ -88,6 +81,19 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
     if not isinstance(config, dict):
         raise InputError(msg("adapter_config.json in {path} is not a JSON object: pick another run or checkpoint.",
                              path=folder))  # fmt: skip
+    return config
+
+
+def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
+    """The adapter folder's config and weights, checked before anything loads them, or one clear InputError: a
+    config that is no JSON object or has no positive whole r, a number lora_alpha and target modules; a weights
+    file that is torn or empty (its safetensors header does not fit the file); LoRA factors whose ranks differ
+    from the config's r (or rank_pattern). Chat, the Low-rank lab, the exports and Continue all call it first."""
+    from safetensors import safe_open
+
+    cfg_path, weights = find_adapter_files(adapter_dir)
+    folder = str(adapter_dir)
+    config = _read_config(cfg_path, folder)
     r, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
     rank_pattern = config.get("rank_pattern") or {}
 

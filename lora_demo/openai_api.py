@@ -193,6 +193,7 @@ def parse_chat(body) -> dict:
         top_k=_number(body, "top_k", d.top_k, 0, 1000, whole=True),
         repetition_penalty=_number(body, "repetition_penalty", d.repetition_penalty, 0.5, 3),
         seed=_number(body, "seed", d.seed, 0, 2**32 - 1, whole=True),
+        min_new_tokens=_number(body, "min_tokens", 0, 0, max_tokens, whole=True),  # (vLLM's extension: benches)
     )
     if body.get("n") not in (None, 1):
         raise ApiError(400, f"'n' must be 1 (one answer per request); got {body.get('n')!r}.", "invalid_value", "n")

@@ -195,3 +195,32 @@ def test_with_rank_buckets_an_attach_refills_the_same_tensors(tiny_run, adapters
                                 "o_proj", "gate_proj", "up_proj", "down_proj"], 16, seed=10 + k)  # fmt: skip
         list(e.attach(str(extra)))
     assert e.row_scale is not rs and forgot
+
+
+def test_requests_that_wait_together_share_one_batch_and_answer_as_alone(engine, adapters):
+    """Several visitors (threads) press Send while a batch decodes: the waiting requests, with different adapters,
+    share the next batch (one batch for two requests) and each answers exactly what it answers alone."""
+    import threading
+
+    source = [{"role": "user", "content": PROMPT}]
+    alone = {a: engine.answer_pair(PROMPT, GREEDY, adapter_dir=a)["tuned"] for a in adapters[:2]}
+    long = GenSettings(max_new_tokens=48, min_new_tokens=48, greedy=True, repetition_penalty=1.0)
+    got, started = {}, threading.Event()
+
+    def ask(key, adapter, gen):
+        last = None
+        for last in engine.generate([source, source], [None, adapter], settings=gen):  # noqa: B007
+            started.set()
+        got[key] = last[1].text
+
+    first = threading.Thread(target=ask, args=("busy", adapters[2], long))
+    first.start()
+    started.wait(60)
+    batches, served = engine.batcher.batches, engine.batcher.served
+    others = [threading.Thread(target=ask, args=(a, a, GREEDY)) for a in adapters[:2]]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(120)
+    assert engine.batcher.served - served == 3 and engine.batcher.batches - batches == 2  # the two waited together
+    assert got[adapters[0]] == alone[adapters[0]] and got[adapters[1]] == alone[adapters[1]]

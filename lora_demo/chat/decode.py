@@ -352,106 +352,66 @@ class PairDecoder:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[list[int]]:
         """New tokens of each row (up to its EOS, which is included). `sink` gets each chunk as it comes."""
-        from transformers import (
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
-
         if len(rows) != self.rows:
             raise ValueError(f"this decoder serves {self.rows} rows, not {len(rows)}")
-        dev, n = self.device, len(rows)
         width = self._width(max(len(r) for r in rows), max_new_tokens)
-        total = width + max_new_tokens
-        self._ensure_cache(total)
+        self._ensure_cache(width + max_new_tokens)
         if not self.prefills_warm:
             self._warm_prefills(pad_id)
-        graphed = self.step_mode in GRAPH_MODES
-        if graphed and self._graph is None:
-            try:
-                self._record()
-            except Exception as e:  # noqa: BLE001 - a model inductor cannot compile still decodes, eagerly recorded
-                if self.step_mode == "graph":
-                    raise
-                log.warning("chat: recording the %s step failed (%s: %s); recording the eager step instead",
-                            self.step_mode, type(e).__name__, str(e)[:300])  # fmt: skip
-                self.step_mode, self._layers, self._step, self._graph = "graph", None, self.model, None
-                torch.cuda.synchronize(dev)
-                self.cache.reset()
-                self._record()
-        kv_cap = self.max_cache_len if self.compiled else total
+        if self.step_mode in GRAPH_MODES and self._graph is None:
+            self._record_or_fall_back()
+        ids, valid, pos = self._inputs(rows, pad_id, width, width + max_new_tokens)
+        pick = _Sampler(ids, eos_ids, min_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty, seed)
+        out = _Flusher(ids, eos_ids, width, sink)
+        kv_len = self.max_cache_len if self.compiled else width
+        logits = self._prefill(ids[:, :width], self._mask(valid, width, kv_len, 0), pos)
+        tok = pick(logits, width, 0)
+        del logits
+        ids[:, width] = tok
+        if out.flush(width + 1) or max_new_tokens == 1:
+            return out.kept
+        return self._decode_steps(ids, valid, tok, pos[:, -1:] + 1, width, max_new_tokens, pick, out, pad_id,
+                                  eos_ids, should_stop)  # fmt: skip
+
+    def _record_or_fall_back(self) -> None:
+        """Record the graph step; a model inductor cannot compile still decodes, its eager step recorded."""
+        try:
+            self._record()
+        except Exception as e:  # noqa: BLE001
+            if self.step_mode == "graph":
+                raise
+            log.warning("chat: recording the %s step failed (%s: %s); recording the eager step instead",
+                        self.step_mode, type(e).__name__, str(e)[:300])  # fmt: skip
+            self.step_mode, self._layers, self._step, self._graph = "graph", None, self.model, None
+            torch.cuda.synchronize(self.device)
+            self.cache.reset()
+            self._record()
+
+    def _inputs(self, rows: list[list[int]], pad_id: int, width: int, total: int):
+        """The left-padded ids (room for the answers), which cache slots hold real tokens, and the positions."""
+        n, dev = len(rows), self.device
         ids = torch.full((n, total), pad_id, dtype=torch.long, device=dev)
         if self.compiled:
             valid = self._valid
             valid.zero_()
         else:
-            valid = torch.zeros((n, kv_cap), dtype=torch.bool, device=dev)
+            valid = torch.zeros((n, total), dtype=torch.bool, device=dev)
         for k, r in enumerate(rows):
             ids[k, width - len(r) : width] = torch.tensor(r, dtype=torch.long)
             valid[k, width - len(r) : width] = True
-        pos = (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
-        processors = []
-        if repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
-        if not greedy:
-            if temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(temperature))
-            if top_k:
-                processors.append(TopKLogitsWarper(top_k))
-            if top_p < 1.0:
-                processors.append(TopPLogitsWarper(top_p))
+        return ids, valid, (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
+
+    def _decode_steps(self, ids, valid, tok, next_pos, width: int, max_new_tokens: int, pick, out, pad_id: int,
+                      eos_ids: set[int], should_stop) -> list[list[int]]:  # fmt: skip
+        """The decoding loop after the prefill: one token a row a step, handed over in chunks (CUDA: every `chunk`
+        steps, each look waits for the GPU; CPU: every flush_s), until every row's EOS, max_new_tokens or a stop."""
+        n, dev = ids.shape[0], self.device
         eos_list = sorted(eos_ids)
         eos_t = torch.tensor(eos_list, dtype=torch.long, device=dev)
-        gen = torch.Generator(device=dev).manual_seed(seed)
-
-        def pick(logits: torch.Tensor, cur: int, step: int) -> torch.Tensor:
-            scores = logits.float()
-            if step < min_new_tokens and eos_list:  # first, as generate() does: top-k/top-p then never keep only EOS
-                scores[:, eos_t] = -float("inf")
-            for p in processors:
-                scores = p(ids[:, :cur], scores)
-            if greedy:
-                return scores.argmax(-1)
-            probs = torch.softmax(scores, dim=-1)
-            return torch.multinomial(probs, 1, generator=gen).squeeze(1)
-
-        # prefill (eager, any length)
-        kv_len = kv_cap if self.compiled else width
-        logits = self._prefill(ids[:, :width], self._mask(valid, width, kv_len, 0), pos)
-        tok = pick(logits, width, 0)
-        del logits
-        ids[:, width] = tok
-        next_pos = pos[:, -1:] + 1
         done = torch.isin(tok, eos_t)
-        kept: list[list[int]] = [[] for _ in range(n)]
-        finished = [False] * n
-        sent = width  # ids[:, :sent] have been handed to the sink
-
-        def flush(upto: int) -> bool:
-            """Hand ids[:, sent:upto] over; True when every row has reached its EOS."""
-            nonlocal sent
-            if upto <= sent:
-                return all(finished)
-            chunk = ids[:, sent:upto].tolist()
-            sent = upto
-            for k, toks in enumerate(chunk):
-                if finished[k]:
-                    toks = []
-                else:
-                    cut = next((i for i, t in enumerate(toks) if t in eos_ids), None)
-                    if cut is not None:
-                        toks, finished[k] = toks[: cut + 1], True
-                    kept[k].extend(toks)
-                chunk[k] = toks
-            if sink is not None:
-                sink(chunk)
-            return all(finished)
-
-        if flush(width + 1) or max_new_tokens == 1:
-            return kept
+        kv_cap = self.max_cache_len if self.compiled else ids.shape[1]
         step_fn = self._step if self.compiled else self.model
-        cuda = dev.type == "cuda"
+        cuda, graphed = dev.type == "cuda", self.step_mode in GRAPH_MODES
         last_flush = time.perf_counter()
         for step in range(1, max_new_tokens):
             cur = width + step  # tokens in ids so far; the newest is at cur - 1
@@ -468,27 +428,94 @@ class PairDecoder:
                     mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
                 if cuda and self.compiled:
                     torch.compiler.cudagraph_mark_step_begin()
-                out = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
-                              past_key_values=self.cache, use_cache=True)  # fmt: skip
-                tok = pick(out.logits[:, -1, :], cur, step)
-                del out
+                logits = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
+                                 past_key_values=self.cache, use_cache=True).logits  # fmt: skip
+                tok = pick(logits[:, -1, :], cur, step)
+                del logits
             if eos_list:  # a row past its EOS keeps feeding padding (as generate does)
                 tok = torch.where(done, torch.full_like(tok, pad_id), tok)
                 done |= torch.isin(tok, eos_t)
             ids[:, cur] = tok
             next_pos = next_pos + 1
             if step == max_new_tokens - 1:
-                flush(cur + 1)
-                return kept
-            if cuda:
-                look = (step + 1) % self.chunk == 0
-            else:
-                look = bool(done.all()) or time.perf_counter() - last_flush >= self.flush_s
+                out.flush(cur + 1)
+                return out.kept
+            look = (step + 1) % self.chunk == 0 if cuda else (
+                bool(done.all()) or time.perf_counter() - last_flush >= self.flush_s)  # fmt: skip
             if look:
                 last_flush = time.perf_counter()
-                if flush(cur + 1):
-                    return kept
+                if out.flush(cur + 1):
+                    return out.kept
             if should_stop():
-                flush(cur + 1)
-                return kept
-        return kept
+                out.flush(cur + 1)
+                return out.kept
+        return out.kept
+
+
+class _Sampler:
+    """Picks each row's next token as transformers' generate() would: EOS forbidden before min_new_tokens, the
+    repetition penalty, then (sampling) temperature, top-k and top-p, from one seeded generator."""
+
+    def __init__(self, ids, eos_ids: set[int], min_new_tokens: int, greedy: bool, temperature: float, top_p: float,
+                 top_k: int, repetition_penalty: float, seed: int):  # fmt: skip
+        from transformers import (
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.ids, self.greedy, self.min_new_tokens = ids, greedy, min_new_tokens
+        self.processors = []
+        if repetition_penalty != 1.0:
+            self.processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+        if not greedy:
+            if temperature != 1.0:
+                self.processors.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                self.processors.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                self.processors.append(TopPLogitsWarper(top_p))
+        self.eos_list = sorted(eos_ids)
+        self.eos_t = torch.tensor(self.eos_list, dtype=torch.long, device=ids.device)
+        self.gen = torch.Generator(device=ids.device).manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, cur: int, step: int) -> torch.Tensor:
+        scores = logits.float()
+        if step < self.min_new_tokens and self.eos_list:  # first, as generate() does: never keep only EOS
+            scores[:, self.eos_t] = -float("inf")
+        for p in self.processors:
+            scores = p(self.ids[:, :cur], scores)
+        if self.greedy:
+            return scores.argmax(-1)
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
+
+
+class _Flusher:
+    """Hands the new tokens over to the sink in chunks and keeps each row's answer up to its first EOS."""
+
+    def __init__(self, ids, eos_ids: set[int], width: int, sink):
+        self.ids, self.eos_ids, self.sink = ids, eos_ids, sink
+        self.kept: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        self.finished = [False] * ids.shape[0]
+        self.sent = width  # ids[:, :sent] have been handed over
+
+    def flush(self, upto: int) -> bool:
+        """Hand ids[:, sent:upto] over; True when every row has reached its EOS."""
+        if upto <= self.sent:
+            return all(self.finished)
+        chunk = self.ids[:, self.sent : upto].tolist()
+        self.sent = upto
+        for k, toks in enumerate(chunk):
+            if self.finished[k]:
+                toks = []
+            else:
+                cut = next((i for i, t in enumerate(toks) if t in self.eos_ids), None)
+                if cut is not None:
+                    toks, self.finished[k] = toks[: cut + 1], True
+                self.kept[k].extend(toks)
+            chunk[k] = toks
+        if self.sink is not None:
+            self.sink(chunk)
+        return all(self.finished)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_demo.chat.batcher import Batcher
 from lora_demo.chat.registry import AdapterRegistry, adapter_key, run_template
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
@@ -227,6 +228,7 @@ class ChatEngine:
         self.precision: str = ""  # what chat computes in, said in the status line (a Msg when it explains)
         self.row_scale = None  # rowscale.RowScale when every attached adapter's layers allow it
         self.decoders: dict = {}  # rows -> decode.PairDecoder (one static cache and step per batch size)
+        self.batcher = Batcher(self)  # requests waiting for the next batch (several visitors share one)
         self.worker = None  # decode.GenerationWorker: the one thread every generation of this model runs on
         self.warmup_s: float | None = None
 
@@ -530,6 +532,9 @@ class ChatEngine:
         rows = [
             self.prompt_ids(src, system, enable_thinking, a or first) for src, a in zip(sources, adapters, strict=True)
         ]
+        if mode == "rows":  # the default: joins the batch other visitors' requests share (chat/batcher.py)
+            yield from self._rows(rows, adapters, settings, every_s, stop)
+            return
         if not self.lock.acquire(timeout=600):
             raise InputError(msg("The model is busy with another generation; try again in a moment."))
         try:
@@ -537,9 +542,7 @@ class ChatEngine:
             self.stop_event.clear()
             own = stop if stop is not None else threading.Event()
             self._should_stop = lambda: self.stop_event.is_set() or own.is_set()
-            if mode == "rows":
-                yield from self._rows(rows, names, settings, every_s)
-            elif mode == "sequential":
+            if mode == "sequential":
                 yield from self._sequential(rows, names, settings, every_s)
             else:
                 yield from self._batched(rows, names, settings, every_s)
@@ -574,31 +577,50 @@ class ChatEngine:
         gen_eos = _as_list(getattr(self.model.generation_config, "eos_token_id", None))
         return sorted({i for i in (tok.eos_token_id, *gen_eos) if i is not None})
 
-    def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None, names: list | None = None):
+    def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None, names: list | None = None,
+                scales: list | None = None, should_stop=None):  # fmt: skip
         """The default path, on the generation thread: one batch, each row's LoRA masked to its adapter (None: the
-        base row) at the slider's scale. names=None: the base row and load()'s adapter (or one base row)."""
+        base row) at its scale (default: the slider's). names=None: the base row and load()'s adapter."""
         if names is None:
             names = [None] + ([self.adapters.name(self.adapter_dir)] if self.adapter_dir else [])
             names = names[: len(rows)] + [names[-1]] * (len(rows) - len(names))
-        scale = settings.adapter_scale
-        scaled = (self.row_scale.on([(n, scale if n else 0.0) for n in names])
-                  if self.row_scale is not None and any(names) else None)  # fmt: skip
+        scales = scales or [settings.adapter_scale] * len(rows)
+        values = [(n, s if n else 0.0) for n, s in zip(names, scales, strict=True)]
+        scaled = self.row_scale.on(values) if self.row_scale is not None and any(names) else None
         with scaled or contextlib.nullcontext():
             return self._decoder(len(rows)).generate(
                 rows, self.tokenizer.pad_token_id, set(self._eos_ids()), settings.max_new_tokens,
                 min_new_tokens=settings.min_new_tokens, greedy=settings.greedy, temperature=settings.temperature,
                 top_p=settings.top_p, top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
-                seed=settings.seed, sink=sink, should_stop=self._should_stop,
+                seed=settings.seed, sink=sink, should_stop=should_stop or self.stop_event.is_set,
             )  # fmt: skip
 
-    def _rows(self, rows: list[list[int]], names: list, settings: GenSettings, every_s: float):
+    def _rows(self, rows: list[list[int]], adapters: list, settings: GenSettings, every_s: float, stop=None):
+        """A request of the default path: queued for the next batch (other requests with the same settings join
+        it), streamed from its own rows; leaving early (a closed page) stops it and waits for its batch to let go."""
+        from lora_demo.chat.batcher import Request
+
+        if self.worker is None:
+            from lora_demo.chat.decode import GenerationWorker
+
+            self.worker = GenerationWorker()
         results = [SideResult() for _ in rows]
-
-        def job(streamer):
-            self._decode(rows, settings, streamer.add, names)
-
-        for _ in self._run_streaming(len(rows), job, results, every_s):
-            yield results
+        streamer = _PairStreamer(len(rows))
+        streamer._prompt_seen = True
+        req = Request(rows, list(adapters), settings, streamer, stop=stop if stop is not None else threading.Event())
+        self.batcher.submit(req)
+        finished = False
+        try:
+            for _ in _drain(streamer, results, req.queued_at, set(self._eos_ids()), self.tokenizer.decode, every_s):
+                if req.error is None:
+                    yield results
+            finished = True
+        finally:
+            if not finished:
+                req.stop.set()  # honoured at the batch's next look at the tokens
+            req.done.wait()
+        if req.error is not None:
+            raise req.error
 
     def _gen_kwargs(self, settings: GenSettings) -> dict:
         from transformers import StoppingCriteria, StoppingCriteriaList
