@@ -3,7 +3,7 @@
 Each request brings its rows (prompt ids) and each row's adapter. While a batch decodes, new requests wait; when it
 ends, every waiting request with the same sampling settings (all but the adapter scale, which is per row) joins the
 next batch, up to MAX_ROWS rows, so two visitors who press Send together share the decoding steps instead of
-taking turns. Each request streams its own rows and stops on its own; the batch ends when every request in it is
+taking turns (a batch waits GATHER_S after its first request arrived, for requests sent at the same moment). Each request streams its own rows and stops on its own; the batch ends when every request in it is
 done or stopped. On CUDA a batch is padded to 1, 2, 4 or 8 rows (copies of its first row, base model), so only
 those sizes ever record a decoding step.
 """
@@ -11,12 +11,16 @@ those sizes ever record a decoding step.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 MAX_ROWS = 8
 CUDA_SIZES = (1, 2, 4, 8)
+# A batch starts once its oldest request has waited this long, so requests sent at the same moment (two clients,
+# two pages pressing Send together) arrive in time to share it; a lone request's first token comes this much later.
+GATHER_S = float(os.environ.get("LORA_LAB_CHAT_GATHER_MS", "15")) / 1000
 
 
 @dataclass
@@ -77,6 +81,10 @@ class Batcher:
                 if not self.waiting:
                     self.scheduled = False
                     return
+                wait = self.waiting[0].queued_at + GATHER_S - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)  # let the requests sent together with it arrive
+            with self.lock:
                 group = self._take()
             self._run(group)
 
