@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,3 +29,24 @@ def answer(page, elem_id: str, timeout_s: float = 30) -> str:
         if (text and "Loading content" not in text) or time.time() > deadline:
             return text
         page.wait_for_timeout(200)
+
+
+def start_app(root: Path, *flags: str):
+    """`python app.py --model qwen3-tiny` with its runs/ and data/ in root (and flags), on a free port, as a user
+    starts it; returns (the process, its URL) once it answers."""
+    port = free_port()
+    log = open(root / "app.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir",
+                             str(root / "runs"), "--data-dir", str(root / "data"), *flags], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError((root / "app.log").read_text()) from None
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the app did not start in 120 s")

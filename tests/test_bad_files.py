@@ -75,7 +75,7 @@ def test_an_escape_that_is_half_a_character_is_named_and_never_reaches_the_autos
             {"role": "assistant", "content": [{"type": "text", "text": "answer"}]}]  # fmt: skip
     url = app_client.src.rstrip("/") + "/gradio_api/call/chat_add_to_dataset"
     sent = httpx.post(
-        url, content=json.dumps({"data": ["halfpair", hist]}), headers={"Content-Type": "application/json"}
+        url, content=json.dumps({"data": ["halfpair", hist, None]}), headers={"Content-Type": "application/json"}
     )
     answer = httpx.get(f"{url}/{sent.json()['event_id']}", timeout=60).text
     assert "Added the last exchange to **halfpair** (1 rows)" in answer, answer

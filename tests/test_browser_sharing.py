@@ -10,15 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,23 +27,8 @@ if not Path(CHROMIUM).exists():
 @pytest.fixture(scope="module")
 def shared_app(tmp_path_factory):
     root = tmp_path_factory.mktemp("shared")
-    port = free_port()
-    log = open(root / "app.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--auth", "ana:s3cret",
-         "--runs-dir", str(root / "runs"), "--data-dir", str(root / "data")], cwd=ROOT, stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((root / "app.log").read_text()) from None
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}", root
+    proc, url = start_app(root, "--auth", "ana:s3cret")
+    yield url, root
     proc.terminate()
     proc.wait(20)
 

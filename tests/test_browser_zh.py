@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from lora_demo.i18n import msg, render
-from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_app
 
 pytestmark = [pytest.mark.browser]
 if not Path(CHROMIUM).exists():
@@ -34,27 +31,6 @@ def zh(text: str, **params) -> str:
     out = render(msg(text, **params), "zh")
     assert CJK.search(out), f"no Chinese for {text!r} in the tables"
     return out
-
-
-def start_app(root: Path, *flags: str):
-    port = free_port()
-    log = open(root / "app.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir",
-                             str(root / "runs"), "--data-dir", str(root / "data"), *flags], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    import socket
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((root / "app.log").read_text()) from None
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the app did not start in 120 s")
 
 
 @pytest.fixture(scope="module")
