@@ -166,7 +166,7 @@ def test_3b_chat_with_an_older_run_keeps_that_run(page, app_url):
     pick(page, "train-view", "^" + re.escape(run) + "$")
     page.locator("#train-chat").click()
     page.get_by_role("tab", name="Chat", exact=True, selected=True).wait_for()
-    page.locator("#chat-status").get_by_text(re.compile(r"Ready in .*" + re.escape(run))).wait_for(timeout=120_000)
+    page.locator("#chat-status").get_by_text(re.compile(r"Loaded base .*" + re.escape(run))).wait_for(timeout=120_000)
     page.wait_for_timeout(1000)  # let the tab's list refresh land
     assert page.locator("#chat-adapter input").input_value().startswith(run)
 

@@ -159,7 +159,7 @@ def test_3_pick_the_run_from_the_chat_list_by_hand(page, readme_app):
     pick(page, "chat-adapter", "^" + re.escape(run))
     with page.expect_response(lambda r: "/queue/join" in r.url):
         page.locator("#chat-load").click()
-    page.locator("#chat-status").get_by_text(re.compile(r"Ready in .*" + re.escape(run))).wait_for(timeout=120_000)
+    page.locator("#chat-status").get_by_text(re.compile(r"Loaded base .*" + re.escape(run))).wait_for(timeout=120_000)
     base, tuned = chat_and_read(page)
     assert base and tuned and base != tuned
 
@@ -224,6 +224,8 @@ def test_8_a_checkpoint_is_the_tuned_side_in_chat(page, readme_app):
     page.locator("#chat-clear").click()
     pick(page, "chat-adapter", r" · checkpoint step \d+ of \d+")
     page.locator("#chat-load").click()
-    page.locator("#chat-status").get_by_text(re.compile(r"Ready in .*checkpoint-\d+")).wait_for(timeout=120_000)
+    # The base is loaded already: the checkpoint is attached to it ("Attached in"), or loaded with it ("Ready in").
+    ready = re.compile(r"(Ready|Attached) in .*checkpoint-\d+")
+    page.locator("#chat-status").get_by_text(ready).wait_for(timeout=120_000)
     base, tuned = chat_and_read(page)
     assert base and tuned

@@ -82,6 +82,7 @@ def planted(tmp_path_factory, tiny_run):
     (run / "notes.txt").symlink_to(secret)
     (run / "README.md").unlink()
     (run / "README.md").symlink_to(secret)  # the model card, which zips and copies carry
+    (run / "votes.jsonl").unlink(missing_ok=True)  # (votes other tests cast on the run it copies)
     (run / "votes.jsonl").symlink_to(secret)
     (root / "data").mkdir()
     (root / "data" / ".history").symlink_to(outside / "history")

@@ -1,210 +1,40 @@
-"""Side-by-side chat: the base model and the adapted model answer the same prompt, streaming, from ONE model.
+"""The chat engine: one loaded base model, the adapters attached to it, and batches whose rows each name their adapter.
 
-One PEFT model serves both sides, as ONE batch of two rows decoded together (mode "rows", the default):
-every LoRA linear layer adds its update times a per-row scale (`rowscale.RowScale`): 0 for the base row (exactly
-the base layer), the adapter-scale slider for the tuned row. Nothing is toggled on the model, so adapter state
-cannot leak from one side to the other (Unsloth issue #4503: a "base" pane that was really the tuned model).
-Decoding (`decode.PairDecoder`) runs on one long-lived thread (`decode.GenerationWorker`); on CUDA it uses one
-static KV cache and a decoding step recorded once as a CUDA graph (its decoder layers compiled for it), at Load
-(a visible warm-up stage), that no prompt length, turn, sampling setting or slider value records again. A 4-bit checkpoint is dequantized once to a 16-bit copy for
-chat when memory allows.
+One PEFT model serves every row as ONE batch decoded together (mode "rows", the default): each LoRA layer masks
+its stacked adapters' rank columns per row (`rowscale.RowScale`): nothing for a base row (exactly the base layer),
+the row's own adapter at its scale otherwise. Nothing is toggled on the model, so adapter state cannot leak from
+one row to another (Unsloth issue #4503: a "base" pane that was really the tuned model). Requests wait for the
+next batch together (`batcher.Batcher`); decoding (`decode.PairDecoder`) runs on one long-lived thread
+(`decode.GenerationWorker`); on CUDA it uses one static KV cache and a decoding step recorded once per batch size
+as a CUDA graph (its decoder layers compiled for it), at Load for two rows (a visible warm-up stage), that no
+prompt length, turn, sampling setting, slider value or attached adapter that fits records again. A 4-bit
+checkpoint is dequantized once to a 16-bit copy for chat when memory allows (`precision.py`).
 
-Kept as fallbacks and benchmark baselines: "batch" (one `generate` with PEFT's per-row adapters,
-`adapter_names=["__base__", "default"]`; also used when the adapter has layers the row scale cannot serve, e.g.
-DoRA) and "sequential" (base inside `disable_adapter()`, then tuned, the plain-PEFT way).
+The rest of the house: `pool.py` (bases by id), `registry.py` (attached adapters), `request.py` (settings and
+results), `stream.py` (rows to readers), `compare.py` (answers on a run's own rows). Kept as a fallback and a
+benchmark baseline: "batch" (one `generate` with PEFT's per-row `adapter_names`; used when an adapter has layers
+the row masks cannot serve, e.g. DoRA) and "sequential" (row by row, the plain-PEFT way).
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from lora_demo.chat.batcher import Batcher
+from lora_demo.chat.compare import CompareRow, compare_on_rows
+from lora_demo.chat.precision import chat_precision
 from lora_demo.chat.registry import AdapterRegistry, adapter_key, run_template
+from lora_demo.chat.request import GenSettings, SideResult, flatten_content, split_thinking
+from lora_demo.chat.stream import _drain, _PairStreamer, _stats
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 
-__all__ = ["run_template"]  # (re-exported: callers read an adapter's prompt format here)
-
-
-@dataclass
-class GenSettings:
-    max_new_tokens: int = 256
-    greedy: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
-    seed: int = 0
-    adapter_scale: float = 1.0  # 0 = base, 1 = as trained, up to 2 = exaggerated
-    min_new_tokens: int = 0  # benchmarks force a fixed length with this
-
-    def check(self) -> GenSettings:
-        import math
-
-        def bad(name, lo, hi):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-                raise InputError(msg("{name} must be a number from {lo} to {hi}; got {value!r}.", name=SETTING[name],
-                                     lo=lo, hi=hi, value=v))  # fmt: skip
-
-        bad("max_new_tokens", 1, 4096)
-        bad("temperature", 0.01, 5)
-        bad("top_p", 0.01, 1)
-        bad("top_k", 0, 1000)
-        bad("repetition_penalty", 0.5, 3)
-        bad("seed", 0, 2**32 - 1)
-        bad("adapter_scale", 0, 2)
-        self.max_new_tokens, self.top_k, self.seed = int(self.max_new_tokens), int(self.top_k), int(self.seed)
-        return self
-
-
-# The settings' names in GenSettings.check's messages.
-SETTING = {"max_new_tokens": msg("max new tokens"), "temperature": msg("temperature"), "top_p": msg("top p"),
-           "top_k": msg("top k"), "repetition_penalty": msg("repetition penalty"), "seed": msg("seed"),
-           "adapter_scale": msg("adapter scale")}  # fmt: skip
-
-
-@dataclass
-class SideResult:
-    text: str = ""
-    tokens: int = 0
-    ttft_s: float | None = None
-    seconds: float | None = None
-    done: bool = False
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        if not self.seconds or self.tokens < 2 or self.ttft_s is None:
-            return None
-        return (self.tokens - 1) / max(self.seconds - self.ttft_s, 1e-9)
-
-
-def flatten_content(content) -> str:
-    """Gradio 6 gives message content as a list of blocks ([{'type': 'text', 'text': ...}]); make it a string."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or content.get("content") or "")
-    if isinstance(content, (list, tuple)):
-        return "".join(flatten_content(c) for c in content)
-    return str(content)
-
-
-def split_thinking(text: str) -> tuple[str, str]:
-    """(thinking, answer) of a Qwen3 reply: the part inside <think>...</think>, and the rest."""
-    if "<think>" in text:
-        head, _, rest = text.partition("<think>")
-        thought, closed, answer = rest.partition("</think>")
-        return thought.strip(), (head + answer).strip() if closed else ""
-    return "", text.strip()
-
-
-def _free_memory_bytes(device: str) -> int:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _param_count(model, embeddings: bool = True) -> int:
-    """Parameters as they would be in 16 bit (a bitsandbytes 4-bit layer counts in_features * out_features)."""
-    import torch
-
-    n = 0
-    for m in model.modules():
-        w = getattr(m, "weight", None)
-        if not embeddings and isinstance(m, torch.nn.Embedding):
-            continue
-        if w is not None and type(w).__name__ in ("Params4bit", "Int8Params") and hasattr(m, "in_features"):
-            n += m.in_features * m.out_features + (m.bias.numel() if getattr(m, "bias", None) is not None else 0)
-        else:
-            n += sum(p.numel() for p in m.parameters(recurse=False))
-    return n
-
-
-def chat_precision(model, plan) -> tuple[object, str]:
-    """The weights chat decodes with, and a line saying which.
-
-    - A bitsandbytes 4/8-bit checkpoint is dequantized once to a 16-bit copy when free memory holds it (with room
-      to spare): decoding is memory-bound, and 16-bit matmuls beat bitsandbytes' dequantize-per-step kernels.
-    - On a CPU with native bf16 (AVX512-BF16/AMX) a model of >= 50M non-embedding parameters decodes in bf16:
-      half the bytes per token (SmolLM2-135M, 2 cores: 20 vs 10.7 steps/s at batch 2, measured). Smaller models
-      stay fp32, where the difference is noise and tests compare with a plain fp32 load.
-    """
-    import torch
-
-    from lora_demo.device import SMALL_MODEL_PARAMS, cpu_has_native_bf16, torch_dtype
-
-    if plan.device == "cuda":
-        dtype = torch_dtype(plan.precision)
-    elif cpu_has_native_bf16():
-        dtype = torch.bfloat16
-    else:
-        dtype = torch.float32
-    name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
-    if getattr(model, "hf_quantizer", None) is not None:
-        bits = "8-bit" if getattr(model, "is_loaded_in_8bit", False) else "4-bit"
-        need = _param_count(model) * 2
-        free = _free_memory_bytes(plan.device)
-        if free < need * 1.25 + 2**30:
-            return model, msg("{bits} bitsandbytes weights (a 16-bit copy needs {need:.1f} GiB; {free:.1f} GiB free)",
-                              bits=bits, need=need / 2**30, free=free / 2**30)  # fmt: skip
-        dtype = torch.float16 if dtype == torch.float32 and plan.device == "cuda" else dtype
-        name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
-        model = model.dequantize(dtype=dtype).to(dtype)  # the layers never quantized (norms, embeddings) too
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer = None
-        for attr in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized"):
-            if getattr(model, attr, False):
-                setattr(model, attr, False)
-        return model, msg("{name} (a 16-bit copy dequantized once from the {bits} checkpoint)", name=name, bits=bits)
-    if plan.device == "cpu":
-        if dtype == torch.bfloat16 and _param_count(model, embeddings=False) >= SMALL_MODEL_PARAMS:
-            bf16 = msg("bf16 (this CPU multiplies bf16 natively; decoding reads half the bytes)")
-            return model.to(torch.bfloat16), bf16
-        return model.float(), "fp32"
-    return model, name
-
-
-class _PairStreamer:
-    """A generate() streamer for a batch: collects each row's new tokens and wakes the reader."""
-
-    def __init__(self, rows: int):
-        self.rows = rows
-        self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.events: queue.Queue = queue.Queue()
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt ids
-            self._prompt_seen = True
-            return
-        self.add(value.reshape(self.rows, -1).tolist())
-
-    def add(self, chunk: list[list[int]]) -> None:
-        """New tokens of each row (PairDecoder's sink)."""
-        for i, row in enumerate(chunk):
-            self.tokens[i].extend(row)
-        self.events.put(time.perf_counter())
-
-    def end(self) -> None:
-        self.events.put(None)
+# Re-exported: callers (the UI, the CLI, tests, benches) take these from the engine.
+__all__ = ["ChatEngine", "CompareRow", "GenSettings", "SideResult", "chat_precision", "compare_on_rows",
+           "flatten_content", "run_template", "split_thinking", "_PairStreamer", "_drain"]  # fmt: skip
 
 
 class ChatEngine:
@@ -731,83 +561,7 @@ class ChatEngine:
         return {"base": base.text, "tuned": tuned.text, "base_stats": _stats(base), "tuned_stats": _stats(tuned)}
 
 
-def _stats(r: SideResult) -> dict:
-    return {"tokens": r.tokens, "ttft_s": r.ttft_s, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s}
-
-
-def _drain(
-    streamer: _PairStreamer, results: list[SideResult], t0: float, eos: set, decode, every_s: float = 0.0
-) -> Iterator[None]:
-    """Read a streamer's events until generation ends, updating each row's result (text up to its first EOS,
-    token count, time to first token, elapsed time). Yields after an event when a row got its first token, a row
-    finished, or every_s has passed since the last yield (0: after every event); the last yield has all rows done."""
-    last_yield = None
-    while True:
-        event = streamer.events.get()
-        end = event is None
-        while not end:  # take every event already waiting: one update for all of them
-            try:
-                nxt = streamer.events.get_nowait()
-            except queue.Empty:
-                break
-            end, event = nxt is None, (nxt if nxt is not None else event)
-        now = event if event is not None and not end else time.perf_counter()
-        news = False
-        for toks, res in zip(streamer.tokens, results, strict=True):
-            if res.done:
-                continue
-            cut = next((j for j, t in enumerate(toks) if t in eos), None)
-            kept = toks if cut is None else toks[:cut]
-            if kept and res.ttft_s is None:
-                res.ttft_s, news = now - t0, True
-            if len(kept) != res.tokens or not res.text:
-                res.text = decode(kept, skip_special_tokens=True)
-            res.tokens, res.seconds = len(kept), now - t0
-            res.done = cut is not None or end
-            news = news or res.done
-        if end or news or last_yield is None or now - last_yield >= every_s:
-            last_yield = now
-            yield
-        if end:
-            return
-
-
 def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-@dataclass
-class CompareRow:
-    split: str
-    instruction: str
-    expected: str
-    base: str = ""
-    tuned: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def compare_on_rows(
-    engine: ChatEngine, run_dir: str | Path, limit: int = 6, max_new_tokens: int = 64
-) -> list[CompareRow]:
-    """Greedy base and tuned answers on the run's own training and validation rows, beside the expected output.
-
-    Each row is prompted as training prompted it (an Alpaca row's input stays its input)."""
-    from lora_demo.io import read_jsonl
-
-    out: list[CompareRow] = []
-    gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
-    adapter = str(run_dir) if (Path(run_dir) / "adapter_config.json").is_file() else None  # else: load()'s
-    for split in ("train", "val"):
-        from lora_demo.adapters import run_folder
-
-        rows = read_jsonl(run_folder(run_dir) / "data" / f"{split}.jsonl")  # a checkpoint: its run's rows
-        for row in rows[: limit if split == "train" else max(2, limit // 2)]:
-            shown = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-            res = engine.answer_pair(row, gen, adapter_dir=adapter)
-            out.append(CompareRow(split, shown, row["output"], res["base"], res["tuned"]))
-    if not out:
-        raise InputError(msg("{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on "
-                             "its rows.", run_dir=str(run_dir)))  # fmt: skip
-    return out

@@ -1,0 +1,43 @@
+"""Greedy base and tuned answers on a run's own training and validation rows, beside the expected output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lora_demo.chat.request import GenSettings
+from lora_demo.errors import InputError
+from lora_demo.i18n import msg
+
+
+@dataclass
+class CompareRow:
+    split: str
+    instruction: str
+    expected: str
+    base: str = ""
+    tuned: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def compare_on_rows(engine, run_dir: str | Path, limit: int = 6, max_new_tokens: int = 64) -> list[CompareRow]:
+    """Greedy base and tuned answers on the run's own training and validation rows, beside the expected output.
+
+    Each row is prompted as training prompted it (an Alpaca row's input stays its input)."""
+    from lora_demo.io import read_jsonl
+
+    out: list[CompareRow] = []
+    gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
+    adapter = str(run_dir) if (Path(run_dir) / "adapter_config.json").is_file() else None  # else: load()'s
+    for split in ("train", "val"):
+        from lora_demo.adapters import run_folder
+
+        rows = read_jsonl(run_folder(run_dir) / "data" / f"{split}.jsonl")  # a checkpoint: its run's rows
+        for row in rows[: limit if split == "train" else max(2, limit // 2)]:
+            shown = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+            res = engine.answer_pair(row, gen, adapter_dir=adapter)
+            out.append(CompareRow(split, shown, row["output"], res["base"], res["tuned"]))
+    if not out:
+        raise InputError(msg("{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on "
+                             "its rows.", run_dir=str(run_dir)))  # fmt: skip
+    return out
