@@ -216,6 +216,9 @@ class LabEngine:
         except InputError as e:
             return e.args[0]
         engine = self.chat.get(base)
+        if engine is None and adapter is None and str(model_id or "auto").strip() == "auto":  # Send would refuse
+            return msg("Nothing picked yet: pick an adapter (then Load or Send), or press Load to chat with `{model}` "
+                       "alone.", model=base)  # fmt: skip
         if engine is None:
             return msg("Not loaded yet: Load (or Send) loads `{model}`{adapter}.", model=base,
                        adapter=msg(" with adapter `{path}`", path=adapter) if adapter else "")  # fmt: skip

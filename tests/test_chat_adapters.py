@@ -224,3 +224,16 @@ def test_requests_that_wait_together_share_one_batch_and_answer_as_alone(engine,
         t.join(120)
     assert engine.batcher.served - served == 3 and engine.batcher.batches - batches == 2  # the two waited together
     assert got[adapters[0]] == alone[adapters[0]] and got[adapters[1]] == alone[adapters[1]]
+
+
+def test_the_status_line_says_what_send_will_do(app_dirs, tiny_run):
+    """Before anything is loaded the status tells the truth about Send: with nothing picked Send refuses (so the
+    line asks to pick), with an adapter picked Send loads its base and attaches it."""
+    from lora_demo.engine import AppSettings, LabEngine
+
+    lab = LabEngine(AppSettings(runs_dir=app_dirs / "runs", data_dir=app_dirs / "data"))
+    assert str(lab.chat_status("auto", None)).startswith("Nothing picked yet")
+    with pytest.raises(Exception, match="Load a model first"):
+        next(lab.chat_stream("auto", [], [[{"role": "user", "content": "hi"}]], "", GREEDY))
+    line = str(lab.chat_status("auto", str(tiny_run)))
+    assert line.startswith("Not loaded yet: Load (or Send) loads `qwen3-tiny`") and "tiny-chat" in line
