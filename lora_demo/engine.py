@@ -28,6 +28,7 @@ class AppSettings:
     runs_dir: Path = field(default_factory=lambda: Path("runs"))
     data_dir: Path = field(default_factory=lambda: Path("data"))
     allow_dirs: list[Path] = field(default_factory=list)  # extra folders the browser may name (--allow-dir)
+    shared: bool = False  # reachable beyond this machine (--share, or a --host other than localhost)
 
 
 def joined(items) -> str:
@@ -157,20 +158,29 @@ class LabEngine:
         return continue_settings(self.policy.check(adapter, msg("adapter folder to continue from")), str(adapter))
 
     # --- export ---
-    def export(self, name, kind: str) -> Path:
-        """Export a run where the Train tab puts exports: runs/<run>/exports/<run>.zip|.gguf, runs/<run>/merged."""
-        from lora_demo.export import export_gguf, export_merged, export_zip
+    def export(self, name, kind: str, outtype: str | None = None) -> Path:
+        """Export a run where the Train tab puts exports (lora_demo/export/layout.py): kind zip, merged, gguf
+        (outtype f16, bf16 or q8_0, with an Ollama Modelfile beside it) or lora-gguf."""
+        from lora_demo.export.run_exports import export_run
 
-        run_dir = self.run_dir(name)
-        if kind == "zip":
-            return export_zip(run_dir, run_dir / "exports" / f"{run_dir.name}.zip")
-        if kind == "merged":
-            return export_merged(run_dir, run_dir / "merged")
-        if kind == "gguf":
-            if not (run_dir / "merged" / "config.json").is_file():
-                raise InputError(msg("Merge the run first (the GGUF is made from the merged model)."))
-            return export_gguf(run_dir / "merged", run_dir / "exports" / f"{run_dir.name}.gguf")
-        raise InputError(msg("Unknown export {kind!r}: zip, merged or gguf.", kind=kind))
+        return export_run(self.run_dir(name), kind, outtype)
+
+    def export_check(self, name, gguf_types: tuple[str, ...] = ("f16", "q8_0")) -> dict:
+        """The parity report of a run's exports (the app vs the merged model vs each GGUF), made where missing."""
+        from lora_demo.export.run_exports import check_run
+
+        return check_run(self.run_dir(name), tuple(gguf_types))
+
+    def export_push(self, name, repo_id, private: bool = False, include_gguf: bool = False, dry_run: bool = True,
+                    token: str | None = None) -> dict:  # fmt: skip
+        """Upload a run to the Hugging Face Hub (dry_run: list the files only). token: the visitor's own; without it
+        the machine's saved login is used, which a shared app never lends to its visitors."""
+        from lora_demo.export.hub import push
+
+        if self.settings.shared and not token and not dry_run:
+            raise InputError(msg("This app is shared: paste your own Hugging Face token (write access) to push; the "
+                                 "token of the machine it runs on is never lent to visitors."))  # fmt: skip
+        return push(self.run_dir(name), repo_id, bool(private), bool(include_gguf), bool(dry_run), token or None)
 
     # --- chat ---
     # Every chat action names the base and adapter its page shows (the Chat tab's lists): two visitors with two

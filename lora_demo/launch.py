@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     auth = resolve_auth(args)
     api_key = resolve_api_key(args, auth)
     settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
-                           allow_dirs=[Path(d) for d in args.allow_dir])  # fmt: skip
+                           allow_dirs=[Path(d) for d in args.allow_dir],
+                           shared=args.share or args.host not in ("127.0.0.1", "localhost", "::1"))  # fmt: skip
     demo = build_app(settings, lang=args.lang)
     demo.queue(default_concurrency_limit=None)
     demo.launch(

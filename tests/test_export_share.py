@@ -54,13 +54,6 @@ def test_zip_holds_a_peft_adapter(tiny_run, tmp_path):
     assert model.peft_config["default"].r == 16
 
 
-def test_gguf_without_llama_cpp_says_so(tmp_path, monkeypatch):
-    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    with pytest.raises(InputError, match="needs llama.cpp's converter, which is not installed here"):
-        export_gguf(tmp_path, tmp_path / "m.gguf")
-
-
 def test_path_policy(tmp_path):
     (tmp_path / "runs" / "a").mkdir(parents=True)
     policy = PathPolicy([tmp_path / "runs", tmp_path / "data"])
@@ -133,7 +126,10 @@ def _endpoint_calls(bad):
         ),
         ("/export_zip", (bad,)),
         ("/export_merged", (bad,)),
-        ("/export_gguf", (bad,)),
+        ("/export_gguf", (bad, "q8_0")),
+        ("/export_lora_gguf", (bad,)),
+        ("/export_check", (bad,)),
+        ("/export_push_dry_run", (bad, "me/x", True, False, "")),
     ]
 
 
@@ -165,14 +161,12 @@ def test_each_visitor_gets_the_system_panel_and_errors_in_their_language(app_cli
         app_client.predict("/etc", None, api_name="/chat_load")
 
 
-def test_export_errors_in_chinese(tmp_path, monkeypatch):
+def test_export_errors_in_chinese(tmp_path):
     from lora_demo.i18n import render
 
-    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with pytest.raises(InputError) as info:
         export_gguf(tmp_path, tmp_path / "m.gguf")
-    assert render(info.value.args[0], "zh").startswith("导出 GGUF 需要 llama.cpp 的转换脚本")
+    assert render(info.value.args[0], "zh") == f"{tmp_path} 不是合并后的模型文件夹：请先导出合并模型。"
     with pytest.raises(InputError) as info:
         export_zip(tmp_path, tmp_path / "x.zip")
     assert render(info.value.args[0], "zh") == f"{tmp_path} 中没有适配器：缺少 adapter_config.json。"

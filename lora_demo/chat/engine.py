@@ -41,7 +41,8 @@ class ChatEngine:
     """Holds one loaded base model and the adapters attached to it (any number, up to a budget), and generates
     batches whose rows each name their adapter (or none: the base model)."""
 
-    def __init__(self):
+    def __init__(self, full_precision: bool = False):
+        self.full_precision = full_precision  # decode in fp32 on a CPU even where bf16 is faster (export/parity.py)
         self.lock = threading.Lock()  # generation (and attaching, which changes the model) is serialized per model
         self.stop_event = threading.Event()  # stops the generation running now (the CLI's Ctrl-C, tests)
         self._should_stop = self.stop_event.is_set  # this generation's stop (the engine's, or its request's)
@@ -114,7 +115,7 @@ class ChatEngine:
             dtype = plan.precision if plan.device == "cuda" else "fp32"
             lm = load_model(model_id, dtype=dtype, device=plan.device)
             model, tok = lm.model, lm.tokenizer
-            model, self.precision = chat_precision(model, plan)
+            model, self.precision = chat_precision(model, plan, self.full_precision)
             if "dequantized" in self.precision:
                 yield msg("Dequantized the 4-bit weights once for chat: {precision}.", precision=self.precision)
             model.eval()

@@ -37,14 +37,15 @@ def _param_count(model, embeddings: bool = True) -> int:
     return n
 
 
-def chat_precision(model, plan) -> tuple[object, str]:
+def chat_precision(model, plan, full_precision: bool = False) -> tuple[object, str]:
     """The weights chat decodes with, and a line saying which.
 
     - A bitsandbytes 4/8-bit checkpoint is dequantized once to a 16-bit copy when free memory holds it (with room
       to spare): decoding is memory-bound, and 16-bit matmuls beat bitsandbytes' dequantize-per-step kernels.
     - On a CPU with native bf16 (AVX512-BF16/AMX) a model of >= 50M non-embedding parameters decodes in bf16:
       half the bytes per token (SmolLM2-135M, 2 cores: 20 vs 10.7 steps/s at batch 2, measured). Smaller models
-      stay fp32, where the difference is noise and tests compare with a plain fp32 load.
+      stay fp32, where the difference is noise and tests compare with a plain fp32 load. full_precision: fp32 on
+      a CPU always (the parity check's reference).
     """
     import torch
 
@@ -74,6 +75,8 @@ def chat_precision(model, plan) -> tuple[object, str]:
                 setattr(model, attr, False)
         return model, msg("{name} (a 16-bit copy dequantized once from the {bits} checkpoint)", name=name, bits=bits)
     if plan.device == "cpu":
+        if full_precision:
+            return model.float(), "fp32"
         if dtype == torch.bfloat16 and _param_count(model, embeddings=False) >= SMALL_MODEL_PARAMS:
             bf16 = msg("bf16 (this CPU multiplies bf16 natively; decoding reads half the bytes)")
             return model.to(torch.bfloat16), bf16

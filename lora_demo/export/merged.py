@@ -33,28 +33,80 @@ def merged_card(run_dir: Path, base: str) -> str:
             f"Load it with `AutoModelForCausalLM.from_pretrained`.\n{body}")  # fmt: skip
 
 
-def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16") -> Path:
-    """Merge the adapter into its base and save a 16-bit model that plain AutoModelForCausalLM loads.
+def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:
+    """Merge the adapter into its base and save a 16-bit model that plain AutoModelForCausalLM loads, with the run's
+    prompt format as its chat template (export/prompt_format.py), so it is prompted as it was trained.
 
+    dtype: "auto" (the base's own 16-bit type: fp16 for a float16 base, else bf16), "bf16" or "fp16".
     On CUDA with Unsloth installed, Unsloth's merged save (`save_pretrained_merged(..., "merged_16bit")`) is used,
-    which also dequantizes a 4-bit base; elsewhere PEFT's merge_and_unload on a 16-bit load of the base.
+    which also dequantizes a 4-bit base; elsewhere PEFT's merge_and_unload on a full-precision load of the base.
+    Written into a temporary folder beside out_dir and renamed when complete: out_dir is whole or not there.
     """
+    import shutil
+    import tempfile
+
     run_dir, out = Path(run_dir), Path(out_dir)
     info = check_adapter(run_dir)  # a torn or bad adapter: one clear message before any model loads
     if out.exists() and any(out.iterdir()):
         raise InputError(
             msg("{path} already exists and is not empty: pick a new folder so nothing is overwritten.", path=str(out))
         )
+    if dtype not in ("auto", "bf16", "fp16"):
+        raise InputError(msg("dtype must be auto, bf16 or fp16; got {value!r}.", value=dtype))
     base = _base_model(run_dir, info)
     from lora_demo.device import detect
+    from lora_demo.export.llamacpp import check_space
 
+    check_space(out.parent, 2 * _base_params(base))
     plan = detect()
-    if plan.backend == "unsloth":
-        _merge_unsloth(run_dir, out, base)
-    else:
-        _merge_peft(run_dir, out, base, dtype, plan.device, info)
-    (out / "README.md").write_text(merged_card(run_dir, base), encoding="utf-8")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users of the machine
+    try:
+        if plan.backend == "unsloth":
+            _merge_unsloth(run_dir, tmp, base)
+        else:
+            _merge_peft(run_dir, tmp, base, dtype, plan.device, info)
+        _write_prompt_format(run_dir, tmp)
+        (tmp / "README.md").write_text(merged_card(run_dir, base), encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _base_params(base: str) -> int:
+    """Parameters of the base (0 when unknown), to check the disk before a merge."""
+    from lora_demo.train.plan import _meta_model
+
+    try:
+        model = _meta_model(base)[0]
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # an estimate only: never block an export on it
+        return 0
+
+
+def _write_prompt_format(run_dir: Path, merged: Path) -> None:
+    """The run's prompt format as the merged tokenizer's chat template (what pipelines, llama.cpp and Ollama read)."""
+    from transformers import AutoTokenizer
+
+    from lora_demo.export.prompt_format import chat_template, run_format
+
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    template = chat_template(tok.chat_template, run_format(run_dir))
+    if template:
+        tok.chat_template = template
+        tok.save_pretrained(str(merged))
+
+
+def _store_dtype(base_path: str, dtype: str):
+    import torch
+
+    if dtype == "auto":
+        cfg = json.loads((Path(base_path) / "config.json").read_text()) if Path(base_path).is_dir() else {}
+        dtype = "fp16" if (cfg.get("dtype") or cfg.get("torch_dtype")) == "float16" else "bf16"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
 
 
 def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, info: AdapterInfo) -> None:
@@ -66,9 +118,9 @@ def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, in
     lm = load_model(base, dtype="fp32" if device == "cpu" else dtype, device=device)
     check_adapter_fits(info, module_shapes(lm.model), base)
     model = PeftModel.from_pretrained(lm.model, str(run_dir)).merge_and_unload()
-    import torch
+    from lora_demo.models import model_path
 
-    model = model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+    model = model.to(_store_dtype(model_path(base), dtype))
     model.save_pretrained(str(out), safe_serialization=True)
     lm.tokenizer.save_pretrained(str(out))
 

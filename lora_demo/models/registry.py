@@ -56,7 +56,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("qwen3-tiny", "embedded", msg("A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path")),
     ]
 }  # fmt: skip
-EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "3", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change
+EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "4", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change
 
 
 def cache_dir() -> Path:

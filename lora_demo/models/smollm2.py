@@ -56,4 +56,19 @@ def build_smollm2(out: Path) -> Path:
         model.hf_quantizer = None
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    _plain_byte_level(out / "tokenizer.json")
     return out
+
+
+def _plain_byte_level(path: Path) -> None:
+    """Give tokenizer.json SmolLM2's own byte-level BPE layout.
+
+    transformers' GGUF reader builds it with byte_fallback and a SentencePiece-style decoder chain; with a
+    byte-level alphabet neither ever acts (every byte has a token), so ids and text are the same, but llama.cpp's
+    converter reads that layout as a SentencePiece vocabulary and writes a GGUF whose tokenizer crashes."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["model"]["byte_fallback"] = False
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")

@@ -24,6 +24,7 @@ from lora_demo.train.runs import list_runs
 from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
 from lora_demo.train.watch import look
 from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, say, show, show_errors
+from lora_demo.ui.export_panel import export_panel
 
 # The form's fields, in the order the handlers receive them (names match TrainSettings).
 FORM = [
@@ -282,21 +283,6 @@ class TrainActions:
         self.lab.runner.reap()  # a run whose worker is gone (killed, app restarted) is recorded as failed
         return runs_frame(self.lab.runs_dir), gr.Dropdown(choices=run_names(self.lab.runs_dir))
 
-    @friendly
-    def export_zip(self, name):
-        out = self.lab.export(name, "zip")
-        return str(out), say("Zipped the adapter, its config and model card: `{path}`.", path=str(out))
-
-    @friendly
-    def export_merged(self, name) -> str:
-        out = self.lab.export(name, "merged")
-        return say("Merged model (16-bit safetensors + model card) in `{path}`: `AutoModelForCausalLM.from_pretrained` "
-                   "loads it.", path=str(out))  # fmt: skip
-
-    @friendly
-    def export_gguf(self, name) -> str:
-        return say("GGUF written: `{path}`.", path=str(self.lab.export(name, "gguf")))
-
 
 @dataclass
 class TrainTab:
@@ -401,17 +387,6 @@ def _wire_continue(act, view, status, comps: dict, resume_btn, continue_btn, wat
     parent.focus(lambda: gr.Dropdown(choices=act.parents()), None, parent, api_visibility="private")
 
 
-def _export_box() -> dict:
-    with gr.Accordion("Export the shown run", open=False):
-        with gr.Row():
-            zip_btn = gr.Button("Adapter as .zip", elem_id="export-zip")
-            merge_btn = gr.Button("Merge into the base (16-bit)")
-            gguf_btn = gr.Button("GGUF (needs llama.cpp)")
-        file = gr.File(label="download", interactive=False, elem_id="export-file")
-        message = dynamic(gr.Markdown(elem_id="export-message"))
-    return {"zip": zip_btn, "merged": merge_btn, "gguf": gguf_btn, "file": file, "msg": message}
-
-
 def visible_gpus() -> int:
     import torch
 
@@ -482,7 +457,7 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     runs_table = gr.Dataframe(value=runs_frame(None), label="runs", interactive=False, max_height=300)
     on_load(fn=act.lists, inputs=None, outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
             api_visibility="private", show_progress="hidden")  # fmt: skip
-    export = _export_box()
+    export_panel(act.lab, view)
     seen = gr.State(None)
     # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
     # also training (bench/bench_watch_training.py), and a bar that moves every 2 s still reads as live.
@@ -491,11 +466,6 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
                  show_progress="hidden")  # fmt: skip
 
     one_at_a_time = dict(concurrency_limit=1, concurrency_id="train_start")
-    show_errors(export["zip"].click(act.export_zip, view, [export["file"], export["msg"]], api_name="export_zip"),
-                export["msg"])  # fmt: skip
-    for kind in ("merged", "gguf"):
-        show_errors(export[kind].click(getattr(act, f"export_{kind}"), view, export["msg"], api_name=f"export_{kind}",
-                                       **one_at_a_time), export["msg"])  # fmt: skip
     comps["dataset"].focus(lambda: gr.Dropdown(choices=act.dataset_choices()), None, comps["dataset"],
                            api_visibility="private")  # fmt: skip
     show_errors(plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan"), status)
