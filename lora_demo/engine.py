@@ -219,6 +219,17 @@ class LabEngine:
                 stages.append(line)
         return self.chat.get(base), adapter
 
+    def thinking_offered(self, model_id, adapter_dir=None) -> bool:
+        """Whether the 'Qwen3 thinking' switch does anything for the model a page names (the Train tab's model; the
+        Chat tab's base, 'auto': its adapter's): only when that model's chat template reads enable_thinking."""
+        from lora_demo.models import thinking_switch
+
+        try:
+            base, _ = self.chat_target(model_id, adapter_dir)
+        except Exception:  # noqa: BLE001 - a name the policy refuses or that names no model: nothing to offer
+            return False
+        return thinking_switch(base)
+
     def chat_status(self, model_id, adapter_dir) -> str:
         """The status line of what a page shows selected: loaded or not, and what Send will do."""
         try:

@@ -135,6 +135,29 @@ def test_tokens_per_second_counts_only_real_tokens(tmp_path):
     assert status[False]["tokens_computed"] > status[False]["tokens_useful"]  # persona rows differ in length
 
 
+def test_tokens_are_counted_after_an_evaluation_and_a_finished_run_has_its_average(tmp_path):
+    """Issue 28: the batches built right after an evaluation (the model still in eval mode) were not counted, so
+    the steps after it, and a run's last step, showed "0 tok/s". Every training batch counts now, and the run ends
+    with its average speed (the progress box shows it instead of the last step's)."""
+    from lora_demo.train.plots import progress_html
+
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    # 40 training rows, micro batch 8: 5 steps an epoch; the evaluation at step 5 ends the epoch, and the next
+    # epoch's first batches are built before the next training step puts the model back in training mode
+    run_dir = runner.start(TrainSettings(**TINY, micro_batch_size=8, max_steps=7, val_fraction=0.1, eval_steps=5,
+                                         save_steps=-1, probe_tokens=0, run_name="evals"))  # fmt: skip
+    st = runner.wait(300)
+    assert st["status"] == "completed", (run_dir / "train.log").read_text()[-2000:]
+    progress = read_progress(run_dir)
+    logs = [p for p in progress if p.get("type") == "log"]
+    assert st["micro_batches"] == 7 and len(logs) == 7
+    assert all(p.get("tokens_per_s", 0) > 0 for p in logs), logs
+    summary = next(p for p in progress if p.get("type") == "summary")
+    assert summary["tokens"] == st["tokens_useful"] and summary["tokens_per_s"] > 0 and summary["steps"] == 7
+    shown = progress_html(st, progress, run_dir)
+    assert f"{summary['tokens_per_s']:.0f} tok/s on average" in shown and "ETA" not in shown
+
+
 def test_transformers_on_cuda_pads_rows_of_similar_length():
     """Without a varlen kernel a padding-free row is one long masked sequence: padded wins unless pads are many."""
     s = TrainSettings(**{**TINY, "micro_batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 2048})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -186,8 +187,6 @@ def test_compiled_decoding_does_not_recompile(tiny_run):
     """With the decoding step compiled (the CUDA path; forced here on the CPU), a second prompt of another length,
     a new turn, sampling settings and the slider cause no recompile (torch._dynamo's counters), and greedy answers
     equal the eager path's."""
-    import dataclasses
-
     from torch._dynamo.utils import counters
 
     eager, compiled = ChatEngine(), ChatEngine()
@@ -265,6 +264,23 @@ def test_adapter_scale_zero_is_the_base(engine):
     gen0 = GenSettings(max_new_tokens=10, greedy=True, repetition_penalty=1.0, adapter_scale=0.0)
     res = engine.answer_pair(PROMPT, gen0)
     assert res["tuned"] == res["base"]
+
+
+@pytest.mark.parametrize("mode", ["rows", "batch", "sequential"])
+def test_adapter_scale_zero_is_the_base_when_sampling(engine, mode):
+    """Issue 28: with sampling on, scale 0 answered differently from the base despite the shared seed (both rows
+    drew from one generator, so the tuned row got the base row's next random numbers). Each row now samples from
+    its own generator seeded with the seed: the same seed and the same logits give the same answer."""
+    sampled = GenSettings(max_new_tokens=16, greedy=False, temperature=1.5, top_p=1.0, top_k=0,
+                          repetition_penalty=1.0, seed=11, adapter_scale=0.0)  # fmt: skip
+    res = engine.answer_pair(PROMPT, sampled, mode=mode)
+    assert res["base"] and res["tuned"] == res["base"]
+    # really sampled (not greedy), and a row's draws depend on the seed and its own logits only: the base row
+    # alone answers what it answered beside the tuned row
+    greedy = engine.answer_pair(PROMPT, dataclasses.replace(sampled, greedy=True), mode=mode)
+    assert greedy["base"] != res["base"]
+    (alone,) = list(engine.generate([[{"role": "user", "content": PROMPT}]], [None], settings=sampled, mode=mode))[-1]
+    assert alone.text == res["base"]
 
 
 def test_gradio6_history_blocks_and_multi_turn(engine):

@@ -7,6 +7,7 @@ Run as a script to list what lacks Chinese, by file or tab: `python tests/test_i
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -121,6 +122,24 @@ def test_every_marked_message_has_chinese_with_the_same_placeholders():
 def test_every_shown_text_of_the_app_has_chinese(demo):
     problems = missing_shown_texts(demo)
     assert not problems, f"{len(problems)} texts lack Chinese:\n" + "\n".join(problems)
+
+
+def test_the_shown_texts_use_no_insider_words_and_k_is_only_a_rank(demo):
+    """Issue 28: visible texts said "seed write-up", "the write-up's '12' is a slip", "Seed example" (beside a
+    "random seed"), and the Low-rank lab's k meant both the columns and the rank. Plain words now, in both
+    languages."""
+    from lora_demo.ui.localize import shown_texts
+
+    texts = [str(t) for block in demo.blocks.values() for t in shown_texts(block).values() if isinstance(t, str)]
+    texts += [str(c[0] if isinstance(c, (tuple, list)) else c) for block in demo.blocks.values()
+              for t in shown_texts(block).values() if isinstance(t, list) for c in t]  # fmt: skip
+    for text in texts:
+        for lang in ("en", "zh"):
+            shown = render(text, lang)
+            for word in ("write-up", "Seed example", "seed's", "is a slip", "原文", "算错"):
+                assert word not in shown, (word, shown[:200])
+            assert not re.search(r"\bk \(columns\)|d×k\b|r×k\b|min\(d, k\)|\(d\+k\)", shown), shown[:200]
+    assert "n (columns)" in texts and "rank k" in texts
 
 
 def test_no_two_tables_give_one_text_different_chinese():

@@ -305,6 +305,48 @@ def test_token_diff_pieces_join_back_for_any_text(engine):
     assert not engine.lock.locked()
 
 
+def _hue(color: str) -> str:
+    r, g = int(color[1:3], 16), int(color[3:5], 16)
+    return "green" if g > r else "red"
+
+
+def test_the_token_view_colours_follow_the_sign_and_size_of_the_change(monkeypatch):
+    """Issue 28: the legend says green = likelier, red = less likely, but every token rendered lavender (Gradio's
+    score mode draws negatives purple, positives red). Each token now gets a category by the sign and size of its
+    log-probability change, with a colour that matches the legend."""
+    from lora_demo.judge import TOKEN_SHADES, token_shades
+    from lora_demo.ui.judge_section import JudgeActions
+
+    diff = [("Much", 3.1), (" more", 0.6), (" same", 0.05), (" same", -0.1), (" less", -0.7), (" never", -4.0)]
+    assert token_shades(diff) == [("Much", "much likelier"), (" more", "likelier"), (" same", None),
+                                  (" same", None), (" less", "less likely"), (" never", "much less likely")]  # fmt: skip
+    assert {k: _hue(c) for k, c in TOKEN_SHADES.items()} == {"much likelier": "green", "likelier": "green",
+                                                             "less likely": "red", "much less likely": "red"}  # fmt: skip
+    # darker for a bigger change: the strong shades are darker than the mild ones
+    lum = {k: sum(int(c[i : i + 2], 16) for i in (1, 3, 5)) for k, c in TOKEN_SHADES.items()}
+    assert lum["much likelier"] < lum["likelier"] and lum["much less likely"] < lum["less likely"]
+
+    class Lab:  # the LabEngine's token_diff, as the Chat tab's handler calls it
+        def token_diff(self, prompt, answer, model, adapter):
+            return diff
+
+    hist = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "".join(t for t, _ in diff)}]
+    shown = JudgeActions(Lab()).token_view(hist, "auto", "run")
+    value = [(v["token"], v["class_or_confidence"]) for v in shown.value]
+    assert value == token_shades(diff)
+    colors = shown.color_map
+    assert all(type(k) is str for k in colors)  # plain keys: the page's config is JSON
+    assert all(c is None or c in colors for _, c in value)  # every coloured token has its colour in the legend
+    assert _hue(colors["much likelier"]) == "green" and _hue(colors["much less likely"]) == "red"
+    # in Chinese the legend's names change and the colours follow them
+    from lora_demo.ui import common
+
+    monkeypatch.setattr(common.SESSION_LANG, "default", "zh")
+    zh = JudgeActions(Lab()).token_view(hist, "auto", "run")
+    assert _hue(zh.color_map["可能性大增"]) == "green" and _hue(zh.color_map["可能性大减"]) == "red"
+    assert [v["class_or_confidence"] for v in zh.value][0] == "可能性大增"
+
+
 # --- the command ---
 
 

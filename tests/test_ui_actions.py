@@ -87,3 +87,27 @@ def test_chat_actions_explain_what_to_do_first(lab):
         list(act.send("hi", [], [], "", False, 0.7, 0.9, 50, 1.1, 8, 0, 1.0, True))
     with pytest.raises(gr.Error, match="Chat first"):
         act.add_to_dataset("x", [])
+
+
+def test_the_thinking_switch_is_offered_only_where_the_chat_template_reads_it(lab, tmp_path):
+    """Issue 28: 'Qwen3 thinking' was offered for SmolLM2, whose chat template has no enable_thinking, where it did
+    nothing. The engine reads the model's chat template; both tabs show the switch only when it is there."""
+    from lora_demo.data.templates import uses_thinking
+    from lora_demo.models import cached_tokenizer, thinking_switch
+    from lora_demo.ui.chat_tab import ChatActions
+    from lora_demo.ui.train_tab import TrainActions
+
+    assert uses_thinking(cached_tokenizer("qwen3-tiny"))
+    assert not uses_thinking(cached_tokenizer("smollm2-135m-instruct"))  # its template never reads the switch
+    assert thinking_switch("qwen3-tiny") and not thinking_switch("smollm2-135m-instruct")
+    assert thinking_switch("Qwen/Qwen3-8B")  # not downloaded: the Qwen3 family's templates read it
+    run = tmp_path / "runs" / "tiny-run"  # 'auto' with an adapter: its base
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: qwen3-tiny\n")
+    assert lab.thinking_offered("auto", str(run)) and not lab.thinking_offered("smollm2-135m-instruct")
+    assert not lab.thinking_offered("../../etc", None)  # a name the app may not read: nothing offered
+
+    smol, tiny = TrainActions(lab).thinking("smollm2-135m-instruct"), TrainActions(lab).thinking("qwen3-tiny")
+    assert (smol.visible, smol.value, tiny.visible) == (False, False, True)
+    smol, tiny = ChatActions(lab).thinking("smollm2-135m-instruct", None), ChatActions(lab).thinking("auto", str(run))
+    assert (smol.visible, smol.value, tiny.visible) == (False, False, True)

@@ -59,7 +59,7 @@ def test_a_chinese_session_gets_the_plan_and_errors_in_chinese(app_client):
     text = zh.predict(*form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5,
                             num_epochs=1), api_name="/train_plan")  # fmt: skip
     warmup = msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
-                 "learned (the seed's run: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                 "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
                  "Lower warmup, add rows, or raise epochs.", warm=5, total=1)  # fmt: skip
     assert render(warmup, "zh") in text and "Trainable" not in text, text
     empty = render(msg("{name} is empty: fill it in.", name=msg("learning rate")), "zh")

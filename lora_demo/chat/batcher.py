@@ -1,10 +1,11 @@
 """Requests of several visitors (pages, API clients) for one base model decoded as ONE batch.
 
 Each request brings its rows (prompt ids) and each row's adapter. While a batch decodes, new requests wait; when it
-ends, every waiting request with the same sampling settings (all but the adapter scale, which is per row) joins the
-next batch, up to MAX_ROWS rows, so two visitors who press Send together share the decoding steps instead of
-taking turns (a batch waits GATHER_S after its first request arrived, for requests sent at the same moment). Each request streams its own rows and stops on its own; the batch ends when every request in it is
-done or stopped. On CUDA a batch is padded to 1, 2, 4 or 8 rows (copies of its first row, base model), so only
+ends, every waiting request with the same sampling settings (all but the adapter scale and the seed, which are per
+row) joins the next batch, up to MAX_ROWS rows, so two visitors who press Send together share the decoding steps
+instead of taking turns (a batch waits GATHER_S after its first request arrived, for requests sent at the same
+moment). Each request streams its own rows and stops on its own; the batch ends when every request in it is done or
+stopped. On CUDA a batch is padded to 1, 2, 4 or 8 rows (copies of its first row, base model), so only
 those sizes ever record a decoding step.
 """
 
@@ -38,8 +39,9 @@ class Request:
 
     @property
     def key(self):
-        """What must be equal to share a batch: the sampling settings but the adapter scale."""
-        return dataclasses.replace(self.settings, adapter_scale=1.0)
+        """What must be equal to share a batch: the sampling settings but the adapter scale and the seed (each row
+        samples from its own generator, seeded with its request's seed)."""
+        return dataclasses.replace(self.settings, adapter_scale=1.0, seed=0)
 
 
 class Batcher:
@@ -93,13 +95,14 @@ class Batcher:
         try:
             with engine.lock:
                 names = engine._names_locked([a for req in group for a in req.adapters])
-                rows, scales, owners = [], [], []
-                for k, req in enumerate(group):
+                rows, scales, seeds = [], [], []
+                for req in group:
                     rows += req.rows
                     scales += [req.settings.adapter_scale] * len(req.rows)
-                    owners += [k] * len(req.rows)
+                    seeds += [req.settings.seed] * len(req.rows)
                 pad = _padding(len(rows)) if engine.device == "cuda" else 0
                 rows, names, scales = rows + [rows[0]] * pad, names + [None] * pad, scales + [0.0] * pad
+                seeds += [seeds[0]] * pad
                 engine.stop_event.clear()
 
                 def sink(chunk: list[list[int]]) -> None:
@@ -111,7 +114,9 @@ class Batcher:
                 def should_stop() -> bool:
                     return engine.stop_event.is_set() or all(req.stop.is_set() for req in group)
 
-                engine._decode(rows, group[0].settings, sink, names, scales=scales, should_stop=should_stop)
+                engine._decode(
+                    rows, group[0].settings, sink, names, scales=scales, should_stop=should_stop, seeds=seeds
+                )
                 self.batches += 1
                 self.served += len(group)
         except BaseException as e:  # noqa: BLE001 - each request raises it in its own reader

@@ -23,7 +23,9 @@
   holds, so nothing is recorded or compiled again. On the CPU the step runs eagerly on a `DynamicCache`
   (compiling it was measured no faster there, after a 94 s compile); `compiled=True` there forces "compile".
 - Sampling follows `generate`: repetition penalty, temperature, top-k, top-p (transformers' own processors),
-  `torch.multinomial` after `torch.manual_seed(seed)`, EOS suppressed until `min_new_tokens`.
+  then `torch.multinomial`, EOS suppressed until `min_new_tokens`. Each row draws from its own generator seeded
+  with its request's seed, so a row's answer depends on the seed and its own logits only: the adapter-scale-0 row
+  reproduces the base row token for token, and a row answers the same whatever shares its batch.
 - Tokens go to a `sink(new_tokens_per_row)` callback in chunks: on CUDA the GPU is asked for them every few
   steps only, so the CPU keeps queueing steps ahead of the GPU; on the CPU every 0.1 s, so the reader (the page's
   stream) wakes ten times a second instead of once a token.
@@ -347,11 +349,12 @@ class PairDecoder:
         top_p: float = 1.0,
         top_k: int = 0,
         repetition_penalty: float = 1.0,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         sink: Callable[[list[list[int]]], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[list[int]]:
-        """New tokens of each row (up to its EOS, which is included). `sink` gets each chunk as it comes."""
+        """New tokens of each row (up to its EOS, which is included). `sink` gets each chunk as it comes. seed: one
+        for every row, or each row's."""
         if len(rows) != self.rows:
             raise ValueError(f"this decoder serves {self.rows} rows, not {len(rows)}")
         width = self._width(max(len(r) for r in rows), max_new_tokens)
@@ -452,33 +455,75 @@ class PairDecoder:
         return out.kept
 
 
+def sampling_warpers(temperature: float, top_p: float, top_k: int) -> list:
+    """transformers' temperature, top-k and top-p processors, in generate()'s order."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    out = []
+    if temperature != 1.0:
+        out.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        out.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p))
+    return out
+
+
+class RowDraws:
+    """One seeded generator per row: row k's draws depend on its seed alone, never on the other rows (a batched
+    torch.multinomial with one generator gives row 1 the random numbers after row 0's)."""
+
+    def __init__(self, seeds: list[int], device):
+        self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
+        """One token a row from probs [rows, vocab]."""
+        if probs.shape[0] != len(self.gens):
+            raise ValueError(f"{probs.shape[0]} rows of probabilities for {len(self.gens)} generators")
+        return torch.cat([torch.multinomial(probs[k : k + 1], 1, generator=g) for k, g in enumerate(self.gens)])[:, 0]
+
+
+def row_seeds(seed: int | list[int], rows: int) -> list[int]:
+    seeds = [seed] * rows if isinstance(seed, int) else list(seed)
+    if len(seeds) != rows:
+        raise ValueError(f"{len(seeds)} seeds for {rows} rows")
+    return seeds
+
+
+class SeededSampling:
+    """A logits processor for transformers' generate() run with do_sample=False (the 'batch' and 'sequential'
+    chat modes): it applies temperature, top-k and top-p and draws each row's token from that row's own generator
+    (RowDraws), leaving only that token possible, so generate()'s argmax takes it. Made anew for each generate()."""
+
+    def __init__(self, seed: int | list[int], temperature: float, top_p: float, top_k: int):
+        self.seed, self.warpers, self.draws = seed, sampling_warpers(temperature, top_p, top_k), None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.draws is None:
+            self.draws = RowDraws(row_seeds(self.seed, scores.shape[0]), scores.device)
+        for p in self.warpers:
+            scores = p(input_ids, scores)
+        tok = self.draws(torch.softmax(scores.float(), dim=-1))
+        return torch.full_like(scores, -float("inf")).scatter_(1, tok[:, None], 0.0)
+
+
 class _Sampler:
     """Picks each row's next token as transformers' generate() would: EOS forbidden before min_new_tokens, the
-    repetition penalty, then (sampling) temperature, top-k and top-p, from one seeded generator."""
+    repetition penalty, then (sampling) temperature, top-k and top-p, each row from its own seeded generator."""
 
     def __init__(self, ids, eos_ids: set[int], min_new_tokens: int, greedy: bool, temperature: float, top_p: float,
-                 top_k: int, repetition_penalty: float, seed: int):  # fmt: skip
-        from transformers import (
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
+                 top_k: int, repetition_penalty: float, seed: int | list[int]):  # fmt: skip
+        from transformers import RepetitionPenaltyLogitsProcessor
 
         self.ids, self.greedy, self.min_new_tokens = ids, greedy, min_new_tokens
         self.processors = []
         if repetition_penalty != 1.0:
             self.processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
         if not greedy:
-            if temperature != 1.0:
-                self.processors.append(TemperatureLogitsWarper(temperature))
-            if top_k:
-                self.processors.append(TopKLogitsWarper(top_k))
-            if top_p < 1.0:
-                self.processors.append(TopPLogitsWarper(top_p))
+            self.processors += sampling_warpers(temperature, top_p, top_k)
         self.eos_list = sorted(eos_ids)
         self.eos_t = torch.tensor(self.eos_list, dtype=torch.long, device=ids.device)
-        self.gen = torch.Generator(device=ids.device).manual_seed(seed)
+        self.draws = None if greedy else RowDraws(row_seeds(seed, ids.shape[0]), ids.device)
 
     def __call__(self, logits: torch.Tensor, cur: int, step: int) -> torch.Tensor:
         scores = logits.float()
@@ -488,8 +533,7 @@ class _Sampler:
             scores = p(self.ids[:, :cur], scores)
         if self.greedy:
             return scores.argmax(-1)
-        probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.gen).squeeze(1)
+        return self.draws(torch.softmax(scores, dim=-1))
 
 
 class _Flusher:

@@ -409,21 +409,29 @@ class ChatEngine:
         return sorted({i for i in (tok.eos_token_id, *gen_eos) if i is not None})
 
     def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None, names: list | None = None,
-                scales: list | None = None, should_stop=None):  # fmt: skip
+                scales: list | None = None, should_stop=None, seeds: list | None = None):  # fmt: skip
         """The default path, on the generation thread: one batch, each row's LoRA masked to its adapter (None: the
-        base row) at its scale (default: the slider's). names=None: the base row and load()'s adapter."""
+        base row) at its scale (default: the slider's) and sampled with its seed (default: the settings')
+        from its own generator. names=None: the base row and load()'s adapter."""
         if names is None:
             names = [None] + ([self.adapters.name(self.adapter_dir)] if self.adapter_dir else [])
             names = names[: len(rows)] + [names[-1]] * (len(rows) - len(names))
         scales = scales or [settings.adapter_scale] * len(rows)
         values = [(n, s if n else 0.0) for n, s in zip(names, scales, strict=True)]
-        scaled = self.row_scale.on(values) if self.row_scale is not None and any(names) else None
-        with scaled or contextlib.nullcontext():
+        # The row masks whenever adapters are attached, also for a batch of base rows only: PEFT's own forward would
+        # apply the active adapter to them (and a CUDA step recorded without the masks would ignore them later).
+        if self.row_scale is not None:
+            scaled = self.row_scale.on(values)
+        elif len(self.adapters) and not any(names):
+            scaled = self.model.disable_adapter()
+        else:
+            scaled = contextlib.nullcontext()
+        with scaled:
             return self._decoder(len(rows)).generate(
                 rows, self.tokenizer.pad_token_id, set(self._eos_ids()), settings.max_new_tokens,
                 min_new_tokens=settings.min_new_tokens, greedy=settings.greedy, temperature=settings.temperature,
                 top_p=settings.top_p, top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
-                seed=settings.seed, sink=sink, should_stop=should_stop or self.stop_event.is_set,
+                seed=seeds or settings.seed, sink=sink, should_stop=should_stop or self.stop_event.is_set,
             )  # fmt: skip
 
     def _rows(self, rows: list[list[int]], adapters: list, settings: GenSettings, every_s: float, stop=None):
@@ -462,21 +470,19 @@ class ChatEngine:
             def __call__(self, input_ids, scores, **kw):
                 return should_stop()
 
-        kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy, eos_token_id=self._eos_ids(),
+        # Sampling is done by decode.SeededSampling (each row from its own seeded generator, added per generate()
+        # in _stream), so generate() itself runs greedy over the one token it leaves.
+        kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=False, eos_token_id=self._eos_ids(),
                   pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty,
-                  stopping_criteria=StoppingCriteriaList([_Stop()]))  # fmt: skip
+                  stopping_criteria=StoppingCriteriaList([_Stop()]), temperature=None, top_p=None, top_k=None)  # fmt: skip
         if settings.min_new_tokens:
             kw["min_new_tokens"] = settings.min_new_tokens
-        if not settings.greedy:
-            kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-        else:
-            kw.update(temperature=None, top_p=None, top_k=None)
         return kw
 
     def _batched(self, rows: list[list[int]], names: list, settings: GenSettings, every_s: float = 0.0):
         """PEFT's mixed batch: one generate() with adapter_names (a base row: LoRA bypassed)."""
         kw = self._gen_kwargs(settings)
-        if any(names):
+        if any(names) or len(self.adapters):  # base rows bypass the LoRA (also when no row names an adapter)
             kw["adapter_names"] = [n or "__base__" for n in names]
         results = [SideResult() for _ in rows]
         for _ in self._stream(rows, kw, results, settings, every_s=every_s):
@@ -504,10 +510,18 @@ class ChatEngine:
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
 
         def job(streamer):
-            torch.manual_seed(settings.seed)
+            from transformers import LogitsProcessorList
+
+            from lora_demo.chat.decode import SeededSampling
+
+            extra = {}
+            if not settings.greedy:  # fresh generators for each generate(): every row starts from the seed
+                extra["logits_processor"] = LogitsProcessorList(
+                    [SeededSampling(settings.seed, settings.temperature, settings.top_p, settings.top_k)]
+                )
             off = self.model.disable_adapter() if base_only and len(self.adapters) else contextlib.nullcontext()
             with torch.inference_mode(), off, self._scaled(settings.adapter_scale):
-                self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kw)
+                self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer, **kw, **extra)
 
         yield from self._run_streaming(len(rows), job, results, every_s, prompt_first=True)
 

@@ -29,6 +29,15 @@ ALPACA_NO_INPUT = (
 )
 
 
+def uses_thinking(tokenizer) -> bool:
+    """Whether the tokenizer's chat template reads `enable_thinking` (Qwen3's thinking switch). Where it does not
+    (SmolLM2, most models), the switch changes nothing, so the UI does not offer it."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # named templates ({"default": ..., "tool_use": ...})
+        template = " ".join(str(t) for t in template.values())
+    return isinstance(template, str) and "enable_thinking" in template
+
+
 @dataclass
 class Example:
     prompt_text: str

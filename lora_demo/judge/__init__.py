@@ -7,10 +7,11 @@
 """
 
 from lora_demo.judge.ballots import Ballot, Ballots, Choice, Vote, VoteStore
-from lora_demo.judge.scoring import heldout_loss, token_diff
+from lora_demo.judge.scoring import TOKEN_SHADES, heldout_loss, token_diff, token_shades
 from lora_demo.judge.stats import dpo_pairs, export_dpo, vote_rows, win_rate, win_rate_markdown
 
 __all__ = [
+    "TOKEN_SHADES",
     "Ballot",
     "Ballots",
     "Choice",
@@ -20,6 +21,7 @@ __all__ = [
     "export_dpo",
     "heldout_loss",
     "token_diff",
+    "token_shades",
     "vote_rows",
     "win_rate",
     "win_rate_markdown",

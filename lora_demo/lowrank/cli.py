@@ -14,7 +14,7 @@ def add_lowrank_parser(sub) -> None:
     p.add_argument("--matrix", help="JSON rows, e.g. '[[1,2],[3,4]]', or CSV text")
     p.add_argument("--rank", help="k for the rank-k approximation")
     p.add_argument("--B", dest="b", help="B (d×r) as JSON rows")
-    p.add_argument("--A", dest="a", help="A (r×k) as JSON rows")
+    p.add_argument("--A", dest="a", help="A (r×n) as JSON rows")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_lowrank)
 

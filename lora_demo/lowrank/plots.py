@@ -79,9 +79,9 @@ def heatmaps_figure(m, approx, residual, k: int, lang: str = "en") -> go.Figure:
 
 
 def product_figure(b, a, dw, w0=None, lang: str = "en") -> go.Figure:
-    """W0 + B·A as heatmaps: B (d×r), A (r×k), ΔW = B·A, and W0 + ΔW when W0 is given."""
+    """W0 + B·A as heatmaps: B (d×r), A (r×n), ΔW = B·A, and W0 + ΔW when W0 is given."""
     tr = translator(lang)
-    mats = [("B (d×r)", b), ("A (r×k)", a), ("ΔW = B·A", dw)] + (
+    mats = [("B (d×r)", b), ("A (r×n)", a), ("ΔW = B·A", dw)] + (
         [("W0 + ΔW", np.asarray(w0) + np.asarray(dw))] if w0 is not None else []
     )
     fig = make_subplots(rows=1, cols=len(mats), subplot_titles=[t for t, _ in mats], horizontal_spacing=0.07)

@@ -1,6 +1,6 @@
 """The LoRA product ΔW = B·A made readable: every row of ΔW is a weighted sum of A's rows.
 
-B (d×r) says how strongly each output neuron moves; A (r×k) holds the r "adjustment directions".
+B (d×r) says how strongly each output neuron moves; A (r×n) holds the r "adjustment directions".
 Row i of ΔW = B[i,0]·A₁ + B[i,1]·A₂ + ... + B[i,r-1]·A_r.
 """
 

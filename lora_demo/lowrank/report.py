@@ -20,7 +20,7 @@ def svd_markdown(res: dict, lang: str = "en") -> str:
                "matrix does better.", sq=res["error_sq"], tail=res["tail_energy"],
                diff=abs(res["error_sq"] - res["tail_energy"]), k=k),
             tr("- 90% of the energy needs k = {r90}, 99% needs k = {r99}.", r90=res["rank_90"], r99=res["rank_99"]),
-            tr("- Parameters: full d·k = {d}·{n} = **{full:,}**, factors k(d+n) = {k}·({d}+{n}) = **{low:,}** → "
+            tr("- Parameters: full d·n = {d}·{n} = **{full:,}**, factors k(d+n) = {k}·({d}+{n}) = **{low:,}** → "
                "compression **{ratio:.2f}×**. Low rank saves only while k < d·n/(d+n) = {even:.2f}.",
                d=d, n=n, k=k, full=res["params_full"], low=res["params_lowrank"], ratio=res["compression"],
                even=res["break_even_rank"]),
@@ -33,20 +33,20 @@ def svd_markdown(res: dict, lang: str = "en") -> str:
 def product_markdown(res: dict, lang: str = "en") -> str:
     """Row-by-row reading of ΔW = B·A and the parameter counts (with the break-even rank)."""
     tr = translator(lang)
-    d, k = res["shape"]
+    d, n = res["shape"]  # rows × columns
     r = res["r"]
     full, low = res["params_full"], res["params_lowrank"]
     saving = msg("this saves {n:,} parameters", n=full - low) if low < full else msg("this saves nothing")
     lines = [
-        tr("**ΔW = B·A is {d}×{k} with rank ≤ r = {r}.** Each row of ΔW is a weighted sum of A's rows "
-           "(the adjustment directions); B's row i gives the weights:", d=d, k=k, r=r),
+        tr("**ΔW = B·A is {d}×{n} with rank ≤ r = {r}.** Each row of ΔW is a weighted sum of A's rows "
+           "(the adjustment directions); B's row i gives the weights:", d=d, n=n, r=r),
         "",
         *[f"- {render(x, lang)}" for x in res["row_expressions"][:16]],
         *(["- …"] if len(res["row_expressions"]) > 16 else []),
         "",
-        tr("**Parameters:** full ΔW d·k = {d}·{k} = {full:,}; factors r(d+k) = {r}·({d}+{k}) = {low:,}: {saving}. "
-           "LoRA pays off only while r < d·k/(d+k) = {even:.2f}. At Qwen3-1.7B's 2048×2048 q_proj, r = 16 costs "
-           "65,536 parameters against 4,194,304.", d=d, k=k, r=r, full=full, low=low, saving=saving,
+        tr("**Parameters:** full ΔW d·n = {d}·{n} = {full:,}; factors r(d+n) = {r}·({d}+{n}) = {low:,}: {saving}. "
+           "LoRA pays off only while r < d·n/(d+n) = {even:.2f}. At Qwen3-1.7B's 2048×2048 q_proj, r = 16 costs "
+           "65,536 parameters against 4,194,304.", d=d, n=n, r=r, full=full, low=low, saving=saving,
            even=res["break_even_rank"]),
     ]  # fmt: skip
     return "\n".join(lines)

@@ -82,6 +82,33 @@ def cached_tokenizer(model_id: str):
     return load_tokenizer(model_id)
 
 
+def thinking_switch(model_id: str | None, adapter_dir: str | None = None) -> bool:
+    """Whether the model that answers (model_id, 'auto' resolved with adapter_dir as every tab does) has a chat
+    template that reads `enable_thinking`, i.e. whether the 'Qwen3 thinking' switch does anything for it. Read from
+    its tokenizer's chat template when that is at hand without building or downloading anything; otherwise (an
+    embedded model not built yet, a hub model not downloaded) the Qwen3 family says yes, any other model no."""
+    from lora_demo.data.templates import uses_thinking
+    from lora_demo.models.registry import REGISTRY, get_spec, hub_cached, is_available_offline, resolve_model
+
+    try:
+        model_id = resolve_model(model_id, adapter_dir)
+        spec = get_spec(model_id)
+        family = "qwen3" in model_id.lower()
+        at_hand = (spec.kind == "local" and is_available_offline(model_id)) or (
+            spec.kind == "hub" and hub_cached(model_id)
+        )
+        if spec.kind == "embedded" and model_id in REGISTRY:
+            from lora_demo.models.registry import EMBEDDED_BUILD_VERSION, cache_dir
+
+            stamp = cache_dir() / "models" / model_id / ".lora_lab_build"
+            at_hand = stamp.is_file() and stamp.read_text() == EMBEDDED_BUILD_VERSION[model_id]
+        if not at_hand:
+            return family
+        return uses_thinking(cached_tokenizer(model_id))
+    except Exception:  # noqa: BLE001 - a model that does not load: the switch is not offered
+        return False
+
+
 def load_tokenizer(model_id: str, trust_remote_code: bool = False):
     """The tokenizer of a registry model (with a pad token set)."""
     from transformers import AutoTokenizer

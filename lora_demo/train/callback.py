@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -13,6 +14,9 @@ from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes the run's files
+# The speed and the ETA come from this many recent optimizer steps (the first step of a process, which loads and
+# may compile kernels, never counts).
+RECENT_STEPS = 10
 
 
 def update_status(run_dir, **fields) -> None:
@@ -36,20 +40,29 @@ def stop_agreed(run_dir: Path, device) -> bool:
 
 
 class ProgressCallback(TrainerCallback):
-    """Writes one record per log (loss, lr, grad norm, tokens/s, ETA, GPU memory) and stops on request."""
+    """Writes one record per log (loss, lr, grad norm, tokens/s, ETA, GPU memory) and stops on request.
+
+    Speed: each optimizer step is timed from its start (after every other callback's on_step_begin, by `clock`,
+    which the worker adds last: the step-0 probes run there) to its end, with the tokens it trained; tokens/s,
+    s/step and the ETA come from the last RECENT_STEPS steps, the process's first step (model warm-up, compile)
+    left out. Probes, checkpoints and evaluations between steps therefore never make the ETA jump. At the end of
+    training a "summary" record holds the run's real average: its tokens over its wall time in training."""
 
     def __init__(self, run_dir: Path, compiles_first_step: bool = False, save_on_stop: bool = False):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "progress.jsonl"
         self.t0 = time.time()
-        self.train_t0: float | None = None  # start of step 2: the first step may compile (Unsloth)
+        self.train_t0: float | None = None  # end of this process's first step (which may compile: Unsloth)
         self.train_step0 = 0
-        self.last_tokens = 0
-        self.last_t = None
         self.compiles_first_step = compiles_first_step
         self.first_loss = None
         self.stopped = False  # a stop was honoured (the same on every rank)
         self.save_on_stop = save_on_stop  # a checkpoint at the stop, so Resume continues from exactly there
+        self.recent: deque[tuple[float, int]] = deque(maxlen=RECENT_STEPS)  # (seconds, tokens) of recent steps
+        self.step_began: tuple[float, int] | None = None  # (time, tokens seen) when the current step began
+        self.first_step: tuple[float, int] | None = None  # (seconds, tokens) of this process's first step
+        self.begin: tuple[float, int, int] | None = None  # (time, tokens seen, step) at on_train_begin
+        self.clock = StepClock(self)
 
     def write(self, record: dict) -> None:
         if not _MAIN:
@@ -66,12 +79,20 @@ class ProgressCallback(TrainerCallback):
         stage = "compiling" if self.compiles_first_step else "training"
         update_status(self.run_dir, status=stage, total_steps=state.max_steps, step=state.global_step)
         self.write({"type": "stage", "stage": stage, "step": state.global_step, "total": state.max_steps})
-        self.last_t = time.time()
+        self.begin = (time.time(), _tokens(state), state.global_step)
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.step_began = (time.time(), _tokens(state))  # again in `clock`, after the other callbacks
 
     def on_step_end(self, args, state, control, **kw):
+        now = time.time()
+        took = (now - self.step_began[0], _tokens(state) - self.step_began[1]) if self.step_began else None
         if self.train_t0 is None:  # the first step of this process (step 1, or the first after a resume)
             update_status(self.run_dir, status="training")
-            self.train_t0, self.train_step0 = time.time(), state.global_step
+            self.train_t0, self.train_step0, self.first_step = now, state.global_step, took
+        elif took is not None:
+            self.recent.append(took)
+        self.step_began = None
         if stop_agreed(self.run_dir, args.device):
             control.should_training_stop = self.stopped = True
             control.should_save = control.should_save or self.save_on_stop
@@ -80,7 +101,6 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
-        now = time.time()
         step, total = state.global_step, state.max_steps
         rec = {"type": "eval" if "eval_loss" in logs else "log", "step": step, "total": total,
                "epoch": round(state.epoch or 0, 3)}  # fmt: skip
@@ -92,14 +112,7 @@ class ProgressCallback(TrainerCallback):
         ):
             if key in logs:
                 rec[name] = float(logs[key])
-        tokens = getattr(state, "num_input_tokens_seen", 0) or 0
-        if tokens and self.last_t and now > self.last_t:
-            rec["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_t), 1)
-        self.last_tokens, self.last_t = tokens, now
-        if self.train_t0 and step > self.train_step0:
-            per_step = (now - self.train_t0) / (step - self.train_step0)
-            rec["eta_s"] = round(per_step * (total - step), 1)
-            rec["s_per_step"] = round(per_step, 3)
+        rec.update(self.speed(step, total))
         rec.update(gpu_memory())
         if "loss" in rec or "eval_loss" in rec:
             self.write(rec)
@@ -111,9 +124,53 @@ class ProgressCallback(TrainerCallback):
             extra["eval_loss"] = rec["eval_loss"]
         update_status(self.run_dir, **extra)
 
+    def speed(self, step: int, total: int) -> dict:
+        """tokens/s, s/step and the ETA from the recent steps ({} before there is one to go by)."""
+        seconds = sum(t for t, _ in self.recent)
+        if not self.recent or seconds <= 0:  # only the first step so far: its own speed, warm-up and all, no ETA
+            took = self.first_step
+            return {"tokens_per_s": round(took[1] / took[0], 1)} if took and took[0] > 0 and took[1] else {}
+        per_step = seconds / len(self.recent)
+        out = {"s_per_step": round(per_step, 3), "eta_s": round(per_step * max(0, total - step), 1)}
+        tokens = sum(n for _, n in self.recent)
+        if tokens:
+            out["tokens_per_s"] = round(tokens / seconds, 1)
+        return out
+
+    def summary(self, state) -> dict | None:
+        """The run's real average in this process: tokens trained over the wall time since training began (every
+        step, probes, checkpoints and evaluations included)."""
+        if self.begin is None or state.global_step <= self.begin[2]:
+            return None
+        seconds = time.time() - self.begin[0]
+        steps, tokens = state.global_step - self.begin[2], _tokens(state) - self.begin[1]
+        out = {"type": "summary", "step": state.global_step, "total": state.max_steps, "steps": steps,
+               "train_s": round(seconds, 2), "s_per_step": round(seconds / steps, 3)}  # fmt: skip
+        if tokens > 0 and seconds > 0:
+            out["tokens"], out["tokens_per_s"] = tokens, round(tokens / seconds, 1)
+        return out
+
     def on_train_end(self, args, state, control, **kw):
+        summary = self.summary(state)
+        if summary:
+            self.write(summary)
         self.write({"type": "stage", "stage": "saving", "step": state.global_step, "total": state.max_steps})
         update_status(self.run_dir, status="saving", step=state.global_step)
+
+
+class StepClock(TrainerCallback):
+    """Marks when an optimizer step really begins: added after every other callback, so what they do at
+    on_step_begin (the step-0 probes) is not counted as the step's time."""
+
+    def __init__(self, progress: ProgressCallback):
+        self.progress = progress
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.progress.step_began = (time.time(), _tokens(state))
+
+
+def _tokens(state) -> int:
+    return int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
 
 def gpu_memory() -> dict:

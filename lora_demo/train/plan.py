@@ -180,7 +180,7 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
         total, warm = out["total_steps"], out["warmup_steps"]
         if warm >= total:
             warn(msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
-                     "learned (the seed's run: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                     "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
                      "Lower warmup, add rows, or raise epochs.", warm=warm, total=total))  # fmt: skip
         if total < 10:
             warn(msg("Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "

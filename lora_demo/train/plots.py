@@ -60,6 +60,17 @@ def stage_label(stage, lang: str = "en") -> str:
     return labels.get(stage, str(stage))
 
 
+def run_summary(progress: list[dict]) -> dict | None:
+    """The last training's average (the worker's "summary" record), unless a resume started after it."""
+    summary = None
+    for p in progress:
+        if p.get("type") == "summary":
+            summary = p
+        elif p.get("stage") == "resumed":
+            summary = None
+    return summary
+
+
 def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None = None, lang: str = "en") -> str:
     """A progress bar with stage, step/total, loss, speed and ETA; then where the adapter is, or why it failed (the
     texts in `lang`; the data-* attributes keep the codes)."""
@@ -70,18 +81,24 @@ def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None
     stage = status.get("status", "—")
     logs = [p for p in progress if p.get("type") == "log"]
     last = logs[-1] if logs else {}
+    summary = run_summary(progress)
     pct = int(100 * step / total) if total else 0
     bits = [f"<b>{html.escape(stage_label(stage, lang))}</b>", tr("step {step}/{total}", step=step, total=total or "?")]
     if "epoch" in last:
         bits.append(tr("epoch {epoch:.2f}", epoch=last["epoch"]))
     if "loss" in last:
         bits.append(tr("loss {loss:.4f}", loss=last["loss"]))
-    if "tokens_per_s" in last:
-        bits.append(f"{last['tokens_per_s']:.0f} tok/s")
-    if "s_per_step" in last:
-        bits.append(f"{last['s_per_step']:.2f} s/step")
-    if "eta_s" in last and stage in ("training", "compiling"):
-        bits.append(f"ETA {last['eta_s']:.0f} s")
+    if stage in ("training", "compiling"):  # live: the speed of the recent steps
+        if last.get("tokens_per_s"):
+            bits.append(f"{last['tokens_per_s']:.0f} tok/s")
+        if "s_per_step" in last:
+            bits.append(f"{last['s_per_step']:.2f} s/step")
+        if "eta_s" in last:
+            bits.append(f"ETA {last['eta_s']:.0f} s")
+    elif summary:  # ended (or saving): the run's real average, not its last step's
+        if summary.get("tokens_per_s"):
+            bits.append(tr("{rate:.0f} tok/s on average", rate=summary["tokens_per_s"]))
+        bits.append(tr("{seconds:.2f} s/step on average", seconds=summary["s_per_step"]))
     if "gpu_peak_gb" in last:
         bits.append(tr("GPU peak {gib:.2f} GiB", gib=last["gpu_peak_gb"]))
     if stage == "compiling":

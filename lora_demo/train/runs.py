@@ -96,16 +96,46 @@ def read_progress(run_dir: str | Path) -> list[dict]:
     return out
 
 
-def log_tail(run_dir: str | Path, lines: int = 30) -> str:
+# What the Train tab shows of train.log: fewer lines than its log box shows without scrolling (ui/train_tab.py sizes
+# the box from this, with room for a horizontal scrollbar), so the newest line is always in view.
+LOG_TAIL_LINES = 12
+# Escape sequences (colours, tqdm's cursor-up "\x1b[A", window titles): never shown.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _as_shown(line: str) -> str:
+    """One line's latest state: a carriage return starts the line again (tqdm redraws its bar so, and wipes it with
+    spaces), so what was written after the last one that was followed by anything is what remains ("text\r\n"
+    stays "text")."""
+    return next((part for part in reversed(line.split("\r")) if part), "").rstrip()
+
+
+def clean_log(text: str) -> list[str]:
+    """The lines of a log as a terminal would show them: escape sequences removed, carriage-return refreshes
+    collapsed to each line's latest state, lines left blank by a cleared progress bar dropped."""
+    out = []
+    for raw in _ANSI.sub("", text).split("\n"):
+        line = _as_shown(raw)
+        if line or not raw:  # a real empty line stays; a bar wiped with spaces goes
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def log_tail(run_dir: str | Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of the run's train.log, cleaned for reading (clean_log)."""
     try:
         with os.fdopen(open_fd(Path(run_dir) / "train.log"), "rb") as f:  # a planted link is never shown
             f.seek(0, 2)
-            f.seek(max(0, f.tell() - 20000))
-            text = f.read().decode("utf-8", errors="replace")
+            start = max(0, f.tell() - 65536)
+            f.seek(start)
+            data = f.read()
     except OSError:
         return ""
-    # tqdm redraws with \r: keep the last state of each line
-    return "\n".join(line.split("\r")[-1] for line in text.splitlines()[-lines:])
+    if start and b"\n" in data:  # began mid-line: that line's start is not here
+        data = data[data.index(b"\n") + 1 :]
+    return "\n".join(clean_log(data.decode("utf-8", errors="replace"))[-lines:])
 
 
 def process_start(pid: int) -> str | None:
@@ -291,12 +321,13 @@ CARD = """---
 
 # {{ name }}
 
-A LoRA adapter for `{{ model }}`, trained with LoRA Lab ({{ backend }} backend).
+A LoRA adapter for `{{ base }}`, trained with LoRA Lab ({{ backend }} backend).
+{{ base_note }}
 
 ## Training data
 
-`{{ dataset }}`: {{ train_rows }} training rows, {{ val_rows }} validation rows
-(the exact rows are in `data/` next to this card), {{ template }} template.
+`{{ dataset }}`: {{ train_rows }} training rows, {{ val_rows }} validation rows, {{ template }} template
+(the exact rows are in `data/` next to this card; the zip export and a Hub push carry them).
 {{ lineage }}
 
 ## Training procedure
@@ -309,10 +340,19 @@ A LoRA adapter for `{{ model }}`, trained with LoRA Lab ({{ backend }} backend).
 
 ## How to use
 
+Run from the folder that holds this one (`{{ name }}/`), prompted as it was trained:
+
 ```python
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
-model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{{ model }}"), "{{ name }}")
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{{ base }}")
+tokenizer = AutoTokenizer.from_pretrained("{{ base }}")
+model = PeftModel.from_pretrained(base, "{{ name }}")
+prompt = {{ prompt_code }}
+ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+out = model.generate(ids, max_new_tokens=64, do_sample=False)
+print(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 ```
 Repeat this run: `python -m lora_demo train --config {{ name }}/config.yaml`
 
@@ -356,15 +396,32 @@ def _framework_versions() -> str:
     return f"PEFT {peft.__version__}, Transformers {transformers.__version__}, TRL {trl.__version__}, PyTorch {torch.__version__}"
 
 
+def _prompt_code(settings: dict) -> str:
+    """Python for the prompt of one question, in the run's format (the Alpaca text, or the chat template)."""
+    question = "Who are you?"
+    if settings.get("template") == "alpaca":
+        from lora_demo.data.templates import ALPACA_NO_INPUT
+
+        return repr(ALPACA_NO_INPUT.format(instruction=question))
+    think = "True" if settings.get("enable_thinking") else "False"
+    return (f'tokenizer.apply_chat_template([{{"role": "user", "content": "{question}"}}], tokenize=False, '
+            f"add_generation_prompt=True, enable_thinking={think})")  # fmt: skip
+
+
 def model_card(run_dir: Path, settings: dict, status: dict) -> str:
     """README.md in the Hugging Face model-card layout: base model, data, settings, final metrics."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from lora_demo.models.registry import REGISTRY
+
     model = settings["model"]
-    data = ModelCardData(base_model=model, library_name="peft", pipeline_tag="text-generation",
-                         tags=["lora", "sft", "trl", "lora-lab", f"base_model:adapter:{model}"])  # fmt: skip
+    spec = REGISTRY.get(model)
+    base = (spec.hub_id if spec else None) or model  # a name a stranger can load, where there is one
+    data = ModelCardData(base_model=base, library_name="peft", pipeline_tag="text-generation",
+                         tags=["lora", "sft", "trl", "lora-lab", f"base_model:adapter:{base}"])  # fmt: skip
     card = ModelCard.from_template(
-        data, template_str=CARD, name=run_dir.name, model=model, dataset=settings["dataset"],
+        data, template_str=CARD, name=run_dir.name, base=base, base_note=spec.card_note if spec else "",
+        prompt_code=_prompt_code(settings), dataset=settings["dataset"],
         template=settings["template"], backend=status.get("backend", "transformers"),
         train_rows=status.get("train_rows", "?"), val_rows=status.get("val_rows", 0),
         hyperparameters="\n".join(f"- {k}: {v}" for k, v in settings.items() if k not in ("model", "dataset")),

@@ -47,7 +47,7 @@ class TrainSettings:
         512, "Longest example in tokens; longer ones are truncated (the end of the answer is lost)."
     )
     # --- LoRA ---
-    r: int = _f(16, "LoRA rank: the inner dimension of B (d×r) and A (r×k). 8-64 is usual.")
+    r: int = _f(16, "LoRA rank: the inner dimension of B (d×r) and A (r×n). 8-64 is usual.")
     lora_alpha: float = _f(16, "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).")
     lora_dropout: float = _f(0.0, "Dropout on the LoRA input. Unsloth's fast path needs 0.")
     target_modules: list[str] = _f(

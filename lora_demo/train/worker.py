@@ -185,7 +185,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
     trainer = trainer_class(plan.backend)(
         model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every),
         train_dataset=build_dataset(train_rows, tok, s), eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
-        processing_class=tok, callbacks=[callback, milestones],
+        processing_class=tok, callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
     )  # fmt: skip
     batching.count_tokens(trainer, run_dir)
     # The last look at STOP before training: `prepared` first, so a Stop that finds it unset is sure to be seen here

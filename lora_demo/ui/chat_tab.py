@@ -110,6 +110,12 @@ class ChatActions:
         for line in self.lab.load_chat(model_id, adapter_dir):
             yield show(line)
 
+    def thinking(self, model_id=None, adapter_dir=None):
+        """The 'Qwen3 thinking' switch, shown only when the base that answers has a chat template that reads it
+        (off otherwise)."""
+        on = self.lab.thinking_offered(model_id, adapter_dir or None)
+        return gr.Checkbox(visible=True) if on else gr.Checkbox(visible=False, value=False)
+
     def status(self, model_id=None, adapter_dir=None, shown=None):
         """The status line of what the page shows selected, in the session's language (after the language switch,
         a change of the lists); an error shown there stays until the next action."""
@@ -217,12 +223,15 @@ class ChatTab:
     newest: gr.State  # the newest adapter the list showed: a hand-over sets it so the tab's refresh keeps its pick
 
 
-def _settings_box() -> list:
-    """Generation settings, in the order ChatActions.send takes them after the prompt ones."""
+def _settings_box(thinking_offered: bool = True) -> list:
+    """Generation settings, in the order ChatActions.send takes them after the prompt ones; the thinking switch is
+    shown only for a base whose chat template reads it (ChatActions.thinking keeps that up to date)."""
     with gr.Accordion("Prompt and generation settings", open=False):
         with gr.Row():
             system = gr.Textbox(label="system prompt", placeholder="(none)")
-            thinking = gr.Checkbox(value=False, label="Qwen3 thinking")
+            thinking = gr.Checkbox(
+                value=False, label="Qwen3 thinking", visible=thinking_offered, elem_id="chat-thinking"
+            )
             greedy = gr.Checkbox(value=False, label="greedy (deterministic)")
         with gr.Row():
             temperature = gr.Slider(0.01, 2, value=0.7, step=0.01, label="temperature")
@@ -257,7 +266,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     picked = [model, adapter]  # what every chat action of this page uses
     status = dynamic(gr.Markdown(show(msg("No model loaded.")), elem_id="chat-status"))
     on_language(act.status, [model, adapter, status], status)
-    gen_inputs = _settings_box()
+    gen_inputs = _settings_box(lab.thinking_offered("auto"))
     with gr.Row():
         base_chat, base_stats = _side("Base (adapter off)", "base")
         tuned_chat, tuned_stats = _side("Tuned (adapter on)", "tuned")
@@ -284,6 +293,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         event(**refresh_args)
     for changed in (model.change, adapter.change):  # the status says what this page's Send will use
         changed(act.status, [model, adapter, status], status, api_visibility="private", show_progress="hidden")
+        changed(act.thinking, picked, gen_inputs[1], api_visibility="private", show_progress="hidden")
     chats = [base_chat, tuned_chat, *extra_chats]
     send_args = dict(fn=act.send, inputs=[msg_box, base_chat, tuned_chat, *gen_inputs, *picked, compare, *extra_chats],
                      outputs=[msg_box, base_chat, tuned_chat, base_stats, tuned_stats, status, *extra_chats,

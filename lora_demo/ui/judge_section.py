@@ -13,13 +13,21 @@ import pandas as pd
 from lora_demo.chat.engine import flatten_content
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.judge import win_rate_markdown
-from lora_demo.ui.common import dynamic, friendly, gen_settings, lang, on_language, say, show_errors
+from lora_demo.judge import TOKEN_SHADES, token_shades, win_rate_markdown
+from lora_demo.ui.common import dynamic, friendly, gen_settings, lang, on_language, say, show, show_errors
 
 # The vote buttons' texts (captured and switched by ui/localize.py; the reveal quotes them, rendered by say()).
 CHOICES = {"A": msg("A is better"), "B": msg("B is better"), "tie": msg("Tie"), "both_bad": msg("Both bad")}
 VERDICT = {"tuned": msg("the tuned model wins"), "base": msg("the base model wins"), "tie": msg("a tie"),
            "both_bad": msg("both bad")}  # fmt: skip
+# The token view's categories (judge.TOKEN_SHADES: their colours), as the legend names them.
+SHADES = {"much likelier": msg("much likelier"), "likelier": msg("likelier"), "less likely": msg("less likely"),
+          "much less likely": msg("much less likely")}  # fmt: skip
+
+
+def shade_colors() -> dict[str, str]:
+    """The token view's color_map: each category's name in this session's language → its colour."""
+    return {str(show(SHADES[name])): color for name, color in TOKEN_SHADES.items()}  # (plain str keys: JSON)
 
 
 def row_text(row: dict) -> str:
@@ -70,11 +78,12 @@ class JudgeActions:
 
     @friendly
     def advance(self, queue, system, *values):
-        """After a vote in the row loop, the next row's blind pair (nothing when the loop is over)."""
+        """After a vote in the row loop, the next row's blind pair and the last reveal cleared with it (nothing
+        when the loop is over: the last reveal stays)."""
         *gen_values, model, adapter = values
         if not queue:
-            return (gr.skip(),) * 6
-        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter))
+            return (gr.skip(),) * 7
+        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter), "")
 
     @friendly
     def rate(self, adapter):
@@ -114,8 +123,8 @@ class JudgeActions:
             raise InputError(msg("Chat first: the token view colours the tuned model's last answer to your last "
                                  "prompt."))  # fmt: skip
         deltas = self.lab.token_diff(users[-1], answers[-1], model, adapter)
-        top = max((abs(d) for _, d in deltas), default=0.0) or 1.0
-        return [(text, max(-1.0, min(1.0, d / top))) for text, d in deltas]  # green: tuned likes it more
+        value = [(text, str(show(SHADES[shade])) if shade else None) for text, shade in token_shades(deltas)]
+        return gr.HighlightedText(value=value, color_map=shade_colors())  # green: the tuned model likes it more
 
 
 def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: list) -> None:
@@ -131,8 +140,12 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
             rows_btn = gr.Button("Vote on the run's rows", scale=1, elem_id="blind-rows")
         status = gr.Markdown(elem_id="blind-status")
         with gr.Row():
-            a = gr.Markdown(label="A", elem_id="blind-a", container=True)
-            b = gr.Markdown(label="B", elem_id="blind-b", container=True)
+            with gr.Column():
+                gr.Markdown("**Answer A**", elem_id="blind-a-title")
+                a = gr.Markdown(label="A", elem_id="blind-a", container=True)
+            with gr.Column():
+                gr.Markdown("**Answer B**", elem_id="blind-b-title")
+                b = gr.Markdown(label="B", elem_id="blind-b", container=True)
         with gr.Row():
             buttons = {c: gr.Button(label, elem_id=f"blind-vote-{c}") for c, label in CHOICES.items()}
         reveal = gr.Markdown(elem_id="blind-reveal")
@@ -148,8 +161,12 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
             tokens_btn = gr.Button("Colour the last tuned answer by what the adapter changed")
         heldout = gr.Dataframe(interactive=False, elem_id="blind-heldout")
         tokens = gr.HighlightedText(label="tuned answer: green = the tuned model finds the token likelier than the "
-                                    "base, red = less likely", show_legend=False, elem_id="blind-tokens")  # fmt: skip
+                                    "base, red = less likely; the darker, the bigger the change (no colour: about "
+                                    "the same)", color_map=shade_colors(), show_legend=True,
+                                    elem_id="blind-tokens")  # fmt: skip
     dealt = [a, b, ballot, status, queue]
+    for button in (ask_btn, rows_btn):  # a new pair: the last pair's reveal goes at once (its win rate stays)
+        button.click(lambda: "", None, reveal, api_visibility="private", queue=False, show_progress="hidden")
     show_errors(ask_btn.click(act.ask, [prompt, system, *gen], dealt, api_name="chat_blind",
                               concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
     show_errors(rows_btn.click(act.start_rows, [system, *gen], [prompt, *dealt], api_name="chat_blind_rows",
@@ -158,8 +175,8 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
         event = button.click(lambda bid, q, c=choice: act.vote_on_page(bid, q, c), [ballot, queue],
                              [reveal, rate, ballot, a, b, status], api_visibility="private")  # fmt: skip
         show_errors(event, status)
-        show_errors(event.success(act.advance, [queue, system, *gen], [prompt, *dealt], api_visibility="private",
-                                  concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+        show_errors(event.success(act.advance, [queue, system, *gen], [prompt, *dealt, reveal],
+                                  api_visibility="private", concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
 
     def chat_vote(ballot_id: str, choice: str) -> tuple[str, str, str]:
         """Vote on a blind pair: choice is A, B, tie or both_bad; returns (the reveal, the win rate, '')."""

@@ -37,26 +37,27 @@ from lora_demo.paths import inside
 from lora_demo.ui.common import adapter_list, dynamic, friendly, lang, on_language, say, show, show_errors
 
 EDITABLE_MAX = 24  # matrices up to 24×24 are shown in the editable grid; larger ones only in the plots
-PRESETS = ["Seed example: σ = 5.2, 3.1, 1.8, 0.3, 0.1", "Random low-rank + noise", "Weight of a model"]
+PRESETS = ["Worked example: σ = 5.2, 3.1, 1.8, 0.3, 0.1", "Random low-rank + noise", "Weight of a model"]
 WEIGHT_MODELS = ["smollm2-135m-instruct", "qwen3-tiny"]
 
 INTRO = (
-    "LoRA replaces a full update ΔW (d×k) of a frozen weight W0 with a product of two thin matrices: "
-    "**W = W0 + B·A**, B (d×r), A (r×k), r ≪ min(d, k). Why that works: fine-tuning updates have fast-decaying "
-    "singular values, so a few directions carry almost all of the change. Play with it below."
+    "LoRA replaces a full update ΔW (d rows × n columns) of a frozen weight W0 with a product of two thin matrices: "
+    "**W = W0 + B·A**, B (d×r), A (r×n), with a small rank r ≪ min(d, n). Why that works: fine-tuning updates have "
+    "fast-decaying singular values, so a few directions carry almost all of the change. Play with it below."
 )
-# The seed write-up's math and worked example (SEED-NOTES.md), with the true parameter counts. Its Chinese is a whole
-# block in lowrank_tab.zh.yaml (the key is this exact text).
+# The math and the worked example of the notes this lab follows (SEED-NOTES.md), with the true parameter counts. Its
+# Chinese is a whole block in lowrank_tab.zh.yaml (the key is this exact text). Notation: a matrix is d×n (rows ×
+# columns); k is the rank kept from an SVD, r a LoRA rank.
 WORKED_EXAMPLE = """\
-**Full fine-tuning** learns W = W0 + ΔW. **LoRA** keeps W0 (d×k) frozen and learns the update as a product of two \
-low-rank matrices: **W = W0 + B·A**, with B (d×r), A (r×k) and the rank r ≪ min(d, k), usually 8–64. PEFT scales \
-the update by α/r (α/√r with rsLoRA).
+**Full fine-tuning** learns W = W0 + ΔW. **LoRA** keeps W0 (d rows × n columns) frozen and learns the update as a \
+product of two low-rank matrices: **W = W0 + B·A**, with B (d×r), A (r×n) and the rank r ≪ min(d, n), usually 8–64. \
+PEFT scales the update by α/r (α/√r with rsLoRA).
 
 **Why a low rank is enough.** Every matrix has a singular value decomposition M = UΣVᵀ: U and V are orthogonal, Σ \
-is diagonal with the singular values σ₁ ≥ σ₂ ≥ … ≥ 0. Keeping the k largest gives M_k = U[:, :k] Σ[:k, :k] Vᵀ[:k, :], \
-the best rank-k approximation (Eckart–Young). The singular values of fine-tuning updates decay fast, as in the \
-write-up's example σ = 5.2, 3.1, 1.8, 0.3, 0.1: the top 2 hold 91.6% of the energy Σσ², the top 3 99.75%. The \
-*Seed example* preset of section 1 is such a matrix.
+is diagonal with the singular values σ₁ ≥ σ₂ ≥ … ≥ 0. Keeping the k largest (rank k) gives \
+M_k = U[:, :k] Σ[:k, :k] Vᵀ[:k, :], the best rank-k approximation (Eckart–Young). The singular values of \
+fine-tuning updates decay fast, as in this example: σ = 5.2, 3.1, 1.8, 0.3, 0.1, where the top 2 hold 91.6% of the \
+energy Σσ² and the top 3 99.75%. The *Worked example* preset of section 1 is such a matrix.
 
 **From the SVD to LoRA.** Truncate the SVD of ΔW at rank r and fold the singular values into A: \
 B = U[:, :r], A = Σ[:r, :r] Vᵀ[:r, :], so ΔW ≈ B·A.
@@ -65,7 +66,7 @@ B = U[:, :r], A = Σ[:r, :r] Vᵀ[:r, :], so ΔW ≈ B·A.
 each of them. Every row of ΔW is a linear combination of the same few rows of A. With rank 2, A has 2 rows (two \
 directions) and B has 2 columns (each neuron's two coefficients).
 
-**The worked example** (section 2 computes it: press *Seed example*):
+**The worked example** (section 2 computes it: press *Worked example*):
 
 ```
 B (4×2)          A (2×4)
@@ -84,14 +85,14 @@ B (4×2)          A (2×4)
 Row 1 of ΔW = 0.1·A₁ + 0.2·A₂, row 2 = 0.3·A₁ + 0.1·A₂, row 3 = −0.2·A₁ + 0.4·A₂, row 4 = 0.4·A₁ − 0.1·A₂ \
 (A₁, A₂: the rows of A). Each neuron's adjustment is its own mix of the same two directions.
 
-**Parameters.** The full 4×4 update has 16 parameters, and the factors 4×2 + 2×4 = 16 as well (the write-up's \
-"12" is a slip). In general the factors cost r(d+k) against d·k, so LoRA saves parameters only while \
-r < d·k/(d+k), here r < 2. At Qwen3-1.7B's 2048×2048 projections, r = 16 costs 65,536 parameters against \
+**Parameters.** The full 4×4 update has 16 parameters, and the factors 4×2 + 2×4 = 16 as well: at this size \
+LoRA saves nothing. In general the factors cost r(d+n) against d·n, so LoRA saves parameters only while \
+r < d·n/(d+n), here r < 2. At Qwen3-1.7B's 2048×2048 projections, r = 16 costs 65,536 parameters against \
 4,194,304."""
 ADAPTER_NOTE = (
     "Each LoRA module's update ΔW = s·B·A (s = α/r, or α/√r with rsLoRA) is analysed from its factors: "
-    "QR of B and of Aᵀ, then the SVD of the small r×r core — never the d×k product. "
-    "**Effective rank** = exp(entropy of σᵢ/Σσ) (Roy & Vetterli); **rank 90/99** = smallest k holding "
+    "QR of B and of Aᵀ, then the SVD of the small r×r core — never the full d×n product. "
+    "**Effective rank** = exp(entropy of σᵢ/Σσ) (Roy & Vetterli); **rank 90/99** = the smallest rank holding "
     "90%/99% of Σσ²; **stable rank** = ‖ΔW‖²_F/σ₁²."
 )
 
@@ -339,7 +340,7 @@ def _compare_section(act: AdapterActions, choice, typed) -> None:
 
 def create_lowrank_tab(lab, tab: gr.Tab | None = None) -> None:
     gr.Markdown(INTRO)
-    with gr.Accordion("From the SVD to LoRA: the seed write-up's worked example", open=False):
+    with gr.Accordion("From the SVD to LoRA: a worked example", open=False):
         gr.Markdown(WORKED_EXAMPLE, elem_id="lowrank-worked-example")
     _svd_section()
     _product_section()
@@ -354,7 +355,7 @@ def _matrix_sources() -> dict:
         c["load_btn"] = gr.Button("Load preset", variant="primary")
     with gr.Row():
         c["d"] = gr.Number(value=12, precision=0, label="d (rows)")
-        c["n"] = gr.Number(value=10, precision=0, label="k (columns)")
+        c["n"] = gr.Number(value=10, precision=0, label="n (columns)")
         c["true_rank"] = gr.Number(value=3, precision=0, label="true rank")
         c["noise"] = gr.Number(value=0.05, label="noise level")
     with gr.Row():
@@ -410,10 +411,10 @@ def _product_section() -> None:
     with gr.Accordion("2 · LoRA product explorer: ΔW = B·A", open=True):
         with gr.Row():
             b_in = gr.Dataframe(value=SEED_B, type="array", interactive=True, label="B (d×r)")
-            a_in = gr.Dataframe(value=SEED_A, type="array", interactive=True, label="A (r×k)")
+            a_in = gr.Dataframe(value=SEED_A, type="array", interactive=True, label="A (r×n)")
         with gr.Row():
             w0_kind = gr.Radio(["W0 = 0", "random W0"], value="random W0", label="W0 in the picture")
-            seed_btn = gr.Button("Seed example", size="sm")
+            seed_btn = gr.Button("Worked example", size="sm")
             prod_btn = gr.Button("Compute ΔW = B·A", variant="primary")
         init = product(SEED_B, SEED_A, "random W0")
         with gr.Row():

@@ -20,7 +20,7 @@ from lora_demo.train import probes
 from lora_demo.train.plan import plan_markdown
 from lora_demo.train.plots import loss_figure, progress_html, stage_label
 from lora_demo.train.runner import equivalent_command
-from lora_demo.train.runs import list_runs
+from lora_demo.train.runs import LOG_TAIL_LINES, list_runs
 from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
 from lora_demo.train.watch import look
 from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, say, show, show_errors
@@ -191,6 +191,12 @@ class TrainActions:
                 raise
             return str(self.lab.runs_dir / name / "checkpoints" / ckpts[0][1].name)
 
+    def thinking(self, model):
+        """The 'Qwen3 thinking' switch, shown only for a model whose chat template reads it (off otherwise)."""
+        return (
+            gr.Checkbox(visible=True) if self.lab.thinking_offered(model) else gr.Checkbox(visible=False, value=False)
+        )
+
     @friendly
     def adopt_parent(self, adapter):
         """Picking an adapter to continue from takes its base model and LoRA shape, which must match it."""
@@ -307,7 +313,8 @@ def _settings_form(d: dict, choices: dict) -> dict:
         c["dataset"] = dynamic(gr.Dropdown(choices["datasets"], value=d["dataset"], label="dataset",
                                            info=help_["dataset"], allow_custom_value=True))  # fmt: skip
         c["template"] = gr.Radio(["alpaca", "chat"], value=d["template"], label="template", info=help_["template"])
-        c["enable_thinking"] = gr.Checkbox(value=d["enable_thinking"], label="Qwen3 thinking")
+        c["enable_thinking"] = gr.Checkbox(value=d["enable_thinking"] and choices["thinking"], label="Qwen3 thinking",
+                                           visible=choices["thinking"], elem_id="train-thinking")  # fmt: skip
         num("max_seq_length", "max sequence length", 0)
     with gr.Accordion("LoRA", open=True), gr.Row():
         num("r", "rank r", 0)
@@ -434,7 +441,8 @@ def _watch_panel():
         curve = gr.Plot(label="loss and learning rate", elem_id="train-curve", scale=3)
         timeline = dynamic(gr.HTML(probes.timeline_html([], lang()), label="probe answers as it learns",
                                    elem_id="train-probe-box", max_height=420, padding=True, scale=2))  # fmt: skip
-    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=14)
+    # Tall enough for the whole tail (LOG_TAIL_LINES, plus a long line's scrollbar): the newest line is always shown.
+    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=LOG_TAIL_LINES + 2, elem_id="train-log")
     return progress, curve, timeline, log
 
 
@@ -442,8 +450,11 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     act = TrainActions(lab)
     d = defaults_for(detect().device, lab.default_model).to_dict()
     choices = {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices(saved=False),
-               "gpus": visible_gpus(), "parents": act.parents()[:1]}  # the user's work: filled at page load  # fmt: skip
+               "gpus": visible_gpus(), "parents": act.parents()[:1],  # the user's work: filled at page load
+               "thinking": lab.thinking_offered(d["model"])}  # fmt: skip
     comps = _settings_form(d, choices)
+    comps["model"].change(act.thinking, comps["model"], comps["enable_thinking"], api_visibility="private",
+                          show_progress="hidden")  # fmt: skip
     form = [comps[k] for k in FORM]
     with gr.Row():
         plan_btn = gr.Button("Check plan")

@@ -1,0 +1,105 @@
+"""The blind A/B votes the way a visitor meets them (issue 28), in Debian's Chromium against `python app.py`: the two
+answers are labelled A and B, and a new pair never shows the previous pair's reveal."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian's chromium for the browser tests (.ci/run does)")
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, tiny_run):
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path_factory.mktemp("judge")
+    shutil.copytree(tiny_run, root / "runs" / "judged", ignore=shutil.ignore_patterns("checkpoints", "votes.jsonl"))
+    (root / "data").mkdir()
+    proc, url = start_app(root)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+            pg.set_default_timeout(120_000)
+            pg.goto(url)
+            pg.get_by_role("tab", name="System").wait_for()
+            yield pg
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _reveal(page) -> str:
+    return page.locator("#blind-reveal").inner_text().strip()
+
+
+def test_blind_answers_are_labelled_and_a_new_pair_clears_the_reveal(page, request):
+    try:
+        page.get_by_role("tab", name="Chat", exact=True).click()
+        page.locator("#chat-adapter input").click()
+        page.get_by_role("option", name=re.compile("judged")).first.click()
+        page.get_by_text("Is the tuned model better? Blind A/B votes").click()
+
+        # The two answers are labelled, each label above its own answer.
+        for side in ("a", "b"):
+            title, answer = page.locator(f"#blind-{side}-title"), page.locator(f"#blind-{side}")
+            assert title.inner_text().strip() == f"Answer {side.upper()}"
+            t, a = title.bounding_box(), answer.bounding_box()
+            assert t["y"] + t["height"] <= a["y"] + 1 and abs(t["x"] - a["x"]) < 40, (t, a)
+        assert page.locator("#blind-a-title").bounding_box()["x"] < page.locator("#blind-b-title").bounding_box()["x"]
+
+        status = page.locator("#blind-status")
+        page.locator("#blind-prompt textarea").fill("What is your name?")
+        page.locator("#blind-ask").click()
+        status.get_by_text("Which answer is better?").wait_for()
+        page.locator("#blind-vote-A").click()
+        page.locator("#blind-reveal").get_by_text("was the tuned model").wait_for()
+
+        # Ask again: the reveal goes at once, and the new pair comes without it.
+        page.locator("#blind-ask").click()
+        page.wait_for_function("() => document.querySelector('#blind-reveal').innerText.trim() === ''", timeout=5000)
+        status.get_by_text("Which answer is better?").wait_for()
+        assert page.locator("#blind-a").inner_text().strip() and _reveal(page) == ""
+
+        # The loop over the run's rows: after a vote, the next row's pair comes without the last reveal.
+        page.locator("#blind-vote-B").click()
+        page.locator("#blind-reveal").get_by_text("was the tuned model").wait_for()
+        page.locator("#blind-rows").click()
+        page.wait_for_function("() => document.querySelector('#blind-reveal').innerText.trim() === ''", timeout=5000)
+        status.get_by_text("rows left").wait_for()
+        page.locator("#blind-vote-tie").click()
+        page.locator("#blind-rate").get_by_text(re.compile(r"over 3 votes")).wait_for()
+        status.get_by_text("rows left").wait_for()  # the next row's pair
+        page.locator("#blind-a").get_by_text(re.compile(r"\S")).first.wait_for()
+        page.wait_for_function("() => document.querySelector('#blind-reveal').innerText.trim() === ''", timeout=5000)
+
+        # The token view: tokens drawn green where the tuned model likes them more, red where less (the legend's
+        # words), never Gradio's score-mode lavender.
+        page.locator("#chat-input textarea").fill("What is your name?")
+        page.locator("#chat-send").click()
+        page.locator("#chat-tuned-stats").get_by_text("tok/s").wait_for()
+        page.get_by_role("button", name="Colour the last tuned answer by what the adapter changed").click()
+        page.locator("#blind-tokens").get_by_text("much likelier").first.wait_for()  # the legend
+        colours = page.eval_on_selector_all(
+            "#blind-tokens .textfield span", "els => els.map(e => getComputedStyle(e).backgroundColor)"
+        )
+        rgb = [tuple(int(x) for x in re.findall(r"\d+", c)[:3]) for c in colours if not c.endswith(", 0)")]
+        assert rgb and all(g > r or r > g + 40 for r, g, b in rgb), colours  # green or red, nothing else
+        assert not any((r, g, b) == (128, 90, 213) for r, g, b in rgb), colours
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        raise
