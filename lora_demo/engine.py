@@ -19,6 +19,11 @@ from pathlib import Path
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 
+# What the evaluation tools say about a run trained without validation rows (held-out loss, the row votes).
+NO_VALIDATION_ROWS = msg("This run has no validation rows (its validation fraction was 0, or the dataset too small): "
+                         "train with a validation fraction above 0 (0.1 is usual) to measure held-out loss and to "
+                         "vote on rows the run never saw.")  # fmt: skip
+
 
 @dataclass
 class AppSettings:
@@ -325,22 +330,24 @@ class LabEngine:
             )
         return self.chat_target("auto", adapter_dir)[1]
 
-    def vote_rows(self, adapter_dir, limit: int = 20) -> list[dict]:
-        from lora_demo.judge import vote_rows
+    def vote_rows(self, adapter_dir, limit: int = 20) -> tuple[list[dict], str]:
+        """The rows for "Vote on the run's rows" and where they come from: "val" (rows the run never trained on) or
+        "train" (the run has no validation rows: the votes then measure memorisation)."""
+        from lora_demo.judge import vote_rows_split
 
-        return vote_rows(self._adapter_of(adapter_dir), limit)
+        return vote_rows_split(self._adapter_of(adapter_dir), limit)
 
     def heldout(self, model_id="auto", adapter_dir=None) -> dict:
-        """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training."""
+        """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training; a run
+        with no validation rows: {"rows": 0, "tokens": 0, "note": why and what to do}."""
         from lora_demo.adapters import run_folder
         from lora_demo.io import read_jsonl
         from lora_demo.judge import heldout_loss
 
         adapter = self._adapter_of(adapter_dir)
         rows = read_jsonl(run_folder(adapter) / "data" / "val.jsonl")[:32]  # a checkpoint: its run's
-        if not rows:
-            raise InputError(msg("This run has no validation rows (its validation fraction was 0, or the dataset "
-                                 "too small): train with a validation fraction above 0 to measure held-out loss."))  # fmt: skip
+        if not rows:  # said plainly, not as a failure: nothing loads
+            return {"rows": 0, "tokens": 0, "note": NO_VALIDATION_ROWS}
         engine, adapter = self._judged(model_id, adapter)
         return heldout_loss(engine, rows, adapter_dir=adapter)
 

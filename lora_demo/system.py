@@ -30,8 +30,9 @@ def system_info() -> dict:
     }
 
 
-def format_system_info(info: dict, lang: str = "en") -> str:
-    """A Markdown rendering of system_info() for the terminal (English) and the UI (in `lang`)."""
+def format_system_info(info: dict, lang: str = "en", offline_only: bool = False) -> str:
+    """A Markdown rendering of system_info() for the terminal (English) and the UI (in `lang`); offline_only: the
+    table lists only the models usable here now (the UI shows the others apart, see hub_models_markdown)."""
     tr = translator(lang)
     device, name = info["device"].upper(), info["device_name"]
     lines = [
@@ -48,9 +49,28 @@ def format_system_info(info: dict, lang: str = "en") -> str:
     ]  # fmt: skip
     if info.get("problem"):
         lines.insert(1, tr("**⚠ Problem:** {problem}", problem=render(info["problem"], lang)))
+    if offline_only:  # the page: one fact a line, not one dense paragraph
+        lines = ["- " + line for line in lines]
     lines += ["", tr("| model | kind | offline | about |"), "|---|---|---|---|"]
     for m in info["models"]:
+        if offline_only and not m["available_offline"]:
+            continue
         ok = tr("✅ yes") if m["available_offline"] else tr("⬇ needs download")
         kind = render(KINDS.get(m["kind"], m["kind"]), lang)
         lines.append(f"| `{m['id']}` | {kind} | {ok} | {render(m['description'], lang)} |")
+    return "\n".join(lines)
+
+
+def hub_models_markdown(info: dict, lang: str = "en") -> str:
+    """The models that need a download once (from the model hub) before they can be used, as a table; empty when
+    every model is usable here."""
+    tr = translator(lang)
+    hub = [m for m in info["models"] if not m["available_offline"]]
+    if not hub:
+        return tr("Every listed model is usable offline.")
+    lines = [tr("These need a download once (a network connection the first time); offline, use the models above."),
+             "", tr("| model | kind | about |"), "|---|---|---|"]  # fmt: skip
+    for m in hub:
+        kind = render(KINDS.get(m["kind"], m["kind"]), lang)
+        lines.append(f"| `{m['id']}` | {kind} | {render(m['description'], lang)} |")
     return "\n".join(lines)

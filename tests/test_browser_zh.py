@@ -24,7 +24,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
-TABS = ("System", "Low-rank lab", "Dataset", "Train", "Chat")
+TABS = ("Start here", "Low-rank lab", "Dataset", "Train", "Chat", "System")
 
 
 def zh(text: str, **params) -> str:

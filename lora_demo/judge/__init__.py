@@ -8,7 +8,7 @@
 
 from lora_demo.judge.ballots import Ballot, Ballots, Choice, Vote, VoteStore
 from lora_demo.judge.scoring import TOKEN_SHADES, heldout_loss, token_diff, token_shades
-from lora_demo.judge.stats import dpo_pairs, export_dpo, vote_rows, win_rate, win_rate_markdown
+from lora_demo.judge.stats import dpo_pairs, export_dpo, vote_rows, vote_rows_split, win_rate, win_rate_markdown
 
 __all__ = [
     "TOKEN_SHADES",
@@ -23,6 +23,7 @@ __all__ = [
     "token_diff",
     "token_shades",
     "vote_rows",
+    "vote_rows_split",
     "win_rate",
     "win_rate_markdown",
 ]

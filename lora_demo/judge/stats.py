@@ -82,6 +82,11 @@ def export_dpo(votes: list[Vote], out_file: str | Path) -> int:
 def vote_rows(adapter_dir: str | Path, limit: int = 20) -> list[dict]:
     """The prompts for "Vote on the run's rows": its validation rows, or its training rows when it has none, as
     {instruction, input, output} dicts (at most `limit`)."""
+    return vote_rows_split(adapter_dir, limit)[0]
+
+
+def vote_rows_split(adapter_dir: str | Path, limit: int = 20) -> tuple[list[dict], str]:
+    """vote_rows and the split they come from: "val", or "train" when the run has no validation rows."""
     from lora_demo.adapters import run_folder
 
     data = run_folder(adapter_dir) / "data"  # a checkpoint votes on its run's rows
@@ -92,7 +97,7 @@ def vote_rows(adapter_dir: str | Path, limit: int = 20) -> list[dict]:
         rows = [_row(r) for r in read_jsonl(data / f"{split}.jsonl")]
         rows = [r for r in rows if r is not None]
         if rows:
-            return rows[: max(0, int(limit))]
+            return rows[: max(0, int(limit))], split
     raise InputError(msg("{adapter}/data has no rows to vote on (no data/val.jsonl or data/train.jsonl rows).",
                          adapter=str(adapter_dir)))  # fmt: skip
 

@@ -185,6 +185,21 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
         if total < 10:
             warn(msg("Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
                      "lower micro batch × accumulation.", total=total))  # fmt: skip
+        note = out.setdefault("notes", []).append
+        if not val:
+            note(msg("The dataset's {rows} rows are too few to hold any out, so this run has no validation rows: "
+                     "held-out loss and the row votes will have nothing unseen to use. Add rows (about 10 or more "
+                     "with a validation fraction of 0.1).", rows=len(rows)) if s.val_fraction > 0
+                 else msg("Validation fraction 0: this run has no validation rows, so held-out loss and the row "
+                          "votes will have nothing unseen to use. Set it above 0 (0.1 is usual)."))  # fmt: skip
+        epochs = out["total_steps"] / max(out["steps_per_epoch"], 1)
+        if len(train) <= 100 and epochs >= 3:
+            note(msg("Expect overfitting, and watch it happen: {epochs:g} passes over only {rows} training rows teach "
+                     "the model these answers by heart, and it starts giving them to unrelated questions (a persona "
+                     "set may answer \"The capital of France is Lumi.\"). You can see it as the validation loss "
+                     "rising while the training loss still falls, and in the probe answers; ask an off-topic "
+                     "question in Chat. Fewer epochs, a lower learning rate or more varied rows make it milder.",
+                     epochs=round(epochs, 1), rows=len(train)))  # fmt: skip
         if s.gradient_accumulation_steps > len(train):
             warn(msg("Gradient accumulation ({accum}) exceeds the {rows} training rows: each optimizer step sees the "
                      "whole dataset at most once. Lower it.", accum=s.gradient_accumulation_steps, rows=len(train)))  # fmt: skip
@@ -229,6 +244,8 @@ def plan_markdown(plan: dict, lang: str = "en") -> str:
         lines.append("- ⛔ " + tr("**Error:** {error}", error=render(e, lang)))
     for w in plan["warnings"]:
         lines.append(f"- ⚠️ {render(w, lang)}")
+    for n in plan.get("notes", []):
+        lines.append(f"- ℹ️ {render(n, lang)}")
     if not plan["errors"] and not plan["warnings"]:
         lines.append("- ✅ " + tr("No problems found."))
     return "\n".join(lines)

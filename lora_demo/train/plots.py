@@ -44,11 +44,24 @@ def loss_figure(progress: list[dict], title: str | None = None, lang: str = "en"
             notes.append(
                 dict(x=p["step"], y=1, xref="x", yref="paper", text=tr("resumed"), showarrow=False, yanchor="bottom")
             )
+    if not logs:  # nothing logged yet (loading, first steps): say so instead of blank axes from -1 to 6
+        return empty_loss_figure(title, lang)
     return go.Figure(traces, layout=dict(shapes=shapes, annotations=notes,
         title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), legend=dict(orientation="h", y=-0.25),
         template="simple_white", xaxis=dict(title=tr("optimizer step")), yaxis=dict(title=tr("loss")),
         yaxis2=dict(title=tr("learning rate"), overlaying="y", side="right", exponentformat="e"),
     ))  # fmt: skip
+
+
+def empty_loss_figure(title=None, lang: str = "en") -> go.Figure:
+    """The loss chart before the first logged step: one line saying when the curve appears, no axes."""
+    tr = translator(lang)
+    title = tr("Training loss") if title is None else render(title, lang)
+    note = dict(text=tr("The loss curve appears after the first logged step."), x=0.5, y=0.5, xref="paper",
+                yref="paper", showarrow=False, font=dict(size=15, color="#6b7280"))  # fmt: skip
+    hidden = dict(visible=False)
+    return go.Figure(layout=dict(title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), template="simple_white",
+                                 annotations=[note], xaxis=hidden, yaxis=hidden))  # fmt: skip
 
 
 def stage_label(stage, lang: str = "en") -> str:

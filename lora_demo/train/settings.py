@@ -239,6 +239,8 @@ def defaults_for(device: str, model: str | None = None) -> TrainSettings:
     with batch 2 × accumulation 4, 3 epochs and warmup 10% so a small dataset gets enough steps at a real
     learning rate (the seed's own run, 2 rows × accumulation 8 with warmup 5, trained at lr 0).
     CPU: SmolLM2-135M learns the 44-row persona example in about two minutes: lr 1e-3, batch 2, 3 epochs.
+    Both hold out 10% of the rows for validation (held-out loss, the row votes); a dataset too small to split
+    keeps every row for training, and the plan says so.
     """
     from lora_demo.models import default_model_id
 
@@ -246,10 +248,10 @@ def defaults_for(device: str, model: str | None = None) -> TrainSettings:
         return TrainSettings(
             model=model or default_model_id(True), template="chat", max_seq_length=2048, learning_rate=2e-4,
             micro_batch_size=2, gradient_accumulation_steps=4, num_epochs=3, warmup=0.1, optimizer="adamw_8bit",
-            load_in_4bit=True,
+            load_in_4bit=True, val_fraction=0.1,
         )  # fmt: skip
     # Probes on 2 CPU cores: one row, 24 tokens (about 2 s a point, bench/bench_checkpoints.py); a GPU does 3 × 32.
-    return TrainSettings(model=model or default_model_id(False), probe_rows=1, probe_tokens=24)
+    return TrainSettings(model=model or default_model_id(False), probe_rows=1, probe_tokens=24, val_fraction=0.1)
 
 
 def field_defaults() -> dict:

@@ -35,6 +35,18 @@ BROWSER_LANG_JS = (
 )
 FIXED_LANG_JS = SWITCH_JS  # --lang given: that language, Gradio's texts too
 
+# The first tab: where a newcomer starts (the workflow in three steps; the rest is there to learn and check).
+START_HERE = """### Start here: three steps, all offline
+
+1. **Dataset**: press *Load example* (or add your own rows), then *Validate* and *Save*.
+2. **Train**: pick the model and the dataset, *Check plan*, then *Start training*; the loss curve and the probe
+   answers show it learning.
+3. **Chat**: press *💬 Chat with this run* on the Train tab, then *Send* a prompt: the base and the tuned model
+   answer side by side.
+
+To see why a low-rank update is enough, open the **Low-rank lab**; **System** shows this machine's device, backend
+and the models usable offline."""
+
 
 def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None = None) -> gr.Blocks:
     """The app, laid out in `lang` ('en' or 'zh'); None: English, switched at page load to the browser's language."""
@@ -50,17 +62,20 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
             switch = gr.Radio([(name, code) for code, name in LANGS.items()], value=start, show_label=False,
                               container=False, elem_id="lang-switch", scale=0, min_width=220)  # fmt: skip
         with gr.Tabs() as tabs:
-            with gr.Tab("System", id="system"):
-                create_system_tab()
+            with gr.Tab("Start here", id="start"):
+                gr.Markdown(START_HERE, elem_id="start-here")
             with gr.Tab("Low-rank lab", id="lowrank") as lowrank_tab:
                 create_lowrank_tab(lab, lowrank_tab)
             with gr.Tab("Dataset", id="dataset"):
-                create_dataset_tab(lab)
+                dataset_saved = create_dataset_tab(lab)
             with gr.Tab("Train", id="train") as train_tab:
                 train = create_train_tab(lab, train_tab)
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat = create_chat_tab(lab, chat_tab)
+            with gr.Tab("System", id="system"):
+                create_system_tab()
         wire_chat_with_run(lab, tabs, train, chat)
+        wire_saved_dataset(dataset_saved, train)
         loaded = wire_language(demo, switch, follow_browser=lang is None, start=start)
         for event in common.ON_LOAD:  # after the page's language is known
             loaded.then(**event)
@@ -100,6 +115,15 @@ def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start
         for fn, inputs, outs in refreshers:
             event.then(fn, inputs, outs, api_visibility="private", show_progress="hidden")
     return events[1]
+
+
+def wire_saved_dataset(dataset_saved: tuple, train: TrainTab) -> None:
+    """Dataset tab → Save: the saved dataset becomes this page's Train dataset (kept with the form in this browser);
+    another visitor's page keeps its own pick."""
+    event, saved = dataset_saved
+    adopted = event.success(train.actions.adopt_dataset, saved, train.dataset, api_visibility="private",
+                            show_progress="hidden")  # fmt: skip
+    adopted.then(**train.remember)
 
 
 def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:

@@ -26,6 +26,7 @@ from lora_demo.ui.common import (
     gen_settings,
     lang,
     on_language,
+    pill_sink,
     say,
     session_key,
     show,
@@ -262,7 +263,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
                                       info="or type the path of any PEFT adapter folder"))  # fmt: skip
         newest = gr.State(None)
         refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
-        load_btn = gr.Button("Load", variant="primary", elem_id="chat-load")
+        load_btn = gr.Button("Load", elem_id="chat-load")
     picked = [model, adapter]  # what every chat action of this page uses
     status = dynamic(gr.Markdown(show(msg("No model loaded.")), elem_id="chat-status"))
     on_language(act.status, [model, adapter, status], status)
@@ -283,7 +284,8 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     create_judge_section(lab, gen_inputs, tuned_chat, picked)
     with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
         cmp_btn = gr.Button("Compare")
-        cmp_table = gr.Dataframe(interactive=False, wrap=True, max_height=400)
+        cmp_table = gr.Dataframe(pd.DataFrame(columns=[say("split"), say("prompt"), say("expected"), say("base"),
+                                                       say("tuned")]), interactive=False, wrap=True, max_height=400)  # fmt: skip
 
     model_lock = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
     show_errors(load_btn.click(act.load, picked, status, api_name="chat_load", **model_lock), status)
@@ -298,6 +300,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     send_args = dict(fn=act.send, inputs=[msg_box, base_chat, tuned_chat, *gen_inputs, *picked, compare, *extra_chats],
                      outputs=[msg_box, base_chat, tuned_chat, base_stats, tuned_stats, status, *extra_chats,
                               *extra_stats], **model_lock)  # fmt: skip
+    send_args["show_progress_on"] = pill_sink()  # an empty prompt: the message in the status line, no "Error" pill
     sent = [send.click(**send_args, api_name="chat_send"), msg_box.submit(**send_args, api_visibility="private")]
     for event in sent:
         show_errors(event, status)

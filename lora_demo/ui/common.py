@@ -90,6 +90,13 @@ def dynamic(component):
     return component
 
 
+def pill_sink():
+    """An unseen component for an event's `show_progress_on`: when an event for an expected user mistake (an empty
+    prompt, a refused Start) raises, Gradio puts its red "Error" pill on the progress targets; here it lands nowhere,
+    so no pill covers or blocks a control. The toast and the status line (show_errors) say what failed."""
+    return gr.HTML(visible=False, elem_classes="lab-pill-sink")
+
+
 def say(template: str, **params) -> str:
     """A UI message in this session's language: say("Started **{name}**.", name=run)."""
     return render(msg(template, **params), lang())

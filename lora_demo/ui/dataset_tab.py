@@ -273,7 +273,7 @@ def _import_row() -> dict:
     with gr.Row():
         names = example_names()
         c = {"example": dynamic(gr.Dropdown(names, value="persona" if "persona" in names else None, label="example"))}
-        c["example_btn"] = gr.Button("Load example", variant="primary")
+        c["example_btn"] = gr.Button("Load example")
         c["upload"] = gr.File(
             label="import a file", file_types=[".json", ".jsonl", ".csv", ".parquet"], type="filepath"
         )
@@ -298,7 +298,7 @@ def _validate_box(default_model: str) -> dict:
             c["thinking"] = gr.Checkbox(value=False, label="Qwen3 thinking on")
             c["max_len"] = gr.Number(value=512, precision=0, label="max sequence length")
             c["responses_only"] = gr.Checkbox(value=True, label="train on responses only")
-        c["validate_btn"] = gr.Button("Validate", variant="primary")
+        c["validate_btn"] = gr.Button("Validate")
         c["report"] = dynamic(gr.Markdown(elem_id="validation-report"))
         c["hist"] = gr.Plot(label="token lengths")
         with gr.Row():
@@ -330,7 +330,8 @@ def _save_box() -> dict:
     return c
 
 
-def create_dataset_tab(lab) -> None:
+def create_dataset_tab(lab) -> tuple:
+    """Returns (the Save event, the saved-datasets list): the Train tab picks up what this visitor saves."""
     act = DatasetActions(lab)
     intro = msg("Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer "
                 "to learn). Edits autosave; a reload loses nothing. Import JSON, JSONL, CSV or Parquet in Alpaca, "
@@ -349,15 +350,16 @@ def create_dataset_tab(lab) -> None:
     status = dynamic(gr.Markdown(elem_id="dataset-status"))
     val = _validate_box(lab.default_model)
     sav = _save_box()
-    _wire(act, imp, table, row_no, buttons, status, val, sav)
+    saved = _wire(act, imp, table, row_no, buttons, status, val, sav)
     for slot, md in (("status", status), ("map_note", imp["map_note"]), ("report", val["report"]),
                      ("save", sav["status"])):  # fmt: skip
         on_language(act.again(slot), md, md)
     on_language(act.redo("hist"), None, val["hist"])
     on_language(act.repreview, None, [val["preview"], val["preview_text"]])
+    return saved, sav["saved"]
 
 
-def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav) -> None:
+def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav):
     mapping = [imp["mapping_row"], imp["map_note"], imp["pending"], imp["map_i"], imp["map_in"], imp["map_o"]]
     show_errors(imp["example_btn"].click(act.load_example, imp["example"], [table, status],
                                          api_name="dataset_load_example"), status)  # fmt: skip
@@ -382,11 +384,13 @@ def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav) ->
     show_errors(val["preview_btn"].click(act.preview, [table, val["preview_row"], *settings, val["responses_only"]],
                                          [val["preview"], val["preview_text"]], api_name="dataset_preview"),
                 val["report"])  # fmt: skip
-    show_errors(sav["save_btn"].click(act.save, [table, sav["name"], sav["val_frac"]], [sav["status"], sav["saved"]],
-                                      api_name="dataset_save"), sav["status"])  # fmt: skip
+    saved = sav["save_btn"].click(act.save, [table, sav["name"], sav["val_frac"]], [sav["status"], sav["saved"]],
+                                  api_name="dataset_save")  # fmt: skip
+    show_errors(saved, sav["status"])
     saved_list = dict(fn=lambda: gr.Dropdown(choices=act.store.names()), inputs=None, outputs=sav["saved"],
                       api_visibility="private", show_progress="hidden")  # fmt: skip
     sav["saved"].focus(**saved_list)
     on_load(**saved_list)
     show_errors(sav["load_btn"].click(act.load, sav["saved"], [table, sav["status"], sav["name"], sav["val_frac"]],
                                       api_name="dataset_load"), sav["status"])  # fmt: skip
+    return saved

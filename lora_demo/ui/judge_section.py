@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from lora_demo.chat.engine import flatten_content
+from lora_demo.engine import NO_VALIDATION_ROWS
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.judge import TOKEN_SHADES, token_shades, win_rate_markdown
@@ -41,9 +42,15 @@ class JudgeActions:
         self.lab = lab
 
     def _deal(self, prompt, queue, system, gen_values, model, adapter):
+        trained_on = isinstance(prompt, dict) and prompt.get("split") == "train"  # a row the run trained on
+        if isinstance(prompt, dict):
+            prompt = {k: v for k, v in prompt.items() if k != "split"}
         ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "", model, adapter)
         status = (say("Which answer is better? Vote below. · {n} of the run's rows left", n=len(queue)) if queue
                   else say("Which answer is better? Vote below."))  # fmt: skip
+        if trained_on:
+            status += "\n\n⚠️ " + say("{why} These are its training rows instead, so this win rate measures how well "
+                                       "it memorised them, not how it does on new prompts.", why=NO_VALIDATION_ROWS)  # fmt: skip
         return ballot.a, ballot.b, ballot.id, status, queue
 
     @friendly
@@ -57,7 +64,8 @@ class JudgeActions:
     def start_rows(self, system, *values):
         """Start the vote loop over the run's validation rows (training rows when it has none)."""
         *gen_values, model, adapter = values
-        rows = self.lab.vote_rows(adapter)
+        rows, split = self.lab.vote_rows(adapter)
+        rows = [{**r, "split": split} for r in rows]
         return (row_text(rows[0]), *self._deal(rows[0], rows[1:], system, gen_values, model, adapter))
 
     @friendly
@@ -107,6 +115,8 @@ class JudgeActions:
     @friendly
     def heldout(self, model, adapter):
         res = self.lab.heldout(model, adapter)
+        if not res["rows"]:  # no validation rows: said in the table's place, not as a failure
+            return pd.DataFrame([[say("no validation rows"), show(res["note"])]], columns=[say("model"), say("note")])
         names = {"base": say("base"), "tuned": say("tuned")}
         return pd.DataFrame(
             [[names[side], round(res[side]["loss"], 4), round(res[side]["ppl"], 2)] for side in ("base", "tuned")],
@@ -136,7 +146,7 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
     with gr.Accordion("Is the tuned model better? Blind A/B votes", open=False):
         with gr.Row():
             prompt = gr.Textbox(label="prompt for a blind pair", scale=4, elem_id="blind-prompt")
-            ask_btn = gr.Button("Ask blind", variant="primary", scale=1, elem_id="blind-ask")
+            ask_btn = gr.Button("Ask blind", scale=1, elem_id="blind-ask")
             rows_btn = gr.Button("Vote on the run's rows", scale=1, elem_id="blind-rows")
         status = gr.Markdown(elem_id="blind-status")
         with gr.Row():
@@ -159,7 +169,8 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
         with gr.Row():
             heldout_btn = gr.Button("Held-out loss and perplexity")
             tokens_btn = gr.Button("Colour the last tuned answer by what the adapter changed")
-        heldout = gr.Dataframe(interactive=False, elem_id="blind-heldout")
+        heldout = gr.Dataframe(pd.DataFrame(columns=[say("model"), say("held-out loss"), say("perplexity")]),
+                               interactive=False, elem_id="blind-heldout")  # fmt: skip
         tokens = gr.HighlightedText(label="tuned answer: green = the tuned model finds the token likelier than the "
                                     "base, red = less likely; the darker, the bigger the change (no colour: about "
                                     "the same)", color_map=shade_colors(), show_legend=True,

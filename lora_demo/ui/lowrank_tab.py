@@ -331,7 +331,8 @@ def _compare_section(act: AdapterActions, choice, typed) -> None:
     cmp_md = gr.Markdown(elem_id="lowrank-compare-summary")
     with gr.Row():
         cmp_heat = gr.Plot(label="relative change per layer and module")
-        cmp_table = gr.Dataframe(label="parent vs child, per module", interactive=False, max_height=360)
+        cmp_table = gr.Dataframe(compare_frame({"modules": [], "top_k": "k"}, lang()), label="parent vs child, per module",
+                                 interactive=False, max_height=360)  # fmt: skip
     compared = gr.State({})
     show_errors(cmp_btn.click(act.compare_parent, [choice, typed], [cmp_md, cmp_heat, cmp_table, compared],
                               api_name="lowrank_compare_parent"), cmp_md)  # fmt: skip
@@ -352,7 +353,7 @@ def _matrix_sources() -> dict:
     with gr.Row():
         c = {"preset": gr.Dropdown(PRESETS, value=PRESETS[0], label="Preset")}
         c["seed"] = gr.Number(value=0, precision=0, label="random seed")
-        c["load_btn"] = gr.Button("Load preset", variant="primary")
+        c["load_btn"] = gr.Button("Load preset")
     with gr.Row():
         c["d"] = gr.Number(value=12, precision=0, label="d (rows)")
         c["n"] = gr.Number(value=10, precision=0, label="n (columns)")
@@ -415,7 +416,7 @@ def _product_section() -> None:
         with gr.Row():
             w0_kind = gr.Radio(["W0 = 0", "random W0"], value="random W0", label="W0 in the picture")
             seed_btn = gr.Button("Worked example", size="sm")
-            prod_btn = gr.Button("Compute ΔW = B·A", variant="primary")
+            prod_btn = gr.Button("Compute ΔW = B·A")
         init = product(SEED_B, SEED_A, "random W0")
         with gr.Row():
             dw_tab = gr.Dataframe(init[0], label="ΔW = B·A (2 decimals)", interactive=False)
@@ -453,7 +454,8 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
         with gr.Row():
             heat = gr.Plot(label="layer × module")
             mod_spec = gr.Plot(label="module spectrum")
-        table = gr.Dataframe(label="all modules", interactive=False, max_height=360)
+        table = gr.Dataframe(modules_frame({"modules": []}, lang()), label="all modules", interactive=False,
+                             max_height=360)  # fmt: skip
         with gr.Row():
             trunc_k = gr.Number(value=4, precision=0, label="truncate to rank k")
             trunc_name = gr.Textbox(label="new adapter name (in the runs folder)", placeholder="my-run-rank4")

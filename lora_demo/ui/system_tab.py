@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lora_demo.system import format_system_info, system_info
+from lora_demo.system import format_system_info, hub_models_markdown, system_info
 from lora_demo.ui.common import dynamic, lang, on_language
 
 
 def system_markdown() -> str:
-    """The System panel, freshly detected, in this browser session's language."""
-    return format_system_info(system_info(), lang())
+    """The System panel, freshly detected, in this browser session's language (the models usable here only)."""
+    return format_system_info(system_info(), lang(), offline_only=True)
+
+
+def system_panels() -> tuple[str, str]:
+    """The System panel and, apart, the hub models that need a download once."""
+    info = system_info()
+    return format_system_info(info, lang(), offline_only=True), hub_models_markdown(info, lang())
 
 
 def create_system_tab() -> None:
-    info = dynamic(gr.Markdown(system_markdown(), elem_id="system-info"))  # rendered per language, not re-labelled
+    panel, hub_panel = system_panels()
+    info = dynamic(gr.Markdown(panel, elem_id="system-info"))  # rendered per language, not re-labelled
+    with gr.Accordion("Hub models (need a download once)", open=False, elem_id="system-hub"):
+        hub = dynamic(gr.Markdown(hub_panel, elem_id="system-hub-models"))
     refresh = gr.Button("Refresh", size="sm")
     refresh.click(system_markdown, outputs=info, api_name="system_info")
-    on_language(system_markdown, None, info)  # the language switch re-renders the panel
+    refresh.click(lambda: system_panels()[1], outputs=hub, api_visibility="private")
+    on_language(system_panels, None, [info, hub])  # the language switch re-renders the panels

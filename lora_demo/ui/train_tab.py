@@ -18,12 +18,12 @@ from lora_demo.i18n import msg
 from lora_demo.models import REGISTRY
 from lora_demo.train import probes
 from lora_demo.train.plan import plan_markdown
-from lora_demo.train.plots import loss_figure, progress_html, stage_label
+from lora_demo.train.plots import empty_loss_figure, loss_figure, progress_html, stage_label
 from lora_demo.train.runner import equivalent_command
 from lora_demo.train.runs import LOG_TAIL_LINES, list_runs
 from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
 from lora_demo.train.watch import look
-from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, say, show, show_errors
+from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, pill_sink, say, show, show_errors
 from lora_demo.ui.export_panel import export_panel
 
 # The form's fields, in the order the handlers receive them (names match TrainSettings).
@@ -122,6 +122,39 @@ class TrainActions:
     def dataset_choices(self, saved: bool = True) -> list[str]:
         """The examples, then (saved=True) the data folder's datasets, read now (the built page lists examples only)."""
         return [f"example:{n}" for n in example_names()] + (self.lab.datasets.names() if saved else [])
+
+    def adopt_dataset(self, name):
+        """A dataset this visitor just saved in the Dataset tab becomes this page's Train dataset (this session only:
+        another visitor's form keeps its own pick)."""
+        name = str(name or "").strip()
+        if not name or name not in self.lab.datasets.names():
+            return gr.skip()
+        return gr.Dropdown(choices=self.dataset_choices(), value=name)
+
+    @staticmethod
+    def remember(*values) -> dict:
+        """The form's values, kept in this browser (gr.BrowserState) so a reload gets them back."""
+        return dict(zip(FORM, values, strict=True))
+
+    def restore(self, stored):
+        """At page load: the form as this browser last left it (what is missing or no longer there stays default)."""
+        stored = stored if isinstance(stored, dict) else {}
+        out = []
+        for k in FORM:
+            v = stored.get(k)
+            if k not in stored or (v is None and k != "run_name"):
+                out.append(gr.skip())
+            elif k == "dataset":
+                out.append(gr.Dropdown(choices=self.dataset_choices(), value=v))
+            elif k == "init_adapter":
+                parents = self.parents()
+                known = v in [value for _, value in parents]
+                out.append(gr.Dropdown(choices=parents, value=v) if known else gr.skip())
+            elif k == "num_processes":
+                out.append(max(1, min(int(v), visible_gpus())) if isinstance(v, (int, float)) else gr.skip())
+            else:
+                out.append(v)
+        return out
 
     def lists(self):
         """At page load, this session's lists of the user's work, read now (the built page names none): datasets,
@@ -271,6 +304,15 @@ class TrainActions:
             gr.skip(),
         )
 
+    def buttons(self):
+        """Start off and Stop on while a run is active (a reloaded page re-attaches to it); the other way round
+        once it has ended."""
+        running = self.lab.runner.current() is not None
+        return gr.Button(interactive=not running), gr.Button(interactive=running)
+
+    def tick_and_buttons(self, shown, seen_before):
+        return (*self.tick(shown, seen_before), *self.buttons())
+
     def relabel(self, shown):
         """After a language switch: the runs table now; the shown run's panels at the next tick (its `seen` is
         cleared, so everything is redrawn, and the timer woken); the empty panels now when no run is shown."""
@@ -297,6 +339,9 @@ class TrainTab:
     view: gr.Dropdown
     chat_btn: gr.Button
     status: gr.Markdown
+    dataset: gr.Dropdown | None = None  # the form's dataset (a dataset saved in the Dataset tab is picked here)
+    actions: TrainActions | None = None
+    remember: dict | None = None  # event arguments that keep the form in this browser (after a change made for it)
 
 
 def _settings_form(d: dict, choices: dict) -> dict:
@@ -333,23 +378,29 @@ def _settings_form(d: dict, choices: dict) -> dict:
         num("weight_decay", "weight decay")
         c["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="optimizer")
         num("seed", "seed", 0)
-    with gr.Accordion("Data, logging, saving", open=False), gr.Row():
-        c["train_on_responses_only"] = gr.Checkbox(value=d["train_on_responses_only"], label="train on responses only")
-        c["packing"] = gr.Checkbox(value=d["packing"], label="packing", info=help_["packing"])
-        c["padding_free"] = gr.Checkbox(
-            value=d["padding_free"], label="padding-free batches", info=help_["padding_free"]
-        )
-        c["auto_micro_batch"] = gr.Checkbox(value=d["auto_micro_batch"], label="auto micro batch (CUDA)",
-                                            info=help_["auto_micro_batch"])  # fmt: skip
+    with gr.Accordion("Data, logging, saving", open=False):
+        with gr.Row(elem_id="train-data-switches"):  # their own row, wide enough for each label and help text
+            c["train_on_responses_only"] = gr.Checkbox(value=d["train_on_responses_only"],
+                                                       label="train on responses only", min_width=260)  # fmt: skip
+            c["packing"] = gr.Checkbox(value=d["packing"], label="packing", info=help_["packing"], min_width=260)
+            c["padding_free"] = gr.Checkbox(value=d["padding_free"], label="padding-free batches",
+                                            info=help_["padding_free"], min_width=260)  # fmt: skip
+            c["auto_micro_batch"] = gr.Checkbox(value=d["auto_micro_batch"], label="auto micro batch (CUDA)",
+                                                info=help_["auto_micro_batch"], min_width=260)  # fmt: skip
+        _data_numbers(num, c)
+    c.update(_continue_and_probes(d, choices["parents"], help_))
+    c["num_processes"] = _gpus_box(choices["gpus"], help_)
+    return c
+
+
+def _data_numbers(num, c: dict) -> None:
+    with gr.Row():
         num("val_fraction", "validation fraction")
         num("logging_steps", "logging steps", 0)
         num("eval_steps", "eval steps", 0)
         num("save_steps", "checkpoint every N steps (0: auto, about 5; -1: none)", 0)
         num("keep_checkpoints", "keep the newest N checkpoints", 0)
         c["run_name"] = gr.Textbox(value="", label="run name (optional)")
-    c.update(_continue_and_probes(d, choices["parents"], help_))
-    c["num_processes"] = _gpus_box(choices["gpus"], help_)
-    return c
 
 
 def _gpus_box(gpus: int, help_: dict):
@@ -411,7 +462,7 @@ def _run_row():
     with gr.Row():
         view = dynamic(gr.Dropdown([], value=None, label="show run", elem_id="train-view", allow_custom_value=True))
         refresh = gr.Button("↻ runs", size="sm")
-        chat_btn = gr.Button("💬 Chat with this run", variant="primary", elem_id="train-chat")
+        chat_btn = gr.Button("💬 Chat with this run", elem_id="train-chat", interactive=False)  # a run shown: on
         resume_btn = gr.Button("⏯ Resume", elem_id="train-resume", visible=False)
         continue_btn = gr.Button("➕ Continue training from this run", elem_id="train-continue")
         delete_btn = gr.Button("🗑 Delete run", size="sm", elem_id="train-delete")
@@ -438,7 +489,8 @@ def _watch_panel():
     """The live view of the shown run: progress bar, loss curve beside the probe timeline, log tail."""
     progress = dynamic(gr.HTML(progress_html({}, [], None, lang()), elem_id="train-progress-box"))
     with gr.Row(equal_height=False):
-        curve = gr.Plot(label="loss and learning rate", elem_id="train-curve", scale=3)
+        curve = gr.Plot(empty_loss_figure(None, lang()), label="loss and learning rate", elem_id="train-curve",
+                        scale=3)  # fmt: skip
         timeline = dynamic(gr.HTML(probes.timeline_html([], lang()), label="probe answers as it learns",
                                    elem_id="train-probe-box", max_height=420, padding=True, scale=2))  # fmt: skip
     # Tall enough for the whole tail (LOG_TAIL_LINES, plus a long line's scrollbar): the newest line is always shown.
@@ -459,7 +511,7 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     with gr.Row():
         plan_btn = gr.Button("Check plan")
         start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        stop_btn = gr.Button("Stop", elem_id="train-stop", interactive=False)  # on while a run is active
     plan_md = dynamic(gr.Markdown(elem_id="train-plan"))
     plan_state = gr.State(None)  # the plan shown, to render again in another language
     status = dynamic(gr.Markdown(elem_id="train-message"))
@@ -468,6 +520,12 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     runs_table = gr.Dataframe(value=runs_frame(None), label="runs", interactive=False, max_height=300)
     on_load(fn=act.lists, inputs=None, outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
             api_visibility="private", show_progress="hidden")  # fmt: skip
+    # The form survives a reload in this browser (localStorage; each browser its own): kept on every edit, Check
+    # plan and Start, restored at page load after the lists are filled.
+    memory = gr.BrowserState({}, storage_key="lora-lab-train-form")
+    remember = dict(fn=act.remember, inputs=form, outputs=memory, api_visibility="private", show_progress="hidden",
+                    queue=False)  # fmt: skip
+    on_load(fn=act.restore, inputs=memory, outputs=form, api_visibility="private", show_progress="hidden")
     export_panel(act.lab, view)
     seen = gr.State(None)
     # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
@@ -479,14 +537,24 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     one_at_a_time = dict(concurrency_limit=1, concurrency_id="train_start")
     comps["dataset"].focus(lambda: gr.Dropdown(choices=act.dataset_choices()), None, comps["dataset"],
                            api_visibility="private")  # fmt: skip
-    show_errors(plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan"), status)
+    sink = pill_sink()  # a refused Start or Check plan: the message in the status line, no "Error" pill on the list
+    show_errors(plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan",
+                               show_progress_on=sink), status)  # fmt: skip
     started = start_btn.click(act.start, form, [status, plan_md, view, plan_state], api_name="train_start",
-                              **one_at_a_time)  # fmt: skip
+                              show_progress_on=sink, **one_at_a_time)  # fmt: skip
     show_errors(started, status)
     started.success(**watch)
-    show_errors(stop_btn.click(act.stop, None, status, api_name="train_stop"), status)
-    timer.tick(act.tick, [view, seen], [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer],
+    gr.on([c.input for c in form] + [plan_btn.click, start_btn.click], **remember)
+    run_buttons = dict(fn=act.buttons, inputs=None, outputs=[start_btn, stop_btn], api_visibility="private",
+                       show_progress="hidden")  # fmt: skip
+    started.success(**run_buttons)
+    on_load(**run_buttons)  # a reloaded page re-attaches to the active run: Stop on, Start off
+    show_errors(stop_btn.click(act.stop, None, status, api_name="train_stop", show_progress_on=sink), status)
+    timer.tick(act.tick_and_buttons, [view, seen],
+               [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer, start_btn, stop_btn],
                show_progress="hidden", api_visibility="private")  # fmt: skip
+    view.change(lambda name: gr.Button(interactive=bool(name)), view, chat_btn, api_visibility="private",
+                show_progress="hidden")  # fmt: skip
     _wire_continue(act, view, status, comps, resume_btn, continue_btn, watch)
     _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_table, progress)
     tab.select(**watch)
@@ -495,4 +563,5 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     runs_table.select(_picked_run, None, view, api_visibility="private")
     on_language(act.replan, plan_state, plan_md)
     on_language(act.relabel, view, [progress, timeline, runs_table, seen, timer])
-    return TrainTab(view=view, chat_btn=chat_btn, status=status)
+    return TrainTab(view=view, chat_btn=chat_btn, status=status, dataset=comps["dataset"], actions=act,
+                    remember=remember)  # fmt: skip
