@@ -225,6 +225,19 @@ def test_6_export_zip(page, app_url):
     page.locator("#export-message").get_by_text("Zipped").wait_for()
     zips = list((app_url[1] / "runs").glob("*/exports/*.zip"))
     assert len(zips) == 1 and zips[0].stat().st_size > 10_000
+    # GGUF with its Modelfile, then the parity report of app vs merged vs GGUF, from the same panel.
+    pick(page, "export-gguf-type", "^f16$")
+    click(page, "GGUF + Ollama Modelfile")
+    page.locator("#export-message").get_by_text("GGUF written").wait_for(timeout=180_000)
+    exports = zips[0].parent
+    assert list(exports.glob("*-f16.gguf")) and "FROM ./" in (exports / "Modelfile").read_text()
+    click(page, "Check parity: app vs merged vs GGUF")
+    report = page.locator("#parity-report")
+    report.wait_for(timeout=240_000)
+    text = report.inner_text()
+    assert "GGUF f16 (llama.cpp)" in text and "the same tokens on every path" in text, text[:500]
+    assert report.locator("table.parity").count() >= 3
+    assert page.locator(".toast-body.error").count() == 0  # no error toast over the page
     shot(page, "6-export")
 
 

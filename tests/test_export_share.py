@@ -170,3 +170,42 @@ def test_export_errors_in_chinese(tmp_path):
     with pytest.raises(InputError) as info:
         export_zip(tmp_path, tmp_path / "x.zip")
     assert render(info.value.args[0], "zh") == f"{tmp_path} 中没有适配器：缺少 adapter_config.json。"
+
+
+def test_the_model_cards_snippet_runs_against_the_hub_base(tmp_path):
+    """The card names a base a stranger can load (SmolLM2's hub id, not LoRA Lab's own name) and its snippet runs
+    as written: here against a local Hugging Face cache holding that id, offline."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from peft import LoraConfig, get_peft_model
+
+    from lora_demo.models import load_model, model_path
+    from lora_demo.train.runs import model_card
+
+    run = tmp_path / "work" / "my-run"
+    peft = get_peft_model(load_model("smollm2-135m-instruct").model, LoraConfig(r=2, target_modules=["q_proj"]))
+    peft.save_pretrained(run)
+    card = model_card(run, {"model": "smollm2-135m-instruct", "dataset": "x.jsonl", "template": "alpaca"}, {})
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "dequantized from the Q4_1 GGUF" in card
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    snap = tmp_path / "hf" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / ("0" * 40)
+    shutil.copytree(model_path("smollm2-135m-instruct"), snap)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=run.parent, env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip()  # it answered
+
+
+def test_the_zip_carries_the_rows_the_card_points_to(tiny_run, tmp_path):
+    z = export_zip(tiny_run, tmp_path / "a.zip")
+    with zipfile.ZipFile(z) as zf:
+        names = set(zf.namelist())
+        assert f"{tiny_run.name}/data/train.jsonl" in names and f"{tiny_run.name}/data/val.jsonl" in names
+        assert "the zip export and a Hub push carry them" in zf.read(f"{tiny_run.name}/README.md").decode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -399,3 +400,42 @@ def test_merged_export_on_cuda(qwen3_1_7b, tmp_path):
         assert torch.isfinite(model(input_ids=ids).logits).all()
     assert (out / "README.md").is_file() and list(out.glob("*.safetensors"))
     print("MERGED-FILES", sorted(p.name for p in out.iterdir()))
+
+
+def test_export_parity_on_cuda(qwen3_1_7b, tmp_path):
+    """The CUDA default's path end to end: a run on a bitsandbytes 4-bit checkpoint (Unsloth), Unsloth's merged
+    16-bit save, and the parity report: the merged model, prompted by its own chat template, reads the app's exact
+    prompt tokens and answers as the app's chat does."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from lora_demo.export.parity import check_parity
+    from lora_demo.export.run_exports import ensure_merged
+    from lora_demo.models.qwen_tiny import build_qwen3_tokenizer
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.settings import TrainSettings, defaults_for
+
+    q4 = tmp_path / "q4"
+    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.bfloat16)  # fmt: skip
+    m4 = AutoModelForCausalLM.from_pretrained(qwen3_1_7b, quantization_config=cfg, dtype=torch.bfloat16,
+                                              device_map={"": 0})  # fmt: skip
+    m4.save_pretrained(q4)
+    build_qwen3_tokenizer().save_pretrained(q4)
+    del m4
+    torch.cuda.empty_cache()
+    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(q4), "max_steps": 30, "warmup": 2,
+                         "learning_rate": 1e-3, "val_fraction": 0.1, "save_steps": -1})  # fmt: skip
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    run_dir = runner.start(s)
+    st = runner.wait(540)
+    assert st["status"] == "completed", (run_dir / "train.log").read_text()[-2000:]
+    t = time.perf_counter()
+    merged = ensure_merged(run_dir)
+    merge_s = time.perf_counter() - t
+    report = check_parity(run_dir, merged, {}, None, max_new_tokens=32)
+    print("GPU-PARITY", json.dumps({"merge_s": round(merge_s, 1), "merged_agreement": report["merged_agreement"],
+                                    "template_equal": report["template_equal"], "app_precision": report["app_precision"],
+                                    "answers": [(p["app"]["answer"][:60], p["merged"]["answer"][:60])
+                                                for p in report["prompts"]], "seconds": report["seconds"]}))  # fmt: skip
+    assert report["template_equal"] is True and len(report["prompts"]) >= 3

@@ -1,4 +1,5 @@
-"""The adapter as a zip: PEFT files, tokenizer, config.yaml and model card, which PeftModel.from_pretrained reads."""
+"""The adapter as a zip: PEFT files, tokenizer, config.yaml, model card and the rows, which PeftModel.from_pretrained
+reads."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lora_demo.io import read_bytes, regular_files, write_atomic
 
 ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "status.json")  # fmt: skip
+DATA_FILES = ("train.jsonl", "val.jsonl")
 
 
 def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
@@ -28,4 +30,7 @@ def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in regular_files(run_dir, ZIP_FILES):  # a symlinked file is refused, never zipped
             zf.writestr(f"{run_dir.name}/{path.name}", read_bytes(path))
+        if (run_dir / "data").is_dir():  # the exact rows, which the model card points to
+            for path in regular_files(run_dir / "data", DATA_FILES):
+                zf.writestr(f"{run_dir.name}/data/{path.name}", read_bytes(path))
     return write_atomic(out, buf.getvalue())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.export import layout
-from lora_demo.export.archive import ZIP_FILES
+from lora_demo.export.archive import DATA_FILES, ZIP_FILES
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
 
@@ -20,7 +20,7 @@ def upload_plan(run_dir: Path, include_gguf: bool = False) -> list[tuple[str, Pa
     files = [(p.name, p) for p in regular_files(run_dir, ZIP_FILES)]
     data = run_dir / "data"
     if data.is_dir():
-        files += [(f"data/{p.name}", p) for p in regular_files(data, ("train.jsonl", "val.jsonl"))]
+        files += [(f"data/{p.name}", p) for p in regular_files(data, DATA_FILES)]
     if include_gguf:
         exports = layout.exports_dir(run_dir)
         if exports.is_dir():

@@ -26,11 +26,18 @@ def _base_model(run_dir: Path, info: AdapterInfo) -> str:
 
 
 def merged_card(run_dir: Path, base: str) -> str:
+    """The merged model's card: the run's card, headed by what was merged into what and how to prompt it."""
+    from lora_demo.models.registry import REGISTRY
+
     card = (run_dir / "README.md").read_text(encoding="utf-8") if (run_dir / "README.md").is_file() else ""
     body = card.split("---", 2)[-1] if card.startswith("---") else card
-    return (f"---\nbase_model: {base}\nlibrary_name: transformers\npipeline_tag: text-generation\ntags: [lora-lab, merged, lora]\n---\n"
+    spec = REGISTRY.get(base)
+    hub = (spec.hub_id if spec else None) or base
+    return (f"---\nbase_model: {hub}\nlibrary_name: transformers\npipeline_tag: text-generation\ntags: [lora-lab, merged, lora]\n---\n"
             f"\n**Merged model**: the LoRA adapter `{run_dir.name}` folded into `{base}` (16-bit, safetensors). "
-            f"Load it with `AutoModelForCausalLM.from_pretrained`.\n{body}")  # fmt: skip
+            "Load this folder with `AutoModelForCausalLM.from_pretrained` and prompt it with "
+            "`tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`: its chat template "
+            f"is the prompt format the adapter was trained with. (The adapter's own card follows.)\n{body}")  # fmt: skip
 
 
 def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:

@@ -186,6 +186,7 @@ def _app_answers(run_dir: Path, fmt: dict, rows: list[dict], max_new_tokens: int
     from lora_demo.chat.request import GenSettings
 
     eng = ChatEngine(full_precision=full_precision)
+    eng.compile = False  # the same weights and row masks, eager: a one-off check need not wait for a CUDA compile
     adapter = str(run_dir)
     for _ in eng.load(fmt["model"], adapter):
         pass
@@ -209,13 +210,14 @@ def _merged_answers(merged: Path, results: list[PromptParity], max_new_tokens: i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(merged))
-    model = AutoModelForCausalLM.from_pretrained(str(merged), dtype="auto").eval()
+    device = {"": 0} if torch.cuda.is_available() else None
+    model = AutoModelForCausalLM.from_pretrained(str(merged), dtype="auto", device_map=device).eval()
     stop = _eos_ids(tok, model.generation_config)
     for res in results:
         text = tok.apply_chat_template(res.messages, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+            out = model.generate(torch.tensor([ids], device=model.device), max_new_tokens=max_new_tokens, do_sample=False,
                                  repetition_penalty=1.0, eos_token_id=stop, pad_token_id=stop[0])[0, len(ids):]  # fmt: skip
         yield Answer(text, tok.decode(out.tolist(), skip_special_tokens=True)), ids
     del model
