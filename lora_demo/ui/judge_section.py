@@ -72,7 +72,7 @@ class JudgeActions:
     def vote(self, ballot_id, choice):
         vote, stats = self.lab.cast_vote(ballot_id, choice)
         base_side = "B" if vote.tuned_side == "A" else "A"
-        reveal = say("**{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): {verdict}.",
+        reveal = say("Last pair: **{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): {verdict}.",
                      tuned=vote.tuned_side, base=base_side, choice=CHOICES[vote.choice],
                      verdict=VERDICT[vote.verdict])  # fmt: skip
         return reveal, win_rate_markdown(stats, lang()), ""
@@ -86,12 +86,13 @@ class JudgeActions:
 
     @friendly
     def advance(self, queue, system, *values):
-        """After a vote in the row loop, the next row's blind pair and the last reveal cleared with it (nothing
-        when the loop is over: the last reveal stays)."""
+        """After a vote in the row loop, the next row's blind pair (nothing when the loop is over). The reveal stays,
+        worded as the last pair's: a fast model deals the next pair before anyone could read a reveal cleared with
+        it."""
         *gen_values, model, adapter = values
         if not queue:
             return (gr.skip(),) * 7
-        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter), "")
+        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter), gr.skip())
 
     @friendly
     def rate(self, adapter):
