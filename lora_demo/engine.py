@@ -260,10 +260,11 @@ class LabEngine:
         )
 
     def chat_stream(self, model_id, adapter_dirs, histories: list, system: str, gen, enable_thinking=None,
-                    every_s: float = 0.0, stop=None) -> Iterator[tuple[str, list]]:  # fmt: skip
+                    every_s: float = 0.0, stop=None, with_base: bool = True) -> Iterator[tuple[str, list]]:  # fmt: skip
         """Stream a request: ("stage", [Msg]) while its base loads or its adapters attach, then ("answers", [one
         SideResult per history]): history 0 is the base model's, history i the adapter adapter_dirs[i-1]'s, all in
-        one batch. stop: an Event that stops this request only."""
+        one batch. with_base=False (one adapter's answer only, the OpenAI endpoint): no base row, history i is
+        adapter_dirs[i]'s. stop: an Event that stops this request only."""
         stages: list = []
         first = adapter_dirs[0] if adapter_dirs else None
         if first is None and str(model_id or "auto").strip() == "auto" and self.chat.get(self.default_model) is None:
@@ -279,6 +280,8 @@ class LabEngine:
                 yield "stage", more
             adapters.append(path)
         rows = [None, *[a for a in adapters if a]] if first else [None]
+        if not with_base and first:
+            rows = rows[1:]
         for results in engine.generate(histories[: len(rows)], rows, system, gen, enable_thinking, every_s=every_s,
                                        prompt_adapter=first, stop=stop):  # fmt: skip
             yield "answers", results

@@ -232,15 +232,14 @@ def _visible(text: str, final: bool, stops: list[str]) -> tuple[str, bool]:
 
 
 def _produce(lab, model_id: str, adapter: str | None, req: dict, stop: threading.Event, put) -> None:
-    """Run one request through LabEngine.chat_stream (as the page's Send does: row 0 the base model, row 1 the
-    adapter, one batch) and put ("answer", (text, tokens, done)) snapshots of the asked row, ("prompt", n),
-    ("error", exc) and finally ("end", None)."""
-    histories = [req["history"]] * (2 if adapter else 1)
-    row = 1 if adapter else 0
+    """Run one request through LabEngine.chat_stream (the page's Send path, one row: the adapter's, or the base's
+    when none is named; it shares a batch with other requests) and put ("answer", (text, tokens, done)) snapshots,
+    ("prompt", n), ("error", exc) and finally ("end", None)."""
+    row = 0
     stream = None
     try:
-        stream = lab.chat_stream(model_id, [adapter] if adapter else [], histories, req["system"], req["gen"],
-                                 enable_thinking=req["think"], every_s=0.0, stop=stop)  # fmt: skip
+        stream = lab.chat_stream(model_id, [adapter] if adapter else [], [req["history"]], req["system"], req["gen"],
+                                 enable_thinking=req["think"], every_s=0.0, stop=stop, with_base=False)  # fmt: skip
         counted = False
         for kind, value in stream:
             if stop.is_set():

@@ -250,3 +250,20 @@ def test_a_client_that_goes_away_stops_its_generation(locked):
                    headers={"Authorization": "Bearer sk-right"},
                    json={"model": "qwen3-tiny", "max_tokens": 4096, "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
     assert _engine_free(locked)
+
+
+def test_an_adapter_request_decodes_its_row_only(tiny_run, tmp_path):
+    """An endpoint request naming an adapter decodes that adapter's row alone (no base row beside it, which cost a
+    second row on every request), and its answer is the page's tuned side."""
+    from lora_demo.chat.request import GenSettings
+    from lora_demo.engine import AppSettings, LabEngine
+
+    lab = LabEngine(AppSettings(runs_dir=tiny_run.parent, data_dir=tmp_path / "data"))
+    gen = GenSettings(max_new_tokens=6, greedy=True)
+    history = [{"role": "user", "content": "Who are you?"}]
+    alone = [
+        v for k, v in lab.chat_stream("auto", [str(tiny_run)], [history], "", gen, with_base=False) if k == "answers"
+    ]
+    assert alone and all(len(results) == 1 for results in alone)
+    pair = [v for k, v in lab.chat_stream("auto", [str(tiny_run)], [history, history], "", gen) if k == "answers"][-1]
+    assert alone[-1][0].text == pair[1].text and alone[-1][0].text != pair[0].text
