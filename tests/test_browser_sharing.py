@@ -147,6 +147,15 @@ def test_two_visitors_chat_with_their_own_adapters_and_one_compares_three_at_onc
     _pick(a, "chat-compare", "^qv-random$")
     _send(a, "What is your name?")
     a.locator("#chat-extra0-stats").get_by_text("tok/s").wait_for(timeout=180_000)
-    assert answer(a, "chat-tuned") == a_tuned  # B's adapter attached meanwhile: A's own is unchanged
-    assert answer(a, "chat-extra0") == b_tuned  # the compare pane: B's adapter, from A's batch
+
+    # A batch of three rows instead of two may flip a near-tie late in a greedy answer of these barely trained
+    # adapters (seen once: "LoRA Lab" vs "LoRA Lab."), so each pane must continue the answer it gave alone (one is a
+    # prefix of the other) and not be the other adapter's.
+    def continues(got: str, alone: str, other: str) -> bool:
+        short, long = sorted((got, alone), key=len)
+        return bool(short) and long.startswith(short) and got != other
+
+    three_a, three_b = answer(a, "chat-tuned"), answer(a, "chat-extra0")
+    assert continues(three_a, a_tuned, b_tuned), (three_a, a_tuned)  # B's adapter attached meanwhile: A's unchanged
+    assert continues(three_b, b_tuned, a_tuned), (three_b, b_tuned)  # the compare pane: B's adapter, in A's batch
     a.screenshot(path=str(ARTIFACTS / "chat-three-way.png"), full_page=True)

@@ -151,8 +151,10 @@ def test_each_visitor_gets_the_system_panel_and_errors_in_their_language(app_cli
     zh = Client(app_client.src, verbose=False)
     assert zh.predict("zh", api_name="/set_language")[0] == "zh"
     panel = zh.predict(api_name="/system_info")
-    assert panel.startswith("**设备：**") and "**训练后端：**" in panel and "| 模型 | 类型 | 离线可用 | 说明 |" in panel
-    assert app_client.predict(api_name="/system_info").startswith("**Device:**")
+    assert (
+        panel.startswith("- **设备：**") and "**训练后端：**" in panel and "| 模型 | 类型 | 离线可用 | 说明 |" in panel
+    )
+    assert app_client.predict(api_name="/system_info").startswith("- **Device:**")
     with pytest.raises(AppError, match="适配器文件夹 '/etc/passwd' 不在本应用可读取的文件夹内"):
         zh.predict("auto", "/etc/passwd", api_name="/chat_load")
     with pytest.raises(AppError, match="模型文件夹 '/etc' 不在本应用可读取的文件夹内"):
