@@ -63,9 +63,14 @@ def test_train_actions_plan_and_refuse_outside_paths(lab):
     assert "Trainable:" in act.plan(*form(dataset="example:persona"))
     with pytest.raises(gr.Error, match="outside the folders"):
         act.plan(*form(dataset="/etc/passwd.jsonl"))
-    with pytest.raises(gr.Error, match="No run named"):
-        act.export_zip("no-such-run")
     assert act.stop() == "No training is running."
+
+
+def test_export_actions_name_a_missing_run(lab):
+    from lora_demo.ui.export_panel import ExportActions
+
+    with pytest.raises(gr.Error, match="No run named"):
+        ExportActions(lab).zip("no-such-run")
 
 
 def test_chat_with_a_run_that_has_no_adapter_yet_says_so(lab):

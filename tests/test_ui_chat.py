@@ -122,7 +122,9 @@ def test_a_chinese_session_gets_the_chat_and_the_votes_in_chinese(app_client, ti
     a, b, ballot, line = zh.predict("What is your name?", "", *GEN, "auto", str(tiny_run), api_name="/chat_blind")
     assert line == "哪个回答更好？请在下方投票。", line
     reveal, rate, _ = zh.predict(ballot, "tie", api_name="/chat_vote")
-    assert re.fullmatch(r"\*\*[AB]\*\* 是微调模型，\*\*[AB]\*\* 是基座模型。你的投票（平局）：平局。", reveal), reveal
+    assert re.fullmatch(
+        r"上一对：\*\*[AB]\*\* 是微调模型，\*\*[AB]\*\* 是基座模型。你的投票（平局）：平局。", reveal
+    ), reveal
     assert rate.startswith("微调模型胜") and "胜率" in rate, rate
     table = zh.predict("auto", str(tiny_run), api_name="/chat_heldout")
     assert table["headers"][0] == "模型" and table["headers"][2] == "困惑度" and table["data"][0][0] == "基座模型"
