@@ -69,9 +69,9 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users of the machine
     try:
-        if plan.backend == "unsloth":
+        if plan.backend == "unsloth" and not _is_4bit_checkpoint(base):
             _merge_unsloth(run_dir, tmp, base)
-        else:
+        else:  # Unsloth's 16-bit merge refuses an nf4 checkpoint (the CUDA default): dequantize it once, then merge
             _merge_peft(run_dir, tmp, base, dtype, plan.device, info)
         _write_prompt_format(run_dir, tmp)
         (tmp / "README.md").write_text(merged_card(run_dir, base), encoding="utf-8")
@@ -81,6 +81,21 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _is_4bit_checkpoint(base: str) -> bool:
+    """Whether the base is a bitsandbytes 4-bit checkpoint (e.g. unsloth/Qwen3-1.7B-unsloth-bnb-4bit)."""
+    from lora_demo.models.registry import REGISTRY
+    from lora_demo.train.plan import model_config
+
+    spec = REGISTRY.get(base)
+    if spec is not None and spec.prequantized_4bit:
+        return True
+    try:
+        q = model_config(base).get("quantization_config") or {}
+    except Exception:  # an unreadable config: the merge itself will say what is wrong
+        return False
+    return bool(q.get("load_in_4bit") or q.get("bnb_4bit_quant_type"))
 
 
 def _base_params(base: str) -> int:
@@ -122,9 +137,23 @@ def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, in
     from lora_demo.models import load_model
 
     # Merge in fp32 on CPU (CPU half-precision matmuls are slow and lossy), then store 16-bit.
-    lm = load_model(base, dtype="fp32" if device == "cpu" else dtype, device=device)
-    check_adapter_fits(info, module_shapes(lm.model), base)
-    model = PeftModel.from_pretrained(lm.model, str(run_dir)).merge_and_unload()
+    lm = load_model(base, dtype="fp32" if device == "cpu" else ("bf16" if dtype == "auto" else dtype), device=device)
+    base_model = lm.model
+    if getattr(base_model, "hf_quantizer", None) is not None:  # a 4-bit checkpoint: its 16-bit copy, once
+        import torch
+
+        base_model = base_model.dequantize(dtype=torch.bfloat16)
+        base_model.hf_quantizer = None
+        base_model.config.quantization_config = None
+        # The 4-bit load recorded quantize steps that save_pretrained would try to reverse (transformers has no
+        # reverse for them): the dequantized model is a plain one, saved with the architecture's default mapping.
+        if hasattr(base_model, "_weight_conversions"):
+            base_model._weight_conversions = None
+        for attr in ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized"):
+            if getattr(base_model, attr, False):
+                setattr(base_model, attr, False)
+    check_adapter_fits(info, module_shapes(base_model), base)
+    model = PeftModel.from_pretrained(base_model, str(run_dir)).merge_and_unload()
     from lora_demo.models import model_path
 
     model = model.to(_store_dtype(model_path(base), dtype))
