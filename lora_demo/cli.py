@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_train_parser(sub)
     train_cli.add_stop_parser(sub)
     train_cli.add_delete_run_parser(sub)
+    train_cli.add_runs_parser(sub)
     chat_cli.add_chat_parser(sub)
     export_cli.add_export_parser(sub)
     judge_cli.add_votes_parser(sub)

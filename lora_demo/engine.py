@@ -110,6 +110,19 @@ class LabEngine:
                                      "it.", run=active.name, command=stop_command(active)))  # fmt: skip
             return delete_run(self.runs_dir, name)
 
+    def compare_runs(self, names) -> dict:
+        """The loss curves and summary table of the runs named in the lists (train/compare.py), each name checked to
+        be a run of the runs folder (nothing outside it is read)."""
+        from lora_demo.train.compare import MAX_RUNS, compare_runs
+
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, (list, tuple)) or any(not isinstance(n, str) for n in names):
+            raise InputError(msg("Pick the runs to compare from the list."))
+        names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        if len(names) > MAX_RUNS:
+            raise InputError(msg("Compare at most {n} runs at once (got {count}).", n=MAX_RUNS, count=len(names)))
+        return compare_runs([self.run_dir(n) for n in names])
+
     # --- training ---
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""

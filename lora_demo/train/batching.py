@@ -375,7 +375,7 @@ def plan_batching(s, rows: list[dict] | None, tokenizer, dev, p: dict):
     free = free_gpu_bytes() if dev.device == "cuda" else None
     if free is not None:
         free = max(0.0, free - weights_bytes(p, s, dev.device))
-    backend = "transformers" if s.num_processes > 1 else dev.backend
+    backend = "transformers" if s.world_size > 1 else dev.backend
     choice = choose_batching(s, lengths, dev.device, backend, p, free)
     fields = {**choice.to_dict(), "batch_summary": choice.describe(s.micro_batch_size, s.gradient_accumulation_steps)}
     return replace(s, micro_batch_size=choice.micro_batch_size, padding_free=choice.mode != "padded",

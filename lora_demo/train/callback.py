@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 from lora_demo.io import append_jsonl
 from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
+from lora_demo.train.tracking import TOKENS_PER_SECOND
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes the run's files
 # The speed and the ETA come from this many recent optimizer steps (the first step of a process, which loads and
@@ -114,6 +115,8 @@ class ProgressCallback(TrainerCallback):
                 rec[name] = float(logs[key])
         rec.update(self.speed(step, total))
         rec.update(gpu_memory())
+        if "loss" in logs and rec.get("tokens_per_s"):  # for the trackers, which log after this callback (tracking.py)
+            logs[TOKENS_PER_SECOND] = rec["tokens_per_s"]
         if "loss" in rec or "eval_loss" in rec:
             self.write(rec)
         extra = {"step": step}

@@ -1,5 +1,5 @@
 """CLI: `plan` (parameters, steps and warnings, offline), `train` (the same engine as the Train tab), `stop` (what
-the Train tab's Stop does) and `delete-run`."""
+the Train tab's Stop does), `delete-run` and `runs` (list, or --compare)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,16 @@ def add_delete_run_parser(sub) -> None:
     p.set_defaults(func=cmd_delete_run)
 
 
+def add_runs_parser(sub) -> None:
+    """Add `runs` (lora_demo/cli.py calls this): the runs of a folder, or --compare some of them."""
+    p = sub.add_parser("runs", help="list the runs, or --compare RUN RUN ...: losses, speed, settings side by side")
+    p.add_argument("--compare", nargs="+", metavar="RUN",
+                   help="runs to compare: names in --runs-dir, or run folders (e.g. runs/<run>)")  # fmt: skip
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--json", action="store_true", help="print one JSON object (with --compare: runs, curves, differs)")
+    p.set_defaults(func=cmd_runs)
+
+
 def settings_flags() -> argparse.ArgumentParser:
     """One flag per TrainSettings field (--max-steps N, --packing true|false, ...) with the field's help text.
 
@@ -91,6 +101,8 @@ def settings_flags() -> argparse.ArgumentParser:
             action.metavar = "true|false"
         if action.option_strings[0].startswith("--no-"):  # HfArgumentParser's complement of a bool that defaults on
             action.help = f"Same as --{action.dest.replace('_', '-')} false."
+        if action.dest == "num_nodes":
+            action.option_strings.append("--nnodes")  # torchrun's own name for it
         if action.dest == "target_modules":
             action.metavar, action.help = "MODULES", action.help + " Comma-separated: q_proj,v_proj."
     return flags
@@ -110,8 +122,9 @@ def _settings_from(args: argparse.Namespace):
     else:
         base = defaults_for(detect().device).to_dict()
     given = {name: getattr(args, name) for name in base if getattr(args, name, None) is not None}
-    if "target_modules" in given:  # nargs="+": "q_proj,v_proj" and "q_proj v_proj" both work
-        given["target_modules"] = [t.strip() for v in given["target_modules"] for t in v.split(",") if t.strip()]
+    for key in ("target_modules", "report_to"):  # nargs="+": "q_proj,v_proj" and "q_proj v_proj" both work
+        if key in given:
+            given[key] = [t.strip() for v in given[key] for t in v.split(",") if t.strip()]
     return TrainSettings.from_dict({**base, **given})
 
 
@@ -169,6 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     st = _watch(runner, run_dir)
     if st.get("status") == "failed":
         raise InputError(st.get("error") or "training failed; see train.log in the run folder")
+    if st.get("node_rank"):  # another machine of a multi-node run: node 0 holds the adapter
+        print(f"{st.get('status')}: node {st['node_rank']} of {st.get('num_nodes')} ended its part at step "
+              f"{st.get('step') or 0}; node 0 saved the adapter in its run folder (this node's log: "
+              f"{run_dir / 'train.log'})")  # fmt: skip
+        return 0 if st.get("status") == "completed" else 3
     loss = st.get("final_loss")
     where = f"adapter in {run_dir}" if has_adapter(run_dir) else f"no adapter was saved in {run_dir}"
     losses = "" if loss is None else f", loss {st.get('first_loss', float('nan')):.4f} -> {round(loss, 4)}"
@@ -222,6 +240,31 @@ def cmd_delete_run(args: argparse.Namespace) -> int:
             return 1
     removed = delete_run(run_dir.parent, run_dir.name)
     print(f"deleted {removed}" + (" (the link only; its target is untouched)" if link else ""))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """The runs table, or (--compare) the chosen runs' table and the settings that differ (compare.table_text)."""
+    from pathlib import Path
+
+    from lora_demo.train.compare import compare_runs, table_text
+    from lora_demo.train.runs import list_runs
+
+    if not args.compare:
+        runs = list_runs(args.runs_dir)
+        if args.json:
+            print(json.dumps(runs, ensure_ascii=False))
+        else:
+            for r in runs:
+                loss = "" if r["final_loss"] is None else f"  loss {r['final_loss']:.4f}"
+                print(f"{r['name']}  {r['status']}  step {r['step'] or 0}/{r['total_steps'] or '?'}{loss}")
+            if not runs:
+                print(f"no runs in {args.runs_dir}")
+        return 0
+    # A run folder as given (runs/<run>, an absolute path), else a run of --runs-dir by its name.
+    dirs = [Path(r) if (Path(r) / "status.json").is_file() else Path(args.runs_dir) / r for r in args.compare]
+    result = compare_runs(dirs)
+    print(json.dumps(result, ensure_ascii=False) if args.json else table_text(result))
     return 0
 
 

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 
 from lora_demo.i18n import msg
 from lora_demo.io import append_jsonl, read_text
-from lora_demo.train import checkpoints, probes
+from lora_demo.train import checkpoints, probes, tracking
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0
 
@@ -34,6 +34,7 @@ class MilestoneCallback(TrainerCallback):
         # The step-0 answers are the base model's: taken after step 1 with the adapter off (see the docstring).
         self.base_is_start = not getattr(settings, "init_adapter", "") and hasattr(model, "disable_adapter")
         self.start_pending = False
+        self.text = tracking.ProbeText(self.run_dir)
 
     def probe(self, step: int, kind: str) -> None:
         """Answer the probe prompts now and record them (nothing when probes are off). Probes are optional: one that
@@ -54,6 +55,7 @@ class MilestoneCallback(TrainerCallback):
             self.rows = []
             return
         probes.record(self.run_dir, step, kind, self.rows, answers, time.perf_counter() - t0)
+        self.text.add(step, kind, self.rows, answers)  # and as TensorBoard text, beside the run's scalars
 
     def start_probe(self) -> None:
         """The step-0 answers when they were left for later: the base model's, with the adapter disabled."""
@@ -109,5 +111,6 @@ class MilestoneCallback(TrainerCallback):
         if points and points[-1]["step"] == step:
             last = points[-1]
             probes.record(self.run_dir, step, "final", last["prompts"], last["answers"], 0.0)
-            return
-        self.probe(step, "final")
+        else:
+            self.probe(step, "final")
+        self.text.close()

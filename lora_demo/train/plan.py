@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lora_demo.errors import InputError, ModelError
 from lora_demo.i18n import Msg, msg, render, translator
-from lora_demo.train.settings import TrainSettings
+from lora_demo.train.settings import TrainSettings, tracker_problems
 
 
 def model_config(model_id: str) -> dict:
@@ -105,17 +105,19 @@ def _count(model_id: str, lora_args: tuple) -> dict:
 def optimizer_steps(n_rows: int, s: TrainSettings) -> dict:
     """Optimizer steps as transformers' Trainer counts them."""
     # Under DDP each process takes its share of the rows (transformers shards the batches across processes).
-    n_rows = math.ceil(n_rows / s.num_processes) if n_rows else 0
+    n_rows = math.ceil(n_rows / s.world_size) if n_rows else 0
     batches = math.ceil(n_rows / s.micro_batch_size) if n_rows else 0
     per_epoch = batches // s.gradient_accumulation_steps + int(batches % s.gradient_accumulation_steps > 0)
     total = s.max_steps if s.max_steps > 0 else math.ceil(s.num_epochs * per_epoch)
     warmup = int(s.warmup) if s.warmup >= 1 else math.ceil(s.warmup * total)
     return {"steps_per_epoch": per_epoch, "total_steps": total, "warmup_steps": warmup,
-            "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps * s.num_processes}  # fmt: skip
+            "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps * s.world_size}  # fmt: skip
 
 
 def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, backend: str) -> float:
-    """A rough peak-memory estimate (weights + LoRA optimizer state + activations + logits), in GiB."""
+    """A rough peak-memory estimate per process (weights + LoRA optimizer state + activations + logits), in GiB.
+    With FSDP each process holds 1/world of the weights and optimizer state (the layer being computed is gathered
+    whole for a moment: one layer's worth is added back)."""
     wbytes = {"bf16": 2, "fp16": 2, "fp32": 4}[precision] if not (s.load_in_4bit and device == "cuda") else None
     if wbytes is None:  # 4-bit: packed nf4 for the linears, 16-bit embeddings and head
         weights = (p["base_params"] - p["embedding_params"]) * 0.53 + p["embedding_params"] * 2 * 2
@@ -128,15 +130,22 @@ def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, b
     per_layer = p["hidden_size"] * (4 if checkpointing else 16) + (0 if checkpointing else 3 * p["intermediate_size"])
     act = tokens * per_layer * p["num_layers"] * 2
     logits = tokens * p["vocab_size"] * 4 * (1 if backend == "unsloth" else 3)
+    if s.fsdp and s.world_size > 1:
+        weights = weights / s.world_size + weights / max(1, p["num_layers"])
+        lora /= s.world_size
     return round((weights + lora + act + logits) / 2**30 * 1.1, 2)
 
 
-def process_problems(num_processes: int, device: str) -> list[Msg]:
-    """DDP needs one GPU per process (NCCL refuses two ranks on one GPU); on the CPU at most one per core."""
+def process_problems(num_processes: int, device: str, fsdp: bool = False) -> list[Msg]:
+    """DDP needs one GPU per process (NCCL refuses two ranks on one GPU); on the CPU at most one per core. FSDP
+    needs GPUs: accelerate shards across GPUs only (its CPU processes always run DDP)."""
     import os
 
     import torch
 
+    if fsdp and device != "cuda":
+        return [msg("FSDP shards the model over GPUs, and this machine has none (accelerate has no FSDP on the CPU): "
+                    "turn fsdp off here; several CPU processes train with DDP.")]  # fmt: skip
     if num_processes <= 1:
         return []
     have = torch.cuda.device_count() if device == "cuda" else (os.cpu_count() or 1)
@@ -147,6 +156,24 @@ def process_problems(num_processes: int, device: str) -> list[Msg]:
         return [msg("{n} processes asked for, but this machine has {have} CPU cores: use at most {have}.",
                     n=num_processes, have=have)]  # fmt: skip
     return []
+
+
+def fit_problems(s: TrainSettings, need_gb: float, device: str) -> list[Msg]:
+    """Whether a process's estimated peak fits its GPU, and what to do when it does not: FSDP over several GPUs
+    (each holds a shard of the weights), else 4-bit or a shorter micro batch."""
+    import torch
+
+    if device != "cuda" or not torch.cuda.is_available():
+        return []
+    have = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if need_gb <= have * 0.92:
+        return []
+    if s.world_size > 1 and not s.fsdp:
+        return [msg("About {need:.1f} GiB per process, but a GPU has {have:.0f} GiB: every DDP process holds the whole "
+                    "model. Turn on FSDP (fsdp: true) to shard it over the {world} processes.", need=need_gb,
+                    have=have, world=s.world_size)]  # fmt: skip
+    return [msg("About {need:.1f} GiB per process, but a GPU has {have:.0f} GiB: turn on 4-bit loading, lower the "
+                "micro batch or max length, or train on several GPUs with FSDP.", need=need_gb, have=have)]  # fmt: skip
 
 
 def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -> dict:
@@ -163,12 +190,23 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
                  "cpu_threads": dev.cpu_threads, "warnings": [], "errors": []}  # fmt: skip
     out.update(batching)
     out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
-    out["errors"] += process_problems(s.num_processes, dev.device)
+    out["errors"] += process_problems(s.num_processes, dev.device, s.fsdp)
+    out["errors"] += tracker_problems(s.report_to, installed=True)
     from lora_demo.train.lineage import parent_problems
 
     out["errors"] += parent_problems(s)  # Continue training: the parent's base and LoRA shape
-    if s.num_processes > 1:
+    if s.world_size > 1:
         out["backend"] = "transformers"  # Unsloth does not train under DDP here: every rank runs transformers + PEFT
+        out["parallelism"] = "fsdp" if s.fsdp else "ddp"
+    out["warnings"] += fit_problems(s, out["estimated_memory_gb"], dev.device)
+    if s.num_nodes > 1:
+        out.setdefault("notes", []).append(msg(
+            "{nodes} machines × {procs} process(es) = {world} processes (torchrun, rendezvous at {addr}:{port}). This "
+            "is node {rank}; start the same run on every other machine with its own --node-rank (0 to {last}). Node "
+            "0 writes the run folder, the checkpoints and the adapter; the others keep their log in a folder of "
+            "their own. One lost machine fails the run on all of them.", nodes=s.num_nodes, procs=s.num_processes,
+            world=s.world_size, addr=s.master_addr, port=s.master_port, rank=s.node_rank,
+            last=s.num_nodes - 1))  # fmt: skip
     warn = out["warnings"].append
     if rows is not None:
         report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)

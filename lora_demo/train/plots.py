@@ -141,3 +141,41 @@ def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None
             f'<div style="background:#e5e7eb;border-radius:6px;height:18px;width:100%">'
             f'<div style="background:{color};height:18px;border-radius:6px;width:{pct}%"></div></div>'
             f'<div style="margin-top:4px">{" · ".join(bits)}</div></div>{after}')  # fmt: skip
+
+
+# One colour per compared run (train loss solid, validation loss dashed in the same colour).
+RUN_COLORS = ("#4f46e5", "#dc2626", "#16a34a", "#f59e0b", "#0891b2", "#9333ea", "#db2777", "#65a30d", "#0f766e",
+              "#ea580c", "#2563eb", "#6b7280")  # fmt: skip
+
+
+def compare_figure(result: dict | None, lang: str = "en") -> go.Figure:
+    """The loss curves of several runs on one plot (compare.compare_runs' result): each run's training loss as a line,
+    its validation loss dashed in the same colour. None or no runs: the empty state, saying what to pick."""
+    tr = translator(lang)
+    title = tr("Loss curves of the compared runs")
+    runs = (result or {}).get("curves") or {}
+    if not runs:
+        return _note_figure(title, tr("Pick two or more runs above to overlay their loss curves."))
+    traces = []
+    for i, (name, c) in enumerate(runs.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        traces.append(go.Scatter(x=[s for s, _ in c["train"]], y=[v for _, v in c["train"]], mode="lines",
+                                 name=tr("{run} · train loss", run=name), legendgroup=name, line=dict(color=color)))  # fmt: skip
+        if c["eval"]:
+            traces.append(go.Scatter(x=[s for s, _ in c["eval"]], y=[v for _, v in c["eval"]], mode="lines+markers",
+                                     name=tr("{run} · validation loss", run=name), legendgroup=name,
+                                     line=dict(color=color, dash="dash")))  # fmt: skip
+    if not any(c["train"] or c["eval"] for c in runs.values()):
+        return _note_figure(title, tr("None of these runs has logged a loss yet."))
+    return go.Figure(traces, layout=dict(title=title, height=380, margin=dict(l=50, r=30, t=50, b=40),
+        legend=dict(orientation="h", y=-0.2), template="simple_white", xaxis=dict(title=tr("optimizer step")),
+        yaxis=dict(title=tr("loss"))))  # fmt: skip
+
+
+def _note_figure(title: str, note: str) -> go.Figure:
+    """A chart with no data: one line saying why, no axes."""
+    text = dict(text=note, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                font=dict(size=15, color="#6b7280"))  # fmt: skip
+    hidden = dict(visible=False)
+    return go.Figure(layout=dict(title=title, height=380, margin=dict(l=50, r=30, t=50, b=40), template="simple_white",
+                                 annotations=[text], xaxis=hidden, yaxis=hidden))  # fmt: skip

@@ -34,9 +34,10 @@ from lora_demo.train.runs import (
     run_dirs,
     settled,
     stop_command,
+    this_host,
     update_status,
 )
-from lora_demo.train.settings import TrainSettings, joined
+from lora_demo.train.settings import TrainSettings, joined, tracker_problems
 
 
 def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
@@ -60,13 +61,22 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
                          "path of a .json/.jsonl/.csv/.parquet file.", dataset=dataset, saved=saved))  # fmt: skip
 
 
-def worker_command(run_dir: Path, num_processes: int = 1, resume: bool = False) -> list[str]:
-    """One worker process, or num_processes of them under torchrun (DDP). torchrun ends every rank when one dies,
-    and exits non-zero, so a failed rank fails the whole run and leaves none behind."""
+def worker_command(run_dir: Path, settings: TrainSettings | None = None, resume: bool = False) -> list[str]:
+    """One worker process, or settings.num_processes of them under torchrun (DDP). torchrun ends every rank when one
+    dies, and exits non-zero, so a failed rank fails the whole run and leaves none behind.
+
+    Several machines: torchrun's static rendezvous (a TCPStore on node 0 at master_addr:master_port), so node
+    ranks are the ones given and global rank 0, which writes the run folder, is on node 0 (the c10d rendezvous
+    numbers the nodes in the order they join). No restarts: a lost machine fails the run."""
     worker = ["-m", "lora_demo.train.worker", str(run_dir), *(["--resume"] if resume else [])]
-    if num_processes <= 1:
+    procs, nodes = (settings.num_processes, settings.num_nodes) if settings else (1, 1)
+    if procs * nodes <= 1:
         return [sys.executable, *worker]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}", *worker]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}"]
+    if nodes <= 1:
+        return [*torchrun, "--standalone", *worker]
+    return [*torchrun, f"--nnodes={nodes}", f"--node-rank={settings.node_rank}", f"--master-addr={settings.master_addr}",
+            f"--master-port={settings.master_port}", "--max-restarts=0", *worker]  # fmt: skip
 
 
 def clean_env(env: dict[str, str]) -> dict[str, str]:
@@ -76,9 +86,9 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in (*dist, OWNER_ENV)}  # (an owner is the Runner's own choice)
 
 
-def ddp_env(num_processes: int) -> dict[str, str]:
+def ddp_env(world_size: int) -> dict[str, str]:
     """Environment for a DDP run: NCCL's NVLink multicast (NVLS) off (it is not supported on every host here)."""
-    return {"NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": "1"} if num_processes > 1 else {}
+    return {"NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": "1"} if world_size > 1 else {}
 
 
 class Runner:
@@ -148,20 +158,24 @@ class Runner:
 
         with self.lock:
             self.reap()
-            self._refuse_if_active()
+            self._refuse_if_active(job=job_key(settings) if settings.num_nodes > 1 else "")
             rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
             errors = validate_rows(rows)["errors"]
             if errors:
                 shown = joined([msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in errors[:5]])
                 raise InputError(msg("The dataset has {n} error(s), which block training: {errors}.", n=len(errors),
                                      errors=shown))  # fmt: skip
-            self._refuse_too_many_processes(settings.num_processes)
+            self._refuse_too_many_processes(settings.num_processes, settings.fsdp)
             self._refuse_bad_parent(settings)
+            missing = tracker_problems(settings.report_to, installed=True)
+            if missing:
+                raise InputError(msg("Invalid settings: {problems}.", problems=joined(missing)))
             for hook in self.before_start:
                 hook()
-            run_dir = new_run_dir(self.runs_dir, settings.model, settings.dataset, settings.run_name)
+            suffix = f"-node{settings.node_rank}" if settings.node_rank else ""  # another machine's own folder
+            run_dir = new_run_dir(self.runs_dir, settings.model, settings.dataset, settings.run_name, suffix)
             self._snapshot(run_dir, settings, rows)
-            self._launch(run_dir, settings.num_processes)
+            self._launch(run_dir, settings)
             return run_dir
 
     def resume(self, run_dir: str | Path) -> tuple[Path, list[Msg]]:
@@ -185,6 +199,13 @@ class Runner:
             if st.get("status") not in ("stopped", "failed"):
                 raise InputError(msg("{run} cannot be resumed (status: {status}).", run=run_dir.name,
                                      status=st.get("status", "unknown")))  # fmt: skip
+            nodes = st.get("num_nodes") or 1
+            if nodes > 1:  # the other machines' ranks would need the checkpoint's files too
+                raise InputError(msg("{run} trained on {nodes} machines: a run over several machines does not resume. "
+                                     "Continue from its newest checkpoint instead, on every machine: python -m "
+                                     "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
+                                     "settings otherwise).", run=run_dir.name, nodes=nodes,
+                                     ckpts=str(run_dir / "checkpoints")))  # fmt: skip
             ckpt, skipped = resumable(run_dir)
             if ckpt is None:
                 why = joined(skipped, sep=" ") or msg(
@@ -194,7 +215,7 @@ class Runner:
                                      "settings, or use 'Continue training' if it has an adapter.", run=run_dir.name,
                                      why=why))  # fmt: skip
             settings = load_settings(run_dir)
-            self._refuse_too_many_processes(settings.num_processes)
+            self._refuse_too_many_processes(settings.num_processes, settings.fsdp)
             for hook in self.before_start:
                 hook()
             ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
@@ -205,7 +226,7 @@ class Runner:
             write_json_atomic(
                 run_dir / "status.json", {**kept, "status": "starting", "resumes": resumes, "notices": skipped}
             )
-            self._launch(run_dir, settings.num_processes, resume=True)
+            self._launch(run_dir, settings, resume=True)
             return ckpt, skipped
 
     @staticmethod
@@ -217,16 +238,21 @@ class Runner:
             raise InputError(msg("Cannot continue training: {problems}.", problems=joined(problems)))
 
     @staticmethod
-    def _refuse_too_many_processes(num_processes: int) -> None:
+    def _refuse_too_many_processes(num_processes: int, fsdp: bool = False) -> None:
         from lora_demo.device import detect
         from lora_demo.train.plan import process_problems
 
-        problems = process_problems(num_processes, detect().device)
+        problems = process_problems(num_processes, detect().device, fsdp)
         if problems:
             raise InputError(problems[0])
 
-    def _refuse_if_active(self, also: Path | None = None) -> None:
+    def _refuse_if_active(self, also: Path | None = None, job: str = "") -> None:
+        """Refuse while a run is active; on a shared disk the other machines' parts of the same multi-node run
+        (the same job key) do not count."""
         active = self.current()
+        if active is not None and job and read_status(active).get("job") == job:
+            others = [d for d in run_dirs(self.runs_dir)[:20] if read_status(d).get("job") != job]
+            active = next((d for d in others if settled(d, read_status(d)).get("status") in ACTIVE), None)
         if active is None and also is not None and settled(also, read_status(also)).get("status") in ACTIVE:
             active = also
         if active is not None:
@@ -255,10 +281,12 @@ class Runner:
         write_atomic(run_dir / "data" / "val.jsonl", rows_to_jsonl(val))
         write_atomic(run_dir / "config.yaml", settings.to_yaml())
         parent = {"parent": settings.init_adapter} if settings.init_adapter else {}
+        job = {"num_nodes": settings.num_nodes, "node_rank": settings.node_rank, "job": job_key(settings)} if (
+            settings.num_nodes > 1) else {}  # fmt: skip
         update_status(run_dir, status="starting", started=time.time(), model=settings.model,
-                      dataset=settings.dataset, train_rows=len(train), val_rows=len(val), **parent)  # fmt: skip
+                      dataset=settings.dataset, train_rows=len(train), val_rows=len(val), **parent, **job)  # fmt: skip
 
-    def _launch(self, run_dir: Path, num_processes: int = 1, resume: bool = False) -> None:
+    def _launch(self, run_dir: Path, settings: TrainSettings, resume: bool = False) -> None:
         """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread. An
         attached Runner names itself the worker's owner: the worker ends when this process ends."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -270,11 +298,12 @@ class Runner:
                 log.write(f"\n===== resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
                 log.flush()
             proc = self._popen(
-                worker_command(run_dir, num_processes, resume), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**clean_env(env), **ddp_env(num_processes), **owner}, start_new_session=True,
+                worker_command(run_dir, settings, resume), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**clean_env(env), **ddp_env(settings.world_size), **owner}, start_new_session=True,
             )  # fmt: skip
         self.proc, self.run_dir = proc, run_dir
-        update_status(run_dir, pid=proc.pid, pid_start=process_start(proc.pid), num_processes=num_processes)
+        update_status(run_dir, pid=proc.pid, pid_start=process_start(proc.pid), num_processes=settings.world_size,
+                      host=this_host())  # fmt: skip
         self._waiter = threading.Thread(target=self._wait_for_exit, args=(proc, run_dir), daemon=True,
                                         name=f"wait-{run_dir.name}")  # fmt: skip
         self._waiter.start()
@@ -333,6 +362,11 @@ def exit_reason(code: int | None) -> Msg:
             return msg("The training process was killed ({signal}): most likely out of memory.", signal=sig)
         return msg("The training process was killed ({signal}).", signal=sig)
     return msg("The training process exited with code {code} without finishing; see train.log.", code=code)
+
+
+def job_key(settings: TrainSettings) -> str:
+    """What the machines of one multi-node run share: the rendezvous address and the run name."""
+    return f"{settings.master_addr}:{settings.master_port}/{settings.run_name}"
 
 
 def load_settings(run_dir: str | Path) -> TrainSettings:

@@ -3,6 +3,8 @@
 config.yaml            TrainSettings (repeat with: python -m lora_demo train --config runs/<name>/config.yaml)
 status.json            status (starting/loading/compiling/training/saving/completed/stopped/failed), times, pid
 progress.jsonl         one JSON record per logging step (written by the worker's TrainerCallback)
+tensorboard/           TensorBoard event files: train loss, learning rate, grad norm, tokens/s, validation loss, probe
+                       answers as text (`tensorboard --logdir runs`)
 train.log              the worker's stdout/stderr
 data/train.jsonl, data/val.jsonl    the exact rows trained and validated on
 adapter_config.json, adapter_model.safetensors, tokenizer files   the PEFT adapter
@@ -26,14 +28,17 @@ FINAL = ("completed", "stopped", "failed")
 # Set in the worker's environment when it must end with the process that started it (the CLI without --detach):
 # "<pid>:<start>" of that process (worker.die_with_owner).
 OWNER_ENV = "LORA_LAB_OWNER"
+# The run's TensorBoard event files (worker.sft_config, milestones), in this subfolder of the run folder.
+TENSORBOARD_DIR = "tensorboard"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text.split("/")[-1]).strip("-.")[:40] or "run"
 
 
-def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "") -> Path:
-    """A fresh, unique run folder (created atomically, so no run ever overwrites another)."""
+def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "", suffix: str = "") -> Path:
+    """A fresh, unique run folder (created atomically, so no run ever overwrites another); suffix: e.g. "-node1"
+    for the folder of another machine of a multi-node run."""
     from lora_demo.paths import safe_name
 
     root = Path(runs_dir)
@@ -41,6 +46,7 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "") 
     base = safe_name(name, msg("run name")) if name.strip() else (
         f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(model)}-{_slug(dataset.removeprefix('example:'))}"
     )  # fmt: skip
+    base += suffix
     for i in range(1000):
         path = root / (base if i == 0 else f"{base}-{i + 1}")
         try:
@@ -180,11 +186,21 @@ def _last_write(run_dir: Path) -> float | None:
     return max(times, default=None)
 
 
+def this_host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 def settled(run_dir: str | Path, status: dict) -> dict:
     """The status as it is to be shown: one that says active while its worker is gone reads as failed.
 
-    Computed in memory only (reading never writes); reconcile_runs records it."""
-    if status.get("status") not in ACTIVE or pid_alive(status.get("pid"), status.get("pid_start")):
+    Computed in memory only (reading never writes); reconcile_runs records it. A run started on another machine
+    (a runs folder on a shared disk, e.g. the other nodes of a multi-node run) is taken as it says: its pid means
+    nothing here."""
+    if status.get("status") not in ACTIVE or status.get("host", this_host()) != this_host():
+        return status
+    if pid_alive(status.get("pid"), status.get("pid_start")):
         return status
     ended = status.get("ended") or _last_write(Path(run_dir)) or time.time()
     error = {} if status.get("error") else error_fields(GONE)

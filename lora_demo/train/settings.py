@@ -21,6 +21,9 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 TARGET_PRESETS = {"all linear": ALL_LINEAR, "attention": ALL_LINEAR[:4], "q,v": ["q_proj", "v_proj"]}
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 OPTIMIZERS = ("adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "sgd")
+# Trackers a run may also report to (transformers' report_to names → the package each needs). TensorBoard is always
+# on (its event files go into the run folder); "all" is never passed: it would pick up whatever happens to be installed.
+TRACKERS = {"wandb": "wandb", "mlflow": "mlflow"}
 
 
 def _f(default, help: str, **kw):
@@ -96,6 +99,20 @@ class TrainSettings:
         "batch × accumulation × processes. Above 1, training uses transformers + PEFT (Unsloth does not train "
         "under DDP here).",
     )
+    fsdp: bool = _f(
+        False,
+        "Above 1 process: shard the weights, gradients and optimizer state across the processes (FSDP2 through "
+        "accelerate) instead of a whole copy of the model in each (DDP). For a base that does not fit one GPU.",
+    )
+    # --- several machines (torchrun's static rendezvous: node 0's global rank 0 writes the run folder) ---
+    num_nodes: int = _f(
+        1,
+        "Machines training together (torchrun --nnodes). Run the same command on each, with its own node_rank; "
+        "num_processes is per machine, the effective batch counts every process of every machine.",
+    )
+    node_rank: int = _f(0, "This machine's number, 0 to num_nodes - 1. Node 0 writes the run folder and the adapter.")
+    master_addr: str = _f("", "Host name or address of node 0, reachable from every node (needed above 1 node).")
+    master_port: int = _f(29500, "A free TCP port on node 0 for the rendezvous (the same on every node).")
     # --- continue and watch ---
     init_adapter: str = _f(
         "",
@@ -109,6 +126,12 @@ class TrainSettings:
     )
     probe_rows: int = _f(3, "Without probe prompts: how many of the first validation (else training) rows to probe.")
     probe_tokens: int = _f(32, "New tokens per probe answer (greedy); 0 turns probes off.")
+    # --- tracking (every run also writes TensorBoard event files into its folder) ---
+    report_to: list[str] = _f(
+        [],
+        "Also send the logged metrics to these trackers, as you have them configured: wandb (W&B: WANDB_API_KEY or "
+        "`wandb login`), mlflow (MLFLOW_TRACKING_URI). Empty: TensorBoard in the run folder only, no network.",
+    )
 
     def __post_init__(self):
         if isinstance(self.model, str) and self.model.strip() == "auto":  # the same 'auto' as every tab and command
@@ -158,6 +181,10 @@ class TrainSettings:
         num("probe_tokens", 0, 512, True)
         num("probe_rows", 1, 3, True)
         num("num_processes", 1, 64, True)
+        num("num_nodes", 1, 1024, True)
+        num("node_rank", 0, None, True)
+        num("master_port", 1, 65535, True)
+        p += self._node_problems()
         if self.max_steps == 0:
             p.append(msg("max_steps must be -1 (use epochs) or ≥ 1"))
         if self.template not in ("alpaca", "chat"):
@@ -167,6 +194,26 @@ class TrainSettings:
         if self.optimizer not in OPTIMIZERS:
             p.append(msg("optimizer must be one of {choices}", choices=", ".join(OPTIMIZERS)))
         p += self._list_problems()
+        p += tracker_problems(self.report_to)
+        return p
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: per machine × machines."""
+        return self.num_processes * self.num_nodes
+
+    def _node_problems(self) -> list[Msg]:
+        p = []
+        nodes, rank = self.num_nodes, self.node_rank
+        if isinstance(nodes, int) and isinstance(rank, int) and not isinstance(rank, bool) and rank >= nodes >= 1:
+            p.append(msg("node_rank must be below num_nodes ({nodes}): 0 to {last} (got {value})", nodes=nodes,
+                         last=nodes - 1, value=rank))  # fmt: skip
+        if not isinstance(self.master_addr, str) or any(c.isspace() for c in str(self.master_addr)):
+            p.append(msg("master_addr must be a host name or address without spaces (got {value!r})",
+                         value=self.master_addr))  # fmt: skip
+        elif isinstance(nodes, int) and nodes > 1 and not self.master_addr.strip():
+            p.append(msg("master_addr is needed with {nodes} nodes: the host name or address of node 0, reachable "
+                         "from every node", nodes=nodes))  # fmt: skip
         return p
 
     def _list_problems(self) -> list[Msg]:
@@ -216,6 +263,38 @@ class TrainSettings:
     @staticmethod
     def help() -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(TrainSettings)}
+
+
+def tracker_problems(report_to, installed: bool = False) -> list[Msg]:
+    """What is wrong with report_to: a name LoRA Lab does not pass on, or (installed=True: at the start of a run
+    and in its plan, never when a saved config is read, e.g. to export a run made on another machine) a tracker
+    whose package is missing here."""
+    if not isinstance(report_to, list) or any(not isinstance(t, str) for t in report_to):
+        return [msg("report_to must be a list of tracker names: {choices} (or empty)", choices=", ".join(TRACKERS))]
+    p = []
+    for name in dict.fromkeys(report_to):
+        if name not in TRACKERS:
+            p.append(msg("report_to: unknown tracker {name!r}; the choices are {choices} (TensorBoard is always on)",
+                         name=name, choices=", ".join(TRACKERS)))  # fmt: skip
+        elif installed and not _installed(TRACKERS[name]) and name == "wandb":
+            p.append(msg("report_to wandb needs the wandb package: pip install wandb (W&B then reads WANDB_API_KEY, "
+                         "or the key saved by `wandb login`)"))  # fmt: skip
+        elif installed and not _installed(TRACKERS[name]):
+            p.append(msg("report_to {name} needs the {package} package: pip install {package}", name=name,
+                         package=TRACKERS[name]))  # fmt: skip
+    return p
+
+
+def _installed(package: str) -> bool:
+    """Whether the package can be imported (a bare folder of that name, e.g. the `wandb/` runs folder W&B leaves in
+    the working directory, is not the package)."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec(package)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin is not None
 
 
 def joined(items: list, sep: str = "; "):

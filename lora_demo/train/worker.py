@@ -21,10 +21,15 @@ from lora_demo.train.runs import update_status as _update_status
 
 # Under torchrun (DDP) every rank runs this file; only rank 0 writes the run's files (status, progress, adapter).
 RANK, WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+# On the other machines of a multi-node run (node rank > 0), each machine's first process keeps the status of that
+# machine's own folder (its log and how its part ended); nothing else is written there.
+NODE = int(os.environ.get("GROUP_RANK", "0"))
+FOLLOWER_LEAD = NODE > 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0
+NODES = WORLD // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # machines (torchrun gives each the same count)
 
 
 def update_status(run_dir: Path, **fields) -> dict:
-    return _update_status(run_dir, **fields) if RANK == 0 else fields
+    return _update_status(run_dir, **fields) if RANK == 0 or FOLLOWER_LEAD else fields
 
 
 def _rows(path: Path) -> list[dict]:
@@ -122,9 +127,10 @@ def trainer_class(backend: str):
     return PlainLossSFTTrainer
 
 
-def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = None):
+def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = None, model=None):
     from trl import SFTConfig
 
+    from lora_demo.train import tracking
     from lora_demo.train.batching import sft_batching_args
 
     optim = s.optimizer
@@ -139,11 +145,27 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = 
         eval_strategy="steps" if has_eval else "no", eval_steps=s.eval_steps,
         save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
         save_total_limit=s.keep_checkpoints,
-        report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
+        report_to=tracking.report_to(s), run_name=run_dir.name,  # TensorBoard in the run folder, + W&B/MLflow if asked
+        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
         dataloader_num_workers=0, **sft_batching_args(s, WORLD),  # padding-free/packing, token counting
         disable_tqdm=RANK != 0, logging_first_step=True,
         ddp_find_unused_parameters=False if WORLD > 1 else None,
+        # A lost machine fails the others' next collective after this long (default 30 min); a slow load must fit.
+        **({"ddp_timeout": 600} if NODES > 1 else {}),
+        **fsdp_args(s, plan, model),
     )  # fmt: skip
+
+
+def fsdp_args(s, plan, model) -> dict:
+    """FSDP2 through accelerate (transformers' Trainer builds it from these): one shard unit per decoder layer,
+    the full adapter gathered on rank 0 when it is saved."""
+    if not s.fsdp or WORLD <= 1:
+        return {}
+    layers = list(getattr(model, "_no_split_modules", None) or getattr(model.get_base_model(), "_no_split_modules", []))
+    # Checkpointing by FSDP's own wrapper (Trainer's gradient checkpointing would gather every layer twice).
+    return {"fsdp": True, "gradient_checkpointing": False,
+            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": layers, "state_dict_type": "FULL_STATE_DICT",
+                            "reshard_after_forward": True, "activation_checkpointing": plan.device == "cuda"}}  # fmt: skip
 
 
 def run(run_dir: Path, resume: bool = False) -> str:
@@ -156,7 +178,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
     ckpt = resume_point(run_dir) if resume else None
     plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
     update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
-                  num_processes=WORLD)  # fmt: skip
+                  num_processes=WORLD, **({"num_nodes": NODES} if NODES > 1 else {}))  # fmt: skip
     model, tok = load_for_training(s, plan, resume)
     import torch
 
@@ -166,7 +188,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
     torch.set_num_threads(plan.cpu_threads)
     update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
                   val_rows=len(val_rows))  # fmt: skip
-    from lora_demo.train import batching, checkpoints, probes
+    from lora_demo.train import batching, checkpoints, probes, tracking
     from lora_demo.train.callback import ProgressCallback
     from lora_demo.train.milestones import MilestoneCallback
     from lora_demo.train.plan import optimizer_steps
@@ -183,23 +205,27 @@ def run(run_dir: Path, resume: bool = False) -> str:
         unsloth=plan.backend == "unsloth",
     )
     trainer = trainer_class(plan.backend)(
-        model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every),
+        model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
         train_dataset=build_dataset(train_rows, tok, s), eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
         processing_class=tok, callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
     )  # fmt: skip
+    update_status(run_dir, parallelism="fsdp" if trainer.is_fsdp_enabled else "ddp" if WORLD > 1 else "single")
     batching.count_tokens(trainer, run_dir)
+    tracking.trackers_last(trainer, run_dir)  # TensorBoard (W&B, MLflow) after the callback that adds tokens/s
     # The last look at STOP before training: `prepared` first, so a Stop that finds it unset is sure to be seen here
     # and says "nothing will be saved" (runs.stop_notice). Under DDP the ranks agree on a stop at the first step.
     update_status(run_dir, prepared=True)
     if WORLD == 1 and stop_requested(run_dir):
         return _finish(run_dir, "stopped", error=msg("Stopped before training started: no adapter was saved."))
+    if FOLLOWER_LEAD:  # (rank 0's progress callback says so in node 0's folder)
+        update_status(run_dir, status="training", total_steps=trainer.state.max_steps or None)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
         metrics = trainer.evaluate()
         update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
-    if RANK != 0:
-        return "stopped" if stopped else "completed"
+    if RANK != 0:  # (on another machine its first process records how this machine's part ended)
+        return _finish(run_dir, "stopped" if stopped else "completed", step=trainer.state.global_step)
     save_adapter(model, tok, run_dir, s.model)
     if not stopped:  # nothing resumes a completed run: its checkpoints keep their adapters only
         milestones.final(trainer.state.global_step)  # after the save: a failing probe never costs the adapter
@@ -236,7 +262,8 @@ def ddp_plan(plan):
 
     if WORLD <= 1:
         return plan
-    threads = max(1, (os.cpu_count() or 1) // WORLD) if plan.device == "cpu" else plan.cpu_threads
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", WORLD))  # the processes of this machine share its cores
+    threads = max(1, (os.cpu_count() or 1) // local) if plan.device == "cpu" else plan.cpu_threads
     backend = "transformers"
     return replace(plan, backend=backend, cpu_threads=threads, backend_reason="DDP: transformers + PEFT on every rank")
 
@@ -251,12 +278,12 @@ def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
     write_atomic(cfg_file, json.dumps(cfg, indent=2))
 
 
-def _finish(run_dir: Path, status: str, error: str | None = None) -> str:
+def _finish(run_dir: Path, status: str, error: str | None = None, **more) -> str:
     import yaml
 
     from lora_demo.train.runs import FINAL, error_fields, model_card, read_status
 
-    fields = {"status": status, "ended": time.time()}
+    fields = {"status": status, "ended": time.time(), **more}
     if error:
         fields.update(error_fields(error))  # the English text, and the message for the UI to translate
     if status == "failed" and WORLD > 1 and read_status(run_dir).get("status") in FINAL:
@@ -293,7 +320,22 @@ def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
             return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
                        "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model.")  # fmt: skip
     first = (text.strip().splitlines() or [name])[0][:300]
+    if WORLD > 1 and _peer_lost(text) and NODES > 1:
+        return msg("A training process on another machine ended or could not be reached ({first}), so the run failed "
+                   "on every machine. Look at that machine's train.log (its run folder ends in -node<N>); then start "
+                   "the run again, or continue from its last checkpoint with --continue-from.", first=first)  # fmt: skip
+    if WORLD > 1 and _peer_lost(text):
+        return msg("Another training process of this run ended ({first}), so the run failed on every process; the "
+                   "first error is in train.log.", first=first)  # fmt: skip
     return msg("Training failed ({kind}): {first}. The full trace is in train.log of this run.", kind=name, first=first)
+
+
+def _peer_lost(text: str) -> bool:
+    """Whether a collective failed because another rank went away (gloo's and NCCL's wording)."""
+    low = text.lower()
+    return any(k in low for k in ("connection closed by peer", "connection reset by peer", "broken pipe",
+                                  "ncclremoteerror", "communicator was aborted", "socket timeout", "timed out",
+                                  "connection refused"))  # fmt: skip
 
 
 def owner_alive(pid: int, start: str | None) -> bool:

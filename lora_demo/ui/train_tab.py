@@ -18,10 +18,10 @@ from lora_demo.i18n import msg
 from lora_demo.models import REGISTRY
 from lora_demo.train import probes
 from lora_demo.train.plan import plan_markdown
-from lora_demo.train.plots import empty_loss_figure, loss_figure, progress_html, stage_label
+from lora_demo.train.plots import compare_figure, empty_loss_figure, loss_figure, progress_html, stage_label
 from lora_demo.train.runner import equivalent_command
 from lora_demo.train.runs import LOG_TAIL_LINES, list_runs
-from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TrainSettings, defaults_for
+from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TRACKERS, TrainSettings, defaults_for
 from lora_demo.train.watch import look
 from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, pill_sink, say, show, show_errors
 from lora_demo.ui.export_panel import export_panel
@@ -33,6 +33,7 @@ FORM = [
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
     "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows", "padding_free", "auto_micro_batch",
+    "report_to",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
         "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows"}  # fmt: skip
@@ -51,7 +52,7 @@ LABELS = {
     "keep_checkpoints": "keep the newest N checkpoints", "run_name": "run name (optional)",
     "init_adapter": "continue from (parent adapter)", "probe_prompts": "probe prompts (one per line)",
     "probe_tokens": "probe answer tokens (0: off)", "probe_rows": "rows to probe (no prompts given)",
-    "num_processes": "GPUs",
+    "num_processes": "GPUs", "report_to": "also report to",
 }  # fmt: skip
 SKIP7 = (gr.skip(),) * 7
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
@@ -107,6 +108,37 @@ def runs_frame(runs_dir) -> pd.DataFrame:
     columns = [say("run"), say("status"), say("model"), say("dataset"), say("final loss"), say("seconds"),
                say("started")]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def compare_frame(result) -> pd.DataFrame:
+    """The compared runs' table (compare.COLUMNS), headers and statuses in this session's language; None: empty."""
+    from lora_demo.train.compare import COLUMNS
+
+    here = lang()
+    headers = {"run": say("run"), "status": say("status"), "steps": say("steps"), "final_loss": say("final train loss"),
+               "min_eval_loss": say("min eval loss"), "final_eval_loss": say("final eval loss"),
+               "learning_rate": say("learning rate"), "r": "r", "lora_alpha": say("alpha"),
+               "effective_batch": say("effective batch"), "tokens_per_s": "tokens/s", "wall_s": say("seconds")}  # fmt: skip
+
+    def cell(key, value):
+        if key == "status":
+            return stage_label(value, here)
+        return round(value, 4) if key.endswith("loss") and isinstance(value, float) else value
+
+    rows = [[cell(k, r[k]) for k in COLUMNS] for r in (result or {}).get("runs", [])]
+    return pd.DataFrame(rows, columns=[headers[k] for k in COLUMNS])
+
+
+def compare_note(result) -> str:
+    """Which settings differ between the compared runs (the names as in config.yaml)."""
+    from lora_demo.train.compare import cell_text
+
+    if len(result["runs"]) < 2:
+        return say("Pick another run to compare it with.")
+    if not result["differs"]:
+        return say("The runs have the same settings.")
+    lines = "; ".join(f"`{k}` " + " · ".join(cell_text(v) for v in values) for k, values in result["differs"].items())
+    return say("Settings that differ (in the order of the table): {settings}", settings=lines)
 
 
 def run_names(runs_dir) -> list[str]:
@@ -327,6 +359,28 @@ class TrainActions:
         """The last plan shown, in the language just chosen."""
         return plan_markdown(plan, lang()) if plan else gr.skip()
 
+    def compare_choices(self, picked):
+        """The runs to compare: the runs folder's, read now (newest first); the picks that are still there stay."""
+        names = run_names(self.lab.runs_dir)
+        picked = [p for p in picked or [] if p in names] if isinstance(picked, list) else []
+        return gr.Dropdown(choices=names, value=picked)
+
+    @friendly
+    def compare(self, names):
+        """The picked runs' loss curves on one plot, their table, and which settings differ (nothing picked: the
+        empty chart says what to pick)."""
+        result = self.lab.compare_runs(names) if names else None
+        return compare_figure(result, lang()), compare_frame(result), compare_note(result) if result else ""
+
+    def recompare(self, names):
+        """After a language switch: the comparison shown, in the new language (left as it is if it cannot be made
+        again, e.g. a picked run was deleted meanwhile: the next pick says why)."""
+        try:
+            result = self.lab.compare_runs(names) if names else None
+        except InputError:
+            return gr.skip(), gr.skip(), gr.skip()
+        return compare_figure(result, lang()), compare_frame(result), compare_note(result) if result else ""
+
     def refresh_runs(self):
         self.lab.runner.reap()  # a run whose worker is gone (killed, app restarted) is recorded as failed
         return runs_frame(self.lab.runs_dir), gr.Dropdown(choices=run_names(self.lab.runs_dir))
@@ -388,6 +442,9 @@ def _settings_form(d: dict, choices: dict) -> dict:
             c["auto_micro_batch"] = gr.Checkbox(value=d["auto_micro_batch"], label="auto micro batch (CUDA)",
                                                 info=help_["auto_micro_batch"], min_width=260)  # fmt: skip
         _data_numbers(num, c)
+        # TensorBoard is always on (RUN_DIR/tensorboard); W&B / MLflow only when picked and configured by the user.
+        c["report_to"] = gr.CheckboxGroup(list(TRACKERS), value=d["report_to"], label="also report to",
+                                          info=help_["report_to"], elem_id="train-report-to")  # fmt: skip
     c.update(_continue_and_probes(d, choices["parents"], help_))
     c["num_processes"] = _gpus_box(choices["gpus"], help_)
     return c
@@ -498,6 +555,24 @@ def _watch_panel():
     return progress, curve, timeline, log
 
 
+def _compare_runs(act) -> None:
+    """Compare runs: pick several (e.g. two learning rates); their loss curves on one plot, the table below. The list
+    is filled when a page loads and on focus (the built page names no run); each visitor's picks are their own."""
+    with gr.Accordion("Compare runs", open=False, elem_id="train-compare"):
+        picks = dynamic(gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="runs to compare",
+                                    elem_id="train-compare-runs"))  # fmt: skip
+        plot = gr.Plot(compare_figure(None, lang()), label="loss curves of the compared runs",
+                       elem_id="train-compare-plot")  # fmt: skip
+        note = dynamic(gr.Markdown(elem_id="train-compare-note"))
+        table = gr.Dataframe(value=compare_frame(None), label="compared runs", interactive=False)
+    choices = dict(fn=act.compare_choices, inputs=picks, outputs=picks, api_visibility="private",
+                   show_progress="hidden")  # fmt: skip
+    on_load(**choices)
+    picks.focus(**choices)
+    show_errors(picks.change(act.compare, picks, [plot, table, note], api_name="train_compare"), note)
+    on_language(act.recompare, picks, [plot, table, note])
+
+
 def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     act = TrainActions(lab)
     d = defaults_for(detect().device, lab.default_model).to_dict()
@@ -518,6 +593,7 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     progress, curve, timeline, log = _watch_panel()
     view, refresh, chat_btn, resume_btn, continue_btn, delete_btn, confirm_btn = _run_row()
     runs_table = gr.Dataframe(value=runs_frame(None), label="runs", interactive=False, max_height=300)
+    _compare_runs(act)
     on_load(fn=act.lists, inputs=None, outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
             api_visibility="private", show_progress="hidden")  # fmt: skip
     # The form survives a reload in this browser (localStorage; each browser its own): kept on every edit, Check
