@@ -251,3 +251,33 @@ def test_a_run_of_another_machine_on_a_shared_disk_is_not_judged_by_this_machine
         Runner(tmp_path / "runs")._refuse_if_active(job="h:2/other")
     update_status(other, host=this_host())  # the same pid on this machine: gone, so failed
     assert settled(other, read_status(other))["status"] == "failed"
+
+
+def test_the_plan_gives_the_command_the_other_machines_run_and_it_means_the_same_settings():
+    import shlex
+
+    from lora_demo.train.cli import _settings_from
+    from lora_demo.train.plan import plan_run
+    from lora_demo.train.runner import settings_command
+    from lora_demo.train.settings import defaults_for
+
+    s = TrainSettings(**COMMON, micro_batch_size=2, num_nodes=2, master_addr="node0", run_name="mn x",
+                      target_modules=["q_proj", "v_proj"])  # fmt: skip
+    notes = " ".join(str(n) for n in plan_run(s, [])["notes"])
+    assert "On machine R: python -m lora_demo train" in notes and "--node-rank R" in notes
+    from lora_demo.cli import build_parser
+
+    for device in ("cpu", "cuda"):  # whichever defaults the other machine starts from, it trains these settings
+        argv = shlex.split(settings_command(s, node_rank=1))
+        assert argv[:4] == ["python", "-m", "lora_demo", "train"]
+        args = build_parser().parse_args(argv[3:])
+        import lora_demo.device as device_mod
+
+        real, fake = device_mod.detect, type("D", (), {"device": device})()
+        try:
+            device_mod.detect = lambda *a, fake=fake, **k: fake
+            got = _settings_from(args)
+        finally:
+            device_mod.detect = real
+        assert got.to_dict() == {**s.to_dict(), "node_rank": 1}, device
+    assert defaults_for("cpu").val_fraction != s.val_fraction  # (the case a flag-less command would get wrong)

@@ -158,6 +158,12 @@ def process_problems(num_processes: int, device: str, fsdp: bool = False) -> lis
     return []
 
 
+def settings_command(s: TrainSettings, **override) -> str:
+    from lora_demo.train.runner import settings_command as command
+
+    return command(s, **override)
+
+
 def fit_problems(s: TrainSettings, need_gb: float, device: str) -> list[Msg]:
     """Whether a process's estimated peak fits its GPU, and what to do when it does not: FSDP over several GPUs
     (each holds a shard of the weights), else 4-bit or a shorter micro batch."""
@@ -204,9 +210,9 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
             "{nodes} machines × {procs} process(es) = {world} processes (torchrun, rendezvous at {addr}:{port}). This "
             "is node {rank}; start the same run on every other machine with its own --node-rank (0 to {last}). Node "
             "0 writes the run folder, the checkpoints and the adapter; the others keep their log in a folder of "
-            "their own. One lost machine fails the run on all of them.", nodes=s.num_nodes, procs=s.num_processes,
-            world=s.world_size, addr=s.master_addr, port=s.master_port, rank=s.node_rank,
-            last=s.num_nodes - 1))  # fmt: skip
+            "their own. One lost machine fails the run on all of them. On machine R: {command}", nodes=s.num_nodes,
+            procs=s.num_processes, world=s.world_size, addr=s.master_addr, port=s.master_port, rank=s.node_rank,
+            last=s.num_nodes - 1, command=settings_command(s, node_rank="R")))  # fmt: skip
     warn = out["warnings"].append
     if rows is not None:
         report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)

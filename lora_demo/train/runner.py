@@ -364,6 +364,27 @@ def exit_reason(code: int | None) -> Msg:
     return msg("The training process exited with code {code} without finishing; see train.log.", code=code)
 
 
+def settings_command(settings: TrainSettings, **override) -> str:
+    """`python -m lora_demo train` with a flag for every setting that differs from a default the command could
+    start from (the dataclass's, the CPU's or CUDA's: the other machine may be either), so it trains exactly these
+    settings there (override: e.g. node_rank=1 for the command another machine runs)."""
+    import shlex
+
+    from lora_demo.train.settings import defaults_for, field_defaults
+
+    data, parts = {**settings.to_dict(), **override}, ["python -m lora_demo train"]
+    bases = [field_defaults(), defaults_for("cpu").to_dict(), defaults_for("cuda").to_dict()]
+    for k, v in data.items():
+        if all(v == base[k] for base in bases):
+            continue
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, list):
+            parts.append(f"{flag} {' '.join(shlex.quote(str(x)) for x in v)}" if v else "")
+        else:
+            parts.append(f"{flag} {shlex.quote(str(v).lower() if isinstance(v, bool) else str(v))}")
+    return " ".join(p for p in parts if p)
+
+
 def job_key(settings: TrainSettings) -> str:
     """What the machines of one multi-node run share: the rendezvous address and the run name."""
     return f"{settings.master_addr}:{settings.master_port}/{settings.run_name}"

@@ -33,10 +33,11 @@ FORM = [
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
     "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows", "padding_free", "auto_micro_batch",
-    "report_to",
+    "report_to", "num_nodes", "node_rank", "master_addr", "master_port", "fsdp",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
-        "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows"}  # fmt: skip
+        "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows", "num_nodes", "node_rank",
+        "master_port"}  # fmt: skip
 # The form's labels (the switch translates them; an empty field's error names it by its label).
 LABELS = {
     "model": "model", "dataset": "dataset", "template": "template", "enable_thinking": "Qwen3 thinking",
@@ -52,7 +53,9 @@ LABELS = {
     "keep_checkpoints": "keep the newest N checkpoints", "run_name": "run name (optional)",
     "init_adapter": "continue from (parent adapter)", "probe_prompts": "probe prompts (one per line)",
     "probe_tokens": "probe answer tokens (0: off)", "probe_rows": "rows to probe (no prompts given)",
-    "num_processes": "GPUs", "report_to": "also report to",
+    "num_processes": "GPUs", "report_to": "also report to", "num_nodes": "machines (nodes)",
+    "node_rank": "this machine's node rank", "master_addr": "node 0's address", "master_port": "rendezvous port",
+    "fsdp": "FSDP (shard the model over the GPUs)",
 }  # fmt: skip
 SKIP7 = (gr.skip(),) * 7
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
@@ -447,6 +450,24 @@ def _settings_form(d: dict, choices: dict) -> dict:
                                           info=help_["report_to"], elem_id="train-report-to")  # fmt: skip
     c.update(_continue_and_probes(d, choices["parents"], help_))
     c["num_processes"] = _gpus_box(choices["gpus"], help_)
+    c.update(_machines(d, choices["gpus"], help_))
+    return c
+
+
+def _machines(d: dict, gpus: int, help_: dict) -> dict:
+    """One run over several machines: this app starts node 0's part (or another's); every other machine runs the
+    command the plan shows. FSDP only where there are GPUs to shard over (accelerate has no CPU FSDP)."""
+    c = {}
+    with gr.Accordion("Several machines · FSDP", open=False, elem_id="train-machines"), gr.Row():
+        c["num_nodes"] = gr.Number(value=d["num_nodes"], label="machines (nodes)", info=help_["num_nodes"],
+                                   precision=0, minimum=1)  # fmt: skip
+        c["node_rank"] = gr.Number(value=d["node_rank"], label="this machine's node rank", info=help_["node_rank"],
+                                   precision=0, minimum=0)  # fmt: skip
+        c["master_addr"] = gr.Textbox(value=d["master_addr"], label="node 0's address", info=help_["master_addr"])
+        c["master_port"] = gr.Number(value=d["master_port"], label="rendezvous port", info=help_["master_port"],
+                                     precision=0, minimum=1, maximum=65535)  # fmt: skip
+        c["fsdp"] = gr.Checkbox(value=d["fsdp"], label="FSDP (shard the model over the GPUs)", info=help_["fsdp"],
+                                visible=gpus > 1)  # fmt: skip
     return c
 
 
