@@ -21,8 +21,9 @@ PYTHON=${PYTHON:-.venv/bin/python}
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # (sed reads all: no SIGPIPE)
 MASTER_PORT=${MASTER_PORT:-29500}
 PROCS=${SLURM_GPUS_ON_NODE:-1}
-# One task per node; each reads its own node number from SLURM_NODEID. --kill-on-bad-exit ends every node when
-# one fails (LoRA Lab fails the run on the others too; this only spares the wait).
-srun --kill-on-bad-exit=1 bash -c '"$0" -m lora_demo train --config "$1" --nnodes "$SLURM_NNODES" \
+# One task per node, with the allocation's CPUs (srun does not inherit --cpus-per-task since Slurm 22.05); each
+# reads its own node number from SLURM_NODEID. No --kill-on-bad-exit: a node that fails fails the run on the others
+# by itself, and a node whose part ended stopped must not cut node 0 short while it saves the adapter.
+srun --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" bash -c '"$0" -m lora_demo train --config "$1" --nnodes "$SLURM_NNODES" \
   --node-rank "$SLURM_NODEID" --master-addr "$2" --master-port "$3" --num-processes "$4" \
   --run-name "slurm-$SLURM_JOB_ID" "${@:5}"' "$PYTHON" "$CONFIG" "$MASTER_ADDR" "$MASTER_PORT" "$PROCS" "$@"

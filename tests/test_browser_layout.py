@@ -118,6 +118,8 @@ def test_stop_is_off_and_chat_with_run_off_with_no_run(browser, app):
         primaries = [b.inner_text() for b in page.locator("[role=tabpanel]:visible button.primary").all()
                      if b.is_visible()]  # fmt: skip
         assert primaries == ["Start training"], primaries
+        page.get_by_role("tab", name="Chat", exact=True).click()
+        assert page.locator("#chat-stop").is_disabled(), "the Chat tab's Stop is enabled with nothing streaming"
     finally:
         page.close()
 
@@ -152,3 +154,40 @@ def test_a_refused_start_shows_its_message_with_no_error_pill(browser, app):
         page.locator("#train-view").click()  # the run list takes clicks (no pill over it)
     finally:
         page.close()
+
+
+def _train_dataset(page) -> str:
+    page.get_by_role("tab", name="Train", exact=True).click()
+    return page.get_by_label("dataset", exact=True).input_value()
+
+
+def test_a_dataset_saved_a_moment_ago_is_train_s_and_the_form_survives_a_reload(browser, app):
+    """Items 2 and 16: Dataset → Load example → Save "persona-lumi" → the Train tab offers it, chosen; a changed
+    learning rate and that dataset are still there after a reload; a second visitor's form keeps its own."""
+    page, other = open_page(browser, app, 1440), open_page(browser, app, 1440)
+    try:
+        before_other = _train_dataset(other)
+        page.get_by_role("tab", name="Dataset", exact=True).click()
+        page.get_by_role("button", name="Load example", exact=True).click()
+        page.locator("#dataset-status").get_by_text("rows").first.wait_for()
+        page.get_by_label("dataset name", exact=True).fill("persona-lumi")
+        page.get_by_role("button", name="Save", exact=True).click()
+        page.locator("#dataset-save-status").get_by_text("persona-lumi").first.wait_for()
+        page.wait_for_timeout(1000)
+        assert _train_dataset(page) == "persona-lumi"
+        lr = page.get_by_label("learning rate", exact=True)
+        lr.fill("0.002")
+        lr.press("Tab")
+        page.wait_for_timeout(1000)  # the form is kept in this browser (gr.BrowserState) as it changes
+        page.reload()
+        page.get_by_role("tab", name="Start here", exact=True).wait_for()
+        page.get_by_role("tab", name="Train", exact=True).click()
+        from playwright.sync_api import expect
+
+        # (the form's stored copy is read when the Train tab first renders: a moment after it opens)
+        expect(page.get_by_label("dataset", exact=True)).to_have_value("persona-lumi", timeout=15_000)
+        expect(page.get_by_label("learning rate", exact=True)).to_have_value("0.002", timeout=15_000)
+        assert _train_dataset(other) == before_other != "persona-lumi"  # the other visitor's pick is its own
+    finally:
+        page.close()
+        other.close()

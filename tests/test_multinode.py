@@ -247,9 +247,12 @@ def test_a_run_of_another_machine_on_a_shared_disk_is_not_judged_by_this_machine
     assert settled(other, read_status(other))["status"] == "training"
     assert reconcile_runs(tmp_path / "runs") == []
     Runner(tmp_path / "runs")._refuse_if_active(job="h:1/mn")  # its own run's other part: no refusal
+    Runner(tmp_path / "runs")._refuse_if_active()  # another host's run never blocks this host (its GPUs are its own)
+    update_status(other, host=this_host(), pid=os.getpid(), pid_start=None)  # a run of this host, alive
+    Runner(tmp_path / "runs")._refuse_if_active(job="h:1/mn")  # the same job's part on this host: no refusal
     with pytest.raises(InputError, match="A training run is in progress: mn-node1"):
         Runner(tmp_path / "runs")._refuse_if_active(job="h:2/other")
-    update_status(other, host=this_host())  # the same pid on this machine: gone, so failed
+    update_status(other, pid=2**22 + 7, pid_start="x:1")  # the same pid on this machine: gone, so failed
     assert settled(other, read_status(other))["status"] == "failed"
 
 
@@ -281,3 +284,45 @@ def test_the_plan_gives_the_command_the_other_machines_run_and_it_means_the_same
             device_mod.detect = real
         assert got.to_dict() == {**s.to_dict(), "node_rank": 1}, device
     assert defaults_for("cpu").val_fraction != s.val_fraction  # (the case a flag-less command would get wrong)
+
+
+def test_only_a_distributed_error_reads_as_a_lost_peer():
+    from lora_demo.train.worker import _peer_lost
+
+    assert _peer_lost(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer"))
+    assert not _peer_lost(OSError("HTTPSConnectionPool(host='huggingface.co'): Read timed out."))
+    assert not _peer_lost(ConnectionRefusedError("mlflow server: connection refused"))
+
+
+def test_fsdp_with_a_4bit_base_is_refused():
+    from lora_demo.train.plan import process_problems
+
+    assert "FSDP with a 4-bit base (QLoRA) is not supported yet" in str(process_problems(2, "cuda", True, True)[0])
+
+
+def test_a_foreign_run_that_went_silent_for_an_hour_reads_as_failed(tmp_path):
+    from lora_demo.train.runs import settled, this_host, update_status
+
+    other = tmp_path / "mn-node1"
+    other.mkdir()
+    update_status(other, status="training", pid=7, host=this_host() + "-elsewhere")
+    old = time.time() - 2 * 3600
+    os.utime(other / "status.json", (old, old))
+    shown = settled(other, read_status(other))
+    assert shown["status"] == "failed" and "No sign of life from" in str(shown["error"])
+
+
+@pytest.mark.slow
+def test_machines_started_with_other_settings_fail_the_run_before_the_first_step(tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "lora_demo", "train", *FLAGS, "--master-port", str(port), "--max-steps", "4"]
+    procs = []
+    for rank, lr in ((0, "5e-3"), (1, "1e-3")):
+        out = open(tmp_path / f"node{rank}.out", "w")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen([*cmd, "--node-rank", str(rank), "--learning-rate", lr, "--runs-dir",
+                                       str(tmp_path / f"node{rank}")], stdout=out, stderr=subprocess.STDOUT,
+                                      cwd=tmp_path, start_new_session=True))  # fmt: skip
+    assert all(p.wait(300) != 0 for p in procs)
+    st = read_status(tmp_path / "node0" / "mn")
+    assert st["status"] == "failed" and "Node(s) 1 would train other settings or rows than node 0" in st["error"]
+    assert not (st.get("step") or 0)

@@ -18,6 +18,17 @@ _MAIN = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes th
 # The speed and the ETA come from this many recent optimizer steps (the first step of a process, which loads and
 # may compile kernels, never counts).
 RECENT_STEPS = 10
+# DPO's metrics (TRL's names → progress.jsonl's): the implicit rewards β·log(π/π_ref) of the chosen and the rejected
+# answers, their mean margin, and the share of pairs whose chosen answer has the higher reward. TensorBoard gets them
+# under TRL's names (train/rewards/margins, ...) from the same logs.
+DPO_METRICS = (
+    ("rewards/margins", "reward_margin"),
+    ("rewards/accuracies", "reward_accuracy"),
+    ("rewards/chosen", "reward_chosen"),
+    ("rewards/rejected", "reward_rejected"),
+    ("eval_rewards/margins", "eval_reward_margin"),
+    ("eval_rewards/accuracies", "eval_reward_accuracy"),
+)
 
 
 def update_status(run_dir, **fields) -> None:
@@ -110,6 +121,7 @@ class ProgressCallback(TrainerCallback):
             ("learning_rate", "lr"),
             ("grad_norm", "grad_norm"),
             ("eval_loss", "eval_loss"),
+            *DPO_METRICS,
         ):
             if key in logs:
                 rec[name] = float(logs[key])
@@ -125,6 +137,7 @@ class ProgressCallback(TrainerCallback):
             extra.update(final_loss=rec["loss"], first_loss=self.first_loss)
         if "eval_loss" in rec:
             extra["eval_loss"] = rec["eval_loss"]
+        extra.update({k: rec[k] for k in ("reward_margin", "reward_accuracy") if k in rec})  # DPO: the latest
         update_status(self.run_dir, **extra)
 
     def speed(self, step: int, total: int) -> dict:

@@ -83,7 +83,8 @@ def _processes(ckpt: Path) -> int:
     import yaml
 
     try:
-        return int((yaml.safe_load(read_text(ckpt / "config.yaml")) or {}).get("num_processes") or 1)
+        cfg = yaml.safe_load(read_text(ckpt / "config.yaml")) or {}
+        return int(cfg.get("num_processes") or 1) * int(cfg.get("num_nodes") or 1)  # one RNG file per process
     except (OSError, ValueError, yaml.YAMLError):
         return 1
 

@@ -21,6 +21,7 @@ def add_plan_parser(sub) -> None:
     p.add_argument("--dataset", help="dataset name, example:<name> or file, to count steps")
     p.add_argument("--config", help="a run's config.yaml instead of the flags")
     p.add_argument("--data-dir", default="data")
+    p.add_argument("--runs-dir", default="runs", help="where votes:<run> looks for a run (a DPO config)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
@@ -131,7 +132,7 @@ def _settings_from(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     from lora_demo.models import resolve_model
     from lora_demo.train.plan import plan_markdown, plan_run
-    from lora_demo.train.runner import resolve_rows
+    from lora_demo.train.runner import resolve_data
     from lora_demo.train.settings import TrainSettings
 
     if args.config:
@@ -142,7 +143,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                           target_modules=targets, dataset=args.dataset or "example:persona")  # fmt: skip
     rows = tok = None
     if args.dataset or args.config:
-        rows = resolve_rows(s.dataset, args.data_dir)
+        rows = resolve_data(s, args.data_dir, args.runs_dir)  # (a DPO config: its preference pairs)
         try:
             from lora_demo.models import cached_tokenizer
 
@@ -153,7 +154,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         keys = ["trainable_params", "total_params", "trainable_percent", "lora_modules", "backend", "precision",
                 "estimated_memory_gb", "total_steps", "steps_per_epoch", "effective_batch", "warmup_steps",
-                "warnings", "errors"]  # fmt: skip
+                "method", "pairs", "warnings", "errors"]  # fmt: skip
         print(json.dumps({k: plan[k] for k in keys if k in plan}, ensure_ascii=False))
     else:
         print(plan_markdown(plan).replace("**", ""))

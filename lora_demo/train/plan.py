@@ -136,7 +136,7 @@ def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, b
     return round((weights + lora + act + logits) / 2**30 * 1.1, 2)
 
 
-def process_problems(num_processes: int, device: str, fsdp: bool = False) -> list[Msg]:
+def process_problems(num_processes: int, device: str, fsdp: bool = False, load_in_4bit: bool = False) -> list[Msg]:
     """DDP needs one GPU per process (NCCL refuses two ranks on one GPU); on the CPU at most one per core. FSDP
     needs GPUs: accelerate shards across GPUs only (its CPU processes always run DDP)."""
     import os
@@ -146,6 +146,9 @@ def process_problems(num_processes: int, device: str, fsdp: bool = False) -> lis
     if fsdp and device != "cuda":
         return [msg("FSDP shards the model over GPUs, and this machine has none (accelerate has no FSDP on the CPU): "
                     "turn fsdp off here; several CPU processes train with DDP.")]  # fmt: skip
+    if fsdp and load_in_4bit:
+        return [msg("FSDP with a 4-bit base (QLoRA) is not supported yet: turn off 4-bit loading (FSDP shards the "
+                    "16-bit weights), or train with DDP.")]  # fmt: skip
     if num_processes <= 1:
         return []
     have = torch.cuda.device_count() if device == "cuda" else (os.cpu_count() or 1)
@@ -188,6 +191,7 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     from lora_demo.device import detect
     from lora_demo.train.batching import plan_batching
 
+    pairs, rows = (rows, None) if s.method == "dpo" else (None, rows)  # DPO: preference pairs (train/dpo.py)
     p = count_parameters(s)
     tokens = s.micro_batch_size * s.max_seq_length
     dev = detect(p["base_params"] - p["embedding_params"], tokens)
@@ -196,7 +200,10 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
                  "cpu_threads": dev.cpu_threads, "warnings": [], "errors": []}  # fmt: skip
     out.update(batching)
     out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
-    out["errors"] += process_problems(s.num_processes, dev.device, s.fsdp)
+    out["errors"] += process_problems(s.num_processes, dev.device, s.fsdp, s.load_in_4bit)
+    if s.fsdp and s.world_size <= 1:
+        out["warnings"].append(msg("FSDP is on, but there is one process: nothing to shard over, so it has no effect. "
+                                   "Raise the GPUs (num_processes) or the machines."))  # fmt: skip
     out["errors"] += tracker_problems(s.report_to, installed=True)
     from lora_demo.train.lineage import parent_problems
 
@@ -253,6 +260,10 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
             rows_list += "…" if len(truncated) > 10 else ""
             warn(msg("{n} row(s) exceed max_seq_length {max_len} and will be truncated (rows {rows}).",
                      n=len(truncated), max_len=s.max_seq_length, rows=rows_list))  # fmt: skip
+    if s.method == "dpo":
+        from lora_demo.train.dpo import plan_dpo
+
+        plan_dpo(out, s, pairs, p)
     if s.lora_dropout > 0 and dev.backend == "unsloth":
         warn(msg("lora_dropout = {dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.",
                  dropout=s.lora_dropout))  # fmt: skip

@@ -125,6 +125,10 @@ def progress_html(status: dict, progress: list[dict], run_dir: str | Path | None
     if stage == "failed" and error:  # the error can quote user input or a library's text: escape
         text = tr("<b>Failed:</b> {error}", error=html.escape(str(render(error, lang))))
         after = f'<div style="color:#dc2626;margin-top:4px">{text}</div>'
+    elif stage in ("completed", "stopped") and run_dir and status.get("node_rank"):  # another machine's part
+        text = tr("Node {rank}'s part of a run over {nodes} machines: node 0's run folder holds the curve, the "
+                  "checkpoints and the adapter.", rank=status["node_rank"], nodes=status.get("num_nodes") or "?")  # fmt: skip
+        after = f"<div style='margin-top:4px'>{text}</div>"
     elif stage in ("completed", "stopped") and run_dir and not has_adapter(run_dir):  # e.g. stopped while loading
         why = html.escape(str(render(error, lang))) if error else ""
         text = tr("<b>No adapter was saved</b> in <code>{path}</code>. {why}", path=html.escape(str(run_dir)), why=why)

@@ -26,6 +26,7 @@ from lora_demo.train.runs import (
     FINAL,
     OWNER_ENV,
     error_fields,
+    is_foreign,
     new_run_dir,
     process_start,
     read_status,
@@ -59,6 +60,16 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
     saved = ", ".join(store.names()) or msg("none saved yet")
     raise InputError(msg("Dataset {dataset!r} not found: use a saved dataset name ({saved}), 'example:persona', or the "
                          "path of a .json/.jsonl/.csv/.parquet file.", dataset=dataset, saved=saved))  # fmt: skip
+
+
+def resolve_data(settings: TrainSettings, data_dir: str | Path = "data", runs_dir: str | Path = "runs") -> list[dict]:
+    """What a run trains on: instruction rows (resolve_rows), or for a DPO run its preference pairs as they are
+    (data/preferences.py: votes:<run> or a file; check them with preferences.check_pairs)."""
+    if settings.method == "dpo":
+        from lora_demo.data.preferences import resolve_pairs
+
+        return resolve_pairs(settings.dataset, runs_dir, settings.init_adapter)
+    return resolve_rows(settings.dataset, data_dir)
 
 
 def worker_command(run_dir: Path, settings: TrainSettings | None = None, resume: bool = False) -> list[str]:
@@ -129,7 +140,8 @@ class Runner:
             # The worker has recorded its result and is only shutting its interpreter down: not a running job.
             return None
         for run_dir in run_dirs(self.runs_dir)[:20]:
-            if settled(run_dir, read_status(run_dir)).get("status") in ACTIVE:
+            st = read_status(run_dir)
+            if not is_foreign(st) and settled(run_dir, st).get("status") in ACTIVE:  # (another host's GPUs are its own)
                 return run_dir
         return None
 
@@ -159,17 +171,20 @@ class Runner:
         with self.lock:
             self.reap()
             self._refuse_if_active(job=job_key(settings) if settings.num_nodes > 1 else "")
-            rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
-            errors = validate_rows(rows)["errors"]
-            if errors:
-                shown = joined([msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in errors[:5]])
-                raise InputError(msg("The dataset has {n} error(s), which block training: {errors}.", n=len(errors),
-                                     errors=shown))  # fmt: skip
-            self._refuse_too_many_processes(settings.num_processes, settings.fsdp)
+            if settings.method == "dpo":  # preference pairs, not instruction rows (data/preferences.py)
+                from lora_demo.data.preferences import checked_pairs
+
+                rows = checked_pairs(settings.dataset, self.runs_dir, settings.init_adapter, rows)
+            else:
+                rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
+                errors = validate_rows(rows)["errors"]
+                if errors:
+                    shown = joined([msg("row {row}: {message}", row=e["row"], message=e["message"])
+                                    for e in errors[:5]])  # fmt: skip
+                    raise InputError(msg("The dataset has {n} error(s), which block training: {errors}.",
+                                         n=len(errors), errors=shown))  # fmt: skip
+            self._refuse_too_many_processes(settings)
             self._refuse_bad_parent(settings)
-            missing = tracker_problems(settings.report_to, installed=True)
-            if missing:
-                raise InputError(msg("Invalid settings: {problems}.", problems=joined(missing)))
             for hook in self.before_start:
                 hook()
             suffix = f"-node{settings.node_rank}" if settings.node_rank else ""  # another machine's own folder
@@ -204,7 +219,8 @@ class Runner:
                 raise InputError(msg("{run} trained on {nodes} machines: a run over several machines does not resume. "
                                      "Continue from its newest checkpoint instead, on every machine: python -m "
                                      "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
-                                     "settings otherwise).", run=run_dir.name, nodes=nodes,
+                                     "settings otherwise; copy that checkpoint to the same path on every machine "
+                                     "unless the runs folder is shared).", run=run_dir.name, nodes=nodes,
                                      ckpts=str(run_dir / "checkpoints")))  # fmt: skip
             ckpt, skipped = resumable(run_dir)
             if ckpt is None:
@@ -215,7 +231,7 @@ class Runner:
                                      "settings, or use 'Continue training' if it has an adapter.", run=run_dir.name,
                                      why=why))  # fmt: skip
             settings = load_settings(run_dir)
-            self._refuse_too_many_processes(settings.num_processes, settings.fsdp)
+            self._refuse_too_many_processes(settings)
             for hook in self.before_start:
                 hook()
             ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
@@ -238,13 +254,18 @@ class Runner:
             raise InputError(msg("Cannot continue training: {problems}.", problems=joined(problems)))
 
     @staticmethod
-    def _refuse_too_many_processes(num_processes: int, fsdp: bool = False) -> None:
+    def _refuse_too_many_processes(settings: TrainSettings) -> None:
+        """Processes this machine cannot hold, FSDP where it cannot run, a tracker whose package is missing."""
         from lora_demo.device import detect
         from lora_demo.train.plan import process_problems
 
-        problems = process_problems(num_processes, detect().device, fsdp)
+        s = settings
+        problems = process_problems(s.num_processes, detect().device, s.fsdp, s.load_in_4bit)
         if problems:
             raise InputError(problems[0])
+        missing = tracker_problems(s.report_to, installed=True)
+        if missing:
+            raise InputError(msg("Invalid settings: {problems}.", problems=joined(missing)))
 
     def _refuse_if_active(self, also: Path | None = None, job: str = "") -> None:
         """Refuse while a run is active; on a shared disk the other machines' parts of the same multi-node run
@@ -274,16 +295,19 @@ class Runner:
     def _snapshot(run_dir: Path, settings: TrainSettings, rows: list[dict]) -> None:
         """The exact rows and settings of the run into its folder: all the worker reads."""
         from lora_demo.data import split_rows
+        from lora_demo.data.preferences import pairs_to_jsonl
         from lora_demo.data.store import rows_to_jsonl
 
         train, val = split_rows(rows, settings.val_fraction, settings.seed)
-        write_atomic(run_dir / "data" / "train.jsonl", rows_to_jsonl(train))
-        write_atomic(run_dir / "data" / "val.jsonl", rows_to_jsonl(val))
+        to_jsonl = pairs_to_jsonl if settings.method == "dpo" else rows_to_jsonl  # DPO: prompt/chosen/rejected rows
+        write_atomic(run_dir / "data" / "train.jsonl", to_jsonl(train))
+        write_atomic(run_dir / "data" / "val.jsonl", to_jsonl(val))
         write_atomic(run_dir / "config.yaml", settings.to_yaml())
         parent = {"parent": settings.init_adapter} if settings.init_adapter else {}
+        parent.update({"method": settings.method} if settings.method != "sft" else {})  # (lineage: SFT → DPO)
         job = {"num_nodes": settings.num_nodes, "node_rank": settings.node_rank, "job": job_key(settings)} if (
             settings.num_nodes > 1) else {}  # fmt: skip
-        update_status(run_dir, status="starting", started=time.time(), model=settings.model,
+        update_status(run_dir, status="starting", started=time.time(), host=this_host(), model=settings.model,
                       dataset=settings.dataset, train_rows=len(train), val_rows=len(val), **parent, **job)  # fmt: skip
 
     def _launch(self, run_dir: Path, settings: TrainSettings, resume: bool = False) -> None:
@@ -398,4 +422,4 @@ def equivalent_command(run_dir: str | Path) -> str:
     return f"python -m lora_demo train --config {Path(run_dir) / 'config.yaml'}"
 
 
-__all__ = ["Runner", "equivalent_command", "exit_reason", "load_settings", "resolve_rows"]
+__all__ = ["Runner", "equivalent_command", "exit_reason", "load_settings", "resolve_data", "resolve_rows"]

@@ -192,13 +192,32 @@ def this_host() -> str:
     return socket.gethostname()
 
 
+FOREIGN_STALE_S = 3600.0  # a run of another host whose files have not changed for this long is taken for dead
+LAUNCH_GRACE_S = 60.0  # a run being launched: status written, its worker's pid not yet
+
+
+def is_foreign(status: dict) -> bool:
+    """Whether the run was started on another machine (a runs folder on a shared disk)."""
+    return status.get("host", this_host()) != this_host()
+
+
 def settled(run_dir: str | Path, status: dict) -> dict:
     """The status as it is to be shown: one that says active while its worker is gone reads as failed.
 
     Computed in memory only (reading never writes); reconcile_runs records it. A run started on another machine
-    (a runs folder on a shared disk, e.g. the other nodes of a multi-node run) is taken as it says: its pid means
-    nothing here."""
-    if status.get("status") not in ACTIVE or status.get("host", this_host()) != this_host():
+    (a runs folder on a shared disk, e.g. the other nodes of a multi-node run) is taken as it says, since its pid
+    means nothing here, until its files have not changed for FOREIGN_STALE_S (its machine went away without a
+    word). A run whose status was just written and whose worker is being started is left alone for a moment."""
+    if status.get("status") not in ACTIVE:
+        return status
+    if is_foreign(status):
+        last = _last_write(Path(run_dir))
+        if last is None or time.time() - last < FOREIGN_STALE_S:
+            return status
+        return {**status, "status": "failed", "ended": last, **error_fields(msg(
+            "No sign of life from {host} for over an hour: its training process ended without recording why "
+            "(the machine was lost, or the job was cancelled).", host=status.get("host")))}  # fmt: skip
+    if not status.get("pid") and time.time() - float(status.get("started") or 0) < LAUNCH_GRACE_S:
         return status
     if pid_alive(status.get("pid"), status.get("pid_start")):
         return status
@@ -384,7 +403,8 @@ def _card_metrics(status: dict) -> str:
         f"- optimizer steps: {status.get('step')} of {status.get('total_steps')}",
     ]
     for key, label in (("final_loss", "final training loss"), ("first_loss", "first logged training loss"),
-                       ("eval_loss", "validation loss")):  # fmt: skip
+                       ("eval_loss", "validation loss"), ("reward_margin", "final DPO reward margin"),
+                       ("reward_accuracy", "final DPO reward accuracy")):  # fmt: skip
         if status.get(key) is not None:
             lines.append(f"- {label}: {status[key]:.4f}")
     if status.get("started") and status.get("ended"):
@@ -394,6 +414,14 @@ def _card_metrics(status: dict) -> str:
 
 def _lineage(settings: dict, status: dict) -> str:
     lines = []
+    if settings.get("method") == "dpo":
+        source = settings.get("dataset", "")
+        if source.strip() == "votes:":
+            source = f"votes: (the blind votes on {settings.get('init_adapter')})"
+        pairs = int(status.get("train_rows") or 0) + int(status.get("val_rows") or 0)
+        lines.append(f"\nTrained with DPO on {pairs} preference pairs from `{source}` (beta {settings.get('dpo_beta')}; "
+                     f"{status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out); the "
+                     "reference model was its parent adapter, frozen.")  # fmt: skip
     if settings.get("init_adapter"):
         lines.append(f"\nContinued from the adapter `{settings['init_adapter']}` (its parent): training started from "
                      "its LoRA factors, not new ones.")  # fmt: skip
@@ -434,7 +462,7 @@ def model_card(run_dir: Path, settings: dict, status: dict) -> str:
     spec = REGISTRY.get(model)
     base = (spec.hub_id if spec else None) or model  # a name a stranger can load, where there is one
     data = ModelCardData(base_model=base, library_name="peft", pipeline_tag="text-generation",
-                         tags=["lora", "sft", "trl", "lora-lab", f"base_model:adapter:{base}"])  # fmt: skip
+                         tags=["lora", settings.get("method") or "sft", "trl", "lora-lab", f"base_model:adapter:{base}"])  # fmt: skip
     card = ModelCard.from_template(
         data, template_str=CARD, name=run_dir.name, base=base, base_note=spec.card_note if spec else "",
         prompt_code=_prompt_code(settings), dataset=settings["dataset"],

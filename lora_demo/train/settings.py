@@ -24,6 +24,9 @@ OPTIMIZERS = ("adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bi
 # Trackers a run may also report to (transformers' report_to names → the package each needs). TensorBoard is always
 # on (its event files go into the run folder); "all" is never passed: it would pick up whatever happens to be installed.
 TRACKERS = {"wandb": "wandb", "mlflow": "mlflow"}
+# Training methods: supervised fine-tuning on instruction rows, or DPO on preference pairs from an SFT adapter (GRPO
+# is meant to join them).
+METHODS = ("sft", "dpo")
 
 
 def _f(default, help: str, **kw):
@@ -39,7 +42,20 @@ class TrainSettings:
         "smollm2-135m-instruct",
         "Base model: a registry id, a hub id, a local folder, or 'auto' (this device's default).",
     )
-    dataset: str = _f("example:persona", "Saved dataset name, 'example:<name>', or a .json/.jsonl/.csv/.parquet file.")
+    dataset: str = _f(
+        "example:persona",
+        "Saved dataset name, 'example:<name>', or a .json/.jsonl/.csv/.parquet file. DPO: votes:<run> (the blind "
+        "votes cast on a run; votes: alone for the run it continues from) or a prompt/chosen/rejected file.",
+    )
+    method: str = _f(
+        "sft",
+        "Training method: sft (supervised: learn the rows' answers) or dpo (preference tuning: make the chosen answer "
+        "likelier than the rejected one, continuing from an SFT adapter).",
+        choices=METHODS,
+    )
+    dpo_beta: float = _f(
+        0.1, "DPO beta: how strongly the model is held to its reference (the SFT adapter it starts from); 0.1 is usual."
+    )
     template: Literal["alpaca", "chat"] = _f(
         "alpaca", "Prompt format: the Alpaca template + EOS, or the model's chat template."
     )
@@ -184,7 +200,9 @@ class TrainSettings:
         num("num_nodes", 1, 1024, True)
         num("node_rank", 0, None, True)
         num("master_port", 1, 65535, True)
+        num("dpo_beta", 0, 100, lo_open=True)
         p += self._node_problems()
+        p += self._method_problems()
         if self.max_steps == 0:
             p.append(msg("max_steps must be -1 (use epochs) or ≥ 1"))
         if self.template not in ("alpaca", "chat"):
@@ -214,6 +232,19 @@ class TrainSettings:
         elif isinstance(nodes, int) and nodes > 1 and not self.master_addr.strip():
             p.append(msg("master_addr is needed with {nodes} nodes: the host name or address of node 0, reachable "
                          "from every node", nodes=nodes))  # fmt: skip
+        return p
+
+    def _method_problems(self) -> list[Msg]:
+        if self.method not in METHODS:
+            return [msg("method must be one of {choices} (got {value!r})", choices=", ".join(METHODS),
+                        value=self.method)]  # fmt: skip
+        p = []
+        if self.method == "dpo" and isinstance(self.init_adapter, str) and not self.init_adapter.strip():
+            p.append(msg("method dpo starts from an SFT adapter and none is given: add --continue-from RUN (the SFT run "
+                         "whose answers were voted on), or set init_adapter"))  # fmt: skip
+        procs, nodes = self.num_processes, self.num_nodes
+        if self.method == "dpo" and isinstance(procs, int) and isinstance(nodes, int) and procs * nodes > 1:
+            p.append(msg("method dpo trains in one process here: set num_processes and num_nodes to 1"))
         return p
 
     def _list_problems(self) -> list[Msg]:

@@ -39,8 +39,9 @@ def _rows(path: Path) -> list[dict]:
 
 def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
     """(peft model, tokenizer) on the chosen backend. A continued run starts from its parent's factors, except when
-    it resumes: its checkpoint holds them (and the parent may have moved since)."""
-    s = s if not resume else type(s).from_dict({**s.to_dict(), "init_adapter": ""})
+    it resumes: its checkpoint holds them (and the parent may have moved since). A DPO run loads its parent even
+    then: the parent's factors are its reference (train/dpo.py), copied before the checkpoint's replace them."""
+    s = s if not resume or s.method == "dpo" else type(s).from_dict({**s.to_dict(), "init_adapter": ""})
     from lora_demo.models import model_path
 
     path = model_path(s.model)
@@ -174,9 +175,14 @@ def run(run_dir: Path, resume: bool = False) -> str:
     from lora_demo.train.settings import TrainSettings
 
     s = TrainSettings.from_yaml(run_dir / "config.yaml")
+    if s.fsdp and WORLD > 1 and s.probe_tokens:  # probes generate on rank 0 alone, which a sharded model cannot do
+        s = type(s).from_dict({**s.to_dict(), "probe_tokens": 0})
+        print("FSDP: probes are off (they generate on one process, and the model is sharded over all).", flush=True)
     train_rows, val_rows = _rows(run_dir / "data" / "train.jsonl"), _rows(run_dir / "data" / "val.jsonl")
     ckpt = resume_point(run_dir) if resume else None
     plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
+    dpo = s.method == "dpo"  # preference pairs from an SFT adapter (train/dpo.py)
+    plan = dpo_plan(plan) if dpo else plan
     update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
                   num_processes=WORLD, **({"num_nodes": NODES} if NODES > 1 else {}))  # fmt: skip
     model, tok = load_for_training(s, plan, resume)
@@ -185,6 +191,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
     # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
     work = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     plan = ddp_plan(detect(work, s.micro_batch_size * s.max_seq_length))
+    plan = dpo_plan(plan) if dpo else plan
     torch.set_num_threads(plan.cpu_threads)
     update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
                   val_rows=len(val_rows))  # fmt: skip
@@ -193,22 +200,31 @@ def run(run_dir: Path, resume: bool = False) -> str:
     from lora_demo.train.milestones import MilestoneCallback
     from lora_demo.train.plan import optimizer_steps
 
-    s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
+    if not dpo:  # (DPO batches pairs as set: TRL pads them)
+        s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
     every = checkpoints.save_every(s.save_steps, optimizer_steps(len(train_rows), s)["total_steps"])
     callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
+    sources = (as_rows(train_rows), as_rows(val_rows)) if dpo else (train_rows, val_rows)  # DPO: the pairs' prompts
     milestones = MilestoneCallback(
         run_dir,
         s,
         model,
         tok,
-        probes.probe_rows(s.probe_prompts, train_rows, val_rows, s.probe_rows),
+        probes.probe_rows(s.probe_prompts, *sources, s.probe_rows),
         unsloth=plan.backend == "unsloth",
     )
-    trainer = trainer_class(plan.backend)(
-        model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
-        train_dataset=build_dataset(train_rows, tok, s), eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
-        processing_class=tok, callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
-    )  # fmt: skip
+    if dpo:
+        from lora_demo.train.dpo import build_trainer
+
+        trainer = build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every,
+                                callbacks=[callback, milestones, callback.clock])  # fmt: skip
+    else:
+        trainer = trainer_class(plan.backend)(
+            model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
+            train_dataset=build_dataset(train_rows, tok, s),
+            eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
+            processing_class=tok, callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
+        )  # fmt: skip
     update_status(run_dir, parallelism="fsdp" if trainer.is_fsdp_enabled else "ddp" if WORLD > 1 else "single")
     batching.count_tokens(trainer, run_dir)
     tracking.trackers_last(trainer, run_dir)  # TensorBoard (W&B, MLflow) after the callback that adds tokens/s
@@ -217,20 +233,70 @@ def run(run_dir: Path, resume: bool = False) -> str:
     update_status(run_dir, prepared=True)
     if WORLD == 1 and stop_requested(run_dir):
         return _finish(run_dir, "stopped", error=msg("Stopped before training started: no adapter was saved."))
-    if FOLLOWER_LEAD:  # (rank 0's progress callback says so in node 0's folder)
-        update_status(run_dir, status="training", total_steps=trainer.state.max_steps or None)
+    check_same_job(run_dir)
+    if FOLLOWER_LEAD:  # (rank 0's progress callback says so in node 0's folder; this one keeps the step there)
+        update_status(run_dir, status="training")
+        trainer.add_callback(node_heartbeat(run_dir))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
         metrics = trainer.evaluate()
         update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
+    if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main process writes
+        trainer.save_model(str(run_dir))
     if RANK != 0:  # (on another machine its first process records how this machine's part ended)
         return _finish(run_dir, "stopped" if stopped else "completed", step=trainer.state.global_step)
-    save_adapter(model, tok, run_dir, s.model)
+    save_adapter(model, tok, run_dir, s.model, weights=not trainer.is_fsdp_enabled)
     if not stopped:  # nothing resumes a completed run: its checkpoints keep their adapters only
         milestones.final(trainer.state.global_step)  # after the save: a failing probe never costs the adapter
         checkpoints.slim(run_dir)
     return _finish(run_dir, "stopped" if stopped else "completed")
+
+
+def node_heartbeat(run_dir: Path):
+    """On another machine of a multi-node run: its folder's status follows the step (at most every 5 s), so its
+    CLI's bar moves and a shared runs folder sees it alive. (A function: transformers is imported late here.)"""
+    from transformers import TrainerCallback
+
+    class NodeHeartbeat(TrainerCallback):
+        last = 0.0
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.time() - self.last >= 5.0 or state.global_step >= state.max_steps:
+                self.last = time.time()
+                update_status(run_dir, step=state.global_step, total_steps=state.max_steps)
+
+    return NodeHeartbeat()
+
+
+def check_same_job(run_dir: Path) -> None:
+    """Several machines must train the same settings on the same rows, or their step counts differ and the first
+    to finish waits for the others until the timeout: compare a fingerprint of config (less node_rank) and rows."""
+    import hashlib
+
+    import yaml
+
+    if NODES <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    cfg = yaml.safe_load(read_text(run_dir / "config.yaml"))
+    cfg.pop("node_rank", None)
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    for name in ("train.jsonl", "val.jsonl"):
+        path = run_dir / "data" / name
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    prints = [None] * WORLD
+    dist.all_gather_object(prints, (NODE, digest.hexdigest()))
+    odd = sorted({node for node, h in prints if h != prints[0][1]})
+    if odd:
+        from lora_demo.errors import LoraLabError
+
+        raise LoraLabError(msg("Node(s) {nodes} would train other settings or rows than node 0: run the same command "
+                               "(the same config, dataset and flags, only --node-rank differs) on every machine.",
+                               nodes=", ".join(map(str, odd))))  # fmt: skip
 
 
 def resume_point(run_dir: Path) -> Path:
@@ -263,14 +329,32 @@ def ddp_plan(plan):
     if WORLD <= 1:
         return plan
     local = int(os.environ.get("LOCAL_WORLD_SIZE", WORLD))  # the processes of this machine share its cores
-    threads = max(1, (os.cpu_count() or 1) // local) if plan.device == "cpu" else plan.cpu_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # (Slurm pins)
+    threads = max(1, cores // local) if plan.device == "cpu" else plan.cpu_threads
     backend = "transformers"
     return replace(plan, backend=backend, cpu_threads=threads, backend_reason="DDP: transformers + PEFT on every rank")
 
 
-def save_adapter(model, tok, run_dir: Path, model_id: str) -> None:
-    """PEFT adapter + tokenizer into the run folder, recording the registry id as the base model."""
-    model.save_pretrained(str(run_dir))
+def dpo_plan(plan):
+    """A DPO run's device plan: the transformers backend (train/dpo.py says why)."""
+    from lora_demo.train.dpo import device_plan
+
+    return device_plan(plan)
+
+
+def as_rows(pairs: list[dict]) -> list[dict]:
+    """Preference pairs as instruction rows (their prompts, for the probes)."""
+    from lora_demo.data.preferences import as_rows
+
+    return as_rows(pairs)
+
+
+def save_adapter(model, tok, run_dir: Path, model_id: str, weights: bool = True) -> None:
+    """PEFT adapter + tokenizer into the run folder, recording the registry id as the base model. weights=False:
+    the adapter is already written (FSDP: Trainer.save_model gathered it from the shards)."""
+    if weights:  # (a DPO run's frozen reference copy of its parent, adapter "ref", stays out: train/dpo.py)
+        only = {"selected_adapters": ["default"]} if "ref" in (getattr(model, "peft_config", None) or {}) else {}
+        model.save_pretrained(str(run_dir), **only)
     tok.save_pretrained(str(run_dir))
     cfg_file = run_dir / "adapter_config.json"
     cfg = read_json(cfg_file)
@@ -320,22 +404,28 @@ def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
             return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
                        "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model.")  # fmt: skip
     first = (text.strip().splitlines() or [name])[0][:300]
-    if WORLD > 1 and _peer_lost(text) and NODES > 1:
+    if WORLD > 1 and _peer_lost(exc) and NODES > 1:
         return msg("A training process on another machine ended or could not be reached ({first}), so the run failed "
-                   "on every machine. Look at that machine's train.log (its run folder ends in -node<N>); then start "
-                   "the run again, or continue from its last checkpoint with --continue-from.", first=first)  # fmt: skip
-    if WORLD > 1 and _peer_lost(text):
+                   "on every machine. Look at the other machines' train.log (node 0's run folder, or the one ending in "
+                   "-node<N> on the others); then start the run again, or continue from its last checkpoint with "
+                   "--continue-from.", first=first)  # fmt: skip
+    if WORLD > 1 and _peer_lost(exc):
         return msg("Another training process of this run ended ({first}), so the run failed on every process; the "
                    "first error is in train.log.", first=first)  # fmt: skip
     return msg("Training failed ({kind}): {first}. The full trace is in train.log of this run.", kind=name, first=first)
 
 
-def _peer_lost(text: str) -> bool:
-    """Whether a collective failed because another rank went away (gloo's and NCCL's wording)."""
-    low = text.lower()
-    return any(k in low for k in ("connection closed by peer", "connection reset by peer", "broken pipe",
-                                  "ncclremoteerror", "communicator was aborted", "socket timeout", "timed out",
-                                  "connection refused"))  # fmt: skip
+def _peer_lost(exc: BaseException) -> bool:
+    """Whether a collective failed because another rank went away: a torch.distributed error, or gloo's / NCCL's
+    wording of a lost peer (never a download or tracker timeout that happens to say "timed out")."""
+    try:
+        from torch.distributed import DistError
+    except ImportError:  # (a torch without distributed)
+        DistError = ()  # noqa: N806
+    low = str(exc).lower()
+    dist = isinstance(exc, DistError) or any(k in low for k in ("gloo", "nccl", "c10d", "processgroup"))
+    return dist and any(k in low for k in ("connection closed by peer", "connection reset by peer", "broken pipe",
+                                           "remote", "aborted", "timed out", "timeout", "connection refused"))  # fmt: skip
 
 
 def owner_alive(pid: int, start: str | None) -> bool:
@@ -398,7 +488,12 @@ def _owner_gone(run_dir: Path) -> bool:
     stage = read_status(run_dir).get("status")
     if stage == "saving":
         return True
-    if RANK == 0 and stage in ACTIVE:
+    if (RANK == 0 or FOLLOWER_LEAD) and stage in ACTIVE and NODES > 1:
+        update_status(run_dir, status="failed", ended=time.time(), **error_fields(msg(
+            "The command that started this machine's part of the run (python -m lora_demo train) ended, so its "
+            "training processes ended too, and the run failed on every machine. Start it again, or continue from "
+            "its newest checkpoint with --continue-from, on every machine.")))  # fmt: skip
+    elif RANK == 0 and stage in ACTIVE:
         update_status(run_dir, status="failed", ended=time.time(), **error_fields(msg(
             "The command that started this run (python -m lora_demo train) ended, so its training process ended "
             "too. Resume it: python -m lora_demo train --resume {path} (add --detach to let a run outlive the "

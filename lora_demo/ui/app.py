@@ -111,9 +111,17 @@ def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start
                            js=SWITCH_JS),
               demo.load(at_load, switch, outputs, js=BROWSER_LANG_JS if follow_browser else FIXED_LANG_JS,
                         api_visibility="private", show_progress="hidden", queue=False)]  # fmt: skip
+    # Gradio's upload boxes and table drop hints take their text when they mount, not when the locale changes:
+    # hidden and shown again (the value stays in the page), they mount anew in the page's language.
+    remount = [b for b in demo.blocks.values() if isinstance(b, (gr.File, gr.Dataframe)) and b.visible is True
+               and getattr(b, "interactive", None) is not False]  # fmt: skip
+    quiet = dict(api_visibility="private", show_progress="hidden", queue=False)
     for event in events:
         for fn, inputs, outs in refreshers:
             event.then(fn, inputs, outs, api_visibility="private", show_progress="hidden")
+        if remount:
+            hidden = event.then(lambda: [gr.update(visible=False)] * len(remount), None, remount, **quiet)
+            hidden.then(lambda: [gr.update(visible=True)] * len(remount), None, remount, **quiet)
     return events[1]
 
 

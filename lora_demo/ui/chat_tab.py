@@ -275,7 +275,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     with gr.Row():
         msg_box = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+        stop = gr.Button("Stop", scale=1, elem_id="chat-stop", interactive=False)  # enabled while answers stream
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
     with gr.Row():
         ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
@@ -302,8 +302,12 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
                               *extra_stats], **model_lock)  # fmt: skip
     send_args["show_progress_on"] = pill_sink()  # an empty prompt: the message in the status line, no "Error" pill
     sent = [send.click(**send_args, api_name="chat_send"), msg_box.submit(**send_args, api_visibility="private")]
-    for event in sent:
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    for trigger, event in zip((send.click, msg_box.submit), sent, strict=True):
         show_errors(event, status)
+        # Stop can act only while this page's answers stream: enabled with Send, disabled when they end (or fail).
+        trigger(lambda: gr.Button(interactive=True), None, stop, queue=False, **quiet)
+        event.then(lambda: gr.Button(interactive=False), None, stop, **quiet)
     stop.click(act.stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
     clear.click(lambda: ([],) * len(chats) + ("",) * (2 + MAX_COMPARE), None,
                 [*chats, base_stats, tuned_stats, *extra_stats], api_name="chat_clear")  # fmt: skip

@@ -98,7 +98,10 @@ def resumable_now(run_dir) -> bool:
     from lora_demo.train.checkpoints import can_resume
     from lora_demo.train.runs import read_status, settled
 
-    return settled(run_dir, read_status(run_dir)).get("status") in ("stopped", "failed") and can_resume(run_dir)
+    st = settled(run_dir, read_status(run_dir))
+    if (st.get("num_nodes") or 1) > 1:  # a run over several machines does not resume (Runner.resume says why)
+        return False
+    return st.get("status") in ("stopped", "failed") and can_resume(run_dir)
 
 
 def runs_frame(runs_dir) -> pd.DataFrame:
@@ -190,6 +193,12 @@ class TrainActions:
             else:
                 out.append(v)
         return out
+
+    def restore_once(self, stored, done):
+        """restore(), the first time this page has stored values to restore; nothing after that."""
+        if done or not (isinstance(stored, dict) and stored):
+            return (*(gr.skip() for _ in FORM), done)
+        return (*self.restore(stored), True)
 
     def lists(self):
         """At page load, this session's lists of the user's work, read now (the built page names none): datasets,
@@ -622,7 +631,14 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     memory = gr.BrowserState({}, storage_key="lora-lab-train-form")
     remember = dict(fn=act.remember, inputs=form, outputs=memory, api_visibility="private", show_progress="hidden",
                     queue=False)  # fmt: skip
-    on_load(fn=act.restore, inputs=memory, outputs=form, api_visibility="private", show_progress="hidden")
+    # Gradio mounts the BrowserState after the page-load event may have run: the form is restored from whichever
+    # comes first with the stored values, the load or the state's change (once per page: later changes are the
+    # form's own edits being kept).
+    restored = gr.State(False)
+    restore = dict(fn=act.restore_once, inputs=[memory, restored], outputs=[*form, restored],
+                   api_visibility="private", show_progress="hidden")  # fmt: skip
+    on_load(**restore)
+    memory.change(**restore)
     export_panel(act.lab, view)
     seen = gr.State(None)
     # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
