@@ -152,8 +152,14 @@ def test_two_visitors_chat_with_their_own_adapters_and_one_compares_three_at_onc
     # adapters (seen once: "LoRA Lab" vs "LoRA Lab."), so each pane must continue the answer it gave alone (one is a
     # prefix of the other) and not be the other adapter's.
     def continues(got: str, alone: str, other: str) -> bool:
+        import os.path
+
         short, long = sorted((got, alone), key=len)
-        return bool(short) and long.startswith(short) and got != other
+        if short and long.startswith(short) and got != other:
+            return True
+        # An early flip (seen once: '夕阳 &___' vs '夕阳 &夕阳 & …'): the pane still follows its own adapter's answer
+        # further than the other adapter's.
+        return len(os.path.commonprefix([got, alone])) > len(os.path.commonprefix([got, other]))
 
     three_a, three_b = answer(a, "chat-tuned"), answer(a, "chat-extra0")
     assert continues(three_a, a_tuned, b_tuned), (three_a, a_tuned)  # B's adapter attached meanwhile: A's unchanged
