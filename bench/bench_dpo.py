@@ -1,6 +1,7 @@
 """What a DPO round does to pairs it never trained on: an SFT run, then DPO on 32 preference pairs continuing from it.
 
     python bench/bench_dpo.py [--model qwen3-tiny] [--pairs 32] [--steps 32] [--json]
+    python bench/bench_dpo.py --gpu MODEL_DIR [--steps 16] [--json]   # CUDA: Unsloth's DPO vs TRL's plain one
 
 The data (the persona example, 44 rows, shuffled with a fixed seed): the first `--pairs` rows are the training
 prompts, the rest are held out. The SFT parent trains on the training prompts' rows (40 steps, lr 5e-3, chat
@@ -82,6 +83,63 @@ def summary(values: list[float]) -> dict:
             "chosen_likelier": round(sum(v > 0 for v in values) / len(values), 3)}  # fmt: skip
 
 
+def dpo_figures(run_dir: Path, st: dict) -> dict:
+    """What a DPO run's progress says: steps, wall, s/step and tokens/s in training, peak GPU memory, rewards."""
+    from lora_demo.train.runs import read_progress
+
+    progress = read_progress(run_dir)
+    logs = [p for p in progress if p.get("type") == "log" and "reward_margin" in p]
+    summ = next((p for p in progress if p.get("type") == "summary"), {})
+    peak = max((p.get("gpu_peak_gb") or 0 for p in progress), default=0)
+    return {"status": st["status"], "steps": st.get("step"), "wall_s": round(st["ended"] - st["started"], 1),
+            "s_per_step": summ.get("s_per_step"), "tokens_per_s": summ.get("tokens_per_s"), "gpu_peak_gb": peak,
+            "backend": st.get("backend"), "first_reward_margin": logs[0]["reward_margin"] if logs else None,
+            "last_reward_margin": logs[-1]["reward_margin"] if logs else None, "error": st.get("error")}  # fmt: skip
+
+
+def bench_gpu(model: str, steps: int, lr: float, beta: float) -> dict:
+    """On CUDA: one SFT parent (the default backend), then the same DPO round on it through each backend (Unsloth's
+    patched DPOTrainer, TRL's plain one on transformers + bitsandbytes + PEFT), one after the other, each in its own
+    worker process, rows at 512 tokens."""
+    import os
+
+    from lora_demo.io import to_jsonl, write_atomic
+    from lora_demo.train.lineage import continue_settings
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.settings import TrainSettings
+
+    sft_rows, train_pairs, _ = make_pairs(32)
+    # Longer answers, so a pair is a few hundred tokens as in real use (the persona answers are short).
+    train_pairs = [{**p, "chosen": (p["chosen"] + " ") * 8, "rejected": (p["rejected"] + " ") * 8} for p in train_pairs]
+    out: dict = {"model": model, "pairs": len(train_pairs), "steps": steps}
+    with tempfile.TemporaryDirectory(prefix="bench-dpo-gpu-") as tmp:
+        work = Path(tmp)
+        runner = Runner(work / "runs", work / "data")
+        sft = TrainSettings(model=model, dataset="bench-sft", template="chat", max_seq_length=512, max_steps=10,
+                            probe_tokens=0, save_steps=-1, run_name="sft")  # fmt: skip
+        parent = runner.start(sft, rows=sft_rows)
+        st = runner.wait(1800)
+        assert st["status"] == "completed", st
+        out["sft"] = {"backend": st.get("backend"), "wall_s": round(st["ended"] - st["started"], 1)}
+        pairs_file = work / "pairs.jsonl"
+        write_atomic(pairs_file, to_jsonl(train_pairs))
+        for backend in ("unsloth", "transformers"):
+            os.environ["LORA_LAB_BACKEND"] = backend
+            dpo = TrainSettings.from_dict({**continue_settings(parent).to_dict(), "method": "dpo",
+                                           "dataset": str(pairs_file), "dpo_beta": beta, "learning_rate": lr,
+                                           "max_steps": steps, "micro_batch_size": 4, "gradient_accumulation_steps": 1,
+                                           "warmup": 2, "val_fraction": 0.0, "run_name": f"dpo-{backend}"})  # fmt: skip
+            run = runner.start(dpo)
+            st = runner.wait(1800)
+            out[backend] = dpo_figures(run, st)
+            print(f"DPO {backend}: {out[backend]}", flush=True)
+        os.environ.pop("LORA_LAB_BACKEND", None)
+    u, t = out["unsloth"], out["transformers"]
+    if u.get("tokens_per_s") and t.get("tokens_per_s"):
+        out["unsloth_vs_trl_tokens_per_s"] = round(u["tokens_per_s"] / t["tokens_per_s"], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen3-tiny", help="base model (default: qwen3-tiny)")
@@ -90,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=2e-3, help="DPO learning rate")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    ap.add_argument("--gpu", metavar="MODEL_DIR", help="CUDA: the DPO round through Unsloth and through plain TRL")
     args = ap.parse_args(argv)
+    if args.gpu:
+        figures = bench_gpu(args.gpu, args.steps if args.steps != 32 else 16, args.lr if args.lr != 2e-3 else 5e-5,
+                            args.beta)  # fmt: skip
+        if args.json:
+            print(json.dumps(figures))
+        return 0
 
     import torch
     from peft import PeftModel

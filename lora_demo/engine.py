@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+
+if TYPE_CHECKING:
+    from lora_demo.train.settings import TrainSettings
 
 # What the evaluation tools say about a run trained without validation rows (held-out loss, the row votes).
 NO_VALIDATION_ROWS = msg("This run has no validation rows (its validation fraction was 0, or the dataset too small): "
@@ -62,7 +66,7 @@ class LabEngine:
         self.policy = PathPolicy([self.runs_dir, self.data_dir, *self.settings.allow_dirs])
         self.datasets = DatasetStore(self.data_dir)
         self.chat = ChatPool()
-        self.runner = Runner(self.runs_dir, self.data_dir)
+        self.runner = Runner(self.runs_dir, self.data_dir, shared=self.settings.shared)  # (shared: no python rewards)
         self.runner.before_start.append(self.chat.release_for_training)  # a GPU holds one model at a time
         self.runner.reap()  # runs an earlier app left "active" are recorded as failed, with why
         self.ballots = Ballots()  # blind A/B pairs waiting for a vote (which side is tuned stays here)
@@ -126,23 +130,31 @@ class LabEngine:
     # --- training ---
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
+        from lora_demo.data.preferences import PAIRS, VOTES, is_votes
+
         settings.model = self.policy.check_model(settings.model)
         if settings.init_adapter:  # stored relative to the app's folder when inside it (runs/<run>), as lists spell it
             parent = self.policy.check(settings.init_adapter, msg("adapter folder to continue from"))
             here = Path.cwd().resolve()
             settings.init_adapter = str(parent.relative_to(here) if parent.is_relative_to(here) else parent)
         ds = settings.dataset
-        if not ds.startswith("example:") and ds not in self.datasets.names():
+        if is_votes(ds):  # votes:<run>: a run of the runs folder by name, else a folder the policy allows
+            name = ds[len(VOTES) :].strip()
+            if name and not (self.runs_dir / name).is_dir():
+                settings.dataset = VOTES + str(self.policy.check(name, msg("run folder whose votes to learn from")))
+        elif ds.startswith(PAIRS):  # a preference set of the data folder (its name checked where it is read)
+            pass
+        elif not ds.startswith("example:") and ds not in self.datasets.names():
             settings.dataset = str(self.policy.check(ds, msg("dataset file")))
         return settings
 
     def plan(self, settings) -> dict:
         from lora_demo.models import cached_tokenizer
         from lora_demo.train.plan import plan_run
-        from lora_demo.train.runner import resolve_rows
+        from lora_demo.train.runner import resolve_data
 
         settings = self.checked_settings(settings)
-        rows = resolve_rows(settings.dataset, self.data_dir)
+        rows = resolve_data(settings, self.data_dir, self.runs_dir)  # (DPO: its preference pairs)
         try:
             tok = cached_tokenizer(settings.model)
         except Exception:  # noqa: BLE001 - token counting is optional (a hub model, offline)
@@ -154,10 +166,10 @@ class LabEngine:
     def start_training(self, settings) -> tuple[Path, dict]:
         """Check, plan and launch a run; (run folder, plan). Blocking errors stop it before anything loads."""
         from lora_demo.train.plan import plan_run
-        from lora_demo.train.runner import resolve_rows
+        from lora_demo.train.runner import resolve_data
 
         settings = self.checked_settings(settings)
-        rows = resolve_rows(settings.dataset, self.data_dir)
+        rows = resolve_data(settings, self.data_dir, self.runs_dir)  # (DPO: its preference pairs)
         plan = plan_run(settings, rows, None)
         if plan["errors"]:
             raise InputError(msg("Fix these first: {problems}", problems=joined(plan["errors"][:5])))
@@ -174,6 +186,34 @@ class LabEngine:
         if not adapter:
             raise InputError(msg("Pick the run (or checkpoint) to continue from."))
         return continue_settings(self.policy.check(adapter, msg("adapter folder to continue from")), str(adapter))
+
+    def dpo_from_votes(self, adapter) -> TrainSettings:
+        """Settings for "Train DPO from these votes": a DPO round continuing from the adapter the votes were cast on
+        (a run, or one of its checkpoints), on those votes (dataset `votes:`: the parent's), its other settings the
+        parent's. Refused, saying what to do, while its votes give no preference pair."""
+        from lora_demo.data.preferences import VOTES, pairs_from_votes
+
+        adapter = self._adapter_of(adapter)
+        pairs_from_votes(adapter)  # no votes yet, or only ties: the message says so now, not at Start
+        s = self.continue_settings(adapter)
+        return type(s).from_dict({**s.to_dict(), "method": "dpo", "dataset": VOTES})
+
+    def preference_sources(self) -> list[tuple[str, str]]:
+        """The datasets a DPO run can pick, as (label, value): the runs whose votes give pairs (votes:<run>), then
+        the preference sets the Dataset tab saved (pairs:<name>); a label may be a Msg (shown in the page's
+        language)."""
+        from lora_demo.data.preferences import saved_pairs, vote_sources
+
+        return vote_sources(self.runs_dir) + [(value, value) for value in saved_pairs(self.data_dir)]
+
+    def import_preferences(self, pairs: list, name: str) -> tuple[str, int]:
+        """Save imported prompt/chosen/rejected records as a preference set of the data folder (`pairs:<name>`, for
+        a DPO run's dataset), checked first: nothing is saved when an error would block training. (its value, how
+        many pairs)."""
+        from lora_demo.data.preferences import PAIRS, clean_pairs, save_pairs
+
+        saved = save_pairs(self.data_dir, name, pairs)
+        return PAIRS + saved.stem, len(clean_pairs(pairs))
 
     # --- export ---
     def export(self, name, kind: str, outtype: str | None = None) -> Path:
@@ -308,36 +348,52 @@ class LabEngine:
             )
         return self.chat_engine(model_id, adapter_dir)
 
-    def blind_round(self, prompt: str | dict, gen, system: str = "", model_id="auto", adapter_dir=None):
+    def blind_round(self, prompt: str | dict, gen, system: str = "", model_id="auto", adapter_dir=None,
+                    opponent=None):  # fmt: skip
         """Both answers to a prompt (text, or a dataset row prompted as trained), dealt as A/B in a secret order;
-        the ballot records the adapter that answered, so the vote lands in that adapter's votes."""
+        the ballot records the adapter that answered, so the vote lands in that adapter's votes. opponent: the other
+        side, None or "" for the base model, else another adapter folder (attached to the same base): both answers
+        come from one batch, each adapter's row prompted in its own run's format."""
         from dataclasses import asdict
 
         from lora_demo.chat.engine import split_thinking
+        from lora_demo.judge.ballots import same_sides
 
+        if opponent is not None and not isinstance(opponent, str):
+            raise InputError(msg("The adapter must be a folder path, not {kind}.", kind=type(opponent).__name__))
         engine, adapter = self._judged(model_id, adapter_dir)
+        other = None
+        if opponent and opponent.strip():
+            engine, other = self.chat_engine(engine.model_id, opponent.strip())
+            if other == adapter:
+                raise InputError(same_sides(adapter))
         row = prompt if isinstance(prompt, dict) else {"instruction": str(prompt or ""), "input": ""}
         if not row.get("instruction", "").strip():
             raise InputError(msg("Type a prompt first, or press 'Vote on the run's rows'."))
-        source = row if isinstance(prompt, dict) else row["instruction"]
-        res = engine.answer_pair(source, gen.check(), system, adapter_dir=adapter)
-        base, tuned = split_thinking(res["base"])[1] or res["base"], split_thinking(res["tuned"])[1] or res["tuned"]
+        source = row if isinstance(prompt, dict) else [{"role": "user", "content": row["instruction"]}]
+        results = None
+        for results in engine.generate([source, source], [other, adapter], system, gen.check(),  # noqa: B007
+                                       prompt_adapter=adapter):  # fmt: skip
+            pass
+        base, tuned = (split_thinking(r.text)[1] or r.text for r in results)
         return self.ballots.deal(adapter, engine.model_id or "", row["instruction"], base, tuned, settings=asdict(gen),
-                                 seed=gen.seed, input=row.get("input", ""), system=system)  # fmt: skip
+                                 seed=gen.seed, input=row.get("input", ""), system=system, opponent=other or "")  # fmt: skip
 
     def cast_vote(self, ballot_id, choice):
-        """Record a vote; returns (the vote, revealing the sides; the adapter's win-rate figures so far)."""
-        from lora_demo.judge import VoteStore, win_rate
+        """Record a vote; returns (the vote, revealing the sides; the adapter's win-rate figures so far: win_rate's
+        over all its votes, and by_opponent, the same per opponent: judge.vote_summary)."""
+        from lora_demo.judge import VoteStore, vote_summary
 
         if not isinstance(ballot_id, str) or not ballot_id.strip():
             raise InputError(msg("Ask for a blind pair first, then vote."))
         vote = self.ballots.cast(ballot_id.strip(), choice)
-        return vote, win_rate(VoteStore(vote.adapter).votes())
+        return vote, vote_summary(VoteStore(vote.adapter).votes())
 
     def vote_stats(self, adapter_dir) -> dict:
-        from lora_demo.judge import VoteStore, win_rate
+        """An adapter's win-rate figures (judge.vote_summary: over all its votes, and by_opponent)."""
+        from lora_demo.judge import VoteStore, vote_summary
 
-        return win_rate(VoteStore(self._adapter_of(adapter_dir)).votes())
+        return vote_summary(VoteStore(self._adapter_of(adapter_dir)).votes())
 
     def _adapter_of(self, adapter_dir) -> str:
         if not adapter_dir:

@@ -1,6 +1,6 @@
 """The blind A/B votes the way a visitor meets them (issue 28), in Debian's Chromium against `python app.py`: the two
 answers are labelled A and B; a new question clears the previous reveal, and in the rows loop the reveal is worded as
-the last pair's."""
+the last pair's. Issue 31: "against" pits the adapter against another one of the list, and the win rate is per pair."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_app
+from tests.test_chat_adapters import _random_adapter
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,6 +28,7 @@ def page(tmp_path_factory, tiny_run):
 
     root = tmp_path_factory.mktemp("judge")
     shutil.copytree(tiny_run, root / "runs" / "judged", ignore=shutil.ignore_patterns("checkpoints", "votes.jsonl"))
+    _random_adapter(root / "runs" / "sft-run", ["q_proj", "v_proj"], 2, seed=1)  # an opponent for "against"
     (root / "data").mkdir()
     proc, url = start_app(root)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,52 @@ def test_blind_answers_are_labelled_and_a_new_pair_clears_the_reveal(page, reque
         rgb = [tuple(int(x) for x in re.findall(r"\d+", c)[:3]) for c in colours if not c.endswith(", 0)")]
         assert rgb and all(g > r or r > g + 40 for r, g, b in rgb), colours  # green or red, nothing else
         assert not any((r, g, b) == (128, 90, 213) for r, g, b in rgb), colours
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        raise
+
+
+def test_vote_against_another_adapter_and_see_the_win_rate_per_pair(page, request):
+    try:
+        page.get_by_role("tab", name="Chat", exact=True).click()
+        page.locator("#chat-adapter input").click()
+        page.get_by_role("option", name=re.compile("judged")).first.click()
+        if not page.locator("#blind-opponent").is_visible():
+            page.get_by_text("Is the tuned model better? Blind A/B votes").click()
+
+        # "against": the base model by default, then the Chat tab's adapters but the one it shows.
+        against = page.locator("#blind-opponent input")
+        assert against.input_value() == "the base model"
+        against.click()
+        page.get_by_role("option", name=re.compile("sft-run")).first.wait_for()
+        offered = [t.strip() for t in page.get_by_role("option").all_inner_texts()]
+        assert offered[0].endswith("the base model") and not any("judged" in t for t in offered), offered
+        page.get_by_role("option", name=re.compile("sft-run")).first.click()
+        assert against.input_value().startswith("sft-run")
+
+        status = page.locator("#blind-status")
+        page.locator("#blind-prompt textarea").fill("What is your name?")
+        page.locator("#blind-ask").click()
+        status.get_by_text("Which answer is better?").wait_for()
+        page.locator("#blind-vote-A").click()
+        page.locator("#blind-reveal").get_by_text(re.compile(r"A was .*B was")).wait_for()
+        reveal = _reveal(page)
+        sides = re.search(r"A was (judged|sft-run), B was (judged|sft-run)\. Your vote \(A is better\): (\S+) wins",
+                          reveal)  # fmt: skip
+        assert sides and {sides[1], sides[2]} == {"judged", "sft-run"} and sides[3] == sides[1], reveal
+        rate = page.locator("#blind-rate")
+        rate.get_by_text(re.compile(r"judged vs sft-run: wins \d, ties 0, losses \d .*over 1 vote")).wait_for()
+        page.screenshot(path=str(ARTIFACTS / "judge-against-an-adapter.png"), full_page=True)
+
+        # Back to the base model: the vote says which side was tuned, as before, and both pairs are listed.
+        against.click()
+        page.get_by_role("option", name="the base model").click()
+        page.locator("#blind-ask").click()
+        status.get_by_text("Which answer is better?").wait_for()
+        page.locator("#blind-vote-tie").click()
+        page.locator("#blind-reveal").get_by_text("was the tuned model").wait_for()
+        rate.get_by_text(re.compile(r"judged vs the base model: wins")).wait_for()
+        assert re.search(r"judged vs sft-run: wins \d, ties 0, losses \d", rate.inner_text()), rate.inner_text()
     except Exception:
         page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
         raise

@@ -193,7 +193,7 @@ def test_dpo_without_a_parent_is_refused_with_the_flag_to_add(tmp_path):
         InputError, match=r"method dpo starts from an SFT adapter and none is given: add --continue-from"
     ):
         TrainSettings(**{**TINY, "method": "dpo"})
-    with pytest.raises(InputError, match=r"method must be one of sft, dpo \(got 'ppo'\)"):
+    with pytest.raises(InputError, match=r"method must be one of sft, dpo, grpo \(got 'ppo'\)"):
         TrainSettings(**{**TINY, "method": "ppo"})
     with pytest.raises(InputError, match=r"method dpo trains in one process here"):
         TrainSettings(**{**TINY, "method": "dpo", "init_adapter": "x", "num_processes": 2})
@@ -208,7 +208,7 @@ def test_dpo_without_a_parent_is_refused_with_the_flag_to_add(tmp_path):
 
 def test_train_help_lists_the_method_and_beta():
     out = _cli("train", "--help")
-    assert out.returncode == 0 and "--method {sft,dpo}" in out.stdout and "--dpo-beta" in out.stdout
+    assert out.returncode == 0 and "--method {sft,dpo,grpo}" in out.stdout and "--dpo-beta" in out.stdout
 
 
 # --- the plan and the log-prob head ---
@@ -255,3 +255,77 @@ def test_the_plain_log_prob_head_equals_the_models_own_log_softmax():
     out.loss.backward()  # gradients reach the LoRA factors (B: A gets none while B is still 0)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
     assert model(input_ids=ids).logits.shape[-1] == want.shape[-1]  # without fused_lm_head: the model's own forward
+
+
+# --- the page's way in (issue 31): the Train form's method, "Train DPO from these votes", preference sets ---
+
+
+def _lab(runs: Path, data: Path):
+    from lora_demo.engine import AppSettings, LabEngine
+
+    return LabEngine(AppSettings(runs_dir=str(runs), data_dir=str(data)))
+
+
+def test_train_dpo_from_the_votes_sets_a_dpo_round_the_plan_accepts(parent, tmp_path):
+    """The Chat tab's button: settings continuing from the voted run, on its votes; the engine's plan (which the
+    Check plan button shows) reads the votes as pairs, not as a dataset name it cannot find."""
+    lab = _lab(parent.parent, tmp_path / "data")
+    s = lab.dpo_from_votes(str(parent))
+    assert (s.method, s.dataset, Path(s.init_adapter).name) == ("dpo", "votes:", parent.name)
+    plan = lab.plan(s)
+    assert plan["method"] == "dpo" and plan["pairs"] == 12 and not plan["errors"], plan
+    assert any("Reference model" in str(n) for n in plan["notes"])
+    assert [v for _, v in lab.preference_sources() if v.startswith("votes:")] == ["votes:sft"]
+
+
+def test_train_dpo_from_a_run_without_votes_says_to_vote_first(parent, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(parent, runs / "unvoted", ignore=shutil.ignore_patterns("votes*.jsonl"))
+    lab = _lab(runs, tmp_path / "data")
+    with pytest.raises(InputError, match="no votes to learn from"):
+        lab.dpo_from_votes(str(runs / "unvoted"))
+    assert lab.preference_sources() == []
+
+
+def test_a_preference_file_is_saved_as_a_set_a_dpo_run_can_pick(tmp_path):
+    lab = _lab(tmp_path / "runs", tmp_path / "data")
+    pairs = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(3)]
+    assert lab.import_preferences(pairs, "mine") == ("pairs:mine", 3)
+    assert ("pairs:mine", "pairs:mine") in lab.preference_sources()
+    assert resolve_pairs("pairs:mine", data_dir=tmp_path / "data") == pairs
+    assert "mine" not in lab.datasets.names()  # not an instruction dataset
+    bad = [*pairs, {"prompt": "q", "chosen": "same", "rejected": "same"}]
+    with pytest.raises(InputError, match="row 4: chosen and rejected are the same"):
+        lab.import_preferences(bad, "broken")
+    assert not (tmp_path / "data" / "preferences" / "broken.jsonl").exists()
+    with pytest.raises(InputError, match="no such preference set"):
+        resolve_pairs("pairs:nothing", data_dir=tmp_path / "data")
+
+
+def test_a_symlinked_preference_set_is_never_read(tmp_path):
+    lab = _lab(tmp_path / "runs", tmp_path / "data")
+    outside = tmp_path / "secret.jsonl"
+    outside.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    (tmp_path / "data" / "preferences").mkdir()
+    (tmp_path / "data" / "preferences" / "leak.jsonl").symlink_to(outside)
+    assert lab.preference_sources() == []
+    with pytest.raises(InputError, match="points outside"):
+        resolve_pairs("pairs:leak", data_dir=tmp_path / "data")
+
+
+def test_the_train_forms_method_switch_offers_the_preference_sources(parent, tmp_path):
+    from lora_demo.ui.train_tab import FORM, TrainActions
+
+    act = TrainActions(_lab(parent.parent, tmp_path / "data"))
+    pick, beta, grpo, said = act.method_changed("dpo", "example:persona", "")
+    values = [c[1] for c in pick.choices]
+    assert values[:2] == ["votes:", "votes:sft"] and pick.value == "votes:"
+    assert beta.visible is True and "SFT adapter" in said
+    pick, beta, grpo, said = act.method_changed("sft", "votes:", "")
+    assert pick.value == "example:persona" and beta.visible is False and grpo.visible is False and said == ""
+    assert act.method_changed("grpo", "example:persona", "")[2].visible is True
+    *form, told = act.dpo_from_votes(str(parent))
+    assert form[FORM.index("method")] == "dpo" and form[FORM.index("dataset")].value == "votes:"
+    assert "DPO" in told

@@ -439,3 +439,39 @@ def test_export_parity_on_cuda(qwen3_1_7b, tmp_path):
                                     "answers": [(p["app"]["answer"][:60], p["merged"]["answer"][:60])
                                                 for p in report["prompts"]], "seconds": report["seconds"]}))  # fmt: skip
     assert report["template_equal"] is True and len(report["prompts"]) >= 3
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "transformers"])
+def test_dpo_round_on_cuda(qwen3_1_7b, tmp_path, backend, monkeypatch):
+    """An SFT parent, then a DPO round on its pairs through each backend (LORA_LAB_BACKEND): it completes, logs DPO's
+    reward margin, and saves the trained adapter alone (no frozen reference copy)."""
+    from safetensors import safe_open
+
+    from lora_demo.io import to_jsonl, write_atomic
+    from lora_demo.train.lineage import continue_settings
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.runs import read_progress
+    from lora_demo.train.settings import TrainSettings, defaults_for
+
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    parent = runner.start(TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b),
+                                           "max_steps": 4, "warmup": 1, "save_steps": -1, "probe_tokens": 0}))  # fmt: skip
+    assert runner.wait(540)["status"] == "completed", (parent / "train.log").read_text()[-2000:]
+    pairs = [{"prompt": f"Question {i}: what is your name?", "chosen": f"I am Lab, number {i}.",
+              "rejected": "I am an AI language model."} for i in range(16)]  # fmt: skip
+    write_atomic(tmp_path / "pairs.jsonl", to_jsonl(pairs))
+    monkeypatch.setenv("LORA_LAB_BACKEND", backend)
+    s = TrainSettings.from_dict({**continue_settings(parent).to_dict(), "method": "dpo", "max_steps": 6,
+                                 "dataset": str(tmp_path / "pairs.jsonl"), "micro_batch_size": 4, "warmup": 1,
+                                 "learning_rate": 5e-4, "val_fraction": 0.0, "save_steps": -1})  # fmt: skip
+    run = runner.start(s)
+    st = runner.wait(540)
+    assert st["status"] == "completed", (run / "train.log").read_text()[-3000:]
+    assert st["backend"] == backend
+    logs = [p for p in read_progress(run) if p.get("type") == "log" and "reward_margin" in p]
+    assert len(logs) >= 6 and logs[-1]["reward_margin"] > logs[0]["reward_margin"], logs
+    with safe_open(str(run / "adapter_model.safetensors"), "pt") as f:
+        names = f.keys()  # (a safetensors handle is not iterable)
+    assert names and not [k for k in names if ".ref." in k]
+    print("GPU-DPO", backend, json.dumps({k: logs[-1].get(k) for k in ("reward_margin", "reward_accuracy",
+                                                                        "gpu_peak_gb", "tokens_per_s", "s_per_step")}))  # fmt: skip

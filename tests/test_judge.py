@@ -26,6 +26,7 @@ from lora_demo.judge import (
     vote_rows,
     win_rate,
     win_rate_markdown,
+    win_rates_by_opponent,
 )
 
 BASE, TUNED = "the base answer", "the tuned answer"
@@ -361,7 +362,10 @@ def test_votes_command(tmp_path, capsys):
     out_file = tmp_path / "pairs.jsonl"
     assert main(["votes", str(tmp_path), "--json", "--export", str(out_file)]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line == win_rate(votes) | {"pairs_exported": 4}
+    assert line == win_rate(votes) | {
+        "by_opponent": json.loads(json.dumps(win_rates_by_opponent(votes))),
+        "pairs_exported": 4,
+    }  # fmt: skip (one pair here: against the base model)
     assert len(read_jsonl(out_file)) == 4
     assert main(["votes", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err

@@ -7,6 +7,8 @@ Where a DPO run's pairs come from (its `dataset` setting):
   for one side makes it `chosen` and the other `rejected`; ties and "both bad" give no pair. `<run>` is a run folder
   (as typed: absolute, or relative to the working directory) or a run's name in the runs folder; `votes:` alone
   means the votes cast on the adapter the run continues from (init_adapter), the usual case.
+- `pairs:<name>`: a preference file the Dataset tab imported, checked and saved as `<data>/preferences/<name>.jsonl`
+  (save_pairs; saved_pairs lists them).
 - a .json / .jsonl / .csv / .parquet file whose rows have prompt, chosen and rejected (input optional), such as the
   votes export.
 A saved dataset name or `example:<name>` is refused with that explanation: saved datasets hold instruction rows
@@ -31,6 +33,9 @@ from lora_demo.io import to_jsonl
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 OPTIONAL_FIELDS = ("input",)
 VOTES = "votes:"
+PAIRS = "pairs:"  # a preference file saved by the Dataset tab: <data>/preferences/<name>.jsonl
+PAIRS_FOLDER = "preferences"
+PAIRS_NAME = msg("preference set name")  # what lora_demo.paths calls a bad name in its messages
 FEW_PAIRS = 16  # below this many pairs the plan and the check warn: DPO learns little from a handful
 
 
@@ -84,17 +89,79 @@ def pairs_from_file(path: str | Path) -> list[dict]:
     return read_records(path)
 
 
-def resolve_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "") -> list[dict]:
-    """The pairs a DPO run's `dataset` names: `votes:<run>`, or a preference file (see the module docstring)."""
+def is_pairs_file(records: list) -> bool:
+    """Whether imported records are preference pairs (each has prompt, chosen and rejected), not instruction rows."""
+    return bool(records) and all(isinstance(r, dict) and all(f in r for f in PAIR_FIELDS) for r in records[:50])
+
+
+def pairs_path(data_dir: str | Path, name: str) -> Path:
+    from lora_demo.paths import inside, safe_name
+
+    return inside(Path(data_dir) / PAIRS_FOLDER, f"{safe_name(name, PAIRS_NAME)}.jsonl", PAIRS_NAME)
+
+
+def save_pairs(data_dir: str | Path, name: str, pairs: list[dict]) -> Path:
+    """Check the pairs and save them as `pairs:<name>` (<data>/preferences/<name>.jsonl, replaced atomically);
+    InputError listing the errors, and nothing written, when they would block training."""
+    from lora_demo.io import write_atomic
+    from lora_demo.paths import real_dir
+
+    clean = checked_pairs("", pairs=pairs)
+    real_dir(Path(data_dir), PAIRS_FOLDER)  # (made if missing; a symlinked folder is refused)
+    path = pairs_path(data_dir, name)
+    write_atomic(path, pairs_to_jsonl(clean))
+    return path
+
+
+def saved_pairs(data_dir: str | Path) -> list[str]:
+    """The preference sets saved in the data folder, as `pairs:<name>` values for a DPO run's dataset."""
+    from lora_demo.io import is_regular
+
+    folder = Path(data_dir) / PAIRS_FOLDER
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return [PAIRS + p.stem for p in sorted(folder.glob("*.jsonl")) if is_regular(p)]
+
+
+def vote_sources(runs_dir: str | Path) -> list[tuple[str, str]]:
+    """(label, `votes:<run>`) for every run in the runs folder whose blind votes give at least one pair, newest
+    first; the label says how many."""
+    from lora_demo.judge.ballots import VoteStore
+    from lora_demo.judge.stats import dpo_pairs
+    from lora_demo.train.runs import list_runs
+
+    out = []
+    for run in list_runs(runs_dir):
+        store = VoteStore(Path(runs_dir) / run["name"])
+        n = len(dpo_pairs(store.votes())) if store.path.is_file() else 0
+        if n:
+            out.append((msg("votes:{run} · {n} pair(s)", run=run["name"], n=n), VOTES + run["name"]))
+    return out
+
+
+def resolve_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "",
+                  data_dir: str | Path = "data") -> list[dict]:  # fmt: skip
+    """The pairs a DPO run's `dataset` names: `votes:<run>`, `pairs:<name>` or a preference file (see the module
+    docstring)."""
     if is_votes(dataset):
         return pairs_from_votes(votes_run(dataset, runs_dir, init_adapter))
+    if isinstance(dataset, str) and dataset.startswith(PAIRS):
+        from lora_demo.io import is_regular
+
+        path = pairs_path(data_dir, dataset[len(PAIRS) :].strip())
+        if not is_regular(path):  # (a symlink placed there is never followed)
+            names = ", ".join(saved_pairs(data_dir)) or msg("none saved yet")
+            raise InputError(msg("{dataset}: no such preference set (saved: {names}). Import a prompt/chosen/rejected "
+                                 "file in the Dataset tab to save one.", dataset=dataset, names=names))  # fmt: skip
+        return pairs_from_file(path)
     path = Path(dataset)
     if path.suffix.lower() in SUFFIXES and path.is_file():
         return pairs_from_file(path)
     raise InputError(msg("DPO trains on preference pairs, and {dataset!r} is none: use votes:<run> (the blind votes "
-                         "cast on a run in the Chat tab; votes: alone for the run this one continues from), or a "
-                         ".json/.jsonl/.csv/.parquet file with prompt, chosen and rejected columns (saved datasets "
-                         "hold instruction rows, not pairs).", dataset=dataset))  # fmt: skip
+                         "cast on a run in the Chat tab; votes: alone for the run this one continues from), pairs:<name> "
+                         "(a preference file imported in the Dataset tab), or a .json/.jsonl/.csv/.parquet file with "
+                         "prompt, chosen and rejected columns (saved datasets hold instruction rows, not pairs).",
+                         dataset=dataset))  # fmt: skip
 
 
 def check_pairs(pairs: list) -> dict:
@@ -160,12 +227,12 @@ def clean_pairs(pairs: list[dict]) -> list[dict]:
 
 
 def checked_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "",
-                  pairs: list | None = None) -> list[dict]:  # fmt: skip
+                  pairs: list | None = None, data_dir: str | Path = "data") -> list[dict]:  # fmt: skip
     """resolve_pairs (unless pairs are given) and check_pairs in one: the clean pairs, or one InputError listing
     the first errors. For the runner's start, before anything loads."""
     from lora_demo.train.settings import joined
 
-    pairs = resolve_pairs(dataset, runs_dir, init_adapter) if pairs is None else pairs
+    pairs = resolve_pairs(dataset, runs_dir, init_adapter, data_dir) if pairs is None else pairs
     errors = check_pairs(pairs)["errors"]
     if errors:
         shown = joined([e["message"] for e in errors[:5]])

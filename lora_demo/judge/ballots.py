@@ -3,6 +3,10 @@
 A `Ballot` is all a browser or an API caller sees before voting: an id and two answers. Which one the tuned model
 wrote lives only in `Ballots` (in memory, under the ballot's id, a fresh uuid4 that says nothing about the side)
 until the vote is cast; the saved `Vote` then reveals it. Votes are lines of `<adapter_dir>/votes.jsonl`.
+
+The other side (the opponent) is the base model, or another adapter (e.g. a DPO run against the SFT run it continued
+from): `Vote.opponent` is that adapter's folder, "" for the base model. Either way "tuned" names the adapter whose
+votes these are (the one shown in the Chat tab) and "base" its opponent, so a verdict "tuned" means that adapter won.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class Ballot:
 
 @dataclass
 class Vote:
-    """One saved vote (a line of <adapter_dir>/votes.jsonl)."""
+    """One saved vote (a line of <adapter_dir>/votes.jsonl). The "tuned" side is `adapter`, the "base" side its
+    opponent: the base model, or the adapter folder `opponent` (lines written before opponents existed: the base)."""
 
     time: float
     adapter: str
@@ -54,6 +59,7 @@ class Vote:
     verdict: Literal["tuned", "base", "tie", "both_bad"]
     settings: dict = field(default_factory=dict)
     seed: int = 0
+    opponent: str = ""  # the other side's adapter folder; "" = the base model
 
     @property
     def tuned_answer(self) -> str:
@@ -61,6 +67,7 @@ class Vote:
 
     @property
     def base_answer(self) -> str:
+        """The opponent's answer (the base model's, or the adapter `opponent`'s)."""
         return self.answer_b if self.tuned_side == "A" else self.answer_a
 
     @classmethod
@@ -72,8 +79,16 @@ class Vote:
             vote = cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
         except TypeError:  # a required field is missing
             return None
-        ok = vote.tuned_side in ("A", "B") and vote.choice in CHOICES and vote.verdict == verdict_of(vote)
+        if vote.opponent is None:  # a hand-written null: the base model
+            vote.opponent = ""
+        ok = (vote.tuned_side in ("A", "B") and vote.choice in CHOICES and vote.verdict == verdict_of(vote)
+              and isinstance(vote.opponent, str))  # fmt: skip
         return vote if ok else None
+
+
+def same_sides(adapter_dir) -> str:
+    return msg("Pick another adapter to vote against (or the base model): `{path}` against itself says nothing.",
+               path=str(adapter_dir))  # fmt: skip
 
 
 def verdict_of(vote: Vote) -> str:
@@ -117,6 +132,7 @@ class _Secret:
     tuned_side: Literal["A", "B"]
     settings: dict
     seed: int
+    opponent: str = ""
 
 
 class Ballots:
@@ -132,15 +148,18 @@ class Ballots:
         return len(self._pending)
 
     def deal(self, adapter_dir: str, base_model: str, prompt: str, base_text: str, tuned_text: str,
-             settings: dict, seed: int, input: str = "", system: str = "") -> Ballot:  # fmt: skip
-        """Shuffle which answer is A, remember the secret under a fresh id, and return what may be shown."""
+             settings: dict, seed: int, input: str = "", system: str = "", opponent: str = "") -> Ballot:  # fmt: skip
+        """Shuffle which answer is A, remember the secret under a fresh id, and return what may be shown.
+        base_text: the opponent's answer (the base model's, or the adapter folder `opponent`'s)."""
         if not adapter_dir:
             raise InputError(msg("Load an adapter first: a vote compares the base model with a tuned one."))
+        if opponent and str(opponent) == str(adapter_dir):
+            raise InputError(same_sides(adapter_dir))
         with self._lock:
             tuned_side = "A" if self._rng.random() < 0.5 else "B"
         a, b = (tuned_text, base_text) if tuned_side == "A" else (base_text, tuned_text)
         secret = _Secret(str(adapter_dir), str(base_model or ""), str(prompt), str(input or ""), str(system or ""),
-                         str(a), str(b), tuned_side, dict(settings or {}), int(seed))  # fmt: skip
+                         str(a), str(b), tuned_side, dict(settings or {}), int(seed), str(opponent or ""))  # fmt: skip
         ballot_id = uuid.uuid4().hex
         with self._lock:
             self._pending[ballot_id] = secret

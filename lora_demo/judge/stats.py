@@ -1,4 +1,5 @@
-"""What the votes say: a win rate with its 95% interval, preference pairs for DPO, and the rows to vote on."""
+"""What the votes say: a win rate with its 95% interval (over all votes, and per opponent: the base model or another
+adapter), preference pairs for DPO, and the rows to vote on."""
 
 from __future__ import annotations
 
@@ -54,6 +55,62 @@ def win_rate_markdown(stats: dict, lang: str = "en") -> str:
               "{low}–{high}%) {over}", **counts, rate=rate, low=low, high=high, over=over)  # fmt: skip
 
 
+def side_name(adapter_dir: str | Path) -> str:
+    """How the win-rate lines and the reveal name an adapter: its folder (a checkpoint: <run>/<checkpoint-N>)."""
+    path = Path(str(adapter_dir))
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name or str(adapter_dir)
+
+
+def win_rates_by_opponent(votes: list[Vote]) -> list[dict]:
+    """win_rate() per opponent: the votes against the base model first (when there are any), then those against
+    each other adapter in the order of its first vote. Each dict adds "opponent" (the adapter folder as the votes
+    saved it; "" = the base model) and "opponent_name" (side_name of it; "" for the base model)."""
+    groups: dict[str, list[Vote]] = {}
+    for v in sorted(votes, key=lambda v: bool(v.opponent)):  # stable: the base model's group first
+        groups.setdefault(v.opponent or "", []).append(v)
+    return [{"opponent": opp, "opponent_name": side_name(opp) if opp else ""} | win_rate(group)
+            for opp, group in groups.items()]  # fmt: skip
+
+
+def vote_summary(votes: list[Vote]) -> dict:
+    """win_rate() over all the votes, with "by_opponent": win_rates_by_opponent() (what the page and CLI show)."""
+    return win_rate(votes) | {"by_opponent": win_rates_by_opponent(votes)}
+
+
+def pair_lines(name: str, by_opponent: list[dict], lang: str = "en") -> list[str]:
+    """One line per pair in `lang`, e.g. "dpo-run vs sft-run: wins 7, ties 0, losses 3 (both bad 0): win rate 70%
+    (95% CI 40–89%) over 10 votes." (name: the adapter whose votes these are)."""
+    tr = translator(lang)
+    lines = []
+    for stats in by_opponent:
+        counts = {k: stats[k] for k in ("wins", "ties", "losses", "both_bad")}
+        other = stats.get("opponent_name") or (side_name(stats["opponent"]) if stats.get("opponent") else "")
+        other = other or msg("the base model")
+        n = stats["votes"]
+        over = msg("over {n} votes.", n=n) if n != 1 else msg("over 1 vote.")
+        if stats.get("win_rate") is None:
+            lines.append(tr("{name} vs {other}: wins {wins}, ties {ties}, losses {losses} (both bad {both_bad}): no win "
+                            "rate yet (every vote said both answers are bad) {over}", name=name, other=other,
+                            **counts, over=over))  # fmt: skip
+            continue
+        rate, low, high = (round(100 * stats[k]) for k in ("win_rate", "ci_low", "ci_high"))
+        lines.append(tr("{name} vs {other}: wins {wins}, ties {ties}, losses {losses} (both bad {both_bad}): win rate "
+                        "{rate}% (95% CI {low}–{high}%) {over}", name=name, other=other, **counts, rate=rate, low=low,
+                        high=high, over=over))  # fmt: skip
+    return lines
+
+
+def win_rates_markdown(name: str, stats: dict, lang: str = "en") -> str:
+    """What the page shows for an adapter's votes (stats: vote_summary's): with votes against the base model only,
+    win_rate_markdown's paragraph as before; with votes against other adapters, one line per pair (pair_lines)."""
+    pairs = stats.get("by_opponent")
+    if pairs is None or not stats.get("votes") or all(not p["opponent"] for p in pairs):
+        return win_rate_markdown(stats, lang)
+    return "\n".join(f"- {line}" for line in pair_lines(name, pairs, lang))
+
+
 def user_prompt(vote: Vote) -> str:
     """The user's prompt as one string: the prompt, then the input (if any) after a blank line."""
     return f"{vote.prompt}\n\n{vote.input}" if vote.input else vote.prompt
@@ -61,7 +118,8 @@ def user_prompt(vote: Vote) -> str:
 
 def dpo_pairs(votes: list[Vote]) -> list[dict]:
     """{"prompt", "chosen", "rejected"} for each vote with a winner (ties and both-bad votes are left out), in
-    TRL DPOTrainer's standard (non-conversational) format: plain strings. The system prompt is not included."""
+    TRL DPOTrainer's standard (non-conversational) format: plain strings. The system prompt is not included. The
+    winner's answer is chosen whoever the opponent was (the base model or another adapter)."""
     out = []
     for v in votes:
         if v.verdict == "tuned":

@@ -29,6 +29,17 @@ DPO_METRICS = (
     ("eval_rewards/margins", "eval_reward_margin"),
     ("eval_rewards/accuracies", "eval_reward_accuracy"),
 )
+# GRPO's metrics (train/grpo.py): the mean reward of the step's answers (the weighted mean of the rewards, each from
+# 0 to 1), its spread, the answers' mean length in tokens and the share cut at grpo_max_tokens; each reward's own mean
+# arrives as rewards/<name>/mean and is written as reward_<name> (e.g. reward_format). TensorBoard gets them under
+# TRL's names (train/reward, train/rewards/format/mean, ...) from the same logs.
+GRPO_METRICS = (
+    ("reward", "reward"),
+    ("reward_std", "reward_std"),
+    ("completions/mean_length", "completion_length"),
+    ("completions/clipped_ratio", "completion_clipped"),
+    ("eval_reward", "eval_reward"),
+)
 
 
 def update_status(run_dir, **fields) -> None:
@@ -68,6 +79,7 @@ class ProgressCallback(TrainerCallback):
         self.train_step0 = 0
         self.compiles_first_step = compiles_first_step
         self.first_loss = None
+        self.first_reward = None  # GRPO
         self.stopped = False  # a stop was honoured (the same on every rank)
         self.save_on_stop = save_on_stop  # a checkpoint at the stop, so Resume continues from exactly there
         self.recent: deque[tuple[float, int]] = deque(maxlen=RECENT_STEPS)  # (seconds, tokens) of recent steps
@@ -87,6 +99,7 @@ class ProgressCallback(TrainerCallback):
             from lora_demo.train.runs import read_status
 
             self.first_loss = read_status(self.run_dir).get("first_loss")
+            self.first_reward = read_status(self.run_dir).get("first_reward")
         self.train_step0 = state.global_step
         stage = "compiling" if self.compiles_first_step else "training"
         update_status(self.run_dir, status=stage, total_steps=state.max_steps, step=state.global_step)
@@ -122,9 +135,13 @@ class ProgressCallback(TrainerCallback):
             ("grad_norm", "grad_norm"),
             ("eval_loss", "eval_loss"),
             *DPO_METRICS,
+            *GRPO_METRICS,
         ):
-            if key in logs:
+            if key in logs and logs[key] is not None:
                 rec[name] = float(logs[key])
+        for key, value in logs.items():  # GRPO: each reward's mean
+            if key.startswith("rewards/") and key.endswith("/mean") and value is not None:
+                rec["reward_" + key[len("rewards/") : -len("/mean")]] = float(value)
         rec.update(self.speed(step, total))
         rec.update(gpu_memory())
         if "loss" in logs and rec.get("tokens_per_s"):  # for the trackers, which log after this callback (tracking.py)
@@ -138,6 +155,9 @@ class ProgressCallback(TrainerCallback):
         if "eval_loss" in rec:
             extra["eval_loss"] = rec["eval_loss"]
         extra.update({k: rec[k] for k in ("reward_margin", "reward_accuracy") if k in rec})  # DPO: the latest
+        if "reward" in rec and "loss" in rec:  # GRPO: the latest mean reward, and the first
+            self.first_reward = self.first_reward if self.first_reward is not None else rec["reward"]
+            extra.update(reward=rec["reward"], first_reward=self.first_reward)
         update_status(self.run_dir, **extra)
 
     def speed(self, step: int, total: int) -> dict:

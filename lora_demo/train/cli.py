@@ -106,6 +106,10 @@ def settings_flags() -> argparse.ArgumentParser:
             action.option_strings.append("--nnodes")  # torchrun's own name for it
         if action.dest == "target_modules":
             action.metavar, action.help = "MODULES", action.help + " Comma-separated: q_proj,v_proj."
+        if action.dest == "rewards":  # --reward SPEC, repeatable (a regex may hold commas: never split)
+            action.__class__ = argparse._ExtendAction
+            action.option_strings, action.metavar = ["--reward", "--rewards"], "SPEC"
+            action.help += " Repeat --reward for each."
     return flags
 
 
@@ -154,7 +158,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         keys = ["trainable_params", "total_params", "trainable_percent", "lora_modules", "backend", "precision",
                 "estimated_memory_gb", "total_steps", "steps_per_epoch", "effective_batch", "warmup_steps",
-                "method", "pairs", "warnings", "errors"]  # fmt: skip
+                "method", "pairs", "prompts", "generations", "rewards", "warnings", "errors"]  # fmt: skip
         print(json.dumps({k: plan[k] for k in keys if k in plan}, ensure_ascii=False))
     else:
         print(plan_markdown(plan).replace("**", ""))
@@ -191,6 +195,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     loss = st.get("final_loss")
     where = f"adapter in {run_dir}" if has_adapter(run_dir) else f"no adapter was saved in {run_dir}"
     losses = "" if loss is None else f", loss {st.get('first_loss', float('nan')):.4f} -> {round(loss, 4)}"
+    if st.get("reward") is not None:  # GRPO: the mean reward of the first and the last logged step
+        losses += f", reward {st.get('first_reward', float('nan')):.3f} -> {st['reward']:.3f}"
     print(f"{st.get('status')}: {st.get('step') or 0}/{st.get('total_steps') or '?'} steps{losses}; {where}")
     return 0 if st.get("status") == "completed" else 3
 

@@ -28,10 +28,12 @@ LOG_PROB_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
 
 def device_plan(plan):
-    """The device plan of a DPO run: the transformers backend (see the module docstring)."""
+    """The device plan of a DPO run: the transformers backend (see the module docstring), unless Unsloth is asked
+    for by name (LORA_LAB_BACKEND=unsloth: importing unsloth patches TRL's DPOTrainer; bench_dpo.py --gpu measures
+    both)."""
     from dataclasses import replace
 
-    if plan.backend != "unsloth":
+    if plan.backend != "unsloth" or os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth":
         return plan
     return replace(plan, backend="transformers", backend_reason="DPO: transformers + PEFT + TRL")
 
@@ -132,12 +134,13 @@ def build_trainer(s, plan, run_dir: Path, model, tok, train_pairs: list[dict], v
     )  # fmt: skip
 
 
-def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS) -> None:
+def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS, temperature: float = 1.0) -> None:
     """Replace TRL's fused LM head on `model` (a transformers causal LM, inside the PEFT wrapper) with a plain one:
     `model(..., labels=labels, fused_lm_head=True)` returns the same FusedCausalLMOutput (per-token log-probs of the
     next-token labels, zero where a label is -100, and the entropy, mean logit and top-1 flag TRL logs), computed
     by the LM head on the scored positions, log_softmax and gather. Without fused_lm_head it is the model's own
-    forward (generate, the probes)."""
+    forward (generate, the probes). temperature: the logits are divided by it after scaling and soft-capping, as in
+    TRL's kernel (GRPO scores the distribution it sampled at that temperature)."""
     import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
@@ -167,6 +170,8 @@ def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS) -> None:
         logits = head(hidden[mask]).float() * scale  # only the scored positions: [tokens, vocab]
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
+        if temperature != 1.0:
+            logits = logits / temperature
         logp = torch.log_softmax(logits, dim=-1)
         token_logp = logp.gather(-1, target[:, None])[:, 0]
         with torch.no_grad():

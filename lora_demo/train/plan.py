@@ -191,7 +191,8 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     from lora_demo.device import detect
     from lora_demo.train.batching import plan_batching
 
-    pairs, rows = (rows, None) if s.method == "dpo" else (None, rows)  # DPO: preference pairs (train/dpo.py)
+    # DPO: preference pairs (train/dpo.py); GRPO: prompt records (train/grpo.py), checked by its own plan
+    pairs, rows = (rows, None) if s.method in ("dpo", "grpo") else (None, rows)
     p = count_parameters(s)
     tokens = s.micro_batch_size * s.max_seq_length
     dev = detect(p["base_params"] - p["embedding_params"], tokens)
@@ -264,6 +265,10 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
         from lora_demo.train.dpo import plan_dpo
 
         plan_dpo(out, s, pairs, p)
+    elif s.method == "grpo":
+        from lora_demo.train.grpo import plan_grpo
+
+        plan_grpo(out, s, pairs, p)
     if s.lora_dropout > 0 and dev.backend == "unsloth":
         warn(msg("lora_dropout = {dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.",
                  dropout=s.lora_dropout))  # fmt: skip

@@ -29,8 +29,30 @@ def loss_figure(progress: list[dict], title: str | None = None, lang: str = "en"
     if evals:
         traces.append(go.Scatter(x=[p["step"] for p in evals], y=[p["eval_loss"] for p in evals],
                                  name=tr("validation loss"), mode="lines+markers", line=dict(color="#16a34a")))  # fmt: skip
-    traces.append(go.Scatter(x=steps, y=[p.get("lr") for p in logs], name=tr("learning rate"), mode="lines", yaxis="y2",
-                             line=dict(color="#f97316", dash="dot")))  # fmt: skip
+    prefs = [p for p in logs if "reward_margin" in p]  # a DPO run: its reward curves take the right axis
+    if prefs:
+        at = [p["step"] for p in prefs]
+        traces += [go.Scatter(x=at, y=[p["reward_margin"] for p in prefs], name=tr("reward margin (chosen − rejected)"),
+                              mode="lines+markers", yaxis="y2", line=dict(color="#db2777")),
+                   go.Scatter(x=at, y=[p.get("reward_accuracy") for p in prefs], name=tr("reward accuracy"),
+                              mode="lines", yaxis="y2", line=dict(color="#f97316", dash="dot"))]  # fmt: skip
+        right = tr("reward margin · accuracy")
+    elif any("reward" in p for p in logs):  # a GRPO run: the mean reward and each reward's mean, all from 0 to 1
+        scored = [p for p in logs if "reward" in p]
+        at = [p["step"] for p in scored]
+        traces.append(go.Scatter(x=at, y=[p["reward"] for p in scored], name=tr("mean reward"), mode="lines+markers",
+                                 yaxis="y2", line=dict(color="#db2777")))  # fmt: skip
+        names = sorted(
+            {k[len("reward_") :] for p in scored for k in p if k.startswith("reward_") and k != "reward_std"}
+        )
+        for name in names:  # each preset reward's own mean (reward_format, reward_length, ...)
+            traces.append(go.Scatter(x=at, y=[p.get("reward_" + name) for p in scored], name=f"{tr('reward')}: {name}",
+                                     mode="lines", yaxis="y2", line=dict(dash="dot")))  # fmt: skip
+        right = tr("reward (0–1)")
+    else:
+        traces.append(go.Scatter(x=steps, y=[p.get("lr") for p in logs], name=tr("learning rate"), mode="lines",
+                                 yaxis="y2", line=dict(color="#f97316", dash="dot")))  # fmt: skip
+        right = tr("learning rate")
     loss_at = {p["step"]: p["loss"] for p in logs}
     saved = [p["step"] for p in progress if p.get("type") == "checkpoint" and p.get("step") in loss_at]
     if saved:  # where the checkpoints are: what Resume continues from, what Chat and the probes show
@@ -49,7 +71,7 @@ def loss_figure(progress: list[dict], title: str | None = None, lang: str = "en"
     return go.Figure(traces, layout=dict(shapes=shapes, annotations=notes,
         title=title, height=340, margin=dict(l=50, r=60, t=50, b=40), legend=dict(orientation="h", y=-0.25),
         template="simple_white", xaxis=dict(title=tr("optimizer step")), yaxis=dict(title=tr("loss")),
-        yaxis2=dict(title=tr("learning rate"), overlaying="y", side="right", exponentformat="e"),
+        yaxis2=dict(title=right, overlaying="y", side="right", exponentformat="none" if prefs else "e"),
     ))  # fmt: skip
 
 

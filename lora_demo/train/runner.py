@@ -68,7 +68,11 @@ def resolve_data(settings: TrainSettings, data_dir: str | Path = "data", runs_di
     if settings.method == "dpo":
         from lora_demo.data.preferences import resolve_pairs
 
-        return resolve_pairs(settings.dataset, runs_dir, settings.init_adapter)
+        return resolve_pairs(settings.dataset, runs_dir, settings.init_adapter, data_dir)
+    if settings.method == "grpo":  # prompts: instruction rows or a prompt file (train/grpo.py; check_prompts)
+        from lora_demo.train.grpo import resolve_prompts
+
+        return resolve_prompts(settings.dataset, data_dir)
     return resolve_rows(settings.dataset, data_dir)
 
 
@@ -115,8 +119,10 @@ class Runner:
     """
 
     def __init__(self, runs_dir: str | Path, data_dir: str | Path = "data",
-                 before_start: list[Callable[[], None]] | None = None, attached: bool = False):  # fmt: skip
+                 before_start: list[Callable[[], None]] | None = None, attached: bool = False,
+                 shared: bool = False):  # fmt: skip
         self.runs_dir = Path(runs_dir)
+        self.shared = shared  # the app is reachable beyond this machine: python rewards are refused (train/rewards.py)
         self.attached = attached
         self.data_dir = Path(data_dir)
         # Called before a training starts, e.g. the chat engine releasing the model it holds on the GPU.
@@ -174,7 +180,11 @@ class Runner:
             if settings.method == "dpo":  # preference pairs, not instruction rows (data/preferences.py)
                 from lora_demo.data.preferences import checked_pairs
 
-                rows = checked_pairs(settings.dataset, self.runs_dir, settings.init_adapter, rows)
+                rows = checked_pairs(settings.dataset, self.runs_dir, settings.init_adapter, rows, self.data_dir)
+            elif settings.method == "grpo":  # prompts and rewards (train/grpo.py), python rewards' files imported
+                from lora_demo.train.grpo import checked_prompts
+
+                settings, rows = checked_prompts(settings, self.data_dir, rows, shared=self.shared)
             else:
                 rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
                 errors = validate_rows(rows)["errors"]

@@ -404,7 +404,8 @@ def _card_metrics(status: dict) -> str:
     ]
     for key, label in (("final_loss", "final training loss"), ("first_loss", "first logged training loss"),
                        ("eval_loss", "validation loss"), ("reward_margin", "final DPO reward margin"),
-                       ("reward_accuracy", "final DPO reward accuracy")):  # fmt: skip
+                       ("reward_accuracy", "final DPO reward accuracy"), ("first_reward", "first GRPO mean reward"),
+                       ("reward", "final GRPO mean reward"), ("eval_reward", "held-out GRPO mean reward")):  # fmt: skip
         if status.get(key) is not None:
             lines.append(f"- {label}: {status[key]:.4f}")
     if status.get("started") and status.get("ended"):
@@ -422,6 +423,17 @@ def _lineage(settings: dict, status: dict) -> str:
         lines.append(f"\nTrained with DPO on {pairs} preference pairs from `{source}` (beta {settings.get('dpo_beta')}; "
                      f"{status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out); the "
                      "reference model was its parent adapter, frozen.")  # fmt: skip
+    if settings.get("method") == "grpo":
+        from lora_demo.train.rewards import described
+
+        prompts = int(status.get("train_rows") or 0) + int(status.get("val_rows") or 0)
+        start = "its parent adapter" if settings.get("init_adapter") else "the base model (new LoRA factors)"
+        lines.append(f"\nTrained with GRPO (reward tuning) on {prompts} prompts from `{settings.get('dataset', '')}` "
+                     f"({status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out), starting "
+                     f"from {start}: {settings.get('grpo_generations')} answers sampled per prompt (up to "
+                     f"{settings.get('grpo_max_tokens')} new tokens, temperature {settings.get('grpo_temperature')}), "
+                     f"scored by the rewards {', '.join(f'`{r}`' for r in described(settings.get('rewards') or []))} "
+                     "(the run's reward is their weighted mean, from 0 to 1).")  # fmt: skip
     if settings.get("init_adapter"):
         lines.append(f"\nContinued from the adapter `{settings['init_adapter']}` (its parent): training started from "
                      "its LoRA factors, not new ones.")  # fmt: skip

@@ -24,9 +24,9 @@ OPTIMIZERS = ("adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bi
 # Trackers a run may also report to (transformers' report_to names → the package each needs). TensorBoard is always
 # on (its event files go into the run folder); "all" is never passed: it would pick up whatever happens to be installed.
 TRACKERS = {"wandb": "wandb", "mlflow": "mlflow"}
-# Training methods: supervised fine-tuning on instruction rows, or DPO on preference pairs from an SFT adapter (GRPO
-# is meant to join them).
-METHODS = ("sft", "dpo")
+# Training methods: supervised fine-tuning on instruction rows, DPO on preference pairs from an SFT adapter, or GRPO
+# (reward-tuned: sampled answers scored by train/rewards.py, from the base or an adapter).
+METHODS = ("sft", "dpo", "grpo")
 
 
 def _f(default, help: str, **kw):
@@ -45,17 +45,32 @@ class TrainSettings:
     dataset: str = _f(
         "example:persona",
         "Saved dataset name, 'example:<name>', or a .json/.jsonl/.csv/.parquet file. DPO: votes:<run> (the blind "
-        "votes cast on a run; votes: alone for the run it continues from) or a prompt/chosen/rejected file.",
+        "votes cast on a run; votes: alone for the run it continues from) or a prompt/chosen/rejected file. GRPO: "
+        "instruction rows or a file of prompts (prompt or instruction, optional input and output).",
     )
     method: str = _f(
         "sft",
-        "Training method: sft (supervised: learn the rows' answers) or dpo (preference tuning: make the chosen answer "
-        "likelier than the rejected one, continuing from an SFT adapter).",
+        "Training method: sft (supervised: learn the rows' answers), dpo (preference tuning: make the chosen answer "
+        "likelier than the rejected one, continuing from an SFT adapter) or grpo (reward tuning: sample answers to "
+        "the prompts and make the better-rewarded ones likelier; from the base or an adapter).",
         choices=METHODS,
     )
     dpo_beta: float = _f(
         0.1, "DPO beta: how strongly the model is held to its reference (the SFT adapter it starts from); 0.1 is usual."
     )
+    rewards: list[str] = _f(
+        [],
+        "GRPO: the rewards, each KIND:ARG with an optional weight @W at the end (default 1), every one scoring an "
+        "answer from 0 to 1: format:REGEX (the answer matches) or format:<TAG> (inside <TAG>...</TAG>, partial "
+        "credit), length:N (N tokens; falls linearly to 0 at 0 and 2N), contains:TEXT, not_contains:TEXT "
+        "(case-insensitive), match:exact|fuzzy (against the row's output), python:FILE.py[:FUNC] (a local function; "
+        "refused when the app is shared). The run's reward is their weighted mean.",
+    )
+    grpo_generations: int = _f(
+        4, "GRPO: answers sampled per prompt (≥ 2); each is scored against the others of its group."
+    )
+    grpo_max_tokens: int = _f(48, "GRPO: the longest answer sampled, in new tokens.")
+    grpo_temperature: float = _f(1.0, "GRPO: sampling temperature of the answers (higher: more varied).")
     template: Literal["alpaca", "chat"] = _f(
         "alpaca", "Prompt format: the Alpaca template + EOS, or the model's chat template."
     )
@@ -201,6 +216,9 @@ class TrainSettings:
         num("node_rank", 0, None, True)
         num("master_port", 1, 65535, True)
         num("dpo_beta", 0, 100, lo_open=True)
+        num("grpo_generations", 2, 64, True)
+        num("grpo_max_tokens", 1, 4096, True)
+        num("grpo_temperature", 0, 10, lo_open=True)
         p += self._node_problems()
         p += self._method_problems()
         if self.max_steps == 0:
@@ -245,7 +263,20 @@ class TrainSettings:
         procs, nodes = self.num_processes, self.num_nodes
         if self.method == "dpo" and isinstance(procs, int) and isinstance(nodes, int) and procs * nodes > 1:
             p.append(msg("method dpo trains in one process here: set num_processes and num_nodes to 1"))
+        if self.method == "grpo" and isinstance(procs, int) and isinstance(nodes, int) and procs * nodes > 1:
+            p.append(msg("method grpo trains in one process here: set num_processes and num_nodes to 1"))
+        p += self._reward_problems()
         return p
+
+    def _reward_problems(self) -> list[Msg]:
+        from lora_demo.train.rewards import spec_problem
+
+        if not isinstance(self.rewards, list):
+            return [msg("rewards must be a list of reward specs, e.g. format:<answer> length:40@0.5")]
+        if self.method == "grpo" and not self.rewards:
+            return [msg("method grpo needs at least one reward: add --reward KIND:ARG (e.g. --reward format:<answer> "
+                        "--reward length:40), or set rewards")]  # fmt: skip
+        return [p for p in map(spec_problem, self.rewards) if p is not None]
 
     def _list_problems(self) -> list[Msg]:
         p = []

@@ -182,7 +182,8 @@ def run(run_dir: Path, resume: bool = False) -> str:
     ckpt = resume_point(run_dir) if resume else None
     plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
     dpo = s.method == "dpo"  # preference pairs from an SFT adapter (train/dpo.py)
-    plan = dpo_plan(plan) if dpo else plan
+    grpo = s.method == "grpo"  # rewarded answers to prompts (train/grpo.py)
+    plan = dpo_plan(plan) if dpo else grpo_plan(plan) if grpo else plan
     update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
                   num_processes=WORLD, **({"num_nodes": NODES} if NODES > 1 else {}))  # fmt: skip
     model, tok = load_for_training(s, plan, resume)
@@ -191,7 +192,7 @@ def run(run_dir: Path, resume: bool = False) -> str:
     # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
     work = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     plan = ddp_plan(detect(work, s.micro_batch_size * s.max_seq_length))
-    plan = dpo_plan(plan) if dpo else plan
+    plan = dpo_plan(plan) if dpo else grpo_plan(plan) if grpo else plan
     torch.set_num_threads(plan.cpu_threads)
     update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
                   val_rows=len(val_rows))  # fmt: skip
@@ -200,9 +201,15 @@ def run(run_dir: Path, resume: bool = False) -> str:
     from lora_demo.train.milestones import MilestoneCallback
     from lora_demo.train.plan import optimizer_steps
 
-    if not dpo:  # (DPO batches pairs as set: TRL pads them)
+    if not dpo and not grpo:  # (DPO batches pairs as set, GRPO its completions: TRL pads them)
         s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
-    every = checkpoints.save_every(s.save_steps, optimizer_steps(len(train_rows), s)["total_steps"])
+    if grpo:
+        from lora_demo.train.grpo import optimizer_steps as grpo_steps
+
+        total = grpo_steps(len(train_rows), s)["total_steps"]
+    else:
+        total = optimizer_steps(len(train_rows), s)["total_steps"]
+    every = checkpoints.save_every(s.save_steps, total)
     callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
     sources = (as_rows(train_rows), as_rows(val_rows)) if dpo else (train_rows, val_rows)  # DPO: the pairs' prompts
     milestones = MilestoneCallback(
@@ -218,6 +225,11 @@ def run(run_dir: Path, resume: bool = False) -> str:
 
         trainer = build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every,
                                 callbacks=[callback, milestones, callback.clock])  # fmt: skip
+    elif grpo:
+        from lora_demo.train.grpo import build_trainer
+
+        trainer = build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every,
+                                callbacks=[callback, milestones, callback.clock])  # fmt: skip
     else:
         trainer = trainer_class(plan.backend)(
             model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
@@ -226,7 +238,8 @@ def run(run_dir: Path, resume: bool = False) -> str:
             processing_class=tok, callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
         )  # fmt: skip
     update_status(run_dir, parallelism="fsdp" if trainer.is_fsdp_enabled else "ddp" if WORLD > 1 else "single")
-    batching.count_tokens(trainer, run_dir)
+    if not grpo:  # (GRPO counts its prompt and completion tokens itself)
+        batching.count_tokens(trainer, run_dir)
     tracking.trackers_last(trainer, run_dir)  # TensorBoard (W&B, MLflow) after the callback that adds tokens/s
     # The last look at STOP before training: `prepared` first, so a Stop that finds it unset is sure to be seen here
     # and says "nothing will be saved" (runs.stop_notice). Under DDP the ranks agree on a stop at the first step.
@@ -237,11 +250,17 @@ def run(run_dir: Path, resume: bool = False) -> str:
     if FOLLOWER_LEAD:  # (rank 0's progress callback says so in node 0's folder; this one keeps the step there)
         update_status(run_dir, status="training")
         trainer.add_callback(node_heartbeat(run_dir))
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    if grpo:  # a reward that fails mid-run: the adapter so far is saved, then the run fails with its message
+        from lora_demo.train.grpo import train_or_save
+
+        train_or_save(trainer, str(ckpt) if ckpt else None, lambda: save_adapter(model, tok, run_dir, s.model))
+    else:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:
         metrics = trainer.evaluate()
-        update_status(run_dir, eval_loss=float(metrics["eval_loss"]))
+        update_status(run_dir, eval_loss=float(metrics["eval_loss"]),
+                      **({"eval_reward": float(metrics["eval_reward"])} if "eval_reward" in metrics else {}))  # fmt: skip
     if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main process writes
         trainer.save_model(str(run_dir))
     if RANK != 0:  # (on another machine its first process records how this machine's part ended)
@@ -338,6 +357,13 @@ def ddp_plan(plan):
 def dpo_plan(plan):
     """A DPO run's device plan: the transformers backend (train/dpo.py says why)."""
     from lora_demo.train.dpo import device_plan
+
+    return device_plan(plan)
+
+
+def grpo_plan(plan):
+    """A GRPO run's device plan: the transformers backend (train/grpo.py says why)."""
+    from lora_demo.train.grpo import device_plan
 
     return device_plan(plan)
 

@@ -76,6 +76,7 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
                 create_system_tab()
         wire_chat_with_run(lab, tabs, train, chat)
         wire_saved_dataset(dataset_saved, train)
+        wire_dpo_from_votes(tabs, train, chat)
         loaded = wire_language(demo, switch, follow_browser=lang is None, start=start)
         for event in common.ON_LOAD:  # after the page's language is known
             loaded.then(**event)
@@ -132,6 +133,17 @@ def wire_saved_dataset(dataset_saved: tuple, train: TrainTab) -> None:
     adopted = event.success(train.actions.adopt_dataset, saved, train.dataset, api_visibility="private",
                             show_progress="hidden")  # fmt: skip
     adopted.then(**train.remember)
+
+
+def wire_dpo_from_votes(tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:
+    """Chat tab → "Train DPO from these votes": the Train tab opens, its form set for a DPO round on the votes cast
+    on the adapter this page shows, continuing from it (kept with the form in this browser; Start is the user's)."""
+    event = chat.dpo_btn.click(train.actions.dpo_from_votes, chat.adapter, [*train.form, train.status],
+                               api_name="chat_train_dpo")  # fmt: skip
+    show_errors(event, chat.blind_status)
+    event.success(lambda: (gr.Tabs(selected="train"), gr.Accordion(open=True)), None, [tabs, train.continue_box],
+                  api_visibility="private", show_progress="hidden")  # fmt: skip
+    event.success(**train.remember)
 
 
 def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:

@@ -222,6 +222,8 @@ class ChatTab:
     status: gr.Markdown
     actions: ChatActions
     newest: gr.State  # the newest adapter the list showed: a hand-over sets it so the tab's refresh keeps its pick
+    dpo_btn: gr.Button | None = None  # the blind votes' "Train DPO from these votes" (→ the Train tab's form)
+    blind_status: gr.Markdown | None = None  # the blind votes' status line
 
 
 def _settings_box(thinking_offered: bool = True) -> list:
@@ -281,7 +283,7 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
         add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
         add_msg = gr.Markdown()
-    create_judge_section(lab, gen_inputs, tuned_chat, picked)
+    dpo_btn, blind_status = create_judge_section(lab, gen_inputs, tuned_chat, picked)
     with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
         cmp_btn = gr.Button("Compare")
         cmp_table = gr.Dataframe(pd.DataFrame(columns=[say("split"), say("prompt"), say("expected"), say("base"),
@@ -317,7 +319,8 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     compare.focus(act.compare_choices, compare, compare, api_visibility="private", show_progress="hidden")
     compare.change(act.compare_panes, compare, [*extra_chats, *extra_stats, compare.parent_row],
                    api_visibility="private", show_progress="hidden")  # fmt: skip
-    return ChatTab(model=model, adapter=adapter, status=status, actions=act, newest=newest)
+    return ChatTab(model=model, adapter=adapter, status=status, actions=act, newest=newest, dpo_btn=dpo_btn,
+                   blind_status=blind_status)  # fmt: skip
 
 
 def _compare_box():

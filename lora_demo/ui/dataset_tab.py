@@ -35,6 +35,7 @@ from lora_demo.data import (
 from lora_demo.data.edit import edit_rows, guess_mapping, row_index, table_rows
 from lora_demo.data.formats import ENCODINGS, MAX_UPLOAD_MB, read_records
 from lora_demo.data.plots import length_histogram
+from lora_demo.data.preferences import is_pairs_file
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import LANGS, Msg, msg, render
@@ -179,6 +180,12 @@ class DatasetActions:
         if not path:
             return (gr.skip(), gr.skip(), *no_mapping())
         records = read_records(path, encoding=encoding or "utf-8")
+        if is_pairs_file(records):  # preference pairs for DPO: checked and saved apart, the table left as it is
+            value, n = self.lab.import_preferences(records, Path(path).stem)
+            m = msg("**{file}** holds {n} preference pairs (prompt, chosen, rejected): checked and saved as `{value}`. "
+                    "Train on them with the DPO method (Train tab: training method DPO, then pick `{value}` as the "
+                    "dataset). The table is unchanged.", file=verbatim(Path(path).name), n=n, value=verbatim(value))  # fmt: skip
+            return (gr.skip(), self._say("status", m), *no_mapping())
         res = to_rows(records)
         if res.needs_mapping:
             cols, guess = res.columns, guess_mapping(res.columns)

@@ -1,5 +1,7 @@
 """Chat tab, "Is the tuned model better?": blind A/B votes with a running win rate, a vote loop over the run's
 own rows, held-out loss/perplexity of both sides, and the tuned answer coloured by where the adapter changed it.
+The other side of a blind pair ("against") is the base model, or another adapter of the Chat tab's list (a DPO run
+against the SFT run it continued from); the win rate is then shown per pair.
 
 Layout only: JudgeActions calls the LabEngine (blind_round, cast_vote, heldout, token_diff), which calls
 lora_demo.judge. Which side is tuned never leaves the server before the vote: the page gets A, B and an opaque id.
@@ -14,7 +16,7 @@ from lora_demo.chat.engine import flatten_content
 from lora_demo.engine import NO_VALIDATION_ROWS
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.judge import TOKEN_SHADES, token_shades, win_rate_markdown
+from lora_demo.judge import TOKEN_SHADES, side_name, token_shades, win_rates_markdown
 from lora_demo.ui.common import dynamic, friendly, gen_settings, lang, on_language, say, show, show_errors
 
 # The vote buttons' texts (captured and switched by ui/localize.py; the reveal quotes them, rendered by say()).
@@ -35,17 +37,24 @@ def row_text(row: dict) -> str:
     return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
 
 
+def _split(values) -> tuple[list, str, str, str | None]:
+    """A dealing handler's values: the 8 generation settings, the base model and adapter the page shows, then the
+    opponent ("against": "" or None for the base model; API callers of before may leave it out)."""
+    gen_values, (model, adapter, *rest) = list(values[:8]), values[8:]
+    return gen_values, model, adapter, (rest[0] if rest else None)
+
+
 class JudgeActions:
     """Handlers of the judging section, over one LabEngine."""
 
     def __init__(self, lab):
         self.lab = lab
 
-    def _deal(self, prompt, queue, system, gen_values, model, adapter):
+    def _deal(self, prompt, queue, system, gen_values, model, adapter, opponent=None):
         trained_on = isinstance(prompt, dict) and prompt.get("split") == "train"  # a row the run trained on
         if isinstance(prompt, dict):
             prompt = {k: v for k, v in prompt.items() if k != "split"}
-        ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "", model, adapter)
+        ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "", model, adapter, opponent or None)
         status = (say("Which answer is better? Vote below. · {n} of the run's rows left", n=len(queue)) if queue
                   else say("Which answer is better? Vote below."))  # fmt: skip
         if trained_on:
@@ -56,26 +65,33 @@ class JudgeActions:
     @friendly
     def ask(self, prompt, system, *values):
         """A blind pair for a typed prompt (ends a running row loop); values: the generation settings, then the
-        base model and adapter the page shows (the ballot records that adapter)."""
-        *gen_values, model, adapter = values
-        return self._deal(str(prompt or ""), [], system, gen_values, model, adapter)
+        base model and adapter the page shows (the ballot records that adapter), then the opponent ("": base)."""
+        gen_values, model, adapter, opponent = _split(values)
+        return self._deal(str(prompt or ""), [], system, gen_values, model, adapter, opponent)
 
     @friendly
     def start_rows(self, system, *values):
         """Start the vote loop over the run's validation rows (training rows when it has none)."""
-        *gen_values, model, adapter = values
+        gen_values, model, adapter, opponent = _split(values)
         rows, split = self.lab.vote_rows(adapter)
         rows = [{**r, "split": split} for r in rows]
-        return (row_text(rows[0]), *self._deal(rows[0], rows[1:], system, gen_values, model, adapter))
+        return (row_text(rows[0]), *self._deal(rows[0], rows[1:], system, gen_values, model, adapter, opponent))
 
     @friendly
     def vote(self, ballot_id, choice):
         vote, stats = self.lab.cast_vote(ballot_id, choice)
         base_side = "B" if vote.tuned_side == "A" else "A"
-        reveal = say("Last pair: **{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): {verdict}.",
-                     tuned=vote.tuned_side, base=base_side, choice=CHOICES[vote.choice],
-                     verdict=VERDICT[vote.verdict])  # fmt: skip
-        return reveal, win_rate_markdown(stats, lang()), ""
+        if vote.opponent:  # adapter against adapter: both named
+            names = {vote.tuned_side: side_name(vote.adapter), base_side: side_name(vote.opponent)}
+            winner = {"tuned": names[vote.tuned_side], "base": names[base_side]}.get(vote.verdict)
+            verdict = msg("`{name}` wins", name=winner) if winner else VERDICT[vote.verdict]
+            reveal = say("Last pair: **A** was `{a}`, **B** was `{b}`. Your vote ({choice}): {verdict}.", a=names["A"],
+                         b=names["B"], choice=CHOICES[vote.choice], verdict=verdict)  # fmt: skip
+        else:
+            reveal = say("Last pair: **{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): "
+                         "{verdict}.", tuned=vote.tuned_side, base=base_side, choice=CHOICES[vote.choice],
+                         verdict=VERDICT[vote.verdict])  # fmt: skip
+        return reveal, win_rates_markdown(side_name(vote.adapter), stats, lang()), ""
 
     def vote_on_page(self, ballot_id, queue, choice):
         """A vote from the buttons: the answers are cleared at once, so nobody votes on a pair twice."""
@@ -89,23 +105,33 @@ class JudgeActions:
         """After a vote in the row loop, the next row's blind pair (nothing when the loop is over). The reveal stays,
         worded as the last pair's: a fast model deals the next pair before anyone could read a reveal cleared with
         it."""
-        *gen_values, model, adapter = values
+        gen_values, model, adapter, opponent = _split(values)
         if not queue:
             return (gr.skip(),) * 7
-        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter), gr.skip())
+        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter, opponent),
+                gr.skip())  # fmt: skip
 
     @friendly
     def rate(self, adapter):
-        return win_rate_markdown(self.lab.vote_stats(adapter), lang())
+        return win_rates_markdown(side_name(adapter), self.lab.vote_stats(adapter), lang())
 
     def rate_again(self, shown, adapter):
         """The win rate in the session's language after the switch (only where one is shown)."""
         if not shown or not adapter:
             return gr.skip()
         try:
-            return win_rate_markdown(self.lab.vote_stats(adapter), lang())
+            return win_rates_markdown(side_name(adapter), self.lab.vote_stats(adapter), lang())
         except Exception:  # noqa: BLE001 (the adapter's folder went away: the next vote says so)
             return gr.skip()
+
+    def opponents(self, current, adapter):
+        """The "against" list: the base model, then the adapters the Chat tab's adapter list offers (the runs folder,
+        newest first, checkpoints included) but the one it shows; the pick stays (unless the tab now shows it)."""
+        from lora_demo.adapters import adapter_choices
+
+        others = [(label, path) for label, path in adapter_choices(self.lab.runs_dir, lang()) if path != adapter]
+        keep = current if current and current != adapter else ""
+        return gr.Dropdown(choices=[(say("the base model"), ""), *others], value=keep)
 
     @friendly
     def export_pairs(self, adapter):
@@ -138,13 +164,19 @@ class JudgeActions:
         return gr.HighlightedText(value=value, color_map=shade_colors())  # green: the tuned model likes it more
 
 
-def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: list) -> None:
+def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: list) -> tuple:
     """gen_inputs: the Chat tab's [system, thinking, temperature, top_p, top_k, rep, max_new, seed, scale, greedy];
-    picked: its [base model, adapter] lists, which every judging action uses (what the page shows)."""
+    picked: its [base model, adapter] lists, which every judging action uses (what the page shows). Returns the
+    "Train DPO from these votes" button (ui.app wires it to the Train tab)."""
     act = JudgeActions(lab)
     system, gen = gen_inputs[0], [gen_inputs[i] for i in (2, 3, 4, 5, 6, 7, 8, 9)] + picked
     adapter = picked[1]
     with gr.Accordion("Is the tuned model better? Blind A/B votes", open=False):
+        opponent = dynamic(gr.Dropdown([(show(msg("the base model")), "")], value="", allow_custom_value=True,
+                                       label="against (the other side of each blind pair)", elem_id="blind-opponent",
+                                       info="the base model, or another adapter: e.g. a DPO run against the SFT run "
+                                       "it continued from"))  # fmt: skip
+        gen = [*gen, opponent]  # what every dealing action takes: the settings, the page's base and adapter, this
         with gr.Row():
             prompt = gr.Textbox(label="prompt for a blind pair", scale=4, elem_id="blind-prompt")
             ask_btn = gr.Button("Ask blind", scale=1, elem_id="blind-ask")
@@ -162,10 +194,12 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
         reveal = gr.Markdown(elem_id="blind-reveal")
         rate = dynamic(gr.Markdown(elem_id="blind-rate"))
         on_language(act.rate_again, [rate, adapter], rate)
+        on_language(act.opponents, [opponent, adapter], opponent)
         ballot = gr.Textbox(visible=False)  # an opaque id; the side assignment stays on the server
         queue = gr.State([])
         with gr.Row():
             export_btn = gr.Button("Export the votes as DPO pairs", elem_id="blind-export")
+            dpo_btn = gr.Button("Train DPO from these votes", elem_id="blind-train-dpo")
             export_file = gr.File(label="preference pairs (.jsonl)", interactive=False)
         with gr.Row():
             heldout_btn = gr.Button("Held-out loss and perplexity")
@@ -177,6 +211,8 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
                                     "the same)", color_map=shade_colors(), show_legend=True,
                                     elem_id="blind-tokens")  # fmt: skip
     dealt = [a, b, ballot, status, queue]
+    for event in (opponent.focus, adapter.change):  # the Chat tab's adapter list, less the adapter it shows
+        event(act.opponents, [opponent, adapter], opponent, api_visibility="private", show_progress="hidden")
     for button in (ask_btn, rows_btn):  # a new pair: the last pair's reveal goes at once (its win rate stays)
         button.click(lambda: "", None, reveal, api_visibility="private", queue=False, show_progress="hidden")
     show_errors(ask_btn.click(act.ask, [prompt, system, *gen], dealt, api_name="chat_blind",
@@ -201,3 +237,4 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
                                   concurrency_id="model"), status)  # fmt: skip
     show_errors(tokens_btn.click(act.token_view, [tuned_chat, *picked], tokens, api_name="chat_token_diff",
                                  concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+    return dpo_btn, status

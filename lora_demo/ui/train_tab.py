@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from lora_demo.data import example_names
+from lora_demo.data.preferences import PAIRS, VOTES
 from lora_demo.device import detect
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
@@ -21,7 +22,15 @@ from lora_demo.train.plan import plan_markdown
 from lora_demo.train.plots import compare_figure, empty_loss_figure, loss_figure, progress_html, stage_label
 from lora_demo.train.runner import equivalent_command
 from lora_demo.train.runs import LOG_TAIL_LINES, list_runs
-from lora_demo.train.settings import ALL_LINEAR, OPTIMIZERS, SCHEDULERS, TRACKERS, TrainSettings, defaults_for
+from lora_demo.train.settings import (
+    ALL_LINEAR,
+    METHODS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TRACKERS,
+    TrainSettings,
+    defaults_for,
+)
 from lora_demo.train.watch import look
 from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, pill_sink, say, show, show_errors
 from lora_demo.ui.export_panel import export_panel
@@ -33,11 +42,12 @@ FORM = [
     "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
     "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
     "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows", "padding_free", "auto_micro_batch",
-    "report_to", "num_nodes", "node_rank", "master_addr", "master_port", "fsdp",
+    "report_to", "num_nodes", "node_rank", "master_addr", "master_port", "fsdp", "method", "dpo_beta",
+    "rewards", "grpo_generations", "grpo_max_tokens", "grpo_temperature",
 ]  # fmt: skip
 INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
         "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows", "num_nodes", "node_rank",
-        "master_port"}  # fmt: skip
+        "master_port", "grpo_generations", "grpo_max_tokens"}  # fmt: skip
 # The form's labels (the switch translates them; an empty field's error names it by its label).
 LABELS = {
     "model": "model", "dataset": "dataset", "template": "template", "enable_thinking": "Qwen3 thinking",
@@ -55,8 +65,15 @@ LABELS = {
     "probe_tokens": "probe answer tokens (0: off)", "probe_rows": "rows to probe (no prompts given)",
     "num_processes": "GPUs", "report_to": "also report to", "num_nodes": "machines (nodes)",
     "node_rank": "this machine's node rank", "master_addr": "node 0's address", "master_port": "rendezvous port",
-    "fsdp": "FSDP (shard the model over the GPUs)",
+    "fsdp": "FSDP (shard the model over the GPUs)", "method": "training method", "dpo_beta": "DPO beta",
+    "rewards": "rewards (pick presets or type KIND:ARG@WEIGHT)", "grpo_generations": "answers per prompt",
+    "grpo_max_tokens": "answer tokens", "grpo_temperature": "sampling temperature",
 }  # fmt: skip
+# Ready-made GRPO rewards for the form's list (train/rewards.py reads them; any other spec may be typed in).
+REWARD_PRESETS = ["format:<answer>", r"format:^[A-Z].*[.!?]$", "length:40", "match:fuzzy", "match:exact",
+                  "not_contains:As an AI", "contains:"]  # fmt: skip
+# The methods as the form's radio names them (values: TrainSettings.method).
+METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
 SKIP7 = (gr.skip(),) * 7
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
 
@@ -147,6 +164,18 @@ def compare_note(result) -> str:
     return say("Settings that differ (in the order of the table): {settings}", settings=lines)
 
 
+def _adapter_name(path) -> str:
+    """A run's name, or run/checkpoint-N for one of its checkpoints."""
+    from pathlib import Path
+
+    p = Path(str(path))
+    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
+
+
+def _is_preferences(dataset) -> bool:
+    return isinstance(dataset, str) and (dataset.startswith(VOTES) or dataset.startswith(PAIRS))
+
+
 def run_names(runs_dir) -> list[str]:
     return [r["name"] for r in list_runs(runs_dir)]
 
@@ -157,9 +186,26 @@ class TrainActions:
     def __init__(self, lab):
         self.lab = lab
 
-    def dataset_choices(self, saved: bool = True) -> list[str]:
-        """The examples, then (saved=True) the data folder's datasets, read now (the built page lists examples only)."""
+    def dataset_choices(self, saved: bool = True, method: str = "sft") -> list:
+        """The examples, then (saved=True) the data folder's datasets, read now (the built page lists examples only).
+        A DPO run's: preference pairs instead (the parent's votes, each run's votes, the saved preference sets)."""
+        if method == "dpo":
+            parent_votes = (say("votes: — the blind votes cast on the adapter it continues from"), VOTES)
+            return [parent_votes, *((show(label), value) for label, value in self.lab.preference_sources())]
         return [f"example:{n}" for n in example_names()] + (self.lab.datasets.names() if saved else [])
+
+    def method_changed(self, method, dataset, parent):
+        """Another training method: its datasets (a DPO run learns from preference pairs: votes or a preference
+        set; SFT and GRPO from instruction rows), its own settings shown, and what it needs said."""
+        choices = self.dataset_choices(method=method)
+        values = [c[1] if isinstance(c, tuple) else c for c in choices]
+        keep = dataset in values or (method != "dpo" and not _is_preferences(dataset))
+        pick = gr.Dropdown(choices=choices, value=dataset if keep else values[0])
+        said = ""
+        if method == "dpo" and not parent:
+            said = say("DPO continues from an SFT adapter: pick it under *Continue from an adapter* (or press **Train "
+                       "DPO from these votes** in the Chat tab's blind votes).")  # fmt: skip
+        return pick, gr.Number(visible=method == "dpo"), gr.Row(visible=method == "grpo"), said
 
     def adopt_dataset(self, name):
         """A dataset this visitor just saved in the Dataset tab becomes this page's Train dataset (this session only:
@@ -183,7 +229,9 @@ class TrainActions:
             if k not in stored or (v is None and k != "run_name"):
                 out.append(gr.skip())
             elif k == "dataset":
-                out.append(gr.Dropdown(choices=self.dataset_choices(), value=v))
+                out.append(gr.Dropdown(choices=self.dataset_choices(method=stored.get("method") or "sft"), value=v))
+            elif k == "dpo_beta":
+                out.append(gr.Number(value=v, visible=stored.get("method") == "dpo"))
             elif k == "init_adapter":
                 parents = self.parents()
                 known = v in [value for _, value in parents]
@@ -254,7 +302,23 @@ class TrainActions:
         told = say("The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset "
                    "(the same or a new one), adjust epochs or learning rate, and press Start; the new run records its "
                    "parent.", name=name)  # fmt: skip
-        return *form_values(s, self.parents()), told
+        return *self.form_for(s), told
+
+    def form_for(self, s: TrainSettings) -> list:
+        """The form's values for settings s (form_values), with the dataset list and the fields of s's method."""
+        values = form_values(s, self.parents())
+        values[FORM.index("dataset")] = gr.Dropdown(choices=self.dataset_choices(method=s.method), value=s.dataset)
+        values[FORM.index("dpo_beta")] = gr.Number(value=s.dpo_beta, visible=s.method == "dpo")
+        return values
+
+    @friendly
+    def dpo_from_votes(self, adapter):
+        """Chat tab → "Train DPO from these votes": the Train form set for a DPO round on the votes cast on the
+        adapter the Chat tab shows, continuing from it (nothing starts: the user checks the plan and presses Start)."""
+        s = self.lab.dpo_from_votes(adapter)
+        told = say("The form now trains **DPO** from the blind votes on **{name}**, continuing from it. Check the plan "
+                   "(pairs, steps, the reference model's cost), then press Start.", name=_adapter_name(adapter))  # fmt: skip
+        return *self.form_for(s), told
 
     def _adapter_or_checkpoint(self, name) -> str:
         """The run's final adapter, else (a failed or running run) its newest finished checkpoint."""
@@ -408,6 +472,8 @@ class TrainTab:
     dataset: gr.Dropdown | None = None  # the form's dataset (a dataset saved in the Dataset tab is picked here)
     actions: TrainActions | None = None
     remember: dict | None = None  # event arguments that keep the form in this browser (after a change made for it)
+    form: list | None = None  # the settings' components, in FORM order
+    continue_box: gr.Accordion | None = None  # "Continue from an adapter": opened when a hand-off sets the parent
 
 
 def _settings_form(d: dict, choices: dict) -> dict:
@@ -427,6 +493,19 @@ def _settings_form(d: dict, choices: dict) -> dict:
         c["enable_thinking"] = gr.Checkbox(value=d["enable_thinking"] and choices["thinking"], label="Qwen3 thinking",
                                            visible=choices["thinking"], elem_id="train-thinking")  # fmt: skip
         num("max_seq_length", "max sequence length", 0)
+    with gr.Row():
+        c["method"] = gr.Radio([(METHOD_NAMES.get(m, m), m) for m in METHODS], value=d["method"],
+                               label="training method", info=help_["method"], elem_id="train-method")  # fmt: skip
+        c["dpo_beta"] = gr.Number(value=d["dpo_beta"], label="DPO beta", info=help_["dpo_beta"],
+                                  visible=d["method"] == "dpo", minimum=0, elem_id="train-dpo-beta")  # fmt: skip
+    with gr.Row(visible=d["method"] == "grpo", elem_id="train-grpo") as grpo_box:
+        c["rewards"] = gr.Dropdown(REWARD_PRESETS, value=d["rewards"], multiselect=True, allow_custom_value=True,
+                                   label="rewards (pick presets or type KIND:ARG@WEIGHT)", info=help_["rewards"],
+                                   elem_id="train-rewards", scale=3)  # fmt: skip
+        num("grpo_generations", "answers per prompt", 0)
+        num("grpo_max_tokens", "answer tokens", 0)
+        num("grpo_temperature", "sampling temperature")
+    c["grpo_box"] = grpo_box  # (not a setting: shown for the GRPO method)
     with gr.Accordion("LoRA", open=True), gr.Row():
         num("r", "rank r", 0)
         num("lora_alpha", "alpha")
@@ -505,7 +584,7 @@ def _gpus_box(gpus: int, help_: dict):
 
 def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
     c = {}
-    with gr.Accordion("Continue from an adapter · probe prompts", open=False), gr.Row():
+    with gr.Accordion("Continue from an adapter · probe prompts", open=False) as box, gr.Row():
         c["init_adapter"] = dynamic(gr.Dropdown(parents, value="", label="continue from (parent adapter)",
                                                 info=help_["init_adapter"], elem_id="train-parent",
                                                 allow_custom_value=True))  # fmt: skip
@@ -515,6 +594,7 @@ def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
                                       info=help_["probe_tokens"], precision=0)  # fmt: skip
         c["probe_rows"] = gr.Number(value=d["probe_rows"], label="rows to probe (no prompts given)",
                                     info=help_["probe_rows"], precision=0, minimum=1, maximum=3)  # fmt: skip
+    c["continue_box"] = box  # (not a setting: opened when a hand-off fills the parent in)
     return c
 
 
@@ -648,8 +728,17 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
                  show_progress="hidden")  # fmt: skip
 
     one_at_a_time = dict(concurrency_limit=1, concurrency_id="train_start")
-    comps["dataset"].focus(lambda: gr.Dropdown(choices=act.dataset_choices()), None, comps["dataset"],
-                           api_visibility="private")  # fmt: skip
+    comps["dataset"].focus(lambda m: gr.Dropdown(choices=act.dataset_choices(method=m)), comps["method"],
+                           comps["dataset"], api_visibility="private")  # fmt: skip
+    method = comps["method"].input(act.method_changed, [comps["method"], comps["dataset"], comps["init_adapter"]],
+                                   [comps["dataset"], comps["dpo_beta"], comps["grpo_box"], status],
+                                   api_visibility="private",
+                                   show_progress="hidden")  # fmt: skip
+    method.then(**remember)
+    # The method's own settings, shown whichever way the method was set (typed, restored, a hand-off, Continue).
+    comps["method"].change(lambda m: (gr.Number(visible=m == "dpo"), gr.Row(visible=m == "grpo")), comps["method"],
+                           [comps["dpo_beta"], comps["grpo_box"]], api_visibility="private", show_progress="hidden",
+                           queue=False)  # fmt: skip
     sink = pill_sink()  # a refused Start or Check plan: the message in the status line, no "Error" pill on the list
     show_errors(plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan",
                                show_progress_on=sink), status)  # fmt: skip
@@ -677,4 +766,4 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     on_language(act.replan, plan_state, plan_md)
     on_language(act.relabel, view, [progress, timeline, runs_table, seen, timer])
     return TrainTab(view=view, chat_btn=chat_btn, status=status, dataset=comps["dataset"], actions=act,
-                    remember=remember)  # fmt: skip
+                    remember=remember, form=form, continue_box=comps["continue_box"])  # fmt: skip
