@@ -131,6 +131,7 @@ class LabEngine:
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
         from lora_demo.data.preferences import PAIRS, VOTES, is_votes
+        from lora_demo.paths import inside
 
         settings.model = self.policy.check_model(settings.model)
         if settings.init_adapter:  # stored relative to the app's folder when inside it (runs/<run>), as lists spell it
@@ -138,9 +139,16 @@ class LabEngine:
             here = Path.cwd().resolve()
             settings.init_adapter = str(parent.relative_to(here) if parent.is_relative_to(here) else parent)
         ds = settings.dataset
-        if is_votes(ds):  # votes:<run>: a run of the runs folder by name, else a folder the policy allows
+        if (is_votes(ds) or ds.startswith(PAIRS)) and settings.method != "dpo":
+            raise InputError(msg("{dataset} holds preference pairs, which only the DPO method trains on: pick DPO as "
+                                 "the training method, or an instruction dataset.", dataset=ds))  # fmt: skip
+        if is_votes(ds):  # votes:<run>: a run of the runs folder by its name, else a folder the policy allows
             name = ds[len(VOTES) :].strip()
-            if name and not (self.runs_dir / name).is_dir():
+            try:
+                run = inside(self.runs_dir, name, msg("run name")) if name else None
+            except InputError:  # not a plain name (a path): the policy decides
+                run = None
+            if name and not (run is not None and run.is_dir()):
                 settings.dataset = VOTES + str(self.policy.check(name, msg("run folder whose votes to learn from")))
         elif ds.startswith(PAIRS):  # a preference set of the data folder (its name checked where it is read)
             pass
@@ -192,11 +200,14 @@ class LabEngine:
         (a run, or one of its checkpoints), on those votes (dataset `votes:`: the parent's), its other settings the
         parent's. Refused, saying what to do, while its votes give no preference pair."""
         from lora_demo.data.preferences import VOTES, pairs_from_votes
+        from lora_demo.train.settings import TrainSettings
 
         adapter = self._adapter_of(adapter)
         pairs_from_votes(adapter)  # no votes yet, or only ties: the message says so now, not at Start
-        s = self.continue_settings(adapter)
-        return type(s).from_dict({**s.to_dict(), "method": "dpo", "dataset": VOTES})
+        data = self.continue_settings(adapter).to_dict()
+        # One process on this machine: DPO trains in one (a parent trained over GPUs or machines keeps its config).
+        data.update(method="dpo", dataset=VOTES, num_processes=1, num_nodes=1, node_rank=0, fsdp=False)
+        return TrainSettings.from_dict(data)
 
     def preference_sources(self) -> list[tuple[str, str]]:
         """The datasets a DPO run can pick, as (label, value): the runs whose votes give pairs (votes:<run>), then

@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
                            allow_dirs=[Path(d) for d in args.allow_dir],
                            shared=args.share or args.host not in ("127.0.0.1", "localhost", "::1"))  # fmt: skip
-    if settings.shared:  # training refuses python rewards (code from a file) here and in the workers it starts
-        from lora_demo.train.rewards import SHARED_ENV
-
-        os.environ[SHARED_ENV] = "1"
+    # (shared: the engine's Runner refuses python rewards, code from a file, when a run starts or resumes)
     demo = build_app(settings, lang=args.lang)
     demo.queue(default_concurrency_limit=None)
     demo.launch(

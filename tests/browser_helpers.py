@@ -50,3 +50,20 @@ def start_app(root: Path, *flags: str):
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("the app did not start in 120 s")
+
+
+def new_blind_pair(page, button: str = "#blind-ask", timeout_s: float = 120) -> None:
+    """Press Ask blind (or Vote on the run's rows) and wait for the NEW pair: the section first says it is dealing
+    one (the last pair's answers cleared), which a MutationObserver catches however fast the answers come."""
+    page.evaluate("""() => {
+      window.__dealt = false;
+      const box = document.querySelector('#blind-status');
+      new MutationObserver((_, obs) => {
+        if (box.innerText.includes('Dealing')) { window.__dealt = true; obs.disconnect(); }
+      }).observe(box, {childList: true, subtree: true, characterData: true});
+    }""")
+    page.locator(button).click()
+    page.wait_for_function(
+        "() => window.__dealt && document.querySelector('#blind-status').innerText.includes('Which answer is better')",
+        timeout=timeout_s * 1000,
+    )

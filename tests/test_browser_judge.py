@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_app
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, new_blind_pair, start_app
 from tests.test_chat_adapters import _random_adapter
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -67,15 +67,12 @@ def test_blind_answers_are_labelled_and_a_new_pair_clears_the_reveal(page, reque
 
         status = page.locator("#blind-status")
         page.locator("#blind-prompt textarea").fill("What is your name?")
-        page.locator("#blind-ask").click()
-        status.get_by_text("Which answer is better?").wait_for()
+        new_blind_pair(page)
         page.locator("#blind-vote-A").click()
         page.locator("#blind-reveal").get_by_text("was the tuned model").wait_for()
 
         # Ask again: the reveal goes at once, and the new pair comes without it.
-        page.locator("#blind-ask").click()
-        page.wait_for_function("() => document.querySelector('#blind-reveal').innerText.trim() === ''", timeout=5000)
-        status.get_by_text("Which answer is better?").wait_for()
+        new_blind_pair(page)
         assert page.locator("#blind-a").inner_text().strip() and _reveal(page) == ""
 
         # The loop over the run's rows: after a vote, the next row's pair comes; the reveal stays, worded as the last
@@ -127,10 +124,8 @@ def test_vote_against_another_adapter_and_see_the_win_rate_per_pair(page, reques
         page.get_by_role("option", name=re.compile("sft-run")).first.click()
         assert against.input_value().startswith("sft-run")
 
-        status = page.locator("#blind-status")
         page.locator("#blind-prompt textarea").fill("What is your name?")
-        page.locator("#blind-ask").click()
-        status.get_by_text("Which answer is better?").wait_for()
+        new_blind_pair(page)
         page.locator("#blind-vote-A").click()
         page.locator("#blind-reveal").get_by_text(re.compile(r"A was .*B was")).wait_for()
         reveal = _reveal(page)
@@ -144,8 +139,7 @@ def test_vote_against_another_adapter_and_see_the_win_rate_per_pair(page, reques
         # Back to the base model: the vote says which side was tuned, as before, and both pairs are listed.
         against.click()
         page.get_by_role("option", name="the base model").click()
-        page.locator("#blind-ask").click()
-        status.get_by_text("Which answer is better?").wait_for()
+        new_blind_pair(page)
         page.locator("#blind-vote-tie").click()
         page.locator("#blind-reveal").get_by_text("was the tuned model").wait_for()
         rate.get_by_text(re.compile(r"judged vs the base model: wins")).wait_for()

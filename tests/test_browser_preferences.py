@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, answer, start_app
+from tests.browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, answer, new_blind_pair, start_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -131,8 +131,7 @@ def test_sft_then_votes_then_dpo_from_the_votes_then_compare_and_vote_dpo_agains
     # A blind pair DPO against SFT: its vote gets its own win-rate line.
     _pick(page, "blind-opponent", "^" + re.escape(sft))
     page.locator("#blind-prompt textarea").fill("Who made you?")
-    page.locator("#blind-ask").click()
-    page.locator("#blind-status").get_by_text("Which answer is better?").wait_for()
+    new_blind_pair(page)
     page.locator("#blind-vote-A").click()
     rate = page.locator("#blind-rate")
     rate.get_by_text(re.compile(re.escape(dpo) + r" vs " + re.escape(sft))).wait_for()

@@ -329,3 +329,52 @@ def test_the_train_forms_method_switch_offers_the_preference_sources(parent, tmp
     *form, told = act.dpo_from_votes(str(parent))
     assert form[FORM.index("method")] == "dpo" and form[FORM.index("dataset")].value == "votes:"
     assert "DPO" in told
+
+
+def test_a_votes_dataset_never_reads_outside_the_allowed_folders(parent, tmp_path):
+    """votes:<path> names a folder: one outside the runs/data folders is refused before anything is read, whether
+    given absolute or relative (runs/../x exists as a folder), and a run's name means the runs folder's run."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "votes.jsonl").write_text((parent / "votes.jsonl").read_text())
+    lab = _lab(parent.parent, tmp_path / "data")
+    base = lab.dpo_from_votes(str(parent)).to_dict()
+    for name in (str(outside), f"../{outside.name}", "/etc", "../" + parent.parent.name + "/../outside"):
+        s = TrainSettings.from_dict({**base, "dataset": f"votes:{name}"})
+        with pytest.raises(InputError, match="outside|not allowed|allowed folders|no such"):
+            lab.plan(s)
+    s = TrainSettings.from_dict({**base, "dataset": "votes:sft"})
+    assert lab.plan(s)["pairs"] == 12
+    with pytest.raises(InputError, match="only the DPO method"):
+        lab.plan(TrainSettings.from_dict({**base, "method": "sft", "dataset": "votes:sft"}))
+
+
+def test_train_dpo_from_votes_on_a_parent_trained_over_gpus_runs_in_one_process(parent, tmp_path):
+    import shutil
+
+    import yaml
+
+    runs = tmp_path / "runs"
+    shutil.copytree(parent, runs / "ddp")
+    cfg = yaml.safe_load((runs / "ddp" / "config.yaml").read_text())
+    (runs / "ddp" / "config.yaml").write_text(yaml.safe_dump({**cfg, "num_processes": 2}))
+    s = _lab(runs, tmp_path / "data").dpo_from_votes(str(runs / "ddp"))
+    assert (s.method, s.num_processes, s.num_nodes) == ("dpo", 1, 1)
+
+
+def test_preference_sets_get_a_safe_name_and_never_replace_another(tmp_path):
+    lab = _lab(tmp_path / "runs", tmp_path / "data")
+    pairs = [{"prompt": "q", "chosen": "good", "rejected": "bad"}]
+    assert lab.import_preferences(pairs, "votes (1)")[0] == "pairs:votes-1"
+    assert lab.import_preferences(pairs, "votes (1)")[0] == "pairs:votes-1-2"
+    assert len(resolve_pairs("pairs:votes-1", data_dir=tmp_path / "data")) == 1
+
+
+def test_an_empty_hidden_field_of_another_method_never_blocks_a_run():
+    from lora_demo.ui.train_tab import FORM, settings_from_form
+
+    values = dict(TrainSettings().to_dict(), probe_prompts="", dpo_beta=None, grpo_generations=None, rewards=None)
+    s = settings_from_form([values[k] for k in FORM])
+    assert s.method == "sft" and s.dpo_beta == 0.1 and s.rewards == []
+    with pytest.raises(InputError, match="DPO beta is empty"):
+        settings_from_form([{**values, "method": "dpo"}[k] for k in FORM])

@@ -475,3 +475,24 @@ def test_dpo_round_on_cuda(qwen3_1_7b, tmp_path, backend, monkeypatch):
     assert names and not [k for k in names if ".ref." in k]
     print("GPU-DPO", backend, json.dumps({k: logs[-1].get(k) for k in ("reward_margin", "reward_accuracy",
                                                                         "gpu_peak_gb", "tokens_per_s", "s_per_step")}))  # fmt: skip
+
+
+def test_grpo_round_on_cuda(qwen3_1_7b, tmp_path):
+    """A GRPO run on the GPU (TRL's GRPOTrainer with its Triton log-prob head, transformers + bitsandbytes 4-bit):
+    it completes and logs the mean reward and each reward's mean."""
+    from lora_demo.train.runner import Runner
+    from lora_demo.train.runs import read_progress
+    from lora_demo.train.settings import TrainSettings, defaults_for
+
+    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b), "method": "grpo",
+                         "rewards": ["format:<answer>", "length:16@0.5"], "grpo_generations": 4,
+                         "grpo_max_tokens": 24, "max_steps": 3, "warmup": 1, "micro_batch_size": 2,
+                         "gradient_accumulation_steps": 1, "save_steps": -1, "probe_tokens": 0, "val_fraction": 0.0})  # fmt: skip
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    run = runner.start(s)
+    st = runner.wait(540)
+    assert st["status"] == "completed", (run / "train.log").read_text()[-3000:]
+    logs = [p for p in read_progress(run) if p.get("type") == "log" and "reward" in p]
+    assert len(logs) == 3 and all(0 <= p["reward"] <= 1 for p in logs)
+    assert {k for k in logs[-1] if k.startswith("reward_") and k != "reward_std"} >= {"reward_format", "reward_length"}
+    print("GPU-GRPO", json.dumps({k: logs[-1].get(k) for k in ("reward", "gpu_peak_gb", "s_per_step")}), st["backend"])

@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from lora_demo.errors import InputError
+from lora_demo.errors import InputError, LoraLabError
 from lora_demo.io import to_jsonl
+from lora_demo.train import grpo as G
 from lora_demo.train import rewards as R
 from lora_demo.train.runner import Runner
 from lora_demo.train.runs import has_adapter, read_progress, read_status
@@ -108,6 +112,68 @@ def test_weights_are_the_suffix_normalised_to_a_weighted_mean():
     assert [r.name for r in R.parse(["format:a", "format:b", "length:3"])] == ["format", "format_2", "length"]
 
 
+def test_a_regex_that_backtracks_catastrophically_fails_the_run_within_its_timeout():
+    """format:REGEX runs with the regex package's timeout: a pattern that backtracks catastrophically on an answer
+    (a visitor's, in a shared app) fails the run with its message in about REGEX_TIMEOUT_S, instead of hanging the
+    worker where Stop cannot reach it; the adapter so far is saved, while training and in the evaluation after it."""
+    slow = _one(r"format:^(a|a)*$")
+    assert slow.score("aaaa") == 1.0 and slow.score("ab") == 0.0  # (quick on short answers)
+    line = (r"The reward format:\^\(a\|a\)\*\$ took over 0\.5 s on one answer at step 3: its regex backtracks "
+            r"catastrophically \(overlapping repeats, such as \(a\|a\)\*\); simplify the regex")  # fmt: skip
+    began = time.monotonic()
+    with pytest.raises(R.RewardFailed, match=line):
+        slow(prompts=["p", "p"], completions=["aaaa", "a" * 40 + "!"], trainer_state=SimpleNamespace(global_step=2))
+    assert time.monotonic() - began < 5  # (re takes hours on this answer: the time doubles with each "a")
+
+    class Trainer:  # what train_or_save and evaluate_or_save see of TRL's trainer: its rewards run inside
+        state = SimpleNamespace(global_step=2)
+
+        def train(self, resume_from_checkpoint=None):
+            slow(completions=["a" * 40 + "!"], trainer_state=self.state)
+
+        evaluate = train
+
+    for call in (lambda save: G.train_or_save(Trainer(), None, save), lambda save: G.evaluate_or_save(Trainer(), save)):
+        saved = []
+        with pytest.raises(LoraLabError, match=line + r"\. The adapter trained so far \(2 step\(s\)\) is saved"):
+            call(lambda saved=saved: saved.append(True))
+        assert saved == [True]
+
+
+def test_regex_rewards_keep_res_meaning_and_are_checked_by_the_engine_that_runs_them():
+    import re
+
+    cases = [(r"^[A-Z][^\n.!?]*\.$", ["The sky is blue.", "the sky.", "One. Two."]), (r"\bParis\b", ["Paris!", "Parisian"]),
+             (r"^Answer: \d+$", ["Answer: 42", "Answer: 4 2"]), (r"(?i)yes|no", ["YES", "maybe"]),
+             (r"^\w+$", ["héllo", "two words"]), (r"<answer>.*</answer>", ["<answer>1</answer>", "<answer>\n</answer>"])]  # fmt: skip
+    for pattern, texts in cases:
+        reward = _one(f"format:{pattern}")
+        assert [reward.score(t) for t in texts] == [float(re.search(pattern, t.strip()) is not None) for t in texts]
+    assert R.spec_problem(r"format:^\p{Lu}") is None and _one(r"format:^\p{Lu}").score("Éclair") == 1.0
+    assert "does not compile: missing )" in R.spec_problem("format:(unclosed")
+
+
+def test_fuzzy_match_compares_the_first_characters_of_each_side():
+    """difflib's SequenceMatcher (autojunk off) is cubic on repetitive text: capped, a degenerate answer against a
+    repetitive reference costs about a second, not hours."""
+    fuzzy = _one("match:fuzzy")
+    n = R.FUZZY_CHARS
+    assert fuzzy.score("x" * n + " and then something else", "x" * n + " but another ending") == 1.0
+    began = time.monotonic()
+    assert 0.0 < fuzzy.score("ab" * 50_000, "a" * 100_000) < 1.0
+    assert time.monotonic() - began < 15
+
+
+@pytest.mark.parametrize("arg", ["²", "20²", "٣٣٣٣٣", "-3", "0", "4097", "7.5"])
+def test_a_length_that_is_no_whole_number_in_range_is_one_line(arg):
+    line = f"reward 'length:{arg}': length takes a target in tokens, a whole number from 1 to 4096 (got '{arg}')"
+    assert R.spec_problem(f"length:{arg}") == line
+    with pytest.raises(InputError, match="length takes a target in tokens") as e:
+        TrainSettings(**{**GRPO, "rewards": [f"length:{arg}"]})
+    assert "\n" not in str(e.value)
+    assert R.spec_problem("length: 7 ") is None and R.parse(["length: 7 "])[0].arg == "7"
+
+
 def test_a_python_reward_scores_batches_and_its_failures_say_what_happened(tmp_path):
     f = tmp_path / "judge.py"
     f.write_text("def reward(completions, prompts, references, **kw):\n"
@@ -157,16 +223,41 @@ def test_grpo_settings_default_and_range():
         TrainSettings(**{**GRPO, "num_processes": 2})
 
 
+def test_another_methods_fields_never_block_a_run():
+    """The form keeps every method's fields (hidden for the others): only the chosen method's are checked."""
+    other = dict(rewards=["sentiment:happy", "length:²", 3], grpo_generations=1, grpo_max_tokens=0,
+                 grpo_temperature=0, dpo_beta=0)  # fmt: skip
+    assert TrainSettings(model="qwen3-tiny", **other).method == "sft"
+    TrainSettings(**{**GRPO, "dpo_beta": -1})
+    TrainSettings(**{**TINY, **other, "method": "dpo", "dpo_beta": 0.1, "init_adapter": "runs/sft"})
+    with pytest.raises(InputError, match=r"Invalid settings: dpo_beta must be > 0 \(got 0\)\.$"):
+        TrainSettings(**{**TINY, **other, "method": "dpo", "init_adapter": "runs/sft"})
+    with pytest.raises(InputError, match=r"grpo_max_tokens must be ≥ 1 \(got 0\)") as e:
+        TrainSettings(**{**GRPO, **other, "rewards": ["length:²"], "dpo_beta": 0.1})
+    assert "grpo_temperature must be > 0" in str(e.value) and "length takes a target" in str(e.value)
+    with pytest.raises(InputError, match=r"rewards must be a list of reward specs"):  # (a list, whatever the method)
+        TrainSettings(model="qwen3-tiny", rewards="format:<answer>")
+
+
 def test_python_rewards_are_refused_while_the_app_is_shared(tmp_path, monkeypatch):
+    """The app's Runner refuses them at start and resume; the settings never do, so a shared app still reads the
+    config of a run trained earlier with one (chat's prompt format, export, continue), whatever the environment."""
     f = tmp_path / "judge.py"
     f.write_text("def reward(completions, **kw):\n    return [0.5] * len(completions)\n")
     spec = f"python:{f}"
     _refused(tmp_path, [spec], r"python rewards run code from a file on this machine, and this app is shared",
              shared=True)  # fmt: skip
-    monkeypatch.setenv(R.SHARED_ENV, "1")  # what lora_demo/launch.py sets for --share or a public --host
-    with pytest.raises(InputError, match=r"this app is shared \(--share or a public --host\), so they are refused"):
-        TrainSettings(**{**GRPO, "rewards": [spec]})
-    assert TrainSettings(**{**GRPO, "rewards": ["format:<answer>"]}).rewards == ["format:<answer>"]
+    monkeypatch.setenv("LORA_LAB_SHARED", "1")  # (what the app once set: no longer read anywhere)
+    s = TrainSettings(**{**GRPO, "rewards": [spec]})
+    run_dir = tmp_path / "runs" / "judged"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(s.to_yaml())
+    (run_dir / "status.json").write_text(json.dumps({"status": "stopped", "method": "grpo", "started": 1.0}))
+    assert TrainSettings.from_yaml(run_dir / "config.yaml").rewards == [spec]
+    with pytest.raises(InputError, match=r"Invalid rewards: reward .*judge\.py': python rewards run code from a file"):
+        Runner(tmp_path / "runs", tmp_path / "data", shared=True).resume(run_dir)
+    with pytest.raises(InputError, match=r"judged has no whole checkpoint to resume from"):  # (the next check)
+        Runner(tmp_path / "runs", tmp_path / "data").resume(run_dir)
 
 
 # --- the runner: bad files refused before anything loads (no run folder is made) ---
@@ -209,6 +300,56 @@ def test_a_prompt_file_missing_fields_is_refused_naming_the_row(tmp_path):
     _refused(tmp_path, ["format:<answer>"], r"GRPO takes 4 prompts per step \(micro_batch_size 4 × "
              r"gradient_accumulation_steps 1\) and there are only 2 training rows", dataset=str(pairs),
              micro_batch_size=4)  # fmt: skip
+
+
+def test_a_null_prompt_is_missing_and_a_null_output_takes_chosen(tmp_path):
+    rows = [{"prompt": None}, {"instruction": None, "input": "x"}, {"prompt": None, "instruction": "Hi"},
+            {"prompt": "Hi", "output": None, "chosen": "Hello!"}, {"prompt": "Hi", "output": None}]  # fmt: skip
+    errors = G.check_prompts(rows)["errors"]
+    assert [(e["row"], e["message"]) for e in errors] == [
+        (1, "row 1: prompt is missing (each row needs a prompt or an instruction)"),
+        (2, "row 2: prompt is missing (each row needs a prompt or an instruction)")]  # fmt: skip
+    assert G.prompt_rows(rows[2:]) == [{"instruction": "Hi", "input": "", "output": ""},
+                                       {"instruction": "Hi", "input": "", "output": "Hello!"},
+                                       {"instruction": "Hi", "input": "", "output": ""}]  # fmt: skip
+    assert [e["row"] for e in G.check_prompts(rows[2:], needs_reference=True)["errors"]] == [1, 3]
+    f = tmp_path / "prompts.jsonl"
+    f.write_text(to_jsonl([{"prompt": "Who are you?"}, {"prompt": None, "input": "LoRA"}]))
+    _refused(tmp_path, ["format:<answer>"], r"The prompts have 1 error\(s\), which block training: row 2: prompt is "
+             r"missing \(each row needs a prompt or an instruction\)\.$", dataset=str(f))  # fmt: skip
+
+
+def test_the_reward_file_check_runs_outside_the_runners_lock(tmp_path):
+    """Importing a python reward's file (a separate process, up to 2 minutes) never holds Runner.lock: other
+    visitors' Start, Resume and runs refresh (reap) go on meanwhile."""
+    importing = tmp_path / "importing"
+    judge = tmp_path / "slow_judge.py"
+    judge.write_text(f"import pathlib, time\npathlib.Path({str(importing)!r}).touch()\ntime.sleep(4)\n"
+                     "def reward(completions, **kw):\n    return [0.0] * len(completions)\n")  # fmt: skip
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(to_jsonl([{"prompt": None}]))  # refused after the import check: no run starts
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    s = TrainSettings(**{**GRPO, "rewards": [f"python:{judge}"], "dataset": str(prompts)})
+    errors = []
+
+    def start():
+        try:
+            runner.start(s)
+        except InputError as e:
+            errors.append(str(e))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not importing.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert importing.exists()
+    assert runner.lock.acquire(timeout=2)  # (from this thread: the start is importing, not holding the lock)
+    runner.lock.release()
+    assert runner.reap() == []
+    thread.join(60)
+    assert errors == ["The prompts have 1 error(s), which block training: row 1: prompt is missing (each row needs a "
+                      "prompt or an instruction)."]  # fmt: skip
 
 
 def test_train_help_lists_the_grpo_flags():
@@ -303,6 +444,24 @@ def test_a_reward_that_raises_mid_run_fails_the_run_and_keeps_the_adapter(tmp_pa
     assert has_adapter(run_dir) and st["step"] == 1
     assert json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == "qwen3-tiny"
     assert "status: failed" in (run_dir / "README.md").read_text()
+
+
+def test_a_reward_that_raises_in_the_evaluation_after_training_keeps_the_adapter(tmp_path):
+    """GRPO's evaluate samples and scores the held-out prompts: a reward failing there fails the run with its
+    message and the adapter saved, as during training."""
+    judge = tmp_path / "judge.py"
+    judge.write_text("calls = []\n\ndef reward(completions, prompts, references, **kw):\n"
+                     "    calls.append(1)\n    if len(calls) == 2:\n        raise ValueError('no held-out scores')\n"
+                     "    return [0.5] * len(completions)\n")  # fmt: skip
+    runner = Runner(tmp_path / "runs", tmp_path / "data")
+    s = TrainSettings(**{**GRPO, "rewards": [f"python:{judge}"], "max_steps": 1, "probe_tokens": 0,
+                         "val_fraction": 0.1, "eval_steps": 100, "run_name": "eval-boom"})  # fmt: skip
+    run_dir = runner.start(s)
+    st = runner.wait(300)
+    assert st["status"] == "failed", st
+    assert st["error"].startswith(f"The reward python:{judge} raised ValueError at step 2: no held-out scores. The "
+                                  "adapter trained so far (1 step(s)) is saved in the run folder."), st["error"]  # fmt: skip
+    assert has_adapter(run_dir) and st["step"] == 1 and st["val_rows"] == 4
 
 
 def test_a_grpo_round_from_the_base_model_in_alpaca(tmp_path):

@@ -51,12 +51,12 @@ def votes_run(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "
             raise InputError(msg("votes: without a run name means the votes on the adapter this run continues from, "
                                  "and it continues from none: name the run (votes:<run>) or set --continue-from."))  # fmt: skip
         return Path(init_adapter)
+    in_runs = Path(runs_dir) / name
+    if "/" not in name and name not in (".", "..") and in_runs.is_dir():  # a run's name: the runs folder's, first
+        return in_runs
     given = Path(name)
     if given.is_dir():
         return given
-    in_runs = Path(runs_dir) / name
-    if in_runs.is_dir():
-        return in_runs
     raise InputError(msg("votes:{name}: no such run (looked for the folder {name} and for {path}).", name=name,
                          path=str(in_runs)))  # fmt: skip
 
@@ -101,14 +101,21 @@ def pairs_path(data_dir: str | Path, name: str) -> Path:
 
 
 def save_pairs(data_dir: str | Path, name: str, pairs: list[dict]) -> Path:
-    """Check the pairs and save them as `pairs:<name>` (<data>/preferences/<name>.jsonl, replaced atomically);
-    InputError listing the errors, and nothing written, when they would block training."""
+    """Check the pairs and save them as a new preference set `pairs:<name>` (<data>/preferences/<name>.jsonl); the
+    name is made file-safe (an upload's "votes (1)" → "votes-1") and never replaces a set already saved: "-2", "-3"
+    ... is added instead. InputError listing the errors, and nothing written, when they would block training."""
+    import re
+
     from lora_demo.io import write_atomic
     from lora_demo.paths import real_dir
 
     clean = checked_pairs("", pairs=pairs)
     real_dir(Path(data_dir), PAIRS_FOLDER)  # (made if missing; a symlinked folder is refused)
-    path = pairs_path(data_dir, name)
+    stem = re.sub(r"[^\w.-]+", "-", str(name)).strip("-.")[:80] or "pairs"
+    path, n = pairs_path(data_dir, stem), 1
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = pairs_path(data_dir, f"{stem}-{n}")
     write_atomic(path, pairs_to_jsonl(clean))
     return path
 
@@ -148,8 +155,9 @@ def resolve_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str
     if isinstance(dataset, str) and dataset.startswith(PAIRS):
         from lora_demo.io import is_regular
 
+        folder = Path(data_dir) / PAIRS_FOLDER
         path = pairs_path(data_dir, dataset[len(PAIRS) :].strip())
-        if not is_regular(path):  # (a symlink placed there is never followed)
+        if folder.is_symlink() or not is_regular(path):  # (a symlink placed there is never followed)
             names = ", ".join(saved_pairs(data_dir)) or msg("none saved yet")
             raise InputError(msg("{dataset}: no such preference set (saved: {names}). Import a prompt/chosen/rejected "
                                  "file in the Dataset tab to save one.", dataset=dataset, names=names))  # fmt: skip

@@ -12,8 +12,8 @@
   which is None without Triton: the first step would die with "'NoneType' object has no attribute 'apply'". There
   the trainer replaces that fused head with a plain log_softmax + gather (plain_lm_head), with the same outputs.
 - Saving writes the trained adapter only ("default"), never the frozen "ref" copy.
-- Backend: transformers + PEFT + TRL on every device. Unsloth's DPO path (its patched trainer) is not wired in: it
-  could not be checked here (no GPU, Unsloth not installed), so a DPO run on CUDA uses the transformers backend.
+- Backend: transformers + PEFT + TRL on every device by default; LORA_LAB_BACKEND=unsloth keeps Unsloth (its import
+  patches TRL's DPOTrainer). Both pass the GPU test; bench_dpo.py --gpu compares them (README's figures).
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     from lora_demo.train.plan import estimate_memory_gb, optimizer_steps
 
     out["method"] = "dpo"
-    out["backend"] = "transformers"
+    forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth"
+    out["backend"] = "unsloth" if forced and out.get("backend") == "unsloth" else "transformers"  # (device_plan)
     out.pop("batch_summary", None)  # (SFT's padding-free batching: TRL pads each micro-batch of pairs)
     # Each micro-batch holds every pair's chosen and rejected answer; the reference pass keeps no activations.
     out["estimated_memory_gb"] = estimate_memory_gb(p, replace(s, micro_batch_size=2 * s.micro_batch_size),
@@ -217,7 +218,8 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
                      "without gradients, with the reference.", parent=s.init_adapter or "?",
                      params=p["trainable_params"], mb=mb))  # fmt: skip
     if out["device"] == "cuda":
-        notes.append(msg("DPO trains with transformers + PEFT + TRL (Unsloth's DPO path is not used here)."))
+        notes.append(msg("DPO trains with transformers + PEFT + TRL, which was faster than Unsloth's DPO path on a "
+                         "measured H100 (README); LORA_LAB_BACKEND=unsloth picks Unsloth's."))  # fmt: skip
     if pairs is None:
         return
     report = check_pairs(pairs)

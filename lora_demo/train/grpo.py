@@ -14,8 +14,9 @@ train/rewards.py.
   init_adapter (--continue-from), from an adapter's factors, such as an SFT run's.
 - CPU torch. TRL scores the completions' log-probs with its Triton kernel, which is None without Triton; there the
   trainer puts dpo.plain_lm_head in its place (with GRPO's temperature: the log-probs of the distribution sampled).
-- A reward that fails (a python reward raising, or returning something else than numbers from 0 to 1) fails the run
-  with its message, after the adapter trained so far is saved (train_or_save).
+- A reward that fails (a python reward raising, or returning something else than numbers from 0 to 1, a format regex
+  running past its timeout) fails the run with its message, after the adapter trained so far is saved: while
+  training (train_or_save) and in the held-out evaluation after it (evaluate_or_save), which samples and scores too.
 - Backend: transformers + PEFT + TRL on every device (device_plan): Unsloth's GRPO path and vLLM generation are not
   wired in (neither could be checked here).
 """
@@ -31,6 +32,16 @@ from lora_demo.i18n import Msg, msg
 FEW_PROMPTS = 16  # below this many training prompts the plan warns: a handful of prompts is learned by heart
 PROMPT_KEYS = ("prompt", "instruction")
 REFERENCE_KEYS = ("output", "chosen")  # a preference file's chosen answer is its reference
+
+
+def prompt_key(row: dict) -> str | None:
+    """The field that holds a row's prompt: the first of PROMPT_KEYS present and not null (None: no prompt)."""
+    return next((k for k in PROMPT_KEYS if row.get(k) is not None), None)
+
+
+def reference_key(row: dict) -> str | None:
+    """The field that holds a row's reference answer: output, else chosen (null counts as absent)."""
+    return next((k for k in REFERENCE_KEYS if row.get(k) is not None), None)
 
 
 def device_plan(plan):
@@ -75,12 +86,12 @@ def check_prompts(records: list, needs_reference: bool = False) -> dict:
             errors.append({"row": i, "field": "", "message": msg("row {row} is not an object with a prompt (or an "
                                                                  "instruction)", row=i)})  # fmt: skip
             continue
-        key = next((k for k in PROMPT_KEYS if k in r), None)
-        if key is None:
+        key = prompt_key(r)
+        if key is None:  # (absent or null: {"prompt": null} would reach the worker as no text)
             errors.append({"row": i, "field": "prompt", "message": msg("row {row}: prompt is missing (each row needs a "
                                                                        "prompt or an instruction)", row=i)})  # fmt: skip
             continue
-        ref = next((k for k in REFERENCE_KEYS if k in r), "output")
+        ref = reference_key(r) or "output"
         for f in (key, "input", ref):
             v = r.get(f)
             if v is not None and not isinstance(v, str):
@@ -107,8 +118,7 @@ def prompt_rows(records: list[dict]) -> list[dict]:
     """Checked records as instruction rows: {instruction, input, output} (output "" where none)."""
     out = []
     for r in records:
-        key = next(k for k in PROMPT_KEYS if k in r)
-        ref = next((k for k in REFERENCE_KEYS if k in r), None)
+        key, ref = prompt_key(r), reference_key(r)
         out.append({"instruction": r[key], "input": r.get("input") or "", "output": (r.get(ref) if ref else "") or ""})
     return out
 
@@ -127,20 +137,31 @@ def optimizer_steps(n_train: int, s) -> dict:
             "effective_batch": prompts_per_step(s)}  # fmt: skip
 
 
-def checked_prompts(settings, data_dir: str | Path = "data", rows: list | None = None, shared: bool = False):
+def checked_rewards(settings, shared: bool = False, files: bool = True) -> None:
+    """One InputError naming the rewards' problems, or nothing: python rewards refused when the app is shared (a
+    run's start and resume, never the settings: a saved config with one reads everywhere), then (files) each python
+    reward's file imported in a separate process, up to 2 minutes: the Runner does this before taking its lock."""
+    from lora_demo.train import rewards
+    from lora_demo.train.settings import joined
+
+    problems = [p for p in (rewards.spec_problem(r, shared) for r in settings.rewards) if p]
+    problems = problems or (rewards.file_problems(settings.rewards) if files else [])
+    if problems:
+        raise InputError(msg("Invalid rewards: {problems}.", problems=joined(problems)))
+
+
+def checked_prompts(settings, data_dir: str | Path = "data", rows: list | None = None, shared: bool = False,
+                    files: bool = True):  # fmt: skip
     """For the runner's start, before anything loads: the settings (python rewards' files made absolute) and the
-    clean prompt rows, or one InputError naming the first problems (a reward refused or whose file does not import,
-    rows missing fields, fewer training rows than one step takes)."""
+    clean prompt rows, or one InputError naming the first problems (a reward refused or, with files, whose file does
+    not import, rows missing fields, fewer training rows than one step takes)."""
     from dataclasses import replace
 
     from lora_demo.data import split_rows
     from lora_demo.train import rewards
     from lora_demo.train.settings import joined
 
-    problems = [p for p in (rewards.spec_problem(r, shared or rewards.shared_mode()) for r in settings.rewards) if p]
-    problems = problems or rewards.file_problems(settings.rewards)
-    if problems:
-        raise InputError(msg("Invalid rewards: {problems}.", problems=joined(problems)))
+    checked_rewards(settings, shared, files)
     records = resolve_prompts(settings.dataset, data_dir) if rows is None else rows
     needs_reference = any(rewards.split_spec(r)[0] == "match" for r in settings.rewards)
     errors = check_prompts(records, needs_reference)["errors"]
@@ -253,10 +274,20 @@ def build_trainer(s, plan, run_dir: Path, model, tok, train_rows: list[dict], va
 def train_or_save(trainer, resume_from, save) -> None:
     """trainer.train; when a reward fails mid-run, save() the adapter trained so far, then fail with the reward's
     message and where the adapter is."""
+    _or_save(trainer, save, lambda: trainer.train(resume_from_checkpoint=resume_from))
+
+
+def evaluate_or_save(trainer, save) -> dict:
+    """trainer.evaluate (the held-out prompts after training: GRPO samples and scores them), its metrics; when a
+    reward fails there, save() the adapter and fail with the reward's message, as train_or_save does."""
+    return _or_save(trainer, save, trainer.evaluate)
+
+
+def _or_save(trainer, save, work):
     from lora_demo.train.rewards import RewardFailed
 
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        return work()
     except RewardFailed as e:
         why = e.args[0] if e.args else str(e)
         step = trainer.state.global_step

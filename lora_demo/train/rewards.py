@@ -5,20 +5,23 @@ default 1): `format:<answer>`, `length:40@0.5`, `match:fuzzy@2`. A trailing `@` 
 weight; a regex or word that itself ends in `@<number>` needs an explicit weight after it (`...@7@1`).
 
 Every reward scores one answer (the completion, stripped) with a number from 0 to 1:
-- `format:REGEX`: 1 when `re.search(REGEX, answer)` finds a match, else 0 (anchor it with ^ and $ to say how the
-  whole answer starts and ends). `format:<TAG>` (a single tag name in angle brackets) asks for the answer inside
+- `format:REGEX`: 1 when `regex.search(REGEX, answer)` finds a match, else 0 (anchor it with ^ and $ to say how the
+  whole answer starts and ends). The `regex` package (re's syntax and meaning, plus a timeout) checks and runs it:
+  a search that takes over REGEX_TIMEOUT_S seconds on one answer (catastrophic backtracking, e.g. `^(a|a)*$`)
+  fails the run like a raising python reward, since nothing else could interrupt it. `format:<TAG>` (a single tag name in angle brackets) asks for the answer inside
   <TAG>...</TAG>, with partial credit so a model can find it by exploration: 0.25 each for the opening tag, the
   closing tag after it, some text between them, and nothing outside them.
 - `length:N`: a target of N tokens (the run's tokenizer, the answer's text without special tokens): 1 at N, falling
   linearly with the distance, to 0 at 0 tokens and at 2N tokens and beyond.
 - `contains:TEXT` / `not_contains:TEXT`: 1 when TEXT occurs (does not occur) in the answer, case-insensitively.
 - `match:exact` / `match:fuzzy` (`match` alone: fuzzy): the answer against the row's `output`, both with runs of
-  white space made one space and case folded: 1 or 0 when exact, difflib's SequenceMatcher ratio when fuzzy.
+  white space made one space and case folded: 1 or 0 when exact, difflib's SequenceMatcher ratio when fuzzy (of the
+  first FUZZY_CHARS characters of each: its cost grows with the cube of the length on repetitive text).
 - `python:FILE.py[:FUNC]` (FUNC defaults to `reward`): a function from a local file, called once per batch with
   keyword arguments `completions` (the answers), `prompts` (the rows' questions: instruction, blank line, input) and
   `references` (the rows' outputs, "" where none); it returns one number from 0 to 1 per completion. It runs code from
-  a file on the machine that trains, so it is refused while the app is shared (--share, or a public --host:
-  $LORA_LAB_SHARED). The file must exist and import (checked in a separate process before the run starts); a
+  a file on the machine that trains, so the Runner of a shared app (--share, or a public --host) refuses to start or
+  resume a run with one (grpo.checked_rewards; a saved config with one still reads everywhere). The file must exist and import (checked in a separate process before the run starts); a
   function that raises, or returns anything but numbers from 0 to 1, fails the run with its message, and the adapter
   trained so far is saved.
 
@@ -35,25 +38,25 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import regex
+
 from lora_demo.errors import LoraLabError
 from lora_demo.i18n import Msg, msg
 
 KINDS = ("format", "length", "contains", "not_contains", "match", "python")
-SHARED_ENV = "LORA_LAB_SHARED"  # set by the app when it is reachable beyond this machine (lora_demo/launch.py)
 TAG = re.compile(r"^<([A-Za-z_][\w.-]*)>$")
 WEIGHT = re.compile(r"@([-+]?[\d.]+(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf|infinity))$", re.IGNORECASE)
 MAX_WEIGHT = 100.0
 MAX_LENGTH = 4096
 DEFAULT_FUNC = "reward"
+REGEX_TIMEOUT_S = 0.5  # format:REGEX, per answer: past this the run fails (a visitor's regex must not hang the worker)
+# match:fuzzy compares this many characters of each side. SequenceMatcher is cubic on repetitive text ("ab"*n vs
+# "a"*n, 2 cores): 500 × 500 at most ~1.8 s (natural text: ~0.05 s); 1000: 10 s; 2000: 85 s.
+FUZZY_CHARS = 500
 
 
 class RewardFailed(LoraLabError):
     """A reward function raised or returned something other than numbers from 0 to 1, during training."""
-
-
-def shared_mode() -> bool:
-    """Whether this process belongs to an app reachable beyond this machine (python rewards are refused there)."""
-    return os.environ.get(SHARED_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 @dataclass
@@ -67,13 +70,13 @@ class Reward:
     name: str = ""
     tokenizer: object = None  # length: the run's tokenizer
     func: object = None  # python: the loaded function
-    _pattern: re.Pattern | None = field(default=None, repr=False)
+    _pattern: regex.Pattern | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.name = self.name or self.kind
         self.__name__ = self.name  # TRL names the reward's metrics after it (rewards/<name>/mean)
         if self.kind == "format" and not TAG.match(self.arg):
-            self._pattern = re.compile(self.arg)
+            self._pattern = regex.compile(self.arg)  # (spec_problem compiled it with the same engine)
 
     @property
     def tag(self) -> str | None:
@@ -84,11 +87,12 @@ class Reward:
     def needs_reference(self) -> bool:
         return self.kind == "match"
 
-    def score(self, answer: str, reference: str = "") -> float:
-        """This reward of one answer (stripped), from 0 to 1 (python rewards score batches: see __call__)."""
+    def score(self, answer: str, reference: str = "", step=None) -> float:
+        """This reward of one answer (stripped), from 0 to 1 (python rewards score batches: see __call__). A regex
+        that runs past REGEX_TIMEOUT_S raises RewardFailed (step: the trainer's global_step, for its message)."""
         answer = (answer or "").strip()
         if self.kind == "format":
-            return tag_score(answer, self.tag) if self.tag else float(self._pattern.search(answer) is not None)
+            return tag_score(answer, self.tag) if self.tag else self._search(answer, step)
         if self.kind == "length":
             target = int(self.arg)
             n = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) if answer else 0
@@ -100,8 +104,16 @@ class Reward:
             a, b = normalise(answer), normalise(reference)
             if self.arg == "exact":
                 return float(a == b)
-            return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+            return difflib.SequenceMatcher(None, a[:FUZZY_CHARS], b[:FUZZY_CHARS], autojunk=False).ratio()
         raise ValueError(f"{self.kind} scores batches")
+
+    def _search(self, answer: str, step) -> float:
+        try:
+            return float(self._pattern.search(answer, timeout=REGEX_TIMEOUT_S) is not None)
+        except TimeoutError:
+            raise RewardFailed(msg("The reward {spec} took over {s:g} s on one answer at step {step}: its regex "
+                                   "backtracks catastrophically (overlapping repeats, such as (a|a)*); simplify the "
+                                   "regex", spec=self.spec, s=REGEX_TIMEOUT_S, step=_step(step))) from None  # fmt: skip
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, question=None, reference=None, **kw):
         """TRL's reward-function call: one float per completion. The dataset's `question` and `reference` columns
@@ -109,10 +121,10 @@ class Reward:
         completions = [c if isinstance(c, str) else _text_of(c) for c in completions]
         n = len(completions)
         references = list(reference) if reference is not None else [""] * n
-        if self.kind != "python":
-            return [self.score(c, r) for c, r in zip(completions, references, strict=True)]
-        questions = list(question) if question is not None else [""] * n
         step = getattr(kw.get("trainer_state"), "global_step", None)
+        if self.kind != "python":
+            return [self.score(c, r, step) for c, r in zip(completions, references, strict=True)]
+        questions = list(question) if question is not None else [""] * n
         try:
             out = self.func(completions=[c.strip() for c in completions], prompts=questions, references=references)
         except Exception as e:  # noqa: BLE001 - any error of the user's function fails the run with its message
@@ -196,8 +208,10 @@ def python_target(arg: str) -> tuple[str, str]:
     return (path, func) if sep else (arg, DEFAULT_FUNC)
 
 
-def spec_problem(spec, shared: bool | None = None) -> Msg | None:
-    """What is wrong with one spec, as one line (None: fine). shared: refuse python rewards (default: the env)."""
+def spec_problem(spec, shared: bool = False) -> Msg | None:
+    """What is wrong with one spec, as one line (None: fine). shared: refuse python rewards (the Runner of a shared
+    app asks so when a run starts or resumes: grpo.checked_rewards; settings never do, so a saved config with a
+    python reward still reads everywhere)."""
     if not isinstance(spec, str) or not spec.strip():
         return msg("rewards: each reward is text like format:<answer> or length:40@0.5 (got {value!r})", value=spec)
     kind, arg, weight = split_spec(spec)
@@ -218,11 +232,11 @@ def spec_problem(spec, shared: bool | None = None) -> Msg | None:
                        spec=spec)  # fmt: skip
         if not TAG.match(arg):
             try:
-                re.compile(arg)
-            except re.error as e:
+                regex.compile(arg)  # (the engine that runs it: its syntax differs a little from re's)
+            except (regex.error, ValueError, TypeError, OverflowError, RecursionError) as e:
                 return msg("reward {spec!r}: the regex does not compile: {error}", spec=spec, error=str(e))
     elif kind == "length":
-        if not arg.strip().isdigit() or not 1 <= int(arg) <= MAX_LENGTH:
+        if not 1 <= (_whole(arg) or 0) <= MAX_LENGTH:
             return msg("reward {spec!r}: length takes a target in tokens, a whole number from 1 to {max} (got {value!r})",
                        spec=spec, max=MAX_LENGTH, value=arg)  # fmt: skip
     elif kind in ("contains", "not_contains"):
@@ -232,7 +246,7 @@ def spec_problem(spec, shared: bool | None = None) -> Msg | None:
         if arg.strip().lower() not in ("", "exact", "fuzzy"):
             return msg("reward {spec!r}: match takes exact or fuzzy (got {value!r})", spec=spec, value=arg)
     elif kind == "python":
-        if shared if shared is not None else shared_mode():
+        if shared:
             return msg("reward {spec!r}: python rewards run code from a file on this machine, and this app is shared "
                        "(--share or a public --host), so they are refused here; use the preset kinds (format, length, "
                        "contains, not_contains, match)", spec=spec)  # fmt: skip
@@ -241,6 +255,15 @@ def spec_problem(spec, shared: bool | None = None) -> Msg | None:
             return msg("reward {spec!r}: python takes a .py file and optionally a function, python:FILE.py[:FUNC]",
                        spec=spec)  # fmt: skip
     return None
+
+
+def _whole(text: str) -> int | None:
+    """A whole number written in decimal digits ("²" is a digit but no number), else None."""
+    text = text.strip()
+    try:
+        return int(text) if text.isdecimal() else None
+    except ValueError:
+        return None
 
 
 def parse(specs: list[str], tokenizer=None) -> list[Reward]:

@@ -174,6 +174,10 @@ class Runner:
         """Check, snapshot the data, and launch the worker. Raises InputError when a run is active or input is bad."""
         from lora_demo.data import validate_rows
 
+        if settings.method == "grpo":  # before the lock: importing a python reward's file may take up to 2 minutes
+            from lora_demo.train.grpo import checked_rewards
+
+            checked_rewards(settings, shared=self.shared)
         with self.lock:
             self.reap()
             self._refuse_if_active(job=job_key(settings) if settings.num_nodes > 1 else "")
@@ -181,10 +185,10 @@ class Runner:
                 from lora_demo.data.preferences import checked_pairs
 
                 rows = checked_pairs(settings.dataset, self.runs_dir, settings.init_adapter, rows, self.data_dir)
-            elif settings.method == "grpo":  # prompts and rewards (train/grpo.py), python rewards' files imported
+            elif settings.method == "grpo":  # prompts (train/grpo.py); the rewards' files were imported above
                 from lora_demo.train.grpo import checked_prompts
 
-                settings, rows = checked_prompts(settings, self.data_dir, rows, shared=self.shared)
+                settings, rows = checked_prompts(settings, self.data_dir, rows, shared=self.shared, files=False)
             else:
                 rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
                 errors = validate_rows(rows)["errors"]
@@ -232,6 +236,10 @@ class Runner:
                                      "settings otherwise; copy that checkpoint to the same path on every machine "
                                      "unless the runs folder is shared).", run=run_dir.name, nodes=nodes,
                                      ckpts=str(run_dir / "checkpoints")))  # fmt: skip
+            if self.shared and st.get("method") == "grpo":  # python rewards are refused here (train/grpo.py)
+                from lora_demo.train.grpo import checked_rewards
+
+                checked_rewards(load_settings(run_dir), shared=True, files=False)
             ckpt, skipped = resumable(run_dir)
             if ckpt is None:
                 why = joined(skipped, sep=" ") or msg(

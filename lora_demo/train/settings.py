@@ -63,8 +63,9 @@ class TrainSettings:
         "GRPO: the rewards, each KIND:ARG with an optional weight @W at the end (default 1), every one scoring an "
         "answer from 0 to 1: format:REGEX (the answer matches) or format:<TAG> (inside <TAG>...</TAG>, partial "
         "credit), length:N (N tokens; falls linearly to 0 at 0 and 2N), contains:TEXT, not_contains:TEXT "
-        "(case-insensitive), match:exact|fuzzy (against the row's output), python:FILE.py[:FUNC] (a local function; "
-        "refused when the app is shared). The run's reward is their weighted mean.",
+        "(case-insensitive), match:exact|fuzzy (against the row's output; fuzzy compares the first 500 characters of "
+        "each), python:FILE.py[:FUNC] (a local function; refused when the app is shared). The run's reward is their "
+        "weighted mean.",
     )
     grpo_generations: int = _f(
         4, "GRPO: answers sampled per prompt (≥ 2); each is scored against the others of its group."
@@ -215,10 +216,12 @@ class TrainSettings:
         num("num_nodes", 1, 1024, True)
         num("node_rank", 0, None, True)
         num("master_port", 1, 65535, True)
-        num("dpo_beta", 0, 100, lo_open=True)
-        num("grpo_generations", 2, 64, True)
-        num("grpo_max_tokens", 1, 4096, True)
-        num("grpo_temperature", 0, 10, lo_open=True)
+        if self.method == "dpo":  # (a method's own fields only: another's, hidden in the form, never block a run)
+            num("dpo_beta", 0, 100, lo_open=True)
+        if self.method == "grpo":
+            num("grpo_generations", 2, 64, True)
+            num("grpo_max_tokens", 1, 4096, True)
+            num("grpo_temperature", 0, 10, lo_open=True)
         p += self._node_problems()
         p += self._method_problems()
         if self.max_steps == 0:
@@ -273,10 +276,12 @@ class TrainSettings:
 
         if not isinstance(self.rewards, list):
             return [msg("rewards must be a list of reward specs, e.g. format:<answer> length:40@0.5")]
-        if self.method == "grpo" and not self.rewards:
+        if self.method != "grpo":  # (only grpo reads them: another method keeps whatever the form held)
+            return []
+        if not self.rewards:
             return [msg("method grpo needs at least one reward: add --reward KIND:ARG (e.g. --reward format:<answer> "
                         "--reward length:40), or set rewards")]  # fmt: skip
-        return [p for p in map(spec_problem, self.rewards) if p is not None]
+        return [p for p in map(spec_problem, self.rewards) if p is not None]  # (python rewards: grpo.checked_rewards)
 
     def _list_problems(self) -> list[Msg]:
         p = []

@@ -251,14 +251,17 @@ def run(run_dir: Path, resume: bool = False) -> str:
         update_status(run_dir, status="training")
         trainer.add_callback(node_heartbeat(run_dir))
     if grpo:  # a reward that fails mid-run: the adapter so far is saved, then the run fails with its message
-        from lora_demo.train.grpo import train_or_save
+        from lora_demo.train.grpo import evaluate_or_save, train_or_save
 
-        train_or_save(trainer, str(ckpt) if ckpt else None, lambda: save_adapter(model, tok, run_dir, s.model))
+        def save_so_far():
+            save_adapter(model, tok, run_dir, s.model)
+
+        train_or_save(trainer, str(ckpt) if ckpt else None, save_so_far)
     else:
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
-    if val_rows and not stopped:
-        metrics = trainer.evaluate()
+    if val_rows and not stopped:  # (GRPO's evaluate samples and scores too: a failing reward keeps the adapter)
+        metrics = evaluate_or_save(trainer, save_so_far) if grpo else trainer.evaluate()
         update_status(run_dir, eval_loss=float(metrics["eval_loss"]),
                       **({"eval_reward": float(metrics["eval_reward"])} if "eval_reward" in metrics else {}))  # fmt: skip
     if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main process writes

@@ -213,8 +213,11 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
     dealt = [a, b, ballot, status, queue]
     for event in (opponent.focus, adapter.change):  # the Chat tab's adapter list, less the adapter it shows
         event(act.opponents, [opponent, adapter], opponent, api_visibility="private", show_progress="hidden")
-    for button in (ask_btn, rows_btn):  # a new pair: the last pair's reveal goes at once (its win rate stays)
-        button.click(lambda: "", None, reveal, api_visibility="private", queue=False, show_progress="hidden")
+    # A new pair: the last pair's reveal, answers and ballot go at once (its win rate stays), so a vote pressed while
+    # the new answers are generated can never land on the last pair.
+    for button in (ask_btn, rows_btn):
+        button.click(lambda: ("", "", "", "", say("Dealing a new blind pair…")), None, [reveal, a, b, ballot, status],
+                     api_visibility="private", queue=False, show_progress="hidden")  # fmt: skip
     show_errors(ask_btn.click(act.ask, [prompt, system, *gen], dealt, api_name="chat_blind",
                               concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
     show_errors(rows_btn.click(act.start_rows, [system, *gen], [prompt, *dealt], api_name="chat_blind_rows",

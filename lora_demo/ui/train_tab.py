@@ -72,6 +72,9 @@ LABELS = {
 # Ready-made GRPO rewards for the form's list (train/rewards.py reads them; any other spec may be typed in).
 REWARD_PRESETS = ["format:<answer>", r"format:^[A-Z].*[.!?]$", "length:40", "match:fuzzy", "match:exact",
                   "not_contains:As an AI", "contains:"]  # fmt: skip
+# The fields only one method uses (shown with it): another method's run never stops on them.
+METHOD_FIELDS = {"dpo_beta": "dpo", "rewards": "grpo", "grpo_generations": "grpo", "grpo_max_tokens": "grpo",
+                 "grpo_temperature": "grpo"}  # fmt: skip
 # The methods as the form's radio names them (values: TrainSettings.method).
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
 SKIP7 = (gr.skip(),) * 7
@@ -86,8 +89,11 @@ def idle():
 def settings_from_form(values) -> TrainSettings:
     """TrainSettings from the form's values (numbers from gr.Number may arrive as floats or None)."""
     data = dict(zip(FORM, values, strict=True))
+    defaults = TrainSettings().to_dict()
     for k, v in data.items():
-        if v is None and k != "run_name":
+        if v is None and METHOD_FIELDS.get(k, data.get("method")) != data.get("method"):
+            data[k] = defaults[k]  # another method's hidden field, left empty: its default (it is not used)
+        elif v is None and k != "run_name":
             raise InputError(msg("{name} is empty: fill it in.", name=msg(LABELS[k])))
         if k in INTS and isinstance(v, float) and v.is_integer():
             data[k] = int(v)
