@@ -196,7 +196,7 @@ class TrainActions:
         """The examples, then (saved=True) the data folder's datasets, read now (the built page lists examples only).
         A DPO run's: preference pairs instead (the parent's votes, each run's votes, the saved preference sets)."""
         if method == "dpo":
-            parent_votes = (say("votes: — the blind votes cast on the adapter it continues from"), VOTES)
+            parent_votes = (say("votes: (the parent's votes)"), VOTES)
             return [parent_votes, *((show(label), value) for label, value in self.lab.preference_sources())]
         return [f"example:{n}" for n in example_names()] + (self.lab.datasets.names() if saved else [])
 
