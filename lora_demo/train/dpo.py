@@ -193,6 +193,13 @@ def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS, temperatur
     model.forward = types.MethodType(forward, model)
 
 
+def _source(s) -> str:
+    """Where the pairs come from, as the plan says it: `votes:` alone named by the run it means (the parent's)."""
+    if s.dataset.strip() == "votes:" and s.init_adapter:
+        return "votes:" + Path(s.init_adapter).name
+    return s.dataset
+
+
 def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     """The DPO part of a run's plan (plan.plan_run), into `out`: the pairs' errors and steps, the reference's cost,
     the backend, and the warnings that save a round (too few pairs, warmup ≥ steps, under 10 steps)."""
@@ -228,7 +235,7 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     train, val = split_rows(pairs, s.val_fraction, s.seed)
     out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val), pairs=len(pairs))
     notes.insert(0, msg("DPO on {pairs} preference pairs from {source} ({train} trained on, {val} held out), beta "
-                        "{beta}: {steps} optimizer steps of {batch} pair(s).", pairs=len(pairs), source=s.dataset,
+                        "{beta}: {steps} optimizer steps of {batch} pair(s).", pairs=len(pairs), source=_source(s),
                         train=len(train), val=len(val), beta=s.dpo_beta, steps=out["total_steps"],
                         batch=out["effective_batch"]))  # fmt: skip
     total, warm = out["total_steps"], out["warmup_steps"]
