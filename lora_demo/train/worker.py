@@ -401,14 +401,13 @@ def _finish(run_dir: Path, status: str, error: str | None = None, **more) -> str
         fields.update(error_fields(error))  # the English text, and the message for the UI to translate
     if status == "failed" and WORLD > 1 and read_status(run_dir).get("status") in FINAL:
         return "failed"  # another rank already reported the first failure; later ones are its consequences
+    if RANK == 0:  # the card first, as the status will read: whoever sees the final status finds the card made
+        try:
+            settings = yaml.safe_load(read_text(run_dir / "config.yaml"))
+            write_atomic(run_dir / "README.md", model_card(run_dir, settings, {**read_status(run_dir), **fields}))
+        except Exception:  # noqa: BLE001 - a card is never worth failing a finished run for
+            traceback.print_exc()
     st = (_update_status if status == "failed" else update_status)(run_dir, **fields)  # any rank may report a failure
-    if RANK != 0:
-        return st["status"]
-    try:
-        settings = yaml.safe_load(read_text(run_dir / "config.yaml"))
-        write_atomic(run_dir / "README.md", model_card(run_dir, settings, read_status(run_dir)))
-    except Exception:  # noqa: BLE001 - a card is never worth failing a finished run for
-        traceback.print_exc()
     return st["status"]
 
 
