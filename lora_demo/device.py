@@ -107,6 +107,17 @@ def choose_threads(work_params: int, tokens_per_step: int, cores: int | None = N
     return cores
 
 
+def one_thread_outside_chat() -> None:
+    """A process that serves chat calls this first: every thread runs torch on one core unless it asks for more,
+    and the chat's generation thread asks for all of them (`chat.decode.GenerationWorker`).
+
+    libgomp gives every thread that runs a parallel op its own team of OpenMP threads. Once the teams hold more
+    threads than the machine has cores, it stops spin-waiting between parallel regions, and every small op of a
+    decoding step then waits for a sleeping thread to wake: two threads became slower than one (README, "Chat on
+    the CPU"). Threads started after this call (Gradio's handlers) inherit one thread."""
+    torch.set_num_threads(1)
+
+
 SMALL_MODEL_PARAMS = 50_000_000  # below this (non-embedding) size, CPU autocast to bf16 does not pay
 
 

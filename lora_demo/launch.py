@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lora_demo.data.formats import MAX_UPLOAD_MB
+from lora_demo.device import one_thread_outside_chat
 from lora_demo.guard import server_options
 from lora_demo.ui import AppSettings, build_app
 
@@ -86,6 +87,7 @@ def resolve_api_key(args: argparse.Namespace, auth) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    one_thread_outside_chat()  # the chat's generation thread alone computes on every core
     auth = resolve_auth(args)
     api_key = resolve_api_key(args, auth)
     settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),

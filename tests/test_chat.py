@@ -464,3 +464,51 @@ def test_load_lines_status_and_errors_render_in_chinese(engine, tiny_run):
     assert first == f"Loading base model `qwen3-tiny` on {e.device}…"
     assert render(first, "zh") == f"正在 {e.device} 上加载基座模型 `qwen3-tiny`…"
     assert render(ChatEngine().status(), "zh") == "尚未加载模型。"
+
+
+def test_thread_tuner_follows_the_cheaper_count_and_looks_again():
+    """The CPU decoder's thread count follows the measured step cost: a bug that kept the first count (or never
+    looked at the other again after the load changed) leaves chat 2-10x slower beside a busy process."""
+    from lora_demo.chat.decode import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        t = ThreadTuner(2, probe_every=4)
+        t.start()
+        assert t.now == 1 and torch.get_num_threads() == 1  # unknown counts are measured first
+        t.record(4, 0.4)  # 0.1 s a step on one thread
+        assert t.now == 2 and torch.get_num_threads() == 2  # the other is still unknown: measure it
+        t.record(4, 0.2)  # two threads: 0.05 s a step
+        assert t.now == 2
+        t.record(2, 1.0)  # the machine got busy: two threads now cost 0.5 s a step (smoothed 0.275)
+        assert t.now == 1 and torch.get_num_threads() == 1  # switched within the same call
+        t.start()  # the next call starts on the cheaper
+        assert t.now == 1
+        t.record(4, 0.4)
+        t.start()
+        t.start()  # every 4th call looks at the other count again
+        assert t.now == 2
+        assert ThreadTuner(1).options == [1]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_row_draws_sample_each_row_from_its_own_seed_with_the_right_frequencies():
+    """The batched sampler: a row's tokens depend on its seed alone (not on its neighbours or its place in the
+    batch), the same seed repeats, and token i comes with probability p_i (a biased hash or a wrong race, e.g.
+    argmax(p * u), would skew the counts far outside the tolerance below)."""
+    from lora_demo.chat.decode import RowDraws
+
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    n = 20000
+    draws = RowDraws([7, 8], "cpu")
+    both = torch.stack([draws(p.expand(2, -1).clone()) for _ in range(n)])  # [n, 2]
+    for row in range(2):
+        freq = torch.bincount(both[:, row], minlength=5).float() / n
+        assert torch.allclose(freq, p, atol=0.012), freq  # ~3.5 standard errors at p = 0.5
+    assert (both[:, 0] != both[:, 1]).float().mean() > 0.4  # two seeds: two streams
+    alone = RowDraws([8], "cpu")
+    assert torch.equal(torch.stack([alone(p.view(1, -1)) for _ in range(50)])[:, 0], both[:50, 1])
+    flipped = RowDraws([8, 7], "cpu")
+    assert torch.equal(torch.stack([flipped(p.expand(2, -1).clone()) for _ in range(50)]), both[:50].flip(1))
+    assert int(RowDraws([2**64 - 1], "cpu")(p.view(1, -1))[0]) < 4  # any seed; a zero-probability token never

@@ -32,7 +32,9 @@ def answer_names(adapters: list[str]) -> list[str]:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from lora_demo.chat.engine import ChatEngine, GenSettings
+    from lora_demo.device import one_thread_outside_chat
 
+    one_thread_outside_chat()  # the generation thread alone computes on every core
     engine = ChatEngine()
     adapters = [str(Path(a).absolute()) for a in args.adapter]
     first = adapters[0] if adapters else None

@@ -23,9 +23,10 @@
   holds, so nothing is recorded or compiled again. On the CPU the step runs eagerly on a `DynamicCache`
   (compiling it was measured no faster there, after a 94 s compile); `compiled=True` there forces "compile".
 - Sampling follows `generate`: repetition penalty, temperature, top-k, top-p (transformers' own processors),
-  then `torch.multinomial`, EOS suppressed until `min_new_tokens`. Each row draws from its own generator seeded
-  with its request's seed, so a row's answer depends on the seed and its own logits only: the adapter-scale-0 row
-  reproduces the base row token for token, and a row answers the same whatever shares its batch.
+  then a draw, EOS suppressed until `min_new_tokens`. Each row draws from its own counter-based stream of random
+  numbers keyed by its request's seed (`RowDraws`, all rows in one batched computation), so a row's answer
+  depends on the seed and its own logits only: the adapter-scale-0 row reproduces the base row token for token,
+  and a row answers the same whatever shares its batch.
 - Tokens go to a `sink(new_tokens_per_row)` callback in chunks: on CUDA the GPU is asked for them every few
   steps only, so the CPU keeps queueing steps ahead of the GPU; on the CPU every 0.1 s, so the reader (the page's
   stream) wakes ten times a second instead of once a token.
@@ -178,11 +179,52 @@ class LayerCompile:
             self.thread = None
 
 
+class ThreadTuner:
+    """CPU: how many threads the decoding steps run on, decided from their measured cost and re-decided while
+    decoding, because the answer changes with the load: two threads beat one on an idle 2-core machine, while
+    beside a busy process (a training run, another visitor's batch) every parallel region waits for a thread the
+    kernel has parked, and a step can cost ten times more. The steps' smoothed cost is kept per thread count; a
+    call starts on the cheaper, switches at its next look when the other has become cheaper, and every
+    `probe_every`-th call starts on the other count, so a change in the load is seen."""
+
+    def __init__(self, most: int, probe_every: int = 8):
+        self.options = sorted({1, max(1, int(most))})
+        self.cost: dict[int, float] = {}  # threads -> smoothed seconds a step
+        self.probe_every, self.calls = probe_every, 0
+        self.now = self.options[-1]
+
+    def best(self) -> int:
+        unknown = [t for t in self.options if t not in self.cost]
+        return unknown[0] if unknown else min(self.options, key=self.cost.__getitem__)
+
+    def start(self) -> None:
+        """A call begins: the cheaper count (or, now and then, the other one), set on this thread."""
+        self.calls += 1
+        pick = self.best()
+        if len(self.options) > 1 and len(self.cost) == len(self.options) and self.calls % self.probe_every == 0:
+            pick = next(t for t in self.options if t != pick)
+        self._use(pick)
+
+    def record(self, steps: int, seconds: float) -> None:
+        """`steps` steps took `seconds` on the count in use; switch when the other is now cheaper."""
+        if steps <= 0:
+            return
+        cost, old = seconds / steps, self.cost.get(self.now)
+        self.cost[self.now] = cost if old is None else 0.5 * old + 0.5 * cost
+        if self.best() != self.now:
+            self._use(self.best())
+
+    def _use(self, threads: int) -> None:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        self.now = threads
+
+
 class PairDecoder:
     """Decodes a batch of rows with a fixed batch size on one model (the transformers model inside PEFT's)."""
 
     def __init__(self, model, rows: int, compiled: bool, max_cache_len: int = 1280, chunk: int = 8,
-                 step_mode: str | None = None):  # fmt: skip
+                 step_mode: str | None = None, cpu_threads: int | None = None):  # fmt: skip
         self.model = model  # the *ForCausalLM (PEFT's LoRA layers inside it are called directly)
         self.rows = rows
         self.compiled = compiled  # fixed-shape steps on a static cache (CUDA; forced on the CPU by tests)
@@ -200,6 +242,8 @@ class PairDecoder:
         self.max_cache_len = max_cache_len
         self.chunk = chunk  # CUDA: steps between looks at the tokens (each look waits for the GPU)
         self.flush_s = 0.1  # CPU: seconds between hand-overs (each wakes the reader, which competes for 2 cores)
+        # CPU, eager steps: the thread count is re-decided from the steps' cost (None: left as the thread has it)
+        self.threads = ThreadTuner(cpu_threads) if cpu_threads and self.device.type == "cpu" and not compiled else None
         self.cache = None
         self._step = None
         self.eager_mask = model.config._attn_implementation == "eager"
@@ -364,6 +408,8 @@ class PairDecoder:
         if self.step_mode in GRAPH_MODES and self._graph is None:
             self._record_or_fall_back()
         ids, valid, pos = self._inputs(rows, pad_id, width, width + max_new_tokens)
+        if self.threads is not None:
+            self.threads.start()
         pick = _Sampler(ids, eos_ids, min_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty, seed)
         out = _Flusher(ids, eos_ids, width, sink)
         kv_len = self.max_cache_len if self.compiled else width
@@ -415,7 +461,7 @@ class PairDecoder:
         kv_cap = self.max_cache_len if self.compiled else ids.shape[1]
         step_fn = self._step if self.compiled else self.model
         cuda, graphed = dev.type == "cuda", self.step_mode in GRAPH_MODES
-        last_flush = time.perf_counter()
+        last_flush, last_step = time.perf_counter(), 0
         for step in range(1, max_new_tokens):
             cur = width + step  # tokens in ids so far; the newest is at cur - 1
             valid[:, cur - 1] = True
@@ -446,7 +492,10 @@ class PairDecoder:
             look = (step + 1) % self.chunk == 0 if cuda else (
                 bool(done.all()) or time.perf_counter() - last_flush >= self.flush_s)  # fmt: skip
             if look:
-                last_flush = time.perf_counter()
+                now = time.perf_counter()
+                if self.threads is not None:
+                    self.threads.record(step - last_step, now - last_flush)
+                last_flush, last_step = now, step
                 if out.flush(cur + 1):
                     return out.kept
             if should_stop():
@@ -469,18 +518,58 @@ def sampling_warpers(temperature: float, top_p: float, top_k: int) -> list:
     return out
 
 
+def _as_int64(u: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+_GOLDEN, _MIX1, _MIX2 = (_as_int64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch's >> is arithmetic: it copies the sign bit)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on int64 tensors (wrapping multiplication), elementwise: consecutive inputs
+    give independent-looking 64-bit outputs (Steele, Lea and Flood, 2014)."""
+    z = z + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
 class RowDraws:
-    """One seeded generator per row: row k's draws depend on its seed alone, never on the other rows (a batched
-    torch.multinomial with one generator gives row 1 the random numbers after row 0's)."""
+    """Each row's token from its own stream of random numbers, all rows in one batched computation.
+
+    Draw n of a row with seed s gives token i the uniform number u = hash(hash(s) + n * vocab + i) (SplitMix64,
+    counter-based, as Philox is) and takes argmax(p_i / -log u_i): the exponential race, which picks token i with
+    probability p_i exactly. So row k's answer depends on its seed and its own probabilities alone, never on which
+    other rows share the batch or where it sits, as with one seeded torch.Generator per row; but where those
+    needed one torch.multinomial per row a step, this is a dozen elementwise kernels for the whole batch, the same
+    count for 2 rows or 8 (README's chat figures: sampling against greedy)."""
 
     def __init__(self, seeds: list[int], device):
-        self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        keys = torch.tensor([_as_int64(int(s) % (1 << 64)) for s in seeds], dtype=torch.int64, device=device)
+        self.keys = splitmix64(keys).view(-1, 1)  # [rows, 1]: each row's stream
+        self.n = 0  # draws so far (every row draws once a step)
+        self._ids: torch.Tensor | None = None
+
+    def uniform(self, vocab: int) -> torch.Tensor:
+        """[rows, vocab] float32 in (0, 1): this draw's numbers, then the counter moves on."""
+        if self._ids is None or self._ids.numel() != vocab:
+            self._ids = torch.arange(vocab, dtype=torch.int64, device=self.keys.device)
+        z = splitmix64(self.keys + (self.n * vocab) + self._ids)
+        self.n += 1
+        return (_shr(z, 40).float() + 0.5) * (1.0 / (1 << 24))  # the top 24 bits, never 0 or 1
 
     def __call__(self, probs: torch.Tensor) -> torch.Tensor:
         """One token a row from probs [rows, vocab]."""
-        if probs.shape[0] != len(self.gens):
-            raise ValueError(f"{probs.shape[0]} rows of probabilities for {len(self.gens)} generators")
-        return torch.cat([torch.multinomial(probs[k : k + 1], 1, generator=g) for k, g in enumerate(self.gens)])[:, 0]
+        if probs.shape[0] != self.keys.shape[0]:
+            raise ValueError(f"{probs.shape[0]} rows of probabilities for {self.keys.shape[0]} seeds")
+        race = probs.float() / -torch.log(self.uniform(probs.shape[1]))
+        return race.argmax(-1)
 
 
 def row_seeds(seed: int | list[int], rows: int) -> list[int]:

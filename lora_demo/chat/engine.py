@@ -19,11 +19,12 @@ the row masks cannot serve, e.g. DoRA) and "sequential" (row by row, the plain-P
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
 
-from lora_demo.chat.batcher import Batcher
+from lora_demo.chat.batcher import CUDA_SIZES, Batcher
 from lora_demo.chat.compare import CompareRow, compare_on_rows
 from lora_demo.chat.precision import chat_precision
 from lora_demo.chat.registry import AdapterRegistry, adapter_key, run_template
@@ -31,6 +32,8 @@ from lora_demo.chat.request import GenSettings, SideResult, flatten_content, spl
 from lora_demo.chat.stream import _drain, _PairStreamer, _stats
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+
+log = logging.getLogger(__name__)
 
 # Re-exported: callers (the UI, the CLI, tests, benches) take these from the engine.
 __all__ = ["ChatEngine", "CompareRow", "GenSettings", "SideResult", "chat_precision", "compare_on_rows",
@@ -62,6 +65,8 @@ class ChatEngine:
         self.batcher = Batcher(self)  # requests waiting for the next batch (several visitors share one)
         self.worker = None  # decode.GenerationWorker: the one thread every generation of this model runs on
         self.warmup_s: float | None = None
+        self.more_rows = threading.Event()  # set when the 4- and 8-row steps are recorded (CUDA) or need none
+        self.more_rows_s = 0.0  # how long recording them took
 
     @property
     def decoder(self):
@@ -99,9 +104,8 @@ class ChatEngine:
     def load(self, model_id: str | None, adapter_dir: str | None = None) -> Iterator[str]:
         """Load a base model and (optionally) an adapter, yielding progress lines (Msgs: English text that the UI
         renders in the session's language)."""
-        import torch
-
         from lora_demo.adapters import check_adapter, module_shapes
+        from lora_demo.chat.decode import GenerationWorker
         from lora_demo.device import detect
         from lora_demo.models import load_model, resolve_model
 
@@ -113,15 +117,16 @@ class ChatEngine:
             yield msg("Loading base model `{model}` on {device}…", model=model_id, device=plan.device)
             t0 = time.perf_counter()
             dtype = plan.precision if plan.device == "cuda" else "fp32"
-            lm = load_model(model_id, dtype=dtype, device=plan.device)
+            # The model is loaded and converted on the generation thread, which alone computes with every core
+            # (device.one_thread_outside_chat says why the caller's thread should not).
+            self.worker = GenerationWorker(threads=plan.cpu_threads if plan.device == "cpu" else None)
+            lm = self.worker.run(lambda: load_model(model_id, dtype=dtype, device=plan.device))
             model, tok = lm.model, lm.tokenizer
-            model, self.precision = chat_precision(model, plan, self.full_precision)
+            model, self.precision = self.worker.run(lambda: chat_precision(model, plan, self.full_precision))
             if "dequantized" in self.precision:
                 yield msg("Dequantized the 4-bit weights once for chat: {precision}.", precision=self.precision)
             model.eval()
             tok.padding_side = "left"
-            if plan.device == "cpu":
-                torch.set_num_threads(plan.cpu_threads)
             self.model, self.tokenizer, self.model_id, self.device = model, tok, model_id, plan.device
             self.module_shapes = module_shapes(model)
             self.template = {"template": "chat" if tok.chat_template else "alpaca"}
@@ -140,9 +145,52 @@ class ChatEngine:
             yield msg("Warming up: recording the decoding step as one CUDA graph (a few seconds)…")
         elif self.decoder is not None and self.decoder.compiled:
             yield msg("Warming up: compiling the decoding step once for this model (up to a minute)…")
+        from lora_demo.chat.decode import GRAPH_MODES
+
         self.warmup_s = self._warm_up()
+        if self.decoder is not None and self.decoder.step_mode in GRAPH_MODES and self.default_mode == "rows":
+            self.more_rows.clear()
+            self.more_rows_s = 0.0
+            self.worker.submit(self._record_more_rows)  # after Load: the first answer does not wait for it
+            yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s); the steps for 3 to 8 rows at once (the "
+                      "compare with more adapters, visitors sharing a batch) are recorded in the background. "
+                      "{status}", seconds=time.perf_counter() - t0, warmup=self.warmup_s,
+                      status=self.status())  # fmt: skip
+            return
+        self.more_rows.set()
         yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=time.perf_counter() - t0,
                   warmup=self.warmup_s, status=self.status())  # fmt: skip
+
+    def _record_more_rows(self) -> None:
+        """CUDA, a job on the generation thread queued after Load: record the steps of the larger batch sizes (4
+        and 8 rows: a batch is padded to one of CUDA_SIZES), one at a time under the model's lock, so a visitor's
+        first 3- to 8-row answer records nothing. Requests come first: with one waiting, this job queues itself
+        again behind it, so a request waits for one recording at most. A Load whose caller stopped reading (the
+        lock still held after a minute) leaves the sizes to their first answer, as before."""
+        t0, again = time.perf_counter(), False
+        try:
+            for rows in CUDA_SIZES[2:]:
+                if rows in self.decoders and self.decoders[rows]._graph is not None:
+                    continue
+                if self.batcher.waiting:
+                    again = True
+                    self.worker.submit(self._record_more_rows)
+                    return
+                if not self.lock.acquire(timeout=60):
+                    return
+                try:
+                    if self.model is None or self.default_mode != "rows":
+                        return
+                    warm = [self.tokenizer("Hello").input_ids or [self.tokenizer.pad_token_id]] * rows
+                    self._decode(warm, GenSettings(max_new_tokens=4, min_new_tokens=4, greedy=True))
+                finally:
+                    self.lock.release()
+        except Exception as e:  # noqa: BLE001 - the larger sizes then record at their first answer
+            log.warning("chat: recording the larger batch sizes failed (%s: %s)", type(e).__name__, str(e)[:300])
+        finally:
+            self.more_rows_s += time.perf_counter() - t0
+            if not again:
+                self.more_rows.set()
 
     def attach(self, adapter_dir: str) -> Iterator[str]:
         """Make an adapter folder available to requests on this base (yields a stage line while it attaches; an
@@ -199,12 +247,9 @@ class ChatEngine:
             decoder.forget_step()
 
     def _prepare_decoding(self) -> None:
-        """The base model's decoders (made per batch size when first asked) and its one generation thread."""
-        from lora_demo.chat.decode import GenerationWorker
-
+        """The base model's decoders (made per batch size when first asked)."""
         self.decoders = {}
         self._decoder(1)
-        self.worker = GenerationWorker()
 
     def _decoder(self, rows: int):
         from lora_demo.chat.decode import PairDecoder
@@ -212,16 +257,16 @@ class ChatEngine:
         if rows not in self.decoders:
             inner = self.model.base_model.model if hasattr(self.model, "peft_config") else self.model
             compiled = self.device == "cuda" if self.compile is None else self.compile
-            self.decoders[rows] = PairDecoder(inner, rows, compiled=compiled, max_cache_len=self.max_cache_len)
+            threads = self.worker.threads if self.worker is not None else None
+            self.decoders[rows] = PairDecoder(inner, rows, compiled=compiled, max_cache_len=self.max_cache_len,
+                                              cpu_threads=threads)  # fmt: skip
         return self.decoders[rows]
 
     def _warm_up(self) -> float:
         """Short generations through the default path, on the generation thread. CUDA: records the decoding step's
-        CUDA graph (compiling it first in the compile modes; graph trees record on the second call). CPU: times 1 and all cores for this model on this thread
-        and keeps the faster (2 threads were slower than 1 for SmolLM2-135M on 2 cores; it depends on the model
-        and the machine)."""
-        import torch
-
+        CUDA graph (compiling it first in the compile modes; graph trees record on the second call). CPU: a few
+        answers, over which the decoder's ThreadTuner measures one thread and the plan's threads (it keeps
+        measuring while people chat: the better count depends on the model, the machine and its load)."""
         t0 = time.perf_counter()
         if self.decoder is None or self.default_mode != "rows":
             return 0.0
@@ -238,15 +283,8 @@ class ChatEngine:
                 self.worker.run(gen(4))
             return time.perf_counter() - t0
         self.worker.run(gen(2))
-        timings = {}
-        for threads in sorted({1, max(1, torch.get_num_threads())}):
-            self.worker.run(lambda t=threads: torch.set_num_threads(t))
-            t1 = time.perf_counter()
+        for _ in range(3):  # the decoder's ThreadTuner measures one thread and the plan's threads
             self.worker.run(gen(8))
-            timings[threads] = time.perf_counter() - t1
-        best = min(timings, key=timings.get)
-        self.worker.run(lambda: torch.set_num_threads(best))
-        self.worker.threads = best
         return time.perf_counter() - t0
 
     def unload(self) -> None:

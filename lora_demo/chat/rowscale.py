@@ -283,12 +283,9 @@ def _row_scaled_forward(self, x, *args, **kwargs):
 def _row_scaled_linear(self, x, *args, **kwargs):
     """A plain nn.Linear base: the same sum in as few calls as possible (decoding is call-bound). With the adapters
     in fp32 beside a bf16 base (PEFT's default on the CPU, where tiny bf16 matmuls cost 4x fp32 ones), the sum is
-    taken in fp32 and rounded once, as PEFT does."""
+    taken in fp32 and rounded once, as PEFT does: one in-place add computes in the promoted dtype and rounds into
+    the base's output (the same values as casting up, adding and casting down, in one op instead of three)."""
     if _peft_path(self, kwargs):
         return type(self).forward(self, x, *args, **kwargs)
     base = self.base_layer
-    result = F.linear(x, base.weight, base.bias)
-    lora = _lora_term(self, x)
-    if lora.dtype == result.dtype:
-        return result + lora
-    return (result.to(lora.dtype) + lora).to(result.dtype)
+    return F.linear(x, base.weight, base.bias).add_(_lora_term(self, x))
