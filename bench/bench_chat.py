@@ -7,8 +7,8 @@ Same prompt, greedy, fixed length (min_new_tokens = max_new_tokens):
 - ours: ChatEngine's default path, as the Chat tab calls it: both sides in one batch with a per-row LoRA scale,
   streaming at once (CUDA: static cache + the step compiled at Load, the warm-up reported as warmup_s); then a
   second prompt of another length (no recompile: dynamo's graph count is printed before and after);
-- plain PEFT sequential: a separately loaded PeftModel (same weights dtype), `generate` inside `disable_adapter()`
-  for the base answer, then with the adapter for the tuned one;
+- plain PEFT sequential: a PeftModel loaded in a fresh process (same weights dtype, torch's default threads),
+  `generate` inside `disable_adapter()` for the base answer, then with the adapter for the tuned one;
 - Unsloth (CUDA only, in a subprocess: it must be imported before transformers): `FastLanguageModel` with the
   adapter, `for_inference`, the tuned answer alone (its studio's compare runs the sides one after the other).
 - ours, N-way: the base and N - 1 adapters of mixed ranks attached to the same base, N = 2, 3, 5 rows in one batch
@@ -115,6 +115,22 @@ def plain_peft_sequential(model: str, adapter: Path, dtype, device: str, n: int)
     if device == "cuda":
         torch.cuda.empty_cache()
     return rates
+
+
+def peft_in_own_process(model: str, adapter: Path, dtype: str, n: int) -> list[float]:
+    """plain_peft_sequential in a fresh process: the plain library as a user runs it, with torch's default threads
+    and no other thread's OpenMP team beside it (this process's generation thread had one)."""
+    code = ("import json, sys, torch; sys.path.insert(0, sys.argv[1]); from bench_chat import plain_peft_sequential; "
+            "dev = 'cuda' if torch.cuda.is_available() else 'cpu'; "
+            "r = plain_peft_sequential(sys.argv[2], sys.argv[3], getattr(torch, sys.argv[4]), dev, int(sys.argv[5])); "
+            "print('PEFT-JSON', json.dumps(r))")  # fmt: skip
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run([sys.executable, "-c", code, here, model, str(adapter), dtype, str(n)], capture_output=True,
+                         text=True, timeout=1800)  # fmt: skip
+    for line in out.stdout.splitlines():
+        if line.startswith("PEFT-JSON "):
+            return json.loads(line.split(" ", 1)[1])
+    raise RuntimeError(f"the plain PEFT baseline failed: {(out.stderr or out.stdout).strip()[-500:]}")
 
 
 def profile_answer(engine, n: int = 64) -> dict:
@@ -342,7 +358,7 @@ def main() -> None:
             traceback.print_exc()
             nway = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     engine.unload()
-    seq = plain_peft_sequential(model, adapter, dtype, device, n)
+    seq = peft_in_own_process(model, adapter, str(dtype).replace("torch.", ""), n)
     print(f"  plain PEFT sequential: base {seq[0]:.1f} tok/s, then tuned {seq[1]:.1f} tok/s", flush=True)
     uns, uns_err = None, None
     if device == "cuda" and not args.no_unsloth:

@@ -74,6 +74,28 @@ def _cudagraph_thread_state() -> None:
     torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
 
 
+_OPENMP: list = []  # threadpoolctl's handle on the loaded OpenMP runtime, made once
+
+
+def use_threads(n: int) -> None:
+    """Run this thread's torch ops on `n` OpenMP threads, leaving torch's process-wide default alone.
+
+    torch.set_num_threads(n) also stores n as the count every other thread adopts at its first parallel op, so a
+    generation thread's 2 would hand Gradio's next handler thread an OpenMP team of its own (and libgomp slows
+    every team once they outnumber the cores: device.one_thread_outside_chat). So torch's per-thread setup is done
+    first (one parallel op), then the OpenMP runtime's own per-thread setting is changed through threadpoolctl.
+    Without a runtime it can find, torch.set_num_threads is the fallback."""
+    from threadpoolctl import ThreadpoolController
+
+    torch.ones(1 << 17).sum()  # torch's per-thread init (it would reset the count at this thread's first op)
+    if not _OPENMP:
+        _OPENMP.append(ThreadpoolController().select(user_api="openmp"))
+    if _OPENMP[0].lib_controllers:
+        _OPENMP[0].limit(limits=n)
+    elif torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 class GenerationWorker:
     """One daemon thread that runs submitted jobs one after another."""
 
@@ -85,7 +107,7 @@ class GenerationWorker:
 
     def _loop(self) -> None:
         if self.threads:
-            torch.set_num_threads(self.threads)
+            use_threads(self.threads)
         if torch.cuda.is_available():
             _cudagraph_thread_state()
         while True:
@@ -216,7 +238,7 @@ class ThreadTuner:
 
     def _use(self, threads: int) -> None:
         if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+            use_threads(threads)
         self.now = threads
 
 

@@ -67,6 +67,7 @@ class ChatEngine:
         self.warmup_s: float | None = None
         self.more_rows = threading.Event()  # set when the 4- and 8-row steps are recorded (CUDA) or need none
         self.more_rows_s = 0.0  # how long recording them took
+        self._more_rows_since: float | None = None  # when the first try began (tries give up after two minutes)
 
     @property
     def decoder(self):
@@ -150,7 +151,7 @@ class ChatEngine:
         self.warmup_s = self._warm_up()
         if self.decoder is not None and self.decoder.step_mode in GRAPH_MODES and self.default_mode == "rows":
             self.more_rows.clear()
-            self.more_rows_s = 0.0
+            self.more_rows_s, self._more_rows_since = 0.0, None
             self.worker.submit(self._record_more_rows)  # after Load: the first answer does not wait for it
             yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s); the steps for 3 to 8 rows at once (the "
                       "compare with more adapters, visitors sharing a batch) are recorded in the background. "
@@ -165,18 +166,19 @@ class ChatEngine:
         """CUDA, a job on the generation thread queued after Load: record the steps of the larger batch sizes (4
         and 8 rows: a batch is padded to one of CUDA_SIZES), one at a time under the model's lock, so a visitor's
         first 3- to 8-row answer records nothing. Requests come first: with one waiting, this job queues itself
-        again behind it, so a request waits for one recording at most. A Load whose caller stopped reading (the
-        lock still held after a minute) leaves the sizes to their first answer, as before."""
+        again behind it, so a request waits for one recording at most; so does a busy lock (an attach, a Load
+        still being read), for two minutes, after which the sizes are left to their first answer, as before."""
         t0, again = time.perf_counter(), False
+        self._more_rows_since = self._more_rows_since or t0
         try:
             for rows in CUDA_SIZES[2:]:
                 if rows in self.decoders and self.decoders[rows]._graph is not None:
                     continue
-                if self.batcher.waiting:
-                    again = True
-                    self.worker.submit(self._record_more_rows)
-                    return
-                if not self.lock.acquire(timeout=60):
+                busy = bool(self.batcher.waiting) or not self.lock.acquire(timeout=1)
+                if busy:
+                    again = t0 - self._more_rows_since < 120
+                    if again:
+                        self.worker.submit(self._record_more_rows)
                     return
                 try:
                     if self.model is None or self.default_mode != "rows":
@@ -190,6 +192,7 @@ class ChatEngine:
         finally:
             self.more_rows_s += time.perf_counter() - t0
             if not again:
+                self._more_rows_since = None
                 self.more_rows.set()
 
     def attach(self, adapter_dir: str) -> Iterator[str]:
