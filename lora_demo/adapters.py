@@ -15,6 +15,7 @@ from pathlib import Path
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg, render, translator
 from lora_demo.io import read_text, regular_files
+from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS_BIN, CHECKPOINT_MARKER, CHECKPOINTS, AdapterDir, RunDir
 
 # A run's status (status.json) as the adapter lists name it.
 STATUS_WORDS = {"starting": msg("starting"), "loading": msg("loading"), "training": msg("training"),
@@ -29,16 +30,15 @@ def find_adapter_files(adapter_dir: str | Path) -> tuple[Path, Path]:
         raise InputError(
             msg("Adapter folder {path} does not exist: pick a run, or check the path.", path=str(adapter_dir))
         )
-    cfg = path / "adapter_config.json"
-    weights = path / "adapter_model.safetensors"
+    cfg, weights = AdapterDir(path).adapter_config_path, AdapterDir(path).weights_path
     if not cfg.is_file():
-        nested = sorted(path.glob("*/adapter_config.json"))
+        nested = sorted(path.glob(f"*/{ADAPTER_CONFIG}"))
         if nested:
             raise InputError(msg("{path} holds no adapter: adapter_config.json is missing (did you mean {nested}?).",
                                  path=str(adapter_dir), nested=str(nested[0].parent)))  # fmt: skip
         raise InputError(msg("{path} holds no adapter: adapter_config.json is missing.", path=str(adapter_dir)))
     if not weights.is_file():
-        if (path / "adapter_model.bin").is_file():
+        if (path / ADAPTER_WEIGHTS_BIN).is_file():
             raise InputError(msg("{path} has no adapter_model.safetensors. Only adapter_model.bin is there; LoRA Lab "
                                  "reads safetensors only.", path=str(adapter_dir)))  # fmt: skip
         raise InputError(msg("{path} has no adapter_model.safetensors.", path=str(adapter_dir)))
@@ -70,7 +70,7 @@ def _read_config(cfg_path: Path, folder: str) -> dict:
     except InputError:
         raise
     except OSError as e:
-        raise InputError(msg("Cannot read {file} in {path}: {why}.", file="adapter_config.json", path=folder,
+        raise InputError(msg("Cannot read {file} in {path}: {why}.", file=ADAPTER_CONFIG, path=folder,
                              why=str(e.strerror or e))) from None  # fmt: skip
     except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deeply
         why = (e.msg if isinstance(e, json.JSONDecodeError) else msg("nested too deeply")
@@ -217,21 +217,15 @@ def check_adapter_base(adapter_dir: str | Path, model_id: str | None = None) -> 
 def run_folder(adapter_dir: str | Path) -> Path:
     """The run an adapter belongs to: the folder itself, or for a checkpoint (<run>/checkpoints/checkpoint-N) its
     run, which holds the rows (data/), the votes and the exports."""
-    path = Path(adapter_dir)
-    if (
-        path.parent.name == "checkpoints"
-        and path.name.startswith("checkpoint-")
-        and (path.parent.parent / "data").is_dir()
-    ):
-        return path.parent.parent
-    return path
+    run = RunDir.of_checkpoint(adapter_dir)
+    return run.path if run is not None and run.data_dir.is_dir() else Path(adapter_dir)
 
 
 def votes_file(adapter_dir: str | Path) -> Path:
     """Where an adapter's blind votes go: <run>/votes.jsonl, or <run>/votes-checkpoint-N.jsonl for a checkpoint
     (a checkpoint folder is pruned as training goes on; its votes must outlive it)."""
-    path, run = Path(adapter_dir), run_folder(adapter_dir)
-    return run / "votes.jsonl" if run == path else run / f"votes-{path.name}.jsonl"
+    path, run = Path(adapter_dir), RunDir(run_folder(adapter_dir))
+    return run.votes_path if run.path == path else run.checkpoint_votes_path(path.name)
 
 
 def find_adapters(root: str | Path, max_depth: int = 2) -> list[Path]:
@@ -242,7 +236,7 @@ def find_adapters(root: str | Path, max_depth: int = 2) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    configs = [p for d in range(1, max_depth + 1) for p in root.glob("/".join(["*"] * d) + "/adapter_config.json")]
+    configs = [p for d in range(1, max_depth + 1) for p in root.glob("/".join(["*"] * d) + "/" + ADAPTER_CONFIG)]
     return [cfg.parent for cfg in sorted(set(configs), key=_written, reverse=True)]
 
 
@@ -257,13 +251,13 @@ def adapter_choices(root: str | Path, lang: str = "en") -> list[tuple[str, str]]
     root = Path(root)
     groups: dict[Path, tuple[float, list[tuple[str, str]]]] = {}
     for folder in find_adapters(root):
-        groups[folder] = (_written(folder / "adapter_config.json"), [_final_choice(root, folder, lang)])
-    runs = [c.parent for c in root.glob("*/checkpoints")] if root.is_dir() else []
+        groups[folder] = (_written(AdapterDir(folder).adapter_config_path), [_final_choice(root, folder, lang)])
+    runs = [c.parent for c in root.glob(f"*/{CHECKPOINTS}")] if root.is_dir() else []
     for run in runs:
         ckpts = _checkpoint_choices(root, run, lang)
         if ckpts:
             when, final = groups.get(run, (0.0, []))
-            newest = _written(Path(ckpts[0][1]) / "adapter_config.json")
+            newest = _written(AdapterDir(ckpts[0][1]).adapter_config_path)
             groups[run] = (max(when, newest), final + ckpts)
     ordered = sorted(groups.values(), key=lambda g: g[0], reverse=True)
     return [choice for _, choices in ordered for choice in choices]
@@ -277,32 +271,28 @@ def _written(path: Path) -> float:
 
 
 def _final_choice(root: Path, folder: Path, lang: str = "en") -> tuple[str, str]:
-    from lora_demo.train.runs import read_status
-
     tr = translator(lang)
-    st = read_status(folder)
+    st = RunDir(folder).read_status()
     bits = [folder.relative_to(root).as_posix()]
     if st.get("status"):
         status = str(st["status"])
         bits.append(render(STATUS_WORDS.get(status, status), lang))
     if isinstance(st.get("final_loss"), (int, float)):
         bits.append(tr("loss {loss:.3f}", loss=st["final_loss"]))
-    if (folder / "TRUNCATED.json").is_file():
+    if AdapterDir(folder).truncated_path.is_file():
         bits.append(tr("rank-k copy"))
     return " · ".join(bits), str(folder)
 
 
 def _checkpoint_choices(root: Path, run: Path, lang: str = "en") -> list[tuple[str, str]]:
     """A run's loadable checkpoints, newest step first, labelled with step and the loss logged there."""
-    import json
-
-    from lora_demo.train.checkpoints import MARKER, checkpoint_choices
+    from lora_demo.train.checkpoints import checkpoint_choices
 
     tr = translator(lang)
     out = []
     for step, ckpt in checkpoint_choices(run):
         try:
-            info = json.loads((ckpt / MARKER).read_text())
+            info = json.loads((ckpt / CHECKPOINT_MARKER).read_text())
         except (OSError, ValueError):
             info = {}
         bits = [

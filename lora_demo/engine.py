@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.rundir import RunDir
 
 if TYPE_CHECKING:
     from lora_demo.train.settings import TrainSettings
@@ -94,7 +95,7 @@ class LabEngine:
         from lora_demo.train.runs import read_status
 
         run_dir = self.run_dir(name)
-        if not (run_dir / "adapter_config.json").is_file():
+        if not RunDir(run_dir).has_adapter_config():
             status = read_status(run_dir).get("status", "unknown")
             raise InputError(
                 msg("Run {name!r} has no adapter yet (status: {status}). Wait until it completes or is stopped.",
@@ -428,7 +429,7 @@ class LabEngine:
         from lora_demo.judge import heldout_loss
 
         adapter = self._adapter_of(adapter_dir)
-        rows = read_jsonl(run_folder(adapter) / "data" / "val.jsonl")[:32]  # a checkpoint: its run's
+        rows = read_jsonl(RunDir(run_folder(adapter)).val_rows_path)[:32]  # a checkpoint: its run's
         if not rows:  # said plainly, not as a failure: nothing loads
             return {"rows": 0, "tokens": 0, "note": NO_VALIDATION_ROWS}
         engine, adapter = self._judged(model_id, adapter)
@@ -457,7 +458,7 @@ class LabEngine:
         from lora_demo.judge import VoteStore, export_dpo
 
         adapter = Path(self._adapter_of(adapter_dir))
-        out = run_folder(adapter) / "exports" / votes_file(adapter).name.replace("votes", "dpo-pairs")
+        out = RunDir(run_folder(adapter)).exports_dir / votes_file(adapter).name.replace("votes", "dpo-pairs")
         pairs = export_dpo(VoteStore(adapter).votes(), out)
         if pairs == 0:
             raise InputError(msg("No decided votes yet (ties and 'both bad' make no pair): vote A or B first."))

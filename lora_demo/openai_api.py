@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lora_demo.chat.engine import GenSettings, flatten_content
 from lora_demo.errors import LoraLabError
+from lora_demo.rundir import CHECKPOINT_PREFIX, CHECKPOINTS, AdapterDir
 
 PREFIX = "/v1"
 MAX_BODY = 4 * 2**20  # bytes of one request's JSON
@@ -60,7 +61,7 @@ def adapter_names(runs_dir: str | Path) -> dict[str, str]:
     for _label, folder in adapter_choices(root):
         rel = Path(folder).relative_to(root)
         parts = rel.parts
-        if len(parts) >= 3 and parts[-2] == "checkpoints" and parts[-1].startswith("checkpoint-"):
+        if len(parts) >= 3 and parts[-2] == CHECKPOINTS and parts[-1].startswith(CHECKPOINT_PREFIX):
             name = Path(*parts[:-2], parts[-1]).as_posix()
         else:
             name = rel.as_posix()
@@ -88,7 +89,7 @@ def list_models(lab) -> list[dict]:
            for m in base_ids(lab)]  # fmt: skip
     for name, folder in adapter_names(lab.runs_dir).items():
         try:
-            created = int((Path(folder) / "adapter_config.json").stat().st_mtime)
+            created = int(AdapterDir(folder).adapter_config_path.stat().st_mtime)
         except OSError:  # deleted while listing
             continue
         out.append({"id": name, "object": "model", "created": created, "owned_by": OWNER, "root": name,
@@ -117,7 +118,7 @@ def resolve_model(lab, name) -> tuple[str, str | None]:
     except LoraLabError:
         path = None
     if path is not None and path.is_dir():
-        if (path / "adapter_config.json").is_file():
+        if AdapterDir(path).has_adapter_config():
             return "auto", name  # the engine checks the folder again, as it does the page's
         if (path / "config.json").is_file():
             return name, None

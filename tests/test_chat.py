@@ -512,3 +512,7 @@ def test_row_draws_sample_each_row_from_its_own_seed_with_the_right_frequencies(
     flipped = RowDraws([8, 7], "cpu")
     assert torch.equal(torch.stack([flipped(p.expand(2, -1).clone()) for _ in range(50)]), both[:50].flip(1))
     assert int(RowDraws([2**64 - 1], "cpu")(p.view(1, -1))[0]) < 4  # any seed; a zero-probability token never
+    wide = torch.zeros(8, 151936)  # a Qwen-sized vocabulary with all the mass on 3 tokens (top-k 3)
+    wide[:, :3] = torch.tensor([0.6, 0.3, 0.1])
+    many = RowDraws(list(range(8)), "cpu")
+    assert all(int(many(wide).max()) < 3 for _ in range(200))  # a uniform of exactly 1.0 once let p = 0 win

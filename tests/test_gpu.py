@@ -240,6 +240,7 @@ def test_chat_on_cuda_rows_exact_compiled_once_and_fast(qwen3_1_7b, tmp_path):
     lines = list(engine.load(str(qwen3_1_7b), str(adapter)))
     assert engine.device == "cuda" and engine.default_mode == "rows" and engine.decoder.compiled
     assert any("Warming up" in line for line in lines) and "bf16" in engine.precision
+    assert engine.more_rows.wait(600)  # the background recording done: the direct forward below uses the masks
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "Hello"}])] * 2, device="cuda")
     with torch.inference_mode():
         with engine.row_scale.on([0.0, 1.0]):

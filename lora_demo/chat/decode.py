@@ -74,26 +74,29 @@ def _cudagraph_thread_state() -> None:
     torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
 
 
-_OPENMP: list = []  # threadpoolctl's handle on the loaded OpenMP runtime, made once
-
-
 def use_threads(n: int) -> None:
-    """Run this thread's torch ops on `n` OpenMP threads, leaving torch's process-wide default alone.
+    """Run this thread's torch ops (OpenMP and MKL) on `n` threads, leaving the count other threads take alone.
 
     torch.set_num_threads(n) also stores n as the count every other thread adopts at its first parallel op, so a
     generation thread's 2 would hand Gradio's next handler thread an OpenMP team of its own (and libgomp slows
-    every team once they outnumber the cores: device.one_thread_outside_chat). So torch's per-thread setup is done
-    first (one parallel op), then the OpenMP runtime's own per-thread setting is changed through threadpoolctl.
-    Without a runtime it can find, torch.set_num_threads is the fallback."""
-    from threadpoolctl import ThreadpoolController
+    every team once they outnumber the cores: device.one_thread_outside_chat). So this thread's count is set, and
+    then the stored default is put back from a short-lived thread (whose own count dies with it)."""
+    torch.get_num_threads()  # torch's per-thread init first (it would reset the count at this thread's first op)
+    default = _default_threads()
+    torch.set_num_threads(n)
+    if default != n:
+        restore = threading.Thread(target=torch.set_num_threads, args=(default,), name="lora-lab-threads")
+        restore.start()
+        restore.join()
 
-    torch.ones(1 << 17).sum()  # torch's per-thread init (it would reset the count at this thread's first op)
-    if not _OPENMP:
-        _OPENMP.append(ThreadpoolController().select(user_api="openmp"))
-    if _OPENMP[0].lib_controllers:
-        _OPENMP[0].limit(limits=n)
-    elif torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+
+def _default_threads() -> int:
+    """The count a thread that never set one gets (what torch stored last)."""
+    box: list[int] = []
+    probe = threading.Thread(target=lambda: box.append(torch.get_num_threads()), name="lora-lab-threads")
+    probe.start()
+    probe.join()
+    return box[0]
 
 
 class GenerationWorker:
@@ -107,7 +110,10 @@ class GenerationWorker:
 
     def _loop(self) -> None:
         if self.threads:
-            use_threads(self.threads)
+            try:
+                use_threads(self.threads)
+            except Exception as e:  # noqa: BLE001 - decode on whatever count the thread has rather than not at all
+                log.warning("chat: setting the generation thread's CPU threads failed (%s: %s)", type(e).__name__, e)
         if torch.cuda.is_available():
             _cudagraph_thread_state()
         while True:
@@ -214,6 +220,7 @@ class ThreadTuner:
         self.cost: dict[int, float] = {}  # threads -> smoothed seconds a step
         self.probe_every, self.calls = probe_every, 0
         self.now = self.options[-1]
+        self.fresh = True  # the next measurement replaces the count's cost (a probe: the old one may be stale)
 
     def best(self) -> int:
         unknown = [t for t in self.options if t not in self.cost]
@@ -225,6 +232,7 @@ class ThreadTuner:
         pick = self.best()
         if len(self.options) > 1 and len(self.cost) == len(self.options) and self.calls % self.probe_every == 0:
             pick = next(t for t in self.options if t != pick)
+            self.fresh = True
         self._use(pick)
 
     def record(self, steps: int, seconds: float) -> None:
@@ -232,7 +240,8 @@ class ThreadTuner:
         if steps <= 0:
             return
         cost, old = seconds / steps, self.cost.get(self.now)
-        self.cost[self.now] = cost if old is None else 0.5 * old + 0.5 * cost
+        self.cost[self.now] = cost if old is None or self.fresh else 0.5 * old + 0.5 * cost
+        self.fresh = False
         if self.best() != self.now:
             self._use(self.best())
 
@@ -509,6 +518,8 @@ class PairDecoder:
             ids[:, cur] = tok
             next_pos = next_pos + 1
             if step == max_new_tokens - 1:
+                if self.threads is not None:
+                    self.threads.record(step - last_step, time.perf_counter() - last_flush)
                 out.flush(cur + 1)
                 return out.kept
             look = (step + 1) % self.chunk == 0 if cuda else (
@@ -584,7 +595,9 @@ class RowDraws:
             self._ids = torch.arange(vocab, dtype=torch.int64, device=self.keys.device)
         z = splitmix64(self.keys + (self.n * vocab) + self._ids)
         self.n += 1
-        return (_shr(z, 40).float() + 0.5) * (1.0 / (1 << 24))  # the top 24 bits, never 0 or 1
+        # the top 23 bits: (k + 0.5) / 2^23 is exact in float32, so u is never 0 or 1 (with 24 bits the largest
+        # rounded to 1.0: -log u = 0, and a token of probability 0 won the race)
+        return (_shr(z, 41).float() + 0.5) * (1.0 / (1 << 23))
 
     def __call__(self, probs: torch.Tensor) -> torch.Tensor:
         """One token a row from probs [rows, vocab]."""

@@ -176,6 +176,7 @@ class ChatEngine:
                     continue
                 busy = bool(self.batcher.waiting) or not self.lock.acquire(timeout=1)
                 if busy:
+                    time.sleep(0.05)  # (a request's serve job is queued ahead of this one)
                     again = t0 - self._more_rows_since < 120
                     if again:
                         self.worker.submit(self._record_more_rows)
@@ -291,6 +292,7 @@ class ChatEngine:
         return time.perf_counter() - t0
 
     def unload(self) -> None:
+        self.more_rows.set()  # (a background recording still queued will find no model and stop)
         compiled = any("compile" in d.step_mode for d in self.decoders.values())
         if self.worker is not None:
             self.worker.close()
@@ -322,7 +324,8 @@ class ChatEngine:
         import torch
 
         if torch.cuda.is_available() and self.model is not None:
-            self.unload()
+            with self.lock:  # not under an answer or the background recording of the larger batch sizes
+                self.unload()
 
     def stop(self) -> None:
         self.stop_event.set()

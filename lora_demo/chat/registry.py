@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
+from lora_demo.rundir import AdapterDir
 
 
 def adapter_key(adapter_dir: str | Path) -> str:
@@ -33,15 +34,13 @@ def run_template(adapter_dir: str | Path | None) -> dict:
     """The prompt format an adapter was trained with, from its run's config.yaml (Alpaca unless it says chat)."""
     if not adapter_dir:
         return {}
-    cfg = Path(adapter_dir) / "config.yaml"
-    if not cfg.is_file():
+    folder = AdapterDir(adapter_dir)
+    if not folder.config_path.is_file():
         return {}
     import yaml
 
-    from lora_demo.io import read_text
-
     try:
-        data = yaml.safe_load(read_text(cfg)) or {}
+        data = folder.read_config() or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return {k: data[k] for k in ("template", "enable_thinking", "model") if k in data} if isinstance(data, dict) else {}

@@ -11,10 +11,11 @@ from lora_demo.adapters import check_adapter_base
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.io import read_bytes, regular_files, write_atomic
+from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, MODEL_CARD, STATUS, TRAIN_ROWS, VAL_ROWS, RunDir
 
-ZIP_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "config.yaml", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "status.json")  # fmt: skip
-DATA_FILES = ("train.jsonl", "val.jsonl")
+ZIP_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CARD, CONFIG, "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "chat_template.jinja", STATUS)  # fmt: skip
+DATA_FILES = (TRAIN_ROWS, VAL_ROWS)
 
 
 def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
@@ -30,7 +31,7 @@ def export_zip(run_dir: str | Path, out_file: str | Path) -> Path:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in regular_files(run_dir, ZIP_FILES):  # a symlinked file is refused, never zipped
             zf.writestr(f"{run_dir.name}/{path.name}", read_bytes(path))
-        if (run_dir / "data").is_dir():  # the exact rows, which the model card points to
-            for path in regular_files(run_dir / "data", DATA_FILES):
+        if RunDir(run_dir).data_dir.is_dir():  # the exact rows, which the model card points to
+            for path in regular_files(RunDir(run_dir).data_dir, DATA_FILES):
                 zf.writestr(f"{run_dir.name}/data/{path.name}", read_bytes(path))
     return write_atomic(out, buf.getvalue())

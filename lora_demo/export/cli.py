@@ -8,6 +8,7 @@ import argparse
 from lora_demo.errors import InputError
 from lora_demo.export.layout import GGUF_TYPES, LORA_GGUF_TYPES
 from lora_demo.i18n import msg
+from lora_demo.rundir import RunDir
 
 
 def add_export_parser(sub) -> None:
@@ -45,7 +46,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise InputError(msg("Say what to export: --zip FILE, --merged OUT_DIR, --gguf [TYPE ...], --lora-gguf, "
                              "--check or --push REPO_ID."))  # fmt: skip
     run_dir = Path(args.run_dir)
-    if not (run_dir / "adapter_config.json").is_file() and not run_dir.is_dir():
+    if not RunDir(run_dir).has_adapter_config() and not run_dir.is_dir():
         raise InputError(msg("Run folder {path} does not exist: give a run folder (runs/NAME).", path=str(run_dir)))
     if args.zip:
         print(export_zip(run_dir, args.zip))

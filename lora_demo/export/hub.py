@@ -13,19 +13,20 @@ from lora_demo.export import layout
 from lora_demo.export.archive import DATA_FILES, ZIP_FILES
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
+from lora_demo.rundir import ADAPTER_WEIGHTS, RunDir
 
 
 def upload_plan(run_dir: Path, include_gguf: bool = False) -> list[tuple[str, Path]]:
     """(path in the repo, local file) for each file that would be uploaded. Regular files only (never a link)."""
     files = [(p.name, p) for p in regular_files(run_dir, ZIP_FILES)]
-    data = run_dir / "data"
+    data = RunDir(run_dir).data_dir
     if data.is_dir():
         files += [(f"data/{p.name}", p) for p in regular_files(data, DATA_FILES)]
     if include_gguf:
         exports = layout.exports_dir(run_dir)
         if exports.is_dir():
             files += [(p.name, p) for p in regular_files(exports) if p.suffix == ".gguf" or p.name == layout.MODELFILE]
-    if not any(name == "adapter_model.safetensors" for name, _ in files):
+    if not any(name == ADAPTER_WEIGHTS for name, _ in files):
         raise InputError(msg("{run} has no adapter to push (adapter_model.safetensors): train it first, or wait "
                              "until it has saved one.", run=run_dir.name))  # fmt: skip
     return files

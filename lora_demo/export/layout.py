@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lora_demo.rundir import RunDir
+
 GGUF_TYPES = ("f16", "bf16", "q8_0")  # what llama.cpp's converter writes without its compiled quantize tool
 LORA_GGUF_TYPES = ("f16", "bf16", "q8_0")
 MODELFILE = "Modelfile"
@@ -19,11 +21,11 @@ PARITY = "parity.json"
 
 
 def exports_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "exports"
+    return RunDir(run_dir).exports_dir
 
 
 def merged_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "merged"
+    return RunDir(run_dir).merged_dir
 
 
 def zip_file(run_dir: str | Path) -> Path:

@@ -14,6 +14,7 @@ from lora_demo.adapters import AdapterInfo, check_adapter, check_adapter_fits, m
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
+from lora_demo.rundir import MODEL_CARD, AdapterDir, RunDir
 
 
 def _base_model(run_dir: Path, info: AdapterInfo) -> str:
@@ -29,7 +30,8 @@ def merged_card(run_dir: Path, base: str) -> str:
     """The merged model's card: the run's card, headed by what was merged into what and how to prompt it."""
     from lora_demo.models.registry import REGISTRY
 
-    card = (run_dir / "README.md").read_text(encoding="utf-8") if (run_dir / "README.md").is_file() else ""
+    card_path = RunDir(run_dir).card_path
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
     body = card.split("---", 2)[-1] if card.startswith("---") else card
     spec = REGISTRY.get(base)
     hub = (spec.hub_id if spec else None) or base
@@ -74,7 +76,7 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto")
         else:  # Unsloth's 16-bit merge refuses an nf4 checkpoint (the CUDA default): dequantize it once, then merge
             _merge_peft(run_dir, tmp, base, dtype, plan.device, info)
         _write_prompt_format(run_dir, tmp)
-        (tmp / "README.md").write_text(merged_card(run_dir, base), encoding="utf-8")
+        (tmp / MODEL_CARD).write_text(merged_card(run_dir, base), encoding="utf-8")
         if out.exists():
             out.rmdir()  # empty (checked above)
         tmp.rename(out)
@@ -174,9 +176,10 @@ def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
         for path in regular_files(run_dir):  # the run's own files (no subfolders, logs or links)
             if path.suffix != ".log":
                 copy_file(path, adapter / path.name)
-        cfg = json.loads((adapter / "adapter_config.json").read_text())
+        cfg_file = AdapterDir(adapter).adapter_config_path
+        cfg = json.loads(cfg_file.read_text())
         cfg["base_model_name_or_path"] = model_path(base)
-        (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+        cfg_file.write_text(json.dumps(cfg))
         code = ("import sys, unsloth\nfrom unsloth import FastLanguageModel\n"
                 "m, t = FastLanguageModel.from_pretrained(sys.argv[1], load_in_4bit=True)\n"
                 "m.save_pretrained_merged(sys.argv[2], t, save_method='merged_16bit')\n")  # fmt: skip

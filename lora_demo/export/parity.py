@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.rundir import RunDir
 
 MIN_PROMPTS = 3
 
@@ -59,10 +60,10 @@ def parity_rows(run_dir: Path, n: int = MIN_PROMPTS) -> list[dict]:
     from lora_demo.train.probes import probe_rows
     from lora_demo.train.settings import TrainSettings
 
-    s = TrainSettings.from_yaml(run_dir / "config.yaml")
-    data = run_dir / "data"
-    train = read_jsonl(data / "train.jsonl") if (data / "train.jsonl").is_file() else []
-    val = read_jsonl(data / "val.jsonl") if (data / "val.jsonl").is_file() else []
+    run = RunDir(run_dir)
+    s = TrainSettings.from_yaml(run.config_path)
+    train = read_jsonl(run.train_rows_path) if run.train_rows_path.is_file() else []
+    val = read_jsonl(run.val_rows_path) if run.val_rows_path.is_file() else []
     rows = probe_rows(s.probe_prompts, train, val)
     for r in val + train:
         if len(rows) >= n:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora_demo.data.templates import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, prompt_text
+from lora_demo.rundir import RunDir
 
 _SYSTEM, _PROMPT = "\x00SYSTEM\x00", "\x00PROMPT\x00"  # placeholders no real text contains
 
@@ -22,7 +23,7 @@ def run_format(run_dir: str | Path) -> dict:
     """{'template': 'alpaca'|'chat', 'enable_thinking': bool, 'model': base} from the run's config.yaml."""
     from lora_demo.train.settings import TrainSettings
 
-    s = TrainSettings.from_yaml(Path(run_dir) / "config.yaml")
+    s = TrainSettings.from_yaml(RunDir(run_dir).config_path)
     return {"template": s.template, "enable_thinking": bool(s.enable_thinking), "model": s.model}
 
 

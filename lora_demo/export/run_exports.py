@@ -7,6 +7,7 @@ from pathlib import Path
 from lora_demo.errors import InputError
 from lora_demo.export import layout
 from lora_demo.i18n import msg
+from lora_demo.rundir import RunDir
 
 KINDS = ("zip", "merged", "gguf", "lora-gguf")
 
@@ -16,7 +17,7 @@ def ensure_merged(run_dir: Path) -> Path:
     from lora_demo.export.merged import export_merged
 
     merged = layout.merged_dir(run_dir)
-    weights = run_dir / "adapter_model.safetensors"
+    weights = RunDir(run_dir).weights_path
     if (merged / "config.json").is_file():
         if not weights.is_file() or (merged / "config.json").stat().st_mtime >= weights.stat().st_mtime:
             return merged

@@ -24,10 +24,11 @@ from typing import Literal, get_args
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.io import append_jsonl, read_jsonl
+from lora_demo.rundir import VOTES
 
 Choice = Literal["A", "B", "tie", "both_bad"]
 CHOICES: tuple[str, ...] = get_args(Choice)
-VOTES_FILE = "votes.jsonl"
+VOTES_FILE = VOTES
 MAX_PENDING = 1000
 EXPIRED = msg("This pair was already voted on or has expired: ask again.")
 

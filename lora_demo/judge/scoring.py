@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.io import read_text
+from lora_demo.rundir import AdapterDir
 
 BATCH = 8
 
@@ -46,7 +45,7 @@ def _max_length(adapter_dir: str | None) -> int | None:
     import yaml
 
     try:
-        value = (yaml.safe_load(read_text(Path(adapter_dir) / "config.yaml")) or {}).get("max_seq_length")
+        value = (AdapterDir(adapter_dir).read_config() or {}).get("max_seq_length")
     except (OSError, TypeError, AttributeError, yaml.YAMLError):
         return None
     return value if isinstance(value, int) and value > 0 else None

@@ -10,6 +10,7 @@ from lora_demo.errors import InputError
 from lora_demo.i18n import msg, translator
 from lora_demo.io import read_jsonl, to_jsonl, write_atomic
 from lora_demo.judge.ballots import Vote
+from lora_demo.rundir import CHECKPOINTS, RunDir
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -58,7 +59,7 @@ def win_rate_markdown(stats: dict, lang: str = "en") -> str:
 def side_name(adapter_dir: str | Path) -> str:
     """How the win-rate lines and the reveal name an adapter: its folder (a checkpoint: <run>/<checkpoint-N>)."""
     path = Path(str(adapter_dir))
-    if path.parent.name == "checkpoints" and path.parent.parent.name:
+    if path.parent.name == CHECKPOINTS and path.parent.parent.name:
         return f"{path.parent.parent.name}/{path.name}"
     return path.name or str(adapter_dir)
 
@@ -147,12 +148,12 @@ def vote_rows_split(adapter_dir: str | Path, limit: int = 20) -> tuple[list[dict
     """vote_rows and the split they come from: "val", or "train" when the run has no validation rows."""
     from lora_demo.adapters import run_folder
 
-    data = run_folder(adapter_dir) / "data"  # a checkpoint votes on its run's rows
-    if not data.is_dir():
+    run = RunDir(run_folder(adapter_dir))  # a checkpoint votes on its run's rows
+    if not run.data_dir.is_dir():
         raise InputError(msg("{adapter} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.",
                              adapter=str(adapter_dir)))  # fmt: skip
     for split in ("val", "train"):
-        rows = [_row(r) for r in read_jsonl(data / f"{split}.jsonl")]
+        rows = [_row(r) for r in read_jsonl(run.rows_path(split))]
         rows = [r for r in rows if r is not None]
         if rows:
             return rows[: max(0, int(limit))], split

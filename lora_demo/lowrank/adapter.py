@@ -27,6 +27,7 @@ from lora_demo.adapters import check_adapter, find_adapter_files
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
+from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterDir
 
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<module>[^.]+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -201,7 +202,7 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
     if out.exists():
         raise InputError(msg("{out} already exists: pick a new name so no adapter is overwritten.", out=str(out)))
     _, src_weights = find_adapter_files(adapter_dir)
-    extras = regular_files(adapter_dir, skip=("adapter_model.safetensors", "adapter_config.json"))  # links refused
+    extras = regular_files(adapter_dir, skip=(ADAPTER_WEIGHTS, ADAPTER_CONFIG))  # links refused
     tensors = load_file(str(src_weights))
     new = {}
     for key, t in tensors.items():
@@ -217,10 +218,11 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
         else:
             new[key] = (root[:, None] * vt[:k_int]).to(t.dtype).contiguous()
     out.mkdir(parents=True)
-    save_file(new, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    copy = AdapterDir(out)
+    save_file(new, str(copy.weights_path), metadata={"format": "pt"})
     config = {**config, "r": k_int, "lora_alpha": k_int, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {}}
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    copy.adapter_config_path.write_text(json.dumps(config, indent=2))
     for extra in extras:  # tokenizer files, run config: the Chat tab reads them
         copy_file(extra, out / extra.name)
-    (out / "TRUNCATED.json").write_text(json.dumps({"source": str(adapter_dir), "rank": k_int}))
+    copy.truncated_path.write_text(json.dumps({"source": str(adapter_dir), "rank": k_int}))
     return out

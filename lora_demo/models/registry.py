@@ -21,6 +21,7 @@ from typing import Literal
 
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
+from lora_demo.rundir import AdapterDir
 
 Kind = Literal["embedded", "hub", "local"]
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -102,13 +103,17 @@ def adapter_base_model(adapter_dir: str | Path) -> str | None:
     """The base model an adapter folder names: its LoRA Lab run's config.yaml, else PEFT's adapter_config.json."""
     import yaml
 
-    folder = Path(adapter_dir)
-    for name, read in (("config.yaml", yaml.safe_load), ("adapter_config.json", json.loads)):
+    folder = AdapterDir(adapter_dir)
+    sources = (
+        (folder.config_path, yaml.safe_load, "model"),
+        (folder.adapter_config_path, json.loads, "base_model_name_or_path"),
+    )
+    for path, read, key in sources:
         try:
-            data = read((folder / name).read_text(encoding="utf-8")) or {}
+            data = read(path.read_text(encoding="utf-8")) or {}
         except (OSError, ValueError, yaml.YAMLError):
             continue
-        base = data.get("model") if name == "config.yaml" else data.get("base_model_name_or_path")
+        base = data.get(key)
         if isinstance(base, str) and base.strip():
             return base.strip()
     return None
@@ -167,7 +172,7 @@ def check_local_folder(path: Path) -> None:
             )
         )
     if not (path / "config.json").is_file():
-        if (path / "adapter_config.json").is_file():
+        if AdapterDir(path).has_adapter_config():
             raise ModelError(msg("{path} holds no model: config.json is missing. It looks like a LoRA adapter: pick "
                                  "its base model, and load the adapter separately.", path=str(path)))  # fmt: skip
         raise ModelError(msg("{path} holds no model: config.json is missing.", path=str(path)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lora_demo.io import append_jsonl
+from lora_demo.rundir import RunDir
 from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
 from lora_demo.train.tracking import TOKENS_PER_SECOND
@@ -73,7 +74,7 @@ class ProgressCallback(TrainerCallback):
 
     def __init__(self, run_dir: Path, compiles_first_step: bool = False, save_on_stop: bool = False):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "progress.jsonl"
+        self.path = RunDir(self.run_dir).progress_path
         self.t0 = time.time()
         self.train_t0: float | None = None  # end of this process's first step (which may compile: Unsloth)
         self.train_step0 = 0

@@ -15,17 +15,20 @@ import math
 import zipfile
 from pathlib import Path
 
-from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_json, read_text
+import yaml
 
-PREFIX = "checkpoint-"
-MARKER = "lora_lab_checkpoint.json"
+from lora_demo.i18n import Msg, msg
+from lora_demo.io import read_json
+from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CHECKPOINT_MARKER, CHECKPOINT_PREFIX, AdapterDir, RunDir
+
+PREFIX = CHECKPOINT_PREFIX
+MARKER = CHECKPOINT_MARKER
 STATE_FILES = ("optimizer.pt", "scheduler.pt")  # what Resume needs beyond the adapter, with the RNG state(s)
 AUTO_CHECKPOINTS = 5  # save_steps 0: about this many checkpoints over a run
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints_dir
 
 
 def step_of(ckpt: Path) -> int:
@@ -80,10 +83,8 @@ def rng_files(ckpt: Path, processes: int) -> list[str]:
 
 
 def _processes(ckpt: Path) -> int:
-    import yaml
-
     try:
-        cfg = yaml.safe_load(read_text(ckpt / "config.yaml")) or {}
+        cfg = AdapterDir(ckpt).read_config() or {}
         return int(cfg.get("num_processes") or 1) * int(cfg.get("num_nodes") or 1)  # one RNG file per process
     except (OSError, ValueError, yaml.YAMLError):
         return 1
@@ -94,7 +95,7 @@ def problem(ckpt: Path, for_resume: bool = True, deep: bool = True) -> Msg | Non
     deep reads the files (CRC of every .pt, the safetensors header), otherwise only their presence is checked."""
     if not (ckpt / MARKER).is_file():
         return msg("its save was cut off (it was never finished)")
-    need = ["adapter_config.json", "adapter_model.safetensors", "trainer_state.json"]
+    need = [ADAPTER_CONFIG, ADAPTER_WEIGHTS, "trainer_state.json"]
     resume_files = [*STATE_FILES, *rng_files(ckpt, _processes(ckpt))] if for_resume else []
     missing = [n for n in need + resume_files if not (ckpt / n).is_file()]
     if missing:
@@ -107,7 +108,7 @@ def problem(ckpt: Path, for_resume: bool = True, deep: bool = True) -> Msg | Non
         return msg("trainer_state.json is unreadable")
     if state.get("global_step") != step_of(ckpt):
         return msg("trainer_state.json says step {said}, not {step}", said=state.get("global_step"), step=step_of(ckpt))
-    checks = [_safetensors_ok(ckpt / "adapter_model.safetensors")]
+    checks = [_safetensors_ok(AdapterDir(ckpt).weights_path)]
     checks += [_zip_ok(ckpt / n) for n in resume_files]
     return next((c for c in checks if c), None)
 
@@ -148,8 +149,8 @@ def finish(ckpt: Path, config_yaml: str, base_model: str, record: dict) -> None:
     the registry id as its base, then the marker (written last: its presence means the folder is complete)."""
     from lora_demo.io import write_atomic, write_json_atomic
 
-    write_atomic(ckpt / "config.yaml", config_yaml)
-    cfg_file = ckpt / "adapter_config.json"
+    write_atomic(AdapterDir(ckpt).config_path, config_yaml)
+    cfg_file = AdapterDir(ckpt).adapter_config_path
     cfg = read_json(cfg_file)
     cfg["base_model_name_or_path"] = base_model
     write_atomic(cfg_file, json.dumps(cfg, indent=2))

@@ -9,6 +9,7 @@ import sys
 import time
 
 from lora_demo.errors import InputError
+from lora_demo.rundir import RunDir
 
 
 def add_plan_parser(sub) -> None:
@@ -180,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = runner.start(_settings_from(args))
         print(f"run folder: {run_dir}\nrepeat with: {equivalent_command(run_dir)}", flush=True)
     if args.detach:
-        print(f"training on its own (pid {runner.proc.pid})\nwatch it: tail -f {run_dir / 'train.log'} (or the Train "
+        print(f"training on its own (pid {runner.proc.pid})\nwatch it: tail -f {RunDir(run_dir).log_path} (or the Train "
               f"tab of lora-lab --runs-dir {run_dir.parent})\nstop it:  {stop_command(run_dir)}", flush=True)  # fmt: skip
         return 0
     print(f"stop it: Ctrl-C, or {stop_command(run_dir)} (the adapter so far is saved)", flush=True)
@@ -190,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if st.get("node_rank"):  # another machine of a multi-node run: node 0 holds the adapter
         print(f"{st.get('status')}: node {st['node_rank']} of {st.get('num_nodes')} ended its part at step "
               f"{st.get('step') or 0}; node 0 saved the adapter in its run folder (this node's log: "
-              f"{run_dir / 'train.log'})")  # fmt: skip
+              f"{RunDir(run_dir).log_path})")  # fmt: skip
         return 0 if st.get("status") == "completed" else 3
     loss = st.get("final_loss")
     where = f"adapter in {run_dir}" if has_adapter(run_dir) else f"no adapter was saved in {run_dir}"
@@ -209,7 +210,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from lora_demo.train.runs import ACTIVE, has_adapter, read_status, request_stop, settled, stop_notice
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "status.json").is_file():
+    if not RunDir(run_dir).is_run():
         raise InputError(msg("{path} is not a run folder (it has no status.json).", path=str(run_dir)))
     st = settled(run_dir, read_status(run_dir))
     if st.get("status") not in ACTIVE:
@@ -269,7 +270,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 print(f"no runs in {args.runs_dir}")
         return 0
     # A run folder as given (runs/<run>, an absolute path), else a run of --runs-dir by its name.
-    dirs = [Path(r) if (Path(r) / "status.json").is_file() else Path(args.runs_dir) / r for r in args.compare]
+    dirs = [Path(r) if RunDir(r).is_run() else Path(args.runs_dir) / r for r in args.compare]
     result = compare_runs(dirs)
     print(json.dumps(result, ensure_ascii=False) if args.json else table_text(result))
     return 0

@@ -14,7 +14,7 @@ import yaml
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.io import read_text
+from lora_demo.rundir import RunDir
 from lora_demo.train.runs import read_progress, read_status, run_summary
 
 # The table's columns, in order (keys of each row); COLUMN_LABELS gives their printed names.
@@ -32,7 +32,7 @@ MAX_RUNS = 12
 def run_settings(run_dir: Path) -> dict:
     """The run's config.yaml as written (not re-validated: an older or foreign run still compares), {} if unreadable."""
     try:
-        data = yaml.safe_load(read_text(Path(run_dir) / "config.yaml"))
+        data = RunDir(run_dir).read_config()
     except (OSError, ValueError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -105,7 +105,7 @@ def compare_runs(run_dirs: list[Path]) -> dict:
     if len(run_dirs) > MAX_RUNS:
         raise InputError(msg("Compare at most {n} runs at once (got {count}).", n=MAX_RUNS, count=len(run_dirs)))
     for d in run_dirs:
-        if not (d / "status.json").is_file():
+        if not RunDir(d).is_run():
             raise InputError(msg("{path} is not a run folder (it has no status.json).", path=str(d)))
     settings = [run_settings(d) for d in run_dirs]
     progress = [read_progress(d) for d in run_dirs]

@@ -22,6 +22,8 @@ import functools
 import os
 from pathlib import Path
 
+from lora_demo.rundir import RunDir
+
 REF = "ref"  # TRL's name for the frozen copy of the starting adapter
 TRAINED = "default"
 LOG_PROB_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
@@ -69,7 +71,7 @@ def dpo_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = 
     if plan.device == "cpu" and "8bit" in optim:
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
     return DPOConfig(
-        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=s.micro_batch_size,
+        output_dir=str(RunDir(run_dir).checkpoints_dir), per_device_train_batch_size=s.micro_batch_size,
         per_device_eval_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
         num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
         lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,

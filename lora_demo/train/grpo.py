@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lora_demo.errors import InputError, LoraLabError
 from lora_demo.i18n import Msg, msg
+from lora_demo.rundir import RunDir
 
 FEW_PROMPTS = 16  # below this many training prompts the plan warns: a handful of prompts is learned by heart
 PROMPT_KEYS = ("prompt", "instruction")
@@ -215,7 +216,7 @@ def grpo_config(s, plan, run_dir: Path, has_eval: bool, rewards: list, save_ever
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
     completions = s.micro_batch_size * s.grpo_generations
     return GRPOConfig(
-        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=completions,
+        output_dir=str(RunDir(run_dir).checkpoints_dir), per_device_train_batch_size=completions,
         per_device_eval_batch_size=completions, gradient_accumulation_steps=s.gradient_accumulation_steps,
         num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
         lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,

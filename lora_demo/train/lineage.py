@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_json, read_text
+from lora_demo.io import read_json
+from lora_demo.rundir import AdapterDir
 
 
 def parent_config(adapter_dir: str | Path) -> dict:
@@ -64,7 +65,7 @@ def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
 
     parent_dir = Path(parent_dir)
     shape = _shape(parent_config(parent_dir))  # an adapter must be there; its shape wins over its run's config
-    cfg = parent_dir / "config.yaml"
+    cfg = AdapterDir(parent_dir).config_path
     if cfg.is_file():
         data = TrainSettings.from_yaml(cfg).to_dict()
     else:  # an adapter from elsewhere: the rest are this device's defaults
@@ -81,13 +82,13 @@ def parent_of(adapter_dir: str | Path) -> str:
     """The adapter a run (or one of its checkpoints) was continued from, as its config.yaml records it."""
     import yaml
 
-    folder = Path(adapter_dir)
+    folder = AdapterDir(adapter_dir)
     try:  # a rank-k copy's parent is the adapter it was cut from
-        return read_json(folder / "TRUNCATED.json")["source"]
+        return read_json(folder.truncated_path)["source"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        parent = (yaml.safe_load(read_text(folder / "config.yaml")) or {}).get("init_adapter") or ""
+        parent = (folder.read_config() or {}).get("init_adapter") or ""
     except (OSError, yaml.YAMLError):
         parent = ""
     if not parent:
@@ -101,7 +102,7 @@ def load_parent_weights(model, adapter_dir: str | Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    state = load_file(str(AdapterDir(adapter_dir).weights_path))
     result = set_peft_model_state_dict(model, state)
     unexpected = list(result.unexpected_keys)
     missing = [k for k in result.missing_keys if "lora_" in k]

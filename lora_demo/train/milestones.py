@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from lora_demo.i18n import msg
 from lora_demo.io import append_jsonl, read_text
+from lora_demo.rundir import RunDir
 from lora_demo.train import checkpoints, probes, tracking
 
 _MAIN = int(os.environ.get("RANK", "0")) == 0
@@ -30,7 +31,7 @@ class MilestoneCallback(TrainerCallback):
         self.run_dir, self.s, self.model, self.tok = Path(run_dir), settings, model, tok
         self.unsloth = unsloth  # Unsloth's generate switches modes itself (see probes.answer)
         self.rows = probe_rows if settings.probe_tokens > 0 else []
-        self.config_yaml = read_text(self.run_dir / "config.yaml")
+        self.config_yaml = read_text(RunDir(self.run_dir).config_path)
         # The step-0 answers are the base model's: taken after step 1 with the adapter off (see the docstring).
         self.base_is_start = not getattr(settings, "init_adapter", "") and hasattr(model, "disable_adapter")
         self.start_pending = False
@@ -96,8 +97,8 @@ class MilestoneCallback(TrainerCallback):
         loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         checkpoints.finish(ckpt, self.config_yaml, self.s.model,
                            {"step": state.global_step, "total": state.max_steps, "loss": loss, "time": time.time()})  # fmt: skip
-        append_jsonl(self.run_dir / "progress.jsonl", {"type": "checkpoint", "step": state.global_step,
-                                                       "total": state.max_steps, "time": round(time.time(), 3)})  # fmt: skip
+        append_jsonl(RunDir(self.run_dir).progress_path, {"type": "checkpoint", "step": state.global_step,
+                                                         "total": state.max_steps, "time": round(time.time(), 3)})  # fmt: skip
         if not control.should_training_stop:  # a user waiting on Stop does not wait for probes too
             self.start_probe()
             self.probe(state.global_step, "checkpoint")

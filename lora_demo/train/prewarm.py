@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from lora_demo.io import open_fd
+from lora_demo.rundir import RunDir
 
 
 def wanted() -> bool:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     mode = os.O_APPEND if order.get("append") else os.O_TRUNC
-    fd = open_fd(run_dir / "train.log", os.O_WRONLY | os.O_CREAT | mode)  # never through a planted link
+    fd = open_fd(RunDir(run_dir).log_path, os.O_WRONLY | os.O_CREAT | mode)  # never through a planted link
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

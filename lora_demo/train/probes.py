@@ -13,9 +13,10 @@ from pathlib import Path
 
 from lora_demo.i18n import Msg, render, translator
 from lora_demo.io import append_jsonl, read_jsonl
+from lora_demo.rundir import PROBES, RunDir
 
 MAX_PROBES = 3
-FILE = "probes.jsonl"
+FILE = PROBES
 
 
 def probe_rows(prompts: list[str], train_rows: list[dict], val_rows: list[dict], n: int = MAX_PROBES) -> list[dict]:
@@ -78,13 +79,13 @@ def record(run_dir: Path, step: int, kind: str, prompts: list[dict], answers: li
     err = {"error": str(error), **({"error_msg": error.to_json()} if isinstance(error, Msg) else {})} if error else {}
     rec = {"step": step, "kind": kind, "time": round(time.time(), 3), "seconds": round(seconds, 3), "prompts": prompts,
            "answers": answers, **err}  # fmt: skip
-    append_jsonl(Path(run_dir) / FILE, rec)
+    append_jsonl(RunDir(run_dir).probes_path, rec)
 
 
 def read(run_dir: str | Path) -> list[dict]:
     """The probe points so far, by step; for a resumed run the later answer at a step replaces the earlier one."""
     by_step: dict[int, dict] = {}
-    for p in read_jsonl(Path(run_dir) / FILE):
+    for p in read_jsonl(RunDir(run_dir).probes_path):
         if isinstance(p.get("step"), int) and isinstance(p.get("answers"), list):
             by_step[p["step"]] = p
     return [by_step[k] for k in sorted(by_step)]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import open_fd, write_atomic, write_json_atomic
+from lora_demo.io import open_fd, write_atomic
+from lora_demo.rundir import RunDir
 from lora_demo.train.prewarm import WarmWorker
 from lora_demo.train.runs import (
     ACTIVE,
@@ -235,7 +236,7 @@ class Runner:
                                      "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
                                      "settings otherwise; copy that checkpoint to the same path on every machine "
                                      "unless the runs folder is shared).", run=run_dir.name, nodes=nodes,
-                                     ckpts=str(run_dir / "checkpoints")))  # fmt: skip
+                                     ckpts=str(RunDir(run_dir).checkpoints_dir)))  # fmt: skip
             if self.shared and st.get("method") == "grpo":  # python rewards are refused here (train/grpo.py)
                 from lora_demo.train.grpo import checked_rewards
 
@@ -253,13 +254,11 @@ class Runner:
             for hook in self.before_start:
                 hook()
             ckpt, skipped = pick_for_resume(run_dir)  # sets the broken ones aside before any rank reads
-            (run_dir / "STOP").unlink(missing_ok=True)
+            RunDir(run_dir).stop_path.unlink(missing_ok=True)
             gone = ("error", "error_msg", "ended", "pid", "pid_start", "notices", "prepared")
             kept = {k: v for k, v in st.items() if k not in gone}
             resumes = [*st.get("resumes", []), {"step": step_of(ckpt), "time": time.time()}]
-            write_json_atomic(
-                run_dir / "status.json", {**kept, "status": "starting", "resumes": resumes, "notices": skipped}
-            )
+            RunDir(run_dir).write_status({**kept, "status": "starting", "resumes": resumes, "notices": skipped})
             self._launch(run_dir, settings, resume=True)
             return ckpt, skipped
 
@@ -318,9 +317,10 @@ class Runner:
 
         train, val = split_rows(rows, settings.val_fraction, settings.seed)
         to_jsonl = pairs_to_jsonl if settings.method == "dpo" else rows_to_jsonl  # DPO: prompt/chosen/rejected rows
-        write_atomic(run_dir / "data" / "train.jsonl", to_jsonl(train))
-        write_atomic(run_dir / "data" / "val.jsonl", to_jsonl(val))
-        write_atomic(run_dir / "config.yaml", settings.to_yaml())
+        folder = RunDir(run_dir)
+        write_atomic(folder.train_rows_path, to_jsonl(train))
+        write_atomic(folder.val_rows_path, to_jsonl(val))
+        write_atomic(folder.config_path, settings.to_yaml())
         parent = {"parent": settings.init_adapter} if settings.init_adapter else {}
         parent.update({"method": settings.method} if settings.method != "sft" else {})  # (lineage: SFT → DPO)
         job = {"num_nodes": settings.num_nodes, "node_rank": settings.node_rank, "job": job_key(settings)} if (
@@ -335,7 +335,8 @@ class Runner:
         owner = {OWNER_ENV: f"{os.getpid()}:{process_start(os.getpid()) or ''}"} if self.attached else {}
         # A resumed run appends to its log: the first part's lines (and why it ended) stay readable.
         mode = os.O_APPEND if resume else os.O_TRUNC  # never through a planted link (open_fd)
-        with os.fdopen(open_fd(run_dir / "train.log", os.O_WRONLY | os.O_CREAT | mode), "w", encoding="utf-8") as log:
+        log_fd = open_fd(RunDir(run_dir).log_path, os.O_WRONLY | os.O_CREAT | mode)
+        with os.fdopen(log_fd, "w", encoding="utf-8") as log:
             if resume:
                 log.write(f"\n===== resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
                 log.flush()
@@ -433,11 +434,11 @@ def job_key(settings: TrainSettings) -> str:
 
 
 def load_settings(run_dir: str | Path) -> TrainSettings:
-    return TrainSettings.from_yaml(Path(run_dir) / "config.yaml")
+    return TrainSettings.from_yaml(RunDir(run_dir).config_path)
 
 
 def equivalent_command(run_dir: str | Path) -> str:
-    return f"python -m lora_demo train --config {Path(run_dir) / 'config.yaml'}"
+    return f"python -m lora_demo train --config {RunDir(run_dir).config_path}"
 
 
 __all__ = ["Runner", "equivalent_command", "exit_reason", "load_settings", "resolve_data", "resolve_rows"]

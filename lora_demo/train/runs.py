@@ -1,15 +1,6 @@
-"""Run folders: runs/<unique name>/ holds everything about one training run.
+"""Run folders: runs/<unique name>/ holds everything about one training run (lora_demo.rundir names its files).
 
-config.yaml            TrainSettings (repeat with: python -m lora_demo train --config runs/<name>/config.yaml)
-status.json            status (starting/loading/compiling/training/saving/completed/stopped/failed), times, pid
-progress.jsonl         one JSON record per logging step (written by the worker's TrainerCallback)
-tensorboard/           TensorBoard event files: train loss, learning rate, grad norm, tokens/s, validation loss, probe
-                       answers as text (`tensorboard --logdir runs`)
-train.log              the worker's stdout/stderr
-data/train.jsonl, data/val.jsonl    the exact rows trained and validated on
-adapter_config.json, adapter_model.safetensors, tokenizer files   the PEFT adapter
-README.md              model card (Hugging Face layout)
-STOP                   present when a stop was requested (the Train tab's Stop, `python -m lora_demo stop RUN_DIR`)
+Here: making a run folder, its status (read, settled, reconciled), progress, log tail, stop, delete and model card.
 """
 
 from __future__ import annotations
@@ -21,7 +12,8 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import open_fd, read_json, read_jsonl, write_atomic, write_json_atomic
+from lora_demo.io import open_fd, read_jsonl, write_atomic
+from lora_demo.rundir import LOG, PROGRESS, STATUS, TENSORBOARD, RunDir
 
 ACTIVE = ("starting", "loading", "compiling", "training", "saving")
 FINAL = ("completed", "stopped", "failed")
@@ -29,7 +21,7 @@ FINAL = ("completed", "stopped", "failed")
 # "<pid>:<start>" of that process (worker.die_with_owner).
 OWNER_ENV = "LORA_LAB_OWNER"
 # The run's TensorBoard event files (worker.sft_config, milestones), in this subfolder of the run folder.
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = TENSORBOARD
 
 
 def _slug(text: str) -> str:
@@ -58,15 +50,12 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "", 
 
 
 def read_status(run_dir: str | Path) -> dict:
-    try:
-        return read_json(Path(run_dir) / "status.json")
-    except (OSError, ValueError):
-        return {}
+    return RunDir(run_dir).read_status()
 
 
 def update_status(run_dir: str | Path, **fields) -> dict:
     status = {**read_status(run_dir), **fields}
-    write_json_atomic(Path(run_dir) / "status.json", status)
+    RunDir(run_dir).write_status(status)
     return status
 
 
@@ -92,7 +81,7 @@ def error_of(status: dict):
 def read_progress(run_dir: str | Path) -> list[dict]:
     """The progress records so far (a half-written last line is skipped), as the run now stands: a resume from
     step k drops what was logged after k before it (those steps were done again), keeping its own marker."""
-    records = read_jsonl(Path(run_dir) / "progress.jsonl")
+    records = read_jsonl(RunDir(run_dir).progress_path)
     out: list[dict] = []
     for rec in records:
         if rec.get("type") == "stage" and rec.get("stage") == "resumed":
@@ -132,7 +121,7 @@ def clean_log(text: str) -> list[str]:
 def log_tail(run_dir: str | Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last `lines` lines of the run's train.log, cleaned for reading (clean_log)."""
     try:
-        with os.fdopen(open_fd(Path(run_dir) / "train.log"), "rb") as f:  # a planted link is never shown
+        with os.fdopen(open_fd(RunDir(run_dir).log_path), "rb") as f:  # a planted link is never shown
             f.seek(0, 2)
             start = max(0, f.tell() - 65536)
             f.seek(start)
@@ -178,7 +167,7 @@ GONE = msg("The training process ended unexpectedly (killed, or the app was rest
 def _last_write(run_dir: Path) -> float | None:
     """When the run's files last changed: the best guess of when a vanished worker stopped."""
     times = []
-    for name in ("status.json", "progress.jsonl", "train.log"):
+    for name in (STATUS, PROGRESS, LOG):
         try:
             times.append((run_dir / name).stat().st_mtime)
         except OSError:
@@ -270,7 +259,7 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    return [p.parent for p in sorted(root.glob("*/status.json"), key=_mtime, reverse=True)]
+    return [p.parent for p in sorted(root.glob(f"*/{STATUS}"), key=_mtime, reverse=True)]
 
 
 def _mtime(path: Path) -> float:
@@ -287,13 +276,13 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
 
 def has_adapter(run_dir: str | Path) -> bool:
     """Whether the run folder holds a saved adapter (its weights file), whatever its status says."""
-    return (Path(run_dir) / "adapter_model.safetensors").is_file()
+    return RunDir(run_dir).has_weights()
 
 
 def request_stop(run_dir: str | Path) -> None:
     """Ask the run's worker to stop: the one mechanism (the Train tab's Stop, `python -m lora_demo stop`, Ctrl-C of
     `train`). The worker honours it before training starts (nothing saved) or after the current optimizer step."""
-    write_atomic(Path(run_dir) / "STOP", str(time.time()))
+    write_atomic(RunDir(run_dir).stop_path, str(time.time()))
 
 
 def stop_command(run_dir: str | Path) -> str:
@@ -334,20 +323,20 @@ def delete_run(runs_dir: str | Path, name) -> Path:
         return path
     if not path.is_dir():
         raise InputError(msg("No run named {name!r}.", name=name))
-    if not (path / "status.json").is_file():
+    if not RunDir(path).is_run():
         raise InputError(msg("{name!r} is not a run folder (it has no status.json); nothing was deleted.", name=name))
     st = settled(path, read_status(path))
     if st.get("status") in ACTIVE:
         raise InputError(msg("{run} is still running ({status}): stop it first (the Stop button of the Train tab, or "
                              "{command}), then delete it.", run=name, status=st["status"],
                              command=stop_command(path)))  # fmt: skip
-    (path / "status.json").unlink(missing_ok=True)
+    RunDir(path).status_path.unlink(missing_ok=True)
     shutil.rmtree(path)  # (on Linux it removes links inside the folder without following them)
     return path
 
 
 def stop_requested(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "STOP").exists()
+    return RunDir(run_dir).stop_path.exists()
 
 
 CARD = """---

@@ -15,7 +15,7 @@ import yaml
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_text
+from lora_demo.rundir import read_yaml
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGET_PRESETS = {"all linear": ALL_LINEAR, "attention": ALL_LINEAR[:4], "q,v": ["q_proj", "v_proj"]}
@@ -320,7 +320,7 @@ class TrainSettings:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainSettings:
         try:
-            data = yaml.safe_load(read_text(path))
+            data = read_yaml(path)
         except (OSError, yaml.YAMLError) as e:
             raise InputError(msg("Cannot read {path}: {why}", path=str(path), why=str(e).splitlines()[0])) from None
         if not isinstance(data, dict):

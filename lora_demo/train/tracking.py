@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_demo.train.runs import TENSORBOARD_DIR
+from lora_demo.rundir import RunDir
 
 # The key ProgressCallback adds to each training log: TensorBoard shows it as train/tokens_per_second.
 TOKENS_PER_SECOND = "tokens_per_second"
@@ -20,7 +20,7 @@ PROBE_TAG = "probes/answers"
 
 
 def tensorboard_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / TENSORBOARD_DIR
+    return RunDir(run_dir).tensorboard_dir
 
 
 def report_to(settings) -> list[str]:

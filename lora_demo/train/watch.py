@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_demo.rundir import RunDir
 from lora_demo.train.runs import FINAL, log_tail, read_progress, read_status
 
 CURVE_EVERY_S = 5.0
@@ -49,7 +50,8 @@ def look(run_dir: str | Path, seen: dict | None = None, now: float | None = None
         seen = {"run": str(run_dir)}
     st = read_status(run_dir)
     # probes.jsonl too: the final probe answers land after the last progress record.
-    key = [st.get("status"), st.get("step"), _size(run_dir / "progress.jsonl"), _size(run_dir / "probes.jsonl")]
+    folder = RunDir(run_dir)
+    key = [st.get("status"), st.get("step"), _size(folder.progress_path), _size(folder.probes_path)]
     out = Look(seen=seen)
     final = st.get("status") in FINAL
     if key != seen.get("key"):
@@ -63,7 +65,7 @@ def look(run_dir: str | Path, seen: dict | None = None, now: float | None = None
     if new_run or (seen.get("pending") and (due or final)):
         out.progress = out.progress if out.progress is not None else read_progress(run_dir)
         out.curve, seen["curve_t"], seen["pending"] = True, now, False
-    log_size = _size(run_dir / "train.log")
+    log_size = _size(folder.log_path)
     if log_size != seen.get("log_size") and (new_run or final or now - seen.get("log_t", 0.0) >= LOG_EVERY_S):
         out.log, seen["log_size"], seen["log_t"] = log_tail(run_dir), log_size, now
     return out

@@ -15,7 +15,8 @@ import traceback
 from pathlib import Path
 
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_json, read_jsonl, read_text, write_atomic
+from lora_demo.io import read_json, read_jsonl, write_atomic
+from lora_demo.rundir import RunDir
 from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
 
@@ -138,7 +139,7 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = 
     if plan.device == "cpu" and "8bit" in optim:
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
     return SFTConfig(
-        output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=s.micro_batch_size,
+        output_dir=str(RunDir(run_dir).checkpoints_dir), per_device_train_batch_size=s.micro_batch_size,
         per_device_eval_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
         num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
         lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,
@@ -174,11 +175,11 @@ def run(run_dir: Path, resume: bool = False) -> str:
     from lora_demo.device import detect
     from lora_demo.train.settings import TrainSettings
 
-    s = TrainSettings.from_yaml(run_dir / "config.yaml")
+    s = TrainSettings.from_yaml(RunDir(run_dir).config_path)
     if s.fsdp and WORLD > 1 and s.probe_tokens:  # probes generate on rank 0 alone, which a sharded model cannot do
         s = type(s).from_dict({**s.to_dict(), "probe_tokens": 0})
         print("FSDP: probes are off (they generate on one process, and the model is sharded over all).", flush=True)
-    train_rows, val_rows = _rows(run_dir / "data" / "train.jsonl"), _rows(run_dir / "data" / "val.jsonl")
+    train_rows, val_rows = _rows(RunDir(run_dir).train_rows_path), _rows(RunDir(run_dir).val_rows_path)
     ckpt = resume_point(run_dir) if resume else None
     plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
     dpo = s.method == "dpo"  # preference pairs from an SFT adapter (train/dpo.py)
@@ -296,19 +297,17 @@ def check_same_job(run_dir: Path) -> None:
     to finish waits for the others until the timeout: compare a fingerprint of config (less node_rank) and rows."""
     import hashlib
 
-    import yaml
-
     if NODES <= 1:
         return
     import torch.distributed as dist
 
     if not dist.is_initialized():
         return
-    cfg = yaml.safe_load(read_text(run_dir / "config.yaml"))
+    folder = RunDir(run_dir)
+    cfg = folder.read_config()
     cfg.pop("node_rank", None)
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-    for name in ("train.jsonl", "val.jsonl"):
-        path = run_dir / "data" / name
+    for path in (folder.train_rows_path, folder.val_rows_path):
         digest.update(path.read_bytes() if path.is_file() else b"")
     prints = [None] * WORLD
     dist.all_gather_object(prints, (NODE, digest.hexdigest()))
@@ -337,8 +336,8 @@ def resume_point(run_dir: Path) -> Path:
     for note in skipped:
         print(note, flush=True)
     if RANK == 0:
-        append_jsonl(run_dir / "progress.jsonl", {"type": "stage", "stage": "resumed", "step": step_of(ckpt),
-                                                  "time": round(time.time(), 3), "skipped": skipped})  # fmt: skip
+        append_jsonl(RunDir(run_dir).progress_path, {"type": "stage", "stage": "resumed", "step": step_of(ckpt),
+                                                     "time": round(time.time(), 3), "skipped": skipped})  # fmt: skip
         update_status(run_dir, resumed_from=step_of(ckpt), step=step_of(ckpt), notices=skipped)
     return ckpt
 
@@ -385,15 +384,13 @@ def save_adapter(model, tok, run_dir: Path, model_id: str, weights: bool = True)
         only = {"selected_adapters": ["default"]} if "ref" in (getattr(model, "peft_config", None) or {}) else {}
         model.save_pretrained(str(run_dir), **only)
     tok.save_pretrained(str(run_dir))
-    cfg_file = run_dir / "adapter_config.json"
+    cfg_file = RunDir(run_dir).adapter_config_path
     cfg = read_json(cfg_file)
     cfg["base_model_name_or_path"] = model_id
     write_atomic(cfg_file, json.dumps(cfg, indent=2))
 
 
 def _finish(run_dir: Path, status: str, error: str | None = None, **more) -> str:
-    import yaml
-
     from lora_demo.train.runs import FINAL, error_fields, model_card, read_status
 
     fields = {"status": status, "ended": time.time(), **more}
@@ -403,8 +400,8 @@ def _finish(run_dir: Path, status: str, error: str | None = None, **more) -> str
         return "failed"  # another rank already reported the first failure; later ones are its consequences
     if RANK == 0:  # the card first, as the status will read: whoever sees the final status finds the card made
         try:
-            settings = yaml.safe_load(read_text(run_dir / "config.yaml"))
-            write_atomic(run_dir / "README.md", model_card(run_dir, settings, {**read_status(run_dir), **fields}))
+            settings = RunDir(run_dir).read_config()
+            write_atomic(RunDir(run_dir).card_path, model_card(run_dir, settings, {**read_status(run_dir), **fields}))
         except Exception:  # noqa: BLE001 - a card is never worth failing a finished run for
             traceback.print_exc()
     st = (_update_status if status == "failed" else update_status)(run_dir, **fields)  # any rank may report a failure
@@ -421,9 +418,7 @@ def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
     text = str(exc)
     if "OutOfMemory" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
         try:
-            import yaml
-
-            s = yaml.safe_load(read_text(run_dir / "config.yaml"))
+            s = RunDir(run_dir).read_config()
             return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
                        "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model (now "
                        "micro batch {micro}, max length {max_len}, 4-bit {four_bit}).", micro=s["micro_batch_size"],

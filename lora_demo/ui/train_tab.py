@@ -17,6 +17,7 @@ from lora_demo.device import detect
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.models import REGISTRY
+from lora_demo.rundir import CHECKPOINTS, RunDir
 from lora_demo.train import probes
 from lora_demo.train.plan import plan_markdown
 from lora_demo.train.plots import compare_figure, empty_loss_figure, loss_figure, progress_html, stage_label
@@ -175,7 +176,7 @@ def _adapter_name(path) -> str:
     from pathlib import Path
 
     p = Path(str(path))
-    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
+    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == CHECKPOINTS else p.name
 
 
 def _is_preferences(dataset) -> bool:
@@ -336,7 +337,7 @@ class TrainActions:
             ckpts = checkpoint_choices(self.lab.run_dir(name))
             if not ckpts:
                 raise
-            return str(self.lab.runs_dir / name / "checkpoints" / ckpts[0][1].name)
+            return str(RunDir(self.lab.runs_dir / name).checkpoints_dir / ckpts[0][1].name)
 
     def thinking(self, model):
         """The 'Qwen3 thinking' switch, shown only for a model whose chat template reads it (off otherwise)."""
