@@ -94,10 +94,16 @@ def plain_peft_sequential(model: str, adapter: Path, dtype, device: str, n: int)
     tok = load_tokenizer(model)
     base = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=dtype).to(device)
     pm = PeftModel.from_pretrained(base, str(adapter)).eval()
-    ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"].to(device)  # fmt: skip
-    kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id,
-              attention_mask=torch.ones_like(ids))  # fmt: skip
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"].to(device)
+    kw = dict(
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        attention_mask=torch.ones_like(ids),
+    )
     rates = []
     with torch.inference_mode():
         pm.generate(input_ids=ids, **{**kw, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
@@ -120,13 +126,19 @@ def plain_peft_sequential(model: str, adapter: Path, dtype, device: str, n: int)
 def peft_in_own_process(model: str, adapter: Path, dtype: str, n: int) -> list[float]:
     """plain_peft_sequential in a fresh process: the plain library as a user runs it, with torch's default threads
     and no other thread's OpenMP team beside it (this process's generation thread had one)."""
-    code = ("import json, sys, torch; sys.path.insert(0, sys.argv[1]); from bench_chat import plain_peft_sequential; "
-            "dev = 'cuda' if torch.cuda.is_available() else 'cpu'; "
-            "r = plain_peft_sequential(sys.argv[2], sys.argv[3], getattr(torch, sys.argv[4]), dev, int(sys.argv[5])); "
-            "print('PEFT-JSON', json.dumps(r))")  # fmt: skip
+    code = (
+        "import json, sys, torch; sys.path.insert(0, sys.argv[1]); from bench_chat import plain_peft_sequential; "
+        "dev = 'cuda' if torch.cuda.is_available() else 'cpu'; "
+        "r = plain_peft_sequential(sys.argv[2], sys.argv[3], getattr(torch, sys.argv[4]), dev, int(sys.argv[5])); "
+        "print('PEFT-JSON', json.dumps(r))"
+    )
     here = str(Path(__file__).resolve().parent)
-    out = subprocess.run([sys.executable, "-c", code, here, model, str(adapter), dtype, str(n)], capture_output=True,
-                         text=True, timeout=1800)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, here, model, str(adapter), dtype, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     for line in out.stdout.splitlines():
         if line.startswith("PEFT-JSON "):
             return json.loads(line.split(" ", 1)[1])
@@ -159,11 +171,19 @@ def profile_answer(engine, n: int = 64) -> dict:
     count = sum(e.count for e in kernels)
     top = sorted(kernels, key=lambda e: -e.device_time_total)[:12]
     ttft = max(res["base_stats"]["ttft_s"], res["tuned_stats"]["ttft_s"])
-    return {"tokens": n, "wall_s": round(wall, 3), "ttft_s": round(ttft, 4),
-            "wall_ms_per_step": round(1000 * (wall - ttft) / (n - 1), 3), "gpu_busy_ms_per_answer": round(busy_ms, 2),
-            "kernels_per_answer": count, "kernels_per_step": round(count / n, 1),
-            "gpu_busy_ms_per_step": round(busy_ms / n, 3),
-            "top_kernels": [{"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1000, 2)} for e in top]}  # fmt: skip
+    return {
+        "tokens": n,
+        "wall_s": round(wall, 3),
+        "ttft_s": round(ttft, 4),
+        "wall_ms_per_step": round(1000 * (wall - ttft) / (n - 1), 3),
+        "gpu_busy_ms_per_answer": round(busy_ms, 2),
+        "kernels_per_answer": count,
+        "kernels_per_step": round(count / n, 1),
+        "gpu_busy_ms_per_step": round(busy_ms / n, 3),
+        "top_kernels": [
+            {"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1000, 2)} for e in top
+        ],
+    }
 
 
 def env_ab(model: str, adapter: Path, n: int, var: str, values: list[str]) -> dict:
@@ -185,14 +205,23 @@ def env_ab(model: str, adapter: Path, n: int, var: str, values: list[str]) -> di
             for prompt in (PROMPT, PROMPT + " Give three examples and a short summary.", PROMPT):
                 res = engine.answer_pair(prompt, gen)
                 b, t = res["base_stats"], res["tuned_stats"]
-                answers.append({"tok_s": round(min(b["tokens_per_s"], t["tokens_per_s"]), 1),
-                                "ttft_s": round(max(b["ttft_s"], t["ttft_s"]), 4)})  # fmt: skip
+                answers.append(
+                    {
+                        "tok_s": round(min(b["tokens_per_s"], t["tokens_per_s"]), 1),
+                        "ttft_s": round(max(b["ttft_s"], t["ttft_s"]), 4),
+                    }
+                )
             prof = {}
             if engine.device == "cuda":
                 prof = profile_answer(engine)
                 prof.pop("top_kernels", None)
-            out[value] = {"step_mode": engine.decoder.step_mode, "fused_groups": len(engine.row_scale.fused),
-                          "warmup_s": round(engine.warmup_s, 1), "answers": answers, "profile": prof}  # fmt: skip
+            out[value] = {
+                "step_mode": engine.decoder.step_mode,
+                "fused_groups": len(engine.row_scale.fused),
+                "warmup_s": round(engine.warmup_s, 1),
+                "answers": answers,
+                "profile": prof,
+            }
         except Exception as e:  # noqa: BLE001 - one failing variant must not hide the others' figures
             import traceback
 
@@ -232,11 +261,17 @@ def n_way(engine, model: str, first: Path, tmp: Path, n: int, counts=(2, 3, 5)) 
         for last in engine.generate([source] * rows, adapters, settings=gen):  # noqa: B007
             pass
         slowest = min(r.tokens_per_s for r in last)
-        out[f"rows_{rows}"] = {"tok_s_each": round(slowest, 2), "step_ms": round(1000 / slowest, 2),
-                               "first_call_s": round(warm, 2),
-                               "recompiles_after_first": counters["stats"]["unique_graphs"] - graphs0}  # fmt: skip
-        print(f"  ours, {rows} rows at once (base + {rows - 1} adapters): {slowest:.1f} tok/s each "
-              f"(first call {warm:.1f} s)", flush=True)  # fmt: skip
+        out[f"rows_{rows}"] = {
+            "tok_s_each": round(slowest, 2),
+            "step_ms": round(1000 / slowest, 2),
+            "first_call_s": round(warm, 2),
+            "recompiles_after_first": counters["stats"]["unique_graphs"] - graphs0,
+        }
+        print(
+            f"  ours, {rows} rows at once (base + {rows - 1} adapters): {slowest:.1f} tok/s each "
+            f"(first call {warm:.1f} s)",
+            flush=True,
+        )
     two = out["rows_2"]["step_ms"]
     for rows in counts:
         out[f"rows_{rows}"]["step_vs_2_rows"] = round(out[f"rows_{rows}"]["step_ms"] / two, 3)
@@ -244,8 +279,9 @@ def n_way(engine, model: str, first: Path, tmp: Path, n: int, counts=(2, 3, 5)) 
 
 
 def unsloth_rate(adapter: Path, n: int) -> tuple[float | None, str | None]:
-    out = subprocess.run([sys.executable, "-c", UNSLOTH, str(adapter), str(n), PROMPT], capture_output=True, text=True,
-                         timeout=900)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", UNSLOTH, str(adapter), str(n), PROMPT], capture_output=True, text=True, timeout=900
+    )
     for line in out.stdout.splitlines():
         if line.startswith("UNSLOTH-JSON "):
             return json.loads(line.split(" ", 1)[1])["tok_s"], None
@@ -262,11 +298,17 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     ap.add_argument("--profile", action="store_true", help="CUDA: profile one answer's kernels (after the timed ones)")
     ap.add_argument("--no-n-way", action="store_true", help="skip the N-way figures (2, 3 and 5 rows in one batch)")
-    ap.add_argument("--ab-fuse", action="store_true",
-                    help="only our path, without then with the shared LoRA matmuls: --ab LORA_LAB_CHAT_FUSE=0,1")  # fmt: skip
-    ap.add_argument("--ab", metavar="VAR=V1,V2",
-                    help="only our path, once per value of an environment variable, fresh engines, e.g. "
-                         "LORA_LAB_CHAT_STEP=compile,graph,compile-graph")  # fmt: skip
+    ap.add_argument(
+        "--ab-fuse",
+        action="store_true",
+        help="only our path, without then with the shared LoRA matmuls: --ab LORA_LAB_CHAT_FUSE=0,1",
+    )
+    ap.add_argument(
+        "--ab",
+        metavar="VAR=V1,V2",
+        help="only our path, once per value of an environment variable, fresh engines, e.g. "
+        "LORA_LAB_CHAT_STEP=compile,graph,compile-graph",
+    )
     args = ap.parse_args()
     import torch
     from torch._dynamo.utils import counters
@@ -317,13 +359,23 @@ def main() -> None:
         res = engine.answer_pair(prompt, gen)
         wall = time.perf_counter() - t1
         b, t = res["base_stats"], res["tuned_stats"]
-        ours[key] = {"wall_s": round(wall, 3), "base_tok_s": b["tokens_per_s"], "tuned_tok_s": t["tokens_per_s"],
-                     "ttft_s": max(b["ttft_s"], t["ttft_s"]), "tokens": [b["tokens"], t["tokens"]]}  # fmt: skip
-        print(f"  ours ({key}): both answers in {wall:.2f} s; base {b['tokens_per_s']:.1f} tok/s, tuned "
-              f"{t['tokens_per_s']:.1f} tok/s at once; first tokens after {ours[key]['ttft_s'] * 1000:.0f} ms", flush=True)  # fmt: skip
+        ours[key] = {
+            "wall_s": round(wall, 3),
+            "base_tok_s": b["tokens_per_s"],
+            "tuned_tok_s": t["tokens_per_s"],
+            "ttft_s": max(b["ttft_s"], t["ttft_s"]),
+            "tokens": [b["tokens"], t["tokens"]],
+        }
+        print(
+            f"  ours ({key}): both answers in {wall:.2f} s; base {b['tokens_per_s']:.1f} tok/s, tuned "
+            f"{t['tokens_per_s']:.1f} tok/s at once; first tokens after {ours[key]['ttft_s'] * 1000:.0f} ms",
+            flush=True,
+        )
     recompiles = counters["stats"]["unique_graphs"] - graphs0
-    print(f"  compiled graphs added after the warm-up: {recompiles} (graphs in all: "
-          f"{counters['stats']['unique_graphs']}, graph breaks: {sum(counters['graph_break'].values())})")  # fmt: skip
+    print(
+        f"  compiled graphs added after the warm-up: {recompiles} (graphs in all: "
+        f"{counters['stats']['unique_graphs']}, graph breaks: {sum(counters['graph_break'].values())})"
+    )
     compile_s = {}
     try:
         from torch._dynamo.utils import compilation_time_metrics
@@ -339,8 +391,11 @@ def main() -> None:
     if args.profile and engine.device == "cuda":
         try:
             prof = profile_answer(engine)
-            print(f"  profile of one {prof['tokens']}-token answer: {prof['wall_ms_per_step']} ms a step (wall), GPU busy "
-                  f"{prof['gpu_busy_ms_per_step']} ms a step, {prof['kernels_per_step']} kernels a step", flush=True)  # fmt: skip
+            print(
+                f"  profile of one {prof['tokens']}-token answer: {prof['wall_ms_per_step']} ms a step (wall), GPU busy "
+                f"{prof['gpu_busy_ms_per_step']} ms a step, {prof['kernels_per_step']} kernels a step",
+                flush=True,
+            )
             for k in prof["top_kernels"]:
                 print(f"    {k['ms']:8.2f} ms  {k['count']:6d}x  {k['name']}")
         except Exception as e:  # noqa: BLE001 - a diagnostic only
@@ -371,13 +426,25 @@ def main() -> None:
         "unsloth_tok_s": round(uns, 2) if uns else None,
         "ttft_s": round(first["ttft_s"], 4),
         "warmup_s": round(warmup, 2),
-        "model": model, "device": device, "precision": str(dtype).replace("torch.", ""), "new_tokens_per_side": n,
-        "adapter_r": 16, "step_mode": step_mode, "ours": ours, "recompiles_after_warmup": recompiles, "load_s": round(load_s, 2),
-        "unsloth_error": uns_err, "torch": torch.__version__, "graphs": counters["stats"]["unique_graphs"],
-        "graph_breaks": sum(counters["graph_break"].values()), "compile_s": compile_s, "profile": prof,
-        "n_way": nway, "background_recording_s": round(engine_more_rows_s, 2),
+        "model": model,
+        "device": device,
+        "precision": str(dtype).replace("torch.", ""),
+        "new_tokens_per_side": n,
+        "adapter_r": 16,
+        "step_mode": step_mode,
+        "ours": ours,
+        "recompiles_after_warmup": recompiles,
+        "load_s": round(load_s, 2),
+        "unsloth_error": uns_err,
+        "torch": torch.__version__,
+        "graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "compile_s": compile_s,
+        "profile": prof,
+        "n_way": nway,
+        "background_recording_s": round(engine_more_rows_s, 2),
         "two_rows_vs_peft_faster_side": round(min(first["base_tok_s"], first["tuned_tok_s"]) / max(seq), 3),
-    }  # fmt: skip
+    }
     if args.json:
         print(json.dumps(result))
 

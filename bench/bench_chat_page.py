@@ -27,8 +27,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 RECORDER = """() => {
   window.__chatLog = [];
@@ -69,8 +76,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--tokens", type=int, default=64, help="max new tokens a side (greedy)")
-    ap.add_argument("--update-s", type=float, default=None,
-                    help="seconds between page updates (the app's LORA_LAB_CHAT_UPDATE_S; default: the app's 0.12)")  # fmt: skip
+    ap.add_argument(
+        "--update-s",
+        type=float,
+        default=None,
+        help="seconds between page updates (the app's LORA_LAB_CHAT_UPDATE_S; default: the app's 0.12)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from bench_chat import random_adapter
@@ -85,9 +96,22 @@ def main() -> None:
     if args.update_s is not None:
         env["LORA_LAB_CHAT_UPDATE_S"] = str(args.update_s)
     log_file = open(root / "app.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(root / "runs"),
-                             "--data-dir", str(root / "data")], cwd=ROOT, env=env, stdout=log_file,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(port),
+            "--runs-dir",
+            str(root / "runs"),
+            "--data-dir",
+            str(root / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -135,17 +159,29 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
-    result = {"model": args.model, "max_new_tokens": args.tokens, "update_s": args.update_s, "page_updates": len(log),
-              "status": status.strip().splitlines()[-1][:300]}  # fmt: skip
+    result = {
+        "model": args.model,
+        "max_new_tokens": args.tokens,
+        "update_s": args.update_s,
+        "page_updates": len(log),
+        "status": status.strip().splitlines()[-1][:300],
+    }
     for side, key, line in (("base", "b", stats[0]), ("tuned", "u", stats[1])):
         m = re.search(r"(\d+) tokens · ([\d.]+) tok/s · first token (\d+) ms", line)
         tokens, engine_tps, engine_ttft = (int(m[1]), float(m[2]), int(m[3]) / 1000) if m else (0, None, None)
         page_tps, page_ttft = _side_rate(log, key, tokens, t_send)
-        result[side] = {"tokens": tokens, "engine_tok_s": engine_tps, "page_tok_s": page_tps,
-                        "engine_ttft_s": engine_ttft, "page_first_text_s": page_ttft,
-                        "page_over_engine": page_tps / engine_tps if page_tps and engine_tps else None}  # fmt: skip
-        print(f"{side:5s}: {tokens} tokens; engine {engine_tps} tok/s; page {page_tps or 0:.1f} tok/s "
-              f"({result[side]['page_over_engine'] or 0:.2f}x); text on the page {page_ttft or 0:.2f} s after Send")  # fmt: skip
+        result[side] = {
+            "tokens": tokens,
+            "engine_tok_s": engine_tps,
+            "page_tok_s": page_tps,
+            "engine_ttft_s": engine_ttft,
+            "page_first_text_s": page_ttft,
+            "page_over_engine": page_tps / engine_tps if page_tps and engine_tps else None,
+        }
+        print(
+            f"{side:5s}: {tokens} tokens; engine {engine_tps} tok/s; page {page_tps or 0:.1f} tok/s "
+            f"({result[side]['page_over_engine'] or 0:.2f}x); text on the page {page_ttft or 0:.2f} s after Send"
+        )
     print(f"page updates seen: {len(log)}; base answer: {answers[0][:120]!r}")
     if args.json:
         print(json.dumps(result))

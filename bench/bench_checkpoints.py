@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         print("wall time vs plain: " + ", ".join(f"{n} {out[n]['vs_plain']}×" for n in out))
     if "default" in out:
         d = out["default"]
-        print(f"probes: {d['probe_points']} points, {d['probe_s']} s of {d['wall_s']} s "
-              f"({100 * d['probe_s'] / d['wall_s']:.1f}% of the run)")  # fmt: skip
+        print(
+            f"probes: {d['probe_points']} points, {d['probe_s']} s of {d['wall_s']} s "
+            f"({100 * d['probe_s'] / d['wall_s']:.1f}% of the run)"
+        )
     if args.json:
         print(json.dumps(out))
     return 0

@@ -53,8 +53,15 @@ def make_pairs(n_train: int, seed: int = 0) -> tuple[list[dict], list[dict], lis
     train, held = rows[:n_train], rows[n_train:]
 
     def pairs(part: list[dict], shift: int) -> list[dict]:
-        return [{"prompt": r["instruction"], **({"input": r["input"]} if r["input"] else {}), "chosen": r["output"],
-                 "rejected": REJECTED[(i + shift) % len(REJECTED)]} for i, r in enumerate(part)]  # fmt: skip
+        return [
+            {
+                "prompt": r["instruction"],
+                **({"input": r["input"]} if r["input"] else {}),
+                "chosen": r["output"],
+                "rejected": REJECTED[(i + shift) % len(REJECTED)],
+            }
+            for i, r in enumerate(part)
+        ]
 
     return train, pairs(train, 0), pairs(held, 3)
 
@@ -66,8 +73,14 @@ def margins(model, tok, pairs: list[dict], s) -> list[float]:
     from lora_demo.data import build_example
 
     def logp(pair: dict, answer: str) -> float:
-        ex = build_example({"instruction": pair["prompt"], "input": pair.get("input", ""), "output": answer}, tok,
-                           s.template, s.max_seq_length, True, s.enable_thinking)  # fmt: skip
+        ex = build_example(
+            {"instruction": pair["prompt"], "input": pair.get("input", ""), "output": answer},
+            tok,
+            s.template,
+            s.max_seq_length,
+            True,
+            s.enable_thinking,
+        )
         ids = torch.tensor([ex.input_ids])
         labels = torch.tensor(ex.labels[1:])
         logits = model(input_ids=ids).logits[0, :-1].float()
@@ -79,8 +92,10 @@ def margins(model, tok, pairs: list[dict], s) -> list[float]:
 
 
 def summary(values: list[float]) -> dict:
-    return {"mean_margin": round(sum(values) / len(values), 3),
-            "chosen_likelier": round(sum(v > 0 for v in values) / len(values), 3)}  # fmt: skip
+    return {
+        "mean_margin": round(sum(values) / len(values), 3),
+        "chosen_likelier": round(sum(v > 0 for v in values) / len(values), 3),
+    }
 
 
 def dpo_figures(run_dir: Path, st: dict) -> dict:
@@ -91,10 +106,18 @@ def dpo_figures(run_dir: Path, st: dict) -> dict:
     logs = [p for p in progress if p.get("type") == "log" and "reward_margin" in p]
     summ = next((p for p in progress if p.get("type") == "summary"), {})
     peak = max((p.get("gpu_peak_gb") or 0 for p in progress), default=0)
-    return {"status": st["status"], "steps": st.get("step"), "wall_s": round(st["ended"] - st["started"], 1),
-            "s_per_step": summ.get("s_per_step"), "tokens_per_s": summ.get("tokens_per_s"), "gpu_peak_gb": peak,
-            "backend": st.get("backend"), "first_reward_margin": logs[0]["reward_margin"] if logs else None,
-            "last_reward_margin": logs[-1]["reward_margin"] if logs else None, "error": st.get("error")}  # fmt: skip
+    return {
+        "status": st["status"],
+        "steps": st.get("step"),
+        "wall_s": round(st["ended"] - st["started"], 1),
+        "s_per_step": summ.get("s_per_step"),
+        "tokens_per_s": summ.get("tokens_per_s"),
+        "gpu_peak_gb": peak,
+        "backend": st.get("backend"),
+        "first_reward_margin": logs[0]["reward_margin"] if logs else None,
+        "last_reward_margin": logs[-1]["reward_margin"] if logs else None,
+        "error": st.get("error"),
+    }
 
 
 def bench_gpu(model: str, steps: int, lr: float, beta: float) -> dict:
@@ -115,8 +138,16 @@ def bench_gpu(model: str, steps: int, lr: float, beta: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-dpo-gpu-") as tmp:
         work = Path(tmp)
         runner = Runner(work / "runs", work / "data")
-        sft = TrainSettings(model=model, dataset="bench-sft", template="chat", max_seq_length=512, max_steps=10,
-                            probe_tokens=0, save_steps=-1, run_name="sft")  # fmt: skip
+        sft = TrainSettings(
+            model=model,
+            dataset="bench-sft",
+            template="chat",
+            max_seq_length=512,
+            max_steps=10,
+            probe_tokens=0,
+            save_steps=-1,
+            run_name="sft",
+        )
         parent = runner.start(sft, rows=sft_rows)
         st = runner.wait(1800)
         assert st["status"] == "completed", st
@@ -125,10 +156,21 @@ def bench_gpu(model: str, steps: int, lr: float, beta: float) -> dict:
         write_atomic(pairs_file, to_jsonl(train_pairs))
         for backend in ("unsloth", "transformers"):
             os.environ["LORA_LAB_BACKEND"] = backend
-            dpo = TrainSettings.from_dict({**continue_settings(parent).to_dict(), "method": "dpo",
-                                           "dataset": str(pairs_file), "dpo_beta": beta, "learning_rate": lr,
-                                           "max_steps": steps, "micro_batch_size": 4, "gradient_accumulation_steps": 1,
-                                           "warmup": 2, "val_fraction": 0.0, "run_name": f"dpo-{backend}"})  # fmt: skip
+            dpo = TrainSettings.from_dict(
+                {
+                    **continue_settings(parent).to_dict(),
+                    "method": "dpo",
+                    "dataset": str(pairs_file),
+                    "dpo_beta": beta,
+                    "learning_rate": lr,
+                    "max_steps": steps,
+                    "micro_batch_size": 4,
+                    "gradient_accumulation_steps": 1,
+                    "warmup": 2,
+                    "val_fraction": 0.0,
+                    "run_name": f"dpo-{backend}",
+                }
+            )
             run = runner.start(dpo)
             st = runner.wait(1800)
             out[backend] = dpo_figures(run, st)
@@ -151,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", metavar="MODEL_DIR", help="CUDA: the DPO round through Unsloth and through plain TRL")
     args = ap.parse_args(argv)
     if args.gpu:
-        figures = bench_gpu(args.gpu, args.steps if args.steps != 32 else 16, args.lr if args.lr != 2e-3 else 5e-5,
-                            args.beta)  # fmt: skip
+        figures = bench_gpu(
+            args.gpu, args.steps if args.steps != 32 else 16, args.lr if args.lr != 2e-3 else 5e-5, args.beta
+        )
         if args.json:
             print(json.dumps(figures))
         return 0
@@ -172,9 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-dpo-") as tmp:
         work = Path(tmp)
         runner = Runner(work / "runs", work / "data")
-        sft = TrainSettings(model=args.model, dataset="bench-sft", template="chat", max_seq_length=128,
-                            micro_batch_size=4, warmup=2, learning_rate=5e-3, max_steps=40, probe_tokens=0,
-                            save_steps=-1, run_name="sft")  # fmt: skip
+        sft = TrainSettings(
+            model=args.model,
+            dataset="bench-sft",
+            template="chat",
+            max_seq_length=128,
+            micro_batch_size=4,
+            warmup=2,
+            learning_rate=5e-3,
+            max_steps=40,
+            probe_tokens=0,
+            save_steps=-1,
+            run_name="sft",
+        )
         parent = runner.start(sft, rows=sft_rows)
         st = runner.wait(3600)
         assert st["status"] == "completed", st
@@ -183,10 +236,21 @@ def main(argv: list[str] | None = None) -> int:
 
         pairs_file = work / "pairs.jsonl"
         write_atomic(pairs_file, to_jsonl(train_pairs))
-        dpo = TrainSettings.from_dict({**continue_settings(parent).to_dict(), "method": "dpo", "dataset": str(pairs_file),
-                                       "dpo_beta": args.beta, "learning_rate": args.lr, "max_steps": args.steps,
-                                       "micro_batch_size": 2, "gradient_accumulation_steps": 1, "warmup": 2,
-                                       "val_fraction": 0.0, "run_name": "dpo"})  # fmt: skip
+        dpo = TrainSettings.from_dict(
+            {
+                **continue_settings(parent).to_dict(),
+                "method": "dpo",
+                "dataset": str(pairs_file),
+                "dpo_beta": args.beta,
+                "learning_rate": args.lr,
+                "max_steps": args.steps,
+                "micro_batch_size": 2,
+                "gradient_accumulation_steps": 1,
+                "warmup": 2,
+                "val_fraction": 0.0,
+                "run_name": "dpo",
+            }
+        )
         t0 = time.time()
         child = runner.start(dpo)
         st = runner.wait(3600)
@@ -194,15 +258,22 @@ def main(argv: list[str] | None = None) -> int:
         progress = read_progress(child)
         logs = [p for p in progress if p.get("type") == "log"]
         summ = next((p for p in progress if p.get("type") == "summary"), {})
-        out["dpo"] = {"steps": st["step"], "wall_s": round(st["ended"] - st["started"], 1),
-                      "start_to_end_s": round(time.time() - t0, 1), "s_per_step": summ.get("s_per_step"),
-                      "first_reward_margin": round(logs[0]["reward_margin"], 3),
-                      "last_reward_margin": round(logs[-1]["reward_margin"], 3),
-                      "last_reward_accuracy": round(logs[-1]["reward_accuracy"], 3), "beta": args.beta,
-                      "learning_rate": args.lr}  # fmt: skip
-        print(f"DPO round: {st['step']} steps, {out['dpo']['wall_s']} s ({summ.get('s_per_step')} s/step in "
-              f"training), reward margin {out['dpo']['first_reward_margin']} -> {out['dpo']['last_reward_margin']}",
-              flush=True)  # fmt: skip
+        out["dpo"] = {
+            "steps": st["step"],
+            "wall_s": round(st["ended"] - st["started"], 1),
+            "start_to_end_s": round(time.time() - t0, 1),
+            "s_per_step": summ.get("s_per_step"),
+            "first_reward_margin": round(logs[0]["reward_margin"], 3),
+            "last_reward_margin": round(logs[-1]["reward_margin"], 3),
+            "last_reward_accuracy": round(logs[-1]["reward_accuracy"], 3),
+            "beta": args.beta,
+            "learning_rate": args.lr,
+        }
+        print(
+            f"DPO round: {st['step']} steps, {out['dpo']['wall_s']} s ({summ.get('s_per_step')} s/step in "
+            f"training), reward margin {out['dpo']['first_reward_margin']} -> {out['dpo']['last_reward_margin']}",
+            flush=True,
+        )
 
         torch.set_num_threads(1)
         lm = load_model(args.model, dtype="fp32", device="cpu")
@@ -212,21 +283,29 @@ def main(argv: list[str] | None = None) -> int:
         measured = {}
         for name in ("sft", "dpo"):
             model.set_adapter(name)
-            measured[name] = {part: margins(model, lm.tokenizer, pairs, dpo)
-                              for part, pairs in (("held_out", held_pairs), ("train", train_pairs))}  # fmt: skip
+            measured[name] = {
+                part: margins(model, lm.tokenizer, pairs, dpo)
+                for part, pairs in (("held_out", held_pairs), ("train", train_pairs))
+            }
     for key, name in (("before", "sft"), ("after", "dpo")):
         out[key] = {part: summary(values) for part, values in measured[name].items()}
     for part in ("held_out", "train"):  # DPO's implicit reward with the SFT parent as reference: beta × margin change
         gains = [a - b for a, b in zip(measured["dpo"][part], measured["sft"][part], strict=True)]
-        out[f"{part}_reward"] = {"margin": round(args.beta * sum(gains) / len(gains), 3),
-                                 "accuracy": round(sum(g > 0 for g in gains) / len(gains), 3)}  # fmt: skip
+        out[f"{part}_reward"] = {
+            "margin": round(args.beta * sum(gains) / len(gains), 3),
+            "accuracy": round(sum(g > 0 for g in gains) / len(gains), 3),
+        }
     b, a = out["before"], out["after"]
-    print(f"held-out pairs ({len(held_pairs)}, never trained on): margin {b['held_out']['mean_margin']} -> "
-          f"{a['held_out']['mean_margin']} nats, chosen likelier {b['held_out']['chosen_likelier']} -> "
-          f"{a['held_out']['chosen_likelier']}; implicit reward (SFT as reference) margin "
-          f"{out['held_out_reward']['margin']}, accuracy {out['held_out_reward']['accuracy']}")  # fmt: skip
-    print(f"training pairs ({len(train_pairs)}): margin {b['train']['mean_margin']} -> {a['train']['mean_margin']} "
-          f"nats, chosen likelier {b['train']['chosen_likelier']} -> {a['train']['chosen_likelier']}")  # fmt: skip
+    print(
+        f"held-out pairs ({len(held_pairs)}, never trained on): margin {b['held_out']['mean_margin']} -> "
+        f"{a['held_out']['mean_margin']} nats, chosen likelier {b['held_out']['chosen_likelier']} -> "
+        f"{a['held_out']['chosen_likelier']}; implicit reward (SFT as reference) margin "
+        f"{out['held_out_reward']['margin']}, accuracy {out['held_out_reward']['accuracy']}"
+    )
+    print(
+        f"training pairs ({len(train_pairs)}): margin {b['train']['mean_margin']} -> {a['train']['mean_margin']} "
+        f"nats, chosen likelier {b['train']['chosen_likelier']} -> {a['train']['chosen_likelier']}"
+    )
     if args.json:
         print(json.dumps(out))
     return 0

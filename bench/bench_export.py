@@ -74,8 +74,19 @@ def bench_run(run_dir: Path) -> dict:
         out[f"gguf_{t}_mb"] = mb(gguf)
     with tempfile.TemporaryDirectory() as tmp:  # the plain converter on the same folder: the baseline
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(converters_dir() / CONVERT_MODEL), str(merged), "--outfile",
-                        f"{tmp}/plain.gguf", "--outtype", "f16"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                str(converters_dir() / CONVERT_MODEL),
+                str(merged),
+                "--outfile",
+                f"{tmp}/plain.gguf",
+                "--outtype",
+                "f16",
+            ],
+            check=True,
+            capture_output=True,
+        )
         out["plain_converter_f16_s"] = round(time.perf_counter() - t0, 2)
         _, out["export_gguf_f16_only_s"] = timed(export_gguf, merged, Path(tmp) / "lab.gguf", "f16")
     lora, out["lora_gguf_s"] = timed(export_lora_gguf_run, run_dir)
@@ -101,19 +112,25 @@ def main(argv: list[str] | None = None) -> int:
         runs = [Path(r) for r in args.run] or [train(Path(tmp), m, args.steps) for m in args.models.split(",")]
         results = [bench_run(r) for r in runs]
     for r in results:
-        print(f"\n{r['run']}: merged {r['merged_s']} s ({r['merged_mb']} MB); LoRA GGUF {r['lora_gguf_s']} s "
-              f"({r['lora_gguf_mb']} MB)")  # fmt: skip
+        print(
+            f"\n{r['run']}: merged {r['merged_s']} s ({r['merged_mb']} MB); LoRA GGUF {r['lora_gguf_s']} s "
+            f"({r['lora_gguf_mb']} MB)"
+        )
         for t in ("f16", "bf16", "q8_0"):
             print(f"  GGUF {t:5s} {r[f'gguf_{t}_s']:6.2f} s  {r[f'gguf_{t}_mb']:7.1f} MB (with the Modelfile)")
         print(
             f"  f16 alone: LoRA Lab {r['export_gguf_f16_only_s']} s vs the plain converter {r['plain_converter_f16_s']} s"
         )
         agree = ", ".join(f"GGUF {t} {100 * v:.1f}%" for t, v in r["gguf_agreements"].items())
-        print(f"  parity over {r['prompts']} prompts ({r['check_s']} s): merged {100 * r['merged_agreement']:.1f}%, "
-              f"{agree}; prompts equal: {r['template_equal']}; app chats in {r['app_precision']}")  # fmt: skip
+        print(
+            f"  parity over {r['prompts']} prompts ({r['check_s']} s): merged {100 * r['merged_agreement']:.1f}%, "
+            f"{agree}; prompts equal: {r['template_equal']}; app chats in {r['app_precision']}"
+        )
         if r["vs_app_fp32"]:
-            print("  against the app's fp32 path: "
-                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["vs_app_fp32"].items()))  # fmt: skip
+            print(
+                "  against the app's fp32 path: "
+                + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["vs_app_fp32"].items())
+            )
     if args.json:
         print(json.dumps({"runs": results}))
     return 0

@@ -44,14 +44,25 @@ def main() -> None:
         random_adapter(args.model, root / "runs" / name, r=16, seed=k)
     demo = build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data"))
     demo.queue(default_concurrency_limit=None)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True,
-                **server_options(root / "runs"))  # fmt: skip
+    demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=None,
+        ssr_mode=False,
+        quiet=True,
+        **server_options(root / "runs"),
+    )
     client = openai.OpenAI(base_url=demo.local_url.rstrip("/") + "/v1", api_key="x", max_retries=0, timeout=600)
     extra = {"min_tokens": args.tokens}  # fixed length (the endpoint's extension; the page's min_new_tokens)
 
     def ask(name: str) -> int:
-        r = client.chat.completions.create(model=name, temperature=0, max_tokens=args.tokens, extra_body=extra,
-                                           messages=[{"role": "user", "content": PROMPT}])  # fmt: skip
+        r = client.chat.completions.create(
+            model=name,
+            temperature=0,
+            max_tokens=args.tokens,
+            extra_body=extra,
+            messages=[{"role": "user", "content": PROMPT}],
+        )
         return r.usage.completion_tokens
 
     for name in names:  # load the base, attach every adapter, warm each batch size once
@@ -69,13 +80,19 @@ def main() -> None:
         t1 = time.perf_counter()
         alone = [ask(name) for name in names[:n]]
         wall_seq = time.perf_counter() - t1
-        out["clients"][str(n)] = {"aggregate_tok_s": round(sum(together) / wall, 1), "batches": batches,
-                                  "one_after_another_tok_s": round(sum(alone) / wall_seq, 1),
-                                  "speedup": round((sum(together) / wall) / (sum(alone) / wall_seq), 2)}  # fmt: skip
+        out["clients"][str(n)] = {
+            "aggregate_tok_s": round(sum(together) / wall, 1),
+            "batches": batches,
+            "one_after_another_tok_s": round(sum(alone) / wall_seq, 1),
+            "speedup": round((sum(together) / wall) / (sum(alone) / wall_seq), 2),
+        }
         del ask_all
         c = out["clients"][str(n)]
-        print(f"  {n} client(s) at once: {c['aggregate_tok_s']} tok/s in all ({batches} batches); one after another "
-              f"{c['one_after_another_tok_s']} tok/s: {c['speedup']}x", flush=True)  # fmt: skip
+        print(
+            f"  {n} client(s) at once: {c['aggregate_tok_s']} tok/s in all ({batches} batches); one after another "
+            f"{c['one_after_another_tok_s']} tok/s: {c['speedup']}x",
+            flush=True,
+        )
     demo.close()
     if args.json:
         print(json.dumps(out))

@@ -23,9 +23,14 @@ from lora_demo.lowrank.adapter import factor_svd  # noqa: E402
 
 # Qwen3-1.7B: hidden 2048, 16 q heads × 128, 8 kv heads × 128, intermediate 6144, 28 layers.
 SHAPES = {  # (out, in) of each projection
-    "q_proj": (2048, 2048), "k_proj": (1024, 2048), "v_proj": (1024, 2048), "o_proj": (2048, 2048),
-    "gate_proj": (6144, 2048), "up_proj": (6144, 2048), "down_proj": (2048, 6144),
-}  # fmt: skip
+    "q_proj": (2048, 2048),
+    "k_proj": (1024, 2048),
+    "v_proj": (1024, 2048),
+    "o_proj": (2048, 2048),
+    "gate_proj": (6144, 2048),
+    "up_proj": (6144, 2048),
+    "down_proj": (2048, 6144),
+}
 
 
 def main() -> None:
@@ -36,10 +41,15 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     args = ap.parse_args()
     torch.manual_seed(0)
-    mods = [(f"layers.{i}.{n}", torch.randn(d, args.r) * 0.01, torch.randn(args.r, k) * 0.01)
-            for i in range(args.layers) for n, (d, k) in SHAPES.items()]  # fmt: skip
-    print(f"{len(mods)} modules, r={args.r}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cores")  # fmt: skip
+    mods = [
+        (f"layers.{i}.{n}", torch.randn(d, args.r) * 0.01, torch.randn(args.r, k) * 0.01)
+        for i in range(args.layers)
+        for n, (d, k) in SHAPES.items()
+    ]
+    print(
+        f"{len(mods)} modules, r={args.r}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} cores"
+    )
 
     t0 = time.perf_counter()
     ours = [factor_svd(b, a, 1.0) for _, b, a in mods]
@@ -57,11 +67,21 @@ def main() -> None:
     print(f"explicit svdvals(B@A) (float32):       {t_explicit_all:.1f} s{note}")
     print(f"speed-up: {t_explicit_all / t_factors:.0f}x; max relative difference of σ: {err:.1e}")
     if args.json:
-        result = {"modules": len(mods), "r": args.r, "layers": args.layers, "torch": torch.__version__,
-                  "threads": torch.get_num_threads(), "cores": os.cpu_count(), "explicit_modules_measured": n,
-                  "factors_seconds": t_factors, "explicit_measured_seconds": t_explicit,
-                  "explicit_seconds": t_explicit_all, "explicit_scaled": n != len(mods),
-                  "speedup": t_explicit_all / t_factors, "max_rel_diff_sigma": err}  # fmt: skip
+        result = {
+            "modules": len(mods),
+            "r": args.r,
+            "layers": args.layers,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(),
+            "explicit_modules_measured": n,
+            "factors_seconds": t_factors,
+            "explicit_measured_seconds": t_explicit,
+            "explicit_seconds": t_explicit_all,
+            "explicit_scaled": n != len(mods),
+            "speedup": t_explicit_all / t_factors,
+            "max_rel_diff_sigma": err,
+        }
         print(json.dumps(result))
 
 

@@ -80,30 +80,53 @@ def bench_cpu(steps: int) -> dict:
     from lora_demo.device import choose_threads, detect
 
     default_threads = torch.get_num_threads()
-    print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, default threads {default_threads}, "
-          f"policy precision {detect().precision}")  # fmt: skip
-    out = {"device": "cpu", "cores": os.cpu_count(), "torch": torch.__version__, "default_threads": default_threads,
-           "policy_precision": detect().precision, "steps": steps, "batch": 4, "seq_len": 128, "dataset": "persona",
-           "lora_r": 16, "models": {}}  # fmt: skip
+    print(
+        f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, default threads {default_threads}, "
+        f"policy precision {detect().precision}"
+    )
+    out = {
+        "device": "cpu",
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "default_threads": default_threads,
+        "policy_precision": detect().precision,
+        "steps": steps,
+        "batch": 4,
+        "seq_len": 128,
+        "dataset": "persona",
+        "lora_r": 16,
+        "models": {},
+    }
     for model_id, work in (("qwen3-tiny", 10_000_000), ("smollm2-135m-instruct", 106_000_000)):
         policy = choose_threads(work, 4 * 128)
         print(f"policy for {model_id}: {policy} thread(s), {detect(work, 4 * 128).precision}")
         print(f"\n{model_id} (policy: {policy} thread(s)), s/step, batch 4, persona rows:")
-        fig = out["models"][model_id] = {"policy_threads": policy, "policy_precision": detect(work, 4 * 128).precision,
-                                         "variants": []}  # fmt: skip
+        fig = out["models"][model_id] = {
+            "policy_threads": policy,
+            "policy_precision": detect(work, 4 * 128).precision,
+            "variants": [],
+        }
         results = {}
         for threads in sorted({1, default_threads}):
             for precision in ("fp32", "bf16"):
                 results[(threads, precision)] = cpu_loop(model_id, threads, precision, steps, 128)
-                fig["variants"].append({"threads": threads, "precision": precision,
-                                        "s_per_step": results[(threads, precision)]})  # fmt: skip
+                fig["variants"].append(
+                    {"threads": threads, "precision": precision, "s_per_step": results[(threads, precision)]}
+                )
                 print(f"  threads={threads} {precision}: {results[(threads, precision)]:.3f} s/step", flush=True)
         base = results[(default_threads, "fp32")]
         ours = results[(policy, detect(work, 4 * 128).precision)]
-        fig.update(baseline_threads=default_threads, baseline_precision="fp32", baseline_s_per_step=base,
-                   policy_s_per_step=ours, speedup=base / ours)  # fmt: skip
-        print(f"  baseline (fp32, {default_threads} threads) {base:.3f} s/step -> policy {ours:.3f} s/step: "
-              f"{base / ours:.2f}x")  # fmt: skip
+        fig.update(
+            baseline_threads=default_threads,
+            baseline_precision="fp32",
+            baseline_s_per_step=base,
+            policy_s_per_step=ours,
+            speedup=base / ours,
+        )
+        print(
+            f"  baseline (fp32, {default_threads} threads) {base:.3f} s/step -> policy {ours:.3f} s/step: "
+            f"{base / ours:.2f}x"
+        )
     return out
 
 
@@ -146,8 +169,14 @@ def long_rows(n: int, seed: int = 1) -> list[dict]:
     import random
 
     rng = random.Random(seed)
-    return [{"instruction": " ".join(rng.choice(WORDS) for _ in range(40)), "input": "",
-             "output": " ".join(rng.choice(WORDS) for _ in range(2600))} for _ in range(n)]  # fmt: skip
+    return [
+        {
+            "instruction": " ".join(rng.choice(WORDS) for _ in range(40)),
+            "input": "",
+            "output": " ".join(rng.choice(WORDS) for _ in range(2600)),
+        }
+        for _ in range(n)
+    ]
 
 
 def _tok(model: str):
@@ -210,9 +239,15 @@ def raw_loop(model, batches, steps: int) -> dict:
         computed += b["input_ids"].numel()
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"first_step_s": round(first, 2), "s_per_step": dt / steps, "tok_per_s": computed / dt,
-            "useful_tok_per_s": useful / dt, "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "loss_first": first_loss, "loss_last": loss.item()}  # fmt: skip
+    return {
+        "first_step_s": round(first, 2),
+        "s_per_step": dt / steps,
+        "tok_per_s": computed / dt,
+        "useful_tok_per_s": useful / dt,
+        "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "loss_first": first_loss,
+        "loss_last": loss.item(),
+    }
 
 
 class _Timer:
@@ -254,11 +289,26 @@ def trainer_variant(backend: str, model, tok, rows, name: str, steps: int, warm:
     s = TrainSettings(model="qwen3-tiny", template="chat", max_seq_length=2048, micro_batch_size=4)
     ds = build_dataset(rows, tok, s)
     run_dir = Path(tempfile.mkdtemp())
-    kw = dict(output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=4, gradient_accumulation_steps=1,
-              max_steps=warm + steps, learning_rate=2e-4, warmup_steps=1, optim="adamw_8bit", seed=3407,
-              logging_steps=1, report_to="none", bf16=True, max_length=2048, dataloader_num_workers=0,
-              include_num_input_tokens_seen="non_padding", disable_tqdm=True, logging_first_step=True,
-              save_strategy="no", eval_strategy="no")  # fmt: skip
+    kw = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        max_steps=warm + steps,
+        learning_rate=2e-4,
+        warmup_steps=1,
+        optim="adamw_8bit",
+        seed=3407,
+        logging_steps=1,
+        report_to="none",
+        bf16=True,
+        max_length=2048,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        logging_first_step=True,
+        save_strategy="no",
+        eval_strategy="no",
+    )
     kw.update(over)
     from trl import SFTTrainer
 
@@ -274,9 +324,15 @@ def trainer_variant(backend: str, model, tok, rows, name: str, steps: int, warm:
     trainer.train()
     total = time.perf_counter() - t0
     dt = (timer.t1 - timer.t0) / steps
-    out = {"name": name, "s_per_step": dt, "tok_per_s": 4 * 2048 / dt, "first_steps_s": total - dt * steps,
-           "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-           "padding_free": bool(getattr(trainer.args, "padding_free", False)), "config": {k: str(v) for k, v in over.items()}}  # fmt: skip
+    out = {
+        "name": name,
+        "s_per_step": dt,
+        "tok_per_s": 4 * 2048 / dt,
+        "first_steps_s": total - dt * steps,
+        "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "padding_free": bool(getattr(trainer.args, "padding_free", False)),
+        "config": {k: str(v) for k, v in over.items()},
+    }
     if counter:
         out["collate_ms"] = 1000 * counter.seconds / max(1, counter.batches)
     print(
@@ -299,10 +355,19 @@ def raw_process(backend: str, model_id: str, steps: int, out_file: str, profile:
         t0 = time.time()
         from lora_demo.models import model_path
 
-        model, tok = FastLanguageModel.from_pretrained(model_name=model_path(model_id), max_seq_length=2048,
-                                                       dtype=None, load_in_4bit=True)  # fmt: skip
-        model = FastLanguageModel.get_peft_model(model, r=16, target_modules=ALL7, lora_alpha=16, lora_dropout=0,
-                                                 bias="none", use_gradient_checkpointing="unsloth", random_state=3407)  # fmt: skip
+        model, tok = FastLanguageModel.from_pretrained(
+            model_name=model_path(model_id), max_seq_length=2048, dtype=None, load_in_4bit=True
+        )
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=16,
+            target_modules=ALL7,
+            lora_alpha=16,
+            lora_dropout=0,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=3407,
+        )
         tok = getattr(tok, "tokenizer", tok)
     else:
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -314,41 +379,59 @@ def raw_process(backend: str, model_id: str, steps: int, out_file: str, profile:
         res["import_s"] = round(time.time() - t_import, 1)
         t0 = time.time()
         lm = load_model(model_id, dtype="bf16", device="cuda", load_in_4bit=True)
-        model = prepare_model_for_kbit_training(lm.model, use_gradient_checkpointing=True,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
+        model = prepare_model_for_kbit_training(
+            lm.model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
         model = get_peft_model(model, lora_config(TrainSettings(model="qwen3-tiny")))
         tok = lm.tokenizer
     res["load_s"] = round(time.time() - t0, 1)
     rows = long_rows(4 * (steps + 2))
     res["raw"] = raw_loop(model, _batches(rows, tok, 4, 2048), steps)
     r = res["raw"]
-    print(f"  raw {backend}: first step {r['first_step_s']:.1f} s, {r['s_per_step']:.3f} s/step, "
-          f"{r['tok_per_s']:,.0f} tok/s, peak {r['gpu_peak_gib']:.2f} GiB", flush=True)  # fmt: skip
+    print(
+        f"  raw {backend}: first step {r['first_step_s']:.1f} s, {r['s_per_step']:.3f} s/step, "
+        f"{r['tok_per_s']:,.0f} tok/s, peak {r['gpu_peak_gib']:.2f} GiB",
+        flush=True,
+    )
     if profile:
         res["profile"] = []
         n = max(4, steps // 2)
         if backend == "unsloth":
             variants = [
-                ("engine before #18: Unsloth's padding choice, token count, callback, log each step",
-                 dict(callback=True, padding_free=None)),
-                ("  - include_num_input_tokens_seen (count in the collator)",
-                 dict(callback=True, padding_free=None, include_num_input_tokens_seen="no", counter=True)),
+                (
+                    "engine before #18: Unsloth's padding choice, token count, callback, log each step",
+                    dict(callback=True, padding_free=None),
+                ),
+                (
+                    "  - include_num_input_tokens_seen (count in the collator)",
+                    dict(callback=True, padding_free=None, include_num_input_tokens_seen="no", counter=True),
+                ),
                 ("  - the progress callback", dict(padding_free=None, include_num_input_tokens_seen="no")),
-                ("  - per-step logging (log every 1000 steps)",
-                 dict(padding_free=None, include_num_input_tokens_seen="no", logging_steps=1000)),
-                ("padded batches (padding_free=False), nothing else", dict(padding_free=False,
-                 include_num_input_tokens_seen="no", logging_steps=1000)),
-                ("padding-free (explicit), nothing else", dict(padding_free=True, max_length=None,
-                 include_num_input_tokens_seen="no", logging_steps=1000)),
-            ]  # fmt: skip
+                (
+                    "  - per-step logging (log every 1000 steps)",
+                    dict(padding_free=None, include_num_input_tokens_seen="no", logging_steps=1000),
+                ),
+                (
+                    "padded batches (padding_free=False), nothing else",
+                    dict(padding_free=False, include_num_input_tokens_seen="no", logging_steps=1000),
+                ),
+                (
+                    "padding-free (explicit), nothing else",
+                    dict(padding_free=True, max_length=None, include_num_input_tokens_seen="no", logging_steps=1000),
+                ),
+            ]
         else:
             variants = [
-                ("TRL SFTTrainer as is (fused head + entropy/accuracy, 3 .item() a micro-batch)",
-                 dict(padding_free=False)),
+                (
+                    "TRL SFTTrainer as is (fused head + entropy/accuracy, 3 .item() a micro-batch)",
+                    dict(padding_free=False),
+                ),
                 ("LoRA Lab lean metrics (same loss, metrics read once per log)", dict(padding_free=False, lean=True)),
-                ("  + no per-micro-batch token count", dict(padding_free=False, lean=True,
-                 include_num_input_tokens_seen="no", counter=True)),
-            ]  # fmt: skip
+                (
+                    "  + no per-micro-batch token count",
+                    dict(padding_free=False, lean=True, include_num_input_tokens_seen="no", counter=True),
+                ),
+            ]
         for name, over in variants:
             try:
                 res["profile"].append(trainer_variant(backend, model, tok, rows, name, n, **over))
@@ -393,8 +476,11 @@ def engine_figures(run_dir: Path, t_start: float, skip: int = 3) -> dict:
     per = [(b["time"] - a["time"]) / max(1, b["step"] - a["step"]) for a, b in zip(logs, logs[1:], strict=False)][skip:]
     saves = sorted({p["step"] for p in prog if p.get("type") == "checkpoint"})
     # the same without the intervals that hold a checkpoint save and its probe answers (steps [a, b) saved at a)
-    clean = [(b["time"] - a["time"]) / max(1, b["step"] - a["step"]) for a, b in zip(logs, logs[1:], strict=False)
-             if not any(a["step"] <= k < b["step"] for k in saves)][skip:]  # fmt: skip
+    clean = [
+        (b["time"] - a["time"]) / max(1, b["step"] - a["step"])
+        for a, b in zip(logs, logs[1:], strict=False)
+        if not any(a["step"] <= k < b["step"] for k in saves)
+    ][skip:]
     from lora_demo.train import probes as _probes
 
     points = _probes.read(run_dir)
@@ -402,32 +488,54 @@ def engine_figures(run_dir: Path, t_start: float, skip: int = 3) -> dict:
     # and its probes: the training speed, comparable with the raw loops (which save nothing). What checkpoints cost
     # is reported beside it: the wall rate over the same steps with them (wall_tok_per_s) and their seconds.
     pairs = list(zip(logs, logs[1:], strict=False))[skip:]
-    tps = [(b["tokens_per_s"], b["time"] - a["time"], any(a["step"] <= k < b["step"] for k in saves))
-           for a, b in pairs if "tokens_per_s" in b]  # fmt: skip
+    tps = [
+        (b["tokens_per_s"], b["time"] - a["time"], any(a["step"] <= k < b["step"] for k in saves))
+        for a, b in pairs
+        if "tokens_per_s" in b
+    ]
     steady = [t for t, _, saved in tps if not saved] or [t for t, _, _ in tps]
     useful = statistics.median(steady) if steady else None
     wall = sum(t * dt for t, dt, _ in tps) / sum(dt for _, dt, _ in tps) if tps else None
     ratio = st.get("tokens_computed", 0) / st["tokens_useful"] if st.get("tokens_useful") else 1.0
-    out = {"status": st.get("status"), "backend": st.get("backend"), "s_per_step": statistics.median(per) if per else None,
-           "useful_tok_per_s": useful, "tok_per_s": useful * ratio if useful else None,
-           "wall_tok_per_s": wall * ratio if wall else None,
-           "padding_share": 1 - 1 / ratio if ratio else 0.0, "gpu_peak_gib": max(p.get("gpu_peak_gb", 0) for p in logs) if logs else None,
-           "load_s": round(stage["time"] - t_start, 1) if stage else None,
-           "start_to_first_step_s": round(logs[0]["time"] - t_start, 1) if logs else None,
-           "first_step_s": round(logs[0]["time"] - stage["time"], 1) if logs and stage else None,
-           "micro_batch_size": st.get("micro_batch_size"), "gradient_accumulation_steps": st.get("gradient_accumulation_steps"),
-           "batching": st.get("batching"), "collate_ms": 1000 * st.get("collate_seconds", 0) / max(1, st.get("micro_batches", 1)),
-           "loss_first": logs[0].get("loss") if logs else None, "loss_last": logs[-1].get("loss") if logs else None,
-           "steps": len(logs), "step_s": [[b["step"], round(b["time"] - a["time"], 3)] for a, b in zip(logs, logs[1:], strict=False)],
-           "checkpoint_steps": saves, "s_per_step_between_checkpoints": statistics.median(clean) if clean else None,
-           "probe_s": [[p["step"], p.get("seconds")] for p in points]}  # fmt: skip
+    out = {
+        "status": st.get("status"),
+        "backend": st.get("backend"),
+        "s_per_step": statistics.median(per) if per else None,
+        "useful_tok_per_s": useful,
+        "tok_per_s": useful * ratio if useful else None,
+        "wall_tok_per_s": wall * ratio if wall else None,
+        "padding_share": 1 - 1 / ratio if ratio else 0.0,
+        "gpu_peak_gib": max(p.get("gpu_peak_gb", 0) for p in logs) if logs else None,
+        "load_s": round(stage["time"] - t_start, 1) if stage else None,
+        "start_to_first_step_s": round(logs[0]["time"] - t_start, 1) if logs else None,
+        "first_step_s": round(logs[0]["time"] - stage["time"], 1) if logs and stage else None,
+        "micro_batch_size": st.get("micro_batch_size"),
+        "gradient_accumulation_steps": st.get("gradient_accumulation_steps"),
+        "batching": st.get("batching"),
+        "collate_ms": 1000 * st.get("collate_seconds", 0) / max(1, st.get("micro_batches", 1)),
+        "loss_first": logs[0].get("loss") if logs else None,
+        "loss_last": logs[-1].get("loss") if logs else None,
+        "steps": len(logs),
+        "step_s": [[b["step"], round(b["time"] - a["time"], 3)] for a, b in zip(logs, logs[1:], strict=False)],
+        "checkpoint_steps": saves,
+        "s_per_step_between_checkpoints": statistics.median(clean) if clean else None,
+        "probe_s": [[p["step"], p.get("seconds")] for p in points],
+    }
     if st.get("status") != "completed":
         out["error"] = f"{st.get('status')}: {st.get('error')}\n{(run_dir / 'train.log').read_text()[-3000:]}"
     return out
 
 
-def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[int], only: list[str] | None = None,
-                   overrides: dict | None = None, profile: bool = True, json_out: str | None = None) -> dict:  # fmt: skip
+def bench_gpu_full(
+    model: str,
+    steps: int,
+    backends: list[str],
+    processes: list[int],
+    only: list[str] | None = None,
+    overrides: dict | None = None,
+    profile: bool = True,
+    json_out: str | None = None,
+) -> dict:
     """Everything in one process tree, on the same rows: the engine (each backend), the raw loops, the seed's
     configuration and the engine on Alpaca-like rows; then DDP runs when --processes names N > 1.
     profile: the raw processes also time the engine's trainer parts. json_out: the figures so far are written there
@@ -439,17 +547,42 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
     tmp = Path(tempfile.mkdtemp())
     tok = _tok(model)
     short = alpaca_like_rows(8 * (steps + 2), tok)
-    lens = sorted(len(__import__("lora_demo.data", fromlist=["build_example"]).build_example(r, tok, "chat", 2048).input_ids)
-                  for r in short)  # fmt: skip
-    base = {**defaults_for("cuda").to_dict(), "model": model, "dataset": "bench", "warmup": 1, "max_steps": steps,
-            **(overrides or {})}  # fmt: skip
+    lens = sorted(
+        len(__import__("lora_demo.data", fromlist=["build_example"]).build_example(r, tok, "chat", 2048).input_ids)
+        for r in short
+    )
+    base = {
+        **defaults_for("cuda").to_dict(),
+        "model": model,
+        "dataset": "bench",
+        "warmup": 1,
+        "max_steps": steps,
+        **(overrides or {}),
+    }
     params = count_parameters(TrainSettings(**base))["base_params"]
-    out = {"device": "cuda", "model": model, "steps": steps, "params": params, "lora_r": 16, "load_in_4bit": True,
-           "mfu_formula": "MFU = tokens/s × 6 × params / 790e12", "short_rows": {"n": len(short), "min": lens[0],
-           "median": lens[len(lens) // 2], "max": lens[-1], "mean": sum(lens) / len(lens)}, "configs": {}}  # fmt: skip
-    print(f"GPU bench: {model} ({params:,} params), 4-bit, r=16 all linear, adamw_8bit; long rows = 2048 tokens "
-          f"(micro batch 4, no accumulation); short rows: Alpaca-like {lens[0]}–{lens[-1]} tokens "
-          f"(median {lens[len(lens) // 2]}), effective batch 8", flush=True)  # fmt: skip
+    out = {
+        "device": "cuda",
+        "model": model,
+        "steps": steps,
+        "params": params,
+        "lora_r": 16,
+        "load_in_4bit": True,
+        "mfu_formula": "MFU = tokens/s × 6 × params / 790e12",
+        "short_rows": {
+            "n": len(short),
+            "min": lens[0],
+            "median": lens[len(lens) // 2],
+            "max": lens[-1],
+            "mean": sum(lens) / len(lens),
+        },
+        "configs": {},
+    }
+    print(
+        f"GPU bench: {model} ({params:,} params), 4-bit, r=16 all linear, adamw_8bit; long rows = 2048 tokens "
+        f"(micro batch 4, no accumulation); short rows: Alpaca-like {lens[0]}–{lens[-1]} tokens "
+        f"(median {lens[len(lens) // 2]}), effective batch 8",
+        flush=True,
+    )
     long = long_rows(4 * (steps + 2))
     configs = []  # (key, backend, rows, overrides)
     if "unsloth" in backends:
@@ -457,8 +590,20 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
         configs.append(
             ("engine_unsloth_short", "unsloth", short, dict(micro_batch_size=2, gradient_accumulation_steps=4))
         )
-        configs.append(("seed_unsloth_short", "unsloth", short, dict(micro_batch_size=1, gradient_accumulation_steps=8,
-                        padding_free=False, auto_micro_batch=False, max_steps=max(6, steps * 2 // 3))))  # fmt: skip
+        configs.append(
+            (
+                "seed_unsloth_short",
+                "unsloth",
+                short,
+                dict(
+                    micro_batch_size=1,
+                    gradient_accumulation_steps=8,
+                    padding_free=False,
+                    auto_micro_batch=False,
+                    max_steps=max(6, steps * 2 // 3),
+                ),
+            )
+        )
     if "transformers" in backends:
         configs.append(
             ("engine_transformers", "transformers", long, dict(micro_batch_size=4, gradient_accumulation_steps=1))
@@ -496,8 +641,10 @@ def bench_gpu_full(model: str, steps: int, backends: list[str], processes: list[
         # The app pre-imports a worker only while no run is active (Runner.prewarm): so here, after this run, lest
         # the next worker's imports (Unsloth: ~30 s of CPU) compete with this run's timed steps.
         prewarm(i + 1)
-        fig = out["configs"][key] = {**engine_figures(run_dir, t0), "prewarmed": "prewarm: imports done" in
-                                     (run_dir / "train.log").read_text()}  # fmt: skip
+        fig = out["configs"][key] = {
+            **engine_figures(run_dir, t0),
+            "prewarmed": "prewarm: imports done" in (run_dir / "train.log").read_text(),
+        }
         if os.environ.get("BENCH_KEEP"):  # the run's files, for a look afterwards
             import shutil
 
@@ -531,15 +678,21 @@ def _print_fig(key: str, f: dict) -> None:
     if f.get("error") or not f.get("s_per_step"):
         print(f"  {key}: {str(f.get('error'))[-3000:]}", flush=True)
         return
-    print(f"  {key}: {f.get('batching')} {f.get('micro_batch_size')}×{f.get('gradient_accumulation_steps')}, "
-          f"{f['s_per_step']:.3f} s/step, {f['tok_per_s']:,.0f} tok/s ({f['useful_tok_per_s']:,.0f} useful), peak "
-          f"{f['gpu_peak_gib']:.2f} GiB, start→first step {f['start_to_first_step_s']} s (load {f['load_s']} s, "
-          f"first step {f['first_step_s']} s), loss {f['loss_first']:.3f} → {f['loss_last']:.3f}", flush=True)  # fmt: skip
+    print(
+        f"  {key}: {f.get('batching')} {f.get('micro_batch_size')}×{f.get('gradient_accumulation_steps')}, "
+        f"{f['s_per_step']:.3f} s/step, {f['tok_per_s']:,.0f} tok/s ({f['useful_tok_per_s']:,.0f} useful), peak "
+        f"{f['gpu_peak_gib']:.2f} GiB, start→first step {f['start_to_first_step_s']} s (load {f['load_s']} s, "
+        f"first step {f['first_step_s']} s), loss {f['loss_first']:.3f} → {f['loss_last']:.3f}",
+        flush=True,
+    )
     if f.get("step_s"):
         between = f.get("s_per_step_between_checkpoints")
-        print(f"    s between logs (step: s): {' '.join(f'{k}:{s}' for k, s in f['step_s'])}; checkpoints at "
-              f"{f.get('checkpoint_steps')}; probes (step, s): {f.get('probe_s')}; median without checkpoint "
-              f"intervals {between if between is None else round(between, 3)} s/step", flush=True)  # fmt: skip
+        print(
+            f"    s between logs (step: s): {' '.join(f'{k}:{s}' for k, s in f['step_s'])}; checkpoints at "
+            f"{f.get('checkpoint_steps')}; probes (step, s): {f.get('probe_s')}; median without checkpoint "
+            f"intervals {between if between is None else round(between, 3)} s/step",
+            flush=True,
+        )
 
 
 def summarise(out: dict, params: int) -> None:
@@ -582,8 +735,10 @@ def summarise(out: dict, params: int) -> None:
             continue
         first = f.get("start_to_first_step_s", f.get("first_step_s"))
         wall = f"{f['wall_tok_per_s']:,.0f}" if f.get("wall_tok_per_s") else "-"
-        print(f"{key:28s} {f['tok_per_s']:9,.0f} {f['useful_tok_per_s']:13,.0f} {wall:>10s} {f['gpu_peak_gib']:9.2f} "
-              f"{f['mfu']:6.3f} {first if first is not None else '-':>15}")  # fmt: skip
+        print(
+            f"{key:28s} {f['tok_per_s']:9,.0f} {f['useful_tok_per_s']:13,.0f} {wall:>10s} {f['gpu_peak_gib']:9.2f} "
+            f"{f['mfu']:6.3f} {first if first is not None else '-':>15}"
+        )
     print("ratios:", json.dumps(out["ratios"]))
 
 
@@ -595,8 +750,13 @@ def main() -> None:
     ap.add_argument("--processes", default="1", help="GPU: comma-separated process counts, e.g. 1,2 (DDP runs for N>1)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
     ap.add_argument("--configs", default="", help="GPU: only these configurations (comma-separated names)")
-    ap.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
-                    help="GPU: a TrainSettings value for the engine runs, e.g. probe_tokens=0 (repeatable)")  # fmt: skip
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="GPU: a TrainSettings value for the engine runs, e.g. probe_tokens=0 (repeatable)",
+    )
     ap.add_argument("--no-profile", action="store_true", help="GPU: skip timing the engine's trainer parts")
     ap.add_argument("--json-out", metavar="PATH", help="GPU: write the figures so far there after each configuration")
     ap.add_argument("--raw", choices=("unsloth", "transformers"), help=argparse.SUPPRESS)  # the raw-loop subprocess
@@ -620,8 +780,16 @@ def main() -> None:
         except ValueError:
             ap.error("--set takes SETTING=VALUE, e.g. probe_tokens=0")
         only = [c.strip() for c in args.configs.split(",") if c.strip()]
-        result = bench_gpu_full(args.gpu, args.steps or 14, backends, processes, only, overrides,
-                                profile=not args.no_profile, json_out=args.json_out)  # fmt: skip
+        result = bench_gpu_full(
+            args.gpu,
+            args.steps or 14,
+            backends,
+            processes,
+            only,
+            overrides,
+            profile=not args.no_profile,
+            json_out=args.json_out,
+        )
     else:
         result = bench_cpu(args.steps or 12)
     if args.json:

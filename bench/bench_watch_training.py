@@ -46,8 +46,18 @@ def run_figures(run_dir: Path) -> dict:
 
 
 def cli_run(work: Path, model: str, max_steps: int | None) -> dict:
-    cmd = [sys.executable, "-m", "lora_demo", "train", "--runs-dir", str(work / "runs"), "--data-dir",
-           str(work / "data"), "--model", model]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lora_demo",
+        "train",
+        "--runs-dir",
+        str(work / "runs"),
+        "--data-dir",
+        str(work / "data"),
+        "--model",
+        model,
+    ]
     if max_steps:
         cmd += ["--max-steps", str(max_steps)]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -65,9 +75,22 @@ def start_app(work: Path, model: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     log = open(work / "app.log", "w")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--model", model, "--runs-dir", str(work / "runs"),
-         "--data-dir", str(work / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(port),
+            "--model",
+            model,
+            "--runs-dir",
+            str(work / "runs"),
+            "--data-dir",
+            str(work / "data"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -139,8 +162,10 @@ def browser_run(work: Path, model: str, max_steps: int | None) -> dict:
     proc, url = start_app(work, model)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                        "--disable-background-networking", "--no-first-run"])  # fmt: skip
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
             page.set_default_timeout(120_000)
             page.goto(url)
@@ -176,8 +201,11 @@ def main() -> None:
             fig["total_s"] = round(time.perf_counter() - t0, 1)
         result[name] = fig
         cpu = "".join(f", {k} {fig[k]}" for k in ("app_cpu_s", "chromium_cpu_s") if k in fig)
-        print(f"{name:8s} {fig['steps']} steps, worker {fig['wall_s']} s, training {fig['train_s']} s, "
-              f"median {fig['median_s_per_step']} s/step, final loss {fig['final_loss']}{cpu}", flush=True)  # fmt: skip
+        print(
+            f"{name:8s} {fig['steps']} steps, worker {fig['wall_s']} s, training {fig['train_s']} s, "
+            f"median {fig['median_s_per_step']} s/step, final loss {fig['final_loss']}{cpu}",
+            flush=True,
+        )
     base = result.get("cli", {}).get("train_s")
     for name in ("app", "browser"):
         if base and result.get(name, {}).get("train_s"):

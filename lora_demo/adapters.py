@@ -18,9 +18,15 @@ from lora_demo.io import read_text, regular_files
 from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS_BIN, CHECKPOINT_MARKER, CHECKPOINTS, AdapterDir, RunDir
 
 # A run's status (status.json) as the adapter lists name it.
-STATUS_WORDS = {"starting": msg("starting"), "loading": msg("loading"), "training": msg("training"),
-                "saving": msg("saving"), "completed": msg("completed"), "stopped": msg("stopped"),
-                "failed": msg("failed")}  # fmt: skip
+STATUS_WORDS = {
+    "starting": msg("starting"),
+    "loading": msg("loading"),
+    "training": msg("training"),
+    "saving": msg("saving"),
+    "completed": msg("completed"),
+    "stopped": msg("stopped"),
+    "failed": msg("failed"),
+}
 
 
 def find_adapter_files(adapter_dir: str | Path) -> tuple[Path, Path]:
@@ -34,13 +40,23 @@ def find_adapter_files(adapter_dir: str | Path) -> tuple[Path, Path]:
     if not cfg.is_file():
         nested = sorted(path.glob(f"*/{ADAPTER_CONFIG}"))
         if nested:
-            raise InputError(msg("{path} holds no adapter: adapter_config.json is missing (did you mean {nested}?).",
-                                 path=str(adapter_dir), nested=str(nested[0].parent)))  # fmt: skip
+            raise InputError(
+                msg(
+                    "{path} holds no adapter: adapter_config.json is missing (did you mean {nested}?).",
+                    path=str(adapter_dir),
+                    nested=str(nested[0].parent),
+                )
+            )
         raise InputError(msg("{path} holds no adapter: adapter_config.json is missing.", path=str(adapter_dir)))
     if not weights.is_file():
         if (path / ADAPTER_WEIGHTS_BIN).is_file():
-            raise InputError(msg("{path} has no adapter_model.safetensors. Only adapter_model.bin is there; LoRA Lab "
-                                 "reads safetensors only.", path=str(adapter_dir)))  # fmt: skip
+            raise InputError(
+                msg(
+                    "{path} has no adapter_model.safetensors. Only adapter_model.bin is there; LoRA Lab "
+                    "reads safetensors only.",
+                    path=str(adapter_dir),
+                )
+            )
         raise InputError(msg("{path} has no adapter_model.safetensors.", path=str(adapter_dir)))
     regular_files(path, (cfg.name, weights.name))  # the weights and config are never read through a link
     return cfg, weights
@@ -70,17 +86,29 @@ def _read_config(cfg_path: Path, folder: str) -> dict:
     except InputError:
         raise
     except OSError as e:
-        raise InputError(msg("Cannot read {file} in {path}: {why}.", file=ADAPTER_CONFIG, path=folder,
-                             why=str(e.strerror or e))) from None  # fmt: skip
+        raise InputError(
+            msg("Cannot read {file} in {path}: {why}.", file=ADAPTER_CONFIG, path=folder, why=str(e.strerror or e))
+        ) from None
     except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deeply
-        why = (e.msg if isinstance(e, json.JSONDecodeError) else msg("nested too deeply")
-               if isinstance(e, RecursionError) else msg("not UTF-8 text"))  # fmt: skip
-        raise InputError(msg("adapter_config.json in {path} is not valid JSON ({why}): the run was interrupted while "
-                             "saving, or the file was edited; pick another run or checkpoint.", path=folder,
-                             why=why)) from None  # fmt: skip
+        why = (
+            e.msg
+            if isinstance(e, json.JSONDecodeError)
+            else msg("nested too deeply")
+            if isinstance(e, RecursionError)
+            else msg("not UTF-8 text")
+        )
+        raise InputError(
+            msg(
+                "adapter_config.json in {path} is not valid JSON ({why}): the run was interrupted while "
+                "saving, or the file was edited; pick another run or checkpoint.",
+                path=folder,
+                why=why,
+            )
+        ) from None
     if not isinstance(config, dict):
-        raise InputError(msg("adapter_config.json in {path} is not a JSON object: pick another run or checkpoint.",
-                             path=folder))  # fmt: skip
+        raise InputError(
+            msg("adapter_config.json in {path} is not a JSON object: pick another run or checkpoint.", path=folder)
+        )
     return config
 
 
@@ -112,8 +140,15 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
     ):
         bad = ("target_modules", msg("it must name the modules the adapter trains"), targets)
     if bad:
-        raise InputError(msg("adapter_config.json in {path} has {key} = {value}: {why}. Pick another run or "
-                             "checkpoint.", path=folder, key=bad[0], value=_shown(bad[2]), why=bad[1]))  # fmt: skip
+        raise InputError(
+            msg(
+                "adapter_config.json in {path} has {key} = {value}: {why}. Pick another run or checkpoint.",
+                path=folder,
+                key=bad[0],
+                value=_shown(bad[2]),
+                why=bad[1],
+            )
+        )
     size = weights.stat().st_size
     shapes: dict[str, dict[str, list[int]]] = {}
     try:
@@ -123,27 +158,47 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
                 if m:
                     shapes.setdefault(m["module"], {})[m["ab"]] = list(f.get_slice(key).get_shape())
     except Exception:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError) for a torn file
-        raise InputError(msg("adapter_model.safetensors in {path} is torn or empty ({size} bytes): the run was "
-                             "interrupted while saving; resume it or pick a checkpoint.", path=folder,
-                             size=size)) from None  # fmt: skip
+        raise InputError(
+            msg(
+                "adapter_model.safetensors in {path} is torn or empty ({size} bytes): the run was "
+                "interrupted while saving; resume it or pick a checkpoint.",
+                path=folder,
+                size=size,
+            )
+        ) from None
     if not shapes:
-        raise InputError(msg("{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).",
-                             folder=folder))  # fmt: skip
+        raise InputError(
+            msg("{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).", folder=folder)
+        )
     modules = {}
     for name, ab in shapes.items():
         a, b = ab.get("A"), ab.get("B")
         if a is None or b is None or len(a) != 2 or len(b) != 2:
-            raise InputError(msg("adapter_model.safetensors in {path} is incomplete: {module} lacks its lora_A or "
-                                 "lora_B factor. Pick another run or checkpoint.", path=folder, module=name))  # fmt: skip
+            raise InputError(
+                msg(
+                    "adapter_model.safetensors in {path} is incomplete: {module} lacks its lora_A or "
+                    "lora_B factor. Pick another run or checkpoint.",
+                    path=folder,
+                    module=name,
+                )
+            )
         want = _rank_for(name, r, rank_pattern)
         if a[0] != want or b[1] != want:
-            raise InputError(msg("adapter_model.safetensors in {path} does not match its adapter_config.json: {module} "
-                                 "has rank {got}, the config says r = {r}. Pick another run or checkpoint.", path=folder,
-                                 module=name, got=a[0] if a[0] != want else b[1], r=want))  # fmt: skip
+            raise InputError(
+                msg(
+                    "adapter_model.safetensors in {path} does not match its adapter_config.json: {module} "
+                    "has rank {got}, the config says r = {r}. Pick another run or checkpoint.",
+                    path=folder,
+                    module=name,
+                    got=a[0] if a[0] != want else b[1],
+                    r=want,
+                )
+            )
         modules[name] = (want, a[1], b[0])
     base = config.get("base_model_name_or_path")
-    return AdapterInfo(Path(adapter_dir), config, r, float(alpha), targets, base if isinstance(base, str) else None,
-                       modules, size)  # fmt: skip
+    return AdapterInfo(
+        Path(adapter_dir), config, r, float(alpha), targets, base if isinstance(base, str) else None, modules, size
+    )
 
 
 def _shown(value) -> str:
@@ -167,8 +222,12 @@ def _rank_for(name: str, r: int, rank_pattern: dict) -> int:
 def module_shapes(model) -> dict[str, tuple[int, int] | None]:
     """{module name: (in_features, out_features), or None where a module has no such sizes} of a model (real or on
     the meta device): what check_adapter_fits compares an adapter with."""
-    return {name: (int(m.in_features), int(m.out_features)) if hasattr(m, "in_features") and hasattr(m, "out_features")
-            else None for name, m in model.named_modules()}  # fmt: skip
+    return {
+        name: (int(m.in_features), int(m.out_features))
+        if hasattr(m, "in_features") and hasattr(m, "out_features")
+        else None
+        for name, m in model.named_modules()
+    }
 
 
 def check_adapter_fits(info: AdapterInfo, shapes: dict[str, tuple[int, int] | None], model: str = "") -> None:
@@ -177,14 +236,26 @@ def check_adapter_fits(info: AdapterInfo, shapes: dict[str, tuple[int, int] | No
     missing = [name for name in info.modules if name not in shapes]
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3})" if len(missing) > 3 else "")
-        raise InputError(msg("The adapter targets modules the model {model} does not have ({modules}): it was "
-                             "trained on another base model; pick that base.", model=model, modules=shown))  # fmt: skip
+        raise InputError(
+            msg(
+                "The adapter targets modules the model {model} does not have ({modules}): it was "
+                "trained on another base model; pick that base.",
+                model=model,
+                modules=shown,
+            )
+        )
     for name, (_, n_in, n_out) in info.modules.items():
         if shapes[name] is not None and shapes[name] != (n_in, n_out):
-            raise InputError(msg("The adapter does not fit the model {model}: {module} is {have} there, the adapter "
-                                 "was trained on {want}. It was trained on another base model; pick that base.",
-                                 model=model, module=name, have="×".join(map(str, shapes[name])),
-                                 want=f"{n_in}×{n_out}"))  # fmt: skip
+            raise InputError(
+                msg(
+                    "The adapter does not fit the model {model}: {module} is {have} there, the adapter "
+                    "was trained on {want}. It was trained on another base model; pick that base.",
+                    model=model,
+                    module=name,
+                    have="×".join(map(str, shapes[name])),
+                    want=f"{n_in}×{n_out}",
+                )
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -297,9 +368,10 @@ def _checkpoint_choices(root: Path, run: Path, lang: str = "en") -> list[tuple[s
             info = {}
         bits = [
             run.relative_to(root).as_posix(),
-            tr("checkpoint step {step} of {total}", step=step, total=info["total"]) if info.get("total")
+            tr("checkpoint step {step} of {total}", step=step, total=info["total"])
+            if info.get("total")
             else tr("checkpoint step {step}", step=step),
-        ]  # fmt: skip
+        ]
         if isinstance(info.get("loss"), (int, float)):
             bits.append(tr("loss {loss:.3f}", loss=info["loss"]))
         out.append((" · ".join(bits), str(ckpt)))

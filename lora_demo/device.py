@@ -76,8 +76,11 @@ def cuda_arch_problem() -> str | None:
         "{name} is {arch}, but this PyTorch {version} was built for {built}. "
         "Install a PyTorch build for a newer CUDA (for sm_120 / RTX 50xx: CUDA 12.8 or later, "
         "e.g. pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128).",
-        name=name, arch=arch, version=torch.__version__, built=", ".join(built),
-    )  # fmt: skip
+        name=name,
+        arch=arch,
+        version=torch.__version__,
+        built=", ".join(built),
+    )
 
 
 def choose_precision(cuda: bool, cuda_bf16: bool = False, cpu_bf16: bool = False) -> tuple[Precision, str]:
@@ -142,18 +145,35 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
             backend = "transformers"
             reason = msg("unsloth is not installed: transformers + PEFT + TRL (run ./install.sh)")
         return DevicePlan(
-            "cuda", props.name, round(props.total_memory / 2**30, 1), backend, reason, precision, p_reason,
-            threads, cores, torch.__version__, problem,
-        )  # fmt: skip
+            "cuda",
+            props.name,
+            round(props.total_memory / 2**30, 1),
+            backend,
+            reason,
+            precision,
+            p_reason,
+            threads,
+            cores,
+            torch.__version__,
+            problem,
+        )
     precision, p_reason = choose_precision(False, cpu_bf16=cpu_has_native_bf16())
     if precision == "bf16" and work_params < SMALL_MODEL_PARAMS:
         # Measured (bench/bench_train.py): qwen3-tiny trains 0.24 s/step in fp32 vs 0.29 in bf16 autocast; the casts
         # cost more than tiny matmuls gain. SmolLM2-135M: 1.17 (bf16) vs 1.50 s/step (fp32).
         precision, p_reason = "fp32", msg("a model this small trains faster in fp32 than with bf16 autocast on CPU")
     return DevicePlan(
-        "cpu", _cpu_name(), _ram_gb(), "transformers", msg("no CUDA GPU: transformers + PEFT + TRL on the CPU"),
-        precision, p_reason, threads, cores, torch.__version__,
-    )  # fmt: skip
+        "cpu",
+        _cpu_name(),
+        _ram_gb(),
+        "transformers",
+        msg("no CUDA GPU: transformers + PEFT + TRL on the CPU"),
+        precision,
+        p_reason,
+        threads,
+        cores,
+        torch.__version__,
+    )
 
 
 def _cpu_name() -> str:

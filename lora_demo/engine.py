@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from lora_demo.train.settings import TrainSettings
 
 # What the evaluation tools say about a run trained without validation rows (held-out loss, the row votes).
-NO_VALIDATION_ROWS = msg("This run has no validation rows (its validation fraction was 0, or the dataset too small): "
-                         "train with a validation fraction above 0 (0.1 is usual) to measure held-out loss and to "
-                         "vote on rows the run never saw.")  # fmt: skip
+NO_VALIDATION_ROWS = msg(
+    "This run has no validation rows (its validation fraction was 0, or the dataset too small): "
+    "train with a validation fraction above 0 (0.1 is usual) to measure held-out loss and to "
+    "vote on rows the run never saw."
+)
 
 
 @dataclass
@@ -98,9 +100,12 @@ class LabEngine:
         if not RunDir(run_dir).has_adapter_config():
             status = read_status(run_dir).get("status", "unknown")
             raise InputError(
-                msg("Run {name!r} has no adapter yet (status: {status}). Wait until it completes or is stopped.",
-                    name=name, status=status)
-            )  # fmt: skip
+                msg(
+                    "Run {name!r} has no adapter yet (status: {status}). Wait until it completes or is stopped.",
+                    name=name,
+                    status=status,
+                )
+            )
         return str(self.runs_dir / run_dir.name)
 
     def delete_run(self, name) -> Path:
@@ -111,8 +116,13 @@ class LabEngine:
         with self.runner.lock:
             active = self.runner.current()
             if active is not None and isinstance(name, str) and active.name == name.strip():
-                raise InputError(msg("{run} is training: stop it first (the Stop button, or {command}), then delete "
-                                     "it.", run=active.name, command=stop_command(active)))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{run} is training: stop it first (the Stop button, or {command}), then delete it.",
+                        run=active.name,
+                        command=stop_command(active),
+                    )
+                )
             return delete_run(self.runs_dir, name)
 
     def compare_runs(self, names) -> dict:
@@ -141,8 +151,13 @@ class LabEngine:
             settings.init_adapter = str(parent.relative_to(here) if parent.is_relative_to(here) else parent)
         ds = settings.dataset
         if (is_votes(ds) or ds.startswith(PAIRS)) and settings.method != "dpo":
-            raise InputError(msg("{dataset} holds preference pairs, which only the DPO method trains on: pick DPO as "
-                                 "the training method, or an instruction dataset.", dataset=ds))  # fmt: skip
+            raise InputError(
+                msg(
+                    "{dataset} holds preference pairs, which only the DPO method trains on: pick DPO as "
+                    "the training method, or an instruction dataset.",
+                    dataset=ds,
+                )
+            )
         if is_votes(ds):  # votes:<run>: a run of the runs folder by its name, else a folder the policy allows
             name = ds[len(VOTES) :].strip()
             try:
@@ -241,15 +256,26 @@ class LabEngine:
 
         return check_run(self.run_dir(name), tuple(gguf_types))
 
-    def export_push(self, name, repo_id, private: bool = False, include_gguf: bool = False, dry_run: bool = True,
-                    token: str | None = None) -> dict:  # fmt: skip
+    def export_push(
+        self,
+        name,
+        repo_id,
+        private: bool = False,
+        include_gguf: bool = False,
+        dry_run: bool = True,
+        token: str | None = None,
+    ) -> dict:
         """Upload a run to the Hugging Face Hub (dry_run: list the files only). token: the visitor's own; without it
         the machine's saved login is used, which a shared app never lends to its visitors."""
         from lora_demo.export.hub import push
 
         if self.settings.shared and not token and not dry_run:
-            raise InputError(msg("This app is shared: paste your own Hugging Face token (write access) to push; the "
-                                 "token of the machine it runs on is never lent to visitors."))  # fmt: skip
+            raise InputError(
+                msg(
+                    "This app is shared: paste your own Hugging Face token (write access) to push; the "
+                    "token of the machine it runs on is never lent to visitors."
+                )
+            )
         return push(self.run_dir(name), repo_id, bool(private), bool(include_gguf), bool(dry_run), token or None)
 
     # --- chat ---
@@ -308,14 +334,18 @@ class LabEngine:
             return e.args[0]
         engine = self.chat.get(base)
         if engine is None and adapter is None and str(model_id or "auto").strip() == "auto":  # Send would refuse
-            return msg("Nothing picked yet: pick an adapter (then Load or Send), or press Load to chat with `{model}` "
-                       "alone.", model=base)  # fmt: skip
+            return msg(
+                "Nothing picked yet: pick an adapter (then Load or Send), or press Load to chat with `{model}` alone.",
+                model=base,
+            )
         if engine is None:
-            return msg("Not loaded yet: Load (or Send) loads `{model}`{adapter}.", model=base,
-                       adapter=msg(" with adapter `{path}`", path=adapter) if adapter else "")  # fmt: skip
+            return msg(
+                "Not loaded yet: Load (or Send) loads `{model}`{adapter}.",
+                model=base,
+                adapter=msg(" with adapter `{path}`", path=adapter) if adapter else "",
+            )
         if adapter and adapter not in engine.adapters:
-            return msg("`{model}` is loaded; Load (or Send) attaches adapter `{path}` to it.", model=base,
-                       path=adapter)  # fmt: skip
+            return msg("`{model}` is loaded; Load (or Send) attaches adapter `{path}` to it.", model=base, path=adapter)
         return (
             engine.status(adapter)
             if adapter
@@ -324,8 +354,18 @@ class LabEngine:
             else msg("Loaded base `{model}` with no adapter: both sides are the base model.", model=base)
         )
 
-    def chat_stream(self, model_id, adapter_dirs, histories: list, system: str, gen, enable_thinking=None,
-                    every_s: float = 0.0, stop=None, with_base: bool = True) -> Iterator[tuple[str, list]]:  # fmt: skip
+    def chat_stream(
+        self,
+        model_id,
+        adapter_dirs,
+        histories: list,
+        system: str,
+        gen,
+        enable_thinking=None,
+        every_s: float = 0.0,
+        stop=None,
+        with_base: bool = True,
+    ) -> Iterator[tuple[str, list]]:
         """Stream a request: ("stage", [Msg]) while its base loads or its adapters attach, then ("answers", [one
         SideResult per history]): history 0 is the base model's, history i the adapter adapter_dirs[i-1]'s, all in
         one batch. with_base=False (one adapter's answer only, the OpenAI endpoint): no base row, history i is
@@ -347,8 +387,9 @@ class LabEngine:
         rows = [None, *[a for a in adapters if a]] if first else [None]
         if not with_base and first:
             rows = rows[1:]
-        for results in engine.generate(histories[: len(rows)], rows, system, gen, enable_thinking, every_s=every_s,
-                                       prompt_adapter=first, stop=stop):  # fmt: skip
+        for results in engine.generate(
+            histories[: len(rows)], rows, system, gen, enable_thinking, every_s=every_s, prompt_adapter=first, stop=stop
+        ):
             yield "answers", results
 
     # --- judging the tuned model (blind A/B, measures) ---
@@ -360,8 +401,7 @@ class LabEngine:
             )
         return self.chat_engine(model_id, adapter_dir)
 
-    def blind_round(self, prompt: str | dict, gen, system: str = "", model_id="auto", adapter_dir=None,
-                    opponent=None):  # fmt: skip
+    def blind_round(self, prompt: str | dict, gen, system: str = "", model_id="auto", adapter_dir=None, opponent=None):
         """Both answers to a prompt (text, or a dataset row prompted as trained), dealt as A/B in a secret order;
         the ballot records the adapter that answered, so the vote lands in that adapter's votes. opponent: the other
         side, None or "" for the base model, else another adapter folder (attached to the same base): both answers
@@ -384,12 +424,27 @@ class LabEngine:
             raise InputError(msg("Type a prompt first, or press 'Vote on the run's rows'."))
         source = row if isinstance(prompt, dict) else [{"role": "user", "content": row["instruction"]}]
         results = None
-        for results in engine.generate([source, source], [other, adapter], system, gen.check(),  # noqa: B007
-                                       prompt_adapter=adapter):  # fmt: skip
+        for results in engine.generate(  # noqa: B007 (the last yield is the answer)
+            [source, source],
+            [other, adapter],
+            system,
+            gen.check(),
+            prompt_adapter=adapter,
+        ):
             pass
         base, tuned = (split_thinking(r.text)[1] or r.text for r in results)
-        return self.ballots.deal(adapter, engine.model_id or "", row["instruction"], base, tuned, settings=asdict(gen),
-                                 seed=gen.seed, input=row.get("input", ""), system=system, opponent=other or "")  # fmt: skip
+        return self.ballots.deal(
+            adapter,
+            engine.model_id or "",
+            row["instruction"],
+            base,
+            tuned,
+            settings=asdict(gen),
+            seed=gen.seed,
+            input=row.get("input", ""),
+            system=system,
+            opponent=other or "",
+        )
 
     def cast_vote(self, ballot_id, choice):
         """Record a vote; returns (the vote, revealing the sides; the adapter's win-rate figures so far: win_rate's

@@ -129,8 +129,13 @@ def _stripping(send):
 
 
 async def _plain(send, status: int, text: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": text})
 
 
@@ -143,5 +148,8 @@ def server_options(runs_dir: Path, linked_roots: tuple[str, ...] = (), api_key: 
 
     folders = (runs_dir, get_upload_folder(), *linked_roots)
     roots = tuple(dict.fromkeys(str(f) for r in folders for f in (Path(r).absolute(), Path(r).resolve())))
-    return {"allowed_paths": [str(Path(runs_dir).resolve())], "run_history": False,
-            "app_kwargs": {"middleware": [Middleware(Guard, allow_linked_roots=roots, api_key=api_key)]}}  # fmt: skip
+    return {
+        "allowed_paths": [str(Path(runs_dir).resolve())],
+        "run_history": False,
+        "app_kwargs": {"middleware": [Middleware(Guard, allow_linked_roots=roots, api_key=api_key)]},
+    }

@@ -45,8 +45,10 @@ class Msg(str):
 
     def to_json(self) -> dict:
         """A form that survives JSON (status.json written by the training worker): see from_json."""
-        return {"msg": self.template, "params": {k: v.to_json() if isinstance(v, Msg) else v
-                                                 for k, v in self.params.items()}}  # fmt: skip
+        return {
+            "msg": self.template,
+            "params": {k: v.to_json() if isinstance(v, Msg) else v for k, v in self.params.items()},
+        }
 
     @staticmethod
     def from_json(data) -> str:

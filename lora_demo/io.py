@@ -25,9 +25,15 @@ from lora_demo.i18n import msg
 
 
 def link_error(path: Path) -> LinkError:
-    return LinkError(msg("{name} in {folder} is a symbolic link: LoRA Lab reads and writes only regular files in its "
-                          "folders, so links (which may point outside them) are never followed. Replace the link "
-                          "with a copy of the file.", name=path.name, folder=str(path.parent)))  # fmt: skip
+    return LinkError(
+        msg(
+            "{name} in {folder} is a symbolic link: LoRA Lab reads and writes only regular files in its "
+            "folders, so links (which may point outside them) are never followed. Replace the link "
+            "with a copy of the file.",
+            name=path.name,
+            folder=str(path.parent),
+        )
+    )
 
 
 def open_fd(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
@@ -111,20 +117,38 @@ def parse_jsonl(text: str, name: str | None = None, strict: bool = True) -> list
             out.append(json.loads(line))
         except json.JSONDecodeError as e:
             if strict:
-                raise InputError(msg("{name} line {line} is not valid JSON: {why} at column {column}.", name=name, line=i,
-                                     why=e.msg, column=e.colno)) from None  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{name} line {line} is not valid JSON: {why} at column {column}.",
+                        name=name,
+                        line=i,
+                        why=e.msg,
+                        column=e.colno,
+                    )
+                ) from None
         except (RecursionError, ValueError) as e:  # nested deeper than the parser goes; a 5000-digit number
             if strict:
-                raise InputError(too_deep(name, i) if isinstance(e, RecursionError) else
-                                 msg("{name} line {line} is not valid JSON: {why}.", name=name, line=i,
-                                     why=str(e).split(": ")[0][:120])) from None  # fmt: skip
+                raise InputError(
+                    too_deep(name, i)
+                    if isinstance(e, RecursionError)
+                    else msg(
+                        "{name} line {line} is not valid JSON: {why}.",
+                        name=name,
+                        line=i,
+                        why=str(e).split(": ")[0][:120],
+                    )
+                ) from None
     return out
 
 
 def too_deep(name, line: int):
     """The message for JSON nested deeper than Python's parser goes (a RecursionError in json.loads)."""
-    return msg("{name} is nested too deeply (line {line}): rows are objects of text fields, not lists or objects "
-               "hundreds of levels deep. Check how the file was made.", name=name, line=line)  # fmt: skip
+    return msg(
+        "{name} is nested too deeply (line {line}): rows are objects of text fields, not lists or objects "
+        "hundreds of levels deep. Check how the file was made.",
+        name=name,
+        line=line,
+    )
 
 
 def to_jsonl(records: Iterable) -> str:
@@ -159,8 +183,13 @@ def _temp_beside(path: Path, mode: str):
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise InputError(msg("Could not write {name}: {why} (is the disk full or the folder read-only?)",
-                                 name=path.name, why=str(e.strerror or e))) from None  # fmt: skip
+            raise InputError(
+                msg(
+                    "Could not write {name}: {why} (is the disk full or the folder read-only?)",
+                    name=path.name,
+                    why=str(e.strerror or e),
+                )
+            ) from None
         raise
 
 

@@ -22,13 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="open a temporary public Gradio link (turns auth on)")
-    p.add_argument("--auth", metavar="USER:PASS", default=os.environ.get("LORA_LAB_AUTH"),
-                   help="require this login (also from $LORA_LAB_AUTH)")  # fmt: skip
+    p.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        default=os.environ.get("LORA_LAB_AUTH"),
+        help="require this login (also from $LORA_LAB_AUTH)",
+    )
     p.add_argument("--no-auth", action="store_true", help="with --share: allow anyone with the link in (unsafe)")
-    p.add_argument("--api-key", metavar="KEY", default=None,
-                   help="the key the OpenAI-compatible endpoint (/v1) asks for as 'Authorization: Bearer KEY'; with a "
-                        "login the default is $LORA_LAB_API_KEY, else one generated and printed; without a login no "
-                        "key is needed unless this is given")  # fmt: skip
+    p.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=None,
+        help="the key the OpenAI-compatible endpoint (/v1) asks for as 'Authorization: Bearer KEY'; with a "
+        "login the default is $LORA_LAB_API_KEY, else one generated and printed; without a login no "
+        "key is needed unless this is given",
+    )
     p.add_argument(
         "--lang",
         choices=("en", "zh"),
@@ -90,22 +98,32 @@ def main(argv: list[str] | None = None) -> None:
     one_thread_outside_chat()  # the chat's generation thread alone computes on every core
     auth = resolve_auth(args)
     api_key = resolve_api_key(args, auth)
-    settings = AppSettings(model=args.model, runs_dir=Path(args.runs_dir), data_dir=Path(args.data_dir),
-                           allow_dirs=[Path(d) for d in args.allow_dir],
-                           shared=args.share or args.host not in ("127.0.0.1", "localhost", "::1"))  # fmt: skip
+    settings = AppSettings(
+        model=args.model,
+        runs_dir=Path(args.runs_dir),
+        data_dir=Path(args.data_dir),
+        allow_dirs=[Path(d) for d in args.allow_dir],
+        shared=args.share or args.host not in ("127.0.0.1", "localhost", "::1"),
+    )
     # (shared: the engine's Runner refuses python rewards, code from a file, when a run starts or resumes)
     demo = build_app(settings, lang=args.lang)
     demo.queue(default_concurrency_limit=None)
     demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False, show_error=True,
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        ssr_mode=False,
+        show_error=True,
         # show_error: input that fails Gradio's own validation (before any handler runs) gets its message
         # ("Input should be a valid list") instead of "the app has raised an exception". Handler errors are
         # already one-line gr.Errors (ui.common.friendly); neither path sends a traceback.
         # Gradio serves files only from its cache and the runs folder (exports are written under runs/), never
         # through a symlink, and shows nothing before login (lora_demo/guard.py).
         # /v1: the OpenAI-compatible endpoint (lora_demo/openai_api.py), its key from resolve_api_key.
-        max_file_size=f"{MAX_UPLOAD_MB:g}mb", **server_options(settings.runs_dir, api_key=api_key),
-    )  # fmt: skip
+        max_file_size=f"{MAX_UPLOAD_MB:g}mb",
+        **server_options(settings.runs_dir, api_key=api_key),
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,14 @@ OWNER = "lora-lab"
 class ApiError(Exception):
     """An answer other than 200, in OpenAI's error shape."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 kind: str = "invalid_request_error"):  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.kind = status, message, code, param, kind
 
@@ -85,15 +91,25 @@ def list_models(lab) -> list[dict]:
     from lora_demo.models.registry import adapter_base_model
 
     now = int(time.time())
-    out = [{"id": m, "object": "model", "created": now, "owned_by": OWNER, "root": m, "parent": None}
-           for m in base_ids(lab)]  # fmt: skip
+    out = [
+        {"id": m, "object": "model", "created": now, "owned_by": OWNER, "root": m, "parent": None}
+        for m in base_ids(lab)
+    ]
     for name, folder in adapter_names(lab.runs_dir).items():
         try:
             created = int(AdapterDir(folder).adapter_config_path.stat().st_mtime)
         except OSError:  # deleted while listing
             continue
-        out.append({"id": name, "object": "model", "created": created, "owned_by": OWNER, "root": name,
-                    "parent": adapter_base_model(folder)})  # fmt: skip
+        out.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": OWNER,
+                "root": name,
+                "parent": adapter_base_model(folder),
+            }
+        )
     return out
 
 
@@ -104,8 +120,12 @@ def resolve_model(lab, name) -> tuple[str, str | None]:
     from lora_demo.models import REGISTRY
 
     if not isinstance(name, str) or not name.strip():
-        raise ApiError(400, "'model' is required: a base model id or an adapter name (GET /v1/models lists them).",
-                       "invalid_value", "model")  # fmt: skip
+        raise ApiError(
+            400,
+            "'model' is required: a base model id or an adapter name (GET /v1/models lists them).",
+            "invalid_value",
+            "model",
+        )
     name = name.strip()
     adapters = adapter_names(lab.runs_dir)
     if name in adapters:
@@ -144,8 +164,9 @@ def _number(body: dict, key: str, default, lo, hi, whole: bool = False):
 def _history(messages) -> tuple[list[dict], str]:
     """(the user/assistant turns, the system prompt) of `messages`; 400 naming what is wrong."""
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects.", "invalid_value",
-                       "messages")  # fmt: skip
+        raise ApiError(
+            400, "'messages' must be a non-empty list of {role, content} objects.", "invalid_value", "messages"
+        )
     turns, system = [], []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
@@ -153,25 +174,35 @@ def _history(messages) -> tuple[list[dict], str]:
             raise ApiError(400, f"'{where}' must be an object with 'role' and 'content'.", "invalid_value", where)
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "developer", "user", "assistant"):
-            raise ApiError(400, f"'{where}.role' must be system, user or assistant; got {role!r}.", "invalid_value",
-                           f"{where}.role")  # fmt: skip
+            raise ApiError(
+                400,
+                f"'{where}.role' must be system, user or assistant; got {role!r}.",
+                "invalid_value",
+                f"{where}.role",
+            )
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ApiError(400, f"'{where}.content[{j}]' must be a text part ({{\"type\": \"text\", \"text\": "
-                                        "...}): this endpoint reads text only.", "invalid_value",
-                                   f"{where}.content")  # fmt: skip
+                    raise ApiError(
+                        400,
+                        f'\'{where}.content[{j}]\' must be a text part ({{"type": "text", "text": '
+                        "...}): this endpoint reads text only.",
+                        "invalid_value",
+                        f"{where}.content",
+                    )
         elif content is not None and not isinstance(content, str):
-            raise ApiError(400, f"'{where}.content' must be a string or a list of text parts.", "invalid_value",
-                           f"{where}.content")  # fmt: skip
+            raise ApiError(
+                400, f"'{where}.content' must be a string or a list of text parts.", "invalid_value", f"{where}.content"
+            )
         text = flatten_content(content)
         if role in ("system", "developer"):
             system.append(text)
         else:
             turns.append({"role": role, "content": text})
     if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
-        raise ApiError(400, "The last message of 'messages' must be the user's, with some text.", "invalid_value",
-                       "messages")  # fmt: skip
+        raise ApiError(
+            400, "The last message of 'messages' must be the user's, with some text.", "invalid_value", "messages"
+        )
     return turns, "\n\n".join(s for s in system if s)
 
 
@@ -184,8 +215,9 @@ def parse_chat(body) -> dict:
     d = GenSettings()  # the Chat tab's defaults (tests/test_openai_api.py holds them equal to its sliders)
     temperature = _number(body, "temperature", d.temperature, 0, 2)
     max_tokens = body.get("max_completion_tokens")
-    max_tokens = _number(body, "max_completion_tokens" if max_tokens is not None else "max_tokens", d.max_new_tokens,
-                         1, 4096, whole=True)  # fmt: skip
+    max_tokens = _number(
+        body, "max_completion_tokens" if max_tokens is not None else "max_tokens", d.max_new_tokens, 1, 4096, whole=True
+    )
     gen = GenSettings(
         max_new_tokens=max_tokens,
         greedy=temperature < 0.01,  # 0: the page's greedy mode (its other settings stay the page's defaults)
@@ -210,8 +242,15 @@ def parse_chat(body) -> dict:
     think = kwargs.get("enable_thinking", body.get("enable_thinking", False)) if isinstance(kwargs, dict) else False
     if not isinstance(think, bool):
         raise ApiError(400, "'enable_thinking' must be true or false.", "invalid_value", "enable_thinking")
-    return {"history": history, "system": system, "gen": gen, "stops": stops, "stream": stream,
-            "usage": isinstance(options, dict) and options.get("include_usage") is True, "think": think}  # fmt: skip
+    return {
+        "history": history,
+        "system": system,
+        "gen": gen,
+        "stops": stops,
+        "stream": stream,
+        "usage": isinstance(options, dict) and options.get("include_usage") is True,
+        "think": think,
+    }
 
 
 def _visible(text: str, final: bool, stops: list[str]) -> tuple[str, bool]:
@@ -239,8 +278,17 @@ def _produce(lab, model_id: str, adapter: str | None, req: dict, stop: threading
     row = 0
     stream = None
     try:
-        stream = lab.chat_stream(model_id, [adapter] if adapter else [], [req["history"]], req["system"], req["gen"],
-                                 enable_thinking=req["think"], every_s=0.0, stop=stop, with_base=False)  # fmt: skip
+        stream = lab.chat_stream(
+            model_id,
+            [adapter] if adapter else [],
+            [req["history"]],
+            req["system"],
+            req["gen"],
+            enable_thinking=req["think"],
+            every_s=0.0,
+            stop=stop,
+            with_base=False,
+        )
         counted = False
         for kind, value in stream:
             if stop.is_set():
@@ -279,8 +327,9 @@ def _as_error(e: BaseException) -> ApiError:
     if isinstance(e, LoraLabError):  # the engine's one-line messages (a torn adapter, a busy model, offline)
         text = str(e.args[0]) if e.args else str(e)
         return ApiError(400, " ".join(text.split()), "invalid_value")
-    return ApiError(500, f"Internal error: {type(e).__name__}: {' '.join(str(e).split())[:500]}", None, None,
-                    "server_error")  # fmt: skip
+    return ApiError(
+        500, f"Internal error: {type(e).__name__}: {' '.join(str(e).split())[:500]}", None, None, "server_error"
+    )
 
 
 # --- the ASGI app ---------------------------------------------------------------------------------------------------
@@ -313,8 +362,12 @@ class OpenAIApp:
                 if method != "POST":
                     raise ApiError(405, "Use POST for /v1/chat/completions.", "method_not_allowed")
                 return await self._chat(scope, receive, send)
-            raise ApiError(404, f"No route {method} {scope.get('path')}: this server offers GET /v1/models and "
-                                "POST /v1/chat/completions.", "unknown_url")  # fmt: skip
+            raise ApiError(
+                404,
+                f"No route {method} {scope.get('path')}: this server offers GET /v1/models and "
+                "POST /v1/chat/completions.",
+                "unknown_url",
+            )
         except ApiError as e:
             try:
                 return await _json(send, e.status, e.body())
@@ -330,12 +383,21 @@ class OpenAIApp:
                 scheme, _, token = v.decode("latin-1").strip().partition(" ")
                 given = token.strip() if scheme.lower() == "bearer" else ""
         if self.api_key is None:
-            raise ApiError(401, "This app has a login and no API key: start it with --api-key KEY (or "
-                                "$LORA_LAB_API_KEY) to use the API.", "invalid_api_key", kind="authentication_error")  # fmt: skip
+            raise ApiError(
+                401,
+                "This app has a login and no API key: start it with --api-key KEY (or "
+                "$LORA_LAB_API_KEY) to use the API.",
+                "invalid_api_key",
+                kind="authentication_error",
+            )
         if not given:
-            raise ApiError(401, "Missing API key: send the header 'Authorization: Bearer KEY' (the key the app "
-                                "printed at start, or its --api-key).", "invalid_api_key",
-                           kind="authentication_error")  # fmt: skip
+            raise ApiError(
+                401,
+                "Missing API key: send the header 'Authorization: Bearer KEY' (the key the app "
+                "printed at start, or its --api-key).",
+                "invalid_api_key",
+                kind="authentication_error",
+            )
         if not hmac.compare_digest(given.encode("utf-8", "replace"), self.api_key.encode("utf-8")):
             raise ApiError(401, "Incorrect API key.", "invalid_api_key", kind="authentication_error")
 
@@ -362,8 +424,9 @@ class OpenAIApp:
             except RuntimeError:  # the server's loop is gone (shutdown): nobody is listening
                 stop.set()
 
-        threading.Thread(target=_produce, args=(self.lab, model_id, adapter, req, stop, put), daemon=True,
-                         name="openai-request").start()  # fmt: skip
+        threading.Thread(
+            target=_produce, args=(self.lab, model_id, adapter, req, stop, put), daemon=True, name="openai-request"
+        ).start()
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             if req["stream"]:
@@ -387,8 +450,12 @@ async def _next(items: asyncio.Queue, gone: asyncio.Future, stop: threading.Even
 
 
 def _ids(name: str) -> dict:
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name,
-            "system_fingerprint": None}  # fmt: skip
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": name,
+        "system_fingerprint": None,
+    }
 
 
 def _finish(tokens: int, req: dict, stopped: bool) -> str:
@@ -416,12 +483,23 @@ async def _complete(send, items, gone, stop, req, name) -> None:
                 stopped = True
                 stop.set()
     usage = {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}
-    await _json(send, 200, {
-        **_ids(name), "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                     "finish_reason": _finish(tokens, req, stopped)}],
-        "usage": usage,
-    })  # fmt: skip
+    await _json(
+        send,
+        200,
+        {
+            **_ids(name),
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": _finish(tokens, req, stopped),
+                }
+            ],
+            "usage": usage,
+        },
+    )
 
 
 async def _stream(send, items, gone, stop, req, name) -> None:
@@ -436,8 +514,11 @@ async def _stream(send, items, gone, stop, req, name) -> None:
         await send({"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True})
 
     def chunk(delta: dict, finish=None) -> dict:
-        return {**head, "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+        return {
+            **head,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     try:
         while True:
@@ -460,9 +541,17 @@ async def _stream(send, items, gone, stop, req, name) -> None:
                 continue
             if not started:
                 started = True
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
-                                        (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})  # fmt: skip
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", b"text/event-stream; charset=utf-8"),
+                            (b"cache-control", b"no-cache"),
+                            (b"x-accel-buffering", b"no"),
+                        ],
+                    }
+                )
                 await event(chunk({"role": "assistant", "content": ""}))
             text, tokens, done = value
             shown, hit = _visible(text, done, req["stops"])
@@ -474,9 +563,16 @@ async def _stream(send, items, gone, stop, req, name) -> None:
                 sent = shown
         if not started:  # nothing generated (an empty answer): still one whole stream
             started = True
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
-                                    (b"cache-control", b"no-cache")]})  # fmt: skip
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                    ],
+                }
+            )
             await event(chunk({"role": "assistant", "content": ""}))
         await event(chunk({}, _finish(tokens, req, stopped)))
         if req["usage"]:
@@ -511,8 +607,13 @@ async def _disconnected(receive) -> None:
 
 async def _json(send, status: int, data) -> None:
     body = json.dumps(data, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -23,9 +23,13 @@ def safe_name(name, what: str | None = None) -> str:
     name = name.strip()
     if not _SAFE.match(name) or ".." in name:
         raise InputError(
-            msg("The {what} {name!r} is not allowed: use up to 80 letters, digits, '.', '_' or '-' "
-                "(no slashes, no leading dot, no '..').", what=what, name=name[:40])
-        )  # fmt: skip
+            msg(
+                "The {what} {name!r} is not allowed: use up to 80 letters, digits, '.', '_' or '-' "
+                "(no slashes, no leading dot, no '..').",
+                what=what,
+                name=name[:40],
+            )
+        )
     return name
 
 
@@ -43,9 +47,14 @@ def real_dir(folder: Path, sub: str) -> Path:
     runs/x/checkpoints -> ~) is refused, so nothing is moved or written outside through it."""
     path = Path(folder) / sub
     if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise InputError(msg("{name} in {folder} is a symbolic link or not a folder: LoRA Lab writes only into real "
-                             "folders inside its own. Remove it (a real folder is made in its place).", name=sub,
-                             folder=str(folder)))  # fmt: skip
+        raise InputError(
+            msg(
+                "{name} in {folder} is a symbolic link or not a folder: LoRA Lab writes only into real "
+                "folders inside its own. Remove it (a real folder is made in its place).",
+                name=sub,
+                folder=str(folder),
+            )
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -56,12 +65,18 @@ def _too_long(path: str, what):
     try:
         raw = os.fsencode(path)
     except UnicodeEncodeError:
-        return msg("The {what} holds a character that is not valid Unicode (half of a UTF-16 pair): type it again.",
-                   what=what)  # fmt: skip
+        return msg(
+            "The {what} holds a character that is not valid Unicode (half of a UTF-16 pair): type it again.", what=what
+        )
     long = next((part for part in raw.split(b"/") if len(part) > 255), None)
     if long is not None:
-        return msg("The {what} has a folder or file name of {n} bytes ({start}…): names are limited to 255 bytes "
-                   "each. Shorten it.", what=what, n=len(long), start=long[:24].decode("utf-8", "ignore"))  # fmt: skip
+        return msg(
+            "The {what} has a folder or file name of {n} bytes ({start}…): names are limited to 255 bytes "
+            "each. Shorten it.",
+            what=what,
+            n=len(long),
+            start=long[:24].decode("utf-8", "ignore"),
+        )
     if len(raw) > 4095:
         return msg("The {what} is {n} bytes long: paths are limited to 4095 bytes. Shorten it.", what=what, n=len(raw))
     return None
@@ -87,8 +102,9 @@ class PathPolicy:
         """
         what = msg("path") if what is None else what
         if not isinstance(path, str):
-            raise InputError(msg("The {what} must be text (a folder path), not {kind}.", what=what,
-                                 kind=type(path).__name__))  # fmt: skip
+            raise InputError(
+                msg("The {what} must be text (a folder path), not {kind}.", what=what, kind=type(path).__name__)
+            )
         if not path.strip():
             raise InputError(msg("The {what} is empty.", what=what))
         if "\x00" in path:
@@ -101,9 +117,15 @@ class PathPolicy:
         allowed = [r for r in (c.resolve() for c in readings) if self.allows(r)]
         if not allowed:
             roots = ", ".join(str(r) for r in self.roots)
-            raise InputError(msg("The {what} {path!r} is outside the folders this app may read ({roots}). "
-                                 "Start the app with --allow-dir FOLDER to add one.", what=what, path=path,
-                                 roots=roots))  # fmt: skip
+            raise InputError(
+                msg(
+                    "The {what} {path!r} is outside the folders this app may read ({roots}). "
+                    "Start the app with --allow-dir FOLDER to add one.",
+                    what=what,
+                    path=path,
+                    roots=roots,
+                )
+            )
         return next((r for r in allowed if r.exists()), allowed[0])
 
     def allows(self, resolved: Path) -> bool:

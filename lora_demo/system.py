@@ -37,16 +37,27 @@ def format_system_info(info: dict, lang: str = "en", offline_only: bool = False)
     device, name = info["device"].upper(), info["device_name"]
     lines = [
         tr("**Device:** {device} — {name}, {memory} GiB", device=device, name=name, memory=info["memory_gb"])
-        if info.get("memory_gb") else tr("**Device:** {device} — {name}", device=device, name=name),
-        tr("**Training backend:** {backend} ({reason})", backend=info["backend"],
-           reason=render(info["backend_reason"], lang)),
-        tr("**Precision:** {precision} ({reason})", precision=info["precision"],
-           reason=render(info["precision_reason"], lang)),
-        tr("**CPU threads:** {threads} of {cores} cores for a 135M model (chosen per job: tiny models run on 1 "
-           "thread, which is faster for small matmuls)", threads=info["cpu_threads"], cores=info["cpu_cores"]),
+        if info.get("memory_gb")
+        else tr("**Device:** {device} — {name}", device=device, name=name),
+        tr(
+            "**Training backend:** {backend} ({reason})",
+            backend=info["backend"],
+            reason=render(info["backend_reason"], lang),
+        ),
+        tr(
+            "**Precision:** {precision} ({reason})",
+            precision=info["precision"],
+            reason=render(info["precision_reason"], lang),
+        ),
+        tr(
+            "**CPU threads:** {threads} of {cores} cores for a 135M model (chosen per job: tiny models run on 1 "
+            "thread, which is faster for small matmuls)",
+            threads=info["cpu_threads"],
+            cores=info["cpu_cores"],
+        ),
         tr("**PyTorch:** {version}", version=info["torch_version"]),
         tr("**Default model:** `{model}`", model=info["default_model"]),
-    ]  # fmt: skip
+    ]
     if info.get("problem"):
         lines.insert(1, tr("**⚠ Problem:** {problem}", problem=render(info["problem"], lang)))
     if offline_only:  # the page: one fact a line, not one dense paragraph
@@ -68,8 +79,12 @@ def hub_models_markdown(info: dict, lang: str = "en") -> str:
     hub = [m for m in info["models"] if not m["available_offline"]]
     if not hub:
         return tr("Every listed model is usable offline.")
-    lines = [tr("These need a download once (a network connection the first time); offline, use the models above."),
-             "", tr("| model | kind | about |"), "|---|---|---|"]  # fmt: skip
+    lines = [
+        tr("These need a download once (a network connection the first time); offline, use the models above."),
+        "",
+        tr("| model | kind | about |"),
+        "|---|---|---|",
+    ]
     for m in hub:
         kind = render(KINDS.get(m["kind"], m["kind"]), lang)
         lines.append(f"| `{m['id']}` | {kind} | {render(m['description'], lang)} |")

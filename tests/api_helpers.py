@@ -9,8 +9,18 @@ MAX_COMPARE = 3  # lora_demo.ui.chat_tab.MAX_COMPARE: the compare panes' histori
 def send_args(text, adapter, base=None, tuned=None, gen=GEN, system="", think=False, model="auto", compare=None):
     """/chat_send's inputs: the prompt, both histories, the settings, then the base and adapter the page shows, the
     adapters to compare with and their histories."""
-    return [text, base or [], tuned or [], system, think, *gen, model, None if adapter is None else str(adapter),
-            compare or [], *([[]] * MAX_COMPARE)]  # fmt: skip
+    return [
+        text,
+        base or [],
+        tuned or [],
+        system,
+        think,
+        *gen,
+        model,
+        None if adapter is None else str(adapter),
+        compare or [],
+        *([[]] * MAX_COMPARE),
+    ]
 
 
 def sent(outputs) -> dict:

@@ -11,8 +11,15 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def free_port() -> int:
@@ -36,9 +43,24 @@ def start_app(root: Path, *flags: str):
     starts it; returns (the process, its URL) once it answers."""
     port = free_port()
     log = open(root / "app.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir",
-                             str(root / "runs"), "--data-dir", str(root / "data"), *flags], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(port),
+            "--model",
+            "qwen3-tiny",
+            "--runs-dir",
+            str(root / "runs"),
+            "--data-dir",
+            str(root / "data"),
+            *flags,
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

@@ -41,8 +41,15 @@ def app_client(app_dirs):
 
     demo = build_app(AppSettings(runs_dir=app_dirs / "runs", data_dir=app_dirs / "data"))
     demo.queue(default_concurrency_limit=None)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True,
-                show_error=True, **server_options(app_dirs / "runs"))  # fmt: skip
+    demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=None,
+        ssr_mode=False,
+        quiet=True,
+        show_error=True,
+        **server_options(app_dirs / "runs"),
+    )
     try:
         yield Client(demo.local_url, verbose=False)
     finally:
@@ -56,9 +63,18 @@ def tiny_run(app_dirs):
     from lora_demo.train.settings import TrainSettings
 
     runner = Runner(app_dirs / "runs", app_dirs / "data")
-    s = TrainSettings(model="qwen3-tiny", dataset="example:persona", template="chat", max_seq_length=128,
-                      micro_batch_size=4, warmup=2, learning_rate=5e-3, max_steps=40, val_fraction=0.1,
-                      run_name="tiny-chat")  # fmt: skip
+    s = TrainSettings(
+        model="qwen3-tiny",
+        dataset="example:persona",
+        template="chat",
+        max_seq_length=128,
+        micro_batch_size=4,
+        warmup=2,
+        learning_rate=5e-3,
+        max_steps=40,
+        val_fraction=0.1,
+        run_name="tiny-chat",
+    )
     run_dir = runner.start(s)
     assert runner.wait(300)["status"] == "completed"
     return run_dir

@@ -71,8 +71,10 @@ def test_an_escape_that_is_half_a_character_is_named_and_never_reaches_the_autos
     _clear(info, "half.jsonl: row 2 holds the escape \\udcff")
     # An HTTP client can send half a pair as the JSON escape "\udcff" (gradio_client itself refuses to encode it);
     # the Chat tab's "add this exchange" writes it to a dataset as U+FFFD, the file stays UTF-8.
-    hist = [{"role": "user", "content": [{"type": "text", "text": "half \udcff pair"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "answer"}]}]  # fmt: skip
+    hist = [
+        {"role": "user", "content": [{"type": "text", "text": "half \udcff pair"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "answer"}]},
+    ]
     url = app_client.src.rstrip("/") + "/gradio_api/call/chat_add_to_dataset"
     sent = httpx.post(
         url, content=json.dumps({"data": ["halfpair", hist, None]}), headers={"Content-Type": "application/json"}
@@ -88,10 +90,16 @@ def test_an_escape_that_is_half_a_character_is_named_and_never_reaches_the_autos
     "name, content, line",
     [
         ("deep.json", b"[\n" + b"[" * 100_000 + b"]" * 100_000 + b"\n]", 2),
-        ("deep.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": ' + b"[" * 100_000 + b"]" * 100_000
-         + b', "output": "b"}\n', 2),
+        (
+            "deep.jsonl",
+            b'{"instruction": "a", "output": "b"}\n{"instruction": '
+            + b"[" * 100_000
+            + b"]" * 100_000
+            + b', "output": "b"}\n',
+            2,
+        ),
     ],
-)  # fmt: skip
+)
 def test_json_nested_100k_deep_is_named_with_its_line(app_client, tmp_path, name, content, line):
     path = tmp_path / name
     path.write_bytes(content)
@@ -154,16 +162,22 @@ def _set_config(**values):
 
 
 BROKEN = {  # run name -> (what is done to a good adapter, what the message must say)
-    "bad-torn": (lambda f: (f / "adapter_model.safetensors").write_bytes((f / "adapter_model.safetensors").read_bytes()[:1000]),
-                 "adapter_model.safetensors in {run} is torn or empty (1000 bytes)"),
-    "bad-empty": (lambda f: (f / "adapter_model.safetensors").write_bytes(b""),
-                  "adapter_model.safetensors in {run} is torn or empty (0 bytes)"),
-    "bad-config": (lambda f: (f / "adapter_config.json").write_text('{"r": 8, "lora_alpha"'),
-                   "adapter_config.json in {run} is not valid JSON"),
+    "bad-torn": (
+        lambda f: (f / "adapter_model.safetensors").write_bytes((f / "adapter_model.safetensors").read_bytes()[:1000]),
+        "adapter_model.safetensors in {run} is torn or empty (1000 bytes)",
+    ),
+    "bad-empty": (
+        lambda f: (f / "adapter_model.safetensors").write_bytes(b""),
+        "adapter_model.safetensors in {run} is torn or empty (0 bytes)",
+    ),
+    "bad-config": (
+        lambda f: (f / "adapter_config.json").write_text('{"r": 8, "lora_alpha"'),
+        "adapter_config.json in {run} is not valid JSON",
+    ),
     "bad-r0": (_set_config(r=0), "has r = 0: the LoRA rank must be a whole number of at least 1"),
     "bad-r-half": (_set_config(r=2.5), "has r = 2.5: the LoRA rank must be a whole number of at least 1"),
     "bad-rank": (_set_config(r=4), "does not match its adapter_config.json: model.layers.0.mlp.down_proj has rank 8"),
-}  # fmt: skip
+}
 FOREIGN = "bad-other-base"  # layers the 2-layer qwen3-tiny does not have
 
 
@@ -211,8 +225,13 @@ def test_an_adapter_of_another_base_says_pick_that_base(app_client, broken_runs,
     run = broken_runs[FOREIGN]
     expected = "The adapter targets modules the model qwen3-tiny does not have (model.layers.7."
     app_client.predict(api_name="/train_runs")
-    for api, args in [("/chat_load", ("auto", str(run))), ("/chat_load", ("qwen3-tiny", str(run))),
-                      ("/train_continue", (FOREIGN,)), ("/export_zip", (FOREIGN,)), ("/export_merged", (FOREIGN,))]:  # fmt: skip
+    for api, args in [
+        ("/chat_load", ("auto", str(run))),
+        ("/chat_load", ("qwen3-tiny", str(run))),
+        ("/train_continue", (FOREIGN,)),
+        ("/export_zip", (FOREIGN,)),
+        ("/export_merged", (FOREIGN,)),
+    ]:
         with pytest.raises(AppError) as info:
             app_client.predict(*args, api_name=api)
         _clear(info, expected, "pick that base")
@@ -222,8 +241,14 @@ def test_an_adapter_of_another_base_says_pick_that_base(app_client, broken_runs,
     from lora_demo.train.settings import TrainSettings
 
     cfg = json.loads((run / "adapter_config.json").read_text())
-    child = TrainSettings(model="qwen3-tiny", dataset="example:seed", r=cfg["r"], lora_alpha=cfg["lora_alpha"],
-                          target_modules=sorted(cfg["target_modules"]), init_adapter=str(run))  # fmt: skip
+    child = TrainSettings(
+        model="qwen3-tiny",
+        dataset="example:seed",
+        r=cfg["r"],
+        lora_alpha=cfg["lora_alpha"],
+        target_modules=sorted(cfg["target_modules"]),
+        init_adapter=str(run),
+    )
     config.write_text(child.to_yaml(), encoding="utf-8")
     assert cli(["plan", "--config", str(config)]) == 1
     assert expected in capsys.readouterr().out

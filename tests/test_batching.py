@@ -16,8 +16,15 @@ from lora_demo.train.runner import Runner
 from lora_demo.train.runs import read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
-TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, warmup=0, learning_rate=5e-3,
-            logging_steps=1, seed=3407)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=128,
+    warmup=0,
+    learning_rate=5e-3,
+    logging_steps=1,
+    seed=3407,
+)
 P17 = {"hidden_size": 2048, "num_layers": 28, "vocab_size": 151936}  # Qwen3-1.7B
 
 
@@ -107,8 +114,12 @@ def test_worst_case_tokens_and_sft_arguments():
     assert worst_tokens([10, 50, 30], 2, "padded", 64) == 2 * 50
     assert worst_tokens([10], 3, "packing", 64) == 3 * 64
     s = TrainSettings(**TINY)
-    assert sft_batching_args(s, 1) == {"packing": False, "padding_free": True, "max_length": None,
-                                       "include_num_input_tokens_seen": "no"}  # fmt: skip
+    assert sft_batching_args(s, 1) == {
+        "packing": False,
+        "padding_free": True,
+        "max_length": None,
+        "include_num_input_tokens_seen": "no",
+    }
     padded = sft_batching_args(TrainSettings(**TINY, padding_free=False), 2)
     assert padded["max_length"] == 128 and not padded["padding_free"]
     assert padded["include_num_input_tokens_seen"] == "non_padding"  # under DDP the Trainer gathers the ranks
@@ -144,8 +155,18 @@ def test_tokens_are_counted_after_an_evaluation_and_a_finished_run_has_its_avera
     runner = Runner(tmp_path / "runs", tmp_path / "data")
     # 40 training rows, micro batch 8: 5 steps an epoch; the evaluation at step 5 ends the epoch, and the next
     # epoch's first batches are built before the next training step puts the model back in training mode
-    run_dir = runner.start(TrainSettings(**TINY, micro_batch_size=8, max_steps=7, val_fraction=0.1, eval_steps=5,
-                                         save_steps=-1, probe_tokens=0, run_name="evals"))  # fmt: skip
+    run_dir = runner.start(
+        TrainSettings(
+            **TINY,
+            micro_batch_size=8,
+            max_steps=7,
+            val_fraction=0.1,
+            eval_steps=5,
+            save_steps=-1,
+            probe_tokens=0,
+            run_name="evals",
+        )
+    )
     st = runner.wait(300)
     assert st["status"] == "completed", (run_dir / "train.log").read_text()[-2000:]
     progress = read_progress(run_dir)

@@ -36,9 +36,22 @@ def app_url(tmp_path_factory):
     port = free_port()
     log = open(root / "app.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--model", "qwen3-tiny", "--runs-dir", str(root / "runs"),
-         "--data-dir", str(root / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(port),
+            "--model",
+            "qwen3-tiny",
+            "--runs-dir",
+            str(root / "runs"),
+            "--data-dir",
+            str(root / "data"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

@@ -129,8 +129,9 @@ def test_vote_against_another_adapter_and_see_the_win_rate_per_pair(page, reques
         page.locator("#blind-vote-A").click()
         page.locator("#blind-reveal").get_by_text(re.compile(r"A was .*B was")).wait_for()
         reveal = _reveal(page)
-        sides = re.search(r"A was (judged|sft-run), B was (judged|sft-run)\. Your vote \(A is better\): (\S+) wins",
-                          reveal)  # fmt: skip
+        sides = re.search(
+            r"A was (judged|sft-run), B was (judged|sft-run)\. Your vote \(A is better\): (\S+) wins", reveal
+        )
         assert sides and {sides[1], sides[2]} == {"judged", "sft-run"} and sides[3] == sides[1], reveal
         rate = page.locator("#blind-rate")
         rate.get_by_text(re.compile(r"judged vs sft-run: wins \d, ties 0, losses \d .*over 1 vote")).wait_for()

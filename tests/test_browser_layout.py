@@ -22,8 +22,14 @@ if not Path(CHROMIUM).exists():
         raise RuntimeError("CI must install Debian's chromium for the browser tests (.ci/run does)")
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
-TABS = {"Start here": "start-here", "Low-rank lab": "lowrank", "Dataset": "dataset", "Train": "train",
-        "Chat": "chat", "System": "system"}  # fmt: skip
+TABS = {
+    "Start here": "start-here",
+    "Low-rank lab": "lowrank",
+    "Dataset": "dataset",
+    "Train": "train",
+    "Chat": "chat",
+    "System": "system",
+}
 WIDTHS = (1280, 1440)
 
 # Every visible label, label span, button and checkbox label whose text does not fit its box.
@@ -115,8 +121,9 @@ def test_stop_is_off_and_chat_with_run_off_with_no_run(browser, app):
         assert page.locator("#train-stop").is_disabled(), "Stop is enabled with no run"
         assert page.locator("#train-chat").is_disabled(), "'Chat with this run' is enabled with no run shown"
         assert page.locator("#train-start").is_enabled()
-        primaries = [b.inner_text() for b in page.locator("[role=tabpanel]:visible button.primary").all()
-                     if b.is_visible()]  # fmt: skip
+        primaries = [
+            b.inner_text() for b in page.locator("[role=tabpanel]:visible button.primary").all() if b.is_visible()
+        ]
         assert primaries == ["Start training"], primaries
         page.get_by_role("tab", name="Chat", exact=True).click()
         assert page.locator("#chat-stop").is_disabled(), "the Chat tab's Stop is enabled with nothing streaming"
@@ -131,8 +138,11 @@ def test_an_empty_prompt_shows_its_message_with_no_error_pill(browser, app):
         page.locator("#chat-send").click()
         page.locator("#chat-status .lab-error", has_text="Type a message first").wait_for(timeout=20_000)
         page.wait_for_timeout(500)
-        pills = [p.inner_text() for p in page.locator(".error").all() if p.is_visible()
-                 and not p.locator("xpath=ancestor-or-self::*[contains(@class,'toast')]").count()]  # fmt: skip
+        pills = [
+            p.inner_text()
+            for p in page.locator(".error").all()
+            if p.is_visible() and not p.locator("xpath=ancestor-or-self::*[contains(@class,'toast')]").count()
+        ]
         assert not pills, f"error pills over components: {pills}"
     finally:
         page.close()
@@ -148,8 +158,11 @@ def test_a_refused_start_shows_its_message_with_no_error_pill(browser, app):
         page.locator("#train-start").click()
         page.locator("#train-message .lab-error").wait_for(timeout=30_000)
         page.wait_for_timeout(500)
-        pills = [p.inner_text() for p in page.locator(".error").all() if p.is_visible()
-                 and not p.locator("xpath=ancestor-or-self::*[contains(@class,'toast')]").count()]  # fmt: skip
+        pills = [
+            p.inner_text()
+            for p in page.locator(".error").all()
+            if p.is_visible() and not p.locator("xpath=ancestor-or-self::*[contains(@class,'toast')]").count()
+        ]
         assert not pills, f"error pills over components: {pills}"
         page.locator("#train-view").click()  # the run list takes clicks (no pill over it)
     finally:

@@ -148,8 +148,15 @@ def test_6_a_dataset_checked_in_chinese_is_reported_again_in_english(zh_page):
     page.locator("#dataset-status").get_by_text(re.compile(r"persona|seed")).wait_for()
     assert CJK.search(page.locator("#dataset-status").inner_text())
     page.get_by_role("button", name=zh("Validate"), exact=True).click()
-    ready = render(msg("**{rows} rows: {errors} error(s), {warnings} warning(s).** Ready to train.", rows=987654,
-                       errors=0, warnings=0), "zh").replace("**", "")  # fmt: skip
+    ready = render(
+        msg(
+            "**{rows} rows: {errors} error(s), {warnings} warning(s).** Ready to train.",
+            rows=987654,
+            errors=0,
+            warnings=0,
+        ),
+        "zh",
+    ).replace("**", "")
     counts = ready.split("987654", 1)[1].split("。")[0].strip("：: ")  # "0 个错误，0 个警告": whatever the row count
     page.locator("#validation-report").get_by_text(counts).wait_for()
     page.locator("#lang-switch").get_by_text("English", exact=True).click()
@@ -176,8 +183,13 @@ def test_7_train_and_chat_in_chinese(zh_page):
     assert stage_label("completed", "zh") in page.locator("#train-progress-box").inner_text()
     page.locator("#train-chat").click()
     page.get_by_role("tab", name=zh("Chat"), exact=True, selected=True).wait_for()
-    ready = re.compile(re.escape(zh("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=0,
-                                    warmup=0, status="").split("0")[0]))  # fmt: skip
+    ready = re.compile(
+        re.escape(
+            zh("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=0, warmup=0, status="").split(
+                "0"
+            )[0]
+        )
+    )
     page.locator("#chat-status").get_by_text(ready).wait_for(timeout=120_000)
     assert run in page.locator("#chat-status").inner_text()
     # As the English journey: greedy and 12 tokens (sampling may end the tuned side at once, leaving no stats).

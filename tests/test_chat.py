@@ -33,8 +33,14 @@ def _fresh_base_greedy(ids: list[int], n: int) -> list[int]:
     from lora_demo.models import load_model
 
     lm = load_model("qwen3-tiny")
-    out = lm.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                            max_new_tokens=n, do_sample=False, eos_token_id=[151645, 151643], pad_token_id=151643)  # fmt: skip
+    out = lm.model.generate(
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=n,
+        do_sample=False,
+        eos_token_id=[151645, 151643],
+        pad_token_id=151643,
+    )
     return out[0, len(ids) :].tolist()
 
 
@@ -96,8 +102,10 @@ def test_rows_mode_answers_equal_the_plain_peft_answers(engine):
     long = [{"role": "user", "content": PROMPT + " Please answer in one sentence, and tell me who made you."}]
     for base_hist, tuned_hist in ((short, long), (long, short)):
         got = [[r.text for r in res] for res in engine.generate_pair(base_hist, tuned_hist, settings=gen)][-1]
-        want = [[r.text for r in res] for res in engine.generate_pair(base_hist, tuned_hist, settings=gen,
-                                                                      mode="sequential")][-1]  # fmt: skip
+        want = [
+            [r.text for r in res]
+            for res in engine.generate_pair(base_hist, tuned_hist, settings=gen, mode="sequential")
+        ][-1]
         assert got == want
 
 
@@ -159,8 +167,11 @@ def test_layer_compile_matches_eager_and_compiles_one_layer_for_all(tiny_run):
     cache = StaticCache(config=model.config, max_cache_len=32)
     valid = torch.zeros(1, 32, dtype=torch.bool)
     valid[:, :5] = True
-    prompt = dict(input_ids=torch.tensor([[1, 2, 3, 4]]), position_ids=torch.arange(4).view(1, 4),
-                  attention_mask=((torch.arange(32) <= torch.arange(4).unsqueeze(1)) & valid).view(1, 1, 4, 32))  # fmt: skip
+    prompt = dict(
+        input_ids=torch.tensor([[1, 2, 3, 4]]),
+        position_ids=torch.arange(4).view(1, 4),
+        attention_mask=((torch.arange(32) <= torch.arange(4).unsqueeze(1)) & valid).view(1, 1, 4, 32),
+    )
     step = dict(input_ids=torch.tensor([[5]]), position_ids=torch.tensor([[4]]), attention_mask=valid.view(1, 1, 1, 32))
     graphs, misses = counters["stats"]["unique_graphs"], counters["inductor"]["fxgraph_cache_miss"]
     with torch.inference_mode():
@@ -199,16 +210,22 @@ def test_compiled_decoding_does_not_recompile(tiny_run):
     # as on CUDA: prompts left-padded to a multiple of 64, the common prefill widths run once at the next call
     compiled.decoder.prefill_multiple, compiled.decoder.prefills_warm = 64, False
     greedy = GenSettings(max_new_tokens=8, greedy=True, repetition_penalty=1.0)
-    cases = [("Hi", greedy), (PROMPT + " Tell me about yourself in two sentences, please.", greedy),
-             (PROMPT, dataclasses.replace(greedy, adapter_scale=0.5)),
-             (PROMPT, GenSettings(max_new_tokens=8, temperature=0.9, top_k=20, top_p=0.8, seed=3))]  # fmt: skip
+    cases = [
+        ("Hi", greedy),
+        (PROMPT + " Tell me about yourself in two sentences, please.", greedy),
+        (PROMPT, dataclasses.replace(greedy, adapter_scale=0.5)),
+        (PROMPT, GenSettings(max_new_tokens=8, temperature=0.9, top_k=20, top_p=0.8, seed=3)),
+    ]
     for prompt, gen in cases:
         got = compiled.answer_pair(prompt, gen)
         if gen.greedy:
             want = eager.answer_pair(prompt, gen)
             assert (got["base"], got["tuned"]) == (want["base"], want["tuned"]), prompt
-    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-             {"role": "user", "content": PROMPT}]  # fmt: skip
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": PROMPT},
+    ]
     for _ in compiled.generate_pair(turns, settings=greedy):
         pass
     assert counters["stats"]["unique_graphs"] == after_warmup and compiled.decoder.prefills_warm
@@ -238,8 +255,9 @@ def test_generation_thread_gets_cuda_graph_thread_state(monkeypatch):
             if prepare:
                 decode._cudagraph_thread_state()
             try:
-                found[prepare] = [type(get_obj_2_11(trees.local, a)) for a in ("tree_manager_containers",
-                                                                                "tree_manager_locks")]  # fmt: skip
+                found[prepare] = [
+                    type(get_obj_2_11(trees.local, a)) for a in ("tree_manager_containers", "tree_manager_locks")
+                ]
             except AssertionError:
                 found[prepare] = None
 
@@ -271,8 +289,16 @@ def test_adapter_scale_zero_is_the_base_when_sampling(engine, mode):
     """Issue 28: with sampling on, scale 0 answered differently from the base despite the shared seed (both rows
     drew from one generator, so the tuned row got the base row's next random numbers). Each row now samples from
     its own generator seeded with the seed: the same seed and the same logits give the same answer."""
-    sampled = GenSettings(max_new_tokens=16, greedy=False, temperature=1.5, top_p=1.0, top_k=0,
-                          repetition_penalty=1.0, seed=11, adapter_scale=0.0)  # fmt: skip
+    sampled = GenSettings(
+        max_new_tokens=16,
+        greedy=False,
+        temperature=1.5,
+        top_p=1.0,
+        top_k=0,
+        repetition_penalty=1.0,
+        seed=11,
+        adapter_scale=0.0,
+    )
     res = engine.answer_pair(PROMPT, sampled, mode=mode)
     assert res["base"] and res["tuned"] == res["base"]
     # really sampled (not greedy), and a row's draws depend on the seed and its own logits only: the base row
@@ -401,8 +427,25 @@ def test_bad_input(engine, tmp_path):
 
 
 def test_cli_chat_json(tiny_run):
-    out = subprocess.run([sys.executable, "-m", "lora_demo", "chat", "--adapter", str(tiny_run), "--prompt", PROMPT,
-                          "--max-new-tokens", "8", "--greedy", "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lora_demo",
+            "chat",
+            "--adapter",
+            str(tiny_run),
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "8",
+            "--greedy",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert set(res) == {"base", "tuned", tiny_run.name} and res["base"] != res["tuned"]  # (one adapter: "tuned" too)
@@ -419,8 +462,12 @@ def test_4bit_checkpoint_chats_from_a_dequantized_copy(tmp_path):
     from lora_demo.models import load_tokenizer
     from lora_demo.models.registry import model_path
 
-    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.float32)  # fmt: skip
+    cfg = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
     m4 = AutoModelForCausalLM.from_pretrained(model_path("qwen3-tiny"), quantization_config=cfg, dtype=torch.float32)
     assert type(m4.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
     m4.save_pretrained(tmp_path / "q4")

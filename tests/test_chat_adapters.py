@@ -127,8 +127,11 @@ def other_run(app_dirs, adapters):
 
 
 def _answer(client, adapter) -> str:
-    out = sent(client.submit(*send_args(PROMPT, adapter, gen=[0.7, 0.9, 50, 1.0, 8, 0, 1.0, True]),
-                             api_name="/chat_send").result())  # fmt: skip
+    out = sent(
+        client.submit(
+            *send_args(PROMPT, adapter, gen=[0.7, 0.9, 50, 1.0, 8, 0, 1.0, True]), api_name="/chat_send"
+        ).result()
+    )
     content = out["tuned"][-1]["content"]
     return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
 
@@ -161,9 +164,28 @@ def test_the_cli_answers_with_every_adapter_given(adapters, engine):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "lora_demo", "chat", "--adapter", adapters[0], "--adapter",
-                          adapters[2], "--prompt", PROMPT, "--greedy", "--max-new-tokens", "8", "--json"],
-                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lora_demo",
+            "chat",
+            "--adapter",
+            adapters[0],
+            "--adapter",
+            adapters[2],
+            "--prompt",
+            PROMPT,
+            "--greedy",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(got) == {"base", "tiny-chat", "tiny-rank4"}, got
     gen = GenSettings(max_new_tokens=8, greedy=True)  # the CLI's --greedy (GenSettings' own defaults otherwise)
@@ -191,8 +213,12 @@ def test_with_rank_buckets_an_attach_refills_the_same_tensors(tiny_run, adapters
     assert torch.allclose(rows[1], alone[0][0], atol=1e-4) and torch.allclose(rows[2], alone[1][0], atol=1e-4)
     e.adapters.max_adapters = 8
     for k in range(4):  # 16 + 2 + 4 x 16 > 64 columns on the all-linear layers: new stacks, steps forgotten
-        extra = _random_adapter(Path(adapters[0]).parent.parent / f"extra-{k}", ["q_proj", "k_proj", "v_proj",
-                                "o_proj", "gate_proj", "up_proj", "down_proj"], 16, seed=10 + k)  # fmt: skip
+        extra = _random_adapter(
+            Path(adapters[0]).parent.parent / f"extra-{k}",
+            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            16,
+            seed=10 + k,
+        )
         list(e.attach(str(extra)))
     assert e.row_scale is not rs and forgot
 

@@ -19,9 +19,19 @@ from lora_demo.train.runner import Runner
 from lora_demo.train.runs import read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
-TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, micro_batch_size=4, warmup=2,
-            learning_rate=5e-3, logging_steps=1, max_steps=24, save_steps=4, keep_checkpoints=2,
-            probe_tokens=4)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=128,
+    micro_batch_size=4,
+    warmup=2,
+    learning_rate=5e-3,
+    logging_steps=1,
+    max_steps=24,
+    save_steps=4,
+    keep_checkpoints=2,
+    probe_tokens=4,
+)
 
 
 @pytest.fixture
@@ -150,8 +160,9 @@ def test_deferred_step_0_answers_disable_the_adapter(tmp_path):
     cont = tmp_path / "continued"
     cont.mkdir()
     (cont / "config.yaml").write_text("model: qwen3-tiny\n")
-    cb = MilestoneCallback(cont, TrainSettings(**{**TINY, "probe_tokens": 8, "init_adapter": "parent"}), model,
-                           lm.tokenizer, rows)  # fmt: skip
+    cb = MilestoneCallback(
+        cont, TrainSettings(**{**TINY, "probe_tokens": 8, "init_adapter": "parent"}), model, lm.tokenizer, rows
+    )
     cb.on_train_begin(None, SimpleNamespace(global_step=0), None)
     assert [(p["step"], p["answers"]) for p in probes.read(cont)] == [(0, tuned)]
 

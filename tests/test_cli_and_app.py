@@ -36,9 +36,11 @@ def test_cli_help_lists_commands():
 def test_the_cli_and_its_help_do_not_import_torch():
     """`import lora_demo.cli` and `python -m lora_demo --help` stay light: torch (seconds, gigabytes) is imported
     only by the commands that compute (issue 29)."""
-    code = ("import sys, runpy; sys.argv = ['lora_demo', '--help']\nimport lora_demo.cli\nassert 'torch' not in "
-            "sys.modules\ntry:\n    runpy.run_module('lora_demo', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, runpy; sys.argv = ['lora_demo', '--help']\nimport lora_demo.cli\nassert 'torch' not in "
+        "sys.modules\ntry:\n    runpy.run_module('lora_demo', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("False") and "usage:" in out.stdout, out.stderr
 

@@ -48,13 +48,29 @@ def test_alpaca_round_trips(tmp_path, suffix):
 
 
 def _sharegpt(rows):
-    return [{"conversations": [{"from": "system", "value": r["input"]}, {"from": "human", "value": r["instruction"]},
-                               {"from": "gpt", "value": r["output"]}]} for r in rows]  # fmt: skip
+    return [
+        {
+            "conversations": [
+                {"from": "system", "value": r["input"]},
+                {"from": "human", "value": r["instruction"]},
+                {"from": "gpt", "value": r["output"]},
+            ]
+        }
+        for r in rows
+    ]
 
 
 def _messages(rows):
-    return [{"messages": [{"role": "system", "content": r["input"]}, {"role": "user", "content": r["instruction"]},
-                          {"role": "assistant", "content": r["output"]}]} for r in rows]  # fmt: skip
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": r["input"]},
+                {"role": "user", "content": r["instruction"]},
+                {"role": "assistant", "content": r["output"]},
+            ]
+        }
+        for r in rows
+    ]
 
 
 @pytest.mark.parametrize("make, fmt", [(_sharegpt, "sharegpt"), (_messages, "messages")])

@@ -19,8 +19,17 @@ from lora_demo.train.runs import read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
 pytestmark = pytest.mark.slow
-COMMON = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, gradient_accumulation_steps=1,
-              max_steps=4, val_fraction=0.0, learning_rate=5e-3, warmup=0, seed=3407)  # fmt: skip
+COMMON = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=128,
+    gradient_accumulation_steps=1,
+    max_steps=4,
+    val_fraction=0.0,
+    learning_rate=5e-3,
+    warmup=0,
+    seed=3407,
+)
 
 
 def losses(run_dir) -> list[float]:
@@ -42,8 +51,9 @@ def test_two_processes_match_one_with_the_same_effective_batch(tmp_path):
 
 
 def test_the_plan_counts_steps_and_batch_across_processes():
-    s = TrainSettings(model="qwen3-tiny", micro_batch_size=2, gradient_accumulation_steps=3, num_processes=2,
-                      num_epochs=1)  # fmt: skip
+    s = TrainSettings(
+        model="qwen3-tiny", micro_batch_size=2, gradient_accumulation_steps=3, num_processes=2, num_epochs=1
+    )
     steps = optimizer_steps(44, s)
     assert steps["effective_batch"] == 12  # micro × accumulation × processes
     assert steps["steps_per_epoch"] == 4  # 22 rows a process → 11 micro-batches → 4 optimizer steps

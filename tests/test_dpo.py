@@ -21,14 +21,23 @@ from lora_demo.train.runner import Runner
 from lora_demo.train.runs import read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
-TINY = dict(model="qwen3-tiny", dataset="example:persona", template="chat", max_seq_length=128, micro_batch_size=4,
-            warmup=2, learning_rate=5e-3, logging_steps=1)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    template="chat",
+    max_seq_length=128,
+    micro_batch_size=4,
+    warmup=2,
+    learning_rate=5e-3,
+    logging_steps=1,
+)
 EVASIVE = "I cannot say, sorry ({i})."
 
 
 def _cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "lora_demo", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lora_demo", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def cast_votes(run_dir: Path, rows: list[dict], verdicts: list[str]) -> None:
@@ -36,8 +45,16 @@ def cast_votes(run_dir: Path, rows: list[dict], verdicts: list[str]) -> None:
     rows' outputs; verdict "tuned" / "base" picks that side, "tie" / "both_bad" as they are."""
     ballots = Ballots(random.Random(0))
     for i, (row, verdict) in enumerate(zip(rows, verdicts, strict=True)):
-        b = ballots.deal(str(run_dir), "qwen3-tiny", row["instruction"], EVASIVE.format(i=i), row["output"],
-                         {"temperature": 0.7}, 0, input=row.get("input", ""))  # fmt: skip
+        b = ballots.deal(
+            str(run_dir),
+            "qwen3-tiny",
+            row["instruction"],
+            EVASIVE.format(i=i),
+            row["output"],
+            {"temperature": 0.7},
+            0,
+            input=row.get("input", ""),
+        )
         tuned_side = "A" if b.a == row["output"] else "B"
         choice = {"tuned": tuned_side, "base": "B" if tuned_side == "A" else "A"}.get(verdict, verdict)
         ballots.cast(b.id, choice)
@@ -57,8 +74,23 @@ def parent(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dpo_run(parent) -> tuple[Path, subprocess.CompletedProcess]:
     runs = parent.parent
-    out = _cli("train", "--runs-dir", str(runs), "--method", "dpo", "--continue-from", str(parent), "--dataset",
-               "votes:sft", "--max-steps", "10", "--val-fraction", "0.2", "--run-name", "dpo")  # fmt: skip
+    out = _cli(
+        "train",
+        "--runs-dir",
+        str(runs),
+        "--method",
+        "dpo",
+        "--continue-from",
+        str(parent),
+        "--dataset",
+        "votes:sft",
+        "--max-steps",
+        "10",
+        "--val-fraction",
+        "0.2",
+        "--run-name",
+        "dpo",
+    )
     return runs / "dpo", out
 
 
@@ -75,8 +107,9 @@ def test_a_dpo_round_from_the_votes_completes_and_the_margin_grows(parent, dpo_r
     assert all(set(p) == {"prompt", "chosen", "rejected"} for p in pairs) and len(pairs) == 10
     # The metrics reach progress.jsonl as the loss does: every training log has the reward margin and accuracy.
     logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
-    assert len(logs) == 10 and all({"loss", "reward_margin", "reward_accuracy", "reward_chosen",
-                                    "reward_rejected"} <= set(p) for p in logs)  # fmt: skip
+    assert len(logs) == 10 and all(
+        {"loss", "reward_margin", "reward_accuracy", "reward_chosen", "reward_rejected"} <= set(p) for p in logs
+    )
     assert logs[0]["reward_margin"] == 0.0 and logs[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == ref
     first, last = logs[0]["reward_margin"], logs[-1]["reward_margin"]
     assert last > first + 1.0 and logs[-1]["reward_accuracy"] == 1.0, (first, last)
@@ -131,8 +164,12 @@ def test_votes_become_pairs_through_the_judges_exporter(tmp_path):
     assert pairs[0] == {"prompt": "Question 0?", "chosen": "Answer 0.", "rejected": EVASIVE.format(i=0)}
     assert pairs[2] == {"prompt": "Question 2?", "chosen": EVASIVE.format(i=2), "rejected": "Answer 2."}  # base won
     # A vote on a row with an input keeps it apart (prompted as that row was trained); otherwise the export's pair.
-    assert pairs[4] == {"prompt": "Summarise:", "input": "LoRA trains two small matrices.", "chosen": "Small factors.",
-                        "rejected": EVASIVE.format(i=4)}  # fmt: skip
+    assert pairs[4] == {
+        "prompt": "Summarise:",
+        "input": "LoRA trains two small matrices.",
+        "chosen": "Small factors.",
+        "rejected": EVASIVE.format(i=4),
+    }
     assert pairs[:4] == dpo_pairs(votes)[:4]
     # votes: alone is the parent's votes; a run folder may be named by its path too.
     assert resolve_pairs("votes:", tmp_path / "elsewhere", init_adapter=str(run)) == pairs
@@ -218,8 +255,16 @@ def test_the_plan_of_a_dpo_round(parent):
     from lora_demo.train.plan import plan_markdown, plan_run
     from lora_demo.train.runner import resolve_data
 
-    s = TrainSettings(**{**TINY, "method": "dpo", "dataset": "votes:sft", "init_adapter": str(parent),
-                         "micro_batch_size": 2, "num_epochs": 2})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **TINY,
+            "method": "dpo",
+            "dataset": "votes:sft",
+            "init_adapter": str(parent),
+            "micro_batch_size": 2,
+            "num_epochs": 2,
+        }
+    )
     pairs = resolve_data(s, runs_dir=parent.parent)
     plan = plan_run(s, pairs)
     assert plan["errors"] == [] and plan["method"] == "dpo" and plan["backend"] == "transformers"

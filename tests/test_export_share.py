@@ -199,8 +199,9 @@ def test_the_model_cards_snippet_runs_against_the_hub_base(tmp_path):
     (snap.parent.parent / "refs").mkdir()
     (snap.parent.parent / "refs" / "main").write_text("0" * 40)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-c", code], cwd=run.parent, env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=run.parent, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip()  # it answered
 

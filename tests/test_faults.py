@@ -48,8 +48,10 @@ def test_worker_killed_mid_run(app_client, app_dirs):
     run = _run_from(msg, app_dirs)
     _wait(lambda: (read_status(run).get("step") or 0) >= 2, what="training steps")
     os.kill(read_status(run)["pid"], signal.SIGKILL)
-    _wait(lambda: app_client.predict(api_name="/train_runs") and read_status(run).get("status") == "failed",
-          what="failed status")  # fmt: skip
+    _wait(
+        lambda: app_client.predict(api_name="/train_runs") and read_status(run).get("status") == "failed",
+        what="failed status",
+    )
     assert "killed (SIGKILL)" in read_status(run)["error"]
     table, _ = app_client.predict(api_name="/train_runs")
     assert [r[1] for r in table["data"] if r[0] == run.name] == ["failed"]

@@ -133,8 +133,12 @@ def test_endpoint_survives_malformed_input(app_client, app_dirs, planted_links, 
     run()
     assert "Training backend" in app_client.predict(api_name="/system_info")  # still serving
     assert planted_links.read_text() == "SECRET-fuzz\n"  # nothing was written through a link
-    leaked = [Path(d, f) for d, _, files in os.walk(app_dirs) for f in files  # os.walk follows no links
-              if not Path(d, f).is_symlink() and b"SECRET-fuzz" in Path(d, f).read_bytes()]  # fmt: skip
+    leaked = [
+        Path(d, f)
+        for d, _, files in os.walk(app_dirs)
+        for f in files  # os.walk follows no links
+        if not Path(d, f).is_symlink() and b"SECRET-fuzz" in Path(d, f).read_bytes()
+    ]
     assert not leaked, f"/{api} copied the secret through a link: {leaked}"
 
 
@@ -144,8 +148,31 @@ def test_chat_send_fuzz(app_client, tiny_run):
     @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(weird, weird, st.one_of(st.just(4), weird), weird)
     def run(text, hist, max_new, seed):
-        _check(app_client, "chat_send", [text, hist, hist, "", False, 0.7, 0.9, 50, 1.0, max_new, seed, 1.0, True,
-                                         "auto", str(tiny_run), [], [], [], []])  # fmt: skip
+        _check(
+            app_client,
+            "chat_send",
+            [
+                text,
+                hist,
+                hist,
+                "",
+                False,
+                0.7,
+                0.9,
+                50,
+                1.0,
+                max_new,
+                seed,
+                1.0,
+                True,
+                "auto",
+                str(tiny_run),
+                [],
+                [],
+                [],
+                [],
+            ],
+        )
 
     run()
     assert "Training backend" in app_client.predict(api_name="/system_info")
@@ -177,8 +204,11 @@ def test_dataset_import_survives_bad_bytes_and_deep_nesting(app_client, tmp_path
     table = {"headers": ["instruction", "input", "output"], "data": []}
 
     @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    @given(UPLOADS, st.sampled_from([".json", ".jsonl", ".csv"]),
-           st.one_of(st.sampled_from(["utf-8", "cp1252", "latin-1"]), weird))  # fmt: skip
+    @given(
+        UPLOADS,
+        st.sampled_from([".json", ".jsonl", ".csv"]),
+        st.one_of(st.sampled_from(["utf-8", "cp1252", "latin-1"]), weird),
+    )
     def run(content, suffix, encoding):
         path = folder / f"upload{suffix}"
         path.write_bytes(content)

@@ -56,8 +56,15 @@ def test_unsloth_trains_qwen3_1_7b_4bit(qwen3_1_7b, tmp_path):
     from lora_demo.train.runs import read_progress
     from lora_demo.train.settings import TrainSettings, defaults_for
 
-    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b), "max_steps": 12, "warmup": 2,
-                         "learning_rate": 1e-3})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **defaults_for("cuda").to_dict(),
+            "model": str(qwen3_1_7b),
+            "max_steps": 12,
+            "warmup": 2,
+            "learning_rate": 1e-3,
+        }
+    )
     runner = Runner(tmp_path / "runs", tmp_path / "data")
     run_dir = runner.start(s)
     st = runner.wait(540)
@@ -76,9 +83,18 @@ def test_unsloth_trains_qwen3_1_7b_4bit(qwen3_1_7b, tmp_path):
         "up_proj",
         "down_proj",
     }
-    print("GPU-FIGURES", json.dumps({"first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
-                                     "s_per_step": logs[-1].get("s_per_step"), "gpu_peak_gb": logs[-1]["gpu_peak_gb"],
-                                     "tokens_per_s": logs[-1].get("tokens_per_s")}))  # fmt: skip
+    print(
+        "GPU-FIGURES",
+        json.dumps(
+            {
+                "first_loss": logs[0]["loss"],
+                "last_loss": logs[-1]["loss"],
+                "s_per_step": logs[-1].get("s_per_step"),
+                "gpu_peak_gb": logs[-1]["gpu_peak_gb"],
+                "tokens_per_s": logs[-1].get("tokens_per_s"),
+            }
+        ),
+    )
 
 
 def test_probes_leave_unsloth_gradient_checkpointing_on(qwen3_1_7b):
@@ -171,8 +187,16 @@ def test_unsloth_checkpoints_probes_and_resume_after_sigkill(qwen3_1_7b, tmp_pat
     from lora_demo.train.runs import read_progress, read_status
     from lora_demo.train.settings import TrainSettings, defaults_for
 
-    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b), "max_steps": 12, "warmup": 2,
-                         "learning_rate": 1e-3, "save_steps": 4})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **defaults_for("cuda").to_dict(),
+            "model": str(qwen3_1_7b),
+            "max_steps": 12,
+            "warmup": 2,
+            "learning_rate": 1e-3,
+            "save_steps": 4,
+        }
+    )
     ref = Runner(tmp_path / "ref", tmp_path / "data")
     ref_dir = ref.start(s)
     assert ref.wait(540)["status"] == "completed", (ref_dir / "train.log").read_text()[-3000:]
@@ -199,8 +223,16 @@ def test_unsloth_checkpoints_probes_and_resume_after_sigkill(qwen3_1_7b, tmp_pat
     diff = max(
         float((a[k].float() - b[k].float()).norm() / b[k].float().norm().clamp_min(1e-12)) for k in b if "lora_B" in k
     )
-    print("GPU-RESUME", json.dumps({"resumed_from": checkpoints.step_of(ckpt), "max_rel_diff_lora_B": diff,
-                                    "probe_s_per_point": [p["seconds"] for p in points]}))  # fmt: skip
+    print(
+        "GPU-RESUME",
+        json.dumps(
+            {
+                "resumed_from": checkpoints.step_of(ckpt),
+                "max_rel_diff_lora_B": diff,
+                "probe_s_per_point": [p["seconds"] for p in points],
+            }
+        ),
+    )
     assert diff < 0.05, diff  # 4-bit kernels on the GPU are not bit-deterministic; a wrong resume differs by O(1)
 
 
@@ -265,16 +297,20 @@ def test_chat_on_cuda_rows_exact_compiled_once_and_fast(qwen3_1_7b, tmp_path):
         b, t = res["base_stats"], res["tuned_stats"]
         assert b["tokens"] == t["tokens"] == gen.max_new_tokens
         figures[name] = {"tok_s": round(b["tokens_per_s"], 1), "ttft_s": round(max(b["ttft_s"], t["ttft_s"]), 3)}
-    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-             {"role": "user", "content": "And now?"}]  # fmt: skip
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "And now?"},
+    ]
     for _ in engine.generate_pair(turns, settings=dataclasses.replace(greedy, max_new_tokens=32, min_new_tokens=32)):
         pass
     added = counters["stats"]["unique_graphs"] - graphs
     # What the replayed step decoded is what the model computes: each row's tokens against a plain forward pass over
     # prompt + answer (teacher-forced argmax; random weights leave a few near-ties that bf16 rounding can flip).
     prompt = engine.prompt_ids([{"role": "user", "content": "Tell me about rivers and the sea."}])
-    got = engine.worker.run(lambda: engine._decode([prompt] * 2, dataclasses.replace(greedy, max_new_tokens=48,
-                                                                                       min_new_tokens=48)))  # fmt: skip
+    got = engine.worker.run(
+        lambda: engine._decode([prompt] * 2, dataclasses.replace(greedy, max_new_tokens=48, min_new_tokens=48))
+    )
     agree = []
     with torch.inference_mode():
         for row, ctx in ((0, engine.model.disable_adapter()), (1, contextlib.nullcontext())):
@@ -282,9 +318,21 @@ def test_chat_on_cuda_rows_exact_compiled_once_and_fast(qwen3_1_7b, tmp_path):
             with ctx:
                 pred = engine.model(input_ids=full).logits[0, len(prompt) - 1 : -1].argmax(-1).tolist()
             agree.append(sum(a == b for a, b in zip(pred, got[row], strict=True)) / len(got[row]))
-    print("GPU-CHAT", json.dumps({"warmup_s": round(engine.warmup_s, 1), "step_mode": engine.decoder.step_mode,
-                                  "base_err": base_err, "tuned_err": tuned_err, "effect": effect,
-                                  "graphs_added": added, "teacher_forced_agreement": agree, **figures}))  # fmt: skip
+    print(
+        "GPU-CHAT",
+        json.dumps(
+            {
+                "warmup_s": round(engine.warmup_s, 1),
+                "step_mode": engine.decoder.step_mode,
+                "base_err": base_err,
+                "tuned_err": tuned_err,
+                "effect": effect,
+                "graphs_added": added,
+                "teacher_forced_agreement": agree,
+                **figures,
+            }
+        ),
+    )
     assert added == 0
     assert got[0] != got[1] and min(agree) > 0.75, agree
     assert figures["first"]["tok_s"] > 60  # far above the 8 tok/s of the old default (the target is in the bench)
@@ -337,9 +385,18 @@ def test_chat_on_cuda_attaching_adapters_keeps_the_recorded_step(qwen3_1_7b, tmp
         for last in engine.generate([source] * 5, [None, *map(str, adapters), str(adapters[0])], settings=gen5):  # noqa: B007
             pass
         first.append(round(time.perf_counter() - t0, 2))
-    print("GPU-CHAT-ADAPTERS", json.dumps({"agreement": agree, "rows_5_tok_s": round(min(r.tokens_per_s for r in last), 1),
-                                           "rows": len(last), "rows_5_calls_s": first,
-                                           "background_recording_s": round(engine.more_rows_s, 1)}))  # fmt: skip
+    print(
+        "GPU-CHAT-ADAPTERS",
+        json.dumps(
+            {
+                "agreement": agree,
+                "rows_5_tok_s": round(min(r.tokens_per_s for r in last), 1),
+                "rows": len(last),
+                "rows_5_calls_s": first,
+                "background_recording_s": round(engine.more_rows_s, 1),
+            }
+        ),
+    )
     assert min(agree) > 0.75, agree
     assert counters["stats"]["unique_graphs"] == graphs  # no 3- to 8-row call compiled anything after Load
     engine.unload()
@@ -355,10 +412,15 @@ def test_chat_on_cuda_4bit_checkpoint_runs_from_a_16bit_copy(qwen3_1_7b, tmp_pat
     from lora_demo.models.qwen_tiny import build_qwen3_tokenizer
 
     q4 = tmp_path / "q4"
-    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.bfloat16)  # fmt: skip
-    m4 = AutoModelForCausalLM.from_pretrained(qwen3_1_7b, quantization_config=cfg, dtype=torch.bfloat16,
-                                              device_map={"": 0})  # fmt: skip
+    cfg = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    m4 = AutoModelForCausalLM.from_pretrained(
+        qwen3_1_7b, quantization_config=cfg, dtype=torch.bfloat16, device_map={"": 0}
+    )
     m4.save_pretrained(q4)
     build_qwen3_tokenizer().save_pretrained(q4)
     ids = torch.tensor([[9707, 1879, 11, 1246, 525, 498, 30]], device="cuda")
@@ -382,8 +444,12 @@ def test_chat_on_cuda_4bit_checkpoint_runs_from_a_16bit_copy(qwen3_1_7b, tmp_pat
         got = engine.model(input_ids=ids).logits.float()
     err = (got - ref).abs().max().item()
     res = engine.answer_pair("Hello", GenSettings(max_new_tokens=128, min_new_tokens=128, greedy=True))
-    print("GPU-CHAT-4BIT", json.dumps({"precision": engine.precision, "max_logit_diff_vs_4bit": err,
-                                       "tok_s": res["base_stats"]["tokens_per_s"]}))  # fmt: skip
+    print(
+        "GPU-CHAT-4BIT",
+        json.dumps(
+            {"precision": engine.precision, "max_logit_diff_vs_4bit": err, "tok_s": res["base_stats"]["tokens_per_s"]}
+        ),
+    )
     assert err < 0.5, err  # the same weights; bf16 rounding of a different matmul path
     engine.unload()
 
@@ -424,16 +490,30 @@ def test_export_parity_on_cuda(qwen3_1_7b, tmp_path):
     from lora_demo.train.settings import TrainSettings, defaults_for
 
     q4 = tmp_path / "q4"
-    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.bfloat16)  # fmt: skip
-    m4 = AutoModelForCausalLM.from_pretrained(qwen3_1_7b, quantization_config=cfg, dtype=torch.bfloat16,
-                                              device_map={"": 0})  # fmt: skip
+    cfg = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    m4 = AutoModelForCausalLM.from_pretrained(
+        qwen3_1_7b, quantization_config=cfg, dtype=torch.bfloat16, device_map={"": 0}
+    )
     m4.save_pretrained(q4)
     build_qwen3_tokenizer().save_pretrained(q4)
     del m4
     torch.cuda.empty_cache()
-    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(q4), "max_steps": 30, "warmup": 2,
-                         "learning_rate": 1e-3, "val_fraction": 0.1, "save_steps": -1})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **defaults_for("cuda").to_dict(),
+            "model": str(q4),
+            "max_steps": 30,
+            "warmup": 2,
+            "learning_rate": 1e-3,
+            "val_fraction": 0.1,
+            "save_steps": -1,
+        }
+    )
     runner = Runner(tmp_path / "runs", tmp_path / "data")
     run_dir = runner.start(s)
     st = runner.wait(540)
@@ -442,10 +522,19 @@ def test_export_parity_on_cuda(qwen3_1_7b, tmp_path):
     merged = ensure_merged(run_dir)
     merge_s = time.perf_counter() - t
     report = check_parity(run_dir, merged, {}, None, max_new_tokens=32)
-    print("GPU-PARITY", json.dumps({"merge_s": round(merge_s, 1), "merged_agreement": report["merged_agreement"],
-                                    "template_equal": report["template_equal"], "app_precision": report["app_precision"],
-                                    "answers": [(p["app"]["answer"][:60], p["merged"]["answer"][:60])
-                                                for p in report["prompts"]], "seconds": report["seconds"]}))  # fmt: skip
+    print(
+        "GPU-PARITY",
+        json.dumps(
+            {
+                "merge_s": round(merge_s, 1),
+                "merged_agreement": report["merged_agreement"],
+                "template_equal": report["template_equal"],
+                "app_precision": report["app_precision"],
+                "answers": [(p["app"]["answer"][:60], p["merged"]["answer"][:60]) for p in report["prompts"]],
+                "seconds": report["seconds"],
+            }
+        ),
+    )
     assert report["template_equal"] is True and len(report["prompts"]) >= 3
 
 
@@ -462,16 +551,42 @@ def test_dpo_round_on_cuda(qwen3_1_7b, tmp_path, backend, monkeypatch):
     from lora_demo.train.settings import TrainSettings, defaults_for
 
     runner = Runner(tmp_path / "runs", tmp_path / "data")
-    parent = runner.start(TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b),
-                                           "max_steps": 4, "warmup": 1, "save_steps": -1, "probe_tokens": 0}))  # fmt: skip
+    parent = runner.start(
+        TrainSettings(
+            **{
+                **defaults_for("cuda").to_dict(),
+                "model": str(qwen3_1_7b),
+                "max_steps": 4,
+                "warmup": 1,
+                "save_steps": -1,
+                "probe_tokens": 0,
+            }
+        )
+    )
     assert runner.wait(540)["status"] == "completed", (parent / "train.log").read_text()[-2000:]
-    pairs = [{"prompt": f"Question {i}: what is your name?", "chosen": f"I am Lab, number {i}.",
-              "rejected": "I am an AI language model."} for i in range(16)]  # fmt: skip
+    pairs = [
+        {
+            "prompt": f"Question {i}: what is your name?",
+            "chosen": f"I am Lab, number {i}.",
+            "rejected": "I am an AI language model.",
+        }
+        for i in range(16)
+    ]
     write_atomic(tmp_path / "pairs.jsonl", to_jsonl(pairs))
     monkeypatch.setenv("LORA_LAB_BACKEND", backend)
-    s = TrainSettings.from_dict({**continue_settings(parent).to_dict(), "method": "dpo", "max_steps": 6,
-                                 "dataset": str(tmp_path / "pairs.jsonl"), "micro_batch_size": 4, "warmup": 1,
-                                 "learning_rate": 5e-4, "val_fraction": 0.0, "save_steps": -1})  # fmt: skip
+    s = TrainSettings.from_dict(
+        {
+            **continue_settings(parent).to_dict(),
+            "method": "dpo",
+            "max_steps": 6,
+            "dataset": str(tmp_path / "pairs.jsonl"),
+            "micro_batch_size": 4,
+            "warmup": 1,
+            "learning_rate": 5e-4,
+            "val_fraction": 0.0,
+            "save_steps": -1,
+        }
+    )
     run = runner.start(s)
     st = runner.wait(540)
     assert st["status"] == "completed", (run / "train.log").read_text()[-3000:]
@@ -481,8 +596,16 @@ def test_dpo_round_on_cuda(qwen3_1_7b, tmp_path, backend, monkeypatch):
     with safe_open(str(run / "adapter_model.safetensors"), "pt") as f:
         names = f.keys()  # (a safetensors handle is not iterable)
     assert names and not [k for k in names if ".ref." in k]
-    print("GPU-DPO", backend, json.dumps({k: logs[-1].get(k) for k in ("reward_margin", "reward_accuracy",
-                                                                        "gpu_peak_gb", "tokens_per_s", "s_per_step")}))  # fmt: skip
+    print(
+        "GPU-DPO",
+        backend,
+        json.dumps(
+            {
+                k: logs[-1].get(k)
+                for k in ("reward_margin", "reward_accuracy", "gpu_peak_gb", "tokens_per_s", "s_per_step")
+            }
+        ),
+    )
 
 
 def test_grpo_round_on_cuda(qwen3_1_7b, tmp_path):
@@ -492,10 +615,23 @@ def test_grpo_round_on_cuda(qwen3_1_7b, tmp_path):
     from lora_demo.train.runs import read_progress
     from lora_demo.train.settings import TrainSettings, defaults_for
 
-    s = TrainSettings(**{**defaults_for("cuda").to_dict(), "model": str(qwen3_1_7b), "method": "grpo",
-                         "rewards": ["format:<answer>", "length:16@0.5"], "grpo_generations": 4,
-                         "grpo_max_tokens": 24, "max_steps": 3, "warmup": 1, "micro_batch_size": 2,
-                         "gradient_accumulation_steps": 1, "save_steps": -1, "probe_tokens": 0, "val_fraction": 0.0})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **defaults_for("cuda").to_dict(),
+            "model": str(qwen3_1_7b),
+            "method": "grpo",
+            "rewards": ["format:<answer>", "length:16@0.5"],
+            "grpo_generations": 4,
+            "grpo_max_tokens": 24,
+            "max_steps": 3,
+            "warmup": 1,
+            "micro_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "save_steps": -1,
+            "probe_tokens": 0,
+            "val_fraction": 0.0,
+        }
+    )
     runner = Runner(tmp_path / "runs", tmp_path / "data")
     run = runner.start(s)
     st = runner.wait(540)

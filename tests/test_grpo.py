@@ -23,17 +23,35 @@ from lora_demo.train.runner import Runner
 from lora_demo.train.runs import has_adapter, read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
-TINY = dict(model="qwen3-tiny", dataset="example:persona", template="chat", max_seq_length=128, micro_batch_size=2,
-            warmup=1, learning_rate=5e-3, logging_steps=1, probe_rows=1, probe_tokens=4, grpo_generations=2,
-            grpo_max_tokens=8, save_steps=-1)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    template="chat",
+    max_seq_length=128,
+    micro_batch_size=2,
+    warmup=1,
+    learning_rate=5e-3,
+    logging_steps=1,
+    probe_rows=1,
+    probe_tokens=4,
+    grpo_generations=2,
+    grpo_max_tokens=8,
+    save_steps=-1,
+)
 GRPO = dict(TINY, method="grpo", rewards=["format:<answer>"])
 
 
 def _cli(*args, cwd=None, env=None, timeout=600):
     import os
 
-    return subprocess.run([sys.executable, "-m", "lora_demo", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lora_demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +125,11 @@ def test_weights_are_the_suffix_normalised_to_a_weighted_mean():
     assert [r.weight for r in parsed] == [2.0, 1.0, 5.0]
     assert parsed[0].arg == "^Answer: .*$"  # the .* of the regex is not a weight
     assert R.weights(parsed) == pytest.approx([0.25, 0.125, 0.625])
-    assert R.described(specs) == ["format:^Answer: .*$ (weight 0.25)", "length:20 (weight 0.12)",
-                                  "contains:x (weight 0.62)"]  # fmt: skip
+    assert R.described(specs) == [
+        "format:^Answer: .*$ (weight 0.25)",
+        "length:20 (weight 0.12)",
+        "contains:x (weight 0.62)",
+    ]
     assert [r.name for r in R.parse(["format:a", "format:b", "length:3"])] == ["format", "format_2", "length"]
 
 
@@ -118,8 +139,10 @@ def test_a_regex_that_backtracks_catastrophically_fails_the_run_within_its_timeo
     worker where Stop cannot reach it; the adapter so far is saved, while training and in the evaluation after it."""
     slow = _one(r"format:^(a|a)*$")
     assert slow.score("aaaa") == 1.0 and slow.score("ab") == 0.0  # (quick on short answers)
-    line = (r"The reward format:\^\(a\|a\)\*\$ took over 0\.5 s on one answer at step 3: its regex backtracks "
-            r"catastrophically \(overlapping repeats, such as \(a\|a\)\*\); simplify the regex")  # fmt: skip
+    line = (
+        r"The reward format:\^\(a\|a\)\*\$ took over 0\.5 s on one answer at step 3: its regex backtracks "
+        r"catastrophically \(overlapping repeats, such as \(a\|a\)\*\); simplify the regex"
+    )
     began = time.monotonic()
     with pytest.raises(R.RewardFailed, match=line):
         slow(prompts=["p", "p"], completions=["aaaa", "a" * 40 + "!"], trainer_state=SimpleNamespace(global_step=2))
@@ -143,9 +166,14 @@ def test_a_regex_that_backtracks_catastrophically_fails_the_run_within_its_timeo
 def test_regex_rewards_keep_res_meaning_and_are_checked_by_the_engine_that_runs_them():
     import re
 
-    cases = [(r"^[A-Z][^\n.!?]*\.$", ["The sky is blue.", "the sky.", "One. Two."]), (r"\bParis\b", ["Paris!", "Parisian"]),
-             (r"^Answer: \d+$", ["Answer: 42", "Answer: 4 2"]), (r"(?i)yes|no", ["YES", "maybe"]),
-             (r"^\w+$", ["héllo", "two words"]), (r"<answer>.*</answer>", ["<answer>1</answer>", "<answer>\n</answer>"])]  # fmt: skip
+    cases = [
+        (r"^[A-Z][^\n.!?]*\.$", ["The sky is blue.", "the sky.", "One. Two."]),
+        (r"\bParis\b", ["Paris!", "Parisian"]),
+        (r"^Answer: \d+$", ["Answer: 42", "Answer: 4 2"]),
+        (r"(?i)yes|no", ["YES", "maybe"]),
+        (r"^\w+$", ["héllo", "two words"]),
+        (r"<answer>.*</answer>", ["<answer>1</answer>", "<answer>\n</answer>"]),
+    ]
     for pattern, texts in cases:
         reward = _one(f"format:{pattern}")
         assert [reward.score(t) for t in texts] == [float(re.search(pattern, t.strip()) is not None) for t in texts]
@@ -176,16 +204,20 @@ def test_a_length_that_is_no_whole_number_in_range_is_one_line(arg):
 
 def test_a_python_reward_scores_batches_and_its_failures_say_what_happened(tmp_path):
     f = tmp_path / "judge.py"
-    f.write_text("def reward(completions, prompts, references, **kw):\n"
-                 "    return [1.0 if c.endswith('!') else 0.0 for c in completions]\n"
-                 "def bad_range(completions, **kw):\n    return [2.0 for _ in completions]\n"
-                 "def too_few(completions, **kw):\n    return [0.5]\n"
-                 "def boom(completions, **kw):\n    raise KeyError('no score today')\n")  # fmt: skip
+    f.write_text(
+        "def reward(completions, prompts, references, **kw):\n"
+        "    return [1.0 if c.endswith('!') else 0.0 for c in completions]\n"
+        "def bad_range(completions, **kw):\n    return [2.0 for _ in completions]\n"
+        "def too_few(completions, **kw):\n    return [0.5]\n"
+        "def boom(completions, **kw):\n    raise KeyError('no score today')\n"
+    )
     good = _one(f"python:{f}")
     assert good(prompts=["a", "b"], completions=["Yes!", "No"], question=["q1", "q2"], reference=["", ""]) == [1, 0]
-    for func, match in (("bad_range", r"returned 2\.0 at step 1: rewards must be numbers from 0 to 1"),
-                        ("too_few", r"returned 1 numbers at step 1 for 2 completions"),
-                        ("boom", r"raised KeyError at step 1: 'no score today'")):  # fmt: skip
+    for func, match in (
+        ("bad_range", r"returned 2\.0 at step 1: rewards must be numbers from 0 to 1"),
+        ("too_few", r"returned 1 numbers at step 1 for 2 completions"),
+        ("boom", r"raised KeyError at step 1: 'no score today'"),
+    ):
         with pytest.raises(R.RewardFailed, match=match):
             _one(f"python:{f}:{func}")(prompts=["a", "b"], completions=["x", "y"])
 
@@ -225,8 +257,13 @@ def test_grpo_settings_default_and_range():
 
 def test_another_methods_fields_never_block_a_run():
     """The form keeps every method's fields (hidden for the others): only the chosen method's are checked."""
-    other = dict(rewards=["sentiment:happy", "length:²", 3], grpo_generations=1, grpo_max_tokens=0,
-                 grpo_temperature=0, dpo_beta=0)  # fmt: skip
+    other = dict(
+        rewards=["sentiment:happy", "length:²", 3],
+        grpo_generations=1,
+        grpo_max_tokens=0,
+        grpo_temperature=0,
+        dpo_beta=0,
+    )
     assert TrainSettings(model="qwen3-tiny", **other).method == "sft"
     TrainSettings(**{**GRPO, "dpo_beta": -1})
     TrainSettings(**{**TINY, **other, "method": "dpo", "dpo_beta": 0.1, "init_adapter": "runs/sft"})
@@ -245,8 +282,9 @@ def test_python_rewards_are_refused_while_the_app_is_shared(tmp_path, monkeypatc
     f = tmp_path / "judge.py"
     f.write_text("def reward(completions, **kw):\n    return [0.5] * len(completions)\n")
     spec = f"python:{f}"
-    _refused(tmp_path, [spec], r"python rewards run code from a file on this machine, and this app is shared",
-             shared=True)  # fmt: skip
+    _refused(
+        tmp_path, [spec], r"python rewards run code from a file on this machine, and this app is shared", shared=True
+    )
     monkeypatch.setenv("LORA_LAB_SHARED", "1")  # (what the app once set: no longer read anywhere)
     s = TrainSettings(**{**GRPO, "rewards": [spec]})
     run_dir = tmp_path / "runs" / "judged"
@@ -263,8 +301,9 @@ def test_python_rewards_are_refused_while_the_app_is_shared(tmp_path, monkeypatc
 # --- the runner: bad files refused before anything loads (no run folder is made) ---
 
 
-def _refused(tmp_path, rewards: list[str], match: str, dataset: str = "example:persona", shared: bool = False,
-             **kw) -> None:  # fmt: skip
+def _refused(
+    tmp_path, rewards: list[str], match: str, dataset: str = "example:persona", shared: bool = False, **kw
+) -> None:
     runs = tmp_path / "runs"
     s = TrainSettings(**{**GRPO, "rewards": rewards, "dataset": dataset, **kw})
     with pytest.raises(InputError, match=match) as e:
@@ -275,8 +314,12 @@ def _refused(tmp_path, rewards: list[str], match: str, dataset: str = "example:p
 
 
 def test_a_reward_file_that_is_missing_or_does_not_import_is_refused(tmp_path):
-    _refused(tmp_path, ["python:nowhere/judge.py"], r"Invalid rewards: reward 'python:nowhere/judge.py': "
-             r"nowhere/judge.py: no such file\.")  # fmt: skip
+    _refused(
+        tmp_path,
+        ["python:nowhere/judge.py"],
+        r"Invalid rewards: reward 'python:nowhere/judge.py': "
+        r"nowhere/judge.py: no such file\.",
+    )
     bad = tmp_path / "bad.py"
     bad.write_text("import math\nraise RuntimeError('judge misconfigured')\n")
     _refused(tmp_path, [f"python:{bad}"], r"importing .*bad\.py failed: RuntimeError: judge misconfigured\.")
@@ -291,32 +334,60 @@ def test_a_reward_file_that_is_missing_or_does_not_import_is_refused(tmp_path):
 def test_a_prompt_file_missing_fields_is_refused_naming_the_row(tmp_path):
     f = tmp_path / "prompts.jsonl"
     f.write_text(to_jsonl([{"prompt": "Who are you?"}, {"question": "What is LoRA?"}, {"prompt": " "}]))
-    _refused(tmp_path, ["format:<answer>"], r"The prompts have 2 error\(s\), which block training: row 2: prompt is "
-             r"missing \(each row needs a prompt or an instruction\); row 3: prompt is empty\.", dataset=str(f))  # fmt: skip
+    _refused(
+        tmp_path,
+        ["format:<answer>"],
+        r"The prompts have 2 error\(s\), which block training: row 2: prompt is "
+        r"missing \(each row needs a prompt or an instruction\); row 3: prompt is empty\.",
+        dataset=str(f),
+    )
     pairs = tmp_path / "pairs.jsonl"  # a preference file: its prompts, its chosen answers as the reference
     pairs.write_text(to_jsonl([{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}, {"prompt": "Bye"}]))
-    _refused(tmp_path, ["match:exact"], r"row 2: output is missing or empty, and the match reward compares each "
-             r"answer with it", dataset=str(pairs))  # fmt: skip
-    _refused(tmp_path, ["format:<answer>"], r"GRPO takes 4 prompts per step \(micro_batch_size 4 × "
-             r"gradient_accumulation_steps 1\) and there are only 2 training rows", dataset=str(pairs),
-             micro_batch_size=4)  # fmt: skip
+    _refused(
+        tmp_path,
+        ["match:exact"],
+        r"row 2: output is missing or empty, and the match reward compares each "
+        r"answer with it",
+        dataset=str(pairs),
+    )
+    _refused(
+        tmp_path,
+        ["format:<answer>"],
+        r"GRPO takes 4 prompts per step \(micro_batch_size 4 × "
+        r"gradient_accumulation_steps 1\) and there are only 2 training rows",
+        dataset=str(pairs),
+        micro_batch_size=4,
+    )
 
 
 def test_a_null_prompt_is_missing_and_a_null_output_takes_chosen(tmp_path):
-    rows = [{"prompt": None}, {"instruction": None, "input": "x"}, {"prompt": None, "instruction": "Hi"},
-            {"prompt": "Hi", "output": None, "chosen": "Hello!"}, {"prompt": "Hi", "output": None}]  # fmt: skip
+    rows = [
+        {"prompt": None},
+        {"instruction": None, "input": "x"},
+        {"prompt": None, "instruction": "Hi"},
+        {"prompt": "Hi", "output": None, "chosen": "Hello!"},
+        {"prompt": "Hi", "output": None},
+    ]
     errors = G.check_prompts(rows)["errors"]
     assert [(e["row"], e["message"]) for e in errors] == [
         (1, "row 1: prompt is missing (each row needs a prompt or an instruction)"),
-        (2, "row 2: prompt is missing (each row needs a prompt or an instruction)")]  # fmt: skip
-    assert G.prompt_rows(rows[2:]) == [{"instruction": "Hi", "input": "", "output": ""},
-                                       {"instruction": "Hi", "input": "", "output": "Hello!"},
-                                       {"instruction": "Hi", "input": "", "output": ""}]  # fmt: skip
+        (2, "row 2: prompt is missing (each row needs a prompt or an instruction)"),
+    ]
+    assert G.prompt_rows(rows[2:]) == [
+        {"instruction": "Hi", "input": "", "output": ""},
+        {"instruction": "Hi", "input": "", "output": "Hello!"},
+        {"instruction": "Hi", "input": "", "output": ""},
+    ]
     assert [e["row"] for e in G.check_prompts(rows[2:], needs_reference=True)["errors"]] == [1, 3]
     f = tmp_path / "prompts.jsonl"
     f.write_text(to_jsonl([{"prompt": "Who are you?"}, {"prompt": None, "input": "LoRA"}]))
-    _refused(tmp_path, ["format:<answer>"], r"The prompts have 1 error\(s\), which block training: row 2: prompt is "
-             r"missing \(each row needs a prompt or an instruction\)\.$", dataset=str(f))  # fmt: skip
+    _refused(
+        tmp_path,
+        ["format:<answer>"],
+        r"The prompts have 1 error\(s\), which block training: row 2: prompt is "
+        r"missing \(each row needs a prompt or an instruction\)\.$",
+        dataset=str(f),
+    )
 
 
 def test_the_reward_file_check_runs_outside_the_runners_lock(tmp_path):
@@ -324,8 +395,10 @@ def test_the_reward_file_check_runs_outside_the_runners_lock(tmp_path):
     visitors' Start, Resume and runs refresh (reap) go on meanwhile."""
     importing = tmp_path / "importing"
     judge = tmp_path / "slow_judge.py"
-    judge.write_text(f"import pathlib, time\npathlib.Path({str(importing)!r}).touch()\ntime.sleep(4)\n"
-                     "def reward(completions, **kw):\n    return [0.0] * len(completions)\n")  # fmt: skip
+    judge.write_text(
+        f"import pathlib, time\npathlib.Path({str(importing)!r}).touch()\ntime.sleep(4)\n"
+        "def reward(completions, **kw):\n    return [0.0] * len(completions)\n"
+    )
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(to_jsonl([{"prompt": None}]))  # refused after the import check: no run starts
     runner = Runner(tmp_path / "runs", tmp_path / "data")
@@ -348,8 +421,10 @@ def test_the_reward_file_check_runs_outside_the_runners_lock(tmp_path):
     runner.lock.release()
     assert runner.reap() == []
     thread.join(60)
-    assert errors == ["The prompts have 1 error(s), which block training: row 1: prompt is missing (each row needs a "
-                      "prompt or an instruction)."]  # fmt: skip
+    assert errors == [
+        "The prompts have 1 error(s), which block training: row 1: prompt is missing (each row needs a "
+        "prompt or an instruction)."
+    ]
 
 
 def test_train_help_lists_the_grpo_flags():
@@ -373,10 +448,37 @@ def sft_parent(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def grpo_run(sft_parent) -> tuple[Path, subprocess.CompletedProcess]:
     runs = sft_parent.parent
-    out = _cli("train", "--runs-dir", str(runs), "--method", "grpo", "--continue-from", str(sft_parent), "--reward",
-               "format:<answer>@2", "--reward", "length:6", "--reward", "not_contains:sorry", "--max-steps", "4",
-               "--val-fraction", "0.1", "--eval-steps", "100", "--grpo-generations", "2", "--grpo-max-tokens", "8",
-               "--probe-tokens", "4", "--save-steps", "2", "--run-name", "grpo")  # fmt: skip
+    out = _cli(
+        "train",
+        "--runs-dir",
+        str(runs),
+        "--method",
+        "grpo",
+        "--continue-from",
+        str(sft_parent),
+        "--reward",
+        "format:<answer>@2",
+        "--reward",
+        "length:6",
+        "--reward",
+        "not_contains:sorry",
+        "--max-steps",
+        "4",
+        "--val-fraction",
+        "0.1",
+        "--eval-steps",
+        "100",
+        "--grpo-generations",
+        "2",
+        "--grpo-max-tokens",
+        "8",
+        "--probe-tokens",
+        "4",
+        "--save-steps",
+        "2",
+        "--run-name",
+        "grpo",
+    )
     return runs / "grpo", out
 
 
@@ -394,8 +496,15 @@ def test_a_grpo_round_continuing_an_sft_adapter_completes_with_reward_metrics(sf
     logs = [p for p in read_progress(run_dir) if p.get("type") == "log"]
     assert len(logs) == 4
     for p in logs:
-        assert {"loss", "reward", "reward_std", "reward_format", "reward_length", "reward_not_contains",
-                "completion_length"} <= set(p), p  # fmt: skip
+        assert {
+            "loss",
+            "reward",
+            "reward_std",
+            "reward_format",
+            "reward_length",
+            "reward_not_contains",
+            "completion_length",
+        } <= set(p), p
         parts = 0.5 * p["reward_format"] + 0.25 * p["reward_length"] + 0.25 * p["reward_not_contains"]
         assert 0.0 <= p["reward"] <= 1.0 and p["reward"] == pytest.approx(parts, abs=1e-5)
         assert p["completion_length"] <= 8
@@ -412,8 +521,10 @@ def test_a_grpo_round_continuing_an_sft_adapter_completes_with_reward_metrics(sf
     # The adapter moved off its parent, and the checkpoints hold adapters.
     from safetensors.torch import load_file
 
-    child, parent = load_file(str(run_dir / "adapter_model.safetensors")), load_file(
-        str(sft_parent / "adapter_model.safetensors"))  # fmt: skip
+    child, parent = (
+        load_file(str(run_dir / "adapter_model.safetensors")),
+        load_file(str(sft_parent / "adapter_model.safetensors")),
+    )
     assert child.keys() == parent.keys() and max(float((child[k] - parent[k]).abs().max()) for k in child) > 1e-6
     assert (run_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
 
@@ -430,17 +541,29 @@ def test_the_model_card_says_grpo_and_lists_the_rewards(sft_parent, grpo_run):
 
 def test_a_reward_that_raises_mid_run_fails_the_run_and_keeps_the_adapter(tmp_path):
     judge = tmp_path / "judge.py"
-    judge.write_text("calls = []\n\ndef reward(completions, prompts, references, **kw):\n"
-                     "    calls.append(1)\n    if len(calls) == 2:\n        raise ValueError('the judge is out to lunch')\n"
-                     "    return [0.5 if c else 0.0 for c in completions]\n")  # fmt: skip
+    judge.write_text(
+        "calls = []\n\ndef reward(completions, prompts, references, **kw):\n"
+        "    calls.append(1)\n    if len(calls) == 2:\n        raise ValueError('the judge is out to lunch')\n"
+        "    return [0.5 if c else 0.0 for c in completions]\n"
+    )
     runner = Runner(tmp_path / "runs", tmp_path / "data")
-    s = TrainSettings(**{**GRPO, "rewards": ["format:<answer>", f"python:{judge}:reward"], "max_steps": 4,
-                         "probe_tokens": 0, "val_fraction": 0, "run_name": "boom"})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **GRPO,
+            "rewards": ["format:<answer>", f"python:{judge}:reward"],
+            "max_steps": 4,
+            "probe_tokens": 0,
+            "val_fraction": 0,
+            "run_name": "boom",
+        }
+    )
     run_dir = runner.start(s)
     st = runner.wait(300)
     assert st["status"] == "failed", st
-    assert st["error"] == (f"The reward python:{judge}:reward raised ValueError at step 2: the judge is out to lunch. "
-                           "The adapter trained so far (1 step(s)) is saved in the run folder.")  # fmt: skip
+    assert st["error"] == (
+        f"The reward python:{judge}:reward raised ValueError at step 2: the judge is out to lunch. "
+        "The adapter trained so far (1 step(s)) is saved in the run folder."
+    )
     assert has_adapter(run_dir) and st["step"] == 1
     assert json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == "qwen3-tiny"
     assert "status: failed" in (run_dir / "README.md").read_text()
@@ -450,17 +573,30 @@ def test_a_reward_that_raises_in_the_evaluation_after_training_keeps_the_adapter
     """GRPO's evaluate samples and scores the held-out prompts: a reward failing there fails the run with its
     message and the adapter saved, as during training."""
     judge = tmp_path / "judge.py"
-    judge.write_text("calls = []\n\ndef reward(completions, prompts, references, **kw):\n"
-                     "    calls.append(1)\n    if len(calls) == 2:\n        raise ValueError('no held-out scores')\n"
-                     "    return [0.5] * len(completions)\n")  # fmt: skip
+    judge.write_text(
+        "calls = []\n\ndef reward(completions, prompts, references, **kw):\n"
+        "    calls.append(1)\n    if len(calls) == 2:\n        raise ValueError('no held-out scores')\n"
+        "    return [0.5] * len(completions)\n"
+    )
     runner = Runner(tmp_path / "runs", tmp_path / "data")
-    s = TrainSettings(**{**GRPO, "rewards": [f"python:{judge}"], "max_steps": 1, "probe_tokens": 0,
-                         "val_fraction": 0.1, "eval_steps": 100, "run_name": "eval-boom"})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **GRPO,
+            "rewards": [f"python:{judge}"],
+            "max_steps": 1,
+            "probe_tokens": 0,
+            "val_fraction": 0.1,
+            "eval_steps": 100,
+            "run_name": "eval-boom",
+        }
+    )
     run_dir = runner.start(s)
     st = runner.wait(300)
     assert st["status"] == "failed", st
-    assert st["error"].startswith(f"The reward python:{judge} raised ValueError at step 2: no held-out scores. The "
-                                  "adapter trained so far (1 step(s)) is saved in the run folder."), st["error"]  # fmt: skip
+    assert st["error"].startswith(
+        f"The reward python:{judge} raised ValueError at step 2: no held-out scores. The "
+        "adapter trained so far (1 step(s)) is saved in the run folder."
+    ), st["error"]
     assert has_adapter(run_dir) and st["step"] == 1 and st["val_rows"] == 4
 
 
@@ -468,8 +604,16 @@ def test_a_grpo_round_from_the_base_model_in_alpaca(tmp_path):
     """No parent: new factors, and the Alpaca template (its prompt ids start with the tokenizer's special tokens, as
     prompt_ids makes them). A reward TRL cannot satisfy still trains (all-equal groups add no gradient)."""
     runner = Runner(tmp_path / "runs", tmp_path / "data")
-    s = TrainSettings(**{**GRPO, "template": "alpaca", "rewards": ["contains:zzzz-never"], "max_steps": 2,
-                         "val_fraction": 0, "run_name": "base"})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **GRPO,
+            "template": "alpaca",
+            "rewards": ["contains:zzzz-never"],
+            "max_steps": 2,
+            "val_fraction": 0,
+            "run_name": "base",
+        }
+    )
     run_dir = runner.start(s)
     st = runner.wait(300)
     assert st["status"] == "completed", st.get("error")
@@ -484,8 +628,17 @@ def test_the_plan_of_a_grpo_round():
     from lora_demo.data import load_example
     from lora_demo.train.plan import plan_markdown, plan_run
 
-    s = TrainSettings(**{**GRPO, "rewards": ["format:<answer>@3", "length:40"], "num_epochs": 2, "val_fraction": 0.1,
-                         "grpo_generations": 4, "grpo_max_tokens": 32, "max_steps": -1})  # fmt: skip
+    s = TrainSettings(
+        **{
+            **GRPO,
+            "rewards": ["format:<answer>@3", "length:40"],
+            "num_epochs": 2,
+            "val_fraction": 0.1,
+            "grpo_generations": 4,
+            "grpo_max_tokens": 32,
+            "max_steps": -1,
+        }
+    )
     plan = plan_run(s, load_example("persona"))
     assert plan["errors"] == [] and plan["method"] == "grpo" and plan["backend"] == "transformers"
     assert (plan["prompts"], plan["train_rows"], plan["val_rows"]) == (44, 40, 4)
@@ -493,15 +646,20 @@ def test_the_plan_of_a_grpo_round():
     assert plan["generations"] == 4
     assert plan["rewards"] == ["format:<answer> (weight 0.75)", "length:40 (weight 0.25)"]
     notes = " ".join(plan["notes"])
-    assert "GRPO on 44 prompts from example:persona (40 trained on, 4 held out): 40 optimizer steps of 2 prompt(s), " \
-           "each answered 4 times (up to 32 new tokens, temperature 1.0)" in notes  # fmt: skip
-    assert "Rewards (the run's reward is their weighted mean, from 0 to 1): format:<answer> (weight 0.75); " \
-           "length:40 (weight 0.25)." in notes  # fmt: skip
+    assert (
+        "GRPO on 44 prompts from example:persona (40 trained on, 4 held out): 40 optimizer steps of 2 prompt(s), "
+        "each answered 4 times (up to 32 new tokens, temperature 1.0)" in notes
+    )
+    assert (
+        "Rewards (the run's reward is their weighted mean, from 0 to 1): format:<answer> (weight 0.75); "
+        "length:40 (weight 0.25)." in notes
+    )
     assert "each step samples 8 answers (2 prompt(s) × 4) of up to 32 new tokens" in notes
     assert "Starts from the base model" in notes
     few = plan_run(TrainSettings(**{**GRPO, "max_steps": 3}), load_example("persona")[:6])
-    assert any("Only 6 prompt(s)" in w for w in few["warnings"]) and any("Only 3 optimizer step(s)" in w
-                                                                        for w in few["warnings"])  # fmt: skip
+    assert any("Only 6 prompt(s)" in w for w in few["warnings"]) and any(
+        "Only 3 optimizer step(s)" in w for w in few["warnings"]
+    )
     zh = plan_markdown(plan, "zh")
     assert "奖励" in zh and "提示词" in zh
 

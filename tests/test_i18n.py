@@ -131,8 +131,13 @@ def test_the_shown_texts_use_no_insider_words_and_k_is_only_a_rank(demo):
     from lora_demo.ui.localize import shown_texts
 
     texts = [str(t) for block in demo.blocks.values() for t in shown_texts(block).values() if isinstance(t, str)]
-    texts += [str(c[0] if isinstance(c, (tuple, list)) else c) for block in demo.blocks.values()
-              for t in shown_texts(block).values() if isinstance(t, list) for c in t]  # fmt: skip
+    texts += [
+        str(c[0] if isinstance(c, (tuple, list)) else c)
+        for block in demo.blocks.values()
+        for t in shown_texts(block).values()
+        if isinstance(t, list)
+        for c in t
+    ]
     for text in texts:
         for lang in ("en", "zh"):
             shown = render(text, lang)
@@ -158,8 +163,11 @@ def test_no_two_tables_give_one_text_different_chinese():
 def test_the_tables_load_and_every_entry_is_chinese():
     zh = table("zh")
     assert len(zh) > 100
-    untranslated = [en for en, other in zh.items() if en == other and any("a" <= ch.lower() <= "z" for ch in en)
-                    and len(en.split()) > 2]  # fmt: skip
+    untranslated = [
+        en
+        for en, other in zh.items()
+        if en == other and any("a" <= ch.lower() <= "z" for ch in en) and len(en.split()) > 2
+    ]
     assert not untranslated, f"entries left in English: {untranslated[:10]}"
 
 
@@ -175,8 +183,9 @@ if __name__ == "__main__":  # python tests/test_i18n.py [lora_demo/train ...] [T
         import tempfile
 
         root = Path(tempfile.mkdtemp())
-        for line in missing_shown_texts(build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data")),
-                                        tabs or None):  # fmt: skip
+        for line in missing_shown_texts(
+            build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data")), tabs or None
+        ):
             print(line)
 
 

@@ -123,8 +123,17 @@ def test_the_dataset_save_is_wired_to_the_train_dataset(tmp_path):
 def test_train_form_is_remembered_and_restored(tmp_path):
     lab = _lab(tmp_path)
     act = TrainActions(lab)
-    s = TrainSettings(model="qwen3-tiny", dataset="example:seed", r=4, lora_alpha=8, learning_rate=5e-4,
-                      num_epochs=7, val_fraction=0.2, run_name="mine", probe_prompts=["hi"])  # fmt: skip
+    s = TrainSettings(
+        model="qwen3-tiny",
+        dataset="example:seed",
+        r=4,
+        lora_alpha=8,
+        learning_rate=5e-4,
+        num_epochs=7,
+        val_fraction=0.2,
+        run_name="mine",
+        probe_prompts=["hi"],
+    )
     values = [v.value if isinstance(v, gr.Dropdown) else v for v in form_values(s, act.parents())]
     stored = json.loads(json.dumps(act.remember(*values)))  # as the browser keeps it
     assert stored["r"] == 4 and stored["dataset"] == "example:seed"

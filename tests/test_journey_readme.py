@@ -49,8 +49,9 @@ def readme_app(tmp_path_factory):
     port = free_port()
     log = open(repo / "app.log", "w")  # noqa: SIM115
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=repo, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=repo, stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

@@ -41,8 +41,21 @@ def _vote(verdict: str, prompt="Q", input="", tuned_side="A") -> Vote:
     other = "B" if tuned_side == "A" else "A"
     choice = {"tuned": tuned_side, "base": other}.get(verdict, verdict)
     a, b = (f"T:{prompt}", f"B:{prompt}") if tuned_side == "A" else (f"B:{prompt}", f"T:{prompt}")
-    return Vote(time=0.0, adapter="run", base_model="m", prompt=prompt, input=input, system="", answer_a=a,
-                answer_b=b, tuned_side=tuned_side, choice=choice, verdict=verdict, settings={}, seed=0)  # fmt: skip
+    return Vote(
+        time=0.0,
+        adapter="run",
+        base_model="m",
+        prompt=prompt,
+        input=input,
+        system="",
+        answer_a=a,
+        answer_b=b,
+        tuned_side=tuned_side,
+        choice=choice,
+        verdict=verdict,
+        settings={},
+        seed=0,
+    )
 
 
 # --- ballots: blind, used once, saved ---
@@ -130,8 +143,10 @@ def test_pending_ballots_are_bounded(tmp_path):
 
 def test_votes_are_appended_and_survive_a_restart(tmp_path):
     ballots = Ballots(random.Random(5))
-    cast = [ballots.cast(_deal(ballots, tmp_path, prompt=f"q{i}", input="ctx", system="be brief").id, c)
-            for i, c in enumerate(["A", "B", "tie", "both_bad"])]  # fmt: skip
+    cast = [
+        ballots.cast(_deal(ballots, tmp_path, prompt=f"q{i}", input="ctx", system="be brief").id, c)
+        for i, c in enumerate(["A", "B", "tie", "both_bad"])
+    ]
     lines = (tmp_path / "votes.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["prompt"] == "q0"
     with open(tmp_path / "votes.jsonl", "a") as f:
@@ -158,7 +173,13 @@ def test_win_rate_against_a_hand_count():
     votes = [_vote("tuned")] * 6 + [_vote("tie")] * 2 + [_vote("base")] * 2 + [_vote("both_bad")]
     stats = win_rate(votes)
     assert {k: stats[k] for k in ("votes", "wins", "ties", "losses", "both_bad", "decided")} == {
-        "votes": 11, "wins": 6, "ties": 2, "losses": 2, "both_bad": 1, "decided": 10}  # fmt: skip
+        "votes": 11,
+        "wins": 6,
+        "ties": 2,
+        "losses": 2,
+        "both_bad": 1,
+        "decided": 10,
+    }
     assert stats["win_rate"] == pytest.approx(0.7, abs=1e-12)
     # Wilson score interval, p = (6 + 2/2) / 10, n = 10, z = the 97.5% normal quantile:
     p, n, z = 0.7, 10, 1.959963984540054
@@ -171,8 +192,17 @@ def test_win_rate_against_a_hand_count():
 
 def test_win_rate_empty_and_all_both_bad():
     empty = win_rate([])
-    assert empty == {"votes": 0, "wins": 0, "ties": 0, "losses": 0, "both_bad": 0, "decided": 0, "win_rate": None,
-                     "ci_low": None, "ci_high": None}  # fmt: skip
+    assert empty == {
+        "votes": 0,
+        "wins": 0,
+        "ties": 0,
+        "losses": 0,
+        "both_bad": 0,
+        "decided": 0,
+        "win_rate": None,
+        "ci_low": None,
+        "ci_high": None,
+    }
     assert "No votes yet" in win_rate_markdown(empty)
     bad = win_rate([_vote("both_bad")] * 2)
     assert bad["votes"] == 2 and bad["decided"] == 0 and bad["win_rate"] is None and bad["ci_low"] is None
@@ -193,9 +223,14 @@ def test_win_rate_markdown():
 def test_export_dpo_loads_as_a_dataset(tmp_path):
     from datasets import load_dataset
 
-    votes = [_vote("tuned", "p1", tuned_side="A"), _vote("tuned", "p2", tuned_side="B"),
-             _vote("base", "p3", tuned_side="A"), _vote("base", "p4", "ctx", tuned_side="B"),
-             _vote("tie", "p5"), _vote("both_bad", "p6")]  # fmt: skip
+    votes = [
+        _vote("tuned", "p1", tuned_side="A"),
+        _vote("tuned", "p2", tuned_side="B"),
+        _vote("base", "p3", tuned_side="A"),
+        _vote("base", "p4", "ctx", tuned_side="B"),
+        _vote("tie", "p5"),
+        _vote("both_bad", "p6"),
+    ]
     out = tmp_path / "pairs.jsonl"
     assert export_dpo(votes, out) == 4
     ds = load_dataset("json", data_files=str(out), cache_dir=str(tmp_path / "cache"))["train"]
@@ -216,8 +251,11 @@ def test_export_dpo_loads_as_a_dataset(tmp_path):
 def test_vote_rows(tiny_run, tmp_path):
     val = read_jsonl(tiny_run / "data" / "val.jsonl")
     rows = vote_rows(tiny_run)
-    assert val and rows == [{"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]}
-                            for r in val][:20]  # fmt: skip
+    assert (
+        val
+        and rows
+        == [{"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]} for r in val][:20]
+    )
     assert len(vote_rows(tiny_run, limit=1)) == 1
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text('{"instruction": "hi", "output": "yo"}\n')
@@ -319,10 +357,20 @@ def test_the_token_view_colours_follow_the_sign_and_size_of_the_change(monkeypat
     from lora_demo.ui.judge_section import JudgeActions
 
     diff = [("Much", 3.1), (" more", 0.6), (" same", 0.05), (" same", -0.1), (" less", -0.7), (" never", -4.0)]
-    assert token_shades(diff) == [("Much", "much likelier"), (" more", "likelier"), (" same", None),
-                                  (" same", None), (" less", "less likely"), (" never", "much less likely")]  # fmt: skip
-    assert {k: _hue(c) for k, c in TOKEN_SHADES.items()} == {"much likelier": "green", "likelier": "green",
-                                                             "less likely": "red", "much less likely": "red"}  # fmt: skip
+    assert token_shades(diff) == [
+        ("Much", "much likelier"),
+        (" more", "likelier"),
+        (" same", None),
+        (" same", None),
+        (" less", "less likely"),
+        (" never", "much less likely"),
+    ]
+    assert {k: _hue(c) for k, c in TOKEN_SHADES.items()} == {
+        "much likelier": "green",
+        "likelier": "green",
+        "less likely": "red",
+        "much less likely": "red",
+    }
     # darker for a bigger change: the strong shades are darker than the mild ones
     lum = {k: sum(int(c[i : i + 2], 16) for i in (1, 3, 5)) for k, c in TOKEN_SHADES.items()}
     assert lum["much likelier"] < lum["likelier"] and lum["much less likely"] < lum["less likely"]

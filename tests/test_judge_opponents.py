@@ -35,8 +35,20 @@ def _vote(verdict: str, opponent: str = "", prompt: str = "Q", tuned_side: str =
     other = "B" if tuned_side == "A" else "A"
     choice = {"tuned": tuned_side, "base": other}.get(verdict, verdict)
     a, b = (f"D:{prompt}", f"O:{prompt}") if tuned_side == "A" else (f"O:{prompt}", f"D:{prompt}")
-    return Vote(time=0.0, adapter="runs/dpo-run", base_model="m", prompt=prompt, input="", system="", answer_a=a,
-                answer_b=b, tuned_side=tuned_side, choice=choice, verdict=verdict, opponent=opponent)  # fmt: skip
+    return Vote(
+        time=0.0,
+        adapter="runs/dpo-run",
+        base_model="m",
+        prompt=prompt,
+        input="",
+        system="",
+        answer_a=a,
+        answer_b=b,
+        tuned_side=tuned_side,
+        choice=choice,
+        verdict=verdict,
+        opponent=opponent,
+    )
 
 
 # --- the Vote record ---
@@ -89,8 +101,15 @@ def test_a_ballot_against_an_adapter_saves_the_opponent(tmp_path):
 
 
 def test_win_rates_by_opponent_against_a_hand_count():
-    votes = ([_vote("tuned", SFT)] * 6 + [_vote("tie", SFT)] * 2 + [_vote("base", SFT)] * 2 + [_vote("both_bad", SFT)]
-             + [_vote("base")] * 3 + [_vote("tuned")] + [_vote("tuned", "runs/sft-run/checkpoints/checkpoint-8")])  # fmt: skip
+    votes = (
+        [_vote("tuned", SFT)] * 6
+        + [_vote("tie", SFT)] * 2
+        + [_vote("base", SFT)] * 2
+        + [_vote("both_bad", SFT)]
+        + [_vote("base")] * 3
+        + [_vote("tuned")]
+        + [_vote("tuned", "runs/sft-run/checkpoints/checkpoint-8")]
+    )
     random.Random(0).shuffle(votes)
     pairs = win_rates_by_opponent(votes)
     assert [(p["opponent"], p["opponent_name"]) for p in pairs][0] == ("", "")  # the base model first
@@ -98,7 +117,13 @@ def test_win_rates_by_opponent_against_a_hand_count():
     assert set(by) == {"", SFT, "runs/sft-run/checkpoints/checkpoint-8"}
     sft = by[SFT]
     assert {k: sft[k] for k in ("votes", "wins", "ties", "losses", "both_bad", "decided")} == {
-        "votes": 11, "wins": 6, "ties": 2, "losses": 2, "both_bad": 1, "decided": 10}  # fmt: skip
+        "votes": 11,
+        "wins": 6,
+        "ties": 2,
+        "losses": 2,
+        "both_bad": 1,
+        "decided": 10,
+    }
     assert sft["win_rate"] == pytest.approx(0.7) and round(sft["ci_low"], 4) == 0.3968
     assert round(sft["ci_high"], 4) == 0.8922 and sft["opponent_name"] == "sft-run"  # the textbook 7/10
     assert by[""]["wins"] == 1 and by[""]["losses"] == 3 and by[""]["win_rate"] == pytest.approx(0.25)
@@ -112,8 +137,12 @@ def test_win_rates_by_opponent_against_a_hand_count():
 
 
 def test_the_page_shows_one_line_per_pair_in_both_languages():
-    votes = [_vote("tuned", SFT)] * 3 + [_vote("tie", SFT), _vote("base", SFT)] + [_vote("tuned")] + [_vote("both_bad",
-             "runs/other")]  # fmt: skip
+    votes = (
+        [_vote("tuned", SFT)] * 3
+        + [_vote("tie", SFT), _vote("base", SFT)]
+        + [_vote("tuned")]
+        + [_vote("both_bad", "runs/other")]
+    )
     text = win_rates_markdown("dpo-run", vote_summary(votes))
     assert text.splitlines() == [
         "- dpo-run vs the base model: wins 1, ties 0, losses 0 (both bad 0): win rate 100% (95% CI 21–100%) over 1 "
@@ -142,9 +171,15 @@ def test_the_page_shows_one_line_per_pair_in_both_languages():
 def test_dpo_pairs_choose_the_winner_whoever_the_opponent_was(tmp_path):
     from lora_demo.data.preferences import pairs_from_votes
 
-    votes = [_vote("tuned", SFT, "p1", "A"), _vote("tuned", SFT, "p2", "B"), _vote("base", SFT, "p3", "A"),
-             _vote("base", SFT, "p4", "B"), _vote("tie", SFT, "p5"), _vote("both_bad", SFT, "p6"),
-             _vote("base", "", "p7", "B")]  # fmt: skip
+    votes = [
+        _vote("tuned", SFT, "p1", "A"),
+        _vote("tuned", SFT, "p2", "B"),
+        _vote("base", SFT, "p3", "A"),
+        _vote("base", SFT, "p4", "B"),
+        _vote("tie", SFT, "p5"),
+        _vote("both_bad", SFT, "p6"),
+        _vote("base", "", "p7", "B"),
+    ]
     want = [
         {"prompt": "p1", "chosen": "D:p1", "rejected": "O:p1"},  # the shown adapter (DPO) won: its answer chosen
         {"prompt": "p2", "chosen": "D:p2", "rejected": "O:p2"},
@@ -216,8 +251,9 @@ def test_an_adapter_against_an_adapter_answers_from_both_and_votes_in_the_shown_
     saved = read_jsonl(lab.runs_dir / "dpo-run" / "votes.jsonl")
     assert len(saved) == 1 and saved[0]["opponent"] == sft and saved[0]["adapter"] == dpo
     assert not (lab.runs_dir / "sft-run" / "votes.jsonl").exists()  # nothing in the opponent's folder
-    assert dpo_pairs(VoteStore(dpo).votes()) == [{"prompt": "What is your name?", "chosen": want_sft,
-                                                  "rejected": want_dpo}]  # fmt: skip
+    assert dpo_pairs(VoteStore(dpo).votes()) == [
+        {"prompt": "What is your name?", "chosen": want_sft, "rejected": want_dpo}
+    ]
     assert [(p["opponent"], p["losses"]) for p in stats["by_opponent"]] == [(sft, 1)]
 
     # The page: the reveal names both sides, the rate is one line per pair; the "against" list offers the base
@@ -228,8 +264,10 @@ def test_an_adapter_against_an_adapter_answers_from_both_and_votes_in_the_shown_
     assert {a, b} == {want_dpo, want_sft} and "Vote below" in status
     dpo_side = "A" if a == want_dpo else "B"
     reveal, rate, _ = act.vote(bid, dpo_side)
-    assert reveal.startswith(f"Last pair: **A** was `{'dpo-run' if dpo_side == 'A' else 'sft-run'}`, **B** was "
-                             f"`{'sft-run' if dpo_side == 'A' else 'dpo-run'}`."), reveal  # fmt: skip
+    assert reveal.startswith(
+        f"Last pair: **A** was `{'dpo-run' if dpo_side == 'A' else 'sft-run'}`, **B** was "
+        f"`{'sft-run' if dpo_side == 'A' else 'dpo-run'}`."
+    ), reveal
     assert reveal.endswith("`dpo-run` wins."), reveal
     assert (
         rate == "- dpo-run vs sft-run: wins 1, ties 0, losses 1 (both bad 0): win rate 50% (95% CI 9–91%) over 2 votes."

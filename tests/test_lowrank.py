@@ -317,11 +317,17 @@ def test_reports_and_plots_in_chinese(adapter_dir):
     assert "**14 个 LoRA 模块**" in adapter_markdown(analysis, "zh")
     cmp = compare_adapters(adapter_dir, adapter_dir)
     assert "14 个共同模块" in compare_markdown(cmp, "zh") and "shared modules" not in compare_markdown(cmp, "zh")
-    figs = [spectrum_figure(res["singular_values"], 2, lang="zh"),
-            heatmaps_figure(seed_matrix(0), res["approx"], res["residual"], 2, lang="zh"),
-            product_figure(SEED_B, SEED_A, prod["delta_w"], lang="zh"), adapter_heatmap(analysis, "rank_90", lang="zh")]  # fmt: skip
-    shown = json.dumps([f.to_plotly_json()["layout"] for f in figs] + [f.to_plotly_json()["data"] for f in figs],
-                       ensure_ascii=False, default=str)  # fmt: skip
+    figs = [
+        spectrum_figure(res["singular_values"], 2, lang="zh"),
+        heatmaps_figure(seed_matrix(0), res["approx"], res["residual"], 2, lang="zh"),
+        product_figure(SEED_B, SEED_A, prod["delta_w"], lang="zh"),
+        adapter_heatmap(analysis, "rank_90", lang="zh"),
+    ]
+    shown = json.dumps(
+        [f.to_plotly_json()["layout"] for f in figs] + [f.to_plotly_json()["data"] for f in figs],
+        ensure_ascii=False,
+        default=str,
+    )
     for word in ("奇异值", "累计能量", "行", "列", "层", "保留 90% 能量所需的秩"):
         assert word in shown
     assert not re.search(r"\b(index|cumulative|row|column|layer|energy)\b", shown)

@@ -32,8 +32,10 @@ def test_embedded_model_loads_offline_and_generates(model_id, monkeypatch):
     tok = lm.tokenizer
     enc = tok.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, return_tensors="pt", return_dict=True,
-    )  # fmt: skip
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = lm.model.generate(**enc, max_new_tokens=8, do_sample=False)
     new = out[0, enc["input_ids"].shape[1] :].tolist()
     # Greedy decoding has one right answer: the argmax of the loaded weights, token by token, for 8 tokens or up to

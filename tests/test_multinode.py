@@ -21,12 +21,43 @@ from lora_demo.train.runner import Runner, worker_command
 from lora_demo.train.runs import read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
-COMMON = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, gradient_accumulation_steps=1,
-              max_steps=4, val_fraction=0.0, learning_rate=5e-3, warmup=0, seed=3407)  # fmt: skip
-FLAGS = ["--model", "qwen3-tiny", "--dataset", "example:persona", "--max-seq-length", "128",
-         "--gradient-accumulation-steps", "1", "--val-fraction", "0", "--learning-rate", "5e-3", "--warmup", "0",
-         "--seed", "3407", "--micro-batch-size", "2", "--nnodes", "2", "--master-addr", "127.0.0.1",
-         "--run-name", "mn"]  # fmt: skip
+COMMON = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=128,
+    gradient_accumulation_steps=1,
+    max_steps=4,
+    val_fraction=0.0,
+    learning_rate=5e-3,
+    warmup=0,
+    seed=3407,
+)
+FLAGS = [
+    "--model",
+    "qwen3-tiny",
+    "--dataset",
+    "example:persona",
+    "--max-seq-length",
+    "128",
+    "--gradient-accumulation-steps",
+    "1",
+    "--val-fraction",
+    "0",
+    "--learning-rate",
+    "5e-3",
+    "--warmup",
+    "0",
+    "--seed",
+    "3407",
+    "--micro-batch-size",
+    "2",
+    "--nnodes",
+    "2",
+    "--master-addr",
+    "127.0.0.1",
+    "--run-name",
+    "mn",
+]
 
 
 def free_port() -> int:
@@ -42,25 +73,58 @@ def losses(run_dir) -> list[float]:
 def launch(tmp_path: Path, rank: int, port: int, steps: int) -> subprocess.Popen:
     """One machine's command, as README gives it; its own runs folder and its own session (a kill of its group is
     that machine going away)."""
-    cmd = [sys.executable, "-m", "lora_demo", "train", *FLAGS, "--master-port", str(port), "--max-steps", str(steps),
-           "--node-rank", str(rank), "--runs-dir", str(tmp_path / f"node{rank}")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lora_demo",
+        "train",
+        *FLAGS,
+        "--master-port",
+        str(port),
+        "--max-steps",
+        str(steps),
+        "--node-rank",
+        str(rank),
+        "--runs-dir",
+        str(tmp_path / f"node{rank}"),
+    ]
     out = open(tmp_path / f"node{rank}.out", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    return subprocess.Popen(
+        cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_the_command_line_names_torchrun_s_static_rendezvous():
-    s = TrainSettings(**COMMON, num_nodes=2, node_rank=1, master_addr="node0.cluster", master_port=29511,
-                      num_processes=2)  # fmt: skip
+    s = TrainSettings(
+        **COMMON, num_nodes=2, node_rank=1, master_addr="node0.cluster", master_port=29511, num_processes=2
+    )
     cmd = worker_command(Path("runs/x"), s)
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
-    assert {"--nnodes=2", "--node-rank=1", "--master-addr=node0.cluster", "--master-port=29511",
-            "--nproc-per-node=2", "--max-restarts=0"} <= set(cmd) and "--standalone" not in cmd  # fmt: skip
+    assert {
+        "--nnodes=2",
+        "--node-rank=1",
+        "--master-addr=node0.cluster",
+        "--master-port=29511",
+        "--nproc-per-node=2",
+        "--max-restarts=0",
+    } <= set(cmd) and "--standalone" not in cmd
     assert s.world_size == 4
     from lora_demo.train.plan import optimizer_steps
 
-    assert optimizer_steps(44, TrainSettings(**{**COMMON, "max_steps": -1, "num_epochs": 1}, num_nodes=2,
-                                             master_addr="h", micro_batch_size=2))["steps_per_epoch"] == 11  # fmt: skip
+    assert (
+        optimizer_steps(
+            44,
+            TrainSettings(
+                **{**COMMON, "max_steps": -1, "num_epochs": 1}, num_nodes=2, master_addr="h", micro_batch_size=2
+            ),
+        )["steps_per_epoch"]
+        == 11
+    )
 
 
 @pytest.mark.parametrize(
@@ -197,8 +261,15 @@ def test_the_plan_says_when_a_model_does_not_fit_one_gpu_and_fsdp_would(monkeypa
     ddp = TrainSettings(**COMMON, num_processes=4)
     assert "Turn on FSDP (fsdp: true) to shard it over the 4 processes" in str(fit_problems(ddp, 120.0, "cuda")[0])
     assert fit_problems(ddp, 40.0, "cuda") == []
-    p = {"base_params": 32e9, "embedding_params": 1e9, "trainable_params": 1e8, "hidden_size": 5120, "num_layers": 64,
-         "intermediate_size": 25600, "vocab_size": 152064}  # fmt: skip
+    p = {
+        "base_params": 32e9,
+        "embedding_params": 1e9,
+        "trainable_params": 1e8,
+        "hidden_size": 5120,
+        "num_layers": 64,
+        "intermediate_size": 25600,
+        "vocab_size": 152064,
+    }
     whole = estimate_memory_gb(p, ddp, "bf16", "cuda", "transformers")
     sharded = estimate_memory_gb(p, TrainSettings(**COMMON, num_processes=4, fsdp=True), "bf16", "cuda", "transformers")
     assert whole > 60 and sharded < whole - 40  # a 32B base: 64 GB of bf16 weights, a quarter each
@@ -223,11 +294,24 @@ def test_the_slurm_recipe_trains_over_two_nodes(tmp_path):
         f.chmod(0o755)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**COMMON, "micro_batch_size": 2, "max_steps": 3}))
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "n[1-2]",
-           "SLURM_NNODES": "2", "SLURM_JOB_ID": "77", "MASTER_PORT": str(free_port()), "PYTHON": sys.executable,
-           "PYTHONPATH": str(root)}  # fmt: skip
-    done = subprocess.run(["bash", str(root / "examples" / "slurm-multinode.sh"), str(config)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=400)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "n[1-2]",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "77",
+        "MASTER_PORT": str(free_port()),
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(root),
+    }
+    done = subprocess.run(
+        ["bash", str(root / "examples" / "slurm-multinode.sh"), str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     logs = [p.read_text() for p in sorted(tmp_path.glob("node*.out"))]
     assert done.returncode == 0, (done.stdout, done.stderr, logs)
     st = read_status(tmp_path / "runs" / "slurm-77")
@@ -242,8 +326,9 @@ def test_a_run_of_another_machine_on_a_shared_disk_is_not_judged_by_this_machine
 
     other = tmp_path / "runs" / "mn-node1"
     other.mkdir(parents=True)
-    update_status(other, status="training", pid=2**22 + 7, pid_start="x:1", host=this_host() + "-elsewhere",
-                  job="h:1/mn")  # fmt: skip
+    update_status(
+        other, status="training", pid=2**22 + 7, pid_start="x:1", host=this_host() + "-elsewhere", job="h:1/mn"
+    )
     assert settled(other, read_status(other))["status"] == "training"
     assert reconcile_runs(tmp_path / "runs") == []
     Runner(tmp_path / "runs")._refuse_if_active(job="h:1/mn")  # its own run's other part: no refusal
@@ -264,8 +349,14 @@ def test_the_plan_gives_the_command_the_other_machines_run_and_it_means_the_same
     from lora_demo.train.runner import settings_command
     from lora_demo.train.settings import defaults_for
 
-    s = TrainSettings(**COMMON, micro_batch_size=2, num_nodes=2, master_addr="node0", run_name="mn x",
-                      target_modules=["q_proj", "v_proj"])  # fmt: skip
+    s = TrainSettings(
+        **COMMON,
+        micro_batch_size=2,
+        num_nodes=2,
+        master_addr="node0",
+        run_name="mn x",
+        target_modules=["q_proj", "v_proj"],
+    )
     notes = " ".join(str(n) for n in plan_run(s, [])["notes"])
     assert "On machine R: python -m lora_demo train" in notes and "--node-rank R" in notes
     from lora_demo.cli import build_parser
@@ -319,9 +410,15 @@ def test_machines_started_with_other_settings_fail_the_run_before_the_first_step
     procs = []
     for rank, lr in ((0, "5e-3"), (1, "1e-3")):
         out = open(tmp_path / f"node{rank}.out", "w")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen([*cmd, "--node-rank", str(rank), "--learning-rate", lr, "--runs-dir",
-                                       str(tmp_path / f"node{rank}")], stdout=out, stderr=subprocess.STDOUT,
-                                      cwd=tmp_path, start_new_session=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [*cmd, "--node-rank", str(rank), "--learning-rate", lr, "--runs-dir", str(tmp_path / f"node{rank}")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+        )
     assert all(p.wait(300) != 0 for p in procs)
     st = read_status(tmp_path / "node0" / "mn")
     assert st["status"] == "failed" and "Node(s) 1 would train other settings or rows than node 0" in st["error"]

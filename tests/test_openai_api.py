@@ -61,9 +61,16 @@ def test_the_defaults_are_the_chat_tabs():
 
     with gr.Blocks():
         _system, _think, temperature, top_p, top_k, rep, max_new, seed, scale, greedy = _settings_box()
-    page = GenSettings(max_new_tokens=max_new.value, greedy=greedy.value, temperature=temperature.value,
-                       top_p=top_p.value, top_k=top_k.value, repetition_penalty=rep.value, seed=seed.value,
-                       adapter_scale=scale.value)  # fmt: skip
+    page = GenSettings(
+        max_new_tokens=max_new.value,
+        greedy=greedy.value,
+        temperature=temperature.value,
+        top_p=top_p.value,
+        top_k=top_k.value,
+        repetition_penalty=rep.value,
+        seed=seed.value,
+        adapter_scale=scale.value,
+    )
     assert parse_chat({"messages": [{"role": "user", "content": "hi"}]})["gen"] == page
     greedy_req = parse_chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 0})
     assert greedy_req["gen"] == GenSettings(**{**page.__dict__, "greedy": True})
@@ -93,8 +100,11 @@ def test_greedy_answer_is_the_pages_and_the_clis(api, app_client, tiny_run):
     assert text.strip() and got.choices[0].finish_reason in ("stop", "length")
     assert got.usage.completion_tokens <= N and got.usage.prompt_tokens > 5
     # The page in greedy mode with its default settings (repetition penalty 1.1), the tuned pane's answer.
-    page = sent(app_client.predict(*send_args(PROMPT, tiny_run, gen=[0.7, 0.9, 50, 1.1, N, 0, 1.0, True]),
-                                   api_name="/chat_send"))  # fmt: skip
+    page = sent(
+        app_client.predict(
+            *send_args(PROMPT, tiny_run, gen=[0.7, 0.9, 50, 1.1, N, 0, 1.0, True]), api_name="/chat_send"
+        )
+    )
     content = page["tuned"][-1]["content"]
     content = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
     assert content == text.strip()
@@ -139,8 +149,13 @@ def test_unknown_model_is_404_listing_the_names_and_bad_values_are_400(api, tiny
     assert e.value.body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         _ask(api, "/etc")  # a folder outside the app's folders is no model
-    for bad, field in (({"temperature": -1}, "temperature"), ({"max_tokens": 0}, "max_tokens"),
-                       ({"top_p": 7}, "top_p"), ({"seed": -3}, "seed"), ({"n": 2}, "n")):  # fmt: skip
+    for bad, field in (
+        ({"temperature": -1}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"top_p": 7}, "top_p"),
+        ({"seed": -3}, "seed"),
+        ({"n": 2}, "n"),
+    ):
         with pytest.raises(openai.BadRequestError) as e:
             _ask(api, "tiny-chat", **bad)
         assert f"'{field}'" in e.value.body["message"] and e.value.body["param"] == field, bad
@@ -153,13 +168,16 @@ def test_unknown_model_is_404_listing_the_names_and_bad_values_are_400(api, tiny
 
 def test_content_parts_and_a_system_prompt_are_read(api):
     parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "your name?"}]
-    got = api.chat.completions.create(model="tiny-chat", temperature=0, max_tokens=N,
-                                      messages=[{"role": "user", "content": parts}])  # fmt: skip
+    got = api.chat.completions.create(
+        model="tiny-chat", temperature=0, max_tokens=N, messages=[{"role": "user", "content": parts}]
+    )
     assert got.choices[0].message.content == _ask(api, "tiny-chat").choices[0].message.content
     with_system = api.chat.completions.create(
-        model="tiny-chat", temperature=0, max_tokens=N,
+        model="tiny-chat",
+        temperature=0,
+        max_tokens=N,
         messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": PROMPT}],
-    )  # fmt: skip
+    )
     assert with_system.usage.prompt_tokens > got.usage.prompt_tokens
 
 
@@ -175,8 +193,16 @@ def locked(tmp_path_factory):
     root = tmp_path_factory.mktemp("oa-locked")
     demo = build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data"))
     demo.queue(default_concurrency_limit=None)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True,
-                show_error=True, auth=("ana", "s3cret"), **server_options(root / "runs", api_key="sk-right"))  # fmt: skip
+    demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=None,
+        ssr_mode=False,
+        quiet=True,
+        show_error=True,
+        auth=("ana", "s3cret"),
+        **server_options(root / "runs", api_key="sk-right"),
+    )
     try:
         yield demo
     finally:
@@ -246,9 +272,12 @@ def test_a_client_that_goes_away_stops_its_generation(locked):
     stream.close()
     assert _engine_free(locked)
     with pytest.raises(httpx.ReadTimeout):  # not streamed: the client gives up waiting
-        httpx.post(locked.local_url.rstrip("/") + "/v1/chat/completions", timeout=httpx.Timeout(30, read=2),
-                   headers={"Authorization": "Bearer sk-right"},
-                   json={"model": "qwen3-tiny", "max_tokens": 4096, "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
+        httpx.post(
+            locked.local_url.rstrip("/") + "/v1/chat/completions",
+            timeout=httpx.Timeout(30, read=2),
+            headers={"Authorization": "Bearer sk-right"},
+            json={"model": "qwen3-tiny", "max_tokens": 4096, "messages": [{"role": "user", "content": "Hi"}]},
+        )
     assert _engine_free(locked)
 
 

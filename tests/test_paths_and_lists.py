@@ -154,8 +154,11 @@ def test_list_labels_and_path_errors_in_chinese(tmp_path):
     (runs / "ckpt" / "data").mkdir()
     from lora_demo.train.checkpoints import MARKER
 
-    for name, text in (("adapter_model.safetensors", ""), ("trainer_state.json", '{"global_step": 28}'),
-                       (MARKER, json.dumps({"total": 66, "loss": 0.5}))):  # fmt: skip
+    for name, text in (
+        ("adapter_model.safetensors", ""),
+        ("trainer_state.json", '{"global_step": 28}'),
+        (MARKER, json.dumps({"total": 66, "loss": 0.5})),
+    ):
         (ckpt / name).write_text(text)
     zh = adapter_choices(runs, "zh")
     en = adapter_choices(runs)

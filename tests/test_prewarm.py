@@ -11,8 +11,15 @@ from lora_demo.train.runner import Runner
 from lora_demo.train.runs import read_progress
 from lora_demo.train.settings import TrainSettings
 
-TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=64, micro_batch_size=4, warmup=0,
-            max_steps=2, learning_rate=5e-3)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=64,
+    micro_batch_size=4,
+    warmup=0,
+    max_steps=2,
+    learning_rate=5e-3,
+)
 
 
 def _wait_ready(runner, timeout=120):

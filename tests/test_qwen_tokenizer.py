@@ -24,8 +24,12 @@ def test_known_ids(tok):
     # Ids of the real Qwen3 tokenizer.
     assert tok.encode("Hello", add_special_tokens=False) == [9707]
     assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]) == [
-        151643, 151644, 151645, 151667, 151668,
-    ]  # fmt: skip
+        151643,
+        151644,
+        151645,
+        151667,
+        151668,
+    ]
     assert len(tok) == 151669 and tok.eos_token == "<|im_end|>"
 
 

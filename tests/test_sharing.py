@@ -26,8 +26,16 @@ def _launch(root: Path, auth=None):
 
     demo = build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data"))
     demo.queue(default_concurrency_limit=None)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True,
-                show_error=True, auth=auth, **server_options(root / "runs"))  # fmt: skip
+    demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=None,
+        ssr_mode=False,
+        quiet=True,
+        show_error=True,
+        auth=auth,
+        **server_options(root / "runs"),
+    )
     return demo
 
 
@@ -90,8 +98,13 @@ def planted(tmp_path_factory, tiny_run):
     (root / "data" / "leak.jsonl").symlink_to(outside / "rows.jsonl")
     demo = _launch(root)
     try:
-        yield {"root": root, "run": run, "outside": outside, "url": demo.local_url,
-               "client": Client(demo.local_url, verbose=False)}  # fmt: skip
+        yield {
+            "root": root,
+            "run": run,
+            "outside": outside,
+            "url": demo.local_url,
+            "client": Client(demo.local_url, verbose=False),
+        }
     finally:
         demo.close()
 
@@ -125,8 +138,9 @@ def test_the_file_route_serves_no_link(planted):
 def test_votes_are_never_appended_through_a_link(planted):
     client, secret = planted["client"], planted["outside"] / "secret.txt"
     client.predict("auto", str(planted["run"]), api_name="/chat_load")
-    _, _, ballot, *_ = client.predict("Hi", "", 0.7, 0.9, 0, 1.0, 4, 0, 1.0, True, "auto", str(planted["run"]),
-                                      api_name="/chat_blind")  # fmt: skip
+    _, _, ballot, *_ = client.predict(
+        "Hi", "", 0.7, 0.9, 0, 1.0, 4, 0, 1.0, True, "auto", str(planted["run"]), api_name="/chat_blind"
+    )
     message = _app_error(client, ballot, "A", api_name="/chat_vote")
     assert message and "votes.jsonl" in message and "symbolic link" in message, message
     assert secret.read_text() == SECRET + "\n"  # the link's target was not appended to

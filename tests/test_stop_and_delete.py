@@ -20,8 +20,22 @@ from lora_demo.train.runs import read_status
 from lora_demo.train.settings import TrainSettings
 from lora_demo.ui.train_tab import FORM
 
-CLI_RUN = ["--model", "qwen3-tiny", "--dataset", "example:persona", "--max-steps", "3000", "--max-seq-length", "64",
-           "--warmup", "0", "--save-steps", "-1", "--probe-tokens", "0"]  # fmt: skip
+CLI_RUN = [
+    "--model",
+    "qwen3-tiny",
+    "--dataset",
+    "example:persona",
+    "--max-steps",
+    "3000",
+    "--max-seq-length",
+    "64",
+    "--warmup",
+    "0",
+    "--save-steps",
+    "-1",
+    "--probe-tokens",
+    "0",
+]
 
 
 def form(**over):
@@ -46,8 +60,13 @@ def _gone(pid: int) -> bool:
 
 
 def _cli(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "lora_demo", *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lora_demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _run_names(client) -> list[str]:
@@ -116,8 +135,12 @@ def test_delete_refuses_names_outside_and_removes_a_symlink_not_its_target(app_c
 
 
 def test_a_killed_cli_takes_its_worker_with_it(tmp_path):
-    cli = subprocess.Popen([sys.executable, "-m", "lora_demo", "train", "--runs-dir", str(tmp_path), *CLI_RUN],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "lora_demo", "train", "--runs-dir", str(tmp_path), *CLI_RUN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         _wait(lambda: len(list(tmp_path.glob("*/status.json"))) == 1, 60, "the run folder")
         (run,) = [p.parent for p in tmp_path.glob("*/status.json")]

@@ -16,9 +16,20 @@ from lora_demo.train.runs import TENSORBOARD_DIR, read_progress
 from lora_demo.train.settings import TrainSettings
 
 # Six steps of qwen3-tiny, a validation loss every 3 steps, a checkpoint (with its probe answers) at step 3.
-TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, micro_batch_size=4, warmup=1,
-            max_steps=6, logging_steps=1, val_fraction=0.1, eval_steps=3, save_steps=3, probe_rows=1,
-            probe_tokens=6)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=128,
+    micro_batch_size=4,
+    warmup=1,
+    max_steps=6,
+    logging_steps=1,
+    val_fraction=0.1,
+    eval_steps=3,
+    save_steps=3,
+    probe_rows=1,
+    probe_tokens=6,
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,15 @@ from lora_demo.train.runner import Runner
 from lora_demo.train.runs import list_runs, read_progress, read_status
 from lora_demo.train.settings import TrainSettings
 
-TINY = dict(model="qwen3-tiny", dataset="example:persona", max_seq_length=128, micro_batch_size=4, warmup=2,
-            learning_rate=5e-3, logging_steps=1)  # fmt: skip
+TINY = dict(
+    model="qwen3-tiny",
+    dataset="example:persona",
+    max_seq_length=128,
+    micro_batch_size=4,
+    warmup=2,
+    learning_rate=5e-3,
+    logging_steps=1,
+)
 
 
 @pytest.fixture
@@ -97,8 +104,15 @@ def test_dataset_errors_block_start(runner, tmp_path):
 
 
 def test_seed_config_gets_zero_lr_warning():
-    seed = TrainSettings(model="qwen3-tiny", dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8,
-                         warmup=5, num_epochs=1, learning_rate=2e-4)  # fmt: skip
+    seed = TrainSettings(
+        model="qwen3-tiny",
+        dataset="example:seed",
+        micro_batch_size=1,
+        gradient_accumulation_steps=8,
+        warmup=5,
+        num_epochs=1,
+        learning_rate=2e-4,
+    )
     plan = plan_run(seed, load_example("seed"))
     assert plan["total_steps"] == 1 and plan["warmup_steps"] == 5
     text = " ".join(plan["warnings"])
@@ -137,8 +151,12 @@ def test_trainer_labels_equal_the_preview(tmp_path):
     lm = load_model("qwen3-tiny")
     model = get_peft_model(lm.model, LoraConfig(r=4, target_modules=["q_proj"]))
     plan = detect(tokens_per_step=64)
-    trainer = trainer_class(plan.backend)(model=model, args=sft_config(s, plan, tmp_path, False),
-                                          train_dataset=build_dataset(rows, lm.tokenizer, s), processing_class=lm.tokenizer)  # fmt: skip
+    trainer = trainer_class(plan.backend)(
+        model=model,
+        args=sft_config(s, plan, tmp_path, False),
+        train_dataset=build_dataset(rows, lm.tokenizer, s),
+        processing_class=lm.tokenizer,
+    )
     prepared = trainer.train_dataset
     previews = [build_example(r, lm.tokenizer, "chat", 48, True, False) for r in rows]
     kept = [p for p in previews if any(x != -100 for x in p.labels)]  # TRL drops fully masked rows
@@ -164,8 +182,21 @@ def test_cli_plan_json():
 
 
 def test_cli_train_and_repeat_from_config(tmp_path):
-    out = _cli("train", "--runs-dir", str(tmp_path), "--model", "qwen3-tiny", "--dataset", "example:seed",
-               "--max-steps", "3", "--warmup", "0", "--max-seq-length", "64")  # fmt: skip
+    out = _cli(
+        "train",
+        "--runs-dir",
+        str(tmp_path),
+        "--model",
+        "qwen3-tiny",
+        "--dataset",
+        "example:seed",
+        "--max-steps",
+        "3",
+        "--warmup",
+        "0",
+        "--max-seq-length",
+        "64",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "completed: 3/3 steps" in out.stdout
     (run,) = [p for p in tmp_path.iterdir()]
@@ -199,8 +230,14 @@ def test_the_plan_and_a_settings_error_render_in_chinese():
     from lora_demo.i18n import render
     from lora_demo.train.plan import plan_markdown
 
-    seed = TrainSettings(model="qwen3-tiny", dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8,
-                         warmup=5, num_epochs=1)  # fmt: skip
+    seed = TrainSettings(
+        model="qwen3-tiny",
+        dataset="example:seed",
+        micro_batch_size=1,
+        gradient_accumulation_steps=8,
+        warmup=5,
+        num_epochs=1,
+    )
     plan = plan_run(seed, load_example("seed"))
     en, zh = plan_markdown(plan), plan_markdown(plan, "zh")
     assert "never leaves ~0" in en and "Trainable:" in en and not CJK.search(en)

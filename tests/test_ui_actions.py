@@ -40,7 +40,10 @@ def test_row_edits_keep_blank_rows_and_say_which_numbers_exist():
     with pytest.raises(InputError, match="from 1 to 2; got 3"):
         edit_rows(rows, "del", 3)
     assert guess_mapping(["Instruction text", "context input", "model_output"]) == {
-        "instruction": "Instruction text", "input": "context input", "output": "model_output"}  # fmt: skip
+        "instruction": "Instruction text",
+        "input": "context input",
+        "output": "model_output",
+    }
 
 
 def test_dataset_actions_autosave_every_edit(lab):

@@ -56,8 +56,9 @@ def test_blind_pair_hides_the_sides_until_the_vote(app_client, tiny_run):
     app_client.predict("auto", str(tiny_run), api_name="/chat_load")
     seen_sides = set()
     for _ in range(6):
-        a, b, ballot, status, *rest = app_client.predict("What is your name?", "", *GEN, "auto", str(tiny_run),
-                                                         api_name="/chat_blind")  # fmt: skip
+        a, b, ballot, status, *rest = app_client.predict(
+            "What is your name?", "", *GEN, "auto", str(tiny_run), api_name="/chat_blind"
+        )
         assert re.fullmatch(r"[0-9a-f]{32}", ballot) and "Vote below" in status and not rest
         reveal, rate, cleared = app_client.predict(ballot, "A", api_name="/chat_vote")
         side = re.search(r"\*\*([AB])\*\* was the tuned model", reveal).group(1)

@@ -87,8 +87,7 @@ def test_a_chinese_session_gets_the_dataset_tab_in_chinese(app_client):
     assert status == "已加载示例 **seed**：2 行。", status
     report, _hist = zh.predict(table, "smollm2-135m-instruct", "alpaca", False, 16, api_name="/dataset_validate")
     assert report.startswith("**共 2 行：0 个错误，2 个警告。**") and "超过最大序列长度 16" in report, report
-    tokens, text = zh.predict(table, 1, "smollm2-135m-instruct", "alpaca", False, 16, True,
-                              api_name="/dataset_preview")  # fmt: skip
+    tokens, text = zh.predict(table, 1, "smollm2-135m-instruct", "alpaca", False, 16, True, api_name="/dataset_preview")
     cats = {t["class_or_confidence"] for t in tokens} if isinstance(tokens, list) else {t[1] for t in tokens["value"]}
     assert cats == {"掩码"} and text.endswith("[已截断为 16 个词元]"), (cats, text)
     with pytest.raises(AppError, match="行号必须在 1 到 2 之间；收到的是 9。"):

@@ -120,15 +120,32 @@ def test_the_language_switch_relabels_only_what_a_panel_still_shows(monkeypatch)
     assert AdapterActions.relabel_message(done, render(done, "zh")) == render(done, "zh")
     assert isinstance(AdapterActions.relabel_message(done, common.error_markdown("bad name")), type(gr.skip()))
     assert isinstance(AdapterActions.relabel_message(None, ""), type(gr.skip()))
-    res = {"modules": [{"name": "model.layers.0.mlp.up_proj", "layer": 0, "module": "up_proj", "r": 2,
-                        "singular_values": [2.0, 1.0], "fro_norm": 2.2, "effective_rank": 1.9, "stable_rank": 1.25,
-                        "rank_90": 2, "rank_99": 2, "rel_to_base": None}],
-           "base_model": "qwen3-tiny", "r": 2, "lora_alpha": 4, "use_rslora": False}  # fmt: skip
+    res = {
+        "modules": [
+            {
+                "name": "model.layers.0.mlp.up_proj",
+                "layer": 0,
+                "module": "up_proj",
+                "r": 2,
+                "singular_values": [2.0, 1.0],
+                "fro_norm": 2.2,
+                "effective_rank": 1.9,
+                "stable_rank": 1.25,
+                "rank_90": 2,
+                "rank_99": 2,
+                "rel_to_base": None,
+            }
+        ],
+        "base_model": "qwen3-tiny",
+        "r": 2,
+        "lora_alpha": 4,
+        "use_rslora": False,
+    }
     from lora_demo.lowrank.report import adapter_markdown
 
-    summary, heat, spectrum, frame = AdapterActions(None).relabel_analysis(res, "effective_rank",
-                                                                            "model.layers.0.mlp.up_proj",
-                                                                            adapter_markdown(res))  # fmt: skip
+    summary, heat, spectrum, frame = AdapterActions(None).relabel_analysis(
+        res, "effective_rank", "model.layers.0.mlp.up_proj", adapter_markdown(res)
+    )
     assert summary == adapter_markdown(res, "zh") and "1 个 LoRA 模块" in summary
     assert list(frame.columns) == list(modules_frame(res, "zh").columns) and "有效秩" in frame.columns
     assert "层" in heat.layout.yaxis.title.text and spectrum.layout.xaxis.title.text == "序号 i"

@@ -21,8 +21,10 @@ def form(**over):
 
 
 def test_plan_endpoint_warns_for_the_seed_recipe(app_client):
-    text = app_client.predict(*form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5,
-                                    num_epochs=1), api_name="/train_plan")  # fmt: skip
+    text = app_client.predict(
+        *form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5, num_epochs=1),
+        api_name="/train_plan",
+    )
     assert "never leaves ~0" in text and "Trainable:" in text
 
 
@@ -56,17 +58,24 @@ def test_a_chinese_session_gets_the_plan_and_errors_in_chinese(app_client):
     session (app_client) keeps English."""
     zh = Client(app_client.src, verbose=False)
     zh.predict("zh", api_name="/set_language")
-    text = zh.predict(*form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5,
-                            num_epochs=1), api_name="/train_plan")  # fmt: skip
-    warmup = msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
-                 "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
-                 "Lower warmup, add rows, or raise epochs.", warm=5, total=1)  # fmt: skip
+    text = zh.predict(
+        *form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5, num_epochs=1),
+        api_name="/train_plan",
+    )
+    warmup = msg(
+        "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
+        "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+        "Lower warmup, add rows, or raise epochs.",
+        warm=5,
+        total=1,
+    )
     assert render(warmup, "zh") in text and "Trainable" not in text, text
     empty = render(msg("{name} is empty: fill it in.", name=msg("learning rate")), "zh")
     with pytest.raises(AppError, match=re.escape(empty)):
         zh.predict(*form(learning_rate=None), api_name="/train_start")
     table, _ = zh.predict(api_name="/train_runs")
     assert table["headers"][:2] == [render("run", "zh"), render("status", "zh")] != ["run", "status"]
-    assert "never leaves ~0" in app_client.predict(*form(dataset="example:seed", micro_batch_size=1,
-                                                         gradient_accumulation_steps=8, warmup=5, num_epochs=1),
-                                                   api_name="/train_plan")  # fmt: skip
+    assert "never leaves ~0" in app_client.predict(
+        *form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5, num_epochs=1),
+        api_name="/train_plan",
+    )

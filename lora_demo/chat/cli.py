@@ -11,8 +11,13 @@ def add_chat_parser(sub) -> None:
     """Add `chat` to the subparsers `sub` (lora_demo/cli.py calls this)."""
     p = sub.add_parser("chat", help="base vs tuned answers to one prompt, from one loaded model")
     p.add_argument("--model", default="auto", help="base model ('auto': the one the adapter was trained on)")
-    p.add_argument("--adapter", action="append", default=[], metavar="DIR",
-                   help="PEFT adapter folder (a run folder); repeat it to compare several adapters of one base")  # fmt: skip
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="PEFT adapter folder (a run folder); repeat it to compare several adapters of one base",
+    )
     p.add_argument("--prompt", required=True)
     p.add_argument("--system", default="")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -45,8 +50,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         for line in engine.attach(extra):
             if not args.json:
                 print(line)
-    gen = GenSettings(max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
-                      seed=args.seed, adapter_scale=args.scale)  # fmt: skip
+    gen = GenSettings(
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.greedy,
+        temperature=args.temperature,
+        seed=args.seed,
+        adapter_scale=args.scale,
+    )
     source = [{"role": "user", "content": args.prompt}]
     results = None
     for results in engine.generate([source] * (1 + len(adapters)), [None, *adapters], args.system, gen):  # noqa: B007

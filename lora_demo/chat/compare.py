@@ -39,6 +39,10 @@ def compare_on_rows(engine, run_dir: str | Path, limit: int = 6, max_new_tokens:
             res = engine.answer_pair(row, gen, adapter_dir=adapter)
             out.append(CompareRow(split, shown, row["output"], res["base"], res["tuned"]))
     if not out:
-        raise InputError(msg("{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on "
-                             "its rows.", run_dir=str(run_dir)))  # fmt: skip
+        raise InputError(
+            msg(
+                "{run_dir} has no data/train.jsonl: pick an adapter trained in LoRA Lab to compare on its rows.",
+                run_dir=str(run_dir),
+            )
+        )
     return out

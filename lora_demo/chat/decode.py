@@ -254,8 +254,16 @@ class ThreadTuner:
 class PairDecoder:
     """Decodes a batch of rows with a fixed batch size on one model (the transformers model inside PEFT's)."""
 
-    def __init__(self, model, rows: int, compiled: bool, max_cache_len: int = 1280, chunk: int = 8,
-                 step_mode: str | None = None, cpu_threads: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        rows: int,
+        compiled: bool,
+        max_cache_len: int = 1280,
+        chunk: int = 8,
+        step_mode: str | None = None,
+        cpu_threads: int | None = None,
+    ):
         self.model = model  # the *ForCausalLM (PEFT's LoRA layers inside it are called directly)
         self.rows = rows
         self.compiled = compiled  # fixed-shape steps on a static cache (CUDA; forced on the CPU by tests)
@@ -328,8 +336,9 @@ class PairDecoder:
         if self.eager_mask:
             dtype = self.model.dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill(~mask, torch.finfo(dtype).min)
-        out = self._step(input_ids=g["tok"], attention_mask=mask, position_ids=g["pos"], past_key_values=self.cache,
-                         use_cache=True)  # fmt: skip
+        out = self._step(
+            input_ids=g["tok"], attention_mask=mask, position_ids=g["pos"], past_key_values=self.cache, use_cache=True
+        )
         return out.logits[:, -1, :]
 
     def _record(self) -> None:
@@ -337,8 +346,10 @@ class PairDecoder:
         compile-graph, inductor's compile), then the capture; the cache they wrote is emptied afterwards. The
         capture is thread-local, so other threads' CUDA work (the app's other tabs) cannot break it."""
         n, dev = self.rows, self.device
-        self._graph = {"tok": torch.zeros((n, 1), dtype=torch.long, device=dev),
-                       "pos": torch.zeros((n, 1), dtype=torch.long, device=dev)}  # fmt: skip
+        self._graph = {
+            "tok": torch.zeros((n, 1), dtype=torch.long, device=dev),
+            "pos": torch.zeros((n, 1), dtype=torch.long, device=dev),
+        }
         self._valid.zero_()
         self._valid[:, 0] = True
         side = torch.cuda.Stream(dev)
@@ -379,8 +390,14 @@ class PairDecoder:
         body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
         head = self.model.get_output_embeddings()
         if body is None or head is None or getattr(self.model.config, "final_logit_softcapping", None):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
-                             use_cache=True, logits_to_keep=1)  # fmt: skip
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             return out.logits[:, -1, :]
         hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache, use_cache=True)
         return head(hidden.last_hidden_state[:, -1:, :].contiguous())[:, -1, :]
@@ -450,8 +467,9 @@ class PairDecoder:
         ids[:, width] = tok
         if out.flush(width + 1) or max_new_tokens == 1:
             return out.kept
-        return self._decode_steps(ids, valid, tok, pos[:, -1:] + 1, width, max_new_tokens, pick, out, pad_id,
-                                  eos_ids, should_stop)  # fmt: skip
+        return self._decode_steps(
+            ids, valid, tok, pos[:, -1:] + 1, width, max_new_tokens, pick, out, pad_id, eos_ids, should_stop
+        )
 
     def _record_or_fall_back(self) -> None:
         """Record the graph step; a model inductor cannot compile still decodes, its eager step recorded."""
@@ -460,8 +478,12 @@ class PairDecoder:
         except Exception as e:  # noqa: BLE001
             if self.step_mode == "graph":
                 raise
-            log.warning("chat: recording the %s step failed (%s: %s); recording the eager step instead",
-                        self.step_mode, type(e).__name__, str(e)[:300])  # fmt: skip
+            log.warning(
+                "chat: recording the %s step failed (%s: %s); recording the eager step instead",
+                self.step_mode,
+                type(e).__name__,
+                str(e)[:300],
+            )
             self.step_mode, self._layers, self._step, self._graph = "graph", None, self.model, None
             torch.cuda.synchronize(self.device)
             self.cache.reset()
@@ -481,8 +503,20 @@ class PairDecoder:
             valid[k, width - len(r) : width] = True
         return ids, valid, (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
 
-    def _decode_steps(self, ids, valid, tok, next_pos, width: int, max_new_tokens: int, pick, out, pad_id: int,
-                      eos_ids: set[int], should_stop) -> list[list[int]]:  # fmt: skip
+    def _decode_steps(
+        self,
+        ids,
+        valid,
+        tok,
+        next_pos,
+        width: int,
+        max_new_tokens: int,
+        pick,
+        out,
+        pad_id: int,
+        eos_ids: set[int],
+        should_stop,
+    ) -> list[list[int]]:
         """The decoding loop after the prefill: one token a row a step, handed over in chunks (CUDA: every `chunk`
         steps, each look waits for the GPU; CPU: every flush_s), until every row's EOS, max_new_tokens or a stop."""
         n, dev = ids.shape[0], self.device
@@ -508,8 +542,13 @@ class PairDecoder:
                     mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
                 if cuda and self.compiled:
                     torch.compiler.cudagraph_mark_step_begin()
-                logits = step_fn(input_ids=tok.view(n, 1), attention_mask=mask, position_ids=next_pos,
-                                 past_key_values=self.cache, use_cache=True).logits  # fmt: skip
+                logits = step_fn(
+                    input_ids=tok.view(n, 1),
+                    attention_mask=mask,
+                    position_ids=next_pos,
+                    past_key_values=self.cache,
+                    use_cache=True,
+                ).logits
                 tok = pick(logits[:, -1, :], cur, step)
                 del logits
             if eos_list:  # a row past its EOS keeps feeding padding (as generate does)
@@ -522,8 +561,11 @@ class PairDecoder:
                     self.threads.record(step - last_step, time.perf_counter() - last_flush)
                 out.flush(cur + 1)
                 return out.kept
-            look = (step + 1) % self.chunk == 0 if cuda else (
-                bool(done.all()) or time.perf_counter() - last_flush >= self.flush_s)  # fmt: skip
+            look = (
+                (step + 1) % self.chunk == 0
+                if cuda
+                else (bool(done.all()) or time.perf_counter() - last_flush >= self.flush_s)
+            )
             if look:
                 now = time.perf_counter()
                 if self.threads is not None:
@@ -635,8 +677,18 @@ class _Sampler:
     """Picks each row's next token as transformers' generate() would: EOS forbidden before min_new_tokens, the
     repetition penalty, then (sampling) temperature, top-k and top-p, each row from its own seeded generator."""
 
-    def __init__(self, ids, eos_ids: set[int], min_new_tokens: int, greedy: bool, temperature: float, top_p: float,
-                 top_k: int, repetition_penalty: float, seed: int | list[int]):  # fmt: skip
+    def __init__(
+        self,
+        ids,
+        eos_ids: set[int],
+        min_new_tokens: int,
+        greedy: bool,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        repetition_penalty: float,
+        seed: int | list[int],
+    ):
         from transformers import RepetitionPenaltyLogitsProcessor
 
         self.ids, self.greedy, self.min_new_tokens = ids, greedy, min_new_tokens

@@ -36,8 +36,19 @@ from lora_demo.i18n import msg
 log = logging.getLogger(__name__)
 
 # Re-exported: callers (the UI, the CLI, tests, benches) take these from the engine.
-__all__ = ["ChatEngine", "CompareRow", "GenSettings", "SideResult", "chat_precision", "compare_on_rows",
-           "flatten_content", "run_template", "split_thinking", "_PairStreamer", "_drain"]  # fmt: skip
+__all__ = [
+    "ChatEngine",
+    "CompareRow",
+    "GenSettings",
+    "SideResult",
+    "chat_precision",
+    "compare_on_rows",
+    "flatten_content",
+    "run_template",
+    "split_thinking",
+    "_PairStreamer",
+    "_drain",
+]
 
 
 class ChatEngine:
@@ -80,14 +91,23 @@ class ChatEngine:
         if self.model is None:
             return msg("No model loaded.")
         adapter_dir = self.adapter_dir if adapter_dir is None else adapter_dir
-        adapter = (msg("adapter `{path}`", path=str(adapter_dir)) if adapter_dir
-                   else msg("no adapter (both sides are the base model)"))  # fmt: skip
+        adapter = (
+            msg("adapter `{path}`", path=str(adapter_dir))
+            if adapter_dir
+            else msg("no adapter (both sides are the base model)")
+        )
         fmt = (self.adapters.template(adapter_dir) or self.template).get("template", "chat")
-        line = msg("Loaded base `{model}` with {adapter}; prompt format: {fmt}; chat runs in {precision}.",
-                   model=self.model_id, adapter=adapter, fmt=fmt, precision=self.precision)  # fmt: skip
+        line = msg(
+            "Loaded base `{model}` with {adapter}; prompt format: {fmt}; chat runs in {precision}.",
+            model=self.model_id,
+            adapter=adapter,
+            fmt=fmt,
+            precision=self.precision,
+        )
         if len(self.adapters) > 1:
-            line = msg("{line} {n} adapters attached to this base (each visitor's own).", line=line,
-                       n=len(self.adapters))  # fmt: skip
+            line = msg(
+                "{line} {n} adapters attached to this base (each visitor's own).", line=line, n=len(self.adapters)
+            )
         return line
 
     def adapter_name(self, adapter_dir: str | None = None) -> str:
@@ -153,14 +173,22 @@ class ChatEngine:
             self.more_rows.clear()
             self.more_rows_s, self._more_rows_since = 0.0, None
             self.worker.submit(self._record_more_rows)  # after Load: the first answer does not wait for it
-            yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s); the steps for 3 to 8 rows at once (the "
-                      "compare with more adapters, visitors sharing a batch) are recorded in the background. "
-                      "{status}", seconds=time.perf_counter() - t0, warmup=self.warmup_s,
-                      status=self.status())  # fmt: skip
+            yield msg(
+                "Ready in {seconds:.1f} s (warm-up {warmup:.1f} s); the steps for 3 to 8 rows at once (the "
+                "compare with more adapters, visitors sharing a batch) are recorded in the background. "
+                "{status}",
+                seconds=time.perf_counter() - t0,
+                warmup=self.warmup_s,
+                status=self.status(),
+            )
             return
         self.more_rows.set()
-        yield msg("Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}", seconds=time.perf_counter() - t0,
-                  warmup=self.warmup_s, status=self.status())  # fmt: skip
+        yield msg(
+            "Ready in {seconds:.1f} s (warm-up {warmup:.1f} s). {status}",
+            seconds=time.perf_counter() - t0,
+            warmup=self.warmup_s,
+            status=self.status(),
+        )
 
     def _record_more_rows(self) -> None:
         """CUDA, a job on the generation thread queued after Load: record the steps of the larger batch sizes (4
@@ -217,8 +245,11 @@ class ChatEngine:
                 self._attach_locked(adapter_dir, info)
         finally:
             self.lock.release()
-        yield msg("Attached in {seconds:.1f} s. {status}", seconds=time.perf_counter() - t0,
-                  status=self.status(adapter_key(adapter_dir)))  # fmt: skip
+        yield msg(
+            "Attached in {seconds:.1f} s. {status}",
+            seconds=time.perf_counter() - t0,
+            status=self.status(adapter_key(adapter_dir)),
+        )
 
     def _attach_locked(self, adapter_dir: str, info) -> None:
         """Attach (the lock held): check the adapter against the base's modules, load it into the PeftModel, detach
@@ -262,8 +293,9 @@ class ChatEngine:
             inner = self.model.base_model.model if hasattr(self.model, "peft_config") else self.model
             compiled = self.device == "cuda" if self.compile is None else self.compile
             threads = self.worker.threads if self.worker is not None else None
-            self.decoders[rows] = PairDecoder(inner, rows, compiled=compiled, max_cache_len=self.max_cache_len,
-                                              cpu_threads=threads)  # fmt: skip
+            self.decoders[rows] = PairDecoder(
+                inner, rows, compiled=compiled, max_cache_len=self.max_cache_len, cpu_threads=threads
+            )
         return self.decoders[rows]
 
     def _warm_up(self) -> float:
@@ -331,8 +363,13 @@ class ChatEngine:
         self.stop_event.set()
 
     # --- prompting ---
-    def prompt_ids(self, source: list[dict] | dict, system: str = "", enable_thinking: bool | None = None,
-                   adapter_dir: str | None = None) -> list[int]:  # fmt: skip
+    def prompt_ids(
+        self,
+        source: list[dict] | dict,
+        system: str = "",
+        enable_thinking: bool | None = None,
+        adapter_dir: str | None = None,
+    ) -> list[int]:
         """Token ids of the prompt for one side: a history ending with the user's turn, or a dataset row (prompted
         exactly as training prompted it: lora_demo.data.templates.prompt_ids, the masked part of build_example), in
         the prompt format of `adapter_dir`'s run (None: load()'s)."""
@@ -374,8 +411,16 @@ class ChatEngine:
             for (base,) in self.generate([base_history], [None], system, settings, enable_thinking, mode, every_s):
                 yield base, SideResult(done=True)
             return
-        yield from self.generate([base_history, tuned_history], [None, adapter_dir], system, settings,
-                                 enable_thinking, mode, every_s, prompt_adapter=adapter_dir)  # fmt: skip
+        yield from self.generate(
+            [base_history, tuned_history],
+            [None, adapter_dir],
+            system,
+            settings,
+            enable_thinking,
+            mode,
+            every_s,
+            prompt_adapter=adapter_dir,
+        )
 
     def generate(
         self,
@@ -431,8 +476,9 @@ class ChatEngine:
         if mode == "rows" and not self.decoders:
             raise InputError(msg("Mode 'rows' needs a model loaded with ChatEngine.load()."))
         if mode == "rows" and any(adapters) and self.row_scale is None:
-            raise InputError(msg("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode "
-                                 "'batch'."))  # fmt: skip
+            raise InputError(
+                msg("This adapter has layers the per-row scale cannot serve (e.g. DoRA): use mode 'batch'.")
+            )
         return mode
 
     def _names_locked(self, adapters: list) -> list[str | None]:
@@ -452,8 +498,16 @@ class ChatEngine:
         gen_eos = _as_list(getattr(self.model.generation_config, "eos_token_id", None))
         return sorted({i for i in (tok.eos_token_id, *gen_eos) if i is not None})
 
-    def _decode(self, rows: list[list[int]], settings: GenSettings, sink=None, names: list | None = None,
-                scales: list | None = None, should_stop=None, seeds: list | None = None):  # fmt: skip
+    def _decode(
+        self,
+        rows: list[list[int]],
+        settings: GenSettings,
+        sink=None,
+        names: list | None = None,
+        scales: list | None = None,
+        should_stop=None,
+        seeds: list | None = None,
+    ):
         """The default path, on the generation thread: one batch, each row's LoRA masked to its adapter (None: the
         base row) at its scale (default: the slider's) and sampled with its seed (default: the settings')
         from its own generator. names=None: the base row and load()'s adapter."""
@@ -472,11 +526,20 @@ class ChatEngine:
             scaled = contextlib.nullcontext()
         with scaled:
             return self._decoder(len(rows)).generate(
-                rows, self.tokenizer.pad_token_id, set(self._eos_ids()), settings.max_new_tokens,
-                min_new_tokens=settings.min_new_tokens, greedy=settings.greedy, temperature=settings.temperature,
-                top_p=settings.top_p, top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
-                seed=seeds or settings.seed, sink=sink, should_stop=should_stop or self.stop_event.is_set,
-            )  # fmt: skip
+                rows,
+                self.tokenizer.pad_token_id,
+                set(self._eos_ids()),
+                settings.max_new_tokens,
+                min_new_tokens=settings.min_new_tokens,
+                greedy=settings.greedy,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                repetition_penalty=settings.repetition_penalty,
+                seed=seeds or settings.seed,
+                sink=sink,
+                should_stop=should_stop or self.stop_event.is_set,
+            )
 
     def _rows(self, rows: list[list[int]], adapters: list, settings: GenSettings, every_s: float, stop=None):
         """A request of the default path: queued for the next batch (other requests with the same settings join
@@ -516,9 +579,17 @@ class ChatEngine:
 
         # Sampling is done by decode.SeededSampling (each row from its own seeded generator, added per generate()
         # in _stream), so generate() itself runs greedy over the one token it leaves.
-        kw = dict(max_new_tokens=settings.max_new_tokens, do_sample=False, eos_token_id=self._eos_ids(),
-                  pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty,
-                  stopping_criteria=StoppingCriteriaList([_Stop()]), temperature=None, top_p=None, top_k=None)  # fmt: skip
+        kw = dict(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            eos_token_id=self._eos_ids(),
+            pad_token_id=self.tokenizer.pad_token_id,
+            repetition_penalty=settings.repetition_penalty,
+            stopping_criteria=StoppingCriteriaList([_Stop()]),
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
         if settings.min_new_tokens:
             kw["min_new_tokens"] = settings.min_new_tokens
         return kw
@@ -543,8 +614,15 @@ class ChatEngine:
             for _ in self._stream([rows[k]], kw, [results[k]], settings, base_only=name is None, every_s=every_s):
                 yield results
 
-    def _stream(self, rows: list[list[int]], kw: dict, results: list[SideResult], settings: GenSettings,
-                base_only=False, every_s: float = 0.0) -> Iterator[None]:  # fmt: skip
+    def _stream(
+        self,
+        rows: list[list[int]],
+        kw: dict,
+        results: list[SideResult],
+        settings: GenSettings,
+        base_only=False,
+        every_s: float = 0.0,
+    ) -> Iterator[None]:
         """One transformers generate() over left-padded rows, on the generation thread."""
         import torch
 
@@ -569,8 +647,9 @@ class ChatEngine:
 
         yield from self._run_streaming(len(rows), job, results, every_s, prompt_first=True)
 
-    def _run_streaming(self, n_rows: int, job, results: list[SideResult], every_s: float,
-                       prompt_first: bool = False) -> Iterator[None]:  # fmt: skip
+    def _run_streaming(
+        self, n_rows: int, job, results: list[SideResult], every_s: float, prompt_first: bool = False
+    ) -> Iterator[None]:
         """Run job(streamer) on the generation thread and yield as `results` change.
 
         However the consumer leaves (done, an error, GeneratorExit from a closed page), generation is stopped and
@@ -608,8 +687,14 @@ class ChatEngine:
 
         return rescale_adapter_scale(self.model, scale)
 
-    def answer_pair(self, prompt: str | dict, settings: GenSettings | None = None, system: str = "",
-                    mode: str | None = None, adapter_dir: str | None = None) -> dict:  # fmt: skip
+    def answer_pair(
+        self,
+        prompt: str | dict,
+        settings: GenSettings | None = None,
+        system: str = "",
+        mode: str | None = None,
+        adapter_dir: str | None = None,
+    ) -> dict:
         """Both answers to one prompt, complete (for the CLI, the comparison table and tests). A dict prompt is a
         dataset row, prompted exactly as training prompted it. adapter_dir: the tuned side (None: load()'s)."""
         source = prompt if isinstance(prompt, dict) else [{"role": "user", "content": prompt}]

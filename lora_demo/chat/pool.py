@@ -72,8 +72,13 @@ class ChatPool:
             while len([e for e in self.engines.values() if e.model is not None]) >= self.max_bases:
                 idle = next((k for k, e in self.engines.items() if e.model is not None and not e.lock.locked()), None)
                 if idle is None:
-                    raise InputError(msg("Every loaded base model is answering someone now, and this machine holds "
-                                         "{n} at a time: try again in a moment.", n=self.max_bases))  # fmt: skip
+                    raise InputError(
+                        msg(
+                            "Every loaded base model is answering someone now, and this machine holds "
+                            "{n} at a time: try again in a moment.",
+                            n=self.max_bases,
+                        )
+                    )
                 old = self.engines.pop(idle)
                 with old.lock:
                     old.unload()

@@ -63,8 +63,12 @@ def chat_precision(model, plan, full_precision: bool = False) -> tuple[object, s
         need = _param_count(model) * 2
         free = _free_memory_bytes(plan.device)
         if free < need * 1.25 + 2**30:
-            return model, msg("{bits} bitsandbytes weights (a 16-bit copy needs {need:.1f} GiB; {free:.1f} GiB free)",
-                              bits=bits, need=need / 2**30, free=free / 2**30)  # fmt: skip
+            return model, msg(
+                "{bits} bitsandbytes weights (a 16-bit copy needs {need:.1f} GiB; {free:.1f} GiB free)",
+                bits=bits,
+                need=need / 2**30,
+                free=free / 2**30,
+            )
         dtype = torch.float16 if dtype == torch.float32 and plan.device == "cuda" else dtype
         name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
         model = model.dequantize(dtype=dtype).to(dtype)  # the layers never quantized (norms, embeddings) too

@@ -84,12 +84,17 @@ class AdapterRegistry:
             if isinstance(model, PeftModel):
                 model.load_adapter(str(adapter_dir), adapter_name=name, autocast_adapter_dtype=not on_cuda)
             else:
-                model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name,
-                                                  autocast_adapter_dtype=not on_cuda)  # fmt: skip
+                model = PeftModel.from_pretrained(
+                    model, str(adapter_dir), adapter_name=name, autocast_adapter_dtype=not on_cuda
+                )
         except (ValueError, RuntimeError, KeyError) as e:
             error = str(e).splitlines()[0][:200]
-            raise ModelError(msg("The adapter does not fit the loaded base model ({error}). Pick the base model it "
-                                 "was trained on.", error=error)) from None  # fmt: skip
+            raise ModelError(
+                msg(
+                    "The adapter does not fit the loaded base model ({error}). Pick the base model it was trained on.",
+                    error=error,
+                )
+            ) from None
         model.eval()
         self.names[key] = name
         self.templates[key] = run_template(adapter_dir)

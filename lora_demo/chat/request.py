@@ -27,8 +27,15 @@ class GenSettings:
         def bad(name, lo, hi):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-                raise InputError(msg("{name} must be a number from {lo} to {hi}; got {value!r}.", name=SETTING[name],
-                                     lo=lo, hi=hi, value=v))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{name} must be a number from {lo} to {hi}; got {value!r}.",
+                        name=SETTING[name],
+                        lo=lo,
+                        hi=hi,
+                        value=v,
+                    )
+                )
 
         bad("max_new_tokens", 1, 4096)
         bad("temperature", 0.01, 5)
@@ -42,9 +49,15 @@ class GenSettings:
 
 
 # The settings' names in GenSettings.check's messages.
-SETTING = {"max_new_tokens": msg("max new tokens"), "temperature": msg("temperature"), "top_p": msg("top p"),
-           "top_k": msg("top k"), "repetition_penalty": msg("repetition penalty"), "seed": msg("seed"),
-           "adapter_scale": msg("adapter scale")}  # fmt: skip
+SETTING = {
+    "max_new_tokens": msg("max new tokens"),
+    "temperature": msg("temperature"),
+    "top_p": msg("top p"),
+    "top_k": msg("top k"),
+    "repetition_penalty": msg("repetition penalty"),
+    "seed": msg("seed"),
+    "adapter_scale": msg("adapter scale"),
+}
 
 
 @dataclass

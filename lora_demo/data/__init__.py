@@ -22,7 +22,7 @@ def load_example(name: str) -> list[dict]:
 
     if name not in example_names():
         raise InputError(msg("No example named {name!r}; the examples are {names}.", name=verbatim(name),
-                             names=", ".join(example_names())))  # fmt: skip
+                             names=", ".join(example_names())))
     return import_file(EXAMPLES_DIR / f"{name}.jsonl").rows
 
 
@@ -30,4 +30,4 @@ __all__ = [
     "EXAMPLES_DIR", "FIELDS", "IGNORE", "DatasetStore", "Example", "ImportResult", "apply_mapping", "build_example",
     "clean_rows", "example_names", "import_file", "load_example", "masked_view", "prompt_text", "read_records",
     "split_rows", "summary_markdown", "to_rows", "validate_rows", "write_rows",
-]  # fmt: skip
+]

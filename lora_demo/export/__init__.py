@@ -13,5 +13,12 @@ from lora_demo.export.gguf import export_gguf, export_lora_gguf
 from lora_demo.export.llamacpp import converters_dir
 from lora_demo.export.merged import export_merged, merged_card
 
-__all__ = ["ZIP_FILES", "converters_dir", "export_gguf", "export_lora_gguf", "export_merged", "export_zip",
-           "merged_card"]  # fmt: skip
+__all__ = [
+    "ZIP_FILES",
+    "converters_dir",
+    "export_gguf",
+    "export_lora_gguf",
+    "export_merged",
+    "export_zip",
+    "merged_card",
+]

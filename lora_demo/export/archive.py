@@ -13,8 +13,17 @@ from lora_demo.i18n import msg
 from lora_demo.io import read_bytes, regular_files, write_atomic
 from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, MODEL_CARD, STATUS, TRAIN_ROWS, VAL_ROWS, RunDir
 
-ZIP_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CARD, CONFIG, "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "chat_template.jinja", STATUS)  # fmt: skip
+ZIP_FILES = (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    MODEL_CARD,
+    CONFIG,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    STATUS,
+)
 DATA_FILES = (TRAIN_ROWS, VAL_ROWS)
 
 

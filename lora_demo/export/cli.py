@@ -13,20 +13,41 @@ from lora_demo.rundir import RunDir
 
 def add_export_parser(sub) -> None:
     """Add `export` to the subparsers `sub` (lora_demo/cli.py calls this)."""
-    p = sub.add_parser("export", help="export a run: a zip, a merged 16-bit model, GGUF + Ollama Modelfile, a "
-                       "parity report, or a push to the Hugging Face Hub")  # fmt: skip
+    p = sub.add_parser(
+        "export",
+        help="export a run: a zip, a merged 16-bit model, GGUF + Ollama Modelfile, a "
+        "parity report, or a push to the Hugging Face Hub",
+    )
     p.add_argument("run_dir")
     p.add_argument("--zip", metavar="FILE", help="write the PEFT adapter + model card + rows as a .zip")
     p.add_argument("--merged", metavar="OUT_DIR", help="merge into the base and save a 16-bit model there")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp16"], default="auto",
-                   help="the merged model's type (auto: the base's own 16-bit type)")  # fmt: skip
-    p.add_argument("--gguf", nargs="*", metavar="TYPE", choices=GGUF_TYPES,
-                   help=f"the merged model as GGUF ({', '.join(GGUF_TYPES)}; default q8_0) + an Ollama Modelfile, "
-                   "in RUN_DIR/exports/")  # fmt: skip
-    p.add_argument("--lora-gguf", nargs="?", const="f16", metavar="TYPE", choices=LORA_GGUF_TYPES,
-                   help="the adapter alone as a LoRA GGUF for llama.cpp's --lora (default f16)")  # fmt: skip
-    p.add_argument("--check", action="store_true",
-                   help="parity report: the app, the merged model and the GGUFs answer the run's prompts greedily")  # fmt: skip
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "bf16", "fp16"],
+        default="auto",
+        help="the merged model's type (auto: the base's own 16-bit type)",
+    )
+    p.add_argument(
+        "--gguf",
+        nargs="*",
+        metavar="TYPE",
+        choices=GGUF_TYPES,
+        help=f"the merged model as GGUF ({', '.join(GGUF_TYPES)}; default q8_0) + an Ollama Modelfile, "
+        "in RUN_DIR/exports/",
+    )
+    p.add_argument(
+        "--lora-gguf",
+        nargs="?",
+        const="f16",
+        metavar="TYPE",
+        choices=LORA_GGUF_TYPES,
+        help="the adapter alone as a LoRA GGUF for llama.cpp's --lora (default f16)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="parity report: the app, the merged model and the GGUFs answer the run's prompts greedily",
+    )
     p.add_argument("--json", action="store_true", help="with --check: print the report as one JSON line")
     p.add_argument("--push", metavar="REPO_ID", help="upload the adapter, its card and rows to the Hugging Face Hub")
     p.add_argument("--private", action="store_true", help="with --push: create the repo private")
@@ -43,8 +64,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from lora_demo.export.run_exports import check_run, export_gguf_with_modelfile, export_lora_gguf_run
 
     if not (args.zip or args.merged or args.gguf is not None or args.lora_gguf or args.check or args.push):
-        raise InputError(msg("Say what to export: --zip FILE, --merged OUT_DIR, --gguf [TYPE ...], --lora-gguf, "
-                             "--check or --push REPO_ID."))  # fmt: skip
+        raise InputError(
+            msg(
+                "Say what to export: --zip FILE, --merged OUT_DIR, --gguf [TYPE ...], --lora-gguf, "
+                "--check or --push REPO_ID."
+            )
+        )
     run_dir = Path(args.run_dir)
     if not RunDir(run_dir).has_adapter_config() and not run_dir.is_dir():
         raise InputError(msg("Run folder {path} does not exist: give a run folder (runs/NAME).", path=str(run_dir)))

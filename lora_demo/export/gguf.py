@@ -14,8 +14,9 @@ BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}  # q8_
 
 def _check_type(outtype: str, allowed: tuple[str, ...]) -> None:
     if outtype not in allowed:
-        raise InputError(msg("GGUF type must be one of {types}; got {value!r}.", types=", ".join(allowed),
-                             value=outtype))  # fmt: skip
+        raise InputError(
+            msg("GGUF type must be one of {types}; got {value!r}.", types=", ".join(allowed), value=outtype)
+        )
 
 
 def _weights_bytes(folder: Path, pattern: str) -> int:

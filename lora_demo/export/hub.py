@@ -27,8 +27,13 @@ def upload_plan(run_dir: Path, include_gguf: bool = False) -> list[tuple[str, Pa
         if exports.is_dir():
             files += [(p.name, p) for p in regular_files(exports) if p.suffix == ".gguf" or p.name == layout.MODELFILE]
     if not any(name == ADAPTER_WEIGHTS for name, _ in files):
-        raise InputError(msg("{run} has no adapter to push (adapter_model.safetensors): train it first, or wait "
-                             "until it has saved one.", run=run_dir.name))  # fmt: skip
+        raise InputError(
+            msg(
+                "{run} has no adapter to push (adapter_model.safetensors): train it first, or wait "
+                "until it has saved one.",
+                run=run_dir.name,
+            )
+        )
     return files
 
 
@@ -41,13 +46,24 @@ def check_repo_id(repo_id: str) -> str:
             raise HFValidationError(repo_id)
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise InputError(msg("{repo!r} is not a valid Hub repo id: use NAME or OWNER/NAME with letters, digits, "
-                             "'-', '_' and '.' (at most 96 characters).", repo=repo_id)) from None  # fmt: skip
+        raise InputError(
+            msg(
+                "{repo!r} is not a valid Hub repo id: use NAME or OWNER/NAME with letters, digits, "
+                "'-', '_' and '.' (at most 96 characters).",
+                repo=repo_id,
+            )
+        ) from None
     return repo_id
 
 
-def push(run_dir: Path, repo_id: str, private: bool = False, include_gguf: bool = False, dry_run: bool = False,
-         token: str | None = None) -> dict:  # fmt: skip
+def push(
+    run_dir: Path,
+    repo_id: str,
+    private: bool = False,
+    include_gguf: bool = False,
+    dry_run: bool = False,
+    token: str | None = None,
+) -> dict:
     """Upload the run to repo_id (created if missing). Returns {'repo_id', 'files': [(name, bytes)], 'url' (None on
     a dry run)}. The token: the argument, else $HF_TOKEN, else huggingface_hub's saved login."""
     repo_id = check_repo_id(repo_id)
@@ -60,8 +76,12 @@ def push(run_dir: Path, repo_id: str, private: bool = False, include_gguf: bool 
     from lora_demo.models.registry import hub_reachable
 
     if not hub_reachable():  # fail in seconds: huggingface_hub's own retries take a minute or more offline
-        raise InputError(msg("The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set): nothing "
-                             "was uploaded. Connect and try again; --dry-run lists what would go up."))  # fmt: skip
+        raise InputError(
+            msg(
+                "The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set): nothing "
+                "was uploaded. Connect and try again; --dry-run lists what would go up."
+            )
+        )
     token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise InputError(msg("No Hugging Face token: set HF_TOKEN, or run `hf auth login` once, then push again."))
@@ -72,8 +92,12 @@ def push(run_dir: Path, repo_id: str, private: bool = False, include_gguf: bool 
             for name, path in files:
                 (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                 copy_file(path, Path(tmp) / name)
-            api.upload_folder(folder_path=tmp, repo_id=repo_id, repo_type="model",
-                              commit_message=f"LoRA Lab: upload run {run_dir.name}")  # fmt: skip
+            api.upload_folder(
+                folder_path=tmp,
+                repo_id=repo_id,
+                repo_type="model",
+                commit_message=f"LoRA Lab: upload run {run_dir.name}",
+            )
     except InputError:
         raise
     except Exception as e:  # HTTP errors (401, 403, 409...) as one line

@@ -40,9 +40,13 @@ def llama_cpp_version() -> str | None:
 def require_converters() -> Path:
     root = converters_dir()
     if root is None:
-        raise InputError(msg("GGUF export needs llama.cpp's converters, which are not installed: run `bash "
-                             "install.sh` again (it builds llama-cpp-python and copies its converters), or set "
-                             "LLAMA_CPP_DIR to a llama.cpp checkout."))  # fmt: skip
+        raise InputError(
+            msg(
+                "GGUF export needs llama.cpp's converters, which are not installed: run `bash "
+                "install.sh` again (it builds llama-cpp-python and copies its converters), or set "
+                "LLAMA_CPP_DIR to a llama.cpp checkout."
+            )
+        )
     return root
 
 
@@ -56,9 +60,15 @@ def check_space(folder: Path, need_bytes: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < need_bytes * 1.1:
-        raise InputError(msg("Not enough disk space in {path}: the export needs about {need} MB and {free} MB are "
-                             "free. Free some space (delete old runs or exports) and try again.", path=str(folder),
-                             need=round(need_bytes / 1e6), free=round(free / 1e6)))  # fmt: skip
+        raise InputError(
+            msg(
+                "Not enough disk space in {path}: the export needs about {need} MB and {free} MB are "
+                "free. Free some space (delete old runs or exports) and try again.",
+                path=str(folder),
+                need=round(need_bytes / 1e6),
+                free=round(free / 1e6),
+            )
+        )
 
 
 def convert(script: str, args: list[str], out: Path) -> Path:
@@ -69,8 +79,13 @@ def convert(script: str, args: list[str], out: Path) -> Path:
     part = out.with_name(f".{out.name}.part-{os.getpid()}")
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # its own gguf-py, matching the converter
     try:
-        res = subprocess.run([sys.executable, str(root / script), *args, "--outfile", str(part)],
-                             capture_output=True, text=True, env=env, timeout=TIMEOUT_S)  # fmt: skip
+        res = subprocess.run(
+            [sys.executable, str(root / script), *args, "--outfile", str(part)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=TIMEOUT_S,
+        )
         if res.returncode != 0 or not part.is_file():
             raise InputError(explain_failure(res.stderr + res.stdout))
         os.replace(part, out)
@@ -87,10 +102,15 @@ def explain_failure(log: str) -> str:
         return msg("The disk filled up while writing the GGUF (nothing was kept): free some space and try again.")
     for ln in reversed(lines):
         if "not supported" in ln and ("Architecture" in ln or "Model" in ln):
-            return msg("llama.cpp's converter does not know this model's architecture ({detail}): GGUF export "
-                       "works for the Qwen3 and Llama families (SmolLM2 included). The merged 16-bit model and "
-                       "the zip still work.", detail=ln.split(":")[-1].strip()[:120])  # fmt: skip
+            return msg(
+                "llama.cpp's converter does not know this model's architecture ({detail}): GGUF export "
+                "works for the Qwen3 and Llama families (SmolLM2 included). The merged 16-bit model and "
+                "the zip still work.",
+                detail=ln.split(":")[-1].strip()[:120],
+            )
         if "pre-tokenizer was not recognized" in ln:
-            return msg("llama.cpp's converter does not recognise this model's tokenizer, so a GGUF would tokenize "
-                       "differently from the app; export the merged 16-bit model instead.")  # fmt: skip
+            return msg(
+                "llama.cpp's converter does not recognise this model's tokenizer, so a GGUF would tokenize "
+                "differently from the app; export the merged 16-bit model instead."
+            )
     return msg("llama.cpp's converter failed: {tail}", tail=last[:300])

@@ -35,11 +35,13 @@ def merged_card(run_dir: Path, base: str) -> str:
     body = card.split("---", 2)[-1] if card.startswith("---") else card
     spec = REGISTRY.get(base)
     hub = (spec.hub_id if spec else None) or base
-    return (f"---\nbase_model: {hub}\nlibrary_name: transformers\npipeline_tag: text-generation\ntags: [lora-lab, merged, lora]\n---\n"
-            f"\n**Merged model**: the LoRA adapter `{run_dir.name}` folded into `{base}` (16-bit, safetensors). "
-            "Load this folder with `AutoModelForCausalLM.from_pretrained` and prompt it with "
-            "`tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`: its chat template "
-            f"is the prompt format the adapter was trained with. (The adapter's own card follows.)\n{body}")  # fmt: skip
+    return (
+        f"---\nbase_model: {hub}\nlibrary_name: transformers\npipeline_tag: text-generation\ntags: [lora-lab, merged, lora]\n---\n"
+        f"\n**Merged model**: the LoRA adapter `{run_dir.name}` folded into `{base}` (16-bit, safetensors). "
+        "Load this folder with `AutoModelForCausalLM.from_pretrained` and prompt it with "
+        "`tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`: its chat template "
+        f"is the prompt format the adapter was trained with. (The adapter's own card follows.)\n{body}"
+    )
 
 
 def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:
@@ -180,9 +182,11 @@ def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
         cfg = json.loads(cfg_file.read_text())
         cfg["base_model_name_or_path"] = model_path(base)
         cfg_file.write_text(json.dumps(cfg))
-        code = ("import sys, unsloth\nfrom unsloth import FastLanguageModel\n"
-                "m, t = FastLanguageModel.from_pretrained(sys.argv[1], load_in_4bit=True)\n"
-                "m.save_pretrained_merged(sys.argv[2], t, save_method='merged_16bit')\n")  # fmt: skip
+        code = (
+            "import sys, unsloth\nfrom unsloth import FastLanguageModel\n"
+            "m, t = FastLanguageModel.from_pretrained(sys.argv[1], load_in_4bit=True)\n"
+            "m.save_pretrained_merged(sys.argv[2], t, save_method='merged_16bit')\n"
+        )
         res = subprocess.run([sys.executable, "-c", code, str(adapter), str(out)], capture_output=True, text=True)
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["?"])[-1][:300]

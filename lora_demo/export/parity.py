@@ -72,13 +72,22 @@ def parity_rows(run_dir: Path, n: int = MIN_PROMPTS) -> list[dict]:
         if row not in rows and row["instruction"].strip():
             rows.append(row)
     if not rows:
-        raise InputError(msg("{run} has no rows to check with (no data/train.jsonl): pick a run trained in LoRA Lab.",
-                             run=run_dir.name))  # fmt: skip
+        raise InputError(
+            msg(
+                "{run} has no rows to check with (no data/train.jsonl): pick a run trained in LoRA Lab.",
+                run=run_dir.name,
+            )
+        )
     return rows
 
 
-def check_parity(run_dir: str | Path, merged_dir: str | Path | None, ggufs: dict[str, Path], modelfile: Path | None = None,
-                 max_new_tokens: int = 48) -> dict:  # fmt: skip
+def check_parity(
+    run_dir: str | Path,
+    merged_dir: str | Path | None,
+    ggufs: dict[str, Path],
+    modelfile: Path | None = None,
+    max_new_tokens: int = 48,
+) -> dict:
     """The parity report (a dict, as parity.json holds it) of the app vs the merged model vs each GGUF."""
     from lora_demo.export.prompt_format import messages_for, run_format
 
@@ -113,14 +122,16 @@ def check_parity(run_dir: str | Path, merged_dir: str | Path | None, ggufs: dict
 
     if merged_dir is not None:
         t = time.perf_counter()
-        for i, (res, (ans, ids)) in enumerate(zip(results, _merged_answers(Path(merged_dir), results, max_new_tokens),
-                                                  strict=True)):  # fmt: skip
+        for i, (res, (ans, ids)) in enumerate(
+            zip(results, _merged_answers(Path(merged_dir), results, max_new_tokens), strict=True)
+        ):
             res.merged = score(ans, i, ids, "merged")
         seconds["merged"] = time.perf_counter() - t
     for gtype, path in ggufs.items():
         t = time.perf_counter()
-        for i, (res, (ans, ids)) in enumerate(zip(results, _gguf_answers(Path(path), results, max_new_tokens),
-                                                  strict=True)):  # fmt: skip
+        for i, (res, (ans, ids)) in enumerate(
+            zip(results, _gguf_answers(Path(path), results, max_new_tokens), strict=True)
+        ):
             res.gguf[gtype] = score(ans, i, ids, f"gguf_{gtype}")
         seconds[f"gguf_{gtype}"] = time.perf_counter() - t
     if modelfile is not None and modelfile.is_file():
@@ -151,11 +162,18 @@ def _summary(run_dir: Path, results: list[PromptParity], seconds: dict, max_new_
 
     types = sorted({t for r in results for t in r.gguf}, key=["f16", "bf16", "q8_0"].index)
     per_type = {t: mean(r.gguf[t].agreement for r in results) for t in types}
-    modelfile_equal = (all(r.modelfile_prompt == r.app.prompt for r in results)
-                       if all(r.modelfile_prompt is not None for r in results) else None)  # fmt: skip
-    template_equal = all(
-        (r.merged is None or r.merged.prompt_equal) and all(a.prompt_equal for a in r.gguf.values()) for r in results
-    ) and modelfile_equal is not False  # fmt: skip
+    modelfile_equal = (
+        all(r.modelfile_prompt == r.app.prompt for r in results)
+        if all(r.modelfile_prompt is not None for r in results)
+        else None
+    )
+    template_equal = (
+        all(
+            (r.merged is None or r.merged.prompt_equal) and all(a.prompt_equal for a in r.gguf.values())
+            for r in results
+        )
+        and modelfile_equal is not False
+    )
     prompts = []
     for r in results:
         d = asdict(r)
@@ -218,8 +236,14 @@ def _merged_answers(merged: Path, results: list[PromptParity], max_new_tokens: i
         text = tok.apply_chat_template(res.messages, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            out = model.generate(torch.tensor([ids], device=model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                                 repetition_penalty=1.0, eos_token_id=stop, pad_token_id=stop[0])[0, len(ids):]  # fmt: skip
+            out = model.generate(
+                torch.tensor([ids], device=model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                repetition_penalty=1.0,
+                eos_token_id=stop,
+                pad_token_id=stop[0],
+            )[0, len(ids) :]
         yield Answer(text, tok.decode(out.tolist(), skip_special_tokens=True)), ids
     del model
 
@@ -237,16 +261,22 @@ def _gguf_answers(path: Path, results: list[PromptParity], max_new_tokens: int):
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     except ImportError:
-        raise InputError(msg("The GGUF check needs llama.cpp's runtime (llama-cpp-python), which is not installed: "
-                             "run `bash install.sh` again.")) from None  # fmt: skip
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=max(1, os.cpu_count() or 1), seed=0,
-                          n_gpu_layers=0, verbose=False)  # fmt: skip
+        raise InputError(
+            msg(
+                "The GGUF check needs llama.cpp's runtime (llama-cpp-python), which is not installed: "
+                "run `bash install.sh` again."
+            )
+        ) from None
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=2048, n_threads=max(1, os.cpu_count() or 1), seed=0, n_gpu_layers=0, verbose=False
+    )
     try:
         meta = llm.metadata
         template = meta.get("tokenizer.chat_template")
         if not template:
-            raise InputError(msg("{name} carries no chat template, so llama.cpp cannot prompt it as the app does.",
-                                 name=path.name))  # fmt: skip
+            raise InputError(
+                msg("{name} carries no chat template, so llama.cpp cannot prompt it as the app does.", name=path.name)
+            )
         vocab = llm._model.vocab
 
         def text_of(tid: int) -> str:
@@ -294,21 +324,32 @@ def summary_lines(report: dict) -> list[str]:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
 
-    lines = [f"parity of {report['run']} over {len(report['prompts'])} prompts, greedy, "
-             f"{report['max_new_tokens']} new tokens at most:",
-             f"  merged (transformers): {pct(report['merged_agreement'])} of answer tokens equal to the app's"]  # fmt: skip
+    lines = [
+        f"parity of {report['run']} over {len(report['prompts'])} prompts, greedy, "
+        f"{report['max_new_tokens']} new tokens at most:",
+        f"  merged (transformers): {pct(report['merged_agreement'])} of answer tokens equal to the app's",
+    ]
     for t, v in report["gguf_agreements"].items():
         lines.append(f"  GGUF {t} (llama.cpp): {pct(v)}")
     if report.get("vs_app_fp32"):
-        lines.append(f"  the app chats in {report['app_precision'].split(' ')[0]} here; against its adapter path in "
-                     f"fp32 (itself {pct(report.get('app_fp32_agreement'))} equal to those answers): "
-                     + ", ".join(f"{path_label(k)} {pct(v)}" for k, v in report["vs_app_fp32"].items()))  # fmt: skip
-    lines.append("  prompts: " + ("the same tokens on every path" if report["template_equal"] else
-                                  "DIFFER from the app's on some path (see the report)"))  # fmt: skip
+        lines.append(
+            f"  the app chats in {report['app_precision'].split(' ')[0]} here; against its adapter path in "
+            f"fp32 (itself {pct(report.get('app_fp32_agreement'))} equal to those answers): "
+            + ", ".join(f"{path_label(k)} {pct(v)}" for k, v in report["vs_app_fp32"].items())
+        )
+    lines.append(
+        "  prompts: "
+        + (
+            "the same tokens on every path"
+            if report["template_equal"]
+            else "DIFFER from the app's on some path (see the report)"
+        )
+    )
     for i, p in enumerate(report["prompts"], 1):
         paths = [("merged", p["merged"])] + [(f"gguf {t}", a) for t, a in p["gguf"].items()]
-        div = ", ".join(f"{name} at token {a['first_divergence']}" for name, a in paths
-                        if a and a["first_divergence"] is not None)  # fmt: skip
+        div = ", ".join(
+            f"{name} at token {a['first_divergence']}" for name, a in paths if a and a["first_divergence"] is not None
+        )
         lines.append(
             f"  {i}. {p['messages'][-1]['content'][:60]!r}: " + (f"first differs: {div}" if div else "identical")
         )

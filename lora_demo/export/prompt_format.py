@@ -48,12 +48,17 @@ def chat_template(base_template: str | None, fmt: dict) -> str | None:
     if fmt["template"] == "alpaca":
         # The app prompts a conversation in Alpaca as its latest user message, with the system text as the input.
         # One line, no whitespace control: the Alpaca text's own newlines must survive trim_blocks/lstrip_blocks.
-        return ("{% set ns = namespace(system='', user='') %}{% for m in messages %}"
-                "{% if m['role'] == 'system' %}{% set ns.system = m['content'] %}"
-                "{% elif m['role'] == 'user' %}{% set ns.user = m['content'] %}{% endif %}{% endfor %}"
-                "{% if ns.system %}" + _jinja_alpaca(ALPACA_WITH_INPUT) + "{% else %}" + _jinja_alpaca(ALPACA_NO_INPUT)
-                + "{% endif %}{% if messages and messages[-1]['role'] == 'assistant' %}"
-                "{{ messages[-1]['content'] }}{{ eos_token }}{% endif %}")  # fmt: skip
+        return (
+            "{% set ns = namespace(system='', user='') %}{% for m in messages %}"
+            "{% if m['role'] == 'system' %}{% set ns.system = m['content'] %}"
+            "{% elif m['role'] == 'user' %}{% set ns.user = m['content'] %}{% endif %}{% endfor %}"
+            "{% if ns.system %}"
+            + _jinja_alpaca(ALPACA_WITH_INPUT)
+            + "{% else %}"
+            + _jinja_alpaca(ALPACA_NO_INPUT)
+            + "{% endif %}{% if messages and messages[-1]['role'] == 'assistant' %}"
+            "{{ messages[-1]['content'] }}{{ eos_token }}{% endif %}"
+        )
     if base_template and "enable_thinking" in base_template and not fmt.get("enable_thinking"):
         # Trained with thinking off: make that the default for callers that do not say (llama.cpp, Ollama, pipelines).
         return (

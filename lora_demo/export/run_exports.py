@@ -38,8 +38,9 @@ def export_gguf_with_modelfile(run_dir: Path, outtype: str = "q8_0") -> tuple[Pa
     merged = ensure_merged(run_dir)
     out = export_gguf(merged, layout.gguf_file(run_dir, outtype), outtype)
     tok = AutoTokenizer.from_pretrained(str(merged))
-    modelfile = write_modelfile(layout.exports_dir(run_dir) / layout.MODELFILE, out.name, tok, run_format(run_dir),
-                                run_dir.name)  # fmt: skip
+    modelfile = write_modelfile(
+        layout.exports_dir(run_dir) / layout.MODELFILE, out.name, tok, run_format(run_dir), run_dir.name
+    )
     return out, modelfile
 
 
@@ -51,8 +52,9 @@ def export_lora_gguf_run(run_dir: Path, outtype: str = "f16") -> Path:
 
     info = check_adapter(run_dir)
     if not info.base_model:
-        raise InputError(msg("{run}/adapter_config.json names no base model (base_model_name_or_path).",
-                             run=run_dir.name))  # fmt: skip
+        raise InputError(
+            msg("{run}/adapter_config.json names no base model (base_model_name_or_path).", run=run_dir.name)
+        )
     return export_lora_gguf(run_dir, _local_base(info.base_model), layout.lora_gguf_file(run_dir, outtype), outtype)
 
 
@@ -99,8 +101,10 @@ def check_run(run_dir: Path, gguf_types: tuple[str, ...] = ("f16", "q8_0"), max_
                 export_gguf_with_modelfile(run_dir, t)
             ggufs[t] = path
     else:
-        note = msg("llama.cpp's runtime (llama-cpp-python) is not installed, so the GGUF was not checked: run `bash "
-                   "install.sh` again.")  # fmt: skip
+        note = msg(
+            "llama.cpp's runtime (llama-cpp-python) is not installed, so the GGUF was not checked: run `bash "
+            "install.sh` again."
+        )
     modelfile = layout.exports_dir(run_dir) / layout.MODELFILE
     report = check_parity(run_dir, merged, ggufs, modelfile if modelfile.is_file() else None, max_new_tokens)
     report["note"] = str(note) if note else None

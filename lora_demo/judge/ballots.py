@@ -82,14 +82,20 @@ class Vote:
             return None
         if vote.opponent is None:  # a hand-written null: the base model
             vote.opponent = ""
-        ok = (vote.tuned_side in ("A", "B") and vote.choice in CHOICES and vote.verdict == verdict_of(vote)
-              and isinstance(vote.opponent, str))  # fmt: skip
+        ok = (
+            vote.tuned_side in ("A", "B")
+            and vote.choice in CHOICES
+            and vote.verdict == verdict_of(vote)
+            and isinstance(vote.opponent, str)
+        )
         return vote if ok else None
 
 
 def same_sides(adapter_dir) -> str:
-    return msg("Pick another adapter to vote against (or the base model): `{path}` against itself says nothing.",
-               path=str(adapter_dir))  # fmt: skip
+    return msg(
+        "Pick another adapter to vote against (or the base model): `{path}` against itself says nothing.",
+        path=str(adapter_dir),
+    )
 
 
 def verdict_of(vote: Vote) -> str:
@@ -112,8 +118,13 @@ class VoteStore:
         try:
             append_jsonl(self.path, dataclasses.asdict(vote))
         except OSError as e:
-            raise InputError(msg("Could not save the vote in {path}: {error} (was the run's folder deleted, or is the "
-                                 "disk full?)", path=str(self.path), error=str(e.strerror or e))) from None  # fmt: skip
+            raise InputError(
+                msg(
+                    "Could not save the vote in {path}: {error} (was the run's folder deleted, or is the disk full?)",
+                    path=str(self.path),
+                    error=str(e.strerror or e),
+                )
+            ) from None
 
     def votes(self) -> list[Vote]:
         return [v for v in map(Vote.from_dict, read_jsonl(self.path)) if v is not None]
@@ -148,8 +159,19 @@ class Ballots:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def deal(self, adapter_dir: str, base_model: str, prompt: str, base_text: str, tuned_text: str,
-             settings: dict, seed: int, input: str = "", system: str = "", opponent: str = "") -> Ballot:  # fmt: skip
+    def deal(
+        self,
+        adapter_dir: str,
+        base_model: str,
+        prompt: str,
+        base_text: str,
+        tuned_text: str,
+        settings: dict,
+        seed: int,
+        input: str = "",
+        system: str = "",
+        opponent: str = "",
+    ) -> Ballot:
         """Shuffle which answer is A, remember the secret under a fresh id, and return what may be shown.
         base_text: the opponent's answer (the base model's, or the adapter folder `opponent`'s)."""
         if not adapter_dir:
@@ -159,8 +181,19 @@ class Ballots:
         with self._lock:
             tuned_side = "A" if self._rng.random() < 0.5 else "B"
         a, b = (tuned_text, base_text) if tuned_side == "A" else (base_text, tuned_text)
-        secret = _Secret(str(adapter_dir), str(base_model or ""), str(prompt), str(input or ""), str(system or ""),
-                         str(a), str(b), tuned_side, dict(settings or {}), int(seed), str(opponent or ""))  # fmt: skip
+        secret = _Secret(
+            str(adapter_dir),
+            str(base_model or ""),
+            str(prompt),
+            str(input or ""),
+            str(system or ""),
+            str(a),
+            str(b),
+            tuned_side,
+            dict(settings or {}),
+            int(seed),
+            str(opponent or ""),
+        )
         ballot_id = uuid.uuid4().hex
         with self._lock:
             self._pending[ballot_id] = secret
@@ -172,8 +205,9 @@ class Ballots:
         """Record a vote: A, B, tie or both_bad. Saves it to the adapter's votes.jsonl and returns it (now
         revealing the tuned side). A ballot is used once; if saving fails it stays pending, to try again."""
         if not isinstance(choice, str) or choice not in CHOICES:
-            raise InputError(msg("A vote is one of {choices}; got {got!r}.", choices=", ".join(CHOICES),
-                                 got=str(choice)[:40]))  # fmt: skip
+            raise InputError(
+                msg("A vote is one of {choices}; got {got!r}.", choices=", ".join(CHOICES), got=str(choice)[:40])
+            )
         with self._lock:
             secret = self._pending.pop(ballot_id, None) if isinstance(ballot_id, str) else None
         if secret is None:

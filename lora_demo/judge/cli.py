@@ -29,8 +29,13 @@ def cmd_votes(args: argparse.Namespace) -> int:
     from lora_demo.judge.stats import export_dpo, pair_lines, side_name, vote_summary, win_rate_markdown
 
     if not (Path(args.run_dir) / VOTES_FILE).is_file():
-        raise InputError(msg("{run_dir} has no {file}: vote on some blind pairs in the Chat tab first.",
-                             run_dir=str(args.run_dir), file=VOTES_FILE))  # fmt: skip
+        raise InputError(
+            msg(
+                "{run_dir} has no {file}: vote on some blind pairs in the Chat tab first.",
+                run_dir=str(args.run_dir),
+                file=VOTES_FILE,
+            )
+        )
     votes = VoteStore(args.run_dir).votes()
     stats = vote_summary(votes)  # win_rate's keys, and by_opponent
     exported = export_dpo(votes, args.export) if args.export else None

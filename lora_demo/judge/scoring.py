@@ -90,8 +90,9 @@ def _loss_sum(model, examples: list, pad_id: int) -> tuple[float, int]:
         labels = torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in batch])
         logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
         shifted = labels[:, 1:].to(logits.device)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")  # fmt: skip
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
         total += loss.item()
         count += int((shifted != IGNORE).sum())
     return total, count
@@ -176,8 +177,9 @@ def _answer_logprobs(model, ids: list[int], n_prompt: int):
     return logp.gather(1, x[0, n_prompt:, None].to(logp.device))[:, 0]
 
 
-def token_diff(engine, row_or_prompt: dict | str, answer: str, system: str = "",
-               adapter_dir: str | None = None) -> list[tuple[str, float]]:  # fmt: skip
+def token_diff(
+    engine, row_or_prompt: dict | str, answer: str, system: str = "", adapter_dir: str | None = None
+) -> list[tuple[str, float]]:
     """For each token of `answer` after the prompt (built as the chat builds it: a dataset row, or a user message):
     (its text, log p_tuned(token) - log p_base(token)). Positive: the tuning made that token more likely."""
     import torch

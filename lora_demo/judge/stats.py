@@ -35,8 +35,17 @@ def win_rate(votes: list[Vote]) -> dict:
     n = w + t + lo
     rate = (w + t / 2) / n if n else None
     ci_low, ci_high = wilson_interval(rate, n) if n else (None, None)
-    return {"votes": len(votes), "wins": w, "ties": t, "losses": lo, "both_bad": bb, "decided": n,
-            "win_rate": rate, "ci_low": ci_low, "ci_high": ci_high}  # fmt: skip
+    return {
+        "votes": len(votes),
+        "wins": w,
+        "ties": t,
+        "losses": lo,
+        "both_bad": bb,
+        "decided": n,
+        "win_rate": rate,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+    }
 
 
 def win_rate_markdown(stats: dict, lang: str = "en") -> str:
@@ -49,11 +58,22 @@ def win_rate_markdown(stats: dict, lang: str = "en") -> str:
     counts = {k: stats[k] for k in ("wins", "ties", "losses", "both_bad")}
     over = msg("over {n} votes.", n=n) if n != 1 else msg("over 1 vote.")
     if stats.get("win_rate") is None:
-        return tr("Tuned wins {wins}, ties {ties}, loses {losses} (both bad {both_bad}): no win rate yet (every vote "
-                  "said both answers are bad) {over}", **counts, over=over)  # fmt: skip
+        return tr(
+            "Tuned wins {wins}, ties {ties}, loses {losses} (both bad {both_bad}): no win rate yet (every vote "
+            "said both answers are bad) {over}",
+            **counts,
+            over=over,
+        )
     rate, low, high = (round(100 * stats[k]) for k in ("win_rate", "ci_low", "ci_high"))
-    return tr("Tuned wins {wins}, ties {ties}, loses {losses} (both bad {both_bad}): win rate {rate}% (95% CI "
-              "{low}–{high}%) {over}", **counts, rate=rate, low=low, high=high, over=over)  # fmt: skip
+    return tr(
+        "Tuned wins {wins}, ties {ties}, loses {losses} (both bad {both_bad}): win rate {rate}% (95% CI "
+        "{low}–{high}%) {over}",
+        **counts,
+        rate=rate,
+        low=low,
+        high=high,
+        over=over,
+    )
 
 
 def side_name(adapter_dir: str | Path) -> str:
@@ -71,8 +91,10 @@ def win_rates_by_opponent(votes: list[Vote]) -> list[dict]:
     groups: dict[str, list[Vote]] = {}
     for v in sorted(votes, key=lambda v: bool(v.opponent)):  # stable: the base model's group first
         groups.setdefault(v.opponent or "", []).append(v)
-    return [{"opponent": opp, "opponent_name": side_name(opp) if opp else ""} | win_rate(group)
-            for opp, group in groups.items()]  # fmt: skip
+    return [
+        {"opponent": opp, "opponent_name": side_name(opp) if opp else ""} | win_rate(group)
+        for opp, group in groups.items()
+    ]
 
 
 def vote_summary(votes: list[Vote]) -> dict:
@@ -92,14 +114,31 @@ def pair_lines(name: str, by_opponent: list[dict], lang: str = "en") -> list[str
         n = stats["votes"]
         over = msg("over {n} votes.", n=n) if n != 1 else msg("over 1 vote.")
         if stats.get("win_rate") is None:
-            lines.append(tr("{name} vs {other}: wins {wins}, ties {ties}, losses {losses} (both bad {both_bad}): no win "
-                            "rate yet (every vote said both answers are bad) {over}", name=name, other=other,
-                            **counts, over=over))  # fmt: skip
+            lines.append(
+                tr(
+                    "{name} vs {other}: wins {wins}, ties {ties}, losses {losses} (both bad {both_bad}): no win "
+                    "rate yet (every vote said both answers are bad) {over}",
+                    name=name,
+                    other=other,
+                    **counts,
+                    over=over,
+                )
+            )
             continue
         rate, low, high = (round(100 * stats[k]) for k in ("win_rate", "ci_low", "ci_high"))
-        lines.append(tr("{name} vs {other}: wins {wins}, ties {ties}, losses {losses} (both bad {both_bad}): win rate "
-                        "{rate}% (95% CI {low}–{high}%) {over}", name=name, other=other, **counts, rate=rate, low=low,
-                        high=high, over=over))  # fmt: skip
+        lines.append(
+            tr(
+                "{name} vs {other}: wins {wins}, ties {ties}, losses {losses} (both bad {both_bad}): win rate "
+                "{rate}% (95% CI {low}–{high}%) {over}",
+                name=name,
+                other=other,
+                **counts,
+                rate=rate,
+                low=low,
+                high=high,
+                over=over,
+            )
+        )
     return lines
 
 
@@ -150,15 +189,23 @@ def vote_rows_split(adapter_dir: str | Path, limit: int = 20) -> tuple[list[dict
 
     run = RunDir(run_folder(adapter_dir))  # a checkpoint votes on its run's rows
     if not run.data_dir.is_dir():
-        raise InputError(msg("{adapter} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.",
-                             adapter=str(adapter_dir)))  # fmt: skip
+        raise InputError(
+            msg(
+                "{adapter} has no data/ folder: pick an adapter trained in LoRA Lab to vote on its rows.",
+                adapter=str(adapter_dir),
+            )
+        )
     for split in ("val", "train"):
         rows = [_row(r) for r in read_jsonl(run.rows_path(split))]
         rows = [r for r in rows if r is not None]
         if rows:
             return rows[: max(0, int(limit))], split
-    raise InputError(msg("{adapter}/data has no rows to vote on (no data/val.jsonl or data/train.jsonl rows).",
-                         adapter=str(adapter_dir)))  # fmt: skip
+    raise InputError(
+        msg(
+            "{adapter}/data has no rows to vote on (no data/val.jsonl or data/train.jsonl rows).",
+            adapter=str(adapter_dir),
+        )
+    )
 
 
 def _row(r) -> dict | None:

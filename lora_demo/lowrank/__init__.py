@@ -18,6 +18,17 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "SEED_A", "SEED_B", "analyze_adapter", "example_w0", "factor_svd", "load_lora_factors", "lora_product", "low_rank_approx",
-    "low_rank_plus_noise", "param_counts", "parse_matrix", "seed_matrix", "truncate_adapter",
-]  # fmt: skip
+    "SEED_A",
+    "SEED_B",
+    "analyze_adapter",
+    "example_w0",
+    "factor_svd",
+    "load_lora_factors",
+    "lora_product",
+    "low_rank_approx",
+    "low_rank_plus_noise",
+    "param_counts",
+    "parse_matrix",
+    "seed_matrix",
+    "truncate_adapter",
+]

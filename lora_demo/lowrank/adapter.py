@@ -92,8 +92,13 @@ def load_lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[to
         config = info.config
         tensors = load_file(str(weights))
     except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise InputError(msg("{folder}: the adapter files cannot be read ({error}).", folder=str(adapter_dir),
-                             error=str(e).splitlines()[0][:200])) from None  # fmt: skip
+        raise InputError(
+            msg(
+                "{folder}: the adapter files cannot be read ({error}).",
+                folder=str(adapter_dir),
+                error=str(e).splitlines()[0][:200],
+            )
+        ) from None
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         m = _KEY.match(key)
@@ -105,8 +110,12 @@ def load_lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[to
         if "A" in ab and "B" in ab:
             modules[name] = (ab["B"], ab["A"], _scaling(config, name, ab["A"].shape[0]))
     if not modules:
-        raise InputError(msg("{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).",
-                             folder=str(adapter_dir)))  # fmt: skip
+        raise InputError(
+            msg(
+                "{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).",
+                folder=str(adapter_dir),
+            )
+        )
     return config, modules
 
 
@@ -138,10 +147,15 @@ def analyze_adapter(adapter_dir: str | Path, base_model: str | None = None) -> d
         sv = factor_svd(b, a, s).numpy()
         lm = _LAYER.search("." + name + ".")
         spec = ModuleSpectrum(
-            name=name, layer=int(lm.group(1)) if lm else None, module=name.split(".")[-1],
-            shape=(b.shape[0], a.shape[1]), r=a.shape[0], scaling=s, singular_values=sv.tolist(),
+            name=name,
+            layer=int(lm.group(1)) if lm else None,
+            module=name.split(".")[-1],
+            shape=(b.shape[0], a.shape[1]),
+            r=a.shape[0],
+            scaling=s,
+            singular_values=sv.tolist(),
             **spectrum_measures(sv),
-        )  # fmt: skip
+        )
         if name in base_norms and base_norms[name] > 0:
             spec.rel_to_base = spec.fro_norm / base_norms[name]
         out.append(asdict(spec))
@@ -196,8 +210,13 @@ def truncate_adapter(adapter_dir: str | Path, k: int, out_dir: str | Path) -> Pa
     except (TypeError, ValueError):
         raise InputError(msg("The rank k must be a whole number; got {k!r}.", k=k)) from None
     if k_int != k or not 1 <= k_int < max_r:
-        raise InputError(msg("Truncation rank must be a whole number from 1 to {top} (below the adapter's r={r}).",
-                             top=max_r - 1, r=max_r))  # fmt: skip
+        raise InputError(
+            msg(
+                "Truncation rank must be a whole number from 1 to {top} (below the adapter's r={r}).",
+                top=max_r - 1,
+                r=max_r,
+            )
+        )
     out = Path(out_dir)
     if out.exists():
         raise InputError(msg("{out} already exists: pick a new name so no adapter is overwritten.", out=str(out)))

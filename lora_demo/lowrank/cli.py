@@ -43,8 +43,22 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
             raise InputError("--matrix needs --rank K.")
         m = parse_matrix(args.matrix)
         res = low_rank_approx(m, args.rank)
-        keys = ["singular_values", "energy", "approx", "error_fro", "relative_error", "tail_energy",
-                "rank_90", "rank_99", "B", "A", "params_full", "params_lowrank", "compression", "break_even_rank"]  # fmt: skip
+        keys = [
+            "singular_values",
+            "energy",
+            "approx",
+            "error_fro",
+            "relative_error",
+            "tail_energy",
+            "rank_90",
+            "rank_99",
+            "B",
+            "A",
+            "params_full",
+            "params_lowrank",
+            "compression",
+            "break_even_rank",
+        ]
     elif args.b is not None and args.a is not None:
         res = lora_product(args.b, args.a)
         keys = ["delta_w", "delta_w_rounded", "row_expressions", "params_full", "params_lowrank", "break_even_rank"]
@@ -69,8 +83,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{res['adapter_dir']}: base {res['base_model']}, r={res['r']}, alpha={res['lora_alpha']}")
     print(f"{'module':60s} {'‖ΔW‖_F':>10s} {'eff.rank':>9s} {'stable':>8s} {'r90':>4s} {'r99':>4s}")
     for m in res["modules"]:
-        print(f"{m['name']:60s} {m['fro_norm']:10.4g} {m['effective_rank']:9.2f} {m['stable_rank']:8.2f} "
-              f"{m['rank_90']:4d} {m['rank_99']:4d}")  # fmt: skip
+        print(
+            f"{m['name']:60s} {m['fro_norm']:10.4g} {m['effective_rank']:9.2f} {m['stable_rank']:8.2f} "
+            f"{m['rank_90']:4d} {m['rank_99']:4d}"
+        )
     return 0
 
 

@@ -48,18 +48,41 @@ def compare_adapters(parent_dir: str | Path, child_dir: str | Path) -> dict:
     _, parent = load_lora_factors(parent_dir)
     _, child = load_lora_factors(child_dir)
     # The same ΔW shape (d×k); the ranks may differ (a rank-k copy against its source).
-    shared = [n for n in child if n in parent and parent[n][0].shape[0] == child[n][0].shape[0]
-              and parent[n][1].shape[1] == child[n][1].shape[1]]  # fmt: skip
+    shared = [
+        n
+        for n in child
+        if n in parent
+        and parent[n][0].shape[0] == child[n][0].shape[0]
+        and parent[n][1].shape[1] == child[n][1].shape[1]
+    ]
     if not shared:
-        raise InputError(msg("{parent} and {child} share no LoRA module of the same shape: compare a run with the run "
-                             "continued from it.", parent=Path(parent_dir).name, child=Path(child_dir).name))  # fmt: skip
+        raise InputError(
+            msg(
+                "{parent} and {child} share no LoRA module of the same shape: compare a run with the run "
+                "continued from it.",
+                parent=Path(parent_dir).name,
+                child=Path(child_dir).name,
+            )
+        )
     modules = []
     for name in shared:
         lm = _LAYER.search("." + name + ".")
-        modules.append({"name": name, "layer": int(lm.group(1)) if lm else None, "module": name.split(".")[-1],
-                        **compare_module(parent[name], child[name])})  # fmt: skip
-    return {"parent": str(parent_dir), "child": str(child_dir), "top_k": TOP_K, "modules": modules,
-            "only_parent": sorted(set(parent) - set(shared)), "only_child": sorted(set(child) - set(shared))}  # fmt: skip
+        modules.append(
+            {
+                "name": name,
+                "layer": int(lm.group(1)) if lm else None,
+                "module": name.split(".")[-1],
+                **compare_module(parent[name], child[name]),
+            }
+        )
+    return {
+        "parent": str(parent_dir),
+        "child": str(child_dir),
+        "top_k": TOP_K,
+        "modules": modules,
+        "only_parent": sorted(set(parent) - set(shared)),
+        "only_child": sorted(set(child) - set(shared)),
+    }
 
 
 def compare_markdown(res: dict, lang: str = "en") -> str:
@@ -72,14 +95,32 @@ def compare_markdown(res: dict, lang: str = "en") -> str:
         return vals[len(vals) // 2] if vals else float("nan")
 
     grew = sum(1 for m in mods if m["child_norm"] > m["parent_norm"])
-    return "\n".join([
-        tr("**Parent** `{parent}` → **child** `{child}`: {count} shared modules.", parent=Path(res["parent"]).name,
-           child=Path(res["child"]).name, count=len(mods)),
-        tr("- ‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖: median **{rel:.3f}** (how much the continued training moved the "
-           "update).", rel=med("rel_change")),
-        tr("- cosine(ΔW_parent, ΔW_child): median **{cos:.3f}**; top-{k} subspace overlap ‖U_pᵀU_c‖²/k: median "
-           "**{overlap:.3f}** (1: the same directions).", cos=med("cosine"), k=res["top_k"],
-           overlap=med("subspace_overlap")),
-        tr("- ‖ΔW‖ grew in {grew} of {count} modules (median {before:.4g} → {after:.4g}).", grew=grew, count=len(mods),
-           before=med("parent_norm"), after=med("child_norm")),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            tr(
+                "**Parent** `{parent}` → **child** `{child}`: {count} shared modules.",
+                parent=Path(res["parent"]).name,
+                child=Path(res["child"]).name,
+                count=len(mods),
+            ),
+            tr(
+                "- ‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖: median **{rel:.3f}** (how much the continued training moved the "
+                "update).",
+                rel=med("rel_change"),
+            ),
+            tr(
+                "- cosine(ΔW_parent, ΔW_child): median **{cos:.3f}**; top-{k} subspace overlap ‖U_pᵀU_c‖²/k: median "
+                "**{overlap:.3f}** (1: the same directions).",
+                cos=med("cosine"),
+                k=res["top_k"],
+                overlap=med("subspace_overlap"),
+            ),
+            tr(
+                "- ‖ΔW‖ grew in {grew} of {count} modules (median {before:.4g} → {after:.4g}).",
+                grew=grew,
+                count=len(mods),
+                before=med("parent_norm"),
+                after=med("child_norm"),
+            ),
+        ]
+    )

@@ -29,15 +29,26 @@ def parse_matrix(value, name: str | None = None) -> np.ndarray:
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         counts = ", ".join(str(len(r)) for r in rows[:6]) + (", …" if len(rows) > 6 else "")
-        raise InputError(msg("The {name} has ragged rows (values per row: {counts}): every row needs the same number "
-                             "of values.", name=name, counts=counts))  # fmt: skip
+        raise InputError(
+            msg(
+                "The {name} has ragged rows (values per row: {counts}): every row needs the same number of values.",
+                name=name,
+                counts=counts,
+            )
+        )
     out = np.empty((len(rows), widths.pop()), dtype=np.float64)
     for i, row in enumerate(rows):
         for j, cell in enumerate(row):
             out[i, j] = _number(cell, name, i, j)
     if out.size > MAX_CELLS:
-        raise InputError(msg("The {name} has {size:,} values; the limit is {limit:,}. Use a smaller matrix.", name=name,
-                             size=out.size, limit=MAX_CELLS))  # fmt: skip
+        raise InputError(
+            msg(
+                "The {name} has {size:,} values; the limit is {limit:,}. Use a smaller matrix.",
+                name=name,
+                size=out.size,
+                limit=MAX_CELLS,
+            )
+        )
     return out
 
 
@@ -57,8 +68,13 @@ def _rows_from(value, name: str) -> list[list]:
             )
         return [list(r) for r in value]
     if not isinstance(value, str):
-        raise InputError(msg("The {name} must be text (JSON or CSV) or rows of numbers, not {kind}.", name=name,
-                             kind=type(value).__name__))  # fmt: skip
+        raise InputError(
+            msg(
+                "The {name} must be text (JSON or CSV) or rows of numbers, not {kind}.",
+                name=name,
+                kind=type(value).__name__,
+            )
+        )
     text = value.strip()
     if not text:
         return []
@@ -69,28 +85,57 @@ def _rows_from(value, name: str) -> list[list]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise InputError(msg("The {name} is not valid JSON ({error} at line {line}, column {col}).", name=name,
-                                 error=e.msg, line=e.lineno, col=e.colno)) from None  # fmt: skip
+            raise InputError(
+                msg(
+                    "The {name} is not valid JSON ({error} at line {line}, column {col}).",
+                    name=name,
+                    error=e.msg,
+                    line=e.lineno,
+                    col=e.colno,
+                )
+            ) from None
         if isinstance(data, dict):
-            raise InputError(msg("The {name} must be a JSON list of rows, e.g. [[1, 2], [3, 4]], not an object.",
-                                 name=name))  # fmt: skip
+            raise InputError(
+                msg("The {name} must be a JSON list of rows, e.g. [[1, 2], [3, 4]], not an object.", name=name)
+            )
         return _rows_from(data, name)
     return [[c for c in re.split(r"[,;\t ]+", line.strip()) if c != ""] for line in text.splitlines() if line.strip()]
 
 
 def _number(cell, name: str, i: int, j: int) -> float:
     if isinstance(cell, bool):
-        raise InputError(msg("The {name} has a non-number at row {row}, column {col}: {cell}.", name=name, row=i + 1,
-                             col=j + 1, cell=repr(cell)))  # fmt: skip
+        raise InputError(
+            msg(
+                "The {name} has a non-number at row {row}, column {col}: {cell}.",
+                name=name,
+                row=i + 1,
+                col=j + 1,
+                cell=repr(cell),
+            )
+        )
     try:
         x = float(cell)
     except (TypeError, ValueError):
         shown = repr(cell) if len(repr(cell)) < 40 else repr(cell)[:37] + "..."
-        raise InputError(msg("The {name} has a non-number at row {row}, column {col}: {cell}.", name=name, row=i + 1,
-                             col=j + 1, cell=shown)) from None  # fmt: skip
+        raise InputError(
+            msg(
+                "The {name} has a non-number at row {row}, column {col}: {cell}.",
+                name=name,
+                row=i + 1,
+                col=j + 1,
+                cell=shown,
+            )
+        ) from None
     if not math.isfinite(x):
-        raise InputError(msg("The {name} has {x} at row {row}, column {col}: only finite numbers are allowed.",
-                             name=name, x=x, row=i + 1, col=j + 1))  # fmt: skip
+        raise InputError(
+            msg(
+                "The {name} has {x} at row {row}, column {col}: only finite numbers are allowed.",
+                name=name,
+                x=x,
+                row=i + 1,
+                col=j + 1,
+            )
+        )
     return x
 
 
@@ -103,6 +148,7 @@ def check_rank(k, limit: int) -> int:
             msg("The rank must be a whole number from 1 to {limit}; got {k!r}.", limit=limit, k=k)
         ) from None
     if not math.isfinite(kf) or kf != int(kf) or not 1 <= kf <= limit:
-        raise InputError(msg("The rank must be a whole number from 1 to {limit} (= min(rows, columns)); got {k}.",
-                             limit=limit, k=k))  # fmt: skip
+        raise InputError(
+            msg("The rank must be a whole number from 1 to {limit} (= min(rows, columns)); got {k}.", limit=limit, k=k)
+        )
     return int(kf)

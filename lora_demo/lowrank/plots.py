@@ -29,15 +29,28 @@ def spectrum_figure(singular_values, k: int | None = None, title: str | None = N
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     colors = ["#4f46e5" if k is None or i <= k else "#c7d2fe" for i in idx]
     fig.add_trace(go.Bar(x=idx, y=s, name="σᵢ", marker_color=colors), secondary_y=False)
-    fig.add_trace(go.Scatter(x=idx, y=e * 100, name=tr("cumulative energy Σσ² %"), mode="lines+markers",
-                             line=dict(color="#f97316")), secondary_y=True)  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=idx, y=e * 100, name=tr("cumulative energy Σσ² %"), mode="lines+markers", line=dict(color="#f97316")
+        ),
+        secondary_y=True,
+    )
     for frac in (0.90, 0.99):
         if len(s):
             r = rank_for_energy(s, frac)
-            fig.add_trace(go.Scatter(x=[r], y=[e[r - 1] * 100], mode="markers+text",
-                                     text=[tr("{frac:.0%} at k={k}", frac=frac, k=r)], textposition="bottom right",
-                                     marker=dict(size=11, symbol="diamond", color="#dc2626"),
-                                     name=tr("{frac:.0%} energy", frac=frac), showlegend=False), secondary_y=True)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=[r],
+                    y=[e[r - 1] * 100],
+                    mode="markers+text",
+                    text=[tr("{frac:.0%} at k={k}", frac=frac, k=r)],
+                    textposition="bottom right",
+                    marker=dict(size=11, symbol="diamond", color="#dc2626"),
+                    name=tr("{frac:.0%} energy", frac=frac),
+                    showlegend=False,
+                ),
+                secondary_y=True,
+            )
     if k is not None:
         fig.add_vline(x=k + 0.5, line_dash="dash", line_color="#6b7280", annotation_text=f"k = {k}")
     fig.update_layout(
@@ -70,8 +83,11 @@ def heatmaps_figure(m, approx, residual, k: int, lang: str = "en") -> go.Figure:
     titles = [f"M{shown[0][1]}", f"M_k (k={k}){shown[1][1]}", f"M − M_k{shown[2][1]}"]
     fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.06)
     for i, (x, _) in enumerate(shown):
-        fig.add_trace(go.Heatmap(z=x, zmin=-vmax, zmax=vmax, colorscale="RdBu_r", showscale=i == 2,
-                                 hovertemplate=_hover(tr)), row=1, col=i + 1)  # fmt: skip
+        fig.add_trace(
+            go.Heatmap(z=x, zmin=-vmax, zmax=vmax, colorscale="RdBu_r", showscale=i == 2, hovertemplate=_hover(tr)),
+            row=1,
+            col=i + 1,
+        )
         fig.update_yaxes(autorange="reversed", title_text=tr("row") if i == 0 else None, row=1, col=i + 1)
         fig.update_xaxes(title_text=tr("column"), row=1, col=i + 1)
     fig.update_layout(height=330, margin=dict(l=40, r=20, t=50, b=40))
@@ -87,9 +103,19 @@ def product_figure(b, a, dw, w0=None, lang: str = "en") -> go.Figure:
     fig = make_subplots(rows=1, cols=len(mats), subplot_titles=[t for t, _ in mats], horizontal_spacing=0.07)
     vmax = max(float(np.max(np.abs(np.asarray(x, dtype=float)))) for _, x in mats) or 1.0
     for i, (_, x) in enumerate(mats):
-        fig.add_trace(go.Heatmap(z=np.asarray(x, dtype=float), zmin=-vmax, zmax=vmax, colorscale="RdBu_r",
-                                 showscale=i == len(mats) - 1, texttemplate="%{z:.2f}",
-                                 hovertemplate=_hover(tr)), row=1, col=i + 1)  # fmt: skip
+        fig.add_trace(
+            go.Heatmap(
+                z=np.asarray(x, dtype=float),
+                zmin=-vmax,
+                zmax=vmax,
+                colorscale="RdBu_r",
+                showscale=i == len(mats) - 1,
+                texttemplate="%{z:.2f}",
+                hovertemplate=_hover(tr),
+            ),
+            row=1,
+            col=i + 1,
+        )
         fig.update_yaxes(autorange="reversed", title_text=tr("row") if i == 0 else None, row=1, col=i + 1)
         fig.update_xaxes(title_text=tr("column"), row=1, col=i + 1)
     fig.update_layout(height=320, margin=dict(l=40, r=20, t=50, b=40))
@@ -105,8 +131,12 @@ MEASURES = {
     "rel_to_base": "‖ΔW‖_F / ‖W0‖_F",
 }
 # Measures of a parent/child comparison (lowrank/compare.py), drawn with the same heatmap.
-LABELS = {**MEASURES, "rel_change": "‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖", "cosine": "cos(ΔW_parent, ΔW_child)",
-          "subspace_overlap": msg("top-k subspace overlap")}  # fmt: skip
+LABELS = {
+    **MEASURES,
+    "rel_change": "‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖",
+    "cosine": "cos(ΔW_parent, ΔW_child)",
+    "subspace_overlap": msg("top-k subspace overlap"),
+}
 
 
 def adapter_heatmap(analysis: dict, measure: str = "effective_rank", lang: str = "en") -> go.Figure:
@@ -121,10 +151,14 @@ def adapter_heatmap(analysis: dict, measure: str = "effective_rank", lang: str =
         if m["layer"] is not None and m.get(measure) is not None:
             z[layers.index(m["layer"]), kinds.index(m["module"])] = m[measure]
     hover = tr("layer {layer} · {module}: {value}", layer="%{y}", module="%{x}", value="%{z:.4g}") + "<extra></extra>"
-    fig = go.Figure(go.Heatmap(z=z, x=kinds, y=layers, colorscale="Viridis", colorbar=dict(title=label),
-                               hovertemplate=hover))  # fmt: skip
-    fig.update_layout(title=tr("{measure} per layer and module", measure=label), height=max(300, 22 * len(layers) + 120),
-                      margin=dict(l=60, r=20, t=50, b=40))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(z=z, x=kinds, y=layers, colorscale="Viridis", colorbar=dict(title=label), hovertemplate=hover)
+    )
+    fig.update_layout(
+        title=tr("{measure} per layer and module", measure=label),
+        height=max(300, 22 * len(layers) + 120),
+        margin=dict(l=60, r=20, t=50, b=40),
+    )
     fig.update_xaxes(title_text=tr("module"))
     fig.update_yaxes(title_text=tr("layer"), autorange="reversed")
     return fig

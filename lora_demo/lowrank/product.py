@@ -36,8 +36,15 @@ def lora_product(b, a) -> dict:
     bm = parse_matrix(b, msg("B matrix"))
     am = parse_matrix(a, msg("A matrix"))
     if bm.shape[1] != am.shape[0]:
-        raise InputError(msg("B is {bd}×{br} and A is {ar}×{ak}: B's columns ({br}) must equal A's rows ({ar}), the rank r.",
-                             bd=bm.shape[0], br=bm.shape[1], ar=am.shape[0], ak=am.shape[1]))  # fmt: skip
+        raise InputError(
+            msg(
+                "B is {bd}×{br} and A is {ar}×{ak}: B's columns ({br}) must equal A's rows ({ar}), the rank r.",
+                bd=bm.shape[0],
+                br=bm.shape[1],
+                ar=am.shape[0],
+                ak=am.shape[1],
+            )
+        )
     d, r = bm.shape
     k = am.shape[1]
     dw = bm @ am

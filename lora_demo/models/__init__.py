@@ -25,7 +25,23 @@ from lora_demo.models.registry import (
 )
 
 __all__ = [
-    "CPU_DEFAULT", "CUDA_DEFAULT", "REGISTRY", "LoadedModel", "ModelSpec", "adapter_base_model", "cache_dir", "cached_tokenizer", "default_model_id",
-    "explain_load_error", "get_spec", "is_available_offline", "list_models", "load_model", "load_tokenizer",
-    "model_path", "resolve_model", "shipped_config", "thinking_switch",
-]  # fmt: skip
+    "CPU_DEFAULT",
+    "CUDA_DEFAULT",
+    "REGISTRY",
+    "LoadedModel",
+    "ModelSpec",
+    "adapter_base_model",
+    "cache_dir",
+    "cached_tokenizer",
+    "default_model_id",
+    "explain_load_error",
+    "get_spec",
+    "is_available_offline",
+    "list_models",
+    "load_model",
+    "load_tokenizer",
+    "model_path",
+    "resolve_model",
+    "shipped_config",
+    "thinking_switch",
+]

@@ -41,14 +41,20 @@ def explain_load_error(exc: BaseException, model_id: str) -> ModelError:
     for e in chain:
         if isinstance(e, GatedRepoError):
             return ModelError(
-                msg("'{model_id}' is gated (401): accept its licence on huggingface.co and log in with "
-                    "`hf auth login` (or set HF_TOKEN), or pick an ungated model.", model_id=model_id)
-            )  # fmt: skip
+                msg(
+                    "'{model_id}' is gated (401): accept its licence on huggingface.co and log in with "
+                    "`hf auth login` (or set HF_TOKEN), or pick an ungated model.",
+                    model_id=model_id,
+                )
+            )
         if isinstance(e, RepositoryNotFoundError):
             return ModelError(
-                msg("'{model_id}' does not exist on the Hugging Face hub (or is private): check the spelling, "
-                    "or give a local model folder.", model_id=model_id)
-            )  # fmt: skip
+                msg(
+                    "'{model_id}' does not exist on the Hugging Face hub (or is private): check the spelling, "
+                    "or give a local model folder.",
+                    model_id=model_id,
+                )
+            )
         if isinstance(e, RevisionNotFoundError):
             return ModelError(
                 msg("'{model_id}' has no such revision: drop the revision or check its name.", model_id=model_id)
@@ -70,10 +76,18 @@ def _looks_offline(e: BaseException) -> bool:
     text = f"{type(e).__name__} {e}".lower()
     return any(
         s in text
-        for s in ("connecterror", "connectionerror", "couldn't connect", "name or service not known",
-                  "temporary failure in name resolution", "network is unreachable", "max retries exceeded",
-                  "offline mode", "hf_hub_offline")
-    )  # fmt: skip
+        for s in (
+            "connecterror",
+            "connectionerror",
+            "couldn't connect",
+            "name or service not known",
+            "temporary failure in name resolution",
+            "network is unreachable",
+            "max retries exceeded",
+            "offline mode",
+            "hf_hub_offline",
+        )
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -143,9 +157,11 @@ def load_model(
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(dtype),
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch_dtype(dtype),
             bnb_4bit_use_double_quant=True,
-        )  # fmt: skip
+        )
     if device == "cuda":
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # under DDP: this rank's GPU
     try:

@@ -20,15 +20,33 @@ QWEN_SPLIT_REGEX = (
 
 # (token, special) for ids 151643.. in order, as in Qwen3's tokenizer_config.json.
 QWEN3_ADDED_TOKENS: list[tuple[str, bool]] = [
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
-    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True),
-    ("<|quad_start|>", True), ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True),
-    ("<|vision_pad|>", True), ("<|image_pad|>", True), ("<|video_pad|>", True),
-    ("<tool_call>", False), ("</tool_call>", False),
-    ("<|fim_prefix|>", True), ("<|fim_middle|>", True), ("<|fim_suffix|>", True), ("<|fim_pad|>", True),
-    ("<|repo_name|>", True), ("<|file_sep|>", True), ("<tool_response>", False), ("</tool_response>", False),
-    ("<think>", False), ("</think>", False),
-]  # fmt: skip
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", True),
+    ("<|fim_middle|>", True),
+    ("<|fim_suffix|>", True),
+    ("<|fim_pad|>", True),
+    ("<|repo_name|>", True),
+    ("<|file_sep|>", True),
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
+]
 FIRST_ADDED_ID = 151643
 QWEN3_VOCAB_SIZE = 151936  # the embedding size Qwen3 checkpoints use (padded past the 151,669 tokens)
 
@@ -105,11 +123,20 @@ def build_qwen3_tiny(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
     out = Path(out_dir)
     config = Qwen3Config(
-        vocab_size=QWEN3_VOCAB_SIZE, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-        rope_theta=1_000_000.0, tie_word_embeddings=False, bos_token_id=FIRST_ADDED_ID,
-        eos_token_id=FIRST_ADDED_ID + 2, pad_token_id=FIRST_ADDED_ID,
-    )  # fmt: skip
+        vocab_size=QWEN3_VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=False,
+        bos_token_id=FIRST_ADDED_ID,
+        eos_token_id=FIRST_ADDED_ID + 2,
+        pad_token_id=FIRST_ADDED_ID,
+    )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
     with torch.no_grad():

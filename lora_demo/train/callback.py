@@ -128,8 +128,12 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
         step, total = state.global_step, state.max_steps
-        rec = {"type": "eval" if "eval_loss" in logs else "log", "step": step, "total": total,
-               "epoch": round(state.epoch or 0, 3)}  # fmt: skip
+        rec = {
+            "type": "eval" if "eval_loss" in logs else "log",
+            "step": step,
+            "total": total,
+            "epoch": round(state.epoch or 0, 3),
+        }
         for key, name in (
             ("loss", "loss"),
             ("learning_rate", "lr"),
@@ -181,8 +185,14 @@ class ProgressCallback(TrainerCallback):
             return None
         seconds = time.time() - self.begin[0]
         steps, tokens = state.global_step - self.begin[2], _tokens(state) - self.begin[1]
-        out = {"type": "summary", "step": state.global_step, "total": state.max_steps, "steps": steps,
-               "train_s": round(seconds, 2), "s_per_step": round(seconds / steps, 3)}  # fmt: skip
+        out = {
+            "type": "summary",
+            "step": state.global_step,
+            "total": state.max_steps,
+            "steps": steps,
+            "train_s": round(seconds, 2),
+            "s_per_step": round(seconds / steps, 3),
+        }
         if tokens > 0 and seconds > 0:
             out["tokens"], out["tokens_per_s"] = tokens, round(tokens / seconds, 1)
         return out
@@ -215,5 +225,7 @@ def gpu_memory() -> dict:
 
     if not torch.cuda.is_available():
         return {}
-    return {"gpu_mem_gb": round(torch.cuda.memory_allocated() / 2**30, 2),
-            "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}  # fmt: skip
+    return {
+        "gpu_mem_gb": round(torch.cuda.memory_allocated() / 2**30, 2),
+        "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+    }

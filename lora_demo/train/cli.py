@@ -32,8 +32,11 @@ def add_train_parser(sub) -> None:
 
     The TrainSettings flags come from `settings_flags` as a lazy parent: they are made (importing transformers)
     only when `train` itself is parsed, so building the CLI for any other command stays fast."""
-    p = sub.add_parser("train", help="run a LoRA fine-tune (same engine as the Train tab) with a progress bar",
-                       lazy_parents=lambda: [settings_flags()])  # fmt: skip
+    p = sub.add_parser(
+        "train",
+        help="run a LoRA fine-tune (same engine as the Train tab) with a progress bar",
+        lazy_parents=lambda: [settings_flags()],
+    )
     p.add_argument("--config", help="config.yaml of an earlier run, or one you wrote; flags below override it")
     p.add_argument(
         "--resume",
@@ -62,8 +65,15 @@ def add_stop_parser(sub) -> None:
     """Add `stop` (lora_demo/cli.py calls this)."""
     p = sub.add_parser("stop", help="stop a training run as the Train tab's Stop does (the adapter so far is saved)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. runs/<run>")
-    p.add_argument("--wait", nargs="?", type=float, const=600.0, default=0.0, metavar="SECONDS",
-                   help="wait until it has stopped (at most SECONDS, default 600) and print how it ended")  # fmt: skip
+    p.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=600.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait until it has stopped (at most SECONDS, default 600) and print how it ended",
+    )
     p.set_defaults(func=cmd_stop)
 
 
@@ -78,8 +88,12 @@ def add_delete_run_parser(sub) -> None:
 def add_runs_parser(sub) -> None:
     """Add `runs` (lora_demo/cli.py calls this): the runs of a folder, or --compare some of them."""
     p = sub.add_parser("runs", help="list the runs, or --compare RUN RUN ...: losses, speed, settings side by side")
-    p.add_argument("--compare", nargs="+", metavar="RUN",
-                   help="runs to compare: names in --runs-dir, or run folders (e.g. runs/<run>)")  # fmt: skip
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="runs to compare: names in --runs-dir, or run folders (e.g. runs/<run>)",
+    )
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--json", action="store_true", help="print one JSON object (with --compare: runs, curves, differs)")
     p.set_defaults(func=cmd_runs)
@@ -144,8 +158,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         s = TrainSettings.from_yaml(args.config)
     else:
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-        s = TrainSettings(model=resolve_model(args.model), r=args.r, lora_alpha=args.alpha or args.r,
-                          target_modules=targets, dataset=args.dataset or "example:persona")  # fmt: skip
+        s = TrainSettings(
+            model=resolve_model(args.model),
+            r=args.r,
+            lora_alpha=args.alpha or args.r,
+            target_modules=targets,
+            dataset=args.dataset or "example:persona",
+        )
     rows = tok = None
     if args.dataset or args.config:
         rows = resolve_data(s, args.data_dir, args.runs_dir)  # (a DPO config: its preference pairs)
@@ -157,9 +176,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
             tok = None
     plan = plan_run(s, rows, tok)
     if args.json:
-        keys = ["trainable_params", "total_params", "trainable_percent", "lora_modules", "backend", "precision",
-                "estimated_memory_gb", "total_steps", "steps_per_epoch", "effective_batch", "warmup_steps",
-                "method", "pairs", "prompts", "generations", "rewards", "warnings", "errors"]  # fmt: skip
+        keys = [
+            "trainable_params",
+            "total_params",
+            "trainable_percent",
+            "lora_modules",
+            "backend",
+            "precision",
+            "estimated_memory_gb",
+            "total_steps",
+            "steps_per_epoch",
+            "effective_batch",
+            "warmup_steps",
+            "method",
+            "pairs",
+            "prompts",
+            "generations",
+            "rewards",
+            "warnings",
+            "errors",
+        ]
         print(json.dumps({k: plan[k] for k in keys if k in plan}, ensure_ascii=False))
     else:
         print(plan_markdown(plan).replace("**", ""))
@@ -181,17 +217,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = runner.start(_settings_from(args))
         print(f"run folder: {run_dir}\nrepeat with: {equivalent_command(run_dir)}", flush=True)
     if args.detach:
-        print(f"training on its own (pid {runner.proc.pid})\nwatch it: tail -f {RunDir(run_dir).log_path} (or the Train "
-              f"tab of lora-lab --runs-dir {run_dir.parent})\nstop it:  {stop_command(run_dir)}", flush=True)  # fmt: skip
+        print(
+            f"training on its own (pid {runner.proc.pid})\nwatch it: tail -f {RunDir(run_dir).log_path} (or the Train "
+            f"tab of lora-lab --runs-dir {run_dir.parent})\nstop it:  {stop_command(run_dir)}",
+            flush=True,
+        )
         return 0
     print(f"stop it: Ctrl-C, or {stop_command(run_dir)} (the adapter so far is saved)", flush=True)
     st = _watch(runner, run_dir)
     if st.get("status") == "failed":
         raise InputError(st.get("error") or "training failed; see train.log in the run folder")
     if st.get("node_rank"):  # another machine of a multi-node run: node 0 holds the adapter
-        print(f"{st.get('status')}: node {st['node_rank']} of {st.get('num_nodes')} ended its part at step "
-              f"{st.get('step') or 0}; node 0 saved the adapter in its run folder (this node's log: "
-              f"{RunDir(run_dir).log_path})")  # fmt: skip
+        print(
+            f"{st.get('status')}: node {st['node_rank']} of {st.get('num_nodes')} ended its part at step "
+            f"{st.get('step') or 0}; node 0 saved the adapter in its run folder (this node's log: "
+            f"{RunDir(run_dir).log_path})"
+        )
         return 0 if st.get("status") == "completed" else 3
     loss = st.get("final_loss")
     where = f"adapter in {run_dir}" if has_adapter(run_dir) else f"no adapter was saved in {run_dir}"
@@ -224,8 +265,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
         st = settled(run_dir, read_status(run_dir))
     if args.wait:
         saved = f"adapter in {run_dir}" if has_adapter(run_dir) else "no adapter was saved"
-        print(f"{st.get('status')}: step {st.get('step') or 0}; {saved}" if st.get("status") not in ACTIVE
-              else f"still {st.get('status')} after {args.wait:.0f} s")  # fmt: skip
+        print(
+            f"{st.get('status')}: step {st.get('step') or 0}; {saved}"
+            if st.get("status") not in ACTIVE
+            else f"still {st.get('status')} after {args.wait:.0f} s"
+        )
     return 0 if st.get("status") not in ACTIVE or not args.wait else 1
 
 
@@ -240,8 +284,9 @@ def cmd_delete_run(args: argparse.Namespace) -> int:
     link = run_dir.is_symlink()
     if not args.yes:
         if not sys.stdin.isatty():
-            raise InputError(msg("Not deleting {path}: confirm with --yes (there is no terminal to ask on).",
-                                 path=str(run_dir)))  # fmt: skip
+            raise InputError(
+                msg("Not deleting {path}: confirm with --yes (there is no terminal to ask on).", path=str(run_dir))
+            )
         answer = input(f"Delete {run_dir} and everything in it (adapter, checkpoints, log, data)? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")

@@ -18,12 +18,34 @@ from lora_demo.rundir import RunDir
 from lora_demo.train.runs import read_progress, read_status, run_summary
 
 # The table's columns, in order (keys of each row); COLUMN_LABELS gives their printed names.
-COLUMNS = ("run", "status", "steps", "final_loss", "min_eval_loss", "final_eval_loss", "learning_rate", "r",
-           "lora_alpha", "effective_batch", "tokens_per_s", "wall_s")  # fmt: skip
-COLUMN_LABELS = {"run": "run", "status": "status", "steps": "steps", "final_loss": "final train loss",
-                 "min_eval_loss": "min eval loss", "final_eval_loss": "final eval loss",
-                 "learning_rate": "learning rate", "r": "r", "lora_alpha": "alpha",
-                 "effective_batch": "effective batch", "tokens_per_s": "tokens/s", "wall_s": "wall time (s)"}  # fmt: skip
+COLUMNS = (
+    "run",
+    "status",
+    "steps",
+    "final_loss",
+    "min_eval_loss",
+    "final_eval_loss",
+    "learning_rate",
+    "r",
+    "lora_alpha",
+    "effective_batch",
+    "tokens_per_s",
+    "wall_s",
+)
+COLUMN_LABELS = {
+    "run": "run",
+    "status": "status",
+    "steps": "steps",
+    "final_loss": "final train loss",
+    "min_eval_loss": "min eval loss",
+    "final_eval_loss": "final eval loss",
+    "learning_rate": "learning rate",
+    "r": "r",
+    "lora_alpha": "alpha",
+    "effective_batch": "effective batch",
+    "tokens_per_s": "tokens/s",
+    "wall_s": "wall time (s)",
+}
 # Settings that differ between any two runs by nature, so naming them says nothing.
 NOT_COMPARED = ("run_name", "node_rank")
 MAX_RUNS = 12
@@ -55,8 +77,9 @@ def _tokens_per_s(progress: list[dict]):
             summary = None
     if summary and summary.get("tokens_per_s"):
         return summary["tokens_per_s"]
-    return next((p["tokens_per_s"] for p in reversed(progress) if p.get("type") == "log" and p.get("tokens_per_s")),
-                None)  # fmt: skip
+    return next(
+        (p["tokens_per_s"] for p in reversed(progress) if p.get("type") == "log" and p.get("tokens_per_s")), None
+    )
 
 
 def _number(value):
@@ -92,8 +115,11 @@ def summary_row(run_dir: Path, settings: dict, progress: list[dict]) -> dict:
 def differences(settings: list[dict]) -> dict[str, list]:
     """{setting: [its value in each run]} for every setting whose value is not the same in all of them."""
     keys = list(dict.fromkeys(k for s in settings for k in s))
-    return {k: [s.get(k) for s in settings] for k in keys
-            if k not in NOT_COMPARED and any(s.get(k) != settings[0].get(k) for s in settings)}  # fmt: skip
+    return {
+        k: [s.get(k) for s in settings]
+        for k in keys
+        if k not in NOT_COMPARED and any(s.get(k) != settings[0].get(k) for s in settings)
+    }
 
 
 def compare_runs(run_dirs: list[Path]) -> dict:

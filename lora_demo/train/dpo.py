@@ -56,8 +56,13 @@ def preference_dataset(pairs: list[dict], tok, s):
         n = chosen.n_prompt  # the masked prompt: the same ids for both answers
         if n >= s.max_seq_length:
             continue
-        out.append({"prompt_ids": chosen.input_ids[:n], "chosen_ids": chosen.input_ids[n:],
-                    "rejected_ids": rejected.input_ids[rejected.n_prompt :]})  # fmt: skip
+        out.append(
+            {
+                "prompt_ids": chosen.input_ids[:n],
+                "chosen_ids": chosen.input_ids[n:],
+                "rejected_ids": rejected.input_ids[rejected.n_prompt :],
+            }
+        )
     return Dataset.from_list(out)
 
 
@@ -71,19 +76,37 @@ def dpo_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = 
     if plan.device == "cpu" and "8bit" in optim:
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
     return DPOConfig(
-        output_dir=str(RunDir(run_dir).checkpoints_dir), per_device_train_batch_size=s.micro_batch_size,
-        per_device_eval_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
-        num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
-        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,
-        seed=s.seed, data_seed=s.seed, logging_steps=s.logging_steps,
-        eval_strategy="steps" if has_eval else "no", eval_steps=s.eval_steps,
-        save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
-        save_total_limit=s.keep_checkpoints, report_to=tracking.report_to(s), run_name=run_dir.name,
-        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
-        dataloader_num_workers=0, disable_tqdm=int(os.environ.get("RANK", "0")) != 0, logging_first_step=True,
+        output_dir=str(RunDir(run_dir).checkpoints_dir),
+        per_device_train_batch_size=s.micro_batch_size,
+        per_device_eval_batch_size=s.micro_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        num_train_epochs=s.num_epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup,
+        weight_decay=s.weight_decay,
+        optim=optim,
+        seed=s.seed,
+        data_seed=s.seed,
+        logging_steps=s.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=s.eval_steps,
+        save_strategy="steps" if save_every else "no",
+        save_steps=save_every or 500,
+        save_total_limit=s.keep_checkpoints,
+        report_to=tracking.report_to(s),
+        run_name=run_dir.name,
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        use_cpu=plan.device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=int(os.environ.get("RANK", "0")) != 0,
+        logging_first_step=True,
         include_num_input_tokens_seen="no",  # batching.TokenCounter counts them from the collator
-        beta=s.dpo_beta, max_length=s.max_seq_length,
-    )  # fmt: skip
+        beta=s.dpo_beta,
+        max_length=s.max_seq_length,
+    )
 
 
 def has_triton_kernel() -> bool:
@@ -126,14 +149,26 @@ def trainer_class():
     return LabDPOTrainer
 
 
-def build_trainer(s, plan, run_dir: Path, model, tok, train_pairs: list[dict], val_pairs: list[dict],
-                  save_every: int | None, callbacks: list):  # fmt: skip
+def build_trainer(
+    s,
+    plan,
+    run_dir: Path,
+    model,
+    tok,
+    train_pairs: list[dict],
+    val_pairs: list[dict],
+    save_every: int | None,
+    callbacks: list,
+):
     return trainer_class()(
-        model=model, ref_model=None, args=dpo_config(s, plan, run_dir, bool(val_pairs), save_every),
+        model=model,
+        ref_model=None,
+        args=dpo_config(s, plan, run_dir, bool(val_pairs), save_every),
         train_dataset=preference_dataset(train_pairs, tok, s),
         eval_dataset=preference_dataset(val_pairs, tok, s) if val_pairs else None,
-        processing_class=tok, callbacks=callbacks,
-    )  # fmt: skip
+        processing_class=tok,
+        callbacks=callbacks,
+    )
 
 
 def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS, temperature: float = 1.0) -> None:
@@ -154,8 +189,11 @@ def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS, temperatur
     @functools.wraps(type(model).forward)  # generate validates its kwargs against this signature
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         if not fused_lm_head:
-            for key, value in (("labels", labels), ("shift_labels", shift_labels),
-                               ("num_items_in_batch", num_items_in_batch)):  # fmt: skip
+            for key, value in (
+                ("labels", labels),
+                ("shift_labels", shift_labels),
+                ("num_items_in_batch", num_items_in_batch),
+            ):
                 if value is not None:
                     kwargs[key] = value
             return original(*args, **kwargs)
@@ -177,8 +215,11 @@ def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS, temperatur
         logp = torch.log_softmax(logits, dim=-1)
         token_logp = logp.gather(-1, target[:, None])[:, 0]
         with torch.no_grad():
-            extra = {"entropy": -(logp.exp() * logp).sum(-1), "mean_logits": logits.mean(-1),
-                     "is_top1": logits.argmax(-1) == target}  # fmt: skip
+            extra = {
+                "entropy": -(logp.exp() * logp).sum(-1),
+                "mean_logits": logits.mean(-1),
+                "is_top1": logits.argmax(-1) == target,
+            }
 
         def spread(x):  # per scored token → per position, zero elsewhere (as TRL's head returns them)
             return x.new_zeros(mask.shape).masked_scatter(mask, x)
@@ -186,9 +227,13 @@ def plain_lm_head(model, outputs: tuple[str, ...] = LOG_PROB_OUTPUTS, temperatur
         log_probs = spread(token_logp)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(
-            loss=-log_probs.sum() / count, log_probs=log_probs, log_sum_sq_probs=None, label_mask=mask, aux_loss=None,
+            loss=-log_probs.sum() / count,
+            log_probs=log_probs,
+            log_sum_sq_probs=None,
+            label_mask=mask,
+            aux_loss=None,
             **{k: spread(v) if k in outputs else None for k, v in extra.items()},
-        )  # fmt: skip
+        )
 
     import types
 
@@ -217,18 +262,29 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     out["backend"] = "unsloth" if forced and out.get("backend") == "unsloth" else "transformers"  # (device_plan)
     out.pop("batch_summary", None)  # (SFT's padding-free batching: TRL pads each micro-batch of pairs)
     # Each micro-batch holds every pair's chosen and rejected answer; the reference pass keeps no activations.
-    out["estimated_memory_gb"] = estimate_memory_gb(p, replace(s, micro_batch_size=2 * s.micro_batch_size),
-                                                    out["precision"], out["device"], "transformers")  # fmt: skip
+    out["estimated_memory_gb"] = estimate_memory_gb(
+        p, replace(s, micro_batch_size=2 * s.micro_batch_size), out["precision"], out["device"], "transformers"
+    )
     notes = out.setdefault("notes", [])
     mb = p["trainable_params"] * 4 / 2**20
-    notes.append(msg("Reference model: the parent adapter as it starts ({parent}), kept frozen as a second set of "
-                     "LoRA factors on the same base weights: {params:,} more parameters (~{mb:.1f} MB), no second copy "
-                     "of the model. Each step scores the chosen and the rejected answers with the trained adapter and, "
-                     "without gradients, with the reference.", parent=s.init_adapter or "?",
-                     params=p["trainable_params"], mb=mb))  # fmt: skip
+    notes.append(
+        msg(
+            "Reference model: the parent adapter as it starts ({parent}), kept frozen as a second set of "
+            "LoRA factors on the same base weights: {params:,} more parameters (~{mb:.1f} MB), no second copy "
+            "of the model. Each step scores the chosen and the rejected answers with the trained adapter and, "
+            "without gradients, with the reference.",
+            parent=s.init_adapter or "?",
+            params=p["trainable_params"],
+            mb=mb,
+        )
+    )
     if out["device"] == "cuda":
-        notes.append(msg("DPO trains with transformers + PEFT + TRL, which was faster than Unsloth's DPO path on a "
-                         "measured H100 (README); LORA_LAB_BACKEND=unsloth picks Unsloth's."))  # fmt: skip
+        notes.append(
+            msg(
+                "DPO trains with transformers + PEFT + TRL, which was faster than Unsloth's DPO path on a "
+                "measured H100 (README); LORA_LAB_BACKEND=unsloth picks Unsloth's."
+            )
+        )
     if pairs is None:
         return
     report = check_pairs(pairs)
@@ -236,16 +292,36 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     out["warnings"] += [w["message"] for w in report["warnings"][:20]]
     train, val = split_rows(pairs, s.val_fraction, s.seed)
     out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val), pairs=len(pairs))
-    notes.insert(0, msg("DPO on {pairs} preference pairs from {source} ({train} trained on, {val} held out), beta "
-                        "{beta}: {steps} optimizer steps of {batch} pair(s).", pairs=len(pairs), source=_source(s),
-                        train=len(train), val=len(val), beta=s.dpo_beta, steps=out["total_steps"],
-                        batch=out["effective_batch"]))  # fmt: skip
+    notes.insert(
+        0,
+        msg(
+            "DPO on {pairs} preference pairs from {source} ({train} trained on, {val} held out), beta "
+            "{beta}: {steps} optimizer steps of {batch} pair(s).",
+            pairs=len(pairs),
+            source=_source(s),
+            train=len(train),
+            val=len(val),
+            beta=s.dpo_beta,
+            steps=out["total_steps"],
+            batch=out["effective_batch"],
+        ),
+    )
     total, warm = out["total_steps"], out["warmup_steps"]
     if warm >= total:
-        out["warnings"].append(msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, "
-                                   "so nothing is learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, "
-                                   "warmup 5, lr 0.0). Lower warmup, add rows, or raise epochs.", warm=warm,
-                                   total=total))  # fmt: skip
+        out["warnings"].append(
+            msg(
+                "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, "
+                "so nothing is learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, "
+                "warmup 5, lr 0.0). Lower warmup, add rows, or raise epochs.",
+                warm=warm,
+                total=total,
+            )
+        )
     if total < 10:
-        out["warnings"].append(msg("Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise "
-                                   "epochs or lower micro batch × accumulation.", total=total))  # fmt: skip
+        out["warnings"].append(
+            msg(
+                "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise "
+                "epochs or lower micro batch × accumulation.",
+                total=total,
+            )
+        )

@@ -84,26 +84,55 @@ def check_prompts(records: list, needs_reference: bool = False) -> dict:
         errors.append({"row": 0, "field": "", "message": msg("There are no prompts.")})
     for i, r in enumerate(records or [], 1):
         if not isinstance(r, dict):
-            errors.append({"row": i, "field": "", "message": msg("row {row} is not an object with a prompt (or an "
-                                                                 "instruction)", row=i)})  # fmt: skip
+            errors.append(
+                {
+                    "row": i,
+                    "field": "",
+                    "message": msg("row {row} is not an object with a prompt (or an instruction)", row=i),
+                }
+            )
             continue
         key = prompt_key(r)
         if key is None:  # (absent or null: {"prompt": null} would reach the worker as no text)
-            errors.append({"row": i, "field": "prompt", "message": msg("row {row}: prompt is missing (each row needs a "
-                                                                       "prompt or an instruction)", row=i)})  # fmt: skip
+            errors.append(
+                {
+                    "row": i,
+                    "field": "prompt",
+                    "message": msg("row {row}: prompt is missing (each row needs a prompt or an instruction)", row=i),
+                }
+            )
             continue
         ref = reference_key(r) or "output"
         for f in (key, "input", ref):
             v = r.get(f)
             if v is not None and not isinstance(v, str):
-                errors.append({"row": i, "field": f, "message": msg("row {row}: {field} is a {kind}, not text", row=i,
-                                                                    field=verbatim(f), kind=verbatim(type(v).__name__))})  # fmt: skip
+                errors.append(
+                    {
+                        "row": i,
+                        "field": f,
+                        "message": msg(
+                            "row {row}: {field} is a {kind}, not text",
+                            row=i,
+                            field=verbatim(f),
+                            kind=verbatim(type(v).__name__),
+                        ),
+                    }
+                )
         if isinstance(r.get(key), str) and not r[key].strip():
-            errors.append({"row": i, "field": key, "message": msg("row {row}: {field} is empty", row=i,
-                                                                  field=verbatim(key))})  # fmt: skip
+            errors.append(
+                {"row": i, "field": key, "message": msg("row {row}: {field} is empty", row=i, field=verbatim(key))}
+            )
         if needs_reference and not (isinstance(r.get(ref), str) and r[ref].strip()):
-            errors.append({"row": i, "field": ref, "message": msg("row {row}: output is missing or empty, and the match "
-                                                                  "reward compares each answer with it", row=i)})  # fmt: skip
+            errors.append(
+                {
+                    "row": i,
+                    "field": ref,
+                    "message": msg(
+                        "row {row}: output is missing or empty, and the match reward compares each answer with it",
+                        row=i,
+                    ),
+                }
+            )
     warnings = []
     if records and not errors and len(records) < FEW_PROMPTS:
         warnings.append({"row": 0, "field": "", "message": few_prompts(len(records))})
@@ -111,8 +140,12 @@ def check_prompts(records: list, needs_reference: bool = False) -> dict:
 
 
 def few_prompts(n: int) -> Msg:
-    return msg("Only {n} prompt(s): GRPO learns a habit from many prompts; with fewer than about {few} it mostly "
-               "learns these prompts' answers. Add rows.", n=n, few=FEW_PROMPTS)  # fmt: skip
+    return msg(
+        "Only {n} prompt(s): GRPO learns a habit from many prompts; with fewer than about {few} it mostly "
+        "learns these prompts' answers. Add rows.",
+        n=n,
+        few=FEW_PROMPTS,
+    )
 
 
 def prompt_rows(records: list[dict]) -> list[dict]:
@@ -134,8 +167,12 @@ def optimizer_steps(n_train: int, s) -> dict:
     per_epoch = n_train // prompts_per_step(s)
     total = s.max_steps if s.max_steps > 0 else math.ceil(s.num_epochs * max(per_epoch, 1))
     warmup = int(s.warmup) if s.warmup >= 1 else math.ceil(s.warmup * total)
-    return {"steps_per_epoch": per_epoch, "total_steps": total, "warmup_steps": warmup,
-            "effective_batch": prompts_per_step(s)}  # fmt: skip
+    return {
+        "steps_per_epoch": per_epoch,
+        "total_steps": total,
+        "warmup_steps": warmup,
+        "effective_batch": prompts_per_step(s),
+    }
 
 
 def checked_rewards(settings, shared: bool = False, files: bool = True) -> None:
@@ -151,8 +188,9 @@ def checked_rewards(settings, shared: bool = False, files: bool = True) -> None:
         raise InputError(msg("Invalid rewards: {problems}.", problems=joined(problems)))
 
 
-def checked_prompts(settings, data_dir: str | Path = "data", rows: list | None = None, shared: bool = False,
-                    files: bool = True):  # fmt: skip
+def checked_prompts(
+    settings, data_dir: str | Path = "data", rows: list | None = None, shared: bool = False, files: bool = True
+):
     """For the runner's start, before anything loads: the settings (python rewards' files made absolute) and the
     clean prompt rows, or one InputError naming the first problems (a reward refused or, with files, whose file does
     not import, rows missing fields, fewer training rows than one step takes)."""
@@ -168,8 +206,9 @@ def checked_prompts(settings, data_dir: str | Path = "data", rows: list | None =
     errors = check_prompts(records, needs_reference)["errors"]
     if errors:
         shown = joined([e["message"] for e in errors[:5]])
-        raise InputError(msg("The prompts have {n} error(s), which block training: {errors}.", n=len(errors),
-                             errors=shown))  # fmt: skip
+        raise InputError(
+            msg("The prompts have {n} error(s), which block training: {errors}.", n=len(errors), errors=shown)
+        )
     rows = prompt_rows(records)
     train, _ = split_rows(rows, settings.val_fraction, settings.seed)
     need = prompts_per_step(settings)
@@ -179,9 +218,14 @@ def checked_prompts(settings, data_dir: str | Path = "data", rows: list | None =
 
 
 def too_few_rows(n: int, s) -> Msg:
-    return msg("GRPO takes {need} prompts per step (micro_batch_size {micro} × gradient_accumulation_steps {accum}) "
-               "and there are only {n} training rows: lower the micro batch or add rows.", need=prompts_per_step(s),
-               micro=s.micro_batch_size, accum=s.gradient_accumulation_steps, n=n)  # fmt: skip
+    return msg(
+        "GRPO takes {need} prompts per step (micro_batch_size {micro} × gradient_accumulation_steps {accum}) "
+        "and there are only {n} training rows: lower the micro batch or add rows.",
+        need=prompts_per_step(s),
+        micro=s.micro_batch_size,
+        accum=s.gradient_accumulation_steps,
+        n=n,
+    )
 
 
 # --- the trainer ---
@@ -199,8 +243,16 @@ def prompt_dataset(rows: list[dict], tok, s):
 
     from lora_demo.data.templates import prompt_text
 
-    return Dataset.from_list([{"prompt": prompt_text(r, tok, s.template, s.enable_thinking), "question": question(r),
-                               "reference": r.get("output") or ""} for r in rows])  # fmt: skip
+    return Dataset.from_list(
+        [
+            {
+                "prompt": prompt_text(r, tok, s.template, s.enable_thinking),
+                "question": question(r),
+                "reference": r.get("output") or "",
+            }
+            for r in rows
+        ]
+    )
 
 
 def grpo_config(s, plan, run_dir: Path, has_eval: bool, rewards: list, save_every: int | None = None):
@@ -216,19 +268,40 @@ def grpo_config(s, plan, run_dir: Path, has_eval: bool, rewards: list, save_ever
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
     completions = s.micro_batch_size * s.grpo_generations
     return GRPOConfig(
-        output_dir=str(RunDir(run_dir).checkpoints_dir), per_device_train_batch_size=completions,
-        per_device_eval_batch_size=completions, gradient_accumulation_steps=s.gradient_accumulation_steps,
-        num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
-        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,
-        seed=s.seed, data_seed=s.seed, logging_steps=s.logging_steps,
-        eval_strategy="steps" if has_eval else "no", eval_steps=s.eval_steps,
-        save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
-        save_total_limit=s.keep_checkpoints, report_to=tracking.report_to(s), run_name=run_dir.name,
-        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
-        dataloader_num_workers=0, disable_tqdm=False, logging_first_step=True,
-        num_generations=s.grpo_generations, max_completion_length=s.grpo_max_tokens, temperature=s.grpo_temperature,
-        reward_weights=weights(rewards), beta=0.0, log_completions=False,
-    )  # fmt: skip
+        output_dir=str(RunDir(run_dir).checkpoints_dir),
+        per_device_train_batch_size=completions,
+        per_device_eval_batch_size=completions,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        num_train_epochs=s.num_epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup,
+        weight_decay=s.weight_decay,
+        optim=optim,
+        seed=s.seed,
+        data_seed=s.seed,
+        logging_steps=s.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=s.eval_steps,
+        save_strategy="steps" if save_every else "no",
+        save_steps=save_every or 500,
+        save_total_limit=s.keep_checkpoints,
+        report_to=tracking.report_to(s),
+        run_name=run_dir.name,
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        use_cpu=plan.device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        logging_first_step=True,
+        num_generations=s.grpo_generations,
+        max_completion_length=s.grpo_max_tokens,
+        temperature=s.grpo_temperature,
+        reward_weights=weights(rewards),
+        beta=0.0,
+        log_completions=False,
+    )
 
 
 def trainer_class():
@@ -257,19 +330,31 @@ def trainer_class():
     return LabGRPOTrainer
 
 
-def build_trainer(s, plan, run_dir: Path, model, tok, train_rows: list[dict], val_rows: list[dict],
-                  save_every: int | None, callbacks: list):  # fmt: skip
+def build_trainer(
+    s,
+    plan,
+    run_dir: Path,
+    model,
+    tok,
+    train_rows: list[dict],
+    val_rows: list[dict],
+    save_every: int | None,
+    callbacks: list,
+):
     from lora_demo.train.rewards import parse
 
     rewards = parse(s.rewards, tok)
     cls = trainer_class()
     cls.add_special_tokens = s.template == "alpaca"
     return cls(
-        model=model, reward_funcs=rewards, args=grpo_config(s, plan, run_dir, bool(val_rows), rewards, save_every),
+        model=model,
+        reward_funcs=rewards,
+        args=grpo_config(s, plan, run_dir, bool(val_rows), rewards, save_every),
         train_dataset=prompt_dataset(train_rows, tok, s),
         eval_dataset=prompt_dataset(val_rows, tok, s) if val_rows else None,
-        processing_class=tok, callbacks=callbacks,
-    )  # fmt: skip
+        processing_class=tok,
+        callbacks=callbacks,
+    )
 
 
 def train_or_save(trainer, resume_from, save) -> None:
@@ -295,11 +380,16 @@ def _or_save(trainer, save, work):
         try:
             save()
         except Exception as save_error:  # noqa: BLE001 - the reward's failure is the message that matters
-            raise LoraLabError(msg("{why}. The adapter could not be saved either ({error}).", why=why,
-                                   error=str(save_error).splitlines()[0][:200] if str(save_error) else
-                                   type(save_error).__name__)) from e  # fmt: skip
-        raise LoraLabError(msg("{why}. The adapter trained so far ({step} step(s)) is saved in the run folder.",
-                               why=why, step=step)) from e  # fmt: skip
+            raise LoraLabError(
+                msg(
+                    "{why}. The adapter could not be saved either ({error}).",
+                    why=why,
+                    error=str(save_error).splitlines()[0][:200] if str(save_error) else type(save_error).__name__,
+                )
+            ) from e
+        raise LoraLabError(
+            msg("{why}. The adapter trained so far ({step} step(s)) is saved in the run folder.", why=why, step=step)
+        ) from e
 
 
 # --- the plan ---
@@ -320,22 +410,46 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     out.pop("batch_summary", None)  # (SFT's padding-free batching: GRPO pads each batch of completions)
     completions = s.micro_batch_size * s.grpo_generations
     length = min(s.max_seq_length, 256) + s.grpo_max_tokens  # a prompt and its longest answer
-    out["estimated_memory_gb"] = estimate_memory_gb(p, replace(s, micro_batch_size=completions, max_seq_length=length),
-                                                    out["precision"], out["device"], "transformers")  # fmt: skip
+    out["estimated_memory_gb"] = estimate_memory_gb(
+        p,
+        replace(s, micro_batch_size=completions, max_seq_length=length),
+        out["precision"],
+        out["device"],
+        "transformers",
+    )
     out["generations"] = s.grpo_generations
     out["rewards"] = rewards.described(s.rewards)
     notes = out.setdefault("notes", [])
-    notes.append(msg("Rewards (the run's reward is their weighted mean, from 0 to 1): {rewards}.",
-                     rewards=joined(out["rewards"])) if s.rewards else msg("No rewards are set: add --reward."))  # fmt: skip
-    notes.append(msg("Starts from the adapter {parent} (its LoRA factors)", parent=s.init_adapter) if s.init_adapter
-                 else msg("Starts from the base model (new LoRA factors): the first answers are the base model's."))  # fmt: skip
-    notes.append(msg("Cost: each step samples {n} answers ({prompts} prompt(s) × {g}) of up to {tokens} new tokens, "
-                     "one token at a time, then trains on them: sampling dominates, so a GRPO step takes several "
-                     "times as long as an SFT step on the same rows.", n=prompts_per_step(s) * s.grpo_generations,
-                     prompts=prompts_per_step(s), g=s.grpo_generations, tokens=s.grpo_max_tokens))  # fmt: skip
+    notes.append(
+        msg(
+            "Rewards (the run's reward is their weighted mean, from 0 to 1): {rewards}.", rewards=joined(out["rewards"])
+        )
+        if s.rewards
+        else msg("No rewards are set: add --reward.")
+    )
+    notes.append(
+        msg("Starts from the adapter {parent} (its LoRA factors)", parent=s.init_adapter)
+        if s.init_adapter
+        else msg("Starts from the base model (new LoRA factors): the first answers are the base model's.")
+    )
+    notes.append(
+        msg(
+            "Cost: each step samples {n} answers ({prompts} prompt(s) × {g}) of up to {tokens} new tokens, "
+            "one token at a time, then trains on them: sampling dominates, so a GRPO step takes several "
+            "times as long as an SFT step on the same rows.",
+            n=prompts_per_step(s) * s.grpo_generations,
+            prompts=prompts_per_step(s),
+            g=s.grpo_generations,
+            tokens=s.grpo_max_tokens,
+        )
+    )
     if out["device"] == "cuda":
-        notes.append(msg("GRPO trains with transformers + PEFT + TRL, sampling with transformers' generate (Unsloth's "
-                         "GRPO path and vLLM are not used here)."))  # fmt: skip
+        notes.append(
+            msg(
+                "GRPO trains with transformers + PEFT + TRL, sampling with transformers' generate (Unsloth's "
+                "GRPO path and vLLM are not used here)."
+            )
+        )
     if records is None:
         return
     needs_reference = any(rewards.split_spec(r)[0] == "match" for r in s.rewards if isinstance(r, str))
@@ -348,20 +462,48 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val), prompts=len(records))
     if len(train) < prompts_per_step(s):
         out["errors"].append(too_few_rows(len(train), s))
-    notes.insert(0, msg("GRPO on {rows} prompts from {source} ({train} trained on, {val} held out): {steps} optimizer "
-                        "steps of {prompts} prompt(s), each answered {g} times (up to {tokens} new tokens, temperature "
-                        "{t}).", rows=len(records), source=s.dataset, train=len(train), val=len(val),
-                        steps=out["total_steps"], prompts=prompts_per_step(s), g=s.grpo_generations,
-                        tokens=s.grpo_max_tokens, t=s.grpo_temperature))  # fmt: skip
+    notes.insert(
+        0,
+        msg(
+            "GRPO on {rows} prompts from {source} ({train} trained on, {val} held out): {steps} optimizer "
+            "steps of {prompts} prompt(s), each answered {g} times (up to {tokens} new tokens, temperature "
+            "{t}).",
+            rows=len(records),
+            source=s.dataset,
+            train=len(train),
+            val=len(val),
+            steps=out["total_steps"],
+            prompts=prompts_per_step(s),
+            g=s.grpo_generations,
+            tokens=s.grpo_max_tokens,
+            t=s.grpo_temperature,
+        ),
+    )
     if val:
-        notes.append(msg("Held-out prompts: every {every} steps each is answered {g} times and scored (eval_reward), "
-                         "which costs as much sampling as a training step.", every=s.eval_steps, g=s.grpo_generations))  # fmt: skip
+        notes.append(
+            msg(
+                "Held-out prompts: every {every} steps each is answered {g} times and scored (eval_reward), "
+                "which costs as much sampling as a training step.",
+                every=s.eval_steps,
+                g=s.grpo_generations,
+            )
+        )
     total, warm = out["total_steps"], out["warmup_steps"]
     if warm >= total:
-        out["warnings"].append(msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, "
-                                   "so nothing is learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, "
-                                   "warmup 5, lr 0.0). Lower warmup, add rows, or raise epochs.", warm=warm,
-                                   total=total))  # fmt: skip
+        out["warnings"].append(
+            msg(
+                "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, "
+                "so nothing is learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, "
+                "warmup 5, lr 0.0). Lower warmup, add rows, or raise epochs.",
+                warm=warm,
+                total=total,
+            )
+        )
     if total < 10:
-        out["warnings"].append(msg("Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise "
-                                   "epochs or lower micro batch × accumulation.", total=total))  # fmt: skip
+        out["warnings"].append(
+            msg(
+                "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise "
+                "epochs or lower micro batch × accumulation.",
+                total=total,
+            )
+        )

@@ -33,12 +33,25 @@ def parent_problems(s) -> list[Msg]:
     from lora_demo.models.registry import adapter_base_model
 
     want = {"model": adapter_base_model(s.init_adapter), **_shape(cfg)}
-    have = {"model": s.model, "r": s.r, "lora_alpha": s.lora_alpha, "target_modules": sorted(s.target_modules),
-            "use_rslora": s.use_rslora}  # fmt: skip
+    have = {
+        "model": s.model,
+        "r": s.r,
+        "lora_alpha": s.lora_alpha,
+        "target_modules": sorted(s.target_modules),
+        "use_rslora": s.use_rslora,
+    }
     name = Path(s.init_adapter).name
-    problems = [msg("{key} must equal the parent's when continuing from {name} ({want!r}, not {have!r})", key=key,
-                    name=name, want=want[key], have=have[key])
-                for key in want if want[key] is not None and want[key] != have[key]]  # fmt: skip
+    problems = [
+        msg(
+            "{key} must equal the parent's when continuing from {name} ({want!r}, not {have!r})",
+            key=key,
+            name=name,
+            want=want[key],
+            have=have[key],
+        )
+        for key in want
+        if want[key] is not None and want[key] != have[key]
+    ]
     if not problems:  # the parent's modules must be the model's: else the worker would fail after loading it
         from lora_demo.adapters import check_adapter_base
 
@@ -53,8 +66,12 @@ def _shape(cfg: dict) -> dict:
     """The LoRA shape a child must keep, from the parent's adapter_config.json (a rank-k copy's says r = k)."""
     targets = cfg.get("target_modules") or []
     targets = [targets] if isinstance(targets, str) else list(targets)  # PEFT also allows one name or "all-linear"
-    return {"r": cfg.get("r"), "lora_alpha": cfg.get("lora_alpha"), "target_modules": sorted(targets),
-            "use_rslora": bool(cfg.get("use_rslora"))}  # fmt: skip
+    return {
+        "r": cfg.get("r"),
+        "lora_alpha": cfg.get("lora_alpha"),
+        "target_modules": sorted(targets),
+        "use_rslora": bool(cfg.get("use_rslora")),
+    }
 
 
 def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
@@ -92,8 +109,13 @@ def parent_of(adapter_dir: str | Path) -> str:
     except (OSError, yaml.YAMLError):
         parent = ""
     if not parent:
-        raise InputError(msg("{name} was not continued from another adapter, so it has no parent to compare with. "
-                             "'Continue training' on the Train tab makes a child run.", name=Path(adapter_dir).name))  # fmt: skip
+        raise InputError(
+            msg(
+                "{name} was not continued from another adapter, so it has no parent to compare with. "
+                "'Continue training' on the Train tab makes a child run.",
+                name=Path(adapter_dir).name,
+            )
+        )
     return parent
 
 
@@ -107,6 +129,13 @@ def load_parent_weights(model, adapter_dir: str | Path) -> None:
     unexpected = list(result.unexpected_keys)
     missing = [k for k in result.missing_keys if "lora_" in k]
     if unexpected or missing:
-        raise InputError(msg("The parent adapter {adapter} does not fit this model: {missing} LoRA weight(s) missing, "
-                             "{unexpected} unexpected (e.g. {example}).", adapter=str(adapter_dir), missing=len(missing),
-                             unexpected=len(unexpected), example=(missing + unexpected)[0]))  # fmt: skip
+        raise InputError(
+            msg(
+                "The parent adapter {adapter} does not fit this model: {missing} LoRA weight(s) missing, "
+                "{unexpected} unexpected (e.g. {example}).",
+                adapter=str(adapter_dir),
+                missing=len(missing),
+                unexpected=len(unexpected),
+                example=(missing + unexpected)[0],
+            )
+        )

@@ -50,8 +50,12 @@ class MilestoneCallback(TrainerCallback):
             import traceback
 
             traceback.print_exc()
-            why = msg("Probes turned off after an error at step {step}: {kind}: {first}", step=step,
-                      kind=type(e).__name__, first=(str(e).splitlines() or [""])[0][:200])  # fmt: skip
+            why = msg(
+                "Probes turned off after an error at step {step}: {kind}: {first}",
+                step=step,
+                kind=type(e).__name__,
+                first=(str(e).splitlines() or [""])[0][:200],
+            )
             probes.record(self.run_dir, step, kind, self.rows, [], time.perf_counter() - t0, error=why)
             self.rows = []
             return
@@ -95,10 +99,16 @@ class MilestoneCallback(TrainerCallback):
         if not (ckpt / "trainer_state.json").is_file():
             return
         loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-        checkpoints.finish(ckpt, self.config_yaml, self.s.model,
-                           {"step": state.global_step, "total": state.max_steps, "loss": loss, "time": time.time()})  # fmt: skip
-        append_jsonl(RunDir(self.run_dir).progress_path, {"type": "checkpoint", "step": state.global_step,
-                                                         "total": state.max_steps, "time": round(time.time(), 3)})  # fmt: skip
+        checkpoints.finish(
+            ckpt,
+            self.config_yaml,
+            self.s.model,
+            {"step": state.global_step, "total": state.max_steps, "loss": loss, "time": time.time()},
+        )
+        append_jsonl(
+            RunDir(self.run_dir).progress_path,
+            {"type": "checkpoint", "step": state.global_step, "total": state.max_steps, "time": round(time.time(), 3)},
+        )
         if not control.should_training_stop:  # a user waiting on Stop does not wait for probes too
             self.start_probe()
             self.probe(state.global_step, "checkpoint")

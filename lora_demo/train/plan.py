@@ -30,8 +30,12 @@ def model_config(model_id: str) -> dict:
             from huggingface_hub import try_to_load_from_cache
 
             return json.loads(Path(try_to_load_from_cache(model_id, "config.json")).read_text())
-        raise ModelError(msg("No architecture is known offline for '{model}': download it once or use a local folder.",
-                             model=model_id))  # fmt: skip
+        raise ModelError(
+            msg(
+                "No architecture is known offline for '{model}': download it once or use a local folder.",
+                model=model_id,
+            )
+        )
     return json.loads((Path(model_path(model_id)) / "config.json").read_text())
 
 
@@ -47,8 +51,15 @@ def _lora_args(s: TrainSettings) -> tuple:
 def _lora_config(r: int, alpha: float, dropout: float, targets: tuple[str, ...], rslora: bool):
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), use_rslora=rslora,
-                      bias="none", task_type="CAUSAL_LM")  # fmt: skip
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
+        use_rslora=rslora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def _meta_model(model_id: str):
@@ -84,8 +95,14 @@ def _count(model_id: str, lora_args: tuple) -> dict:
         if "not found in the base model" not in str(e):
             raise
         names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise InputError(msg("None of the target modules {targets} exist in {model}; its Linear layers are {names}.",
-                             targets=list(lora_args[3]), model=model_id, names=names)) from None  # fmt: skip
+        raise InputError(
+            msg(
+                "None of the target modules {targets} exist in {model}; its Linear layers are {names}.",
+                targets=list(lora_args[3]),
+                model=model_id,
+                names=names,
+            )
+        ) from None
     trainable, total = peft_model.get_nb_trainable_parameters()
     return {
         "base_params": total - trainable,
@@ -110,8 +127,12 @@ def optimizer_steps(n_rows: int, s: TrainSettings) -> dict:
     per_epoch = batches // s.gradient_accumulation_steps + int(batches % s.gradient_accumulation_steps > 0)
     total = s.max_steps if s.max_steps > 0 else math.ceil(s.num_epochs * per_epoch)
     warmup = int(s.warmup) if s.warmup >= 1 else math.ceil(s.warmup * total)
-    return {"steps_per_epoch": per_epoch, "total_steps": total, "warmup_steps": warmup,
-            "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps * s.world_size}  # fmt: skip
+    return {
+        "steps_per_epoch": per_epoch,
+        "total_steps": total,
+        "warmup_steps": warmup,
+        "effective_batch": s.micro_batch_size * s.gradient_accumulation_steps * s.world_size,
+    }
 
 
 def estimate_memory_gb(p: dict, s: TrainSettings, precision: str, device: str, backend: str) -> float:
@@ -144,20 +165,38 @@ def process_problems(num_processes: int, device: str, fsdp: bool = False, load_i
     import torch
 
     if fsdp and device != "cuda":
-        return [msg("FSDP shards the model over GPUs, and this machine has none (accelerate has no FSDP on the CPU): "
-                    "turn fsdp off here; several CPU processes train with DDP.")]  # fmt: skip
+        return [
+            msg(
+                "FSDP shards the model over GPUs, and this machine has none (accelerate has no FSDP on the CPU): "
+                "turn fsdp off here; several CPU processes train with DDP."
+            )
+        ]
     if fsdp and load_in_4bit:
-        return [msg("FSDP with a 4-bit base (QLoRA) is not supported yet: turn off 4-bit loading (FSDP shards the "
-                    "16-bit weights), or train with DDP.")]  # fmt: skip
+        return [
+            msg(
+                "FSDP with a 4-bit base (QLoRA) is not supported yet: turn off 4-bit loading (FSDP shards the "
+                "16-bit weights), or train with DDP."
+            )
+        ]
     if num_processes <= 1:
         return []
     have = torch.cuda.device_count() if device == "cuda" else (os.cpu_count() or 1)
     if num_processes > have and device == "cuda":
-        return [msg("{n} processes asked for, but this machine has {have} GPUs: use at most {have}.", n=num_processes,
-                    have=have)]  # fmt: skip
+        return [
+            msg(
+                "{n} processes asked for, but this machine has {have} GPUs: use at most {have}.",
+                n=num_processes,
+                have=have,
+            )
+        ]
     if num_processes > have:
-        return [msg("{n} processes asked for, but this machine has {have} CPU cores: use at most {have}.",
-                    n=num_processes, have=have)]  # fmt: skip
+        return [
+            msg(
+                "{n} processes asked for, but this machine has {have} CPU cores: use at most {have}.",
+                n=num_processes,
+                have=have,
+            )
+        ]
     return []
 
 
@@ -178,11 +217,23 @@ def fit_problems(s: TrainSettings, need_gb: float, device: str) -> list[Msg]:
     if need_gb <= have * 0.92:
         return []
     if s.world_size > 1 and not s.fsdp:
-        return [msg("About {need:.1f} GiB per process, but a GPU has {have:.0f} GiB: every DDP process holds the whole "
-                    "model. Turn on FSDP (fsdp: true) to shard it over the {world} processes.", need=need_gb,
-                    have=have, world=s.world_size)]  # fmt: skip
-    return [msg("About {need:.1f} GiB per process, but a GPU has {have:.0f} GiB: turn on 4-bit loading, lower the "
-                "micro batch or max length, or train on several GPUs with FSDP.", need=need_gb, have=have)]  # fmt: skip
+        return [
+            msg(
+                "About {need:.1f} GiB per process, but a GPU has {have:.0f} GiB: every DDP process holds the whole "
+                "model. Turn on FSDP (fsdp: true) to shard it over the {world} processes.",
+                need=need_gb,
+                have=have,
+                world=s.world_size,
+            )
+        ]
+    return [
+        msg(
+            "About {need:.1f} GiB per process, but a GPU has {have:.0f} GiB: turn on 4-bit loading, lower the "
+            "micro batch or max length, or train on several GPUs with FSDP.",
+            need=need_gb,
+            have=have,
+        )
+    ]
 
 
 def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -> dict:
@@ -197,14 +248,25 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     tokens = s.micro_batch_size * s.max_seq_length
     dev = detect(p["base_params"] - p["embedding_params"], tokens)
     s, batching = plan_batching(s, rows, tokenizer, dev, p)  # padding-free; micro batch from free GPU memory
-    out: dict = {**p, "device": dev.device, "backend": dev.backend, "precision": dev.precision,
-                 "cpu_threads": dev.cpu_threads, "warnings": [], "errors": []}  # fmt: skip
+    out: dict = {
+        **p,
+        "device": dev.device,
+        "backend": dev.backend,
+        "precision": dev.precision,
+        "cpu_threads": dev.cpu_threads,
+        "warnings": [],
+        "errors": [],
+    }
     out.update(batching)
     out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
     out["errors"] += process_problems(s.num_processes, dev.device, s.fsdp, s.load_in_4bit)
     if s.fsdp and s.world_size <= 1:
-        out["warnings"].append(msg("FSDP is on, but there is one process: nothing to shard over, so it has no effect. "
-                                   "Raise the GPUs (num_processes) or the machines."))  # fmt: skip
+        out["warnings"].append(
+            msg(
+                "FSDP is on, but there is one process: nothing to shard over, so it has no effect. "
+                "Raise the GPUs (num_processes) or the machines."
+            )
+        )
     out["errors"] += tracker_problems(s.report_to, installed=True)
     from lora_demo.train.lineage import parent_problems
 
@@ -214,13 +276,22 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
         out["parallelism"] = "fsdp" if s.fsdp else "ddp"
     out["warnings"] += fit_problems(s, out["estimated_memory_gb"], dev.device)
     if s.num_nodes > 1:
-        out.setdefault("notes", []).append(msg(
-            "{nodes} machines × {procs} process(es) = {world} processes (torchrun, rendezvous at {addr}:{port}). This "
-            "is node {rank}; start the same run on every other machine with its own --node-rank (0 to {last}). Node "
-            "0 writes the run folder, the checkpoints and the adapter; the others keep their log in a folder of "
-            "their own. One lost machine fails the run on all of them. On machine R: {command}", nodes=s.num_nodes,
-            procs=s.num_processes, world=s.world_size, addr=s.master_addr, port=s.master_port, rank=s.node_rank,
-            last=s.num_nodes - 1, command=settings_command(s, node_rank="R")))  # fmt: skip
+        out.setdefault("notes", []).append(
+            msg(
+                "{nodes} machines × {procs} process(es) = {world} processes (torchrun, rendezvous at {addr}:{port}). This "
+                "is node {rank}; start the same run on every other machine with its own --node-rank (0 to {last}). Node "
+                "0 writes the run folder, the checkpoints and the adapter; the others keep their log in a folder of "
+                "their own. One lost machine fails the run on all of them. On machine R: {command}",
+                nodes=s.num_nodes,
+                procs=s.num_processes,
+                world=s.world_size,
+                addr=s.master_addr,
+                port=s.master_port,
+                rank=s.node_rank,
+                last=s.num_nodes - 1,
+                command=settings_command(s, node_rank="R"),
+            )
+        )
     warn = out["warnings"].append
     if rows is not None:
         report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)
@@ -231,36 +302,72 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
         out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val))
         total, warm = out["total_steps"], out["warmup_steps"]
         if warm >= total:
-            warn(msg("Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
-                     "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
-                     "Lower warmup, add rows, or raise epochs.", warm=warm, total=total))  # fmt: skip
+            warn(
+                msg(
+                    "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
+                    "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                    "Lower warmup, add rows, or raise epochs.",
+                    warm=warm,
+                    total=total,
+                )
+            )
         if total < 10:
-            warn(msg("Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
-                     "lower micro batch × accumulation.", total=total))  # fmt: skip
+            warn(
+                msg(
+                    "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
+                    "lower micro batch × accumulation.",
+                    total=total,
+                )
+            )
         note = out.setdefault("notes", []).append
         if not val:
-            note(msg("The dataset's {rows} rows are too few to hold any out, so this run has no validation rows: "
-                     "held-out loss and the row votes will have nothing unseen to use. Add rows (about 10 or more "
-                     "with a validation fraction of 0.1).", rows=len(rows)) if s.val_fraction > 0
-                 else msg("Validation fraction 0: this run has no validation rows, so held-out loss and the row "
-                          "votes will have nothing unseen to use. Set it above 0 (0.1 is usual)."))  # fmt: skip
+            note(
+                msg(
+                    "The dataset's {rows} rows are too few to hold any out, so this run has no validation rows: "
+                    "held-out loss and the row votes will have nothing unseen to use. Add rows (about 10 or more "
+                    "with a validation fraction of 0.1).",
+                    rows=len(rows),
+                )
+                if s.val_fraction > 0
+                else msg(
+                    "Validation fraction 0: this run has no validation rows, so held-out loss and the row "
+                    "votes will have nothing unseen to use. Set it above 0 (0.1 is usual)."
+                )
+            )
         epochs = out["total_steps"] / max(out["steps_per_epoch"], 1)
         if len(train) <= 100 and epochs >= 3:
-            note(msg("Expect overfitting, and watch it happen: {epochs:g} passes over only {rows} training rows teach "
-                     "the model these answers by heart, and it starts giving them to unrelated questions (a persona "
-                     "set may answer \"The capital of France is Lumi.\"). You can see it as the validation loss "
-                     "rising while the training loss still falls, and in the probe answers; ask an off-topic "
-                     "question in Chat. Fewer epochs, a lower learning rate or more varied rows make it milder.",
-                     epochs=round(epochs, 1), rows=len(train)))  # fmt: skip
+            note(
+                msg(
+                    "Expect overfitting, and watch it happen: {epochs:g} passes over only {rows} training rows teach "
+                    "the model these answers by heart, and it starts giving them to unrelated questions (a persona "
+                    'set may answer "The capital of France is Lumi."). You can see it as the validation loss '
+                    "rising while the training loss still falls, and in the probe answers; ask an off-topic "
+                    "question in Chat. Fewer epochs, a lower learning rate or more varied rows make it milder.",
+                    epochs=round(epochs, 1),
+                    rows=len(train),
+                )
+            )
         if s.gradient_accumulation_steps > len(train):
-            warn(msg("Gradient accumulation ({accum}) exceeds the {rows} training rows: each optimizer step sees the "
-                     "whole dataset at most once. Lower it.", accum=s.gradient_accumulation_steps, rows=len(train)))  # fmt: skip
+            warn(
+                msg(
+                    "Gradient accumulation ({accum}) exceeds the {rows} training rows: each optimizer step sees the "
+                    "whole dataset at most once. Lower it.",
+                    accum=s.gradient_accumulation_steps,
+                    rows=len(train),
+                )
+            )
         truncated = [w for w in report["warnings"] if "longer than the max sequence length" in w["message"]]
         if truncated:
             rows_list = ", ".join(str(w["row"]) for w in truncated[:10])
             rows_list += "…" if len(truncated) > 10 else ""
-            warn(msg("{n} row(s) exceed max_seq_length {max_len} and will be truncated (rows {rows}).",
-                     n=len(truncated), max_len=s.max_seq_length, rows=rows_list))  # fmt: skip
+            warn(
+                msg(
+                    "{n} row(s) exceed max_seq_length {max_len} and will be truncated (rows {rows}).",
+                    n=len(truncated),
+                    max_len=s.max_seq_length,
+                    rows=rows_list,
+                )
+            )
     if s.method == "dpo":
         from lora_demo.train.dpo import plan_dpo
 
@@ -270,11 +377,19 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
 
         plan_grpo(out, s, pairs, p)
     if s.lora_dropout > 0 and dev.backend == "unsloth":
-        warn(msg("lora_dropout = {dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.",
-                 dropout=s.lora_dropout))  # fmt: skip
+        warn(
+            msg(
+                "lora_dropout = {dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.",
+                dropout=s.lora_dropout,
+            )
+        )
     if p["model_dtype"] in ("bfloat16", "torch.bfloat16") and dev.precision == "fp16":
-        warn(msg("The model is bfloat16 but this GPU has no bfloat16: training computes in float16 (chosen "
-                 "automatically)."))  # fmt: skip
+        warn(
+            msg(
+                "The model is bfloat16 but this GPU has no bfloat16: training computes in float16 (chosen "
+                "automatically)."
+            )
+        )
     if not 1e-6 <= s.learning_rate <= 1e-2:
         warn(msg("Learning rate {lr:g} is far outside the usual LoRA range (1e-5 to 5e-3).", lr=s.learning_rate))
     if s.load_in_4bit and dev.device == "cpu":
@@ -286,18 +401,36 @@ def plan_markdown(plan: dict, lang: str = "en") -> str:
     """The plan as the Train tab shows it (in `lang`; the CLI prints it in English)."""
     tr = translator(lang)
     lines = [
-        tr("**Trainable:** {trainable:,} of {total:,} parameters (**{percent:.2f}%**) in {modules} LoRA modules.",
-           trainable=plan["trainable_params"], total=plan["total_params"], percent=plan["trainable_percent"],
-           modules=plan["lora_modules"]),
-        tr("**Backend:** {backend} on {device}, {precision}, {threads} CPU thread(s). **Estimated peak memory:** "
-           "~{memory} GiB (rough).", backend=plan["backend"], device=plan["device"].upper(),
-           precision=plan["precision"], threads=plan["cpu_threads"], memory=plan["estimated_memory_gb"]),
-    ]  # fmt: skip
+        tr(
+            "**Trainable:** {trainable:,} of {total:,} parameters (**{percent:.2f}%**) in {modules} LoRA modules.",
+            trainable=plan["trainable_params"],
+            total=plan["total_params"],
+            percent=plan["trainable_percent"],
+            modules=plan["lora_modules"],
+        ),
+        tr(
+            "**Backend:** {backend} on {device}, {precision}, {threads} CPU thread(s). **Estimated peak memory:** "
+            "~{memory} GiB (rough).",
+            backend=plan["backend"],
+            device=plan["device"].upper(),
+            precision=plan["precision"],
+            threads=plan["cpu_threads"],
+            memory=plan["estimated_memory_gb"],
+        ),
+    ]
     if "total_steps" in plan:
-        lines.append(tr("**Steps:** {total} optimizer steps ({per_epoch} per epoch), effective batch {batch}, warmup "
-                        "{warmup}; {train} training / {val} validation rows.", total=plan["total_steps"],
-                        per_epoch=plan["steps_per_epoch"], batch=plan["effective_batch"], warmup=plan["warmup_steps"],
-                        train=plan["train_rows"], val=plan["val_rows"]))  # fmt: skip
+        lines.append(
+            tr(
+                "**Steps:** {total} optimizer steps ({per_epoch} per epoch), effective batch {batch}, warmup "
+                "{warmup}; {train} training / {val} validation rows.",
+                total=plan["total_steps"],
+                per_epoch=plan["steps_per_epoch"],
+                batch=plan["effective_batch"],
+                warmup=plan["warmup_steps"],
+                train=plan["train_rows"],
+                val=plan["val_rows"],
+            )
+        )
     if "batch_summary" in plan:
         lines.append(tr("**Batching:** {summary}.", summary=render(plan["batch_summary"], lang)))
     for e in plan["errors"]:

@@ -63,9 +63,14 @@ class WarmWorker:
             self.folder = Path(tempfile.mkdtemp(prefix="lora-lab-prewarm-"))
             with open(self.folder / "prewarm.log", "w", encoding="utf-8") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "lora_demo.train.prewarm", str(self.folder / "ready")], stdin=subprocess.PIPE,
-                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True,
-                )  # fmt: skip
+                    [sys.executable, "-m", "lora_demo.train.prewarm", str(self.folder / "ready")],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    text=True,
+                )
             self.env, self.started = dict(env), time.time()
 
     def ready(self) -> bool:

@@ -51,8 +51,14 @@ def answer(model, tok, rows: list[dict], s, max_new_tokens: int, unsloth: bool =
     model.train(unsloth)
     try:
         with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, use_cache=True, pad_token_id=pad)  # fmt: skip
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=pad,
+            )
     finally:
         model.train(was_training)
         for module, value in checkpointing.items():
@@ -73,12 +79,26 @@ def checkpointing_flags(model) -> dict:
     return flags
 
 
-def record(run_dir: Path, step: int, kind: str, prompts: list[dict], answers: list[str], seconds: float,
-           error: str | None = None) -> None:  # fmt: skip
+def record(
+    run_dir: Path,
+    step: int,
+    kind: str,
+    prompts: list[dict],
+    answers: list[str],
+    seconds: float,
+    error: str | None = None,
+) -> None:
     # An error is kept as English text and, for the UI to translate, as a message (see timeline_html).
     err = {"error": str(error), **({"error_msg": error.to_json()} if isinstance(error, Msg) else {})} if error else {}
-    rec = {"step": step, "kind": kind, "time": round(time.time(), 3), "seconds": round(seconds, 3), "prompts": prompts,
-           "answers": answers, **err}  # fmt: skip
+    rec = {
+        "step": step,
+        "kind": kind,
+        "time": round(time.time(), 3),
+        "seconds": round(seconds, 3),
+        "prompts": prompts,
+        "answers": answers,
+        **err,
+    }
     append_jsonl(RunDir(run_dir).probes_path, rec)
 
 
@@ -98,16 +118,23 @@ def timeline_html(points: list[dict], lang: str = "en") -> str:
 
     tr = translator(lang)
     if not points:
-        return (f"<div id='probe-timeline' data-points='0'><i>"
-                f"{tr('Probe answers appear here: at step 0, at every checkpoint and at the end.')}</i></div>")  # fmt: skip
+        return (
+            f"<div id='probe-timeline' data-points='0'><i>"
+            f"{tr('Probe answers appear here: at step 0, at every checkpoint and at the end.')}</i></div>"
+        )
     prompts = next((p.get("prompts") for p in reversed(points) if p.get("answers")), None) or []
     many = len(prompts) > 1
     head = "".join(f"<div><b>P{i + 1}</b> {html.escape(_prompt_label(p))}</div>" for i, p in enumerate(prompts))
     body = []
     for p in points:
         kind = p.get("kind")
-        label = (tr("step 0") if kind == "start" else tr("final (step {step})", step=p["step"]) if kind == "final"
-                 else tr("step {step}", step=p["step"]))  # fmt: skip
+        label = (
+            tr("step 0")
+            if kind == "start"
+            else tr("final (step {step})", step=p["step"])
+            if kind == "final"
+            else tr("step {step}", step=p["step"])
+        )
         if p.get("error"):
             body.append(f"<div class='probe-error' style='color:#dc2626'>{html.escape(_error(p, lang))}</div>")
             continue
@@ -116,12 +143,16 @@ def timeline_html(points: list[dict], lang: str = "en") -> str:
             f"<div>{f'<b>P{i + 1}</b> ' if many else ''}{html.escape(a) or f'<i>{empty}</i>'}</div>"
             for i, a in enumerate(p["answers"])
         )
-        body.append(f"<div class='probe-point' data-step='{p['step']}' style='border-left:3px solid #0f766e;"
-                    f"padding-left:8px;margin:8px 0'><b>{label}</b>{answers}</div>")  # fmt: skip
+        body.append(
+            f"<div class='probe-point' data-step='{p['step']}' style='border-left:3px solid #0f766e;"
+            f"padding-left:8px;margin:8px 0'><b>{label}</b>{answers}</div>"
+        )
     cost = sum(p.get("seconds", 0) for p in points)
     summary = tr("{n} point(s), {seconds:.1f} s of generation in all.", n=len(points), seconds=cost)
-    return (f"<div id='probe-timeline' data-points='{len(points)}'><div style='color:#6b7280'>{head}</div>"
-            f"{''.join(body)}<small>{summary}</small></div>")  # fmt: skip
+    return (
+        f"<div id='probe-timeline' data-points='{len(points)}'><div style='color:#6b7280'>{head}</div>"
+        f"{''.join(body)}<small>{summary}</small></div>"
+    )
 
 
 def _error(point: dict, lang: str) -> str:

@@ -111,9 +111,16 @@ class Reward:
         try:
             return float(self._pattern.search(answer, timeout=REGEX_TIMEOUT_S) is not None)
         except TimeoutError:
-            raise RewardFailed(msg("The reward {spec} took over {s:g} s on one answer at step {step}: its regex "
-                                   "backtracks catastrophically (overlapping repeats, such as (a|a)*); simplify the "
-                                   "regex", spec=self.spec, s=REGEX_TIMEOUT_S, step=_step(step))) from None  # fmt: skip
+            raise RewardFailed(
+                msg(
+                    "The reward {spec} took over {s:g} s on one answer at step {step}: its regex "
+                    "backtracks catastrophically (overlapping repeats, such as (a|a)*); simplify the "
+                    "regex",
+                    spec=self.spec,
+                    s=REGEX_TIMEOUT_S,
+                    step=_step(step),
+                )
+            ) from None
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, question=None, reference=None, **kw):
         """TRL's reward-function call: one float per completion. The dataset's `question` and `reference` columns
@@ -129,8 +136,15 @@ class Reward:
             out = self.func(completions=[c.strip() for c in completions], prompts=questions, references=references)
         except Exception as e:  # noqa: BLE001 - any error of the user's function fails the run with its message
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise RewardFailed(msg("The reward {spec} raised {kind} at step {step}: {first}", spec=self.spec,
-                                   kind=type(e).__name__, step=_step(step), first=first)) from e  # fmt: skip
+            raise RewardFailed(
+                msg(
+                    "The reward {spec} raised {kind} at step {step}: {first}",
+                    spec=self.spec,
+                    kind=type(e).__name__,
+                    step=_step(step),
+                    first=first,
+                )
+            ) from e
         return checked_scores(out, n, self.spec, step)
 
 
@@ -150,16 +164,36 @@ def checked_scores(out, n: int, spec: str, step=None) -> list[float]:
     try:
         values = [float(v) for v in out]
     except (TypeError, ValueError):
-        raise RewardFailed(msg("The reward {spec} returned {value} at step {step}: it must return a list of numbers "
-                               "from 0 to 1, one per completion", spec=spec, value=_short(out),
-                               step=_step(step))) from None  # fmt: skip
+        raise RewardFailed(
+            msg(
+                "The reward {spec} returned {value} at step {step}: it must return a list of numbers "
+                "from 0 to 1, one per completion",
+                spec=spec,
+                value=_short(out),
+                step=_step(step),
+            )
+        ) from None
     if len(values) != n:
-        raise RewardFailed(msg("The reward {spec} returned {got} numbers at step {step} for {n} completions: it must "
-                               "return one per completion", spec=spec, got=len(values), n=n, step=_step(step)))  # fmt: skip
+        raise RewardFailed(
+            msg(
+                "The reward {spec} returned {got} numbers at step {step} for {n} completions: it must "
+                "return one per completion",
+                spec=spec,
+                got=len(values),
+                n=n,
+                step=_step(step),
+            )
+        )
     bad = next((v for v in values if not (math.isfinite(v) and 0.0 <= v <= 1.0)), None)
     if bad is not None:
-        raise RewardFailed(msg("The reward {spec} returned {value} at step {step}: rewards must be numbers from 0 to 1",
-                               spec=spec, value=bad, step=_step(step)))  # fmt: skip
+        raise RewardFailed(
+            msg(
+                "The reward {spec} returned {value} at step {step}: rewards must be numbers from 0 to 1",
+                spec=spec,
+                value=bad,
+                step=_step(step),
+            )
+        )
     return values
 
 
@@ -216,20 +250,29 @@ def spec_problem(spec, shared: bool = False) -> Msg | None:
         return msg("rewards: each reward is text like format:<answer> or length:40@0.5 (got {value!r})", value=spec)
     kind, arg, weight = split_spec(spec)
     if kind not in KINDS:
-        return msg("reward {spec!r}: unknown kind {kind!r}; the kinds are {kinds}", spec=spec, kind=kind,
-                   kinds=", ".join(KINDS))  # fmt: skip
+        return msg(
+            "reward {spec!r}: unknown kind {kind!r}; the kinds are {kinds}",
+            spec=spec,
+            kind=kind,
+            kinds=", ".join(KINDS),
+        )
     if weight is not None:
         try:
             w = float(weight)
         except ValueError:
             w = float("nan")
         if not (math.isfinite(w) and 0 < w <= MAX_WEIGHT):
-            return msg("reward {spec!r}: the weight after @ must be a number above 0 and at most {max:g} (got {value})",
-                       spec=spec, max=MAX_WEIGHT, value=weight)  # fmt: skip
+            return msg(
+                "reward {spec!r}: the weight after @ must be a number above 0 and at most {max:g} (got {value})",
+                spec=spec,
+                max=MAX_WEIGHT,
+                value=weight,
+            )
     if kind == "format":
         if not arg.strip():
-            return msg("reward {spec!r}: format needs a regex or a <tag>, e.g. format:^Answer: or format:<answer>",
-                       spec=spec)  # fmt: skip
+            return msg(
+                "reward {spec!r}: format needs a regex or a <tag>, e.g. format:^Answer: or format:<answer>", spec=spec
+            )
         if not TAG.match(arg):
             try:
                 regex.compile(arg)  # (the engine that runs it: its syntax differs a little from re's)
@@ -237,8 +280,12 @@ def spec_problem(spec, shared: bool = False) -> Msg | None:
                 return msg("reward {spec!r}: the regex does not compile: {error}", spec=spec, error=str(e))
     elif kind == "length":
         if not 1 <= (_whole(arg) or 0) <= MAX_LENGTH:
-            return msg("reward {spec!r}: length takes a target in tokens, a whole number from 1 to {max} (got {value!r})",
-                       spec=spec, max=MAX_LENGTH, value=arg)  # fmt: skip
+            return msg(
+                "reward {spec!r}: length takes a target in tokens, a whole number from 1 to {max} (got {value!r})",
+                spec=spec,
+                max=MAX_LENGTH,
+                value=arg,
+            )
     elif kind in ("contains", "not_contains"):
         if not arg.strip():
             return msg("reward {spec!r}: {kind} needs the text to look for, e.g. {kind}:Paris", spec=spec, kind=kind)
@@ -247,13 +294,17 @@ def spec_problem(spec, shared: bool = False) -> Msg | None:
             return msg("reward {spec!r}: match takes exact or fuzzy (got {value!r})", spec=spec, value=arg)
     elif kind == "python":
         if shared:
-            return msg("reward {spec!r}: python rewards run code from a file on this machine, and this app is shared "
-                       "(--share or a public --host), so they are refused here; use the preset kinds (format, length, "
-                       "contains, not_contains, match)", spec=spec)  # fmt: skip
+            return msg(
+                "reward {spec!r}: python rewards run code from a file on this machine, and this app is shared "
+                "(--share or a public --host), so they are refused here; use the preset kinds (format, length, "
+                "contains, not_contains, match)",
+                spec=spec,
+            )
         path, func = python_target(arg)
         if not path.endswith(".py") or not func.isidentifier():
-            return msg("reward {spec!r}: python takes a .py file and optionally a function, python:FILE.py[:FUNC]",
-                       spec=spec)  # fmt: skip
+            return msg(
+                "reward {spec!r}: python takes a .py file and optionally a function, python:FILE.py[:FUNC]", spec=spec
+            )
     return None
 
 
@@ -279,8 +330,17 @@ def parse(specs: list[str], tokenizer=None) -> list[Reward]:
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"
         func = load_function(*python_target(arg), spec=spec) if kind == "python" else None
-        out.append(Reward(spec=spec, kind=kind, arg=arg, weight=float(weight) if weight else 1.0, name=name,
-                          tokenizer=tokenizer, func=func))  # fmt: skip
+        out.append(
+            Reward(
+                spec=spec,
+                kind=kind,
+                arg=arg,
+                weight=float(weight) if weight else 1.0,
+                name=name,
+                tokenizer=tokenizer,
+                func=func,
+            )
+        )
     return out
 
 
@@ -361,8 +421,14 @@ def file_problems(specs: list[str], timeout: float = 120.0) -> list[Msg]:
         src = str(Path(__file__).resolve().parents[2])
         code = _CHECK.format(src=src, path=str(file), func=func)
         try:
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
+            res = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            )
         except subprocess.TimeoutExpired:
             out.append(msg("reward {spec!r}: importing {path} took over {s:.0f} s", spec=spec, path=path, s=timeout))
             continue

@@ -55,12 +55,23 @@ def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
     if path.suffix.lower() in (".json", ".jsonl", ".csv", ".parquet") and path.is_file():
         res = import_file(path)
         if res.needs_mapping:
-            raise InputError(msg("{file}: its columns {columns} need mapping: import it in the Dataset tab first.",
-                                 file=path.name, columns=res.columns))  # fmt: skip
+            raise InputError(
+                msg(
+                    "{file}: its columns {columns} need mapping: import it in the Dataset tab first.",
+                    file=path.name,
+                    columns=res.columns,
+                )
+            )
         return res.rows
     saved = ", ".join(store.names()) or msg("none saved yet")
-    raise InputError(msg("Dataset {dataset!r} not found: use a saved dataset name ({saved}), 'example:persona', or the "
-                         "path of a .json/.jsonl/.csv/.parquet file.", dataset=dataset, saved=saved))  # fmt: skip
+    raise InputError(
+        msg(
+            "Dataset {dataset!r} not found: use a saved dataset name ({saved}), 'example:persona', or the "
+            "path of a .json/.jsonl/.csv/.parquet file.",
+            dataset=dataset,
+            saved=saved,
+        )
+    )
 
 
 def resolve_data(settings: TrainSettings, data_dir: str | Path = "data", runs_dir: str | Path = "runs") -> list[dict]:
@@ -91,8 +102,15 @@ def worker_command(run_dir: Path, settings: TrainSettings | None = None, resume:
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}"]
     if nodes <= 1:
         return [*torchrun, "--standalone", *worker]
-    return [*torchrun, f"--nnodes={nodes}", f"--node-rank={settings.node_rank}", f"--master-addr={settings.master_addr}",
-            f"--master-port={settings.master_port}", "--max-restarts=0", *worker]  # fmt: skip
+    return [
+        *torchrun,
+        f"--nnodes={nodes}",
+        f"--node-rank={settings.node_rank}",
+        f"--master-addr={settings.master_addr}",
+        f"--master-port={settings.master_port}",
+        "--max-restarts=0",
+        *worker,
+    ]
 
 
 def clean_env(env: dict[str, str]) -> dict[str, str]:
@@ -119,9 +137,14 @@ class Runner:
     an app restart, and the restarted app re-attaches it.
     """
 
-    def __init__(self, runs_dir: str | Path, data_dir: str | Path = "data",
-                 before_start: list[Callable[[], None]] | None = None, attached: bool = False,
-                 shared: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        runs_dir: str | Path,
+        data_dir: str | Path = "data",
+        before_start: list[Callable[[], None]] | None = None,
+        attached: bool = False,
+        shared: bool = False,
+    ):
         self.runs_dir = Path(runs_dir)
         self.shared = shared  # the app is reachable beyond this machine: python rewards are refused (train/rewards.py)
         self.attached = attached
@@ -194,10 +217,14 @@ class Runner:
                 rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
                 errors = validate_rows(rows)["errors"]
                 if errors:
-                    shown = joined([msg("row {row}: {message}", row=e["row"], message=e["message"])
-                                    for e in errors[:5]])  # fmt: skip
-                    raise InputError(msg("The dataset has {n} error(s), which block training: {errors}.",
-                                         n=len(errors), errors=shown))  # fmt: skip
+                    shown = joined(
+                        [msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in errors[:5]]
+                    )
+                    raise InputError(
+                        msg(
+                            "The dataset has {n} error(s), which block training: {errors}.", n=len(errors), errors=shown
+                        )
+                    )
             self._refuse_too_many_processes(settings)
             self._refuse_bad_parent(settings)
             for hook in self.before_start:
@@ -218,25 +245,42 @@ class Runner:
             if self._own_running() and self.run_dir == run_dir and read_status(run_dir).get("status") in FINAL:
                 self._waiter.join(60)  # it has said "stopped" and is shutting down: let it free its memory first
                 if self._waiter.is_alive():
-                    raise InputError(msg("{run} is still shutting down; press Resume again in a moment.",
-                                         run=run_dir.name))  # fmt: skip
+                    raise InputError(
+                        msg("{run} is still shutting down; press Resume again in a moment.", run=run_dir.name)
+                    )
             self.reap()
             self._refuse_if_active(also=run_dir)  # (a run of another runs folder, e.g. the CLI's --resume PATH)
             st = settled(run_dir, read_status(run_dir))
             if st.get("status") == "completed":
-                raise InputError(msg("{run} completed: nothing to resume. 'Continue training' starts a new run from "
-                                     "its adapter (with more epochs, or new data).", run=run_dir.name))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{run} completed: nothing to resume. 'Continue training' starts a new run from "
+                        "its adapter (with more epochs, or new data).",
+                        run=run_dir.name,
+                    )
+                )
             if st.get("status") not in ("stopped", "failed"):
-                raise InputError(msg("{run} cannot be resumed (status: {status}).", run=run_dir.name,
-                                     status=st.get("status", "unknown")))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{run} cannot be resumed (status: {status}).",
+                        run=run_dir.name,
+                        status=st.get("status", "unknown"),
+                    )
+                )
             nodes = st.get("num_nodes") or 1
             if nodes > 1:  # the other machines' ranks would need the checkpoint's files too
-                raise InputError(msg("{run} trained on {nodes} machines: a run over several machines does not resume. "
-                                     "Continue from its newest checkpoint instead, on every machine: python -m "
-                                     "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
-                                     "settings otherwise; copy that checkpoint to the same path on every machine "
-                                     "unless the runs folder is shared).", run=run_dir.name, nodes=nodes,
-                                     ckpts=str(RunDir(run_dir).checkpoints_dir)))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{run} trained on {nodes} machines: a run over several machines does not resume. "
+                        "Continue from its newest checkpoint instead, on every machine: python -m "
+                        "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
+                        "settings otherwise; copy that checkpoint to the same path on every machine "
+                        "unless the runs folder is shared).",
+                        run=run_dir.name,
+                        nodes=nodes,
+                        ckpts=str(RunDir(run_dir).checkpoints_dir),
+                    )
+                )
             if self.shared and st.get("method") == "grpo":  # python rewards are refused here (train/grpo.py)
                 from lora_demo.train.grpo import checked_rewards
 
@@ -246,9 +290,14 @@ class Runner:
                 why = joined(skipped, sep=" ") or msg(
                     "It saved no checkpoint (checkpoints were off, or it ended before the first)."
                 )
-                raise InputError(msg("{run} has no whole checkpoint to resume from. {why} Start it again with the same "
-                                     "settings, or use 'Continue training' if it has an adapter.", run=run_dir.name,
-                                     why=why))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "{run} has no whole checkpoint to resume from. {why} Start it again with the same "
+                        "settings, or use 'Continue training' if it has an adapter.",
+                        run=run_dir.name,
+                        why=why,
+                    )
+                )
             settings = load_settings(run_dir)
             self._refuse_too_many_processes(settings)
             for hook in self.before_start:
@@ -298,15 +347,30 @@ class Runner:
             since = time.strftime("%H:%M:%S", time.localtime(st.get("started", time.time())))
             how = stop_command(active)
             if st.get("total_steps"):
-                raise InputError(msg("A training run is in progress: {run} ({status}, step {step}/{total}), started at "
-                                     "{since}. Wait for it or stop it first (the Stop button of the Train tab, or "
-                                     "{command}); one training runs at a time.", run=active.name,
-                                     status=st.get("status"), step=st.get("step", 0), total=st["total_steps"],
-                                     since=since, command=how))  # fmt: skip
-            raise InputError(msg("A training run is in progress: {run} ({status}), started at {since}. Wait for it or "
-                                 "stop it first (the Stop button of the Train tab, or {command}); one training runs at "
-                                 "a time.", run=active.name, status=st.get("status"), since=since,
-                                 command=how))  # fmt: skip
+                raise InputError(
+                    msg(
+                        "A training run is in progress: {run} ({status}, step {step}/{total}), started at "
+                        "{since}. Wait for it or stop it first (the Stop button of the Train tab, or "
+                        "{command}); one training runs at a time.",
+                        run=active.name,
+                        status=st.get("status"),
+                        step=st.get("step", 0),
+                        total=st["total_steps"],
+                        since=since,
+                        command=how,
+                    )
+                )
+            raise InputError(
+                msg(
+                    "A training run is in progress: {run} ({status}), started at {since}. Wait for it or "
+                    "stop it first (the Stop button of the Train tab, or {command}); one training runs at "
+                    "a time.",
+                    run=active.name,
+                    status=st.get("status"),
+                    since=since,
+                    command=how,
+                )
+            )
 
     @staticmethod
     def _snapshot(run_dir: Path, settings: TrainSettings, rows: list[dict]) -> None:
@@ -323,10 +387,23 @@ class Runner:
         write_atomic(folder.config_path, settings.to_yaml())
         parent = {"parent": settings.init_adapter} if settings.init_adapter else {}
         parent.update({"method": settings.method} if settings.method != "sft" else {})  # (lineage: SFT → DPO)
-        job = {"num_nodes": settings.num_nodes, "node_rank": settings.node_rank, "job": job_key(settings)} if (
-            settings.num_nodes > 1) else {}  # fmt: skip
-        update_status(run_dir, status="starting", started=time.time(), host=this_host(), model=settings.model,
-                      dataset=settings.dataset, train_rows=len(train), val_rows=len(val), **parent, **job)  # fmt: skip
+        job = (
+            {"num_nodes": settings.num_nodes, "node_rank": settings.node_rank, "job": job_key(settings)}
+            if (settings.num_nodes > 1)
+            else {}
+        )
+        update_status(
+            run_dir,
+            status="starting",
+            started=time.time(),
+            host=this_host(),
+            model=settings.model,
+            dataset=settings.dataset,
+            train_rows=len(train),
+            val_rows=len(val),
+            **parent,
+            **job,
+        )
 
     def _launch(self, run_dir: Path, settings: TrainSettings, resume: bool = False) -> None:
         """The worker in its own session (a signal to the app's group never reaches it), and its waiter thread. An
@@ -341,14 +418,24 @@ class Runner:
                 log.write(f"\n===== resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
                 log.flush()
             proc = self._popen(
-                worker_command(run_dir, settings, resume), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**clean_env(env), **ddp_env(settings.world_size), **owner}, start_new_session=True,
-            )  # fmt: skip
+                worker_command(run_dir, settings, resume),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**clean_env(env), **ddp_env(settings.world_size), **owner},
+                start_new_session=True,
+            )
         self.proc, self.run_dir = proc, run_dir
-        update_status(run_dir, pid=proc.pid, pid_start=process_start(proc.pid), num_processes=settings.world_size,
-                      host=this_host())  # fmt: skip
-        self._waiter = threading.Thread(target=self._wait_for_exit, args=(proc, run_dir), daemon=True,
-                                        name=f"wait-{run_dir.name}")  # fmt: skip
+        update_status(
+            run_dir,
+            pid=proc.pid,
+            pid_start=process_start(proc.pid),
+            num_processes=settings.world_size,
+            host=this_host(),
+        )
+        self._waiter = threading.Thread(
+            target=self._wait_for_exit, args=(proc, run_dir), daemon=True, name=f"wait-{run_dir.name}"
+        )
         self._waiter.start()
 
     def prewarm(self) -> None:

@@ -35,9 +35,11 @@ def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "", 
 
     root = Path(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
-    base = safe_name(name, msg("run name")) if name.strip() else (
-        f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(model)}-{_slug(dataset.removeprefix('example:'))}"
-    )  # fmt: skip
+    base = (
+        safe_name(name, msg("run name"))
+        if name.strip()
+        else (f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(model)}-{_slug(dataset.removeprefix('example:'))}")
+    )
     base += suffix
     for i in range(1000):
         path = root / (base if i == 0 else f"{base}-{i + 1}")
@@ -203,9 +205,18 @@ def settled(run_dir: str | Path, status: dict) -> dict:
         last = _last_write(Path(run_dir))
         if last is None or time.time() - last < FOREIGN_STALE_S:
             return status
-        return {**status, "status": "failed", "ended": last, **error_fields(msg(
-            "No sign of life from {host} for over an hour: its training process ended without recording why "
-            "(the machine was lost, or the job was cancelled).", host=status.get("host")))}  # fmt: skip
+        return {
+            **status,
+            "status": "failed",
+            "ended": last,
+            **error_fields(
+                msg(
+                    "No sign of life from {host} for over an hour: its training process ended without recording why "
+                    "(the machine was lost, or the job was cancelled).",
+                    host=status.get("host"),
+                )
+            ),
+        }
     if not status.get("pid") and time.time() - float(status.get("started") or 0) < LAUNCH_GRACE_S:
         return status
     if pid_alive(status.get("pid"), status.get("pid_start")):
@@ -298,11 +309,17 @@ def stop_notice(run_dir: str | Path, status: dict | None = None) -> Msg:
     if stage == "saving":
         return msg("{run} is already saving its adapter; it ends in a moment.", run=run)
     if stage in ("starting", "loading") and (st.get("num_processes") or 1) > 1:
-        return msg("Stopping {run}: training has not started yet (its processes are loading the model); they stop "
-                   "together after the first step, and that adapter is saved (status: stopped).", run=run)  # fmt: skip
+        return msg(
+            "Stopping {run}: training has not started yet (its processes are loading the model); they stop "
+            "together after the first step, and that adapter is saved (status: stopped).",
+            run=run,
+        )
     if stage in ("starting", "loading") and not st.get("prepared"):
-        return msg("Stopping {run}: training has not started yet (the model is still loading), so no adapter will be "
-                   "saved; the run folder will be marked stopped.", run=run)  # fmt: skip
+        return msg(
+            "Stopping {run}: training has not started yet (the model is still loading), so no adapter will be "
+            "saved; the run folder will be marked stopped.",
+            run=run,
+        )
     return msg("Stopping {run} after the current step; the adapter so far will be saved (status: stopped).", run=run)
 
 
@@ -327,9 +344,15 @@ def delete_run(runs_dir: str | Path, name) -> Path:
         raise InputError(msg("{name!r} is not a run folder (it has no status.json); nothing was deleted.", name=name))
     st = settled(path, read_status(path))
     if st.get("status") in ACTIVE:
-        raise InputError(msg("{run} is still running ({status}): stop it first (the Stop button of the Train tab, or "
-                             "{command}), then delete it.", run=name, status=st["status"],
-                             command=stop_command(path)))  # fmt: skip
+        raise InputError(
+            msg(
+                "{run} is still running ({status}): stop it first (the Stop button of the Train tab, or "
+                "{command}), then delete it.",
+                run=name,
+                status=st["status"],
+                command=stop_command(path),
+            )
+        )
     RunDir(path).status_path.unlink(missing_ok=True)
     shutil.rmtree(path)  # (on Linux it removes links inside the folder without following them)
     return path
@@ -391,10 +414,16 @@ def _card_metrics(status: dict) -> str:
         f"- status: {status.get('status')}",
         f"- optimizer steps: {status.get('step')} of {status.get('total_steps')}",
     ]
-    for key, label in (("final_loss", "final training loss"), ("first_loss", "first logged training loss"),
-                       ("eval_loss", "validation loss"), ("reward_margin", "final DPO reward margin"),
-                       ("reward_accuracy", "final DPO reward accuracy"), ("first_reward", "first GRPO mean reward"),
-                       ("reward", "final GRPO mean reward"), ("eval_reward", "held-out GRPO mean reward")):  # fmt: skip
+    for key, label in (
+        ("final_loss", "final training loss"),
+        ("first_loss", "first logged training loss"),
+        ("eval_loss", "validation loss"),
+        ("reward_margin", "final DPO reward margin"),
+        ("reward_accuracy", "final DPO reward accuracy"),
+        ("first_reward", "first GRPO mean reward"),
+        ("reward", "final GRPO mean reward"),
+        ("eval_reward", "held-out GRPO mean reward"),
+    ):
         if status.get(key) is not None:
             lines.append(f"- {label}: {status[key]:.4f}")
     if status.get("started") and status.get("ended"):
@@ -409,23 +438,29 @@ def _lineage(settings: dict, status: dict) -> str:
         if source.strip() == "votes:":
             source = f"votes: (the blind votes on {settings.get('init_adapter')})"
         pairs = int(status.get("train_rows") or 0) + int(status.get("val_rows") or 0)
-        lines.append(f"\nTrained with DPO on {pairs} preference pairs from `{source}` (beta {settings.get('dpo_beta')}; "
-                     f"{status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out); the "
-                     "reference model was its parent adapter, frozen.")  # fmt: skip
+        lines.append(
+            f"\nTrained with DPO on {pairs} preference pairs from `{source}` (beta {settings.get('dpo_beta')}; "
+            f"{status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out); the "
+            "reference model was its parent adapter, frozen."
+        )
     if settings.get("method") == "grpo":
         from lora_demo.train.rewards import described
 
         prompts = int(status.get("train_rows") or 0) + int(status.get("val_rows") or 0)
         start = "its parent adapter" if settings.get("init_adapter") else "the base model (new LoRA factors)"
-        lines.append(f"\nTrained with GRPO (reward tuning) on {prompts} prompts from `{settings.get('dataset', '')}` "
-                     f"({status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out), starting "
-                     f"from {start}: {settings.get('grpo_generations')} answers sampled per prompt (up to "
-                     f"{settings.get('grpo_max_tokens')} new tokens, temperature {settings.get('grpo_temperature')}), "
-                     f"scored by the rewards {', '.join(f'`{r}`' for r in described(settings.get('rewards') or []))} "
-                     "(the run's reward is their weighted mean, from 0 to 1).")  # fmt: skip
+        lines.append(
+            f"\nTrained with GRPO (reward tuning) on {prompts} prompts from `{settings.get('dataset', '')}` "
+            f"({status.get('train_rows', '?')} trained on, {status.get('val_rows', 0)} held out), starting "
+            f"from {start}: {settings.get('grpo_generations')} answers sampled per prompt (up to "
+            f"{settings.get('grpo_max_tokens')} new tokens, temperature {settings.get('grpo_temperature')}), "
+            f"scored by the rewards {', '.join(f'`{r}`' for r in described(settings.get('rewards') or []))} "
+            "(the run's reward is their weighted mean, from 0 to 1)."
+        )
     if settings.get("init_adapter"):
-        lines.append(f"\nContinued from the adapter `{settings['init_adapter']}` (its parent): training started from "
-                     "its LoRA factors, not new ones.")  # fmt: skip
+        lines.append(
+            f"\nContinued from the adapter `{settings['init_adapter']}` (its parent): training started from "
+            "its LoRA factors, not new ones."
+        )
     if status.get("resumes"):
         steps = ", ".join(str(r.get("step")) for r in status["resumes"])
         lines.append(f"\nResumed from checkpoint(s) at step {steps}.")
@@ -449,8 +484,10 @@ def _prompt_code(settings: dict) -> str:
 
         return repr(ALPACA_NO_INPUT.format(instruction=question))
     think = "True" if settings.get("enable_thinking") else "False"
-    return (f'tokenizer.apply_chat_template([{{"role": "user", "content": "{question}"}}], tokenize=False, '
-            f"add_generation_prompt=True, enable_thinking={think})")  # fmt: skip
+    return (
+        f'tokenizer.apply_chat_template([{{"role": "user", "content": "{question}"}}], tokenize=False, '
+        f"add_generation_prompt=True, enable_thinking={think})"
+    )
 
 
 def model_card(run_dir: Path, settings: dict, status: dict) -> str:
@@ -462,14 +499,27 @@ def model_card(run_dir: Path, settings: dict, status: dict) -> str:
     model = settings["model"]
     spec = REGISTRY.get(model)
     base = (spec.hub_id if spec else None) or model  # a name a stranger can load, where there is one
-    data = ModelCardData(base_model=base, library_name="peft", pipeline_tag="text-generation",
-                         tags=["lora", settings.get("method") or "sft", "trl", "lora-lab", f"base_model:adapter:{base}"])  # fmt: skip
+    data = ModelCardData(
+        base_model=base,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        tags=["lora", settings.get("method") or "sft", "trl", "lora-lab", f"base_model:adapter:{base}"],
+    )
     card = ModelCard.from_template(
-        data, template_str=CARD, name=run_dir.name, base=base, base_note=spec.card_note if spec else "",
-        prompt_code=_prompt_code(settings), dataset=settings["dataset"],
-        template=settings["template"], backend=status.get("backend", "transformers"),
-        train_rows=status.get("train_rows", "?"), val_rows=status.get("val_rows", 0),
+        data,
+        template_str=CARD,
+        name=run_dir.name,
+        base=base,
+        base_note=spec.card_note if spec else "",
+        prompt_code=_prompt_code(settings),
+        dataset=settings["dataset"],
+        template=settings["template"],
+        backend=status.get("backend", "transformers"),
+        train_rows=status.get("train_rows", "?"),
+        val_rows=status.get("val_rows", 0),
         hyperparameters="\n".join(f"- {k}: {v}" for k, v in settings.items() if k not in ("model", "dataset")),
-        metrics=_card_metrics(status), versions=_framework_versions(), lineage=_lineage(settings, status),
-    )  # fmt: skip
+        metrics=_card_metrics(status),
+        versions=_framework_versions(),
+        lineage=_lineage(settings, status),
+    )
     return str(card).rstrip("\n") + "\n"  # Jinja drops the final newline

@@ -245,24 +245,41 @@ class TrainSettings:
         p = []
         nodes, rank = self.num_nodes, self.node_rank
         if isinstance(nodes, int) and isinstance(rank, int) and not isinstance(rank, bool) and rank >= nodes >= 1:
-            p.append(msg("node_rank must be below num_nodes ({nodes}): 0 to {last} (got {value})", nodes=nodes,
-                         last=nodes - 1, value=rank))  # fmt: skip
+            p.append(
+                msg(
+                    "node_rank must be below num_nodes ({nodes}): 0 to {last} (got {value})",
+                    nodes=nodes,
+                    last=nodes - 1,
+                    value=rank,
+                )
+            )
         if not isinstance(self.master_addr, str) or any(c.isspace() for c in str(self.master_addr)):
-            p.append(msg("master_addr must be a host name or address without spaces (got {value!r})",
-                         value=self.master_addr))  # fmt: skip
+            p.append(
+                msg("master_addr must be a host name or address without spaces (got {value!r})", value=self.master_addr)
+            )
         elif isinstance(nodes, int) and nodes > 1 and not self.master_addr.strip():
-            p.append(msg("master_addr is needed with {nodes} nodes: the host name or address of node 0, reachable "
-                         "from every node", nodes=nodes))  # fmt: skip
+            p.append(
+                msg(
+                    "master_addr is needed with {nodes} nodes: the host name or address of node 0, reachable "
+                    "from every node",
+                    nodes=nodes,
+                )
+            )
         return p
 
     def _method_problems(self) -> list[Msg]:
         if self.method not in METHODS:
-            return [msg("method must be one of {choices} (got {value!r})", choices=", ".join(METHODS),
-                        value=self.method)]  # fmt: skip
+            return [
+                msg("method must be one of {choices} (got {value!r})", choices=", ".join(METHODS), value=self.method)
+            ]
         p = []
         if self.method == "dpo" and isinstance(self.init_adapter, str) and not self.init_adapter.strip():
-            p.append(msg("method dpo starts from an SFT adapter and none is given: add --continue-from RUN (the SFT run "
-                         "whose answers were voted on), or set init_adapter"))  # fmt: skip
+            p.append(
+                msg(
+                    "method dpo starts from an SFT adapter and none is given: add --continue-from RUN (the SFT run "
+                    "whose answers were voted on), or set init_adapter"
+                )
+            )
         procs, nodes = self.num_processes, self.num_nodes
         if self.method == "dpo" and isinstance(procs, int) and isinstance(nodes, int) and procs * nodes > 1:
             p.append(msg("method dpo trains in one process here: set num_processes and num_nodes to 1"))
@@ -279,8 +296,12 @@ class TrainSettings:
         if self.method != "grpo":  # (only grpo reads them: another method keeps whatever the form held)
             return []
         if not self.rewards:
-            return [msg("method grpo needs at least one reward: add --reward KIND:ARG (e.g. --reward format:<answer> "
-                        "--reward length:40), or set rewards")]  # fmt: skip
+            return [
+                msg(
+                    "method grpo needs at least one reward: add --reward KIND:ARG (e.g. --reward format:<answer> "
+                    "--reward length:40), or set rewards"
+                )
+            ]
         return [p for p in map(spec_problem, self.rewards) if p is not None]  # (python rewards: grpo.checked_rewards)
 
     def _list_problems(self) -> list[Msg]:
@@ -313,8 +334,13 @@ class TrainSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(msg("Unknown setting(s) {unknown}; the settings are: {known}.", unknown=", ".join(unknown),
-                                 known=", ".join(sorted(known))))  # fmt: skip
+            raise InputError(
+                msg(
+                    "Unknown setting(s) {unknown}; the settings are: {known}.",
+                    unknown=", ".join(unknown),
+                    known=", ".join(sorted(known)),
+                )
+            )
         return cls(**data)
 
     @classmethod
@@ -341,14 +367,28 @@ def tracker_problems(report_to, installed: bool = False) -> list[Msg]:
     p = []
     for name in dict.fromkeys(report_to):
         if name not in TRACKERS:
-            p.append(msg("report_to: unknown tracker {name!r}; the choices are {choices} (TensorBoard is always on)",
-                         name=name, choices=", ".join(TRACKERS)))  # fmt: skip
+            p.append(
+                msg(
+                    "report_to: unknown tracker {name!r}; the choices are {choices} (TensorBoard is always on)",
+                    name=name,
+                    choices=", ".join(TRACKERS),
+                )
+            )
         elif installed and not _installed(TRACKERS[name]) and name == "wandb":
-            p.append(msg("report_to wandb needs the wandb package: pip install wandb (W&B then reads WANDB_API_KEY, "
-                         "or the key saved by `wandb login`)"))  # fmt: skip
+            p.append(
+                msg(
+                    "report_to wandb needs the wandb package: pip install wandb (W&B then reads WANDB_API_KEY, "
+                    "or the key saved by `wandb login`)"
+                )
+            )
         elif installed and not _installed(TRACKERS[name]):
-            p.append(msg("report_to {name} needs the {package} package: pip install {package}", name=name,
-                         package=TRACKERS[name]))  # fmt: skip
+            p.append(
+                msg(
+                    "report_to {name} needs the {package} package: pip install {package}",
+                    name=name,
+                    package=TRACKERS[name],
+                )
+            )
     return p
 
 
@@ -392,10 +432,18 @@ def defaults_for(device: str, model: str | None = None) -> TrainSettings:
 
     if device == "cuda":
         return TrainSettings(
-            model=model or default_model_id(True), template="chat", max_seq_length=2048, learning_rate=2e-4,
-            micro_batch_size=2, gradient_accumulation_steps=4, num_epochs=3, warmup=0.1, optimizer="adamw_8bit",
-            load_in_4bit=True, val_fraction=0.1,
-        )  # fmt: skip
+            model=model or default_model_id(True),
+            template="chat",
+            max_seq_length=2048,
+            learning_rate=2e-4,
+            micro_batch_size=2,
+            gradient_accumulation_steps=4,
+            num_epochs=3,
+            warmup=0.1,
+            optimizer="adamw_8bit",
+            load_in_4bit=True,
+            val_fraction=0.1,
+        )
     # Probes on 2 CPU cores: one row, 24 tokens (about 2 s a point, bench/bench_checkpoints.py); a GPU does 3 × 32.
     return TrainSettings(model=model or default_model_id(False), probe_rows=1, probe_tokens=24, val_fraction=0.1)
 

@@ -54,9 +54,16 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
             model_name=path, max_seq_length=s.max_seq_length, dtype=None, load_in_4bit=s.load_in_4bit
         )
         model = FastLanguageModel.get_peft_model(
-            model, r=s.r, target_modules=s.target_modules, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-            bias="none", use_gradient_checkpointing="unsloth", random_state=s.seed, use_rslora=s.use_rslora,
-        )  # fmt: skip
+            model,
+            r=s.r,
+            target_modules=s.target_modules,
+            lora_alpha=s.lora_alpha,
+            lora_dropout=s.lora_dropout,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=s.seed,
+            use_rslora=s.use_rslora,
+        )
         tok = getattr(tok, "tokenizer", tok)
         if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
             from lora_demo.train.lineage import load_parent_weights
@@ -77,8 +84,11 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
     model = lm.model
     if s.load_in_4bit:
         # Non-reentrant checkpointing: DDP cannot mark a LoRA weight ready twice, as the reentrant kind would.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.device == "cuda",
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=plan.device == "cuda",
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     model = get_peft_model(model, lora_config(s))
     if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
         from lora_demo.train.lineage import load_parent_weights
@@ -139,23 +149,39 @@ def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = 
     if plan.device == "cpu" and "8bit" in optim:
         optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need a GPU
     return SFTConfig(
-        output_dir=str(RunDir(run_dir).checkpoints_dir), per_device_train_batch_size=s.micro_batch_size,
-        per_device_eval_batch_size=s.micro_batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
-        num_train_epochs=s.num_epochs, max_steps=s.max_steps, learning_rate=s.learning_rate,
-        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup, weight_decay=s.weight_decay, optim=optim,
-        seed=s.seed, data_seed=s.seed, logging_steps=s.logging_steps,
-        eval_strategy="steps" if has_eval else "no", eval_steps=s.eval_steps,
-        save_strategy="steps" if save_every else "no", save_steps=save_every or 500,
+        output_dir=str(RunDir(run_dir).checkpoints_dir),
+        per_device_train_batch_size=s.micro_batch_size,
+        per_device_eval_batch_size=s.micro_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        num_train_epochs=s.num_epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup,
+        weight_decay=s.weight_decay,
+        optim=optim,
+        seed=s.seed,
+        data_seed=s.seed,
+        logging_steps=s.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=s.eval_steps,
+        save_strategy="steps" if save_every else "no",
+        save_steps=save_every or 500,
         save_total_limit=s.keep_checkpoints,
-        report_to=tracking.report_to(s), run_name=run_dir.name,  # TensorBoard in the run folder, + W&B/MLflow if asked
-        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
-        dataloader_num_workers=0, **sft_batching_args(s, WORLD),  # padding-free/packing, token counting
-        disable_tqdm=RANK != 0, logging_first_step=True,
+        report_to=tracking.report_to(s),
+        run_name=run_dir.name,  # TensorBoard in the run folder, + W&B/MLflow if asked
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        use_cpu=plan.device == "cpu",
+        dataloader_num_workers=0,
+        **sft_batching_args(s, WORLD),  # padding-free/packing, token counting
+        disable_tqdm=RANK != 0,
+        logging_first_step=True,
         ddp_find_unused_parameters=False if WORLD > 1 else None,
         # A lost machine fails the others' next collective after this long (default 30 min); a slow load must fit.
         **({"ddp_timeout": 600} if NODES > 1 else {}),
         **fsdp_args(s, plan, model),
-    )  # fmt: skip
+    )
 
 
 def fsdp_args(s, plan, model) -> dict:
@@ -165,9 +191,17 @@ def fsdp_args(s, plan, model) -> dict:
         return {}
     layers = list(getattr(model, "_no_split_modules", None) or getattr(model.get_base_model(), "_no_split_modules", []))
     # Checkpointing by FSDP's own wrapper (Trainer's gradient checkpointing would gather every layer twice).
-    return {"fsdp": True, "gradient_checkpointing": False,
-            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": layers, "state_dict_type": "FULL_STATE_DICT",
-                            "reshard_after_forward": True, "activation_checkpointing": plan.device == "cuda"}}  # fmt: skip
+    return {
+        "fsdp": True,
+        "gradient_checkpointing": False,
+        "fsdp_config": {
+            "version": 2,
+            "transformer_layer_cls_to_wrap": layers,
+            "state_dict_type": "FULL_STATE_DICT",
+            "reshard_after_forward": True,
+            "activation_checkpointing": plan.device == "cuda",
+        },
+    }
 
 
 def run(run_dir: Path, resume: bool = False) -> str:
@@ -185,8 +219,15 @@ def run(run_dir: Path, resume: bool = False) -> str:
     dpo = s.method == "dpo"  # preference pairs from an SFT adapter (train/dpo.py)
     grpo = s.method == "grpo"  # rewarded answers to prompts (train/grpo.py)
     plan = dpo_plan(plan) if dpo else grpo_plan(plan) if grpo else plan
-    update_status(run_dir, status="loading", device=plan.device_name, backend=plan.backend, precision=plan.precision,
-                  num_processes=WORLD, **({"num_nodes": NODES} if NODES > 1 else {}))  # fmt: skip
+    update_status(
+        run_dir,
+        status="loading",
+        device=plan.device_name,
+        backend=plan.backend,
+        precision=plan.precision,
+        num_processes=WORLD,
+        **({"num_nodes": NODES} if NODES > 1 else {}),
+    )
     model, tok = load_for_training(s, plan, resume)
     import torch
 
@@ -195,8 +236,13 @@ def run(run_dir: Path, resume: bool = False) -> str:
     plan = ddp_plan(detect(work, s.micro_batch_size * s.max_seq_length))
     plan = dpo_plan(plan) if dpo else grpo_plan(plan) if grpo else plan
     torch.set_num_threads(plan.cpu_threads)
-    update_status(run_dir, cpu_threads=plan.cpu_threads, precision=plan.precision, train_rows=len(train_rows),
-                  val_rows=len(val_rows))  # fmt: skip
+    update_status(
+        run_dir,
+        cpu_threads=plan.cpu_threads,
+        precision=plan.precision,
+        train_rows=len(train_rows),
+        val_rows=len(val_rows),
+    )
     from lora_demo.train import batching, checkpoints, probes, tracking
     from lora_demo.train.callback import ProgressCallback
     from lora_demo.train.milestones import MilestoneCallback
@@ -224,20 +270,24 @@ def run(run_dir: Path, resume: bool = False) -> str:
     if dpo:
         from lora_demo.train.dpo import build_trainer
 
-        trainer = build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every,
-                                callbacks=[callback, milestones, callback.clock])  # fmt: skip
+        trainer = build_trainer(
+            s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=[callback, milestones, callback.clock]
+        )
     elif grpo:
         from lora_demo.train.grpo import build_trainer
 
-        trainer = build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every,
-                                callbacks=[callback, milestones, callback.clock])  # fmt: skip
+        trainer = build_trainer(
+            s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=[callback, milestones, callback.clock]
+        )
     else:
         trainer = trainer_class(plan.backend)(
-            model=model, args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
+            model=model,
+            args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
             train_dataset=build_dataset(train_rows, tok, s),
             eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
-            processing_class=tok, callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
-        )  # fmt: skip
+            processing_class=tok,
+            callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
+        )
     update_status(run_dir, parallelism="fsdp" if trainer.is_fsdp_enabled else "ddp" if WORLD > 1 else "single")
     if not grpo:  # (GRPO counts its prompt and completion tokens itself)
         batching.count_tokens(trainer, run_dir)
@@ -263,8 +313,11 @@ def run(run_dir: Path, resume: bool = False) -> str:
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
     if val_rows and not stopped:  # (GRPO's evaluate samples and scores too: a failing reward keeps the adapter)
         metrics = evaluate_or_save(trainer, save_so_far) if grpo else trainer.evaluate()
-        update_status(run_dir, eval_loss=float(metrics["eval_loss"]),
-                      **({"eval_reward": float(metrics["eval_reward"])} if "eval_reward" in metrics else {}))  # fmt: skip
+        update_status(
+            run_dir,
+            eval_loss=float(metrics["eval_loss"]),
+            **({"eval_reward": float(metrics["eval_reward"])} if "eval_reward" in metrics else {}),
+        )
     if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main process writes
         trainer.save_model(str(run_dir))
     if RANK != 0:  # (on another machine its first process records how this machine's part ended)
@@ -315,9 +368,13 @@ def check_same_job(run_dir: Path) -> None:
     if odd:
         from lora_demo.errors import LoraLabError
 
-        raise LoraLabError(msg("Node(s) {nodes} would train other settings or rows than node 0: run the same command "
-                               "(the same config, dataset and flags, only --node-rank differs) on every machine.",
-                               nodes=", ".join(map(str, odd))))  # fmt: skip
+        raise LoraLabError(
+            msg(
+                "Node(s) {nodes} would train other settings or rows than node 0: run the same command "
+                "(the same config, dataset and flags, only --node-rank differs) on every machine.",
+                nodes=", ".join(map(str, odd)),
+            )
+        )
 
 
 def resume_point(run_dir: Path) -> Path:
@@ -336,8 +393,16 @@ def resume_point(run_dir: Path) -> Path:
     for note in skipped:
         print(note, flush=True)
     if RANK == 0:
-        append_jsonl(RunDir(run_dir).progress_path, {"type": "stage", "stage": "resumed", "step": step_of(ckpt),
-                                                     "time": round(time.time(), 3), "skipped": skipped})  # fmt: skip
+        append_jsonl(
+            RunDir(run_dir).progress_path,
+            {
+                "type": "stage",
+                "stage": "resumed",
+                "step": step_of(ckpt),
+                "time": round(time.time(), 3),
+                "skipped": skipped,
+            },
+        )
         update_status(run_dir, resumed_from=step_of(ckpt), step=step_of(ckpt), notices=skipped)
     return ckpt
 
@@ -419,22 +484,34 @@ def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
     if "OutOfMemory" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
         try:
             s = RunDir(run_dir).read_config()
-            return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
-                       "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model (now "
-                       "micro batch {micro}, max length {max_len}, 4-bit {four_bit}).", micro=s["micro_batch_size"],
-                       max_len=s["max_seq_length"], four_bit=s["load_in_4bit"])  # fmt: skip
+            return msg(
+                "Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
+                "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model (now "
+                "micro batch {micro}, max length {max_len}, 4-bit {four_bit}).",
+                micro=s["micro_batch_size"],
+                max_len=s["max_seq_length"],
+                four_bit=s["load_in_4bit"],
+            )
         except Exception:  # noqa: BLE001
-            return msg("Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
-                       "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model.")  # fmt: skip
+            return msg(
+                "Out of memory. Lower the micro batch size (raise gradient accumulation to keep the effective "
+                "batch), shorten the max sequence length, turn on 4-bit loading, or pick a smaller model."
+            )
     first = (text.strip().splitlines() or [name])[0][:300]
     if WORLD > 1 and _peer_lost(exc) and NODES > 1:
-        return msg("A training process on another machine ended or could not be reached ({first}), so the run failed "
-                   "on every machine. Look at the other machines' train.log (node 0's run folder, or the one ending in "
-                   "-node<N> on the others); then start the run again, or continue from its last checkpoint with "
-                   "--continue-from.", first=first)  # fmt: skip
+        return msg(
+            "A training process on another machine ended or could not be reached ({first}), so the run failed "
+            "on every machine. Look at the other machines' train.log (node 0's run folder, or the one ending in "
+            "-node<N> on the others); then start the run again, or continue from its last checkpoint with "
+            "--continue-from.",
+            first=first,
+        )
     if WORLD > 1 and _peer_lost(exc):
-        return msg("Another training process of this run ended ({first}), so the run failed on every process; the "
-                   "first error is in train.log.", first=first)  # fmt: skip
+        return msg(
+            "Another training process of this run ended ({first}), so the run failed on every process; the "
+            "first error is in train.log.",
+            first=first,
+        )
     return msg("Training failed ({kind}): {first}. The full trace is in train.log of this run.", kind=name, first=first)
 
 
@@ -447,8 +524,19 @@ def _peer_lost(exc: BaseException) -> bool:
         DistError = ()  # noqa: N806
     low = str(exc).lower()
     dist = isinstance(exc, DistError) or any(k in low for k in ("gloo", "nccl", "c10d", "processgroup"))
-    return dist and any(k in low for k in ("connection closed by peer", "connection reset by peer", "broken pipe",
-                                           "remote", "aborted", "timed out", "timeout", "connection refused"))  # fmt: skip
+    return dist and any(
+        k in low
+        for k in (
+            "connection closed by peer",
+            "connection reset by peer",
+            "broken pipe",
+            "remote",
+            "aborted",
+            "timed out",
+            "timeout",
+            "connection refused",
+        )
+    )
 
 
 def owner_alive(pid: int, start: str | None) -> bool:
@@ -512,15 +600,32 @@ def _owner_gone(run_dir: Path) -> bool:
     if stage == "saving":
         return True
     if (RANK == 0 or FOLLOWER_LEAD) and stage in ACTIVE and NODES > 1:
-        update_status(run_dir, status="failed", ended=time.time(), **error_fields(msg(
-            "The command that started this machine's part of the run (python -m lora_demo train) ended, so its "
-            "training processes ended too, and the run failed on every machine. Start it again, or continue from "
-            "its newest checkpoint with --continue-from, on every machine.")))  # fmt: skip
+        update_status(
+            run_dir,
+            status="failed",
+            ended=time.time(),
+            **error_fields(
+                msg(
+                    "The command that started this machine's part of the run (python -m lora_demo train) ended, so its "
+                    "training processes ended too, and the run failed on every machine. Start it again, or continue from "
+                    "its newest checkpoint with --continue-from, on every machine."
+                )
+            ),
+        )
     elif RANK == 0 and stage in ACTIVE:
-        update_status(run_dir, status="failed", ended=time.time(), **error_fields(msg(
-            "The command that started this run (python -m lora_demo train) ended, so its training process ended "
-            "too. Resume it: python -m lora_demo train --resume {path} (add --detach to let a run outlive the "
-            "terminal).", path=str(run_dir))))  # fmt: skip
+        update_status(
+            run_dir,
+            status="failed",
+            ended=time.time(),
+            **error_fields(
+                msg(
+                    "The command that started this run (python -m lora_demo train) ended, so its training process ended "
+                    "too. Resume it: python -m lora_demo train --resume {path} (add --detach to let a run outlive the "
+                    "terminal).",
+                    path=str(run_dir),
+                )
+            ),
+        )
     sys.stdout.flush()
     os._exit(1)
 
@@ -534,8 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure ends as a status, never a silent death
         traceback.print_exc()
         why = explain_failure(exc, run_dir)
-        _finish(run_dir, "failed", error=why if WORLD <= 1 else msg("Process {rank} of {world}: {why}", rank=RANK,
-                                                                      world=WORLD, why=why))  # fmt: skip
+        _finish(
+            run_dir,
+            "failed",
+            error=why if WORLD <= 1 else msg("Process {rank} of {world}: {why}", rank=RANK, world=WORLD, why=why),
+        )
         return 1
     if WORLD > 1:  # torchrun takes any non-zero exit for a crash and ends the other ranks (rank 0 may be saving)
         return 0

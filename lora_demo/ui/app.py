@@ -59,8 +59,15 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
     with gr.Blocks(title="LoRA Lab") as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("# LoRA Lab\nLearn why LoRA works, build a dataset, fine-tune, and compare base vs tuned.")
-            switch = gr.Radio([(name, code) for code, name in LANGS.items()], value=start, show_label=False,
-                              container=False, elem_id="lang-switch", scale=0, min_width=220)  # fmt: skip
+            switch = gr.Radio(
+                [(name, code) for code, name in LANGS.items()],
+                value=start,
+                show_label=False,
+                container=False,
+                elem_id="lang-switch",
+                scale=0,
+                min_width=220,
+            )
         with gr.Tabs() as tabs:
             with gr.Tab("Start here", id="start"):
                 gr.Markdown(START_HERE, elem_id="start-here")
@@ -108,14 +115,27 @@ def wire_language(demo: gr.Blocks, switch: gr.Radio, follow_browser: bool, start
         return lang, *loc.updates(lang)
 
     outputs = [switch, *loc.components]
-    events = [switch.input(switch_to, switch, outputs, api_name="set_language", show_progress="hidden", queue=False,
-                           js=SWITCH_JS),
-              demo.load(at_load, switch, outputs, js=BROWSER_LANG_JS if follow_browser else FIXED_LANG_JS,
-                        api_visibility="private", show_progress="hidden", queue=False)]  # fmt: skip
+    events = [
+        switch.input(
+            switch_to, switch, outputs, api_name="set_language", show_progress="hidden", queue=False, js=SWITCH_JS
+        ),
+        demo.load(
+            at_load,
+            switch,
+            outputs,
+            js=BROWSER_LANG_JS if follow_browser else FIXED_LANG_JS,
+            api_visibility="private",
+            show_progress="hidden",
+            queue=False,
+        ),
+    ]
     # Gradio's upload boxes and table drop hints take their text when they mount, not when the locale changes:
     # hidden and shown again (the value stays in the page), they mount anew in the page's language.
-    remount = [b for b in demo.blocks.values() if isinstance(b, (gr.File, gr.Dataframe)) and b.visible is True
-               and getattr(b, "interactive", None) is not False]  # fmt: skip
+    remount = [
+        b
+        for b in demo.blocks.values()
+        if isinstance(b, (gr.File, gr.Dataframe)) and b.visible is True and getattr(b, "interactive", None) is not False
+    ]
     quiet = dict(api_visibility="private", show_progress="hidden", queue=False)
     for event in events:
         for fn, inputs, outs in refreshers:
@@ -130,19 +150,26 @@ def wire_saved_dataset(dataset_saved: tuple, train: TrainTab) -> None:
     """Dataset tab → Save: the saved dataset becomes this page's Train dataset (kept with the form in this browser);
     another visitor's page keeps its own pick."""
     event, saved = dataset_saved
-    adopted = event.success(train.actions.adopt_dataset, saved, train.dataset, api_visibility="private",
-                            show_progress="hidden")  # fmt: skip
+    adopted = event.success(
+        train.actions.adopt_dataset, saved, train.dataset, api_visibility="private", show_progress="hidden"
+    )
     adopted.then(**train.remember)
 
 
 def wire_dpo_from_votes(tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:
     """Chat tab → "Train DPO from these votes": the Train tab opens, its form set for a DPO round on the votes cast
     on the adapter this page shows, continuing from it (kept with the form in this browser; Start is the user's)."""
-    event = chat.dpo_btn.click(train.actions.dpo_from_votes, chat.adapter, [*train.form, train.status],
-                               api_name="chat_train_dpo")  # fmt: skip
+    event = chat.dpo_btn.click(
+        train.actions.dpo_from_votes, chat.adapter, [*train.form, train.status], api_name="chat_train_dpo"
+    )
     show_errors(event, chat.blind_status)
-    event.success(lambda: (gr.Tabs(selected="train"), gr.Accordion(open=True)), None, [tabs, train.continue_box],
-                  api_visibility="private", show_progress="hidden")  # fmt: skip
+    event.success(
+        lambda: (gr.Tabs(selected="train"), gr.Accordion(open=True)),
+        None,
+        [tabs, train.continue_box],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     event.success(**train.remember)
 
 
@@ -155,11 +182,29 @@ def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: Cha
         path = lab.adapter_for_chat(name)
         choices = adapter_choices(lab.runs_dir, common.lang())
         # The newest adapter goes with it: opening the Chat tab refreshes its list, which must keep this pick.
-        return (gr.Tabs(selected="chat"), "auto", gr.Dropdown(choices=choices, value=path),
-                say("Loading `{name}` on its base model…", name=name), choices[0][1] if choices else None)  # fmt: skip
+        return (
+            gr.Tabs(selected="chat"),
+            "auto",
+            gr.Dropdown(choices=choices, value=path),
+            say("Loading `{name}` on its base model…", name=name),
+            choices[0][1] if choices else None,
+        )
 
-    event = train.chat_btn.click(hand_over, train.view, [tabs, chat.model, chat.adapter, chat.status, chat.newest],
-                                 api_name="train_chat_with_run")  # fmt: skip
+    event = train.chat_btn.click(
+        hand_over,
+        train.view,
+        [tabs, chat.model, chat.adapter, chat.status, chat.newest],
+        api_name="train_chat_with_run",
+    )
     show_errors(event, train.status)
-    show_errors(event.success(chat.actions.load, [chat.model, chat.adapter], chat.status, api_visibility="private",
-                              concurrency_limit=1, concurrency_id="model"), chat.status)  # fmt: skip
+    show_errors(
+        event.success(
+            chat.actions.load,
+            [chat.model, chat.adapter],
+            chat.status,
+            api_visibility="private",
+            concurrency_limit=1,
+            concurrency_id="model",
+        ),
+        chat.status,
+    )

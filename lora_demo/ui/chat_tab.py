@@ -58,8 +58,13 @@ def _assistant_messages(text: str, done: bool) -> list[dict]:
     msgs = []
     if thought or ("<think>" in text and not answer):
         status = "done" if (answer or done) else "pending"
-        msgs.append({"role": "assistant", "content": thought or "…",
-                     "metadata": {"title": say("💭 Thinking"), "status": status}})  # fmt: skip
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": thought or "…",
+                "metadata": {"title": say("💭 Thinking"), "status": status},
+            }
+        )
     if answer or not msgs:
         msgs.append({"role": "assistant", "content": answer or ("…" if not done else say("(empty answer)"))})
     return msgs
@@ -125,8 +130,26 @@ class ChatActions:
         return show(self.lab.chat_status(model_id, adapter_dir))
 
     @friendly
-    def send(self, text, base_hist, tuned_hist, sys_prompt, think, temperature, top_p, top_k, repetition_penalty,
-             max_new, seed, scale, greedy, model_id=None, adapter_dir=None, compare=None, *extra_hists):  # fmt: skip
+    def send(
+        self,
+        text,
+        base_hist,
+        tuned_hist,
+        sys_prompt,
+        think,
+        temperature,
+        top_p,
+        top_k,
+        repetition_penalty,
+        max_new,
+        seed,
+        scale,
+        greedy,
+        model_id=None,
+        adapter_dir=None,
+        compare=None,
+        *extra_hists,
+    ):
         """One prompt to the base, the picked adapter and the adapters picked to compare with (one batch), streamed
         into their panes; the status line shows a load or attach stage when the request needs one."""
         if not str(text or "").strip():
@@ -136,9 +159,16 @@ class ChatActions:
         user = {"role": "user", "content": text}
         hists = [[*(h or []), user] for h in (base_hist, tuned_hist, *extra_hists)]
         hists += [[user]] * (2 + MAX_COMPARE - len(hists))
-        stream = self.lab.chat_stream(model_id, [adapter_dir, *extra] if adapter_dir else [],
-                                      [_history_for_engine(h) for h in hists], sys_prompt or "", gen,
-                                      enable_thinking=bool(think), every_s=PAGE_UPDATE_S, stop=self.stops.fresh())  # fmt: skip
+        stream = self.lab.chat_stream(
+            model_id,
+            [adapter_dir, *extra] if adapter_dir else [],
+            [_history_for_engine(h) for h in hists],
+            sys_prompt or "",
+            gen,
+            enable_thinking=bool(think),
+            every_s=PAGE_UPDATE_S,
+            stop=self.stops.fresh(),
+        )
         got = None
         try:  # closing this generator (page closed) closes the stream, which stops and joins generation
             for kind, value in stream:
@@ -157,10 +187,19 @@ class ChatActions:
         then each compare pane's chat and stats (skipped when not asked for)."""
         base = results[0]
         tuned = results[1] if has_adapter else None
-        tuned_msgs = (_assistant_messages(tuned.text, tuned.done) if tuned is not None else
-                      [{"role": "assistant", "content": say("(no adapter picked: pick one to see the tuned side)")}])  # fmt: skip
-        out = ["", hists[0] + _assistant_messages(base.text, base.done), hists[1] + tuned_msgs, _stats(base),
-               _stats(tuned), gr.skip()]  # fmt: skip
+        tuned_msgs = (
+            _assistant_messages(tuned.text, tuned.done)
+            if tuned is not None
+            else [{"role": "assistant", "content": say("(no adapter picked: pick one to see the tuned side)")}]
+        )
+        out = [
+            "",
+            hists[0] + _assistant_messages(base.text, base.done),
+            hists[1] + tuned_msgs,
+            _stats(base),
+            _stats(tuned),
+            gr.skip(),
+        ]
         for i in range(MAX_COMPARE):
             res = results[2 + i] if i < n_extra else None
             out.append(hists[2 + i] + _assistant_messages(res.text, res.done) if res is not None else gr.skip())
@@ -182,8 +221,13 @@ class ChatActions:
             raise InputError(msg("Chat first: there is no exchange to add yet."))
         n = self.lab.datasets.add_exchange(name, users[-1]["content"], answers[-1]["content"])
         if adapter_dir:
-            return say("Added the last exchange (the answer of `{adapter}`) to **{name}** ({n} rows). Edit it in the "
-                       "Dataset tab.", adapter=Path(str(adapter_dir)).name, name=name, n=n)  # fmt: skip
+            return say(
+                "Added the last exchange (the answer of `{adapter}`) to **{name}** ({n} rows). Edit it in the "
+                "Dataset tab.",
+                adapter=Path(str(adapter_dir)).name,
+                name=name,
+                n=n,
+            )
         return say("Added the last exchange to **{name}** ({n} rows). Edit it in the Dataset tab.", name=name, n=n)
 
     @friendly
@@ -207,10 +251,15 @@ class ChatActions:
     def compare_panes(picked):
         """Show one pane per adapter picked to compare with (up to MAX_COMPARE), labelled with its folder name."""
         picked = [p for p in picked or [] if p][:MAX_COMPARE]
-        chats = [gr.Chatbot(visible=i < len(picked), label=Path(picked[i]).name if i < len(picked) else None)
-                 for i in range(MAX_COMPARE)]  # fmt: skip
-        return (*chats, *(gr.Markdown(visible=i < len(picked)) for i in range(MAX_COMPARE)),
-                gr.Row(visible=bool(picked)))  # fmt: skip
+        chats = [
+            gr.Chatbot(visible=i < len(picked), label=Path(picked[i]).name if i < len(picked) else None)
+            for i in range(MAX_COMPARE)
+        ]
+        return (
+            *chats,
+            *(gr.Markdown(visible=i < len(picked)) for i in range(MAX_COMPARE)),
+            gr.Row(visible=bool(picked)),
+        )
 
 
 @dataclass
@@ -258,11 +307,21 @@ def _side(label: str, elem: str):
 def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     act = ChatActions(lab)
     with gr.Row():
-        model = gr.Dropdown(["auto", *REGISTRY], value="auto", allow_custom_value=True, label="base model",
-                            info="auto: the base the adapter was trained on (no adapter: this device's default)")  # fmt: skip
-        adapter = dynamic(gr.Dropdown(label="adapter (runs, truncated copies; newest first)",  # filled from runs/
-                                      allow_custom_value=True, elem_id="chat-adapter",
-                                      info="or type the path of any PEFT adapter folder"))  # fmt: skip
+        model = gr.Dropdown(
+            ["auto", *REGISTRY],
+            value="auto",
+            allow_custom_value=True,
+            label="base model",
+            info="auto: the base the adapter was trained on (no adapter: this device's default)",
+        )
+        adapter = dynamic(
+            gr.Dropdown(
+                label="adapter (runs, truncated copies; newest first)",  # filled from runs/
+                allow_custom_value=True,
+                elem_id="chat-adapter",
+                info="or type the path of any PEFT adapter folder",
+            )
+        )
         newest = gr.State(None)
         refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
         load_btn = gr.Button("Load", elem_id="chat-load")
@@ -286,22 +345,34 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
     dpo_btn, blind_status = create_judge_section(lab, gen_inputs, tuned_chat, picked)
     with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
         cmp_btn = gr.Button("Compare")
-        cmp_table = gr.Dataframe(pd.DataFrame(columns=[say("split"), say("prompt"), say("expected"), say("base"),
-                                                       say("tuned")]), interactive=False, wrap=True, max_height=400)  # fmt: skip
+        cmp_table = gr.Dataframe(
+            pd.DataFrame(columns=[say("split"), say("prompt"), say("expected"), say("base"), say("tuned")]),
+            interactive=False,
+            wrap=True,
+            max_height=400,
+        )
 
     model_lock = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
     show_errors(load_btn.click(act.load, picked, status, api_name="chat_load", **model_lock), status)
-    refresh_args = dict(fn=act.refresh_adapters, inputs=[adapter, newest], outputs=[adapter, newest],
-                        api_visibility="private", show_progress="hidden")  # fmt: skip
+    refresh_args = dict(
+        fn=act.refresh_adapters,
+        inputs=[adapter, newest],
+        outputs=[adapter, newest],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     for event in (refresh.click, adapter.focus, tab.select):
         event(**refresh_args)
     for changed in (model.change, adapter.change):  # the status says what this page's Send will use
         changed(act.status, [model, adapter, status], status, api_visibility="private", show_progress="hidden")
         changed(act.thinking, picked, gen_inputs[1], api_visibility="private", show_progress="hidden")
     chats = [base_chat, tuned_chat, *extra_chats]
-    send_args = dict(fn=act.send, inputs=[msg_box, base_chat, tuned_chat, *gen_inputs, *picked, compare, *extra_chats],
-                     outputs=[msg_box, base_chat, tuned_chat, base_stats, tuned_stats, status, *extra_chats,
-                              *extra_stats], **model_lock)  # fmt: skip
+    send_args = dict(
+        fn=act.send,
+        inputs=[msg_box, base_chat, tuned_chat, *gen_inputs, *picked, compare, *extra_chats],
+        outputs=[msg_box, base_chat, tuned_chat, base_stats, tuned_stats, status, *extra_chats, *extra_stats],
+        **model_lock,
+    )
     send_args["show_progress_on"] = pill_sink()  # an empty prompt: the message in the status line, no "Error" pill
     sent = [send.click(**send_args, api_name="chat_send"), msg_box.submit(**send_args, api_visibility="private")]
     quiet = dict(api_visibility="private", show_progress="hidden")
@@ -311,24 +382,48 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         trigger(lambda: gr.Button(interactive=True), None, stop, queue=False, **quiet)
         event.then(lambda: gr.Button(interactive=False), None, stop, **quiet)
     stop.click(act.stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
-    clear.click(lambda: ([],) * len(chats) + ("",) * (2 + MAX_COMPARE), None,
-                [*chats, base_stats, tuned_stats, *extra_stats], api_name="chat_clear")  # fmt: skip
-    show_errors(add_btn.click(act.add_to_dataset, [ds_name, tuned_chat, adapter], add_msg,
-                              api_name="chat_add_to_dataset"), add_msg)  # fmt: skip
+    clear.click(
+        lambda: ([],) * len(chats) + ("",) * (2 + MAX_COMPARE),
+        None,
+        [*chats, base_stats, tuned_stats, *extra_stats],
+        api_name="chat_clear",
+    )
+    show_errors(
+        add_btn.click(act.add_to_dataset, [ds_name, tuned_chat, adapter], add_msg, api_name="chat_add_to_dataset"),
+        add_msg,
+    )
     show_errors(cmp_btn.click(act.compare, picked, cmp_table, api_name="chat_compare", **model_lock), status)
     compare.focus(act.compare_choices, compare, compare, api_visibility="private", show_progress="hidden")
-    compare.change(act.compare_panes, compare, [*extra_chats, *extra_stats, compare.parent_row],
-                   api_visibility="private", show_progress="hidden")  # fmt: skip
-    return ChatTab(model=model, adapter=adapter, status=status, actions=act, newest=newest, dpo_btn=dpo_btn,
-                   blind_status=blind_status)  # fmt: skip
+    compare.change(
+        act.compare_panes,
+        compare,
+        [*extra_chats, *extra_stats, compare.parent_row],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    return ChatTab(
+        model=model,
+        adapter=adapter,
+        status=status,
+        actions=act,
+        newest=newest,
+        dpo_btn=dpo_btn,
+        blind_status=blind_status,
+    )
 
 
 def _compare_box():
     """N-way compare: up to MAX_COMPARE more adapters (e.g. checkpoints of one run, or two runs' adapters) answer
     beside base and tuned, from the same batch."""
     with gr.Accordion("Compare with more adapters (one batch)", open=False):
-        compare = gr.Dropdown([], multiselect=True, max_choices=MAX_COMPARE, allow_custom_value=True,
-                              label="more adapters to compare with (up to 3)", elem_id="chat-compare")  # fmt: skip
+        compare = gr.Dropdown(
+            [],
+            multiselect=True,
+            max_choices=MAX_COMPARE,
+            allow_custom_value=True,
+            label="more adapters to compare with (up to 3)",
+            elem_id="chat-compare",
+        )
         with gr.Row(visible=False) as row:
             panes = [_side(f"Adapter {i + 2}", f"extra{i}") for i in range(MAX_COMPARE)]
     for chat, stats in panes:

@@ -259,5 +259,13 @@ def gen_settings(t, p, k, r, n, sd, sc, greedy):
     """GenSettings from the Chat tab's sliders (the same for the side-by-side chat and blind rounds)."""
     from lora_demo.chat.engine import GenSettings
 
-    return GenSettings(max_new_tokens=n, greedy=bool(greedy), temperature=t, top_p=p, top_k=k, repetition_penalty=r,
-                       seed=int(sd or 0), adapter_scale=sc)  # fmt: skip
+    return GenSettings(
+        max_new_tokens=n,
+        greedy=bool(greedy),
+        temperature=t,
+        top_p=p,
+        top_k=k,
+        repetition_penalty=r,
+        seed=int(sd or 0),
+        adapter_scale=sc,
+    )

@@ -172,8 +172,9 @@ class DatasetActions:
     def load_example(self, name):
         rows = load_example(name)
         self.store.autosave(rows)
-        return _frame(rows), self._say("status", msg("Loaded example **{name}**: {n} rows.", name=verbatim(name),
-                                                     n=len(rows)))  # fmt: skip
+        return _frame(rows), self._say(
+            "status", msg("Loaded example **{name}**: {n} rows.", name=verbatim(name), n=len(rows))
+        )
 
     @friendly
     def upload(self, path, how, current, encoding="utf-8"):
@@ -182,18 +183,33 @@ class DatasetActions:
         records = read_records(path, encoding=encoding or "utf-8")
         if is_pairs_file(records):  # preference pairs for DPO: checked and saved apart, the table left as it is
             value, n = self.lab.import_preferences(records, Path(path).stem)
-            m = msg("**{file}** holds {n} preference pairs (prompt, chosen, rejected): checked and saved as `{value}`. "
-                    "Train on them with the DPO method (Train tab: training method DPO, then pick `{value}` as the "
-                    "dataset). The table is unchanged.", file=verbatim(Path(path).name), n=n, value=verbatim(value))  # fmt: skip
+            m = msg(
+                "**{file}** holds {n} preference pairs (prompt, chosen, rejected): checked and saved as `{value}`. "
+                "Train on them with the DPO method (Train tab: training method DPO, then pick `{value}` as the "
+                "dataset). The table is unchanged.",
+                file=verbatim(Path(path).name),
+                n=n,
+                value=verbatim(value),
+            )
             return (gr.skip(), self._say("status", m), *no_mapping())
         res = to_rows(records)
         if res.needs_mapping:
             cols, guess = res.columns, guess_mapping(res.columns)
-            m = msg("**{file}**: columns {columns} are not Alpaca, ShareGPT or OpenAI messages. Map them:",
-                    file=verbatim(Path(path).name), columns=cols)  # fmt: skip
-            return (gr.skip(), self._say("status", m), gr.Row(visible=True), self._say("map_note", m), records,
-                    gr.Dropdown(cols, value=guess["instruction"]), gr.Dropdown([None, *cols], value=guess["input"]),
-                    gr.Dropdown(cols, value=guess["output"]))  # fmt: skip
+            m = msg(
+                "**{file}**: columns {columns} are not Alpaca, ShareGPT or OpenAI messages. Map them:",
+                file=verbatim(Path(path).name),
+                columns=cols,
+            )
+            return (
+                gr.skip(),
+                self._say("status", m),
+                gr.Row(visible=True),
+                self._say("map_note", m),
+                records,
+                gr.Dropdown(cols, value=guess["instruction"]),
+                gr.Dropdown([None, *cols], value=guess["input"]),
+                gr.Dropdown(cols, value=guess["output"]),
+            )
         rows = (clean_rows(current) if how == "append" else []) + res.rows
         self.store.autosave(rows)
         said = {"n": len(res.rows), "format": verbatim(res.format), "file": verbatim(Path(path).name)}
@@ -223,8 +239,9 @@ class DatasetActions:
                 self.store.autosave(before)  # the last table stays in the autosave history before clearing
             rows = edit_rows(before, op, n)
             kept = self.store.autosave(rows)
-            return _frame(rows), self._say("status", msg("{n} rows ({kept} non-empty, autosaved).", n=len(rows),
-                                                         kept=kept))  # fmt: skip
+            return _frame(rows), self._say(
+                "status", msg("{n} rows ({kept} non-empty, autosaved).", n=len(rows), kept=kept)
+            )
 
         return handler
 
@@ -260,8 +277,14 @@ class DatasetActions:
     def save(self, current, name, val_fraction):
         path = self.store.save(name, current, float(val_fraction))
         train, val = split_rows(clean_rows(current), float(val_fraction))
-        m = msg("Saved **{name}** ({train} train / {val} validation rows) to `{path}`. Earlier versions are kept in "
-                ".history/.", name=verbatim(path.stem), train=len(train), val=len(val), path=verbatim(path))  # fmt: skip
+        m = msg(
+            "Saved **{name}** ({train} train / {val} validation rows) to `{path}`. Earlier versions are kept in "
+            ".history/.",
+            name=verbatim(path.stem),
+            train=len(train),
+            val=len(val),
+            path=verbatim(path),
+        )
         return self._say("save", m), gr.Dropdown(self.store.names(), value=path.stem)
 
     @friendly
@@ -285,8 +308,13 @@ def _import_row() -> dict:
             label="import a file", file_types=[".json", ".jsonl", ".csv", ".parquet"], type="filepath"
         )
         c["mode"] = gr.Radio(["replace", "append"], value="replace", label="imported rows")
-        c["encoding"] = gr.Dropdown([(label, code) for code, label in ENCODINGS.items()], value="utf-8",
-                                    label="file encoding", min_width=120, elem_id="dataset-encoding")  # fmt: skip
+        c["encoding"] = gr.Dropdown(
+            [(label, code) for code, label in ENCODINGS.items()],
+            value="utf-8",
+            label="file encoding",
+            min_width=120,
+            elem_id="dataset-encoding",
+        )
     with gr.Row(visible=False) as c["mapping_row"]:
         c["map_note"] = dynamic(gr.Markdown())
         c["map_i"] = dynamic(gr.Dropdown([], label="instruction column"))
@@ -313,9 +341,11 @@ def _validate_box(default_model: str) -> dict:
             c["preview_btn"] = gr.Button("Preview row")
         c["preview"] = gr.HighlightedText(
             label="exactly what training sees (masked = prompt, no loss; trained = response)",
-            color_map=preview_colors(lang()), combine_adjacent=True, show_legend=True,  # lang(): the build's
+            color_map=preview_colors(lang()),
+            combine_adjacent=True,
+            show_legend=True,  # lang(): the build's
             elem_id="preview-tokens",
-        )  # fmt: skip
+        )
         c["preview_text"] = gr.Code(label="the text, as the model reads it", language=None, lines=8)
     return c
 
@@ -340,26 +370,45 @@ def _save_box() -> dict:
 def create_dataset_tab(lab) -> tuple:
     """Returns (the Save event, the saved-datasets list): the Train tab picks up what this visitor saves."""
     act = DatasetActions(lab)
-    intro = msg("Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer "
-                "to learn). Edits autosave; a reload loses nothing. Import JSON, JSONL, CSV or Parquet in Alpaca, "
-                "ShareGPT or OpenAI-messages form (up to {mb:g} MB).", mb=MAX_UPLOAD_MB)  # fmt: skip
+    intro = msg(
+        "Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer "
+        "to learn). Edits autosave; a reload loses nothing. Import JSON, JSONL, CSV or Parquet in Alpaca, "
+        "ShareGPT or OpenAI-messages form (up to {mb:g} MB).",
+        mb=MAX_UPLOAD_MB,
+    )
     gr.Markdown(intro).value = intro  # gr.Markdown keeps a plain str; the switch translates the Msg (its limit kept)
     imp = _import_row()
     table = gr.Dataframe(
-        value=lambda: _frame(act.store.restore_autosave()), headers=list(FIELDS), column_count=3,
-        interactive=True, wrap=True, max_height=420, label="rows", elem_id="dataset-table",
-    )  # fmt: skip
+        value=lambda: _frame(act.store.restore_autosave()),
+        headers=list(FIELDS),
+        column_count=3,
+        interactive=True,
+        wrap=True,
+        max_height=420,
+        label="rows",
+        elem_id="dataset-table",
+    )
     with gr.Row():
         row_no = gr.Number(value=1, precision=0, label="row #", min_width=80)
-        buttons = {op: gr.Button(label, size="sm", **kw) for op, label, kw in (
-            ("add", "Add row", {}), ("dup", "Duplicate row #", {}), ("del", "Delete row #", {}),
-            ("clear", "Clear table", {"variant": "stop"}))}  # fmt: skip
+        buttons = {
+            op: gr.Button(label, size="sm", **kw)
+            for op, label, kw in (
+                ("add", "Add row", {}),
+                ("dup", "Duplicate row #", {}),
+                ("del", "Delete row #", {}),
+                ("clear", "Clear table", {"variant": "stop"}),
+            )
+        }
     status = dynamic(gr.Markdown(elem_id="dataset-status"))
     val = _validate_box(lab.default_model)
     sav = _save_box()
     saved = _wire(act, imp, table, row_no, buttons, status, val, sav)
-    for slot, md in (("status", status), ("map_note", imp["map_note"]), ("report", val["report"]),
-                     ("save", sav["status"])):  # fmt: skip
+    for slot, md in (
+        ("status", status),
+        ("map_note", imp["map_note"]),
+        ("report", val["report"]),
+        ("save", sav["status"]),
+    ):
         on_language(act.again(slot), md, md)
     on_language(act.redo("hist"), None, val["hist"])
     on_language(act.repreview, None, [val["preview"], val["preview_text"]])
@@ -368,14 +417,28 @@ def create_dataset_tab(lab) -> tuple:
 
 def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav):
     mapping = [imp["mapping_row"], imp["map_note"], imp["pending"], imp["map_i"], imp["map_in"], imp["map_o"]]
-    show_errors(imp["example_btn"].click(act.load_example, imp["example"], [table, status],
-                                         api_name="dataset_load_example"), status)  # fmt: skip
-    show_errors(imp["upload"].upload(act.upload, [imp["upload"], imp["mode"], table, imp["encoding"]],
-                                     [table, status, *mapping], api_name="dataset_import"), status)  # fmt: skip
-    show_errors(imp["map_btn"].click(act.map_columns, [imp["pending"], imp["map_i"], imp["map_in"], imp["map_o"],
-                                                       imp["mode"], table],
-                                     [table, status, imp["mapping_row"], imp["pending"]],
-                                     api_name="dataset_map_columns"), status)  # fmt: skip
+    show_errors(
+        imp["example_btn"].click(act.load_example, imp["example"], [table, status], api_name="dataset_load_example"),
+        status,
+    )
+    show_errors(
+        imp["upload"].upload(
+            act.upload,
+            [imp["upload"], imp["mode"], table, imp["encoding"]],
+            [table, status, *mapping],
+            api_name="dataset_import",
+        ),
+        status,
+    )
+    show_errors(
+        imp["map_btn"].click(
+            act.map_columns,
+            [imp["pending"], imp["map_i"], imp["map_in"], imp["map_o"], imp["mode"], table],
+            [table, status, imp["mapping_row"], imp["pending"]],
+            api_name="dataset_map_columns",
+        ),
+        status,
+    )
     apis = {
         "add": "dataset_add_row",
         "dup": "dataset_duplicate_row",
@@ -386,18 +449,38 @@ def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav):
         show_errors(button.click(act.edit(op), [table, row_no], [table, status], api_name=apis[op]), status)
     show_errors(table.input(act.autosave, table, status, api_name="dataset_autosave", show_progress="hidden"), status)
     settings = [val["model"], val["template"], val["thinking"], val["max_len"]]
-    show_errors(val["validate_btn"].click(act.validate, [table, *settings], [val["report"], val["hist"]],
-                                          api_name="dataset_validate"), val["report"])  # fmt: skip
-    show_errors(val["preview_btn"].click(act.preview, [table, val["preview_row"], *settings, val["responses_only"]],
-                                         [val["preview"], val["preview_text"]], api_name="dataset_preview"),
-                val["report"])  # fmt: skip
-    saved = sav["save_btn"].click(act.save, [table, sav["name"], sav["val_frac"]], [sav["status"], sav["saved"]],
-                                  api_name="dataset_save")  # fmt: skip
+    show_errors(
+        val["validate_btn"].click(
+            act.validate, [table, *settings], [val["report"], val["hist"]], api_name="dataset_validate"
+        ),
+        val["report"],
+    )
+    show_errors(
+        val["preview_btn"].click(
+            act.preview,
+            [table, val["preview_row"], *settings, val["responses_only"]],
+            [val["preview"], val["preview_text"]],
+            api_name="dataset_preview",
+        ),
+        val["report"],
+    )
+    saved = sav["save_btn"].click(
+        act.save, [table, sav["name"], sav["val_frac"]], [sav["status"], sav["saved"]], api_name="dataset_save"
+    )
     show_errors(saved, sav["status"])
-    saved_list = dict(fn=lambda: gr.Dropdown(choices=act.store.names()), inputs=None, outputs=sav["saved"],
-                      api_visibility="private", show_progress="hidden")  # fmt: skip
+    saved_list = dict(
+        fn=lambda: gr.Dropdown(choices=act.store.names()),
+        inputs=None,
+        outputs=sav["saved"],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     sav["saved"].focus(**saved_list)
     on_load(**saved_list)
-    show_errors(sav["load_btn"].click(act.load, sav["saved"], [table, sav["status"], sav["name"], sav["val_frac"]],
-                                      api_name="dataset_load"), sav["status"])  # fmt: skip
+    show_errors(
+        sav["load_btn"].click(
+            act.load, sav["saved"], [table, sav["status"], sav["name"], sav["val_frac"]], api_name="dataset_load"
+        ),
+        sav["status"],
+    )
     return saved

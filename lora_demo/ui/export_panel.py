@@ -25,20 +25,29 @@ class ExportActions:
     @friendly
     def merged(self, name) -> str:
         out = self.lab.export(name, "merged")
-        return say("Merged model (16-bit safetensors + model card, prompted as trained) in `{path}`: "
-                   "`AutoModelForCausalLM.from_pretrained` loads it.", path=str(out))  # fmt: skip
+        return say(
+            "Merged model (16-bit safetensors + model card, prompted as trained) in `{path}`: "
+            "`AutoModelForCausalLM.from_pretrained` loads it.",
+            path=str(out),
+        )
 
     @friendly
     def gguf(self, name, outtype):
         out = self.lab.export(name, "gguf", outtype or "q8_0")
-        return str(out), say("GGUF written: `{path}`, with an Ollama `Modelfile` beside it (`ollama create NAME -f "
-                             "Modelfile` in that folder).", path=str(out))  # fmt: skip
+        return str(out), say(
+            "GGUF written: `{path}`, with an Ollama `Modelfile` beside it (`ollama create NAME -f "
+            "Modelfile` in that folder).",
+            path=str(out),
+        )
 
     @friendly
     def lora_gguf(self, name):
         out = self.lab.export(name, "lora-gguf", "f16")
-        return str(out), say("LoRA GGUF written: `{path}`. Use it with llama.cpp: `llama-cli -m BASE.gguf --lora "
-                             "{file}`.", path=str(out), file=out.name)  # fmt: skip
+        return str(out), say(
+            "LoRA GGUF written: `{path}`. Use it with llama.cpp: `llama-cli -m BASE.gguf --lora {file}`.",
+            path=str(out),
+            file=out.name,
+        )
 
     @friendly
     def check(self, name):
@@ -50,8 +59,11 @@ class ExportActions:
         res = self.lab.export_push(name, repo_id, private, include_gguf, dry_run, token)
         files = "\n".join(f"- `{n}` ({size / 1e6:.2f} MB)" for n, size in res["files"])
         if dry_run:
-            return say("Would upload to `{repo}` ({n} files, nothing sent):", repo=res["repo_id"],
-                       n=len(res["files"])) + "\n" + files  # fmt: skip
+            return (
+                say("Would upload to `{repo}` ({n} files, nothing sent):", repo=res["repo_id"], n=len(res["files"]))
+                + "\n"
+                + files
+            )
         return say("Uploaded {n} files to {url}", n=len(res["files"]), url=res["url"]) + "\n" + files
 
     def dry_run(self, name, repo_id, private, include_gguf, token):
@@ -84,24 +96,48 @@ def _prompt_cell(app_prompt: str, prompt: str, equal: bool) -> str:
 def parity_html(report: dict) -> str:
     """The report as a table per prompt: each path's exact prompt (differences from the app's marked), its answer,
     its agreement with the app and where it first differs."""
-    head = say("**Parity of `{run}`**: the same {n} prompts answered greedily by the app, the merged model and the "
-               "GGUF (at most {tokens} new tokens).", run=report["run"], n=len(report["prompts"]),
-               tokens=report["max_new_tokens"])  # fmt: skip
+    head = say(
+        "**Parity of `{run}`**: the same {n} prompts answered greedily by the app, the merged model and the "
+        "GGUF (at most {tokens} new tokens).",
+        run=report["run"],
+        n=len(report["prompts"]),
+        tokens=report["max_new_tokens"],
+    )
     summary = [f"<li>{say('merged model (transformers)')}: <b>{_pct(report['merged_agreement'])}</b></li>"]
     summary += [f"<li>GGUF {t} (llama.cpp): <b>{_pct(v)}</b></li>" for t, v in report["gguf_agreements"].items()]
     if report.get("vs_app_fp32"):
         from lora_demo.export.parity import path_label
 
         others = ", ".join(f"{path_label(k)} {_pct(v)}" for k, v in report["vs_app_fp32"].items())
-        summary.append("<li>" + say("The app chats in {precision} on this machine; against its adapter path in fp32: "
-                                    "{others}.", precision=report["app_precision"].split(" ")[0], others=others)
-                       + "</li>")  # fmt: skip
+        summary.append(
+            "<li>"
+            + say(
+                "The app chats in {precision} on this machine; against its adapter path in fp32: {others}.",
+                precision=report["app_precision"].split(" ")[0],
+                others=others,
+            )
+            + "</li>"
+        )
     same = report["template_equal"]
-    summary.append("<li>" + (say("prompts: the same tokens on every path") if same else
-                             say("prompts: DIFFER from the app's (marked below)")) + "</li>")  # fmt: skip
+    summary.append(
+        "<li>"
+        + (
+            say("prompts: the same tokens on every path")
+            if same
+            else say("prompts: DIFFER from the app's (marked below)")
+        )
+        + "</li>"
+    )
     if report.get("modelfile_equal") is not None:
-        summary.append("<li>" + (say("Modelfile: gives Ollama the app's prompt") if report["modelfile_equal"] else
-                                 say("Modelfile: its prompt differs from the app's")) + "</li>")  # fmt: skip
+        summary.append(
+            "<li>"
+            + (
+                say("Modelfile: gives Ollama the app's prompt")
+                if report["modelfile_equal"]
+                else say("Modelfile: its prompt differs from the app's")
+            )
+            + "</li>"
+        )
     note = f"<p>{html.escape(str(report['note']))}</p>" if report.get("note") else ""
     blocks = []
     for i, p in enumerate(report["prompts"], 1):
@@ -114,14 +150,20 @@ def parity_html(report: dict) -> str:
         for label, a, equal in rows:
             agree = "" if a is app else _pct(a["agreement"])
             div = "" if a is app or a["first_divergence"] is None else say("from token {n}", n=a["first_divergence"])
-            trs.append(f"<tr><td>{html.escape(label)}</td><td>{_prompt_cell(app['prompt'], a['prompt'], equal)}</td>"
-                       f"<td>{html.escape(a['answer'])}</td><td>{agree}</td><td>{div}</td></tr>")  # fmt: skip
+            trs.append(
+                f"<tr><td>{html.escape(label)}</td><td>{_prompt_cell(app['prompt'], a['prompt'], equal)}</td>"
+                f"<td>{html.escape(a['answer'])}</td><td>{agree}</td><td>{div}</td></tr>"
+            )
         question = html.escape(p["messages"][-1]["content"])
-        blocks.append(f"<h4>{i}. {question}</h4><table class='parity'><tr><th>{say('path')}</th><th>"
-                      f"{say('exact prompt')}</th><th>{say('answer')}</th><th>{say('agrees')}</th><th>"
-                      f"{say('differs')}</th></tr>{''.join(trs)}</table>")  # fmt: skip
-    style = ("<style>.parity td{vertical-align:top}.parity-prompt{white-space:pre-wrap;max-height:9em;overflow:auto;"
-             "font-size:12px;margin:0}.parity-differs del{background:#fdd}.parity-differs ins{background:#dfd}</style>")  # fmt: skip
+        blocks.append(
+            f"<h4>{i}. {question}</h4><table class='parity'><tr><th>{say('path')}</th><th>"
+            f"{say('exact prompt')}</th><th>{say('answer')}</th><th>{say('agrees')}</th><th>"
+            f"{say('differs')}</th></tr>{''.join(trs)}</table>"
+        )
+    style = (
+        "<style>.parity td{vertical-align:top}.parity-prompt{white-space:pre-wrap;max-height:9em;overflow:auto;"
+        "font-size:12px;margin:0}.parity-differs del{background:#fdd}.parity-differs ins{background:#dfd}</style>"
+    )
     return f"{style}<div id='parity-report'><p>{head}</p><ul>{''.join(summary)}</ul>{note}{''.join(blocks)}</div>"
 
 
@@ -133,8 +175,9 @@ def export_panel(lab, view) -> dict:
             zip_btn = gr.Button("Adapter as .zip", elem_id="export-zip")
             merge_btn = gr.Button("Merge into the base (16-bit)")
         with gr.Row(equal_height=True):
-            gguf_type = gr.Dropdown(list(GGUF_TYPES), value="q8_0", label="GGUF type", scale=1, min_width=120,
-                                    elem_id="export-gguf-type")  # fmt: skip
+            gguf_type = gr.Dropdown(
+                list(GGUF_TYPES), value="q8_0", label="GGUF type", scale=1, min_width=120, elem_id="export-gguf-type"
+            )
             gguf_btn = gr.Button("GGUF + Ollama Modelfile", scale=2, elem_id="export-gguf")
             lora_btn = gr.Button("Adapter alone as LoRA GGUF", scale=2)
         check_btn = gr.Button("Check parity: app vs merged vs GGUF", elem_id="export-check")
@@ -154,14 +197,23 @@ def export_panel(lab, view) -> dict:
     one_at_a_time = dict(concurrency_limit=1, concurrency_id="train_start")  # a merge loads a model: one at a time
     show_errors(zip_btn.click(act.zip, view, [file, message], api_name="export_zip"), message)
     show_errors(merge_btn.click(act.merged, view, message, api_name="export_merged", **one_at_a_time), message)
-    show_errors(gguf_btn.click(act.gguf, [view, gguf_type], [file, message], api_name="export_gguf",
-                               **one_at_a_time), message)  # fmt: skip
-    show_errors(lora_btn.click(act.lora_gguf, view, [file, message], api_name="export_lora_gguf", **one_at_a_time),
-                message)  # fmt: skip
-    show_errors(check_btn.click(act.check, view, [report, message], api_name="export_check", **one_at_a_time),
-                message)  # fmt: skip
+    show_errors(
+        gguf_btn.click(act.gguf, [view, gguf_type], [file, message], api_name="export_gguf", **one_at_a_time), message
+    )
+    show_errors(
+        lora_btn.click(act.lora_gguf, view, [file, message], api_name="export_lora_gguf", **one_at_a_time), message
+    )
+    show_errors(check_btn.click(act.check, view, [report, message], api_name="export_check", **one_at_a_time), message)
     push_in = [view, repo, private, with_gguf, token]
     show_errors(list_btn.click(act.dry_run, push_in, message, api_name="export_push_dry_run"), message)
     show_errors(push_btn.click(act.upload, push_in, message, api_name="export_push"), message)
-    return {"zip": zip_btn, "merged": merge_btn, "gguf": gguf_btn, "lora": lora_btn, "check": check_btn,
-            "file": file, "msg": message, "report": report}  # fmt: skip
+    return {
+        "zip": zip_btn,
+        "merged": merge_btn,
+        "gguf": gguf_btn,
+        "lora": lora_btn,
+        "check": check_btn,
+        "file": file,
+        "msg": message,
+        "report": report,
+    }

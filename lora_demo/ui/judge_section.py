@@ -21,11 +21,19 @@ from lora_demo.ui.common import dynamic, friendly, gen_settings, lang, on_langua
 
 # The vote buttons' texts (captured and switched by ui/localize.py; the reveal quotes them, rendered by say()).
 CHOICES = {"A": msg("A is better"), "B": msg("B is better"), "tie": msg("Tie"), "both_bad": msg("Both bad")}
-VERDICT = {"tuned": msg("the tuned model wins"), "base": msg("the base model wins"), "tie": msg("a tie"),
-           "both_bad": msg("both bad")}  # fmt: skip
+VERDICT = {
+    "tuned": msg("the tuned model wins"),
+    "base": msg("the base model wins"),
+    "tie": msg("a tie"),
+    "both_bad": msg("both bad"),
+}
 # The token view's categories (judge.TOKEN_SHADES: their colours), as the legend names them.
-SHADES = {"much likelier": msg("much likelier"), "likelier": msg("likelier"), "less likely": msg("less likely"),
-          "much less likely": msg("much less likely")}  # fmt: skip
+SHADES = {
+    "much likelier": msg("much likelier"),
+    "likelier": msg("likelier"),
+    "less likely": msg("less likely"),
+    "much less likely": msg("much less likely"),
+}
 
 
 def shade_colors() -> dict[str, str]:
@@ -55,11 +63,17 @@ class JudgeActions:
         if isinstance(prompt, dict):
             prompt = {k: v for k, v in prompt.items() if k != "split"}
         ballot = self.lab.blind_round(prompt, gen_settings(*gen_values), system or "", model, adapter, opponent or None)
-        status = (say("Which answer is better? Vote below. · {n} of the run's rows left", n=len(queue)) if queue
-                  else say("Which answer is better? Vote below."))  # fmt: skip
+        status = (
+            say("Which answer is better? Vote below. · {n} of the run's rows left", n=len(queue))
+            if queue
+            else say("Which answer is better? Vote below.")
+        )
         if trained_on:
-            status += "\n\n⚠️ " + say("{why} These are its training rows instead, so this win rate measures how well "
-                                       "it memorised them, not how it does on new prompts.", why=NO_VALIDATION_ROWS)  # fmt: skip
+            status += "\n\n⚠️ " + say(
+                "{why} These are its training rows instead, so this win rate measures how well "
+                "it memorised them, not how it does on new prompts.",
+                why=NO_VALIDATION_ROWS,
+            )
         return ballot.a, ballot.b, ballot.id, status, queue
 
     @friendly
@@ -85,19 +99,31 @@ class JudgeActions:
             names = {vote.tuned_side: side_name(vote.adapter), base_side: side_name(vote.opponent)}
             winner = {"tuned": names[vote.tuned_side], "base": names[base_side]}.get(vote.verdict)
             verdict = msg("`{name}` wins", name=winner) if winner else VERDICT[vote.verdict]
-            reveal = say("Last pair: **A** was `{a}`, **B** was `{b}`. Your vote ({choice}): {verdict}.", a=names["A"],
-                         b=names["B"], choice=CHOICES[vote.choice], verdict=verdict)  # fmt: skip
+            reveal = say(
+                "Last pair: **A** was `{a}`, **B** was `{b}`. Your vote ({choice}): {verdict}.",
+                a=names["A"],
+                b=names["B"],
+                choice=CHOICES[vote.choice],
+                verdict=verdict,
+            )
         else:
-            reveal = say("Last pair: **{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): "
-                         "{verdict}.", tuned=vote.tuned_side, base=base_side, choice=CHOICES[vote.choice],
-                         verdict=VERDICT[vote.verdict])  # fmt: skip
+            reveal = say(
+                "Last pair: **{tuned}** was the tuned model, **{base}** the base. Your vote ({choice}): {verdict}.",
+                tuned=vote.tuned_side,
+                base=base_side,
+                choice=CHOICES[vote.choice],
+                verdict=VERDICT[vote.verdict],
+            )
         return reveal, win_rates_markdown(side_name(vote.adapter), stats, lang()), ""
 
     def vote_on_page(self, ballot_id, queue, choice):
         """A vote from the buttons: the answers are cleared at once, so nobody votes on a pair twice."""
         reveal, rate, cleared = self.vote(ballot_id, choice)
-        nxt = (say("Dealing the next row's pair…") if queue
-               else say("Voted. Ask another prompt, or vote on the run's rows."))  # fmt: skip
+        nxt = (
+            say("Dealing the next row's pair…")
+            if queue
+            else say("Voted. Ask another prompt, or vote on the run's rows.")
+        )
         return reveal, rate, cleared, "", "", nxt
 
     @friendly
@@ -108,8 +134,11 @@ class JudgeActions:
         gen_values, model, adapter, opponent = _split(values)
         if not queue:
             return (gr.skip(),) * 7
-        return (row_text(queue[0]), *self._deal(queue[0], queue[1:], system, gen_values, model, adapter, opponent),
-                gr.skip())  # fmt: skip
+        return (
+            row_text(queue[0]),
+            *self._deal(queue[0], queue[1:], system, gen_values, model, adapter, opponent),
+            gr.skip(),
+        )
 
     @friendly
     def rate(self, adapter):
@@ -136,8 +165,11 @@ class JudgeActions:
     @friendly
     def export_pairs(self, adapter):
         path, pairs = self.lab.export_votes(adapter)
-        return str(path), say("{pairs} preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer: `{path}`.",
-                              pairs=pairs, path=str(path))  # fmt: skip
+        return str(path), say(
+            "{pairs} preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer: `{path}`.",
+            pairs=pairs,
+            path=str(path),
+        )
 
     @friendly
     def heldout(self, model, adapter):
@@ -147,9 +179,12 @@ class JudgeActions:
         names = {"base": say("base"), "tuned": say("tuned")}
         return pd.DataFrame(
             [[names[side], round(res[side]["loss"], 4), round(res[side]["ppl"], 2)] for side in ("base", "tuned")],
-            columns=[say("model"), say("held-out loss ({rows} rows, {tokens} tokens)", rows=res["rows"],
-                                       tokens=res["tokens"]), say("perplexity")],
-        )  # fmt: skip
+            columns=[
+                say("model"),
+                say("held-out loss ({rows} rows, {tokens} tokens)", rows=res["rows"], tokens=res["tokens"]),
+                say("perplexity"),
+            ],
+        )
 
     @friendly
     def token_view(self, tuned_hist, model, adapter):
@@ -157,8 +192,9 @@ class JudgeActions:
         users = [flatten_content(m.get("content")) for m in turns if m.get("role") == "user"]
         answers = [flatten_content(m.get("content")) for m in turns if m.get("role") == "assistant"]
         if not users or not answers:
-            raise InputError(msg("Chat first: the token view colours the tuned model's last answer to your last "
-                                 "prompt."))  # fmt: skip
+            raise InputError(
+                msg("Chat first: the token view colours the tuned model's last answer to your last prompt.")
+            )
         deltas = self.lab.token_diff(users[-1], answers[-1], model, adapter)
         value = [(text, str(show(SHADES[shade])) if shade else None) for text, shade in token_shades(deltas)]
         return gr.HighlightedText(value=value, color_map=shade_colors())  # green: the tuned model likes it more
@@ -172,10 +208,16 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
     system, gen = gen_inputs[0], [gen_inputs[i] for i in (2, 3, 4, 5, 6, 7, 8, 9)] + picked
     adapter = picked[1]
     with gr.Accordion("Is the tuned model better? Blind A/B votes", open=False):
-        opponent = dynamic(gr.Dropdown([(show(msg("the base model")), "")], value="", allow_custom_value=True,
-                                       label="against (the other side of each blind pair)", elem_id="blind-opponent",
-                                       info="the base model, or another adapter: e.g. a DPO run against the SFT run "
-                                       "it continued from"))  # fmt: skip
+        opponent = dynamic(
+            gr.Dropdown(
+                [(show(msg("the base model")), "")],
+                value="",
+                allow_custom_value=True,
+                label="against (the other side of each blind pair)",
+                elem_id="blind-opponent",
+                info="the base model, or another adapter: e.g. a DPO run against the SFT run it continued from",
+            )
+        )
         gen = [*gen, opponent]  # what every dealing action takes: the settings, the page's base and adapter, this
         with gr.Row():
             prompt = gr.Textbox(label="prompt for a blind pair", scale=4, elem_id="blind-prompt")
@@ -204,40 +246,93 @@ def create_judge_section(lab, gen_inputs: list, tuned_chat: gr.Chatbot, picked: 
         with gr.Row():
             heldout_btn = gr.Button("Held-out loss and perplexity")
             tokens_btn = gr.Button("Colour the last tuned answer by what the adapter changed")
-        heldout = gr.Dataframe(pd.DataFrame(columns=[say("model"), say("held-out loss"), say("perplexity")]),
-                               interactive=False, elem_id="blind-heldout")  # fmt: skip
-        tokens = gr.HighlightedText(label="tuned answer: green = the tuned model finds the token likelier than the "
-                                    "base, red = less likely; the darker, the bigger the change (no colour: about "
-                                    "the same)", color_map=shade_colors(), show_legend=True,
-                                    elem_id="blind-tokens")  # fmt: skip
+        heldout = gr.Dataframe(
+            pd.DataFrame(columns=[say("model"), say("held-out loss"), say("perplexity")]),
+            interactive=False,
+            elem_id="blind-heldout",
+        )
+        tokens = gr.HighlightedText(
+            label="tuned answer: green = the tuned model finds the token likelier than the "
+            "base, red = less likely; the darker, the bigger the change (no colour: about "
+            "the same)",
+            color_map=shade_colors(),
+            show_legend=True,
+            elem_id="blind-tokens",
+        )
     dealt = [a, b, ballot, status, queue]
     for event in (opponent.focus, adapter.change):  # the Chat tab's adapter list, less the adapter it shows
         event(act.opponents, [opponent, adapter], opponent, api_visibility="private", show_progress="hidden")
     # A new pair: the last pair's reveal, answers and ballot go at once (its win rate stays), so a vote pressed while
     # the new answers are generated can never land on the last pair.
     for button in (ask_btn, rows_btn):
-        button.click(lambda: ("", "", "", "", say("Dealing a new blind pair…")), None, [reveal, a, b, ballot, status],
-                     api_visibility="private", queue=False, show_progress="hidden")  # fmt: skip
-    show_errors(ask_btn.click(act.ask, [prompt, system, *gen], dealt, api_name="chat_blind",
-                              concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
-    show_errors(rows_btn.click(act.start_rows, [system, *gen], [prompt, *dealt], api_name="chat_blind_rows",
-                               concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+        button.click(
+            lambda: ("", "", "", "", say("Dealing a new blind pair…")),
+            None,
+            [reveal, a, b, ballot, status],
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+        )
+    show_errors(
+        ask_btn.click(
+            act.ask, [prompt, system, *gen], dealt, api_name="chat_blind", concurrency_limit=1, concurrency_id="model"
+        ),
+        status,
+    )
+    show_errors(
+        rows_btn.click(
+            act.start_rows,
+            [system, *gen],
+            [prompt, *dealt],
+            api_name="chat_blind_rows",
+            concurrency_limit=1,
+            concurrency_id="model",
+        ),
+        status,
+    )
     for choice, button in buttons.items():
-        event = button.click(lambda bid, q, c=choice: act.vote_on_page(bid, q, c), [ballot, queue],
-                             [reveal, rate, ballot, a, b, status], api_visibility="private")  # fmt: skip
+        event = button.click(
+            lambda bid, q, c=choice: act.vote_on_page(bid, q, c),
+            [ballot, queue],
+            [reveal, rate, ballot, a, b, status],
+            api_visibility="private",
+        )
         show_errors(event, status)
-        show_errors(event.success(act.advance, [queue, system, *gen], [prompt, *dealt, reveal],
-                                  api_visibility="private", concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+        show_errors(
+            event.success(
+                act.advance,
+                [queue, system, *gen],
+                [prompt, *dealt, reveal],
+                api_visibility="private",
+                concurrency_limit=1,
+                concurrency_id="model",
+            ),
+            status,
+        )
 
     def chat_vote(ballot_id: str, choice: str) -> tuple[str, str, str]:
         """Vote on a blind pair: choice is A, B, tie or both_bad; returns (the reveal, the win rate, '')."""
         return act.vote(ballot_id, choice)
 
     gr.api(chat_vote, api_name="chat_vote")
-    show_errors(export_btn.click(act.export_pairs, adapter, [export_file, status], api_name="chat_export_votes"),
-                status)  # fmt: skip
-    show_errors(heldout_btn.click(act.heldout, picked, heldout, api_name="chat_heldout", concurrency_limit=1,
-                                  concurrency_id="model"), status)  # fmt: skip
-    show_errors(tokens_btn.click(act.token_view, [tuned_chat, *picked], tokens, api_name="chat_token_diff",
-                                 concurrency_limit=1, concurrency_id="model"), status)  # fmt: skip
+    show_errors(
+        export_btn.click(act.export_pairs, adapter, [export_file, status], api_name="chat_export_votes"), status
+    )
+    show_errors(
+        heldout_btn.click(
+            act.heldout, picked, heldout, api_name="chat_heldout", concurrency_limit=1, concurrency_id="model"
+        ),
+        status,
+    )
+    show_errors(
+        tokens_btn.click(
+            act.token_view,
+            [tuned_chat, *picked],
+            tokens,
+            api_name="chat_token_diff",
+            concurrency_limit=1,
+            concurrency_id="model",
+        ),
+        status,
+    )
     return dpo_btn, status

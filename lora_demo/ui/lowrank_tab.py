@@ -104,8 +104,9 @@ def _round(m) -> list[list[float]]:
 def _grid(m: np.ndarray):
     if max(m.shape) <= EDITABLE_MAX:
         return gr.Dataframe(value=_round(m), interactive=True)
-    return gr.Dataframe(value=[[say("{d}×{n} matrix: too large to edit here", d=m.shape[0], n=m.shape[1])]],
-                        interactive=False)  # fmt: skip
+    return gr.Dataframe(
+        value=[[say("{d}×{n} matrix: too large to edit here", d=m.shape[0], n=m.shape[1])]], interactive=False
+    )
 
 
 def _quietly(fn, n_outputs: int):
@@ -129,8 +130,21 @@ def _svd_outputs(matrix_json: str, k):
     small = max(m.shape) <= EDITABLE_MAX
     b = _round(res["B"]) if small else [[say("(shown for matrices up to 24×24)")]]
     a = _round(res["A"]) if small else [[say("(shown for matrices up to 24×24)")]]
-    numbers = {k_: res[k_] for k_ in ("singular_values", "energy", "error_fro", "relative_error", "tail_energy",
-                                      "rank_90", "rank_99", "params_full", "params_lowrank", "compression")}  # fmt: skip
+    numbers = {
+        k_: res[k_]
+        for k_ in (
+            "singular_values",
+            "energy",
+            "error_fro",
+            "relative_error",
+            "tail_energy",
+            "rank_90",
+            "rank_99",
+            "params_full",
+            "params_lowrank",
+            "compression",
+        )
+    }
     return spectrum, heat, svd_markdown(res, lang()), b, a, numbers
 
 
@@ -186,8 +200,9 @@ def _product_outputs(b_grid, a_grid, w0_kind: str):
     """ΔW = B·A as a table, its row-by-row reading, the picture W0 + B·A and the numbers."""
     res = lora_product(b_grid, a_grid)
     w0 = example_w0(*res["shape"]) if w0_kind == "random W0" else None
-    fig = product_figure(parse_matrix(b_grid, msg("B matrix")), parse_matrix(a_grid, msg("A matrix")), res["delta_w"],
-                         w0, lang=lang())  # fmt: skip
+    fig = product_figure(
+        parse_matrix(b_grid, msg("B matrix")), parse_matrix(a_grid, msg("A matrix")), res["delta_w"], w0, lang=lang()
+    )
     numbers = {k_: res[k_] for k_ in ("delta_w", "params_full", "params_lowrank", "break_even_rank")}
     table = [[f"{x + 0.0:.2f}" for x in row] for row in np.round(res["delta_w"], 2)]  # "0.10", never "-0.00"
     return table, product_markdown(res, lang()), fig, numbers
@@ -195,23 +210,59 @@ def _product_outputs(b_grid, a_grid, w0_kind: str):
 
 product = friendly(_product_outputs)
 
-MODULE_COLUMNS = [msg("module"), "r", "‖ΔW‖_F", msg("eff. rank"), msg("stable rank"), msg("rank 90%"),
-                  msg("rank 99%"), "‖ΔW‖/‖W0‖"]  # fmt: skip
+MODULE_COLUMNS = [
+    msg("module"),
+    "r",
+    "‖ΔW‖_F",
+    msg("eff. rank"),
+    msg("stable rank"),
+    msg("rank 90%"),
+    msg("rank 99%"),
+    "‖ΔW‖/‖W0‖",
+]
 
 
 def modules_frame(res: dict, lang: str = "en") -> pd.DataFrame:
-    rows = [[m["name"], m["r"], round(m["fro_norm"], 5), round(m["effective_rank"], 3), round(m["stable_rank"], 3),
-             m["rank_90"], m["rank_99"], None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}")]
-            for m in res["modules"]]  # fmt: skip
+    rows = [
+        [
+            m["name"],
+            m["r"],
+            round(m["fro_norm"], 5),
+            round(m["effective_rank"], 3),
+            round(m["stable_rank"], 3),
+            m["rank_90"],
+            m["rank_99"],
+            None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}"),
+        ]
+        for m in res["modules"]
+    ]
     return pd.DataFrame(rows, columns=[render(c, lang) for c in MODULE_COLUMNS])
 
 
 def compare_frame(res: dict, lang: str = "en") -> pd.DataFrame:
     tr = translator(lang)
-    rows = [[m["name"], round(m["parent_norm"], 5), round(m["child_norm"], 5), _r(m["rel_change"]), _r(m["cosine"]),
-             _r(m["subspace_overlap"])] for m in res["modules"]]  # fmt: skip
-    return pd.DataFrame(rows, columns=[tr("module"), "‖ΔW_parent‖", "‖ΔW_child‖", tr("relative change"), tr("cosine"),
-                                       tr("top-{k} overlap", k=res["top_k"])])  # fmt: skip
+    rows = [
+        [
+            m["name"],
+            round(m["parent_norm"], 5),
+            round(m["child_norm"], 5),
+            _r(m["rel_change"]),
+            _r(m["cosine"]),
+            _r(m["subspace_overlap"]),
+        ]
+        for m in res["modules"]
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            tr("module"),
+            "‖ΔW_parent‖",
+            "‖ΔW_child‖",
+            tr("relative change"),
+            tr("cosine"),
+            tr("top-{k} overlap", k=res["top_k"]),
+        ],
+    )
 
 
 def _still_shown(current, render_in) -> bool:
@@ -239,10 +290,14 @@ class AdapterActions:
     def analyze(self, choice, typed, measure):
         res = analyze_adapter(self._path(choice, typed))
         names, first = [m["name"] for m in res["modules"]], res["modules"][0]
-        return (res, adapter_markdown(res, lang()), adapter_heatmap(res, measure, lang()),
-                gr.Dropdown(choices=names, value=names[0]),
-                spectrum_figure(first["singular_values"], title=first["name"], lang=lang()),
-                modules_frame(res, lang()))  # fmt: skip
+        return (
+            res,
+            adapter_markdown(res, lang()),
+            adapter_heatmap(res, measure, lang()),
+            gr.Dropdown(choices=names, value=names[0]),
+            spectrum_figure(first["singular_values"], title=first["name"], lang=lang()),
+            modules_frame(res, lang()),
+        )
 
     @staticmethod
     def _module_spectrum(res, name):
@@ -280,8 +335,9 @@ class AdapterActions:
     def truncate(self, choice, typed, k, name):
         runs = self.lab.runs_dir
         out = truncate_adapter(self._path(choice, typed), k, inside(runs, name, msg("adapter name")))
-        done = msg("Wrote the rank-{k} copy to `{out}`. Load it in the Chat tab, or analyze it here.", k=int(k),
-                   out=str(out))  # fmt: skip
+        done = msg(
+            "Wrote the rank-{k} copy to `{out}`. Load it in the Chat tab, or analyze it here.", k=int(k), out=str(out)
+        )
         return show(done), gr.Dropdown(choices=adapter_choices(runs), value=str(Path(runs) / out.name)), done
 
     @staticmethod
@@ -331,11 +387,22 @@ def _compare_section(act: AdapterActions, choice, typed) -> None:
     cmp_md = gr.Markdown(elem_id="lowrank-compare-summary")
     with gr.Row():
         cmp_heat = gr.Plot(label="relative change per layer and module")
-        cmp_table = gr.Dataframe(compare_frame({"modules": [], "top_k": "k"}, lang()), label="parent vs child, per module",
-                                 interactive=False, max_height=360)  # fmt: skip
+        cmp_table = gr.Dataframe(
+            compare_frame({"modules": [], "top_k": "k"}, lang()),
+            label="parent vs child, per module",
+            interactive=False,
+            max_height=360,
+        )
     compared = gr.State({})
-    show_errors(cmp_btn.click(act.compare_parent, [choice, typed], [cmp_md, cmp_heat, cmp_table, compared],
-                              api_name="lowrank_compare_parent"), cmp_md)  # fmt: skip
+    show_errors(
+        cmp_btn.click(
+            act.compare_parent,
+            [choice, typed],
+            [cmp_md, cmp_heat, cmp_table, compared],
+            api_name="lowrank_compare_parent",
+        ),
+        cmp_md,
+    )
     on_language(act.relabel_comparison, [compared, cmp_md], [cmp_md, cmp_heat, cmp_table])
 
 
@@ -448,14 +515,16 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
             go_btn = gr.Button("Analyze", variant="primary")
         summary = gr.Markdown(elem_id="lowrank-summary")
         with gr.Row():
-            measure = gr.Dropdown([(label, key) for key, label in MEASURES.items()], value="effective_rank",
-                                  label="heatmap measure")  # fmt: skip
+            measure = gr.Dropdown(
+                [(label, key) for key, label in MEASURES.items()], value="effective_rank", label="heatmap measure"
+            )
             module = gr.Dropdown([], label="module (spectrum below)")
         with gr.Row():
             heat = gr.Plot(label="layer × module")
             mod_spec = gr.Plot(label="module spectrum")
-        table = gr.Dataframe(modules_frame({"modules": []}, lang()), label="all modules", interactive=False,
-                             max_height=360)  # fmt: skip
+        table = gr.Dataframe(
+            modules_frame({"modules": []}, lang()), label="all modules", interactive=False, max_height=360
+        )
         with gr.Row():
             trunc_k = gr.Number(value=4, precision=0, label="truncate to rank k")
             trunc_name = gr.Textbox(label="new adapter name (in the runs folder)", placeholder="my-run-rank4")
@@ -464,15 +533,34 @@ def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:
         truncated = gr.State(None)
         _compare_section(act, choice, typed)
         analysis = gr.State({})
-    show_errors(go_btn.click(act.analyze, [choice, typed, measure], [analysis, summary, heat, module, mod_spec, table],
-                             api_name="lowrank_analyze"), summary)  # fmt: skip
+    show_errors(
+        go_btn.click(
+            act.analyze,
+            [choice, typed, measure],
+            [analysis, summary, heat, module, mod_spec, table],
+            api_name="lowrank_analyze",
+        ),
+        summary,
+    )
     module.change(act.pick_module, [analysis, module], mod_spec, api_visibility="private")
     measure.change(act.re_measure, [analysis, measure], heat, api_visibility="private")
-    refresh_args = dict(fn=act.refresh, inputs=[choice, newest], outputs=[choice, newest], api_visibility="private",
-                        show_progress="hidden")  # fmt: skip
+    refresh_args = dict(
+        fn=act.refresh,
+        inputs=[choice, newest],
+        outputs=[choice, newest],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     for event in (refresh.click, choice.focus, *((tab.select,) if tab is not None else ())):
         event(**refresh_args)
-    show_errors(trunc_btn.click(act.truncate, [choice, typed, trunc_k, trunc_name], [trunc_out, choice, truncated],
-                                api_name="lowrank_truncate"), trunc_out)  # fmt: skip
+    show_errors(
+        trunc_btn.click(
+            act.truncate,
+            [choice, typed, trunc_k, trunc_name],
+            [trunc_out, choice, truncated],
+            api_name="lowrank_truncate",
+        ),
+        trunc_out,
+    )
     on_language(act.relabel_analysis, [analysis, measure, module, summary], [summary, heat, mod_spec, table])
     on_language(act.relabel_message, [truncated, trunc_out], trunc_out)

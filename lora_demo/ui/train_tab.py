@@ -38,44 +38,143 @@ from lora_demo.ui.export_panel import export_panel
 
 # The form's fields, in the order the handlers receive them (names match TrainSettings).
 FORM = [
-    "model", "dataset", "template", "enable_thinking", "max_seq_length", "r", "lora_alpha", "lora_dropout",
-    "target_modules", "use_rslora", "load_in_4bit", "learning_rate", "num_epochs", "max_steps", "micro_batch_size",
-    "gradient_accumulation_steps", "warmup", "lr_scheduler", "weight_decay", "optimizer", "seed",
-    "train_on_responses_only", "packing", "val_fraction", "logging_steps", "eval_steps", "save_steps", "run_name",
-    "num_processes", "keep_checkpoints", "init_adapter", "probe_prompts", "probe_tokens", "probe_rows", "padding_free", "auto_micro_batch",
-    "report_to", "num_nodes", "node_rank", "master_addr", "master_port", "fsdp", "method", "dpo_beta",
-    "rewards", "grpo_generations", "grpo_max_tokens", "grpo_temperature",
-]  # fmt: skip
-INTS = {"max_seq_length", "r", "max_steps", "micro_batch_size", "gradient_accumulation_steps", "seed", "logging_steps",
-        "eval_steps", "save_steps", "keep_checkpoints", "probe_tokens", "probe_rows", "num_nodes", "node_rank",
-        "master_port", "grpo_generations", "grpo_max_tokens"}  # fmt: skip
+    "model",
+    "dataset",
+    "template",
+    "enable_thinking",
+    "max_seq_length",
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "use_rslora",
+    "load_in_4bit",
+    "learning_rate",
+    "num_epochs",
+    "max_steps",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "warmup",
+    "lr_scheduler",
+    "weight_decay",
+    "optimizer",
+    "seed",
+    "train_on_responses_only",
+    "packing",
+    "val_fraction",
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "run_name",
+    "num_processes",
+    "keep_checkpoints",
+    "init_adapter",
+    "probe_prompts",
+    "probe_tokens",
+    "probe_rows",
+    "padding_free",
+    "auto_micro_batch",
+    "report_to",
+    "num_nodes",
+    "node_rank",
+    "master_addr",
+    "master_port",
+    "fsdp",
+    "method",
+    "dpo_beta",
+    "rewards",
+    "grpo_generations",
+    "grpo_max_tokens",
+    "grpo_temperature",
+]
+INTS = {
+    "max_seq_length",
+    "r",
+    "max_steps",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "keep_checkpoints",
+    "probe_tokens",
+    "probe_rows",
+    "num_nodes",
+    "node_rank",
+    "master_port",
+    "grpo_generations",
+    "grpo_max_tokens",
+}
 # The form's labels (the switch translates them; an empty field's error names it by its label).
 LABELS = {
-    "model": "model", "dataset": "dataset", "template": "template", "enable_thinking": "Qwen3 thinking",
-    "max_seq_length": "max sequence length", "r": "rank r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-    "target_modules": "target modules", "use_rslora": "rsLoRA", "load_in_4bit": "4-bit (QLoRA)",
-    "learning_rate": "learning rate", "num_epochs": "epochs", "max_steps": "max steps (-1: epochs)",
-    "micro_batch_size": "micro batch", "gradient_accumulation_steps": "grad. accumulation",
-    "warmup": "warmup (steps, or ratio < 1)", "lr_scheduler": "scheduler", "weight_decay": "weight decay",
-    "optimizer": "optimizer", "seed": "seed", "train_on_responses_only": "train on responses only",
-    "packing": "packing", "padding_free": "padding-free batches", "auto_micro_batch": "auto micro batch (CUDA)",
-    "val_fraction": "validation fraction", "logging_steps": "logging steps", "eval_steps": "eval steps",
+    "model": "model",
+    "dataset": "dataset",
+    "template": "template",
+    "enable_thinking": "Qwen3 thinking",
+    "max_seq_length": "max sequence length",
+    "r": "rank r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target_modules": "target modules",
+    "use_rslora": "rsLoRA",
+    "load_in_4bit": "4-bit (QLoRA)",
+    "learning_rate": "learning rate",
+    "num_epochs": "epochs",
+    "max_steps": "max steps (-1: epochs)",
+    "micro_batch_size": "micro batch",
+    "gradient_accumulation_steps": "grad. accumulation",
+    "warmup": "warmup (steps, or ratio < 1)",
+    "lr_scheduler": "scheduler",
+    "weight_decay": "weight decay",
+    "optimizer": "optimizer",
+    "seed": "seed",
+    "train_on_responses_only": "train on responses only",
+    "packing": "packing",
+    "padding_free": "padding-free batches",
+    "auto_micro_batch": "auto micro batch (CUDA)",
+    "val_fraction": "validation fraction",
+    "logging_steps": "logging steps",
+    "eval_steps": "eval steps",
     "save_steps": "checkpoint every N steps (0: auto, about 5; -1: none)",
-    "keep_checkpoints": "keep the newest N checkpoints", "run_name": "run name (optional)",
-    "init_adapter": "continue from (parent adapter)", "probe_prompts": "probe prompts (one per line)",
-    "probe_tokens": "probe answer tokens (0: off)", "probe_rows": "rows to probe (no prompts given)",
-    "num_processes": "GPUs", "report_to": "also report to", "num_nodes": "machines (nodes)",
-    "node_rank": "this machine's node rank", "master_addr": "node 0's address", "master_port": "rendezvous port",
-    "fsdp": "FSDP (shard the model over the GPUs)", "method": "training method", "dpo_beta": "DPO beta",
-    "rewards": "rewards (pick presets or type KIND:ARG@WEIGHT)", "grpo_generations": "answers per prompt",
-    "grpo_max_tokens": "answer tokens", "grpo_temperature": "sampling temperature",
-}  # fmt: skip
+    "keep_checkpoints": "keep the newest N checkpoints",
+    "run_name": "run name (optional)",
+    "init_adapter": "continue from (parent adapter)",
+    "probe_prompts": "probe prompts (one per line)",
+    "probe_tokens": "probe answer tokens (0: off)",
+    "probe_rows": "rows to probe (no prompts given)",
+    "num_processes": "GPUs",
+    "report_to": "also report to",
+    "num_nodes": "machines (nodes)",
+    "node_rank": "this machine's node rank",
+    "master_addr": "node 0's address",
+    "master_port": "rendezvous port",
+    "fsdp": "FSDP (shard the model over the GPUs)",
+    "method": "training method",
+    "dpo_beta": "DPO beta",
+    "rewards": "rewards (pick presets or type KIND:ARG@WEIGHT)",
+    "grpo_generations": "answers per prompt",
+    "grpo_max_tokens": "answer tokens",
+    "grpo_temperature": "sampling temperature",
+}
 # Ready-made GRPO rewards for the form's list (train/rewards.py reads them; any other spec may be typed in).
-REWARD_PRESETS = ["format:<answer>", r"format:^[A-Z].*[.!?]$", "length:40", "match:fuzzy", "match:exact",
-                  "not_contains:As an AI", "contains:"]  # fmt: skip
+REWARD_PRESETS = [
+    "format:<answer>",
+    r"format:^[A-Z].*[.!?]$",
+    "length:40",
+    "match:fuzzy",
+    "match:exact",
+    "not_contains:As an AI",
+    "contains:",
+]
 # The fields only one method uses (shown with it): another method's run never stops on them.
-METHOD_FIELDS = {"dpo_beta": "dpo", "rewards": "grpo", "grpo_generations": "grpo", "grpo_max_tokens": "grpo",
-                 "grpo_temperature": "grpo"}  # fmt: skip
+METHOD_FIELDS = {
+    "dpo_beta": "dpo",
+    "rewards": "grpo",
+    "grpo_generations": "grpo",
+    "grpo_max_tokens": "grpo",
+    "grpo_temperature": "grpo",
+}
 # The methods as the form's radio names them (values: TrainSettings.method).
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
 SKIP7 = (gr.skip(),) * 7
@@ -132,11 +231,27 @@ def runs_frame(runs_dir) -> pd.DataFrame:
     """The runs table, its headers and statuses in this session's language (the run names as they are); None: the
     empty table of the built page (filled when a page loads)."""
     here = lang()
-    rows = [[r["name"], stage_label(r["status"], here), r["model"], r["dataset"],
-             None if r["final_loss"] is None else round(r["final_loss"], 4), r["duration_s"], r["started"]]
-            for r in (list_runs(runs_dir) if runs_dir is not None else [])]  # fmt: skip
-    columns = [say("run"), say("status"), say("model"), say("dataset"), say("final loss"), say("seconds"),
-               say("started")]  # fmt: skip
+    rows = [
+        [
+            r["name"],
+            stage_label(r["status"], here),
+            r["model"],
+            r["dataset"],
+            None if r["final_loss"] is None else round(r["final_loss"], 4),
+            r["duration_s"],
+            r["started"],
+        ]
+        for r in (list_runs(runs_dir) if runs_dir is not None else [])
+    ]
+    columns = [
+        say("run"),
+        say("status"),
+        say("model"),
+        say("dataset"),
+        say("final loss"),
+        say("seconds"),
+        say("started"),
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -145,10 +260,20 @@ def compare_frame(result) -> pd.DataFrame:
     from lora_demo.train.compare import COLUMNS
 
     here = lang()
-    headers = {"run": say("run"), "status": say("status"), "steps": say("steps"), "final_loss": say("final train loss"),
-               "min_eval_loss": say("min eval loss"), "final_eval_loss": say("final eval loss"),
-               "learning_rate": say("learning rate"), "r": "r", "lora_alpha": say("alpha"),
-               "effective_batch": say("effective batch"), "tokens_per_s": "tokens/s", "wall_s": say("seconds")}  # fmt: skip
+    headers = {
+        "run": say("run"),
+        "status": say("status"),
+        "steps": say("steps"),
+        "final_loss": say("final train loss"),
+        "min_eval_loss": say("min eval loss"),
+        "final_eval_loss": say("final eval loss"),
+        "learning_rate": say("learning rate"),
+        "r": "r",
+        "lora_alpha": say("alpha"),
+        "effective_batch": say("effective batch"),
+        "tokens_per_s": "tokens/s",
+        "wall_s": say("seconds"),
+    }
 
     def cell(key, value):
         if key == "status":
@@ -210,8 +335,10 @@ class TrainActions:
         pick = gr.Dropdown(choices=choices, value=dataset if keep else values[0])
         said = ""
         if method == "dpo" and not parent:
-            said = say("DPO continues from an SFT adapter: pick it under *Continue from an adapter* (or press **Train "
-                       "DPO from these votes** in the Chat tab's blind votes).")  # fmt: skip
+            said = say(
+                "DPO continues from an SFT adapter: pick it under *Continue from an adapter* (or press **Train "
+                "DPO from these votes** in the Chat tab's blind votes)."
+            )
         return pick, gr.Number(visible=method == "dpo"), gr.Row(visible=method == "grpo"), said
 
     def adopt_dataset(self, name):
@@ -260,9 +387,13 @@ class TrainActions:
         parent adapters, runs (the newest shown), the runs table, Resume for the shown run."""
         names = run_names(self.lab.runs_dir)
         shown = names[0] if names else None
-        return (gr.Dropdown(choices=self.dataset_choices()), gr.Dropdown(choices=self.parents()),
-                gr.Dropdown(choices=names, value=shown), runs_frame(self.lab.runs_dir),
-                gr.Button(visible=bool(shown) and resumable_now(self.lab.runs_dir / shown)))  # fmt: skip
+        return (
+            gr.Dropdown(choices=self.dataset_choices()),
+            gr.Dropdown(choices=self.parents()),
+            gr.Dropdown(choices=names, value=shown),
+            runs_frame(self.lab.runs_dir),
+            gr.Button(visible=bool(shown) and resumable_now(self.lab.runs_dir / shown)),
+        )
 
     @friendly
     def plan(self, *values) -> str:
@@ -278,8 +409,11 @@ class TrainActions:
     @friendly
     def start(self, *values):
         run_dir, plan = self.lab.start_training(settings_from_form(values))
-        started = say("Started **{name}**. Same run from a terminal: `{command}`", name=run_dir.name,
-                      command=equivalent_command(run_dir))  # fmt: skip
+        started = say(
+            "Started **{name}**. Same run from a terminal: `{command}`",
+            name=run_dir.name,
+            command=equivalent_command(run_dir),
+        )
         view = gr.Dropdown(choices=run_names(self.lab.runs_dir), value=run_dir.name)
         return started, plan_markdown(plan, lang()), view, plan
 
@@ -288,10 +422,13 @@ class TrainActions:
         from lora_demo.train.checkpoints import step_of
 
         ckpt, skipped = self.lab.resume(name)
-        notes = "".join("\n- ⚠️ " + say("{why} It was set aside (renamed corrupt-…), and the previous one used.", why=m)
-                        for m in skipped)  # fmt: skip
-        resuming = say("Resuming **{name}** from checkpoint step {step}: same folder, same curve.", name=name,
-                       step=step_of(ckpt))  # fmt: skip
+        notes = "".join(
+            "\n- ⚠️ " + say("{why} It was set aside (renamed corrupt-…), and the previous one used.", why=m)
+            for m in skipped
+        )
+        resuming = say(
+            "Resuming **{name}** from checkpoint step {step}: same folder, same curve.", name=name, step=step_of(ckpt)
+        )
         return resuming + notes
 
     def parents(self) -> list:
@@ -306,9 +443,12 @@ class TrainActions:
         """'Continue training': the form filled with the shown run's settings, starting from its adapter."""
         path = self._adapter_or_checkpoint(name)
         s = self.lab.continue_settings(path)
-        told = say("The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset "
-                   "(the same or a new one), adjust epochs or learning rate, and press Start; the new run records its "
-                   "parent.", name=name)  # fmt: skip
+        told = say(
+            "The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset "
+            "(the same or a new one), adjust epochs or learning rate, and press Start; the new run records its "
+            "parent.",
+            name=name,
+        )
         return *self.form_for(s), told
 
     def form_for(self, s: TrainSettings) -> list:
@@ -323,8 +463,11 @@ class TrainActions:
         """Chat tab → "Train DPO from these votes": the Train form set for a DPO round on the votes cast on the
         adapter the Chat tab shows, continuing from it (nothing starts: the user checks the plan and presses Start)."""
         s = self.lab.dpo_from_votes(adapter)
-        told = say("The form now trains **DPO** from the blind votes on **{name}**, continuing from it. Check the plan "
-                   "(pairs, steps, the reference model's cost), then press Start.", name=_adapter_name(adapter))  # fmt: skip
+        told = say(
+            "The form now trains **DPO** from the blind votes on **{name}**, continuing from it. Check the plan "
+            "(pairs, steps, the reference model's cost), then press Start.",
+            name=_adapter_name(adapter),
+        )
         return *self.form_for(s), told
 
     def _adapter_or_checkpoint(self, name) -> str:
@@ -369,16 +512,23 @@ class TrainActions:
         active = self.lab.runner.current()
         if active is not None and active.name == name:
             self.lab.delete_run(name)  # refuses, saying how to stop it
-        asked = say("Delete **{name}** and everything in it (adapter, checkpoints, log, data snapshot)? This cannot be "
-                    "undone: press **Confirm delete**.", name=name)  # fmt: skip
+        asked = say(
+            "Delete **{name}** and everything in it (adapter, checkpoints, log, data snapshot)? This cannot be "
+            "undone: press **Confirm delete**.",
+            name=name,
+        )
         return asked, gr.Button(visible=True), True
 
     @friendly
     def delete(self, name, confirm):
         """Delete the shown run (confirm must be True: the page sets it with 🗑 → Confirm delete); refresh the lists."""
         if confirm is not True:
-            raise InputError(msg("Deleting a run cannot be undone: confirm it (🗑 Delete run, then Confirm delete; "
-                                 "through the API pass confirm=True)."))  # fmt: skip
+            raise InputError(
+                msg(
+                    "Deleting a run cannot be undone: confirm it (🗑 Delete run, then Confirm delete; "
+                    "through the API pass confirm=True)."
+                )
+            )
         self.lab.delete_run(name)
         names = run_names(self.lab.runs_dir)
         shown = names[0] if names else None
@@ -434,8 +584,13 @@ class TrainActions:
         here = lang()
         if shown and (self.lab.runs_dir / str(shown)).is_dir():
             return gr.skip(), gr.skip(), runs_frame(self.lab.runs_dir), None, gr.Timer(active=True)
-        return (progress_html({}, [], None, here), probes.timeline_html([], here), runs_frame(self.lab.runs_dir), None,
-                gr.skip())  # fmt: skip
+        return (
+            progress_html({}, [], None, here),
+            probes.timeline_html([], here),
+            runs_frame(self.lab.runs_dir),
+            None,
+            gr.skip(),
+        )
 
     @staticmethod
     def replan(plan):
@@ -492,23 +647,56 @@ def _settings_form(d: dict, choices: dict) -> dict:
         c[name] = gr.Number(value=d[name], label=label, info=help_[name], precision=precision)
 
     with gr.Row():
-        c["model"] = dynamic(gr.Dropdown(choices["models"], value=d["model"], label="model", info=help_["model"],
-                                         allow_custom_value=True, elem_id="train-model"))  # fmt: skip
-        c["dataset"] = dynamic(gr.Dropdown(choices["datasets"], value=d["dataset"], label="dataset",
-                                           info=help_["dataset"], allow_custom_value=True))  # fmt: skip
+        c["model"] = dynamic(
+            gr.Dropdown(
+                choices["models"],
+                value=d["model"],
+                label="model",
+                info=help_["model"],
+                allow_custom_value=True,
+                elem_id="train-model",
+            )
+        )
+        c["dataset"] = dynamic(
+            gr.Dropdown(
+                choices["datasets"], value=d["dataset"], label="dataset", info=help_["dataset"], allow_custom_value=True
+            )
+        )
         c["template"] = gr.Radio(["alpaca", "chat"], value=d["template"], label="template", info=help_["template"])
-        c["enable_thinking"] = gr.Checkbox(value=d["enable_thinking"] and choices["thinking"], label="Qwen3 thinking",
-                                           visible=choices["thinking"], elem_id="train-thinking")  # fmt: skip
+        c["enable_thinking"] = gr.Checkbox(
+            value=d["enable_thinking"] and choices["thinking"],
+            label="Qwen3 thinking",
+            visible=choices["thinking"],
+            elem_id="train-thinking",
+        )
         num("max_seq_length", "max sequence length", 0)
     with gr.Row():
-        c["method"] = gr.Radio([(METHOD_NAMES.get(m, m), m) for m in METHODS], value=d["method"],
-                               label="training method", info=help_["method"], elem_id="train-method")  # fmt: skip
-        c["dpo_beta"] = gr.Number(value=d["dpo_beta"], label="DPO beta", info=help_["dpo_beta"],
-                                  visible=d["method"] == "dpo", minimum=0, elem_id="train-dpo-beta")  # fmt: skip
+        c["method"] = gr.Radio(
+            [(METHOD_NAMES.get(m, m), m) for m in METHODS],
+            value=d["method"],
+            label="training method",
+            info=help_["method"],
+            elem_id="train-method",
+        )
+        c["dpo_beta"] = gr.Number(
+            value=d["dpo_beta"],
+            label="DPO beta",
+            info=help_["dpo_beta"],
+            visible=d["method"] == "dpo",
+            minimum=0,
+            elem_id="train-dpo-beta",
+        )
     with gr.Row(visible=d["method"] == "grpo", elem_id="train-grpo") as grpo_box:
-        c["rewards"] = gr.Dropdown(REWARD_PRESETS, value=d["rewards"], multiselect=True, allow_custom_value=True,
-                                   label="rewards (pick presets or type KIND:ARG@WEIGHT)", info=help_["rewards"],
-                                   elem_id="train-rewards", scale=3)  # fmt: skip
+        c["rewards"] = gr.Dropdown(
+            REWARD_PRESETS,
+            value=d["rewards"],
+            multiselect=True,
+            allow_custom_value=True,
+            label="rewards (pick presets or type KIND:ARG@WEIGHT)",
+            info=help_["rewards"],
+            elem_id="train-rewards",
+            scale=3,
+        )
         num("grpo_generations", "answers per prompt", 0)
         num("grpo_max_tokens", "answer tokens", 0)
         num("grpo_temperature", "sampling temperature")
@@ -521,10 +709,14 @@ def _settings_form(d: dict, choices: dict) -> dict:
         c["use_rslora"] = gr.Checkbox(value=d["use_rslora"], label="rsLoRA")
         c["load_in_4bit"] = gr.Checkbox(value=d["load_in_4bit"], label="4-bit (QLoRA)")
     with gr.Accordion("Optimisation", open=True), gr.Row():
-        for name, label, precision in (("learning_rate", "learning rate", None), ("num_epochs", "epochs", None),
-                                       ("max_steps", "max steps (-1: epochs)", 0), ("micro_batch_size", "micro batch", 0),
-                                       ("gradient_accumulation_steps", "grad. accumulation", 0),
-                                       ("warmup", "warmup (steps, or ratio < 1)", None)):  # fmt: skip
+        for name, label, precision in (
+            ("learning_rate", "learning rate", None),
+            ("num_epochs", "epochs", None),
+            ("max_steps", "max steps (-1: epochs)", 0),
+            ("micro_batch_size", "micro batch", 0),
+            ("gradient_accumulation_steps", "grad. accumulation", 0),
+            ("warmup", "warmup (steps, or ratio < 1)", None),
+        ):
             num(name, label, precision)
         c["lr_scheduler"] = gr.Dropdown(list(SCHEDULERS), value=d["lr_scheduler"], label="scheduler")
         num("weight_decay", "weight decay")
@@ -532,17 +724,28 @@ def _settings_form(d: dict, choices: dict) -> dict:
         num("seed", "seed", 0)
     with gr.Accordion("Data, logging, saving", open=False):
         with gr.Row(elem_id="train-data-switches"):  # their own row, wide enough for each label and help text
-            c["train_on_responses_only"] = gr.Checkbox(value=d["train_on_responses_only"],
-                                                       label="train on responses only", min_width=260)  # fmt: skip
+            c["train_on_responses_only"] = gr.Checkbox(
+                value=d["train_on_responses_only"], label="train on responses only", min_width=260
+            )
             c["packing"] = gr.Checkbox(value=d["packing"], label="packing", info=help_["packing"], min_width=260)
-            c["padding_free"] = gr.Checkbox(value=d["padding_free"], label="padding-free batches",
-                                            info=help_["padding_free"], min_width=260)  # fmt: skip
-            c["auto_micro_batch"] = gr.Checkbox(value=d["auto_micro_batch"], label="auto micro batch (CUDA)",
-                                                info=help_["auto_micro_batch"], min_width=260)  # fmt: skip
+            c["padding_free"] = gr.Checkbox(
+                value=d["padding_free"], label="padding-free batches", info=help_["padding_free"], min_width=260
+            )
+            c["auto_micro_batch"] = gr.Checkbox(
+                value=d["auto_micro_batch"],
+                label="auto micro batch (CUDA)",
+                info=help_["auto_micro_batch"],
+                min_width=260,
+            )
         _data_numbers(num, c)
         # TensorBoard is always on (RUN_DIR/tensorboard); W&B / MLflow only when picked and configured by the user.
-        c["report_to"] = gr.CheckboxGroup(list(TRACKERS), value=d["report_to"], label="also report to",
-                                          info=help_["report_to"], elem_id="train-report-to")  # fmt: skip
+        c["report_to"] = gr.CheckboxGroup(
+            list(TRACKERS),
+            value=d["report_to"],
+            label="also report to",
+            info=help_["report_to"],
+            elem_id="train-report-to",
+        )
     c.update(_continue_and_probes(d, choices["parents"], help_))
     c["num_processes"] = _gpus_box(choices["gpus"], help_)
     c.update(_machines(d, choices["gpus"], help_))
@@ -554,15 +757,24 @@ def _machines(d: dict, gpus: int, help_: dict) -> dict:
     command the plan shows. FSDP only where there are GPUs to shard over (accelerate has no CPU FSDP)."""
     c = {}
     with gr.Accordion("Several machines · FSDP", open=False, elem_id="train-machines"), gr.Row():
-        c["num_nodes"] = gr.Number(value=d["num_nodes"], label="machines (nodes)", info=help_["num_nodes"],
-                                   precision=0, minimum=1)  # fmt: skip
-        c["node_rank"] = gr.Number(value=d["node_rank"], label="this machine's node rank", info=help_["node_rank"],
-                                   precision=0, minimum=0)  # fmt: skip
+        c["num_nodes"] = gr.Number(
+            value=d["num_nodes"], label="machines (nodes)", info=help_["num_nodes"], precision=0, minimum=1
+        )
+        c["node_rank"] = gr.Number(
+            value=d["node_rank"], label="this machine's node rank", info=help_["node_rank"], precision=0, minimum=0
+        )
         c["master_addr"] = gr.Textbox(value=d["master_addr"], label="node 0's address", info=help_["master_addr"])
-        c["master_port"] = gr.Number(value=d["master_port"], label="rendezvous port", info=help_["master_port"],
-                                     precision=0, minimum=1, maximum=65535)  # fmt: skip
-        c["fsdp"] = gr.Checkbox(value=d["fsdp"], label="FSDP (shard the model over the GPUs)", info=help_["fsdp"],
-                                visible=gpus > 1)  # fmt: skip
+        c["master_port"] = gr.Number(
+            value=d["master_port"],
+            label="rendezvous port",
+            info=help_["master_port"],
+            precision=0,
+            minimum=1,
+            maximum=65535,
+        )
+        c["fsdp"] = gr.Checkbox(
+            value=d["fsdp"], label="FSDP (shard the model over the GPUs)", info=help_["fsdp"], visible=gpus > 1
+        )
     return c
 
 
@@ -592,23 +804,43 @@ def _gpus_box(gpus: int, help_: dict):
 def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
     c = {}
     with gr.Accordion("Continue from an adapter · probe prompts", open=False) as box, gr.Row():
-        c["init_adapter"] = dynamic(gr.Dropdown(parents, value="", label="continue from (parent adapter)",
-                                                info=help_["init_adapter"], elem_id="train-parent",
-                                                allow_custom_value=True))  # fmt: skip
-        c["probe_prompts"] = gr.Textbox(value="\n".join(d["probe_prompts"]), lines=3, label="probe prompts (one per line)",
-                                        info=help_["probe_prompts"], elem_id="train-probes")  # fmt: skip
-        c["probe_tokens"] = gr.Number(value=d["probe_tokens"], label="probe answer tokens (0: off)",
-                                      info=help_["probe_tokens"], precision=0)  # fmt: skip
-        c["probe_rows"] = gr.Number(value=d["probe_rows"], label="rows to probe (no prompts given)",
-                                    info=help_["probe_rows"], precision=0, minimum=1, maximum=3)  # fmt: skip
+        c["init_adapter"] = dynamic(
+            gr.Dropdown(
+                parents,
+                value="",
+                label="continue from (parent adapter)",
+                info=help_["init_adapter"],
+                elem_id="train-parent",
+                allow_custom_value=True,
+            )
+        )
+        c["probe_prompts"] = gr.Textbox(
+            value="\n".join(d["probe_prompts"]),
+            lines=3,
+            label="probe prompts (one per line)",
+            info=help_["probe_prompts"],
+            elem_id="train-probes",
+        )
+        c["probe_tokens"] = gr.Number(
+            value=d["probe_tokens"], label="probe answer tokens (0: off)", info=help_["probe_tokens"], precision=0
+        )
+        c["probe_rows"] = gr.Number(
+            value=d["probe_rows"],
+            label="rows to probe (no prompts given)",
+            info=help_["probe_rows"],
+            precision=0,
+            minimum=1,
+            maximum=3,
+        )
     c["continue_box"] = box  # (not a setting: opened when a hand-off fills the parent in)
     return c
 
 
 def _wire_continue(act, view, status, comps: dict, resume_btn, continue_btn, watch: dict) -> None:
     """Resume the shown run; fill the form to continue from it; take a picked parent's base and LoRA shape."""
-    resumed = resume_btn.click(act.resume, view, status, api_name="train_resume", concurrency_limit=1,
-                               concurrency_id="train_start")  # fmt: skip
+    resumed = resume_btn.click(
+        act.resume, view, status, api_name="train_resume", concurrency_limit=1, concurrency_id="train_start"
+    )
     show_errors(resumed, status)
     resumed.success(lambda: gr.Button(visible=False), None, resume_btn, api_visibility="private").success(**watch)
     form = [comps[k] for k in FORM]
@@ -651,22 +883,39 @@ def _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_ta
     another run takes the question back."""
     armed = gr.Checkbox(value=False, visible=False)  # the endpoint's explicit confirmation
     show_errors(delete_btn.click(act.ask_delete, view, [status, confirm_btn, armed], api_visibility="private"), status)
-    deleted = confirm_btn.click(act.delete, [view, armed],
-                                [status, runs_table, view, confirm_btn, armed, resume_btn, progress],
-                                api_name="train_delete", concurrency_limit=1, concurrency_id="train_start")  # fmt: skip
+    deleted = confirm_btn.click(
+        act.delete,
+        [view, armed],
+        [status, runs_table, view, confirm_btn, armed, resume_btn, progress],
+        api_name="train_delete",
+        concurrency_limit=1,
+        concurrency_id="train_start",
+    )
     show_errors(deleted, status)
-    view.change(lambda: (gr.Button(visible=False), False), None, [confirm_btn, armed], api_visibility="private",
-                show_progress="hidden")  # fmt: skip
+    view.change(
+        lambda: (gr.Button(visible=False), False),
+        None,
+        [confirm_btn, armed],
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
 
 def _watch_panel():
     """The live view of the shown run: progress bar, loss curve beside the probe timeline, log tail."""
     progress = dynamic(gr.HTML(progress_html({}, [], None, lang()), elem_id="train-progress-box"))
     with gr.Row(equal_height=False):
-        curve = gr.Plot(empty_loss_figure(None, lang()), label="loss and learning rate", elem_id="train-curve",
-                        scale=3)  # fmt: skip
-        timeline = dynamic(gr.HTML(probes.timeline_html([], lang()), label="probe answers as it learns",
-                                   elem_id="train-probe-box", max_height=420, padding=True, scale=2))  # fmt: skip
+        curve = gr.Plot(empty_loss_figure(None, lang()), label="loss and learning rate", elem_id="train-curve", scale=3)
+        timeline = dynamic(
+            gr.HTML(
+                probes.timeline_html([], lang()),
+                label="probe answers as it learns",
+                elem_id="train-probe-box",
+                max_height=420,
+                padding=True,
+                scale=2,
+            )
+        )
     # Tall enough for the whole tail (LOG_TAIL_LINES, plus a long line's scrollbar): the newest line is always shown.
     log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=LOG_TAIL_LINES + 2, elem_id="train-log")
     return progress, curve, timeline, log
@@ -676,14 +925,24 @@ def _compare_runs(act) -> None:
     """Compare runs: pick several (e.g. two learning rates); their loss curves on one plot, the table below. The list
     is filled when a page loads and on focus (the built page names no run); each visitor's picks are their own."""
     with gr.Accordion("Compare runs", open=False, elem_id="train-compare"):
-        picks = dynamic(gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="runs to compare",
-                                    elem_id="train-compare-runs"))  # fmt: skip
-        plot = gr.Plot(compare_figure(None, lang()), label="loss curves of the compared runs",
-                       elem_id="train-compare-plot")  # fmt: skip
+        picks = dynamic(
+            gr.Dropdown(
+                [],
+                value=[],
+                multiselect=True,
+                allow_custom_value=True,
+                label="runs to compare",
+                elem_id="train-compare-runs",
+            )
+        )
+        plot = gr.Plot(
+            compare_figure(None, lang()), label="loss curves of the compared runs", elem_id="train-compare-plot"
+        )
         note = dynamic(gr.Markdown(elem_id="train-compare-note"))
         table = gr.Dataframe(value=compare_frame(None), label="compared runs", interactive=False)
-    choices = dict(fn=act.compare_choices, inputs=picks, outputs=picks, api_visibility="private",
-                   show_progress="hidden")  # fmt: skip
+    choices = dict(
+        fn=act.compare_choices, inputs=picks, outputs=picks, api_visibility="private", show_progress="hidden"
+    )
     on_load(**choices)
     picks.focus(**choices)
     show_errors(picks.change(act.compare, picks, [plot, table, note], api_name="train_compare"), note)
@@ -693,12 +952,17 @@ def _compare_runs(act) -> None:
 def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     act = TrainActions(lab)
     d = defaults_for(detect().device, lab.default_model).to_dict()
-    choices = {"models": list(dict.fromkeys([d["model"], *REGISTRY])), "datasets": act.dataset_choices(saved=False),
-               "gpus": visible_gpus(), "parents": act.parents()[:1],  # the user's work: filled at page load
-               "thinking": lab.thinking_offered(d["model"])}  # fmt: skip
+    choices = {
+        "models": list(dict.fromkeys([d["model"], *REGISTRY])),
+        "datasets": act.dataset_choices(saved=False),
+        "gpus": visible_gpus(),
+        "parents": act.parents()[:1],  # the user's work: filled at page load
+        "thinking": lab.thinking_offered(d["model"]),
+    }
     comps = _settings_form(d, choices)
-    comps["model"].change(act.thinking, comps["model"], comps["enable_thinking"], api_visibility="private",
-                          show_progress="hidden")  # fmt: skip
+    comps["model"].change(
+        act.thinking, comps["model"], comps["enable_thinking"], api_visibility="private", show_progress="hidden"
+    )
     form = [comps[k] for k in FORM]
     with gr.Row():
         plan_btn = gr.Button("Check plan")
@@ -711,19 +975,30 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     view, refresh, chat_btn, resume_btn, continue_btn, delete_btn, confirm_btn = _run_row()
     runs_table = gr.Dataframe(value=runs_frame(None), label="runs", interactive=False, max_height=300)
     _compare_runs(act)
-    on_load(fn=act.lists, inputs=None, outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
-            api_visibility="private", show_progress="hidden")  # fmt: skip
+    on_load(
+        fn=act.lists,
+        inputs=None,
+        outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     # The form survives a reload in this browser (localStorage; each browser its own): kept on every edit, Check
     # plan and Start, restored at page load after the lists are filled.
     memory = gr.BrowserState({}, storage_key="lora-lab-train-form")
-    remember = dict(fn=act.remember, inputs=form, outputs=memory, api_visibility="private", show_progress="hidden",
-                    queue=False)  # fmt: skip
+    remember = dict(
+        fn=act.remember, inputs=form, outputs=memory, api_visibility="private", show_progress="hidden", queue=False
+    )
     # Gradio mounts the BrowserState after the page-load event may have run: the form is restored from whichever
     # comes first with the stored values, the load or the state's change (once per page: later changes are the
     # form's own edits being kept).
     restored = gr.State(False)
-    restore = dict(fn=act.restore_once, inputs=[memory, restored], outputs=[*form, restored],
-                   api_visibility="private", show_progress="hidden")  # fmt: skip
+    restore = dict(
+        fn=act.restore_once,
+        inputs=[memory, restored],
+        outputs=[*form, restored],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     on_load(**restore)
     memory.change(**restore)
     export_panel(act.lab, view)
@@ -731,39 +1006,65 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
     # also training (bench/bench_watch_training.py), and a bar that moves every 2 s still reads as live.
     timer = gr.Timer(POLL_S, active=False)
-    watch = dict(fn=lambda: gr.Timer(active=True), inputs=None, outputs=timer, api_visibility="private",
-                 show_progress="hidden")  # fmt: skip
+    watch = dict(
+        fn=lambda: gr.Timer(active=True), inputs=None, outputs=timer, api_visibility="private", show_progress="hidden"
+    )
 
     one_at_a_time = dict(concurrency_limit=1, concurrency_id="train_start")
-    comps["dataset"].focus(lambda m: gr.Dropdown(choices=act.dataset_choices(method=m)), comps["method"],
-                           comps["dataset"], api_visibility="private")  # fmt: skip
-    method = comps["method"].input(act.method_changed, [comps["method"], comps["dataset"], comps["init_adapter"]],
-                                   [comps["dataset"], comps["dpo_beta"], comps["grpo_box"], status],
-                                   api_visibility="private",
-                                   show_progress="hidden")  # fmt: skip
+    comps["dataset"].focus(
+        lambda m: gr.Dropdown(choices=act.dataset_choices(method=m)),
+        comps["method"],
+        comps["dataset"],
+        api_visibility="private",
+    )
+    method = comps["method"].input(
+        act.method_changed,
+        [comps["method"], comps["dataset"], comps["init_adapter"]],
+        [comps["dataset"], comps["dpo_beta"], comps["grpo_box"], status],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     method.then(**remember)
     # The method's own settings, shown whichever way the method was set (typed, restored, a hand-off, Continue).
-    comps["method"].change(lambda m: (gr.Number(visible=m == "dpo"), gr.Row(visible=m == "grpo")), comps["method"],
-                           [comps["dpo_beta"], comps["grpo_box"]], api_visibility="private", show_progress="hidden",
-                           queue=False)  # fmt: skip
+    comps["method"].change(
+        lambda m: (gr.Number(visible=m == "dpo"), gr.Row(visible=m == "grpo")),
+        comps["method"],
+        [comps["dpo_beta"], comps["grpo_box"]],
+        api_visibility="private",
+        show_progress="hidden",
+        queue=False,
+    )
     sink = pill_sink()  # a refused Start or Check plan: the message in the status line, no "Error" pill on the list
-    show_errors(plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan",
-                               show_progress_on=sink), status)  # fmt: skip
-    started = start_btn.click(act.start, form, [status, plan_md, view, plan_state], api_name="train_start",
-                              show_progress_on=sink, **one_at_a_time)  # fmt: skip
+    show_errors(
+        plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan", show_progress_on=sink), status
+    )
+    started = start_btn.click(
+        act.start,
+        form,
+        [status, plan_md, view, plan_state],
+        api_name="train_start",
+        show_progress_on=sink,
+        **one_at_a_time,
+    )
     show_errors(started, status)
     started.success(**watch)
     gr.on([c.input for c in form] + [plan_btn.click, start_btn.click], **remember)
-    run_buttons = dict(fn=act.buttons, inputs=None, outputs=[start_btn, stop_btn], api_visibility="private",
-                       show_progress="hidden")  # fmt: skip
+    run_buttons = dict(
+        fn=act.buttons, inputs=None, outputs=[start_btn, stop_btn], api_visibility="private", show_progress="hidden"
+    )
     started.success(**run_buttons)
     on_load(**run_buttons)  # a reloaded page re-attaches to the active run: Stop on, Start off
     show_errors(stop_btn.click(act.stop, None, status, api_name="train_stop", show_progress_on=sink), status)
-    timer.tick(act.tick_and_buttons, [view, seen],
-               [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer, start_btn, stop_btn],
-               show_progress="hidden", api_visibility="private")  # fmt: skip
-    view.change(lambda name: gr.Button(interactive=bool(name)), view, chat_btn, api_visibility="private",
-                show_progress="hidden")  # fmt: skip
+    timer.tick(
+        act.tick_and_buttons,
+        [view, seen],
+        [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer, start_btn, stop_btn],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    view.change(
+        lambda name: gr.Button(interactive=bool(name)), view, chat_btn, api_visibility="private", show_progress="hidden"
+    )
     _wire_continue(act, view, status, comps, resume_btn, continue_btn, watch)
     _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_table, progress)
     tab.select(**watch)
@@ -772,5 +1073,13 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     runs_table.select(_picked_run, None, view, api_visibility="private")
     on_language(act.replan, plan_state, plan_md)
     on_language(act.relabel, view, [progress, timeline, runs_table, seen, timer])
-    return TrainTab(view=view, chat_btn=chat_btn, status=status, dataset=comps["dataset"], actions=act,
-                    remember=remember, form=form, continue_box=comps["continue_box"])  # fmt: skip
+    return TrainTab(
+        view=view,
+        chat_btn=chat_btn,
+        status=status,
+        dataset=comps["dataset"],
+        actions=act,
+        remember=remember,
+        form=form,
+        continue_box=comps["continue_box"],
+    )
