@@ -373,7 +373,7 @@ def raw_process(backend: str, model_id: str, steps: int, out_file: str, profile:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         from lora_demo.models import load_model
-        from lora_demo.train.plan import lora_config
+        from lora_demo.train.lora_config import lora_config
         from lora_demo.train.settings import TrainSettings
 
         res["import_s"] = round(time.time() - t_import, 1)

@@ -117,21 +117,31 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
     config that is no JSON object or has no positive whole r, a number lora_alpha and target modules; a weights
     file that is torn or empty (its safetensors header does not fit the file); LoRA factors whose ranks differ
     from the config's r (or rank_pattern). Chat, the Low-rank lab, the exports and Continue all call it first."""
-    from safetensors import safe_open
-
     cfg_path, weights = find_adapter_files(adapter_dir)
     folder = str(adapter_dir)
     config = _read_config(cfg_path, folder)
     r, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
     rank_pattern = config.get("rank_pattern") or {}
+    _check_shape_fields(r, rank_pattern, alpha, targets, folder)
+    size = weights.stat().st_size
+    modules = _checked_modules(_factor_shapes(weights, size, folder), r, rank_pattern, folder)
+    base = config.get("base_model_name_or_path")
+    return AdapterInfo(
+        Path(adapter_dir), config, r, float(alpha), targets, base if isinstance(base, str) else None, modules, size
+    )
 
-    def whole(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
+def _whole(v) -> bool:
+    """Whether v is a rank: a whole number of at least 1 (a bool is not)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _check_shape_fields(r, rank_pattern, alpha, targets, folder: str) -> None:
+    """An InputError unless the config's r, rank_pattern, lora_alpha and target_modules are usable."""
     bad = None
-    if not whole(r):
+    if not _whole(r):
         bad = ("r", msg("the LoRA rank must be a whole number of at least 1"), r)
-    elif not isinstance(rank_pattern, dict) or not all(whole(v) for v in rank_pattern.values()):
+    elif not isinstance(rank_pattern, dict) or not all(_whole(v) for v in rank_pattern.values()):
         bad = ("rank_pattern", msg("each rank must be a whole number of at least 1"), rank_pattern)
     elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         bad = ("lora_alpha", msg("it must be a number"), alpha)
@@ -149,7 +159,13 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
                 why=bad[1],
             )
         )
-    size = weights.stat().st_size
+
+
+def _factor_shapes(weights: Path, size: int, folder: str) -> dict[str, dict[str, list[int]]]:
+    """{module: {"A": shape, "B": shape}} of the LoRA factors in the weights file (of `size` bytes), read from its
+    header alone; an InputError for a torn or empty file, or one without LoRA factors."""
+    from safetensors import safe_open  # (a compiled extension: loaded when an adapter is first checked)
+
     shapes: dict[str, dict[str, list[int]]] = {}
     try:
         with safe_open(str(weights), framework="pt") as f:  # reads the header and checks it against the file's length
@@ -170,6 +186,12 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
         raise InputError(
             msg("{folder} holds no LoRA weights (no lora_A/lora_B pairs in adapter_model.safetensors).", folder=folder)
         )
+    return shapes
+
+
+def _checked_modules(shapes: dict, r: int, rank_pattern: dict, folder: str) -> dict[str, tuple[int, int, int]]:
+    """{module: (rank, in, out)} from the factors' shapes, or an InputError for a module missing a factor or
+    whose rank differs from the config's r (or rank_pattern)."""
     modules = {}
     for name, ab in shapes.items():
         a, b = ab.get("A"), ab.get("B")
@@ -195,10 +217,7 @@ def check_adapter(adapter_dir: str | Path) -> AdapterInfo:
                 )
             )
         modules[name] = (want, a[1], b[0])
-    base = config.get("base_model_name_or_path")
-    return AdapterInfo(
-        Path(adapter_dir), config, r, float(alpha), targets, base if isinstance(base, str) else None, modules, size
-    )
+    return modules
 
 
 def _shown(value) -> str:

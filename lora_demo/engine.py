@@ -4,10 +4,13 @@ so the tests and the CLI can do what a tab does without launching the app.
 
     settings ──► LabEngine ──► policy    (which paths the browser/API may name)
                           ├──► datasets  (DatasetStore: saved rows, autosave, history)
+                          ├──► dataset   (DatasetActions: the Dataset tab's work over those rows)
                           ├──► runner    (one training process at a time; frees the chat's GPU first)
                           ├──► chat      (ChatPool: each base loaded once, any number of adapters attached;
                           │               every request names its own base and adapter)
-                          └──► ballots   (blind A/B pairs awaiting a vote; votes go to <adapter>/votes.jsonl)
+                          ├──► ballots   (blind A/B pairs awaiting a vote; votes go to <adapter>/votes.jsonl)
+                          ├──► lowrank   (LowRankActions: the Low-rank lab's SVD, ΔW = B·A and adapter spectra)
+                          └──► train     (TrainActions: the Train tab's lists, runs and live view of a run)
 """
 
 from __future__ import annotations
@@ -17,9 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lora_demo.adapters import adapter_choices
+from lora_demo.chat.request import GenSettings, flatten_content, split_thinking
+from lora_demo.data.actions import DatasetActions
 from lora_demo.errors import InputError
-from lora_demo.i18n import msg
+from lora_demo.export.layout import GGUF_TYPES
+from lora_demo.export.parity import path_label
+from lora_demo.i18n import joined, msg
+from lora_demo.judge import side_name, win_rates_markdown
+from lora_demo.lowrank.actions import LowRankActions
+from lora_demo.models import REGISTRY
 from lora_demo.rundir import RunDir
+from lora_demo.train.actions import TrainActions, run_outcome, visible_gpus
+from lora_demo.train.settings import form_fields, settings_from_form
 
 if TYPE_CHECKING:
     from lora_demo.train.settings import TrainSettings
@@ -43,15 +56,6 @@ class AppSettings:
     shared: bool = False  # reachable beyond this machine (--share, or a --host other than localhost)
 
 
-def joined(items) -> str:
-    """Messages joined by '; ' into one (a Msg whose parts are still rendered in the reader's language)."""
-    items = list(items)
-    out = items[0] if items else ""
-    for item in items[1:]:
-        out = msg("{first}; {more}", first=out, more=item)
-    return out
-
-
 class LabEngine:
     """Everything one running app holds; the tabs wire their events to its methods."""
 
@@ -68,17 +72,60 @@ class LabEngine:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.policy = PathPolicy([self.runs_dir, self.data_dir, *self.settings.allow_dirs])
         self.datasets = DatasetStore(self.data_dir)
+        self.dataset = DatasetActions(self.datasets, self.policy, self.import_preferences)  # the Dataset tab's work
         self.chat = ChatPool()
         self.runner = Runner(self.runs_dir, self.data_dir, shared=self.settings.shared)  # (shared: no python rewards)
         self.runner.before_start.append(self.chat.release_for_training)  # a GPU holds one model at a time
         self.runner.reap()  # runs an earlier app left "active" are recorded as failed, with why
         self.ballots = Ballots()  # blind A/B pairs waiting for a vote (which side is tuned stays here)
+        self.lowrank = LowRankActions(self)  # the Low-rank lab's work (SVD, ΔW = B·A, adapter spectra)
+        self.train = TrainActions(self)  # the Train tab's work (its lists, the runs, watching a run)
 
     @property
     def default_model(self) -> str:
         from lora_demo.models import resolve_model
 
         return resolve_model(self.settings.model)
+
+    # --- lists the tabs offer ---
+    def model_choices(self) -> list[str]:
+        """The registry's model ids, in its order (the base-model lists of the Train and Chat tabs)."""
+        return list(REGISTRY)
+
+    def adapter_choices(self, lang: str = "en") -> list[tuple[str, str]]:
+        """(label, path) of the runs folder's adapters, newest first (checkpoints and rank-k copies included),
+        labelled in `lang`: the adapter lists of the Train, Chat and Low-rank tabs."""
+        return adapter_choices(self.runs_dir, lang)
+
+    @staticmethod
+    def adapters_in(runs_dir, lang: str = "en") -> list[tuple[str, str]]:
+        """adapter_choices of any runs folder (ui.common.adapter_list refreshes a list from a folder it is given)."""
+        return adapter_choices(runs_dir, lang)
+
+    # --- the chat's request and message format (no model needed: the tabs build and read their histories) ---
+    flatten_content = staticmethod(flatten_content)  # Gradio's content blocks → plain text
+    split_thinking = staticmethod(split_thinking)  # a Qwen3 reply → (thinking, answer)
+
+    @staticmethod
+    def gen_settings(**settings) -> GenSettings:
+        """A chat request's generation settings (GenSettings' fields; checked where a request uses them)."""
+        return GenSettings(**settings)
+
+    # --- this machine (the System tab; `python -m lora_demo info` prints the same report) ---
+    @staticmethod
+    def system_panels(lang: str = "en") -> tuple[str, str]:
+        """The System panel (device, backend, precision, the models usable here now), freshly detected, and apart
+        the hub models that need a download once, both as Markdown in `lang`."""
+        from lora_demo.system import format_system_info, hub_models_markdown, system_info  # (imports torch)
+
+        info = system_info()
+        return format_system_info(info, lang, offline_only=True), hub_models_markdown(info, lang)
+
+    # --- the Train form (TrainSettings' fields: train/settings.py says how each is shown) ---
+    train_form = staticmethod(form_fields)  # the form's fields in its endpoints' order, each with how it is shown
+    settings_from_form = staticmethod(settings_from_form)  # {setting: the form's value} → TrainSettings
+    visible_gpus = staticmethod(visible_gpus)  # the CUDA GPUs this process sees (the form's GPUs field)
+    run_outcome = staticmethod(run_outcome)  # what a run's progress box says under its bar (error, adapter, command)
 
     # --- runs ---
     def run_dir(self, name) -> Path:
@@ -255,6 +302,16 @@ class LabEngine:
         from lora_demo.export.run_exports import check_run
 
         return check_run(self.run_dir(name), tuple(gguf_types))
+
+    @staticmethod
+    def gguf_types() -> tuple[str, ...]:
+        """The merged-model GGUF types an export can write (what llama.cpp's converter writes unquantized)."""
+        return GGUF_TYPES
+
+    @staticmethod
+    def parity_label(key: str) -> str:
+        """How the parity report names one of its paths: 'merged' → 'merged', 'gguf_q8_0' → 'GGUF q8_0'."""
+        return path_label(key)
 
     def export_push(
         self,
@@ -461,6 +518,17 @@ class LabEngine:
         from lora_demo.judge import VoteStore, vote_summary
 
         return vote_summary(VoteStore(self._adapter_of(adapter_dir)).votes())
+
+    @staticmethod
+    def side_name(adapter_dir) -> str:
+        """How the reveal and the win-rate lines name an adapter: its folder (a checkpoint: <run>/<checkpoint-N>)."""
+        return side_name(adapter_dir)
+
+    def win_rates_markdown(self, adapter_dir, lang: str = "en", stats: dict | None = None) -> str:
+        """An adapter's win rates as the Chat tab shows them (judge.win_rates_markdown), in `lang`. stats: its
+        figures when the caller has them (cast_vote's), else read from its votes (vote_stats)."""
+        stats = self.vote_stats(adapter_dir) if stats is None else stats
+        return win_rates_markdown(side_name(adapter_dir), stats, lang)
 
     def _adapter_of(self, adapter_dir) -> str:
         if not adapter_dir:

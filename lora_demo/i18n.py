@@ -12,9 +12,26 @@ rendered in the same language; plain strings (names, paths), numbers and the res
 Code that builds a whole text for one language at once (a plan, a progress panel) takes a `lang` argument and
 uses `tr = translator(lang)`; `tr(template, **params)` returns the finished string in that language.
 
-The Chinese texts live next to the code that uses them, one table per package or tab, in files named
-`*.zh.yaml` under lora_demo/ (a YAML mapping, English text → Chinese text, with the same {placeholders}).
-tests/test_i18n.py fails on any marked text or any label of the built app that lacks a Chinese entry.
+Gradio labels, help texts, placeholders, buttons and fixed choices are not marked: lora_demo/ui/localize.py
+renders every shown text of a component by looking it up whole.
+
+The Chinese is one gettext catalog for the package, lora_demo/locale/zh/LC_MESSAGES/lora_demo.po (msgid = the
+English text, msgstr = the Chinese, with the same {placeholders}; `#` comments group the entries by source area and
+survive updates). It is read once, with Babel, on the first lookup in Chinese; an empty or fuzzy msgstr counts as
+missing, as in gettext. The steps to add or change a text, from the repository root (Babel's settings are in
+pyproject.toml, [tool.babel.*]):
+
+1. Write the English in the code: marked with msg(), tr() or say() (the extraction keywords), or as a label.
+2. `python tests/test_i18n.py --pot` writes build/lora_demo.pot: what `pybabel extract` finds (the marked texts),
+   plus every text the built app shows and every catalog text the code still holds as a literal. (`pybabel
+   extract` alone writes only the marked texts, to build/marked.pot: updating from that would make every label
+   obsolete.)
+3. `pybabel update` merges that template into the catalog: a new text gets an empty msgstr, a changed one a fuzzy
+   guess, and a text gone from the code moves to the end as obsolete (#~).
+4. Write the Chinese into each empty or fuzzy entry (and drop its `#, fuzzy` line).
+
+tests/test_i18n.py fails on any marked text or any shown text of the built app without Chinese, and on any entry
+whose {placeholders} differ from its English; `python tests/test_i18n.py [PATH_OR_TAB ...]` lists what lacks it.
 """
 
 from __future__ import annotations
@@ -26,6 +43,8 @@ from pathlib import Path
 
 LANGS = {"en": "English", "zh": "简体中文"}
 DEFAULT = "en"
+LOCALE_DIR = Path(__file__).parent / "locale"  # gettext layout: <lang>/LC_MESSAGES/<DOMAIN>.po
+DOMAIN = "lora_demo"
 _FIELD = string.Formatter()
 
 
@@ -68,32 +87,46 @@ def msg(template: str, **params) -> Msg:
     return Msg(template, **params)
 
 
+def joined(items, sep: str = "; ") -> str:
+    """Messages joined as 'a; b; c' (sep "; ") or as sentences 'A. B.' (sep " ") that stay translatable: a chain of
+    msg('{first}; {rest}') or msg('{first} {rest}'), each part rendered in the reader's language ("" for none)."""
+    items = list(items)
+    if not items:
+        return ""
+    out = items[-1]
+    for item in reversed(items[:-1]):
+        out = (
+            msg("{first}; {rest}", first=item, rest=out) if sep == "; " else msg("{first} {rest}", first=item, rest=out)
+        )
+    return out
+
+
 def fields(template: str) -> set[str]:
     """The {placeholders} a template uses."""
     return {name.split(".")[0].split("[")[0] for _, name, _, _ in _FIELD.parse(template) if name}
 
 
-@functools.cache
-def tables(lang: str = "zh") -> dict[Path, dict[str, str]]:
-    """Each `*.{lang}.yaml` table under the package: {file: {English: text in lang}} (keys and values stripped)."""
-    import yaml
-
-    out: dict[Path, dict[str, str]] = {}
-    for path in sorted(Path(__file__).parent.rglob(f"*.{lang}.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of English text to {LANGS.get(lang, lang)} text")
-        out[path] = {str(en).strip(): str(other).strip() for en, other in data.items()}
-    return out
+def catalog_path(lang: str) -> Path:
+    """The gettext catalog of `lang`: lora_demo/locale/<lang>/LC_MESSAGES/lora_demo.po."""
+    return LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
 @functools.cache
 def table(lang: str = "zh") -> dict[str, str]:
-    """English → `lang`, all tables merged (tests/test_i18n.py checks that no two tables disagree)."""
-    out: dict[str, str] = {}
-    for entries in tables(lang).values():
-        out.update(entries)
-    return out
+    """English → `lang`: the catalog's translated entries (msgid → msgstr, both stripped), read once. Entries with
+    an empty msgstr or marked fuzzy (what `pybabel update` leaves for a translator) count as missing, as in gettext.
+    """
+    # Deferred: only a session that switches to another language pays for importing Babel.
+    from babel.messages.pofile import read_po
+
+    path = catalog_path(lang)
+    if not path.is_file():
+        return {}
+    with path.open("rb") as f:
+        catalog = read_po(f, locale=lang, domain=DOMAIN)
+    return {
+        m.id.strip(): m.string.strip() for m in catalog if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
+    }
 
 
 _EDGES = re.compile(r"^(\s*)(.*?)(\s*)$", re.S)

@@ -502,86 +502,93 @@ async def _complete(send, items, gone, stop, req, name) -> None:
     )
 
 
-async def _stream(send, items, gone, stop, req, name) -> None:
-    """A streamed answer: server-sent events, chat.completion.chunk objects with the new text as delta.content,
-    then (stream_options.include_usage) one with the usage, then `data: [DONE]`. An error before the first token
-    is a plain error answer; one after it, an event with an `error` object."""
-    head = _ids(name)
-    sent, tokens, prompt, stopped, started = "", 0, 0, False, False
+SSE_HEADERS = ((b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"))
 
-    async def event(data) -> None:
+
+class _EventStream:
+    """One streamed answer's server-sent events: the response's head (once), chat.completion.chunk events, and
+    whether the head has gone out (after it an error can only be an event)."""
+
+    def __init__(self, send, head: dict):
+        self.send, self.head, self.started = send, head, False
+
+    async def event(self, data) -> None:
         payload = data if isinstance(data, bytes) else json.dumps(data, ensure_ascii=False).encode()
-        await send({"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True})
+        await self.send({"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True})
 
-    def chunk(delta: dict, finish=None) -> dict:
+    def chunk(self, delta: dict, finish=None) -> dict:
         return {
-            **head,
+            **self.head,
             "object": "chat.completion.chunk",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
+    async def start(self, headers: list) -> None:
+        """The 200 response's head, then the first chunk, which names the role."""
+        self.started = True
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.event(self.chunk({"role": "assistant", "content": ""}))
+
+
+async def _stream(send, items, gone, stop, req, name) -> None:
+    """A streamed answer: server-sent events, chat.completion.chunk objects with the new text as delta.content,
+    then (stream_options.include_usage) one with the usage, then `data: [DONE]`. An error before the first token
+    is a plain error answer; one after it, an event with an `error` object."""
+    sse = _EventStream(send, _ids(name))
     try:
-        while True:
-            item = await _next(items, gone, stop)
-            if item is None:
-                return  # the client left
-            kind, value = item
-            if kind == "end":
-                break
-            if kind == "error":
-                err = _as_error(value)
-                if not started:
-                    raise err
-                await event(err.body())
-                break
-            if kind == "prompt":
-                prompt = value
-                continue
-            if kind != "answer" or stopped:
-                continue
-            if not started:
-                started = True
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"text/event-stream; charset=utf-8"),
-                            (b"cache-control", b"no-cache"),
-                            (b"x-accel-buffering", b"no"),
-                        ],
-                    }
-                )
-                await event(chunk({"role": "assistant", "content": ""}))
-            text, tokens, done = value
-            shown, hit = _visible(text, done, req["stops"])
-            if hit:
-                stopped = True
-                stop.set()
-            if len(shown) > len(sent):
-                await event(chunk({"content": shown[len(sent) :]}))
-                sent = shown
-        if not started:  # nothing generated (an empty answer): still one whole stream
-            started = True
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                    ],
-                }
-            )
-            await event(chunk({"role": "assistant", "content": ""}))
-        await event(chunk({}, _finish(tokens, req, stopped)))
-        if req["usage"]:
-            usage = {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}
-            await event({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-        await event(b"[DONE]")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        counts = await _stream_answer(sse, items, gone, stop, req)
+        if counts is None:
+            return  # the client left
+        await _stream_end(sse, req, *counts)
     except OSError:  # the connection broke while sending
         stop.set()
+
+
+async def _stream_answer(sse: _EventStream, items, gone, stop, req) -> tuple[int, int, bool] | None:
+    """The answer's new text as chunks until it ends: (answer tokens, prompt tokens, whether a stop sequence ended
+    it), or None when the client left. An error before the first token is raised; one after it is an event."""
+    sent, tokens, prompt, stopped = "", 0, 0, False
+    while True:
+        item = await _next(items, gone, stop)
+        if item is None:
+            return None
+        kind, value = item
+        if kind == "end":
+            break
+        if kind == "error":
+            err = _as_error(value)
+            if not sse.started:
+                raise err
+            await sse.event(err.body())
+            break
+        if kind == "prompt":
+            prompt = value
+            continue
+        if kind != "answer" or stopped:
+            continue
+        if not sse.started:
+            await sse.start([*SSE_HEADERS, (b"x-accel-buffering", b"no")])
+        text, tokens, done = value
+        shown, hit = _visible(text, done, req["stops"])
+        if hit:
+            stopped = True
+            stop.set()
+        if len(shown) > len(sent):
+            await sse.event(sse.chunk({"content": shown[len(sent) :]}))
+            sent = shown
+    return tokens, prompt, stopped
+
+
+async def _stream_end(sse: _EventStream, req, tokens: int, prompt: int, stopped: bool) -> None:
+    """The stream's last events: the finish reason, the usage when asked for, `[DONE]`; then the body ends."""
+    if not sse.started:  # nothing generated (an empty answer): still one whole stream
+        await sse.start(list(SSE_HEADERS))
+    await sse.event(sse.chunk({}, _finish(tokens, req, stopped)))
+    if req["usage"]:
+        usage = {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}
+        await sse.event({**sse.head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+    await sse.event(b"[DONE]")
+    await sse.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _read_body(receive) -> bytes:

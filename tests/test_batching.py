@@ -150,7 +150,7 @@ def test_tokens_are_counted_after_an_evaluation_and_a_finished_run_has_its_avera
     """Issue 28: the batches built right after an evaluation (the model still in eval mode) were not counted, so
     the steps after it, and a run's last step, showed "0 tok/s". Every training batch counts now, and the run ends
     with its average speed (the progress box shows it instead of the last step's)."""
-    from lora_demo.train.plots import progress_html
+    from lora_demo.ui.views.train import progress_html
 
     runner = Runner(tmp_path / "runs", tmp_path / "data")
     # 40 training rows, micro batch 8: 5 steps an epoch; the evaluation at step 5 ends the epoch, and the next

@@ -169,7 +169,7 @@ def test_6_a_dataset_checked_in_chinese_is_reported_again_in_english(zh_page):
 def test_7_train_and_chat_in_chinese(zh_page):
     """The demo's core in Chinese: Start training → the progress box names the stage in Chinese → 💬 Chat with this
     run → the Chat tab loads it (its status in Chinese) → both sides answer."""
-    from lora_demo.train.plots import stage_label
+    from lora_demo.ui.views.train import stage_label
 
     page = zh_page
     page.get_by_role("tab", name=zh("Train"), exact=True).click()

@@ -18,6 +18,7 @@ from lora_demo.train.lineage import continue_settings
 from lora_demo.train.runner import Runner
 from lora_demo.train.runs import read_progress, read_status
 from lora_demo.train.settings import TrainSettings
+from lora_demo.ui.views.train import timeline_html
 
 TINY = dict(
     model="qwen3-tiny",
@@ -109,7 +110,7 @@ def test_probes_at_step_0_each_checkpoint_and_the_end(uninterrupted):
     first_rows = json.loads((uninterrupted / "data" / "train.jsonl").read_text().splitlines()[0])
     assert points[0]["prompts"][0]["instruction"] == first_rows["instruction"]  # no val split: the first train rows
     assert points[0]["answers"] != points[-1]["answers"]  # the model changed its answers as it learned
-    html = probes.timeline_html(points)
+    html = timeline_html(points)
     assert "step 0" in html and "final (step 24)" in html and "data-points='7'" in html
 
 
@@ -134,8 +135,8 @@ def test_deferred_step_0_answers_disable_the_adapter(tmp_path):
     from peft import get_peft_model
 
     from lora_demo.models import load_model
+    from lora_demo.train.lora_config import lora_config
     from lora_demo.train.milestones import MilestoneCallback
-    from lora_demo.train.plan import lora_config
 
     s = TrainSettings(**{**TINY, "probe_tokens": 8})
     lm = load_model("qwen3-tiny", dtype="fp32")

@@ -291,8 +291,8 @@ def test_problems_and_the_report_render_in_chinese(smol):
 
 def test_import_errors_and_names_in_chinese(tmp_path):
     """Import errors render in Chinese; a user's name stays as typed even when a table has that word ("example")."""
-    from lora_demo.data.plots import length_histogram
     from lora_demo.i18n import render, table
+    from lora_demo.ui.views.data import length_histogram
 
     assert table("zh")["example"] == "示例"
     cut = tmp_path / "cut.json"

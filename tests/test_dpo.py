@@ -283,7 +283,7 @@ def test_the_plain_log_prob_head_equals_the_models_own_log_softmax():
 
     from lora_demo.models import load_model
     from lora_demo.train.dpo import plain_lm_head
-    from lora_demo.train.plan import lora_config
+    from lora_demo.train.lora_config import lora_config
 
     lm = load_model("qwen3-tiny", dtype="fp32", device="cpu")
     model = get_peft_model(lm.model, lora_config(TrainSettings(**TINY)))

@@ -670,7 +670,7 @@ def test_the_plain_head_scores_at_grpos_temperature():
 
     from lora_demo.models import load_model
     from lora_demo.train.dpo import plain_lm_head
-    from lora_demo.train.plan import lora_config
+    from lora_demo.train.lora_config import lora_config
 
     lm = load_model("qwen3-tiny", dtype="fp32", device="cpu")
     model = get_peft_model(lm.model, lora_config(TrainSettings(**TINY)))

@@ -1,43 +1,78 @@
 """English and 简体中文 (issue 14): every marked message and every shown text has both; the switch is live and per
 browser session; `python app.py --lang zh` serves Chinese.
 
-Run as a script to list what lacks Chinese, by file or tab: `python tests/test_i18n.py [PATH_OR_TAB ...]`.
+The marked messages are what Babel's extractor finds with the settings `pybabel extract` reads from pyproject.toml
+([tool.babel.*]); the Chinese is the gettext catalog lora_demo/locale/zh/LC_MESSAGES/lora_demo.po (lora_demo/i18n.py).
+
+Run as a script to list what lacks Chinese, by file or tab: `python tests/test_i18n.py [PATH_OR_TAB ...]`;
+`python tests/test_i18n.py --pot [FILE]` writes the template that `pybabel update` merges into the catalog.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import PoFileParser, write_po
 
-from lora_demo.i18n import Msg, fields, lookup, msg, render, table, translator
+from lora_demo.i18n import DOMAIN, Msg, catalog_path, fields, lookup, msg, render, table, translator
 
-PKG = Path(__file__).resolve().parents[1] / "lora_demo"
-MARKERS = {"msg", "tr", "say"}  # the functions whose first argument is a template to translate
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "lora_demo"
+BABEL = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["babel"]
+MARKERS = set(BABEL["extract_messages"]["keywords"])  # msg, tr, say: their first argument is a template to translate
+METHODS = [(m["pattern"], m["method"]) for m in BABEL["mappings"]]
 
 
 def _name(func) -> str | None:
     return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
 
 
-def marked_templates(paths=None) -> list[tuple[str, int, str | None]]:
-    """(file, line, template) for every msg/tr/say call in lora_demo; template None when it is not a literal."""
+def _tree_marks() -> list[tuple[str, int, str | None]]:
+    """The marker calls Babel's tokenizer cannot judge, found in the syntax tree: a template written as an f-string
+    or joined with + (None: Babel skips it, and it cannot be translated as written), and a call inside an f-string's
+    {…} (Babel sees those only from Python 3.12 on)."""
     out = []
     for path in sorted(PKG.rglob("*.py")):
-        rel = str(path.relative_to(PKG.parent))
-        if paths and not any(rel.startswith(p) for p in paths):
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        rel = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        in_fstring = {id(n) for js in ast.walk(tree) if isinstance(js, ast.JoinedStr) for n in ast.walk(js)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call) and _name(node.func) in MARKERS and node.args:
                 first = node.args[0]
-                literal = isinstance(first, ast.Constant) and isinstance(first.value, str)
-                if not literal and not isinstance(first, (ast.JoinedStr, ast.BinOp)):
-                    continue  # msg(template) of a variable: a wrapper passing its own template on
-                out.append((rel, node.lineno, first.value if literal else None))
+                if isinstance(first, (ast.JoinedStr, ast.BinOp)):
+                    out.append((rel, node.lineno, None))
+                elif id(node) in in_fstring and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    out.append((rel, node.lineno, first.value))
     return out
+
+
+def marked_templates(paths=None) -> list[tuple[str, int, str | None]]:
+    """(file, line, template) for every msg/tr/say call in lora_demo with a template to translate: Babel's extractor
+    with pybabel extract's settings, plus _tree_marks (template None when it is not a string literal). A call that
+    passes a variable on (a wrapper's msg(template)) is no text of its own and is left out."""
+    with contextlib.redirect_stderr(io.StringIO()):  # Babel warns on each such variable and f-string; see above
+        found = extract_from_dir(PKG, METHODS, keywords=dict.fromkeys(MARKERS), comment_tags=())
+        out = [
+            (f"lora_demo/{Path(name).as_posix()}", line, text if isinstance(text, str) else text[0])
+            for name, line, text, _, _ in found
+        ]
+    seen = {(rel, text) for rel, _, text in out}
+    out += [m for m in _tree_marks() if (m[0], m[2]) not in seen]
+    return [m for m in out if not paths or any(m[0].startswith(p) for p in paths)]
 
 
 def missing_messages(paths=None) -> list[str]:
@@ -68,13 +103,13 @@ def _tab_of(block) -> str:
     return "(page)"
 
 
-def missing_shown_texts(demo, tabs=None) -> list[str]:
-    """Every label, help text, placeholder, button, static Markdown and fixed choice of the app without Chinese."""
+def shown_app_texts(demo, tabs=None):
+    """(where, text) for every label, help text, placeholder, button, static Markdown and fixed choice of the app:
+    the texts the catalog needs besides the marked ones (labels are not marked)."""
     import gradio as gr
 
     from lora_demo.ui.localize import needs_words, shown_texts
 
-    problems = []
     for block in demo.blocks.values():
         tab = _tab_of(block)
         if tabs and tab not in tabs:
@@ -85,12 +120,52 @@ def missing_shown_texts(demo, tabs=None) -> list[str]:
         for prop, text in props.items():
             texts = [c[0] if isinstance(c, (tuple, list)) else c for c in text] if prop == "choices" else [text]
             for t in texts:
-                if not needs_words(t) or t in ("English", "简体中文"):
-                    continue
-                ok = lookup(t.template, "zh") is not None if isinstance(t, Msg) else lookup(t, "zh") is not None
-                if not ok:
-                    problems.append(f"[{tab}] {type(block).__name__}.{prop}: no Chinese for {str(t)!r}")
+                if needs_words(t) and t not in ("English", "简体中文"):
+                    yield f"[{tab}] {type(block).__name__}.{prop}", t
+
+
+def missing_shown_texts(demo, tabs=None) -> list[str]:
+    """Every label, help text, placeholder, button, static Markdown and fixed choice of the app without Chinese."""
+    problems = []
+    for where, t in shown_app_texts(demo, tabs):
+        ok = lookup(t.template, "zh") is not None if isinstance(t, Msg) else lookup(t, "zh") is not None
+        if not ok:
+            problems.append(f"{where}: no Chinese for {str(t)!r}")
     return problems
+
+
+def code_literals() -> dict[str, str]:
+    """{text: file} for every string literal in lora_demo's code (stripped): texts rendered unmarked at run time
+    (TrainSettings' help, a wrapper's template) that the catalog keeps although neither scan above finds them."""
+    out: dict[str, str] = {}
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip():
+                out.setdefault(node.value.strip(), path.relative_to(ROOT).as_posix())
+    return out
+
+
+def write_template(out: Path, demo) -> int:
+    """The template `pybabel update` merges into the catalog (lora_demo/i18n.py tells the steps): every marked text
+    (what `pybabel extract` finds, plus _tree_marks), every text the built app shows, and every catalog text the
+    code still holds as a literal. The number of entries written."""
+    settings = BABEL["extract_messages"]
+    template = Catalog(project=settings.get("project"), domain=DOMAIN)
+    for rel, _, text in marked_templates():
+        if text:
+            template.add(text.strip(), locations=[(rel, None)])
+    for where, shown in shown_app_texts(demo):
+        text = str(getattr(shown, "template", shown)).strip()
+        if template.get(text) is None:
+            template.add(text, auto_comments=[f"shown in the app: {where}"])
+    literals = code_literals()
+    for text in table("zh"):
+        if template.get(text) is None and text in literals:
+            template.add(text, locations=[(literals[text], None)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        write_po(f, template, width=settings.get("width", 76), include_lineno=False)
+    return len(template)
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +222,45 @@ def test_the_shown_texts_use_no_insider_words_and_k_is_only_a_rank(demo):
     assert "n (columns)" in texts and "rank k" in texts
 
 
-def test_no_two_tables_give_one_text_different_chinese():
-    from lora_demo.i18n import tables
+class _Definitions(Catalog):
+    """A catalog that remembers every English text the .po defines more than once (read_po keeps the first one
+    silently; msgfmt refuses the file)."""
 
-    seen: dict[str, tuple[str, str]] = {}
-    clashes = []
-    for path, entries in tables("zh").items():
-        for en, zh_text in entries.items():
-            if en in seen and seen[en][1] != zh_text:
-                clashes.append(f"{en!r}: {seen[en][0]} says {seen[en][1]!r}, {path.name} says {zh_text!r}")
-            seen.setdefault(en, (path.name, zh_text))
-    assert not clashes, "\n".join(clashes)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first: dict[str, str] = {}
+        self.twice: list[str] = []
+
+    def __setitem__(self, id, message):
+        if id:
+            key = str(id).strip()  # lookup() strips, so two texts differing only in spaces are one
+            if key in self.first:
+                self.twice.append(f"{key!r}: {self.first[key]!r} and {message.string!r}")
+            self.first.setdefault(key, message.string)
+        super().__setitem__(id, message)
 
 
-def test_the_tables_load_and_every_entry_is_chinese():
+def test_no_text_has_two_entries_in_the_catalog():
+    catalog = _Definitions(locale="zh", domain=DOMAIN)
+    with catalog_path("zh").open("rb") as f:
+        PoFileParser(catalog, abort_invalid=True).parse(f)
+    assert len(catalog.first) > 100
+    assert not catalog.twice, "\n".join(catalog.twice)
+
+
+def test_every_catalog_entry_keeps_the_placeholders_of_its_english():
+    problems = []
+    for en, other in table("zh").items():
+        try:
+            same = fields(en) == fields(other)
+        except ValueError as e:  # a stray { or }
+            same, other = False, f"{other!r} ({e})"
+        if not same:
+            problems.append(f"{en!r} → {other!r}")
+    assert not problems, f"{len(problems)} entries change the placeholders:\n" + "\n".join(problems)
+
+
+def test_the_catalog_loads_and_every_entry_is_chinese():
     zh = table("zh")
     assert len(zh) > 100
     untranslated = [
@@ -171,18 +271,31 @@ def test_the_tables_load_and_every_entry_is_chinese():
     assert not untranslated, f"entries left in English: {untranslated[:10]}"
 
 
-if __name__ == "__main__":  # python tests/test_i18n.py [lora_demo/train ...] [Train ...]
+def test_the_catalog_ships_with_the_package_and_babel_loads_only_for_chinese():
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    rel = catalog_path("zh").relative_to(PKG).as_posix()
+    assert any(Path(rel).match(p) for p in patterns["package-data"]["lora_demo"]), rel
+    code = "import sys, lora_demo.i18n as i; i.render(i.msg('x'), 'en'); assert 'babel' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+if __name__ == "__main__":  # python tests/test_i18n.py [lora_demo/train ...] [Train ...] | --pot [FILE]
+    import tempfile
+
     from lora_demo.ui import AppSettings, build_app
 
     args = sys.argv[1:]
+    root = Path(tempfile.mkdtemp())
+    if args[:1] == ["--pot"]:
+        out = Path(args[1] if len(args) > 1 else BABEL["update_catalog"]["input_file"])
+        n = write_template(out, build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data")))
+        print(f"{out}: {n} texts. Next: pybabel update (settings in pyproject.toml), then translate what it leaves")
+        sys.exit(0)
     paths = [a for a in args if "/" in a or a.endswith(".py")]
     tabs = [a for a in args if a not in paths]
     for line in missing_messages(paths or None):
         print(line)
     if tabs or not paths:
-        import tempfile
-
-        root = Path(tempfile.mkdtemp())
         for line in missing_shown_texts(
             build_app(AppSettings(runs_dir=root / "runs", data_dir=root / "data")), tabs or None
         ):

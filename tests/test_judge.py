@@ -353,8 +353,8 @@ def test_the_token_view_colours_follow_the_sign_and_size_of_the_change(monkeypat
     """Issue 28: the legend says green = likelier, red = less likely, but every token rendered lavender (Gradio's
     score mode draws negatives purple, positives red). Each token now gets a category by the sign and size of its
     log-probability change, with a colour that matches the legend."""
-    from lora_demo.judge import TOKEN_SHADES, token_shades
     from lora_demo.ui.judge_section import JudgeActions
+    from lora_demo.ui.views.judge import TOKEN_SHADES, token_shades
 
     diff = [("Much", 3.1), (" more", 0.6), (" same", 0.05), (" same", -0.1), (" less", -0.7), (" never", -4.0)]
     assert token_shades(diff) == [

@@ -302,9 +302,17 @@ def test_matrix_errors_render_in_chinese(text, name):
 
 
 def test_reports_and_plots_in_chinese(adapter_dir):
-    from lora_demo.lowrank.compare import compare_adapters, compare_markdown
-    from lora_demo.lowrank.plots import adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
-    from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
+    from lora_demo.lowrank.compare import compare_adapters
+    from lora_demo.ui.views.lowrank import (
+        adapter_heatmap,
+        adapter_markdown,
+        compare_markdown,
+        heatmaps_figure,
+        product_figure,
+        product_markdown,
+        spectrum_figure,
+        svd_markdown,
+    )
 
     res = low_rank_approx(seed_matrix(0), 2)
     assert svd_markdown(res) == svd_markdown(res, "en") and "keeps 91.65% of the energy" in svd_markdown(res)

@@ -232,7 +232,7 @@ def test_fsdp_settings_become_accelerate_s_fsdp2_plugin(monkeypatch, tmp_path):
 
     from lora_demo.models import load_model
     from lora_demo.train import worker
-    from lora_demo.train.plan import lora_config
+    from lora_demo.train.lora_config import lora_config
 
     s = TrainSettings(**COMMON, micro_batch_size=2, num_processes=2, fsdp=True)
     model = get_peft_model(load_model("qwen3-tiny", dtype="fp32", device="cpu").model, lora_config(s))

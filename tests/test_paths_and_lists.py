@@ -142,8 +142,7 @@ def test_readme_export_command_is_registered(tmp_path, capsys):
 def test_list_labels_and_path_errors_in_chinese(tmp_path):
     """adapter_choices renders its labels in the language it is given (the tabs pass their session's); values stay
     paths. A path error names its "what" in the same language, whether the caller passed msg() or plain English."""
-    from lora_demo.engine import joined
-    from lora_demo.i18n import msg, render
+    from lora_demo.i18n import joined, msg, render
     from lora_demo.paths import safe_name
 
     runs = tmp_path / "runs"

@@ -15,10 +15,10 @@ import pytest
 from gradio_client.exceptions import AppError
 
 from lora_demo.errors import InputError
-from lora_demo.train.plots import progress_html
 from lora_demo.train.runs import read_status
 from lora_demo.train.settings import TrainSettings
 from lora_demo.ui.train_tab import FORM
+from lora_demo.ui.views.train import progress_html
 
 CLI_RUN = [
     "--model",

@@ -109,7 +109,7 @@ def test_report_to_is_checked():
 
 def test_compare_two_learning_rates(two_runs):
     from lora_demo.engine import AppSettings, LabEngine
-    from lora_demo.train.plots import compare_figure
+    from lora_demo.ui.views.train import compare_figure
 
     root, dirs = two_runs
     lab = LabEngine(AppSettings(runs_dir=root / "runs", data_dir=root / "data"))

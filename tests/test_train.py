@@ -253,9 +253,9 @@ def test_a_failure_reason_survives_status_json_in_either_language(tmp_path):
     """The worker (or the Runner) writes why a run failed; another process (the app) shows it in the page's
     language. Older run folders hold plain English strings: shown as they are."""
     from lora_demo.i18n import render
-    from lora_demo.train.plots import progress_html
     from lora_demo.train.runner import exit_reason
     from lora_demo.train.runs import GONE, error_fields, error_of, settled, update_status
+    from lora_demo.ui.views.train import progress_html
 
     reason = exit_reason(-9)
     update_status(tmp_path, status="failed", **error_fields(reason))

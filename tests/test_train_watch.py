@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from lora_demo.train.plots import progress_html
 from lora_demo.train.runs import read_progress
 from lora_demo.train.watch import CURVE_EVERY_S, LOG_EVERY_S, look
+from lora_demo.ui.views.train import progress_html
 
 
 def write_run(run_dir, status: str, step: int, logs: int, log_text: str = "") -> None:

@@ -141,7 +141,7 @@ def test_the_language_switch_relabels_only_what_a_panel_still_shows(monkeypatch)
         "lora_alpha": 4,
         "use_rslora": False,
     }
-    from lora_demo.lowrank.report import adapter_markdown
+    from lora_demo.ui.views.lowrank import adapter_markdown
 
     summary, heat, spectrum, frame = AdapterActions(None).relabel_analysis(
         res, "effective_rank", "model.layers.0.mlp.up_proj", adapter_markdown(res)

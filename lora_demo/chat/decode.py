@@ -503,6 +503,19 @@ class PairDecoder:
             valid[k, width - len(r) : width] = True
         return ids, valid, (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
 
+    def _loop_constants(self, ids, tok, eos_ids: set[int]) -> tuple:
+        """What the decoding loop reads at every step, set up once before it: (rows, the EOS ids as a sorted list
+        and as a tensor, which rows are done after the first token, the mask's width, the step's function, whether
+        on CUDA, whether the step replays a recorded graph)."""
+        dev = self.device
+        eos_list = sorted(eos_ids)
+        eos_t = torch.tensor(eos_list, dtype=torch.long, device=dev)
+        done = torch.isin(tok, eos_t)
+        kv_cap = self.max_cache_len if self.compiled else ids.shape[1]
+        step_fn = self._step if self.compiled else self.model
+        cuda, graphed = dev.type == "cuda", self.step_mode in GRAPH_MODES
+        return ids.shape[0], eos_list, eos_t, done, kv_cap, step_fn, cuda, graphed
+
     def _decode_steps(
         self,
         ids,
@@ -519,13 +532,7 @@ class PairDecoder:
     ) -> list[list[int]]:
         """The decoding loop after the prefill: one token a row a step, handed over in chunks (CUDA: every `chunk`
         steps, each look waits for the GPU; CPU: every flush_s), until every row's EOS, max_new_tokens or a stop."""
-        n, dev = ids.shape[0], self.device
-        eos_list = sorted(eos_ids)
-        eos_t = torch.tensor(eos_list, dtype=torch.long, device=dev)
-        done = torch.isin(tok, eos_t)
-        kv_cap = self.max_cache_len if self.compiled else ids.shape[1]
-        step_fn = self._step if self.compiled else self.model
-        cuda, graphed = dev.type == "cuda", self.step_mode in GRAPH_MODES
+        n, eos_list, eos_t, done, kv_cap, step_fn, cuda, graphed = self._loop_constants(ids, tok, eos_ids)
         last_flush, last_step = time.perf_counter(), 0
         for step in range(1, max_new_tokens):
             cur = width + step  # tokens in ids so far; the newest is at cur - 1

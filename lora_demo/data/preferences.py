@@ -27,7 +27,7 @@ from pathlib import Path
 from lora_demo.data.formats import SUFFIXES, read_records
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
-from lora_demo.i18n import msg
+from lora_demo.i18n import joined, msg
 from lora_demo.io import to_jsonl
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -238,7 +238,6 @@ def checked_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str
                   pairs: list | None = None, data_dir: str | Path = "data") -> list[dict]:
     """resolve_pairs (unless pairs are given) and check_pairs in one: the clean pairs, or one InputError listing
     the first errors. For the runner's start, before anything loads."""
-    from lora_demo.train.settings import joined
 
     pairs = resolve_pairs(dataset, runs_dir, init_adapter, data_dir) if pairs is None else pairs
     errors = check_pairs(pairs)["errors"]

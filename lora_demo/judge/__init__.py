@@ -8,7 +8,7 @@ imported only when scoring runs.
 """
 
 from lora_demo.judge.ballots import Ballot, Ballots, Choice, Vote, VoteStore
-from lora_demo.judge.scoring import TOKEN_SHADES, heldout_loss, token_diff, token_shades
+from lora_demo.judge.scoring import heldout_loss, token_diff
 from lora_demo.judge.stats import (
     dpo_pairs,
     export_dpo,
@@ -24,7 +24,6 @@ from lora_demo.judge.stats import (
 )
 
 __all__ = [
-    "TOKEN_SHADES",
     "Ballot",
     "Ballots",
     "Choice",
@@ -36,7 +35,6 @@ __all__ = [
     "pair_lines",
     "side_name",
     "token_diff",
-    "token_shades",
     "vote_rows",
     "vote_rows_split",
     "vote_summary",

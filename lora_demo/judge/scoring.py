@@ -138,36 +138,6 @@ def token_pieces(tokenizer, ids: list[int]) -> list[str]:
     return pieces
 
 
-# The token view's shades: a token whose log p_tuned − log p_base (nats) reaches a bound gets that category, drawn in
-# its colour; within ±LIKELIER it stays uncoloured (about the same). 0.25 nats: ×1.28 the probability; 2: ×7.4.
-LIKELIER, MUCH_LIKELIER = 0.25, 2.0
-TOKEN_SHADES = {
-    "much likelier": "#16a34a",  # green, dark
-    "likelier": "#86efac",  # green, light
-    "less likely": "#fca5a5",  # red, light
-    "much less likely": "#dc2626",  # red, dark
-}
-
-
-def token_shade(delta: float) -> str | None:
-    """The category (a key of TOKEN_SHADES) of one token's log-probability change, None when about the same."""
-    if delta >= MUCH_LIKELIER:
-        return "much likelier"
-    if delta >= LIKELIER:
-        return "likelier"
-    if delta <= -MUCH_LIKELIER:
-        return "much less likely"
-    if delta <= -LIKELIER:
-        return "less likely"
-    return None
-
-
-def token_shades(diff: list[tuple[str, float]]) -> list[tuple[str, str | None]]:
-    """token_diff's (text, delta) pairs as (text, category or None): green likelier, red less likely, darker by
-    more (TOKEN_SHADES gives each category's colour)."""
-    return [(text, token_shade(d)) for text, d in diff]
-
-
 def _answer_logprobs(model, ids: list[int], n_prompt: int):
     """log p(token) of each token after the first n_prompt, from one forward pass over the whole sequence."""
     import torch

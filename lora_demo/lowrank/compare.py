@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from lora_demo.errors import InputError
-from lora_demo.i18n import msg, translator
+from lora_demo.i18n import msg
 from lora_demo.lowrank.adapter import _LAYER, factor_svd, load_lora_factors
 
 TOP_K = 4
@@ -83,44 +83,3 @@ def compare_adapters(parent_dir: str | Path, child_dir: str | Path) -> dict:
         "only_parent": sorted(set(parent) - set(shared)),
         "only_child": sorted(set(child) - set(shared)),
     }
-
-
-def compare_markdown(res: dict, lang: str = "en") -> str:
-    """The comparison's medians in a few lines of Markdown."""
-    tr = translator(lang)
-    mods = res["modules"]
-
-    def med(key):
-        vals = sorted(m[key] for m in mods if m[key] is not None)
-        return vals[len(vals) // 2] if vals else float("nan")
-
-    grew = sum(1 for m in mods if m["child_norm"] > m["parent_norm"])
-    return "\n".join(
-        [
-            tr(
-                "**Parent** `{parent}` → **child** `{child}`: {count} shared modules.",
-                parent=Path(res["parent"]).name,
-                child=Path(res["child"]).name,
-                count=len(mods),
-            ),
-            tr(
-                "- ‖ΔW_child − ΔW_parent‖ / ‖ΔW_parent‖: median **{rel:.3f}** (how much the continued training moved the "
-                "update).",
-                rel=med("rel_change"),
-            ),
-            tr(
-                "- cosine(ΔW_parent, ΔW_child): median **{cos:.3f}**; top-{k} subspace overlap ‖U_pᵀU_c‖²/k: median "
-                "**{overlap:.3f}** (1: the same directions).",
-                cos=med("cosine"),
-                k=res["top_k"],
-                overlap=med("subspace_overlap"),
-            ),
-            tr(
-                "- ‖ΔW‖ grew in {grew} of {count} modules (median {before:.4g} → {after:.4g}).",
-                grew=grew,
-                count=len(mods),
-                before=med("parent_norm"),
-                after=med("child_norm"),
-            ),
-        ]
-    )

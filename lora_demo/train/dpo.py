@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from lora_demo.i18n import msg
 from lora_demo.rundir import RunDir
 
 REF = "ref"  # TRL's name for the frozen copy of the starting adapter
@@ -33,8 +35,6 @@ def device_plan(plan):
     """The device plan of a DPO run: the transformers backend (see the module docstring), unless Unsloth is asked
     for by name (LORA_LAB_BACKEND=unsloth: importing unsloth patches TRL's DPOTrainer; bench_dpo.py --gpu measures
     both)."""
-    from dataclasses import replace
-
     if plan.backend != "unsloth" or os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth":
         return plan
     return replace(plan, backend="transformers", backend_reason="DPO: transformers + PEFT + TRL")
@@ -250,12 +250,7 @@ def _source(s) -> str:
 def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     """The DPO part of a run's plan (plan.plan_run), into `out`: the pairs' errors and steps, the reference's cost,
     the backend, and the warnings that save a round (too few pairs, warmup ≥ steps, under 10 steps)."""
-    from dataclasses import replace
-
-    from lora_demo.data import split_rows
-    from lora_demo.data.preferences import check_pairs
-    from lora_demo.i18n import msg
-    from lora_demo.train.plan import estimate_memory_gb, optimizer_steps
+    from lora_demo.train.plan import estimate_memory_gb
 
     out["method"] = "dpo"
     forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth"
@@ -265,9 +260,14 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     out["estimated_memory_gb"] = estimate_memory_gb(
         p, replace(s, micro_batch_size=2 * s.micro_batch_size), out["precision"], out["device"], "transformers"
     )
-    notes = out.setdefault("notes", [])
-    mb = p["trainable_params"] * 4 / 2**20
-    notes.append(
+    out.setdefault("notes", []).extend(_reference_notes(s, p, out["device"]))
+    if pairs is not None:
+        _plan_pairs(out, s, pairs)
+
+
+def _reference_notes(s, p: dict, device: str) -> list:
+    """What the reference model costs, and which backend trains on a GPU."""
+    notes = [
         msg(
             "Reference model: the parent adapter as it starts ({parent}), kept frozen as a second set of "
             "LoRA factors on the same base weights: {params:,} more parameters (~{mb:.1f} MB), no second copy "
@@ -275,24 +275,31 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
             "without gradients, with the reference.",
             parent=s.init_adapter or "?",
             params=p["trainable_params"],
-            mb=mb,
+            mb=p["trainable_params"] * 4 / 2**20,
         )
-    )
-    if out["device"] == "cuda":
+    ]
+    if device == "cuda":
         notes.append(
             msg(
                 "DPO trains with transformers + PEFT + TRL, which was faster than Unsloth's DPO path on a "
                 "measured H100 (README); LORA_LAB_BACKEND=unsloth picks Unsloth's."
             )
         )
-    if pairs is None:
-        return
+    return notes
+
+
+def _plan_pairs(out: dict, s, pairs: list) -> None:
+    """The preference pairs' part of the plan, into `out`: their errors, the split and the steps."""
+    from lora_demo.data import split_rows
+    from lora_demo.data.preferences import check_pairs
+    from lora_demo.train.plan import optimizer_steps, step_warnings
+
     report = check_pairs(pairs)
     out["errors"] += [e["message"] for e in report["errors"][:20]]
     out["warnings"] += [w["message"] for w in report["warnings"][:20]]
     train, val = split_rows(pairs, s.val_fraction, s.seed)
     out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val), pairs=len(pairs))
-    notes.insert(
+    out["notes"].insert(
         0,
         msg(
             "DPO on {pairs} preference pairs from {source} ({train} trained on, {val} held out), beta "
@@ -306,22 +313,4 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
             batch=out["effective_batch"],
         ),
     )
-    total, warm = out["total_steps"], out["warmup_steps"]
-    if warm >= total:
-        out["warnings"].append(
-            msg(
-                "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, "
-                "so nothing is learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, "
-                "warmup 5, lr 0.0). Lower warmup, add rows, or raise epochs.",
-                warm=warm,
-                total=total,
-            )
-        )
-    if total < 10:
-        out["warnings"].append(
-            msg(
-                "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise "
-                "epochs or lower micro batch × accumulation.",
-                total=total,
-            )
-        )
+    out["warnings"] += step_warnings(out["total_steps"], out["warmup_steps"])

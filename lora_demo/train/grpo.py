@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 
 from lora_demo.errors import InputError, LoraLabError
-from lora_demo.i18n import Msg, msg
+from lora_demo.i18n import Msg, joined, msg
 from lora_demo.rundir import RunDir
 
 FEW_PROMPTS = 16  # below this many training prompts the plan warns: a handful of prompts is learned by heart
@@ -180,7 +180,6 @@ def checked_rewards(settings, shared: bool = False, files: bool = True) -> None:
     run's start and resume, never the settings: a saved config with one reads everywhere), then (files) each python
     reward's file imported in a separate process, up to 2 minutes: the Runner does this before taking its lock."""
     from lora_demo.train import rewards
-    from lora_demo.train.settings import joined
 
     problems = [p for p in (rewards.spec_problem(r, shared) for r in settings.rewards) if p]
     problems = problems or (rewards.file_problems(settings.rewards) if files else [])
@@ -198,7 +197,6 @@ def checked_prompts(
 
     from lora_demo.data import split_rows
     from lora_demo.train import rewards
-    from lora_demo.train.settings import joined
 
     checked_rewards(settings, shared, files)
     records = resolve_prompts(settings.dataset, data_dir) if rows is None else rows
@@ -400,10 +398,8 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     their weights, where it starts, what a step costs, and the warnings that save a round."""
     from dataclasses import replace
 
-    from lora_demo.data import split_rows
     from lora_demo.train import rewards
     from lora_demo.train.plan import estimate_memory_gb
-    from lora_demo.train.settings import joined
 
     out["method"] = "grpo"
     out["backend"] = "transformers"
@@ -419,14 +415,19 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     )
     out["generations"] = s.grpo_generations
     out["rewards"] = rewards.described(s.rewards)
-    notes = out.setdefault("notes", [])
-    notes.append(
-        msg(
-            "Rewards (the run's reward is their weighted mean, from 0 to 1): {rewards}.", rewards=joined(out["rewards"])
-        )
+    out.setdefault("notes", []).extend(_setup_notes(s, out["rewards"], out["device"]))
+    if records is not None:
+        _plan_prompts(out, s, records)
+
+
+def _setup_notes(s, described: list, device: str) -> list[Msg]:
+    """The notes on a GRPO run before its prompts are read: the rewards (described: as rewards.described gives
+    them), where it starts, what a step costs, and (on a GPU) which libraries train it."""
+    notes = [
+        msg("Rewards (the run's reward is their weighted mean, from 0 to 1): {rewards}.", rewards=joined(described))
         if s.rewards
         else msg("No rewards are set: add --reward.")
-    )
+    ]
     notes.append(
         msg("Starts from the adapter {parent} (its LoRA factors)", parent=s.init_adapter)
         if s.init_adapter
@@ -443,15 +444,23 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
             tokens=s.grpo_max_tokens,
         )
     )
-    if out["device"] == "cuda":
+    if device == "cuda":
         notes.append(
             msg(
                 "GRPO trains with transformers + PEFT + TRL, sampling with transformers' generate (Unsloth's "
                 "GRPO path and vLLM are not used here)."
             )
         )
-    if records is None:
-        return
+    return notes
+
+
+def _plan_prompts(out: dict, s, records: list) -> None:
+    """The prompts' part of the plan, into `out`: their errors, the split and the steps, and the notes on the run
+    and its held-out prompts."""
+    from lora_demo.data import split_rows
+    from lora_demo.train import rewards
+    from lora_demo.train.plan import step_warnings
+
     needs_reference = any(rewards.split_spec(r)[0] == "match" for r in s.rewards if isinstance(r, str))
     report = check_prompts(records, needs_reference)
     out["errors"] += [e["message"] for e in report["errors"][:20]]
@@ -462,6 +471,7 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val), prompts=len(records))
     if len(train) < prompts_per_step(s):
         out["errors"].append(too_few_rows(len(train), s))
+    notes = out["notes"]
     notes.insert(
         0,
         msg(
@@ -488,22 +498,4 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
                 g=s.grpo_generations,
             )
         )
-    total, warm = out["total_steps"], out["warmup_steps"]
-    if warm >= total:
-        out["warnings"].append(
-            msg(
-                "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, "
-                "so nothing is learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, "
-                "warmup 5, lr 0.0). Lower warmup, add rows, or raise epochs.",
-                warm=warm,
-                total=total,
-            )
-        )
-    if total < 10:
-        out["warnings"].append(
-            msg(
-                "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise "
-                "epochs or lower micro batch × accumulation.",
-                total=total,
-            )
-        )
+    out["warnings"] += step_warnings(out["total_steps"], out["warmup_steps"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lora_demo.errors import InputError, ModelError
 from lora_demo.i18n import Msg, msg, render, translator
+from lora_demo.train.lora_config import lora_kwargs, peft_lora_config
 from lora_demo.train.settings import TrainSettings, tracker_problems
 
 
@@ -39,29 +40,6 @@ def model_config(model_id: str) -> dict:
     return json.loads((Path(model_path(model_id)) / "config.json").read_text())
 
 
-def lora_config(s: TrainSettings):
-    """The PEFT LoraConfig of settings s: the worker trains with it and the plan counts with it."""
-    return _lora_config(*_lora_args(s))
-
-
-def _lora_args(s: TrainSettings) -> tuple:
-    return s.r, s.lora_alpha, s.lora_dropout, tuple(s.target_modules), s.use_rslora
-
-
-def _lora_config(r: int, alpha: float, dropout: float, targets: tuple[str, ...], rslora: bool):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=list(targets),
-        use_rslora=rslora,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
 def _meta_model(model_id: str):
     """(model, config, raw config dict): the architecture on the meta device, no weights allocated."""
     import torch
@@ -75,22 +53,24 @@ def _meta_model(model_id: str):
 
 def count_parameters(s: TrainSettings) -> dict:
     """Base, LoRA and total parameters of s.model with the LoRA of settings s (the same config the worker uses)."""
-    return dict(_count(s.model, _lora_args(s)))
+    return dict(_count(s.model, json.dumps(lora_kwargs(s), sort_keys=True)))
 
 
 @functools.lru_cache(maxsize=16)  # the Plan button and every start ask again for the same model and LoRA
-def _count(model_id: str, lora_args: tuple) -> dict:
+def _count(model_id: str, lora_json: str) -> dict:
     """PEFT wraps the meta-device model as the worker wraps the real one, and counts with its own
-    get_nb_trainable_parameters (4-bit weights at their unpacked size, as print_trainable_parameters shows)."""
+    get_nb_trainable_parameters (4-bit weights at their unpacked size, as print_trainable_parameters shows).
+    lora_json: lora_kwargs as JSON, a key the cache can hold."""
     import torch
     from peft import get_peft_model
     from peft.tuners.lora import LoraLayer
 
+    lora = json.loads(lora_json)
     model, config, cfg = _meta_model(model_id)
     embed = model.get_input_embeddings().weight.numel()
     try:
         with torch.device("meta"):  # the LoRA factors on meta too: nothing is allocated
-            peft_model = get_peft_model(model, _lora_config(*lora_args))
+            peft_model = get_peft_model(model, peft_lora_config(lora))
     except ValueError as e:
         if "not found in the base model" not in str(e):
             raise
@@ -98,7 +78,7 @@ def _count(model_id: str, lora_args: tuple) -> dict:
         raise InputError(
             msg(
                 "None of the target modules {targets} exist in {model}; its Linear layers are {names}.",
-                targets=list(lora_args[3]),
+                targets=lora["target_modules"],
                 model=model_id,
                 names=names,
             )
@@ -238,8 +218,7 @@ def fit_problems(s: TrainSettings, need_gb: float, device: str) -> list[Msg]:
 
 def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -> dict:
     """Trainable parameters, steps, memory, warnings and errors for settings s (and the dataset rows, if given)."""
-    from lora_demo.data import split_rows, validate_rows
-    from lora_demo.device import detect
+    from lora_demo.device import detect  # (imports torch)
     from lora_demo.train.batching import plan_batching
 
     # DPO: preference pairs (train/dpo.py); GRPO: prompt records (train/grpo.py), checked by its own plan
@@ -259,115 +238,9 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     }
     out.update(batching)
     out["estimated_memory_gb"] = estimate_memory_gb(p, s, dev.precision, dev.device, dev.backend)
-    out["errors"] += process_problems(s.num_processes, dev.device, s.fsdp, s.load_in_4bit)
-    if s.fsdp and s.world_size <= 1:
-        out["warnings"].append(
-            msg(
-                "FSDP is on, but there is one process: nothing to shard over, so it has no effect. "
-                "Raise the GPUs (num_processes) or the machines."
-            )
-        )
-    out["errors"] += tracker_problems(s.report_to, installed=True)
-    from lora_demo.train.lineage import parent_problems
-
-    out["errors"] += parent_problems(s)  # Continue training: the parent's base and LoRA shape
-    if s.world_size > 1:
-        out["backend"] = "transformers"  # Unsloth does not train under DDP here: every rank runs transformers + PEFT
-        out["parallelism"] = "fsdp" if s.fsdp else "ddp"
-    out["warnings"] += fit_problems(s, out["estimated_memory_gb"], dev.device)
-    if s.num_nodes > 1:
-        out.setdefault("notes", []).append(
-            msg(
-                "{nodes} machines × {procs} process(es) = {world} processes (torchrun, rendezvous at {addr}:{port}). This "
-                "is node {rank}; start the same run on every other machine with its own --node-rank (0 to {last}). Node "
-                "0 writes the run folder, the checkpoints and the adapter; the others keep their log in a folder of "
-                "their own. One lost machine fails the run on all of them. On machine R: {command}",
-                nodes=s.num_nodes,
-                procs=s.num_processes,
-                world=s.world_size,
-                addr=s.master_addr,
-                port=s.master_port,
-                rank=s.node_rank,
-                last=s.num_nodes - 1,
-                command=settings_command(s, node_rank="R"),
-            )
-        )
-    warn = out["warnings"].append
+    _plan_processes(out, s, dev.device)
     if rows is not None:
-        report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)
-        out["errors"] += [
-            msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in report["errors"][:20]
-        ]
-        train, val = split_rows(rows, s.val_fraction, s.seed)
-        out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val))
-        total, warm = out["total_steps"], out["warmup_steps"]
-        if warm >= total:
-            warn(
-                msg(
-                    "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
-                    "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
-                    "Lower warmup, add rows, or raise epochs.",
-                    warm=warm,
-                    total=total,
-                )
-            )
-        if total < 10:
-            warn(
-                msg(
-                    "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
-                    "lower micro batch × accumulation.",
-                    total=total,
-                )
-            )
-        note = out.setdefault("notes", []).append
-        if not val:
-            note(
-                msg(
-                    "The dataset's {rows} rows are too few to hold any out, so this run has no validation rows: "
-                    "held-out loss and the row votes will have nothing unseen to use. Add rows (about 10 or more "
-                    "with a validation fraction of 0.1).",
-                    rows=len(rows),
-                )
-                if s.val_fraction > 0
-                else msg(
-                    "Validation fraction 0: this run has no validation rows, so held-out loss and the row "
-                    "votes will have nothing unseen to use. Set it above 0 (0.1 is usual)."
-                )
-            )
-        epochs = out["total_steps"] / max(out["steps_per_epoch"], 1)
-        if len(train) <= 100 and epochs >= 3:
-            note(
-                msg(
-                    "Expect overfitting, and watch it happen: {epochs:g} passes over only {rows} training rows teach "
-                    "the model these answers by heart, and it starts giving them to unrelated questions (a persona "
-                    'set may answer "The capital of France is Lumi."). You can see it as the validation loss '
-                    "rising while the training loss still falls, and in the probe answers; ask an off-topic "
-                    "question in Chat. Fewer epochs, a lower learning rate or more varied rows make it milder.",
-                    epochs=round(epochs, 1),
-                    rows=len(train),
-                )
-            )
-        if s.gradient_accumulation_steps > len(train):
-            warn(
-                msg(
-                    "Gradient accumulation ({accum}) exceeds the {rows} training rows: each optimizer step sees the "
-                    "whole dataset at most once. Lower it.",
-                    accum=s.gradient_accumulation_steps,
-                    rows=len(train),
-                )
-            )
-        truncated = [w for w in report["warnings"] if "longer than the max sequence length" in w["message"]]
-        if truncated:
-            rows_list = ", ".join(str(w["row"]) for w in truncated[:10])
-            rows_list += "…" if len(truncated) > 10 else ""
-            warn(
-                msg(
-                    "{n} row(s) exceed max_seq_length {max_len} and will be truncated (rows {rows}).",
-                    n=len(truncated),
-                    max_len=s.max_seq_length,
-                    rows=rows_list,
-                )
-            )
+        _plan_rows(out, s, rows, tokenizer)
     if s.method == "dpo":
         from lora_demo.train.dpo import plan_dpo
 
@@ -376,24 +249,164 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
         from lora_demo.train.grpo import plan_grpo
 
         plan_grpo(out, s, pairs, p)
+    out["warnings"] += setting_warnings(s, p, dev)
+    return out
+
+
+def _plan_processes(out: dict, s: TrainSettings, device: str) -> None:
+    """The processes and machines of the run, into `out`: what they need (GPUs, trackers, the parent adapter),
+    DDP or FSDP, whether a process fits its GPU, and how a run over several machines is started."""
+    from lora_demo.train.lineage import parent_problems
+
+    out["errors"] += process_problems(s.num_processes, device, s.fsdp, s.load_in_4bit)
+    if s.fsdp and s.world_size <= 1:
+        out["warnings"].append(
+            msg(
+                "FSDP is on, but there is one process: nothing to shard over, so it has no effect. "
+                "Raise the GPUs (num_processes) or the machines."
+            )
+        )
+    out["errors"] += tracker_problems(s.report_to, installed=True)
+    out["errors"] += parent_problems(s)  # Continue training: the parent's base and LoRA shape
+    if s.world_size > 1:
+        out["backend"] = "transformers"  # Unsloth does not train under DDP here: every rank runs transformers + PEFT
+        out["parallelism"] = "fsdp" if s.fsdp else "ddp"
+    out["warnings"] += fit_problems(s, out["estimated_memory_gb"], device)
+    if s.num_nodes > 1:
+        out.setdefault("notes", []).append(multi_node_note(s))
+
+
+def multi_node_note(s: TrainSettings) -> Msg:
+    """How a run over several machines is started on each of them, and what each machine keeps."""
+    return msg(
+        "{nodes} machines × {procs} process(es) = {world} processes (torchrun, rendezvous at {addr}:{port}). This "
+        "is node {rank}; start the same run on every other machine with its own --node-rank (0 to {last}). Node "
+        "0 writes the run folder, the checkpoints and the adapter; the others keep their log in a folder of "
+        "their own. One lost machine fails the run on all of them. On machine R: {command}",
+        nodes=s.num_nodes,
+        procs=s.num_processes,
+        world=s.world_size,
+        addr=s.master_addr,
+        port=s.master_port,
+        rank=s.node_rank,
+        last=s.num_nodes - 1,
+        command=settings_command(s, node_rank="R"),
+    )
+
+
+def _plan_rows(out: dict, s: TrainSettings, rows: list[dict], tokenizer) -> None:
+    """The dataset's part of the plan, into `out`: the rows' errors, the split and the steps, and the warnings
+    and notes about too few steps or rows, overfitting and truncation."""
+    from lora_demo.data import split_rows, validate_rows
+
+    report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)
+    out["errors"] += [msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in report["errors"][:20]]
+    train, val = split_rows(rows, s.val_fraction, s.seed)
+    out.update(optimizer_steps(len(train), s), train_rows=len(train), val_rows=len(val))
+    out["warnings"] += step_warnings(out["total_steps"], out["warmup_steps"])
+    epochs = out["total_steps"] / max(out["steps_per_epoch"], 1)
+    out.setdefault("notes", []).extend(row_notes(s, len(rows), len(train), len(val), epochs))
+    if s.gradient_accumulation_steps > len(train):
+        out["warnings"].append(
+            msg(
+                "Gradient accumulation ({accum}) exceeds the {rows} training rows: each optimizer step sees the "
+                "whole dataset at most once. Lower it.",
+                accum=s.gradient_accumulation_steps,
+                rows=len(train),
+            )
+        )
+    truncated = [w for w in report["warnings"] if "longer than the max sequence length" in w["message"]]
+    if truncated:
+        rows_list = ", ".join(str(w["row"]) for w in truncated[:10])
+        rows_list += "…" if len(truncated) > 10 else ""
+        out["warnings"].append(
+            msg(
+                "{n} row(s) exceed max_seq_length {max_len} and will be truncated (rows {rows}).",
+                n=len(truncated),
+                max_len=s.max_seq_length,
+                rows=rows_list,
+            )
+        )
+
+
+def step_warnings(total: int, warm: int) -> list[Msg]:
+    """The warnings about the optimizer steps of any method: warmup that never ends, too few steps."""
+    out = []
+    if warm >= total:
+        out.append(
+            msg(
+                "Warmup ({warm} steps) ≥ total steps ({total}): the learning rate never leaves ~0, so nothing is "
+                "learned (for example: 2 rows, batch 1 × accumulation 8 = 1 step, warmup 5, lr 0.0). "
+                "Lower warmup, add rows, or raise epochs.",
+                warm=warm,
+                total=total,
+            )
+        )
+    if total < 10:
+        out.append(
+            msg(
+                "Only {total} optimizer step(s) in total: too few to learn much. Add rows, raise epochs or "
+                "lower micro batch × accumulation.",
+                total=total,
+            )
+        )
+    return out
+
+
+def row_notes(s: TrainSettings, n_rows: int, n_train: int, n_val: int, epochs: float) -> list[Msg]:
+    """What the split means for the run: no validation rows, or overfitting to expect on few rows."""
+    out = []
+    if not n_val:
+        out.append(
+            msg(
+                "The dataset's {rows} rows are too few to hold any out, so this run has no validation rows: "
+                "held-out loss and the row votes will have nothing unseen to use. Add rows (about 10 or more "
+                "with a validation fraction of 0.1).",
+                rows=n_rows,
+            )
+            if s.val_fraction > 0
+            else msg(
+                "Validation fraction 0: this run has no validation rows, so held-out loss and the row "
+                "votes will have nothing unseen to use. Set it above 0 (0.1 is usual)."
+            )
+        )
+    if n_train <= 100 and epochs >= 3:
+        out.append(
+            msg(
+                "Expect overfitting, and watch it happen: {epochs:g} passes over only {rows} training rows teach "
+                "the model these answers by heart, and it starts giving them to unrelated questions (a persona "
+                'set may answer "The capital of France is Lumi."). You can see it as the validation loss '
+                "rising while the training loss still falls, and in the probe answers; ask an off-topic "
+                "question in Chat. Fewer epochs, a lower learning rate or more varied rows make it milder.",
+                epochs=round(epochs, 1),
+                rows=n_train,
+            )
+        )
+    return out
+
+
+def setting_warnings(s: TrainSettings, p: dict, dev) -> list[Msg]:
+    """Warnings about single settings on this device: dropout on Unsloth, fp16 for a bf16 model, an unusual
+    learning rate, 4-bit on the CPU."""
+    out = []
     if s.lora_dropout > 0 and dev.backend == "unsloth":
-        warn(
+        out.append(
             msg(
                 "lora_dropout = {dropout} turns off Unsloth's fast LoRA kernels (slower); 0 is recommended.",
                 dropout=s.lora_dropout,
             )
         )
     if p["model_dtype"] in ("bfloat16", "torch.bfloat16") and dev.precision == "fp16":
-        warn(
+        out.append(
             msg(
                 "The model is bfloat16 but this GPU has no bfloat16: training computes in float16 (chosen "
                 "automatically)."
             )
         )
     if not 1e-6 <= s.learning_rate <= 1e-2:
-        warn(msg("Learning rate {lr:g} is far outside the usual LoRA range (1e-5 to 5e-3).", lr=s.learning_rate))
+        out.append(msg("Learning rate {lr:g} is far outside the usual LoRA range (1e-5 to 5e-3).", lr=s.learning_rate))
     if s.load_in_4bit and dev.device == "cpu":
-        warn(msg("4-bit loading on CPU works (bitsandbytes) but is about 2.5× slower than 16/32-bit LoRA there."))
+        out.append(msg("4-bit loading on CPU works (bitsandbytes) but is about 2.5× slower than 16/32-bit LoRA there."))
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lora_demo.i18n import Msg, render, translator
+from lora_demo.i18n import Msg
 from lora_demo.io import append_jsonl, read_jsonl
 from lora_demo.rundir import PROBES, RunDir
 
@@ -88,7 +88,7 @@ def record(
     seconds: float,
     error: str | None = None,
 ) -> None:
-    # An error is kept as English text and, for the UI to translate, as a message (see timeline_html).
+    # An error is kept as English text and, for the UI to translate, as a message (ui/views/train.timeline_html).
     err = {"error": str(error), **({"error_msg": error.to_json()} if isinstance(error, Msg) else {})} if error else {}
     rec = {
         "step": step,
@@ -109,63 +109,3 @@ def read(run_dir: str | Path) -> list[dict]:
         if isinstance(p.get("step"), int) and isinstance(p.get("answers"), list):
             by_step[p["step"]] = p
     return [by_step[k] for k in sorted(by_step)]
-
-
-def timeline_html(points: list[dict], lang: str = "en") -> str:
-    """A narrow column beside the curve: the probe prompts (P1, P2, ...), then per point (step 0 → checkpoints →
-    final) each prompt's answer, so the eye follows one answer changing down the column (texts in `lang`)."""
-    import html
-
-    tr = translator(lang)
-    if not points:
-        return (
-            f"<div id='probe-timeline' data-points='0'><i>"
-            f"{tr('Probe answers appear here: at step 0, at every checkpoint and at the end.')}</i></div>"
-        )
-    prompts = next((p.get("prompts") for p in reversed(points) if p.get("answers")), None) or []
-    many = len(prompts) > 1
-    head = "".join(f"<div><b>P{i + 1}</b> {html.escape(_prompt_label(p))}</div>" for i, p in enumerate(prompts))
-    body = []
-    for p in points:
-        kind = p.get("kind")
-        label = (
-            tr("step 0")
-            if kind == "start"
-            else tr("final (step {step})", step=p["step"])
-            if kind == "final"
-            else tr("step {step}", step=p["step"])
-        )
-        if p.get("error"):
-            body.append(f"<div class='probe-error' style='color:#dc2626'>{html.escape(_error(p, lang))}</div>")
-            continue
-        empty = tr("(empty)")
-        answers = "".join(
-            f"<div>{f'<b>P{i + 1}</b> ' if many else ''}{html.escape(a) or f'<i>{empty}</i>'}</div>"
-            for i, a in enumerate(p["answers"])
-        )
-        body.append(
-            f"<div class='probe-point' data-step='{p['step']}' style='border-left:3px solid #0f766e;"
-            f"padding-left:8px;margin:8px 0'><b>{label}</b>{answers}</div>"
-        )
-    cost = sum(p.get("seconds", 0) for p in points)
-    summary = tr("{n} point(s), {seconds:.1f} s of generation in all.", n=len(points), seconds=cost)
-    return (
-        f"<div id='probe-timeline' data-points='{len(points)}'><div style='color:#6b7280'>{head}</div>"
-        f"{''.join(body)}<small>{summary}</small></div>"
-    )
-
-
-def _error(point: dict, lang: str) -> str:
-    """A probe point's error in `lang`: its message when recorded as one (else the English text as it is)."""
-    data = point.get("error_msg")
-    if isinstance(data, dict):
-        try:
-            return render(Msg.from_json(data), lang)
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
-            pass
-    return str(point["error"])
-
-
-def _prompt_label(row: dict) -> str:
-    text = row.get("instruction", "") + (f" — {row['input']}" if row.get("input") else "")
-    return text if len(text) <= 80 else text[:77] + "…"

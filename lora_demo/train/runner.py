@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lora_demo.errors import InputError
-from lora_demo.i18n import Msg, msg
+from lora_demo.i18n import Msg, joined, msg
 from lora_demo.io import open_fd, write_atomic
 from lora_demo.rundir import RunDir
 from lora_demo.train.prewarm import WarmWorker
@@ -39,7 +39,7 @@ from lora_demo.train.runs import (
     this_host,
     update_status,
 )
-from lora_demo.train.settings import TrainSettings, joined, tracker_problems
+from lora_demo.train.settings import TrainSettings, tracker_problems
 
 
 def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
@@ -123,6 +123,37 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
 def ddp_env(world_size: int) -> dict[str, str]:
     """Environment for a DDP run: NCCL's NVLink multicast (NVLS) off (it is not supported on every host here)."""
     return {"NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": "1"} if world_size > 1 else {}
+
+
+def _refuse_status(run_dir: Path, st: dict) -> None:
+    """An InputError unless the run's settled status st lets it resume in place: stopped or failed, on one
+    machine (the other machines' ranks would need the checkpoint's files too)."""
+    if st.get("status") == "completed":
+        raise InputError(
+            msg(
+                "{run} completed: nothing to resume. 'Continue training' starts a new run from "
+                "its adapter (with more epochs, or new data).",
+                run=run_dir.name,
+            )
+        )
+    if st.get("status") not in ("stopped", "failed"):
+        raise InputError(
+            msg("{run} cannot be resumed (status: {status}).", run=run_dir.name, status=st.get("status", "unknown"))
+        )
+    nodes = st.get("num_nodes") or 1
+    if nodes > 1:
+        raise InputError(
+            msg(
+                "{run} trained on {nodes} machines: a run over several machines does not resume. "
+                "Continue from its newest checkpoint instead, on every machine: python -m "
+                "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
+                "settings otherwise; copy that checkpoint to the same path on every machine "
+                "unless the runs folder is shared).",
+                run=run_dir.name,
+                nodes=nodes,
+                ckpts=str(RunDir(run_dir).checkpoints_dir),
+            )
+        )
 
 
 class Runner:
@@ -238,66 +269,15 @@ class Runner:
     def resume(self, run_dir: str | Path) -> tuple[Path, list[Msg]]:
         """Continue a stopped or failed run from its newest whole checkpoint, in the same folder: the same step
         count, curve and progress file. Returns (the checkpoint, a message per broken newer one set aside)."""
-        from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
+        from lora_demo.train.checkpoints import pick_for_resume, step_of
 
         run_dir = Path(run_dir)
         with self.lock:
-            if self._own_running() and self.run_dir == run_dir and read_status(run_dir).get("status") in FINAL:
-                self._waiter.join(60)  # it has said "stopped" and is shutting down: let it free its memory first
-                if self._waiter.is_alive():
-                    raise InputError(
-                        msg("{run} is still shutting down; press Resume again in a moment.", run=run_dir.name)
-                    )
+            self._let_own_run_end(run_dir)
             self.reap()
             self._refuse_if_active(also=run_dir)  # (a run of another runs folder, e.g. the CLI's --resume PATH)
             st = settled(run_dir, read_status(run_dir))
-            if st.get("status") == "completed":
-                raise InputError(
-                    msg(
-                        "{run} completed: nothing to resume. 'Continue training' starts a new run from "
-                        "its adapter (with more epochs, or new data).",
-                        run=run_dir.name,
-                    )
-                )
-            if st.get("status") not in ("stopped", "failed"):
-                raise InputError(
-                    msg(
-                        "{run} cannot be resumed (status: {status}).",
-                        run=run_dir.name,
-                        status=st.get("status", "unknown"),
-                    )
-                )
-            nodes = st.get("num_nodes") or 1
-            if nodes > 1:  # the other machines' ranks would need the checkpoint's files too
-                raise InputError(
-                    msg(
-                        "{run} trained on {nodes} machines: a run over several machines does not resume. "
-                        "Continue from its newest checkpoint instead, on every machine: python -m "
-                        "lora_demo train --continue-from {ckpts}/checkpoint-N --node-rank R (the same "
-                        "settings otherwise; copy that checkpoint to the same path on every machine "
-                        "unless the runs folder is shared).",
-                        run=run_dir.name,
-                        nodes=nodes,
-                        ckpts=str(RunDir(run_dir).checkpoints_dir),
-                    )
-                )
-            if self.shared and st.get("method") == "grpo":  # python rewards are refused here (train/grpo.py)
-                from lora_demo.train.grpo import checked_rewards
-
-                checked_rewards(load_settings(run_dir), shared=True, files=False)
-            ckpt, skipped = resumable(run_dir)
-            if ckpt is None:
-                why = joined(skipped, sep=" ") or msg(
-                    "It saved no checkpoint (checkpoints were off, or it ended before the first)."
-                )
-                raise InputError(
-                    msg(
-                        "{run} has no whole checkpoint to resume from. {why} Start it again with the same "
-                        "settings, or use 'Continue training' if it has an adapter.",
-                        run=run_dir.name,
-                        why=why,
-                    )
-                )
+            self._refuse_unresumable(run_dir, st)
             settings = load_settings(run_dir)
             self._refuse_too_many_processes(settings)
             for hook in self.before_start:
@@ -310,6 +290,38 @@ class Runner:
             RunDir(run_dir).write_status({**kept, "status": "starting", "resumes": resumes, "notices": skipped})
             self._launch(run_dir, settings, resume=True)
             return ckpt, skipped
+
+    def _let_own_run_end(self, run_dir: Path) -> None:
+        """When this Runner's own run of run_dir has said it stopped but is still shutting down, wait up to a
+        minute for it to free its memory; an InputError if it is still there then."""
+        if self._own_running() and self.run_dir == run_dir and read_status(run_dir).get("status") in FINAL:
+            self._waiter.join(60)
+            if self._waiter.is_alive():
+                raise InputError(msg("{run} is still shutting down; press Resume again in a moment.", run=run_dir.name))
+
+    def _refuse_unresumable(self, run_dir: Path, st: dict) -> None:
+        """An InputError unless the run (its settled status st) can resume: stopped or failed, on one machine,
+        with its rewards allowed here (GRPO) and a whole checkpoint."""
+        from lora_demo.train.checkpoints import resumable
+
+        _refuse_status(run_dir, st)
+        if self.shared and st.get("method") == "grpo":  # python rewards are refused here (train/grpo.py)
+            from lora_demo.train.grpo import checked_rewards
+
+            checked_rewards(load_settings(run_dir), shared=True, files=False)
+        ckpt, skipped = resumable(run_dir)
+        if ckpt is None:
+            why = joined(skipped, sep=" ") or msg(
+                "It saved no checkpoint (checkpoints were off, or it ended before the first)."
+            )
+            raise InputError(
+                msg(
+                    "{run} has no whole checkpoint to resume from. {why} Start it again with the same "
+                    "settings, or use 'Continue training' if it has an adapter.",
+                    run=run_dir.name,
+                    why=why,
+                )
+            )
 
     @staticmethod
     def _refuse_bad_parent(settings: TrainSettings) -> None:

@@ -2,6 +2,8 @@
 
 The same dataclass drives the Train tab, `python -m lora_demo train --config run.yaml` and the config.yaml that
 sits beside each adapter, so any run made in the UI can be repeated from the command line.
+A new setting is added here only: its field, whose _f(...) gives its help text and how the Train tab's form shows
+it (label, section, widget, limits); the form, the CLI's flags and config.yaml follow.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_origin, get_type_hints
 
 import yaml
 
 from lora_demo.errors import InputError
-from lora_demo.i18n import Msg, msg
+from lora_demo.i18n import Msg, joined, msg
 from lora_demo.rundir import read_yaml
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -29,10 +31,41 @@ TRACKERS = {"wandb": "wandb", "mlflow": "mlflow"}
 METHODS = ("sft", "dpo", "grpo")
 
 
-def _f(default, help: str, **kw):
+# Ready-made GRPO rewards for the form's list (train/rewards.py reads them; any other spec may be typed in).
+REWARD_PRESETS = [
+    "format:<answer>",
+    r"format:^[A-Z].*[.!?]$",
+    "length:40",
+    "match:fuzzy",
+    "match:exact",
+    "not_contains:As an AI",
+    "contains:",
+]
+# Each field → how the Train tab shows it (see _f). Kept apart from the fields' metadata, which transformers'
+# HfArgumentParser passes to argparse as they are (the CLI's flags: help and choices only).
+_FORM: dict = {}
+
+
+def _f(default, help: str, *, label: str, group: str, arg: int, choices=None, **form):
+    """A setting: its default, its help text (the CLI's --help, the form's info line) and its choices (checked by the
+    CLI's flag and offered by the form), then how the Train tab's form shows it:
+
+    - label: its name on the form (translated by the language switch; an empty field's error names it by it);
+    - group: the form's section it sits in (ui/train_tab.py lays the sections out, each in `arg` order);
+    - arg: its place among the /train_plan and /train_start endpoints' arguments (API clients pass them by
+      position: a new setting takes the next number);
+    - widget: number, checkbox, text, dropdown, radio or checkboxes (default: from its type and choices);
+    - options: the form's choices where the CLI takes any value (names: their shown names); info=False: no help
+      line under it; method: the one training method that uses it (another method's run ignores it);
+    - the widget's own arguments: elem_id, minimum, maximum, lines, scale, multiselect, allow_custom_value.
+    """
+    meta = {"help": help} if choices is None else {"help": help, "choices": choices}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        made = field(default_factory=lambda: list(default), metadata=meta)
+    else:
+        made = field(default=default, metadata=meta)
+    _FORM[made] = {"label": label, "group": group, "arg": arg, "options": choices, **form}
+    return made
 
 
 @dataclass
@@ -41,12 +74,23 @@ class TrainSettings:
     model: str = _f(
         "smollm2-135m-instruct",
         "Base model: a registry id, a hub id, a local folder, or 'auto' (this device's default).",
+        label="model",
+        group="base",
+        arg=0,
+        widget="dropdown",
+        allow_custom_value=True,
+        elem_id="train-model",
     )
     dataset: str = _f(
         "example:persona",
         "Saved dataset name, 'example:<name>', or a .json/.jsonl/.csv/.parquet file. DPO: votes:<run> (the blind "
         "votes cast on a run; votes: alone for the run it continues from) or a prompt/chosen/rejected file. GRPO: "
         "instruction rows or a file of prompts (prompt or instruction, optional input and output).",
+        label="dataset",
+        group="base",
+        arg=1,
+        widget="dropdown",
+        allow_custom_value=True,
     )
     method: str = _f(
         "sft",
@@ -54,9 +98,22 @@ class TrainSettings:
         "likelier than the rejected one, continuing from an SFT adapter) or grpo (reward tuning: sample answers to "
         "the prompts and make the better-rewarded ones likelier; from the base or an adapter).",
         choices=METHODS,
+        label="training method",
+        group="method",
+        arg=42,
+        widget="radio",
+        names={"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"},
+        elem_id="train-method",
     )
     dpo_beta: float = _f(
-        0.1, "DPO beta: how strongly the model is held to its reference (the SFT adapter it starts from); 0.1 is usual."
+        0.1,
+        "DPO beta: how strongly the model is held to its reference (the SFT adapter it starts from); 0.1 is usual.",
+        label="DPO beta",
+        group="method",
+        arg=43,
+        method="dpo",
+        minimum=0,
+        elem_id="train-dpo-beta",
     )
     rewards: list[str] = _f(
         [],
@@ -66,103 +123,350 @@ class TrainSettings:
         "(case-insensitive), match:exact|fuzzy (against the row's output; fuzzy compares the first 500 characters of "
         "each), python:FILE.py[:FUNC] (a local function; refused when the app is shared). The run's reward is their "
         "weighted mean.",
+        label="rewards (pick presets or type KIND:ARG@WEIGHT)",
+        group="grpo",
+        arg=44,
+        method="grpo",
+        widget="dropdown",
+        options=REWARD_PRESETS,
+        multiselect=True,
+        allow_custom_value=True,
+        elem_id="train-rewards",
+        scale=3,
     )
     grpo_generations: int = _f(
-        4, "GRPO: answers sampled per prompt (≥ 2); each is scored against the others of its group."
+        4,
+        "GRPO: answers sampled per prompt (≥ 2); each is scored against the others of its group.",
+        label="answers per prompt",
+        group="grpo",
+        arg=45,
+        method="grpo",
     )
-    grpo_max_tokens: int = _f(48, "GRPO: the longest answer sampled, in new tokens.")
-    grpo_temperature: float = _f(1.0, "GRPO: sampling temperature of the answers (higher: more varied).")
+    grpo_max_tokens: int = _f(
+        48,
+        "GRPO: the longest answer sampled, in new tokens.",
+        label="answer tokens",
+        group="grpo",
+        arg=46,
+        method="grpo",
+    )
+    grpo_temperature: float = _f(
+        1.0,
+        "GRPO: sampling temperature of the answers (higher: more varied).",
+        label="sampling temperature",
+        group="grpo",
+        arg=47,
+        method="grpo",
+    )
     template: Literal["alpaca", "chat"] = _f(
-        "alpaca", "Prompt format: the Alpaca template + EOS, or the model's chat template."
+        "alpaca",
+        "Prompt format: the Alpaca template + EOS, or the model's chat template.",
+        label="template",
+        group="base",
+        arg=2,
+        widget="radio",
+        options=("alpaca", "chat"),
     )
     enable_thinking: bool = _f(
-        False, "Qwen3 chat template: thinking mode on (trains on an empty think block when off)."
+        False,
+        "Qwen3 chat template: thinking mode on (trains on an empty think block when off).",
+        label="Qwen3 thinking",
+        group="base",
+        arg=3,
+        info=False,
+        elem_id="train-thinking",
     )
     max_seq_length: int = _f(
-        512, "Longest example in tokens; longer ones are truncated (the end of the answer is lost)."
+        512,
+        "Longest example in tokens; longer ones are truncated (the end of the answer is lost).",
+        label="max sequence length",
+        group="base",
+        arg=4,
     )
     # --- LoRA ---
-    r: int = _f(16, "LoRA rank: the inner dimension of B (d×r) and A (r×n). 8-64 is usual.")
-    lora_alpha: float = _f(16, "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).")
-    lora_dropout: float = _f(0.0, "Dropout on the LoRA input. Unsloth's fast path needs 0.")
-    target_modules: list[str] = _f(
-        ALL_LINEAR, "Linear layers that get LoRA factors ('all linear' = q/k/v/o/gate/up/down)."
+    r: int = _f(
+        16, "LoRA rank: the inner dimension of B (d×r) and A (r×n). 8-64 is usual.", label="rank r", group="lora", arg=5
     )
-    use_rslora: bool = _f(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
-    load_in_4bit: bool = _f(False, "Load the base model in 4 bit (QLoRA, bitsandbytes nf4). Default on CUDA.")
+    lora_alpha: float = _f(
+        16,
+        "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA).",
+        label="alpha",
+        group="lora",
+        arg=6,
+    )
+    lora_dropout: float = _f(
+        0.0, "Dropout on the LoRA input. Unsloth's fast path needs 0.", label="dropout", group="lora", arg=7
+    )
+    target_modules: list[str] = _f(
+        ALL_LINEAR,
+        "Linear layers that get LoRA factors ('all linear' = q/k/v/o/gate/up/down).",
+        label="target modules",
+        group="lora",
+        arg=8,
+        options=ALL_LINEAR,
+        info=False,
+    )
+    use_rslora: bool = _f(
+        False,
+        "Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.",
+        label="rsLoRA",
+        group="lora",
+        arg=9,
+        info=False,
+    )
+    load_in_4bit: bool = _f(
+        False,
+        "Load the base model in 4 bit (QLoRA, bitsandbytes nf4). Default on CUDA.",
+        label="4-bit (QLoRA)",
+        group="lora",
+        arg=10,
+        info=False,
+    )
     # --- optimisation ---
-    learning_rate: float = _f(1e-3, "Peak learning rate. 2e-4 is usual for LoRA on GPU; small models on CPU like 1e-3.")
-    num_epochs: float = _f(3.0, "Passes over the training rows (ignored when max_steps > 0).")
-    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use num_epochs).")
-    micro_batch_size: int = _f(2, "Rows per forward pass (per_device_train_batch_size).")
-    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step. Effective batch = micro batch × this.")
-    warmup: float = _f(5, "Learning-rate warmup: whole steps when ≥ 1, a fraction of all steps when below 1.")
-    lr_scheduler: str = _f("linear", "Learning-rate schedule after warmup.", choices=SCHEDULERS)
-    weight_decay: float = _f(0.01, "AdamW weight decay on the LoRA weights.")
-    optimizer: str = _f("adamw_torch", "Optimizer. adamw_8bit (bitsandbytes) saves memory on CUDA.", choices=OPTIMIZERS)
-    seed: int = _f(3407, "Random seed for LoRA init, shuffling and the split.")
+    learning_rate: float = _f(
+        1e-3,
+        "Peak learning rate. 2e-4 is usual for LoRA on GPU; small models on CPU like 1e-3.",
+        label="learning rate",
+        group="optimisation",
+        arg=11,
+    )
+    num_epochs: float = _f(
+        3.0,
+        "Passes over the training rows (ignored when max_steps > 0).",
+        label="epochs",
+        group="optimisation",
+        arg=12,
+    )
+    max_steps: int = _f(
+        -1,
+        "Stop after this many optimizer steps (-1: use num_epochs).",
+        label="max steps (-1: epochs)",
+        group="optimisation",
+        arg=13,
+    )
+    micro_batch_size: int = _f(
+        2,
+        "Rows per forward pass (per_device_train_batch_size).",
+        label="micro batch",
+        group="optimisation",
+        arg=14,
+    )
+    gradient_accumulation_steps: int = _f(
+        1,
+        "Micro-batches per optimizer step. Effective batch = micro batch × this.",
+        label="grad. accumulation",
+        group="optimisation",
+        arg=15,
+    )
+    warmup: float = _f(
+        5,
+        "Learning-rate warmup: whole steps when ≥ 1, a fraction of all steps when below 1.",
+        label="warmup (steps, or ratio < 1)",
+        group="optimisation",
+        arg=16,
+    )
+    lr_scheduler: str = _f(
+        "linear",
+        "Learning-rate schedule after warmup.",
+        choices=SCHEDULERS,
+        label="scheduler",
+        group="optimisation",
+        arg=17,
+        info=False,
+    )
+    weight_decay: float = _f(
+        0.01, "AdamW weight decay on the LoRA weights.", label="weight decay", group="optimisation", arg=18
+    )
+    optimizer: str = _f(
+        "adamw_torch",
+        "Optimizer. adamw_8bit (bitsandbytes) saves memory on CUDA.",
+        choices=OPTIMIZERS,
+        label="optimizer",
+        group="optimisation",
+        arg=19,
+        info=False,
+    )
+    seed: int = _f(
+        3407, "Random seed for LoRA init, shuffling and the split.", label="seed", group="optimisation", arg=20
+    )
     # --- data handling ---
-    train_on_responses_only: bool = _f(True, "Mask the prompt (label -100): learn only the answers.")
-    packing: bool = _f(False, "Pack several short examples into one sequence (faster on GPU, changes batches).")
+    train_on_responses_only: bool = _f(
+        True,
+        "Mask the prompt (label -100): learn only the answers.",
+        label="train on responses only",
+        group="data-switches",
+        arg=21,
+        info=False,
+    )
+    packing: bool = _f(
+        False,
+        "Pack several short examples into one sequence (faster on GPU, changes batches).",
+        label="packing",
+        group="data-switches",
+        arg=22,
+    )
     padding_free: bool = _f(
         True,
         "Concatenate each micro-batch's rows without padding; position ids keep the rows independent, so the loss "
         "is the padded batch's while no pad token is computed.",
+        label="padding-free batches",
+        group="data-switches",
+        arg=34,
     )
     auto_micro_batch: bool = _f(
         True,
         "CUDA: choose the micro batch from free GPU memory and adjust accumulation so the effective batch (micro "
         "batch × accumulation) stays as set. The plan shows the choice.",
+        label="auto micro batch (CUDA)",
+        group="data-switches",
+        arg=35,
     )
-    val_fraction: float = _f(0.0, "Fraction of rows held out for validation loss (0: none).")
+    val_fraction: float = _f(
+        0.0,
+        "Fraction of rows held out for validation loss (0: none).",
+        label="validation fraction",
+        group="data-numbers",
+        arg=23,
+    )
     # --- logging and saving ---
-    logging_steps: int = _f(1, "Log loss, learning rate and grad norm every N optimizer steps.")
-    eval_steps: int = _f(10, "Compute the validation loss every N steps (when val_fraction > 0).")
+    logging_steps: int = _f(
+        1,
+        "Log loss, learning rate and grad norm every N optimizer steps.",
+        label="logging steps",
+        group="data-numbers",
+        arg=24,
+    )
+    eval_steps: int = _f(
+        10,
+        "Compute the validation loss every N steps (when val_fraction > 0).",
+        label="eval steps",
+        group="data-numbers",
+        arg=25,
+    )
     save_steps: int = _f(
         0,
         "Save a checkpoint (adapter, optimizer, scheduler, RNG state, data position) every N steps: what Resume "
         "continues from and Chat can load. 0: about 5 over the run; -1: none (only the final adapter).",
+        label="checkpoint every N steps (0: auto, about 5; -1: none)",
+        group="data-numbers",
+        arg=26,
     )
-    keep_checkpoints: int = _f(3, "Keep the newest N (≥ 2) checkpoints; older ones are deleted as new ones are saved.")
-    run_name: str = _f("", "Optional name for the run folder (a unique name is made from it).")
+    keep_checkpoints: int = _f(
+        3,
+        "Keep the newest N (≥ 2) checkpoints; older ones are deleted as new ones are saved.",
+        label="keep the newest N checkpoints",
+        group="data-numbers",
+        arg=29,
+    )
+    run_name: str = _f(
+        "",
+        "Optional name for the run folder (a unique name is made from it).",
+        label="run name (optional)",
+        group="data-name",
+        arg=27,
+        info=False,
+    )
     num_processes: int = _f(
         1,
         "Data-parallel processes (torchrun DDP: one per GPU, NCCL; gloo on the CPU). The effective batch is micro "
         "batch × accumulation × processes. Above 1, training uses transformers + PEFT (Unsloth does not train "
         "under DDP here).",
+        label="GPUs",
+        group="gpus",
+        arg=28,
+        minimum=1,
     )
     fsdp: bool = _f(
         False,
         "Above 1 process: shard the weights, gradients and optimizer state across the processes (FSDP2 through "
         "accelerate) instead of a whole copy of the model in each (DDP). For a base that does not fit one GPU.",
+        label="FSDP (shard the model over the GPUs)",
+        group="machines",
+        arg=41,
     )
     # --- several machines (torchrun's static rendezvous: node 0's global rank 0 writes the run folder) ---
     num_nodes: int = _f(
         1,
         "Machines training together (torchrun --nnodes). Run the same command on each, with its own node_rank; "
         "num_processes is per machine, the effective batch counts every process of every machine.",
+        label="machines (nodes)",
+        group="machines",
+        arg=37,
+        minimum=1,
     )
-    node_rank: int = _f(0, "This machine's number, 0 to num_nodes - 1. Node 0 writes the run folder and the adapter.")
-    master_addr: str = _f("", "Host name or address of node 0, reachable from every node (needed above 1 node).")
-    master_port: int = _f(29500, "A free TCP port on node 0 for the rendezvous (the same on every node).")
+    node_rank: int = _f(
+        0,
+        "This machine's number, 0 to num_nodes - 1. Node 0 writes the run folder and the adapter.",
+        label="this machine's node rank",
+        group="machines",
+        arg=38,
+        minimum=0,
+    )
+    master_addr: str = _f(
+        "",
+        "Host name or address of node 0, reachable from every node (needed above 1 node).",
+        label="node 0's address",
+        group="machines",
+        arg=39,
+    )
+    master_port: int = _f(
+        29500,
+        "A free TCP port on node 0 for the rendezvous (the same on every node).",
+        label="rendezvous port",
+        group="machines",
+        arg=40,
+        minimum=1,
+        maximum=65535,
+    )
     # --- continue and watch ---
     init_adapter: str = _f(
         "",
         "Continue training: start from this adapter (a run folder) instead of new LoRA factors. Its base model, "
         "rank, alpha and target modules are kept; the run records it as its parent.",
+        label="continue from (parent adapter)",
+        group="continue",
+        arg=30,
+        widget="dropdown",
+        allow_custom_value=True,
+        elem_id="train-parent",
     )
     probe_prompts: list[str] = _f(
         [],
         "Up to 3 prompts the model answers at step 0, at each checkpoint and at the end (empty: the first "
         "validation rows, else the first training rows).",
+        label="probe prompts (one per line)",
+        group="continue",
+        arg=31,
+        widget="text",
+        lines=3,
+        elem_id="train-probes",
     )
-    probe_rows: int = _f(3, "Without probe prompts: how many of the first validation (else training) rows to probe.")
-    probe_tokens: int = _f(32, "New tokens per probe answer (greedy); 0 turns probes off.")
+    probe_rows: int = _f(
+        3,
+        "Without probe prompts: how many of the first validation (else training) rows to probe.",
+        label="rows to probe (no prompts given)",
+        group="continue",
+        arg=33,
+        minimum=1,
+        maximum=3,
+    )
+    probe_tokens: int = _f(
+        32,
+        "New tokens per probe answer (greedy); 0 turns probes off.",
+        label="probe answer tokens (0: off)",
+        group="continue",
+        arg=32,
+    )
     # --- tracking (every run also writes TensorBoard event files into its folder) ---
     report_to: list[str] = _f(
         [],
         "Also send the logged metrics to these trackers, as you have them configured: wandb (W&B: WANDB_API_KEY or "
         "`wandb login`), mlflow (MLFLOW_TRACKING_URI). Empty: TensorBoard in the run folder only, no network.",
+        label="also report to",
+        group="data-tracking",
+        arg=36,
+        options=list(TRACKERS),
+        elem_id="train-report-to",
     )
 
     def __post_init__(self):
@@ -404,20 +708,6 @@ def _installed(package: str) -> bool:
     return spec is not None and spec.origin is not None
 
 
-def joined(items: list, sep: str = "; "):
-    """Messages joined as 'a; b; c' (sep "; ") or as sentences 'A. B.' (sep " ") that stay translatable: a chain of
-    msg('{first}; {rest}') or msg('{first} {rest}'), each part rendered in the reader's language."""
-    items = list(items)
-    if not items:
-        return ""
-    out = items[-1]
-    for item in reversed(items[:-1]):
-        out = (
-            msg("{first}; {rest}", first=item, rest=out) if sep == "; " else msg("{first} {rest}", first=item, rest=out)
-        )
-    return out
-
-
 def defaults_for(device: str, model: str | None = None) -> TrainSettings:
     """Defaults that really train on this device.
 
@@ -453,3 +743,57 @@ def field_defaults() -> dict:
     for f in fields(TrainSettings):
         out[f.name] = f.default if f.default is not MISSING else f.default_factory()
     return out
+
+
+def _type_name(annotation) -> str:
+    """A setting's type as the form reads it: bool, int, float, str (a Literal too) or list."""
+    origin = get_origin(annotation)
+    return "str" if origin is Literal else (origin or annotation).__name__
+
+
+def _widget(type_name: str, options) -> str:
+    """The form's widget for a setting that names none: from its type, and whether the form offers choices."""
+    if type_name == "bool":
+        return "checkbox"
+    if type_name in ("int", "float"):
+        return "number"
+    if type_name == "list":
+        return "checkboxes"
+    return "dropdown" if options else "text"
+
+
+def form_fields() -> list[dict]:
+    """The Train form's fields, in the order its endpoints take them (`arg`): each setting's name, type, default and
+    help, and how the form shows it (_f's keywords; widget always set)."""
+    types, defaults = get_type_hints(TrainSettings), field_defaults()
+    out = []
+    for f in fields(TrainSettings):
+        form, type_name = _FORM[f], _type_name(types[f.name])
+        widget = form.get("widget") or _widget(type_name, form["options"])
+        out.append(
+            {**form, "name": f.name, "type": type_name, "default": defaults[f.name], "help": f.metadata["help"]}
+            | {"widget": widget}
+        )
+    return sorted(out, key=lambda e: e["arg"])
+
+
+def settings_from_form(values: dict) -> TrainSettings:
+    """TrainSettings from the Train form's values, by setting name: whole numbers may arrive as floats, an empty
+    field as None (an error naming it by its label, except another method's hidden field: its default, unused),
+    the probe prompts as text, one per line."""
+    form = {e["name"]: e for e in form_fields()}
+    data, defaults, method = dict(values), field_defaults(), values.get("method")
+    for k, v in data.items():
+        if v is None and form[k].get("method", method) != method:
+            data[k] = defaults[k]
+        elif v is None and k != "run_name":
+            raise InputError(msg("{name} is empty: fill it in.", name=msg(form[k]["label"])))
+        if form[k]["type"] == "int" and isinstance(v, float) and v.is_integer():
+            data[k] = int(v)
+    data["run_name"] = data["run_name"] or ""
+    data["init_adapter"] = data["init_adapter"] or ""
+    prompts = data["probe_prompts"]
+    data["probe_prompts"] = (
+        [t.strip() for t in prompts.splitlines() if t.strip()] if isinstance(prompts, str) else prompts
+    )
+    return TrainSettings.from_dict(data)

@@ -14,9 +14,10 @@ import time
 import traceback
 from pathlib import Path
 
-from lora_demo.i18n import Msg, msg
+from lora_demo.i18n import Msg, joined, msg
 from lora_demo.io import read_json, read_jsonl, write_atomic
 from lora_demo.rundir import RunDir
+from lora_demo.train.lora_config import lora_config, lora_kwargs
 from lora_demo.train.runs import stop_requested
 from lora_demo.train.runs import update_status as _update_status
 
@@ -54,15 +55,7 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
             model_name=path, max_seq_length=s.max_seq_length, dtype=None, load_in_4bit=s.load_in_4bit
         )
         model = FastLanguageModel.get_peft_model(
-            model,
-            r=s.r,
-            target_modules=s.target_modules,
-            lora_alpha=s.lora_alpha,
-            lora_dropout=s.lora_dropout,
-            bias="none",
-            use_gradient_checkpointing="unsloth",
-            random_state=s.seed,
-            use_rslora=s.use_rslora,
+            model, **lora_kwargs(s), use_gradient_checkpointing="unsloth", random_state=s.seed
         )
         tok = getattr(tok, "tokenizer", tok)
         if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
@@ -74,7 +67,6 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from lora_demo.models import load_model
-    from lora_demo.train.plan import lora_config
 
     torch.manual_seed(s.seed)
     # Weights stay fp32 on CPU: autocast (bf16 where the CPU has it) does the fast matmuls, while the frozen
@@ -206,19 +198,10 @@ def fsdp_args(s, plan, model) -> dict:
 
 def run(run_dir: Path, resume: bool = False) -> str:
     """Train one run to completion (or stop); returns the final status. resume: from its newest whole checkpoint."""
-    from lora_demo.device import detect
-    from lora_demo.train.settings import TrainSettings
-
-    s = TrainSettings.from_yaml(RunDir(run_dir).config_path)
-    if s.fsdp and WORLD > 1 and s.probe_tokens:  # probes generate on rank 0 alone, which a sharded model cannot do
-        s = type(s).from_dict({**s.to_dict(), "probe_tokens": 0})
-        print("FSDP: probes are off (they generate on one process, and the model is sharded over all).", flush=True)
+    s = _run_settings(run_dir)
     train_rows, val_rows = _rows(RunDir(run_dir).train_rows_path), _rows(RunDir(run_dir).val_rows_path)
     ckpt = resume_point(run_dir) if resume else None
-    plan = ddp_plan(detect(tokens_per_step=s.micro_batch_size * s.max_seq_length))
-    dpo = s.method == "dpo"  # preference pairs from an SFT adapter (train/dpo.py)
-    grpo = s.method == "grpo"  # rewarded answers to prompts (train/grpo.py)
-    plan = dpo_plan(plan) if dpo else grpo_plan(plan) if grpo else plan
+    plan = _device_plan(s)
     update_status(
         run_dir,
         status="loading",
@@ -229,69 +212,8 @@ def run(run_dir: Path, resume: bool = False) -> str:
         **({"num_nodes": NODES} if NODES > 1 else {}),
     )
     model, tok = load_for_training(s, plan, resume)
-    import torch
-
-    # Threads and CPU precision follow the work of this model (the first plan assumed a 135M model).
-    work = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    plan = ddp_plan(detect(work, s.micro_batch_size * s.max_seq_length))
-    plan = dpo_plan(plan) if dpo else grpo_plan(plan) if grpo else plan
-    torch.set_num_threads(plan.cpu_threads)
-    update_status(
-        run_dir,
-        cpu_threads=plan.cpu_threads,
-        precision=plan.precision,
-        train_rows=len(train_rows),
-        val_rows=len(val_rows),
-    )
-    from lora_demo.train import batching, checkpoints, probes, tracking
-    from lora_demo.train.callback import ProgressCallback
-    from lora_demo.train.milestones import MilestoneCallback
-    from lora_demo.train.plan import optimizer_steps
-
-    if not dpo and not grpo:  # (DPO batches pairs as set, GRPO its completions: TRL pads them)
-        s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
-    if grpo:
-        from lora_demo.train.grpo import optimizer_steps as grpo_steps
-
-        total = grpo_steps(len(train_rows), s)["total_steps"]
-    else:
-        total = optimizer_steps(len(train_rows), s)["total_steps"]
-    every = checkpoints.save_every(s.save_steps, total)
-    callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
-    sources = (as_rows(train_rows), as_rows(val_rows)) if dpo else (train_rows, val_rows)  # DPO: the pairs' prompts
-    milestones = MilestoneCallback(
-        run_dir,
-        s,
-        model,
-        tok,
-        probes.probe_rows(s.probe_prompts, *sources, s.probe_rows),
-        unsloth=plan.backend == "unsloth",
-    )
-    if dpo:
-        from lora_demo.train.dpo import build_trainer
-
-        trainer = build_trainer(
-            s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=[callback, milestones, callback.clock]
-        )
-    elif grpo:
-        from lora_demo.train.grpo import build_trainer
-
-        trainer = build_trainer(
-            s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=[callback, milestones, callback.clock]
-        )
-    else:
-        trainer = trainer_class(plan.backend)(
-            model=model,
-            args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
-            train_dataset=build_dataset(train_rows, tok, s),
-            eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
-            processing_class=tok,
-            callbacks=[callback, milestones, callback.clock],  # the clock last: see callback
-        )
-    update_status(run_dir, parallelism="fsdp" if trainer.is_fsdp_enabled else "ddp" if WORLD > 1 else "single")
-    if not grpo:  # (GRPO counts its prompt and completion tokens itself)
-        batching.count_tokens(trainer, run_dir)
-    tracking.trackers_last(trainer, run_dir)  # TensorBoard (W&B, MLflow) after the callback that adds tokens/s
+    plan = _plan_for_model(run_dir, s, model, len(train_rows), len(val_rows))
+    s, trainer, callback, milestones = _trainer_for_run(run_dir, s, plan, model, tok, train_rows, val_rows)
     # The last look at STOP before training: `prepared` first, so a Stop that finds it unset is sure to be seen here
     # and says "nothing will be saved" (runs.stop_notice). Under DDP the ranks agree on a stop at the first step.
     update_status(run_dir, prepared=True)
@@ -301,23 +223,158 @@ def run(run_dir: Path, resume: bool = False) -> str:
     if FOLLOWER_LEAD:  # (rank 0's progress callback says so in node 0's folder; this one keeps the step there)
         update_status(run_dir, status="training")
         trainer.add_callback(node_heartbeat(run_dir))
-    if grpo:  # a reward that fails mid-run: the adapter so far is saved, then the run fails with its message
-        from lora_demo.train.grpo import evaluate_or_save, train_or_save
 
-        def save_so_far():
-            save_adapter(model, tok, run_dir, s.model)
+    def save_so_far():  # GRPO: a reward that fails mid-run keeps the adapter trained so far (train/grpo.py)
+        save_adapter(model, tok, run_dir, s.model)
 
-        train_or_save(trainer, str(ckpt) if ckpt else None, save_so_far)
-    else:
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    _train(trainer, s, ckpt, save_so_far)
     stopped = callback.stopped  # the same on every rank (the callback agrees on it): evaluate is collective
-    if val_rows and not stopped:  # (GRPO's evaluate samples and scores too: a failing reward keeps the adapter)
-        metrics = evaluate_or_save(trainer, save_so_far) if grpo else trainer.evaluate()
-        update_status(
-            run_dir,
-            eval_loss=float(metrics["eval_loss"]),
-            **({"eval_reward": float(metrics["eval_reward"])} if "eval_reward" in metrics else {}),
-        )
+    if val_rows and not stopped:
+        _evaluate(run_dir, trainer, s, save_so_far)
+    return _save_and_finish(run_dir, s, trainer, model, tok, milestones, stopped)
+
+
+def _run_settings(run_dir: Path):
+    """The run's settings from its config.yaml, less the probes under FSDP."""
+    from lora_demo.train.settings import TrainSettings
+
+    s = TrainSettings.from_yaml(RunDir(run_dir).config_path)
+    if s.fsdp and WORLD > 1 and s.probe_tokens:  # probes generate on rank 0 alone, which a sharded model cannot do
+        s = type(s).from_dict({**s.to_dict(), "probe_tokens": 0})
+        print("FSDP: probes are off (they generate on one process, and the model is sharded over all).", flush=True)
+    return s
+
+
+def _device_plan(s, work: int | None = None):
+    """This rank's device plan for settings s and its method (DPO: preference pairs from an SFT adapter, train/
+    dpo.py; GRPO: rewarded answers to prompts, train/grpo.py). work: the loaded model's parameters less its
+    embeddings (before the load, detect's default)."""
+    from lora_demo.device import detect  # (imports torch)
+
+    tokens = s.micro_batch_size * s.max_seq_length
+    plan = ddp_plan(detect(tokens_per_step=tokens) if work is None else detect(work, tokens))
+    return dpo_plan(plan) if s.method == "dpo" else grpo_plan(plan) if s.method == "grpo" else plan
+
+
+def _plan_for_model(run_dir: Path, s, model, train_rows: int, val_rows: int):
+    """The device plan again, now that the model is loaded: threads and CPU precision follow the work of this model
+    (the first plan assumed a 135M model)."""
+    import torch
+
+    work = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    plan = _device_plan(s, work)
+    torch.set_num_threads(plan.cpu_threads)
+    update_status(
+        run_dir,
+        cpu_threads=plan.cpu_threads,
+        precision=plan.precision,
+        train_rows=train_rows,
+        val_rows=val_rows,
+    )
+    return plan
+
+
+def _trainer_for_run(run_dir: Path, s, plan, model, tok, train_rows: list[dict], val_rows: list[dict]):
+    """(settings, trainer, progress callback, milestones) of the run's method, ready to train: the batching set
+    (SFT), the callbacks added, the tokens counted and the trackers last."""
+    # (imported after load_for_training: these import transformers, which Unsloth must patch first)
+    from lora_demo.train import batching, checkpoints, tracking
+    from lora_demo.train.callback import ProgressCallback
+
+    if s.method not in ("dpo", "grpo"):  # (DPO batches pairs as set, GRPO its completions: TRL pads them)
+        s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
+    every = checkpoints.save_every(s.save_steps, _total_steps(s, len(train_rows)))
+    callback = ProgressCallback(run_dir, compiles_first_step=plan.backend == "unsloth", save_on_stop=bool(every))
+    milestones = _milestones(run_dir, s, plan, model, tok, train_rows, val_rows)
+    callbacks = [callback, milestones, callback.clock]  # the clock last: see callback
+    trainer = _method_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks)
+    update_status(run_dir, parallelism="fsdp" if trainer.is_fsdp_enabled else "ddp" if WORLD > 1 else "single")
+    if s.method != "grpo":  # (GRPO counts its prompt and completion tokens itself)
+        batching.count_tokens(trainer, run_dir)
+    tracking.trackers_last(trainer, run_dir)  # TensorBoard (W&B, MLflow) after the callback that adds tokens/s
+    return s, trainer, callback, milestones
+
+
+def _total_steps(s, n_rows: int) -> int:
+    """The run's optimizer steps, as its trainer counts them (GRPO: prompts per step, train/grpo.py)."""
+    if s.method == "grpo":
+        from lora_demo.train.grpo import optimizer_steps as grpo_steps
+
+        return grpo_steps(n_rows, s)["total_steps"]
+    from lora_demo.train.plan import optimizer_steps
+
+    return optimizer_steps(n_rows, s)["total_steps"]
+
+
+def _milestones(run_dir: Path, s, plan, model, tok, train_rows: list[dict], val_rows: list[dict]):
+    """The callback that probes the model and keeps the milestones (DPO: probed with the pairs' prompts)."""
+    from lora_demo.train import probes
+    from lora_demo.train.milestones import MilestoneCallback  # (imports transformers: after Unsloth)
+
+    sources = (as_rows(train_rows), as_rows(val_rows)) if s.method == "dpo" else (train_rows, val_rows)
+    return MilestoneCallback(
+        run_dir,
+        s,
+        model,
+        tok,
+        probes.probe_rows(s.probe_prompts, *sources, s.probe_rows),
+        unsloth=plan.backend == "unsloth",
+    )
+
+
+def _method_trainer(s, plan, run_dir: Path, model, tok, train_rows, val_rows, every, callbacks: list):
+    """The trainer of the run's method: DPO's and GRPO's from their modules, else TRL's SFTTrainer."""
+    if s.method == "dpo":
+        from lora_demo.train.dpo import build_trainer
+
+        return build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=callbacks)
+    if s.method == "grpo":
+        from lora_demo.train.grpo import build_trainer
+
+        return build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=callbacks)
+    return trainer_class(plan.backend)(
+        model=model,
+        args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
+        train_dataset=build_dataset(train_rows, tok, s),
+        eval_dataset=build_dataset(val_rows, tok, s) if val_rows else None,
+        processing_class=tok,
+        callbacks=callbacks,
+    )
+
+
+def _train(trainer, s, ckpt: Path | None, save_so_far) -> None:
+    """Train from the start or from checkpoint ckpt. GRPO: a reward that fails mid-run saves the adapter so far
+    (save_so_far), then the run fails with its message."""
+    resume_from = str(ckpt) if ckpt else None
+    if s.method == "grpo":
+        from lora_demo.train.grpo import train_or_save
+
+        train_or_save(trainer, resume_from, save_so_far)
+    else:
+        trainer.train(resume_from_checkpoint=resume_from)
+
+
+def _evaluate(run_dir: Path, trainer, s, save_so_far) -> None:
+    """The held-out loss (and GRPO's reward) into the status. (GRPO's evaluate samples and scores too: a failing
+    reward keeps the adapter.)"""
+    if s.method == "grpo":
+        from lora_demo.train.grpo import evaluate_or_save
+
+        metrics = evaluate_or_save(trainer, save_so_far)
+    else:
+        metrics = trainer.evaluate()
+    update_status(
+        run_dir,
+        eval_loss=float(metrics["eval_loss"]),
+        **({"eval_reward": float(metrics["eval_reward"])} if "eval_reward" in metrics else {}),
+    )
+
+
+def _save_and_finish(run_dir: Path, s, trainer, model, tok, milestones, stopped: bool) -> str:
+    """The adapter saved (gathered from the shards under FSDP), the last probes and the slimmed checkpoints; then
+    the final status."""
+    from lora_demo.train import checkpoints
+
     if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main process writes
         trainer.save_model(str(run_dir))
     if RANK != 0:  # (on another machine its first process records how this machine's part ended)
@@ -383,7 +440,6 @@ def resume_point(run_dir: Path) -> Path:
     from lora_demo.io import append_jsonl
     from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
     from lora_demo.train.runs import read_status
-    from lora_demo.train.settings import joined
 
     # Under DDP the Runner has set the broken ones aside before launching, so every rank reads the same folder.
     ckpt, skipped = pick_for_resume(run_dir) if WORLD == 1 else resumable(run_dir)

@@ -80,7 +80,7 @@ def build_app(settings: AppSettings | LabEngine | None = None, lang: str | None 
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat = create_chat_tab(lab, chat_tab)
             with gr.Tab("System", id="system"):
-                create_system_tab()
+                create_system_tab(lab)
         wire_chat_with_run(lab, tabs, train, chat)
         wire_saved_dataset(dataset_saved, train)
         wire_dpo_from_votes(tabs, train, chat)
@@ -175,12 +175,11 @@ def wire_dpo_from_votes(tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:
 
 def wire_chat_with_run(lab: LabEngine, tabs: gr.Tabs, train: TrainTab, chat: ChatTab) -> None:
     """Train tab → "Chat with this run": the Chat tab opens with the run's adapter on its base ('auto'), loading."""
-    from lora_demo.adapters import adapter_choices
 
     @friendly
     def hand_over(name):
         path = lab.adapter_for_chat(name)
-        choices = adapter_choices(lab.runs_dir, common.lang())
+        choices = lab.adapter_choices(common.lang())
         # The newest adapter goes with it: opening the Chat tab refreshes its list, which must keep this pick.
         return (
             gr.Tabs(selected="chat"),

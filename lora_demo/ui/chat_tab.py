@@ -15,10 +15,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from lora_demo.chat.engine import flatten_content, split_thinking
+from lora_demo.engine import LabEngine
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.models import REGISTRY
 from lora_demo.ui.common import (
     adapter_list,
     dynamic,
@@ -40,6 +39,7 @@ from lora_demo.ui.judge_section import create_judge_section
 PAGE_UPDATE_S = float(os.environ.get("LORA_LAB_CHAT_UPDATE_S", "0.12"))
 # Adapters the N-way compare adds beside base and the picked adapter (one batch of up to 2 + MAX_COMPARE rows).
 MAX_COMPARE = 3
+MODEL_LOCK = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
 
 
 def _history_for_engine(history: list[dict]) -> list[dict]:
@@ -48,13 +48,13 @@ def _history_for_engine(history: list[dict]) -> list[dict]:
     for m in history or []:
         if m.get("role") == "assistant" and (m.get("metadata") or {}).get("title"):
             continue
-        out.append({"role": m.get("role"), "content": flatten_content(m.get("content"))})
+        out.append({"role": m.get("role"), "content": LabEngine.flatten_content(m.get("content"))})
     return out
 
 
 def _assistant_messages(text: str, done: bool) -> list[dict]:
     """A reply as chat messages: a collapsible 'thinking' block (Qwen3) and the answer, in the session's language."""
-    thought, answer = split_thinking(text)
+    thought, answer = LabEngine.split_thinking(text)
     msgs = []
     if thought or ("<think>" in text and not answer):
         status = "done" if (answer or done) else "pending"
@@ -141,7 +141,7 @@ class ChatActions:
         top_p,
         top_k,
         repetition_penalty,
-        max_new,
+        max_new_tokens,
         seed,
         scale,
         greedy,
@@ -155,7 +155,7 @@ class ChatActions:
         if not str(text or "").strip():
             raise InputError(msg("Type a message first."))
         extra = [a for a in (compare or []) if a and a != adapter_dir][:MAX_COMPARE] if adapter_dir else []
-        gen = gen_settings(temperature, top_p, top_k, repetition_penalty, max_new, seed, scale, greedy)
+        gen = gen_settings(temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed, scale, greedy)
         user = {"role": "user", "content": text}
         hists = [[*(h or []), user] for h in (base_hist, tuned_hist, *extra_hists)]
         hists += [[user]] * (2 + MAX_COMPARE - len(hists))
@@ -243,9 +243,7 @@ class ChatActions:
 
     def compare_choices(self, picked):
         """The adapters to compare with: the same list as the adapter's (the runs folder, newest first)."""
-        from lora_demo.adapters import adapter_choices
-
-        return gr.Dropdown(choices=adapter_choices(self.lab.runs_dir, lang()), value=picked or [])
+        return gr.Dropdown(choices=self.lab.adapter_choices(lang()), value=picked or [])
 
     @staticmethod
     def compare_panes(picked):
@@ -289,12 +287,12 @@ def _settings_box(thinking_offered: bool = True) -> list:
             temperature = gr.Slider(0.01, 2, value=0.7, step=0.01, label="temperature")
             top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="top-p")
             top_k = gr.Slider(0, 200, value=50, step=1, label="top-k (0: off)")
-            rep = gr.Slider(0.8, 2, value=1.1, step=0.01, label="repetition penalty")
+            repetition_penalty = gr.Slider(0.8, 2, value=1.1, step=0.01, label="repetition penalty")
         with gr.Row():
-            max_new = gr.Slider(1, 2048, value=256, step=1, label="max new tokens")
+            max_new_tokens = gr.Slider(1, 2048, value=256, step=1, label="max new tokens")
             seed = gr.Number(value=0, precision=0, label="seed (shared by both sides)")
             scale = gr.Slider(0, 2, value=1, step=0.05, label="adapter scale (0 = base, 1 = as trained)")
-    return [system, thinking, temperature, top_p, top_k, rep, max_new, seed, scale, greedy]
+    return [system, thinking, temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed, scale, greedy]
 
 
 def _side(label: str, elem: str):
@@ -305,10 +303,51 @@ def _side(label: str, elem: str):
 
 
 def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
+    """Lay out the Chat tab (the judging section inside it) and wire it to a ChatActions over `lab`."""
     act = ChatActions(lab)
+    model, adapter, newest, refresh, load_btn = _picker_row(lab)
+    picked = [model, adapter]  # what every chat action of this page uses
+    status = dynamic(gr.Markdown(show(msg("No model loaded.")), elem_id="chat-status"))
+    on_language(act.status, [model, adapter, status], status)
+    gen_inputs = _settings_box(lab.thinking_offered("auto"))
+    with gr.Row():
+        base_chat, base_stats = _side("Base (adapter off)", "base")
+        tuned_chat, tuned_stats = _side("Tuned (adapter on)", "tuned")
+    compare, extra_chats, extra_stats = _compare_box()
+    msg_box, send, stop, clear = _input_row()
+    with gr.Row():
+        ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
+        add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
+        add_msg = gr.Markdown()
+    dpo_btn, blind_status = create_judge_section(lab, gen_inputs, tuned_chat, picked)
+    cmp_btn, cmp_table = _rows_box()
+
+    _wire_lists(act, tab, picked, newest, refresh, load_btn, status, thinking=gen_inputs[1])
+    chats, stats = [base_chat, tuned_chat, *extra_chats], [base_stats, tuned_stats, *extra_stats]
+    _wire_send(act, msg_box, send, stop, [*gen_inputs, *picked, compare], chats, stats, status)
+    clear.click(lambda: ([],) * len(chats) + ("",) * (2 + MAX_COMPARE), None, [*chats, *stats], api_name="chat_clear")
+    show_errors(
+        add_btn.click(act.add_to_dataset, [ds_name, tuned_chat, adapter], add_msg, api_name="chat_add_to_dataset"),
+        add_msg,
+    )
+    show_errors(cmp_btn.click(act.compare, picked, cmp_table, api_name="chat_compare", **MODEL_LOCK), status)
+    _wire_compare(act, compare, extra_chats, extra_stats)
+    return ChatTab(
+        model=model,
+        adapter=adapter,
+        status=status,
+        actions=act,
+        newest=newest,
+        dpo_btn=dpo_btn,
+        blind_status=blind_status,
+    )
+
+
+def _picker_row(lab) -> tuple:
+    """The base model and adapter lists (what this page's requests name), the refresh and Load buttons."""
     with gr.Row():
         model = gr.Dropdown(
-            ["auto", *REGISTRY],
+            ["auto", *lab.model_choices()],
             value="auto",
             allow_custom_value=True,
             label="base model",
@@ -325,24 +364,21 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         newest = gr.State(None)
         refresh = gr.Button("↻", size="sm", scale=0, elem_id="chat-refresh")
         load_btn = gr.Button("Load", elem_id="chat-load")
-    picked = [model, adapter]  # what every chat action of this page uses
-    status = dynamic(gr.Markdown(show(msg("No model loaded.")), elem_id="chat-status"))
-    on_language(act.status, [model, adapter, status], status)
-    gen_inputs = _settings_box(lab.thinking_offered("auto"))
-    with gr.Row():
-        base_chat, base_stats = _side("Base (adapter off)", "base")
-        tuned_chat, tuned_stats = _side("Tuned (adapter on)", "tuned")
-    compare, extra_chats, extra_stats = _compare_box()
+    return model, adapter, newest, refresh, load_btn
+
+
+def _input_row() -> tuple:
+    """The prompt box and its Send, Stop and Clear buttons."""
     with gr.Row():
         msg_box = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", scale=1, elem_id="chat-stop", interactive=False)  # enabled while answers stream
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
-    with gr.Row():
-        ds_name = gr.Textbox(value="chat-exchanges", label="dataset to add to")
-        add_btn = gr.Button("Add this exchange (tuned answer) to the dataset")
-        add_msg = gr.Markdown()
-    dpo_btn, blind_status = create_judge_section(lab, gen_inputs, tuned_chat, picked)
+    return msg_box, send, stop, clear
+
+
+def _rows_box() -> tuple:
+    """Greedy base and tuned answers on the run's own rows: the button and its table."""
     with gr.Accordion("Compare on the run's training and validation rows (greedy)", open=False):
         cmp_btn = gr.Button("Compare")
         cmp_table = gr.Dataframe(
@@ -351,9 +387,14 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
             wrap=True,
             max_height=400,
         )
+    return cmp_btn, cmp_table
 
-    model_lock = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
-    show_errors(load_btn.click(act.load, picked, status, api_name="chat_load", **model_lock), status)
+
+def _wire_lists(act: ChatActions, tab: gr.Tab, picked: list, newest, refresh, load_btn, status, thinking) -> None:
+    """Load; the adapter list refreshed (the ↻ button, its focus, the tab opened); the status line and the thinking
+    switch following what the lists pick."""
+    model, adapter = picked
+    show_errors(load_btn.click(act.load, picked, status, api_name="chat_load", **MODEL_LOCK), status)
     refresh_args = dict(
         fn=act.refresh_adapters,
         inputs=[adapter, newest],
@@ -365,13 +406,17 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         event(**refresh_args)
     for changed in (model.change, adapter.change):  # the status says what this page's Send will use
         changed(act.status, [model, adapter, status], status, api_visibility="private", show_progress="hidden")
-        changed(act.thinking, picked, gen_inputs[1], api_visibility="private", show_progress="hidden")
-    chats = [base_chat, tuned_chat, *extra_chats]
+        changed(act.thinking, picked, thinking, api_visibility="private", show_progress="hidden")
+
+
+def _wire_send(act: ChatActions, msg_box, send, stop, settings: list, chats: list, stats: list, status) -> None:
+    """Send (the button or Enter) streams every pane's answer; Stop is enabled while they stream.
+    settings: the generation settings, the picked base and adapter, the adapters to compare with."""
     send_args = dict(
         fn=act.send,
-        inputs=[msg_box, base_chat, tuned_chat, *gen_inputs, *picked, compare, *extra_chats],
-        outputs=[msg_box, base_chat, tuned_chat, base_stats, tuned_stats, status, *extra_chats, *extra_stats],
-        **model_lock,
+        inputs=[msg_box, *chats[:2], *settings, *chats[2:]],
+        outputs=[msg_box, *chats[:2], *stats[:2], status, *chats[2:], *stats[2:]],
+        **MODEL_LOCK,
     )
     send_args["show_progress_on"] = pill_sink()  # an empty prompt: the message in the status line, no "Error" pill
     sent = [send.click(**send_args, api_name="chat_send"), msg_box.submit(**send_args, api_visibility="private")]
@@ -381,18 +426,11 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         # Stop can act only while this page's answers stream: enabled with Send, disabled when they end (or fail).
         trigger(lambda: gr.Button(interactive=True), None, stop, queue=False, **quiet)
         event.then(lambda: gr.Button(interactive=False), None, stop, **quiet)
-    stop.click(act.stop, None, base_stats, api_name="chat_stop", concurrency_limit=None)
-    clear.click(
-        lambda: ([],) * len(chats) + ("",) * (2 + MAX_COMPARE),
-        None,
-        [*chats, base_stats, tuned_stats, *extra_stats],
-        api_name="chat_clear",
-    )
-    show_errors(
-        add_btn.click(act.add_to_dataset, [ds_name, tuned_chat, adapter], add_msg, api_name="chat_add_to_dataset"),
-        add_msg,
-    )
-    show_errors(cmp_btn.click(act.compare, picked, cmp_table, api_name="chat_compare", **model_lock), status)
+    stop.click(act.stop, None, stats[0], api_name="chat_stop", concurrency_limit=None)
+
+
+def _wire_compare(act: ChatActions, compare, extra_chats: list, extra_stats: list) -> None:
+    """The compare list offers the adapter list; one pane shows per adapter picked."""
     compare.focus(act.compare_choices, compare, compare, api_visibility="private", show_progress="hidden")
     compare.change(
         act.compare_panes,
@@ -400,15 +438,6 @@ def create_chat_tab(lab, tab: gr.Tab) -> ChatTab:
         [*extra_chats, *extra_stats, compare.parent_row],
         api_visibility="private",
         show_progress="hidden",
-    )
-    return ChatTab(
-        model=model,
-        adapter=adapter,
-        status=status,
-        actions=act,
-        newest=newest,
-        dpo_btn=dpo_btn,
-        blind_status=blind_status,
     )
 
 

@@ -11,7 +11,9 @@ import time
 from collections import OrderedDict
 
 import gradio as gr
+from gradio.context import LocalContext
 
+from lora_demo.engine import LabEngine
 from lora_demo.errors import LoraLabError
 from lora_demo.i18n import DEFAULT, msg, pick_lang, render
 
@@ -20,8 +22,6 @@ log = logging.getLogger("lora_demo.ui")
 
 def session_key() -> str | None:
     """The browser (or API client) session a handler runs for: Gradio's session hash (None outside a request)."""
-    from gradio.context import LocalContext
-
     request = LocalContext.request.get(None)
     return getattr(request, "session_hash", None)
 
@@ -246,26 +246,22 @@ def adapter_list(runs_dir, current, seen_newest, custom_ok: bool = True):
     """An adapter dropdown refreshed from the runs folder, newest first. The newest is preselected when it is new
     since this page's last refresh (a run just finished) or when nothing usable is picked; otherwise the user's
     pick stays. Returns (dropdown update, newest) — keep the second in a gr.State for the next refresh."""
-    from lora_demo.adapters import adapter_choices
-
-    choices = adapter_choices(runs_dir, lang())
+    choices = LabEngine.adapters_in(runs_dir, lang())
     values = [v for _, v in choices]
     newest = values[0] if values else None
     keep = current and newest == seen_newest and (custom_ok or current in values)
     return gr.Dropdown(choices=choices, value=current if keep else newest), newest
 
 
-def gen_settings(t, p, k, r, n, sd, sc, greedy):
+def gen_settings(temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed, scale, greedy):
     """GenSettings from the Chat tab's sliders (the same for the side-by-side chat and blind rounds)."""
-    from lora_demo.chat.engine import GenSettings
-
-    return GenSettings(
-        max_new_tokens=n,
+    return LabEngine.gen_settings(
+        max_new_tokens=max_new_tokens,
         greedy=bool(greedy),
-        temperature=t,
-        top_p=p,
-        top_k=k,
-        repetition_penalty=r,
-        seed=int(sd or 0),
-        adapter_scale=sc,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        seed=int(seed or 0),
+        adapter_scale=scale,
     )

@@ -1,7 +1,8 @@
 """Dataset tab: edit, import, validate, preview exactly what training sees, save.
 
-Layout only: components are laid out here and wired to DatasetActions, whose methods call lora_demo.data through
-the LabEngine's DatasetStore. Each action can be called without launching the app.
+Layout only: components are laid out here and wired to DatasetActions, which turns what the engine's dataset
+actions (`lab.dataset`, lora_demo/data/actions.py) return into component updates. Each action can be called without
+launching the app.
 
 Every text the actions write (status lines, the validation report and its histogram, the preview's categories) is
 rendered in the browser session's language, and kept as a function of the language (_Shown) so that the language
@@ -14,36 +15,15 @@ import inspect
 import logging
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from lora_demo.data import (
-    FIELDS,
-    apply_mapping,
-    build_example,
-    clean_rows,
-    example_names,
-    load_example,
-    masked_view,
-    split_rows,
-    summary_markdown,
-    to_rows,
-    validate_rows,
-)
-from lora_demo.data.edit import edit_rows, guess_mapping, row_index, table_rows
-from lora_demo.data.formats import ENCODINGS, MAX_UPLOAD_MB, read_records
-from lora_demo.data.plots import length_histogram
-from lora_demo.data.preferences import is_pairs_file
-from lora_demo.data.verbatim import verbatim
-from lora_demo.errors import InputError
 from lora_demo.i18n import LANGS, Msg, msg, render
-from lora_demo.models import cached_tokenizer
-from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, show, show_errors
+from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, session_key, show, show_errors
+from lora_demo.ui.views.data import length_histogram
 
 log = logging.getLogger("lora_demo.ui")
-TEMPLATES = ["alpaca", "chat"]
 # The preview's two kinds of tokens (masked_view's categories) and their colours. The preview shows them in the
 # page's language: its colour map (the legend) is set at build and by the switch, the categories by the preview.
 CATEGORIES = {"masked": (msg("masked"), "#d1d5db"), "trained": (msg("trained"), "#86efac")}
@@ -63,12 +43,6 @@ def preview_value(view: list[tuple[str, str | None]], lang_: str) -> list[tuple[
     return [(piece, _category(c, lang_)) for piece, c in view]
 
 
-def _session() -> str | None:
-    from gradio.context import LocalContext
-
-    return getattr(LocalContext.request.get(None), "session_hash", None)
-
-
 class _Shown:
     """What each browser session's dataset panels show, as functions of the language: the switch renders them again
     (ui.common.on_language) without reading the file or validating again. Calls without a session keep nothing."""
@@ -77,7 +51,7 @@ class _Shown:
         self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
 
     def keep(self, slot: str, fn) -> None:
-        key = _session()
+        key = session_key()
         if key is None:
             return
         with self.lock:
@@ -87,7 +61,7 @@ class _Shown:
                 self.by_session.popitem(last=False)
 
     def get(self, slot: str):
-        key = _session()
+        key = session_key()
         with self.lock:
             return self.by_session.get(key, {}).get(slot) if key is not None else None
 
@@ -97,30 +71,24 @@ def _same(a, b) -> bool:
     return isinstance(a, str) and isinstance(b, str) and inspect.cleandoc(a).strip() == inspect.cleandoc(b).strip()
 
 
-def _joined(parts: list) -> Msg | None:
-    """Messages joined with '; ' as one Msg (each part still renders in the session's language)."""
-    out = None
-    for part in parts:
-        out = part if out is None else msg("{first}; {then}", first=out, then=part)
-    return out
-
-
 def no_mapping() -> tuple:
     """The column-mapping row hidden and emptied."""
     return gr.Row(visible=False), "", [], gr.skip(), gr.skip(), gr.skip()
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{f: r.get(f, "") for f in FIELDS} for r in rows], columns=list(FIELDS))
-
-
 class DatasetActions:
-    """The Dataset tab's event handlers, over one LabEngine."""
+    """The Dataset tab's event handlers, over one LabEngine: its dataset actions (`lab.dataset`) do the work; these
+    turn the rows and messages they return into component updates in the session's language."""
 
     def __init__(self, lab):
         self.lab = lab
-        self.store = lab.datasets
+        self.work = lab.dataset
         self.shown = _Shown()
+
+    def frame(self, rows: list[dict]) -> pd.DataFrame:
+        """Rows as the table shows them (the Alpaca columns)."""
+        fields = list(self.work.FIELDS)
+        return pd.DataFrame([{f: r.get(f, "") for f in fields} for r in rows], columns=fields)
 
     def _say(self, slot: str, m: Msg) -> str:
         """m in this session's language, kept so that the language switch can render it again."""
@@ -170,102 +138,57 @@ class DatasetActions:
 
     @friendly
     def load_example(self, name):
-        rows = load_example(name)
-        self.store.autosave(rows)
-        return _frame(rows), self._say(
-            "status", msg("Loaded example **{name}**: {n} rows.", name=verbatim(name), n=len(rows))
-        )
+        rows, m = self.work.load_example(name)
+        return self.frame(rows), self._say("status", m)
 
     @friendly
     def upload(self, path, how, current, encoding="utf-8"):
         if not path:
             return (gr.skip(), gr.skip(), *no_mapping())
-        records = read_records(path, encoding=encoding or "utf-8")
-        if is_pairs_file(records):  # preference pairs for DPO: checked and saved apart, the table left as it is
-            value, n = self.lab.import_preferences(records, Path(path).stem)
-            m = msg(
-                "**{file}** holds {n} preference pairs (prompt, chosen, rejected): checked and saved as `{value}`. "
-                "Train on them with the DPO method (Train tab: training method DPO, then pick `{value}` as the "
-                "dataset). The table is unchanged.",
-                file=verbatim(Path(path).name),
-                n=n,
-                value=verbatim(value),
-            )
-            return (gr.skip(), self._say("status", m), *no_mapping())
-        res = to_rows(records)
-        if res.needs_mapping:
-            cols, guess = res.columns, guess_mapping(res.columns)
-            m = msg(
-                "**{file}**: columns {columns} are not Alpaca, ShareGPT or OpenAI messages. Map them:",
-                file=verbatim(Path(path).name),
-                columns=cols,
-            )
+        got = self.work.upload(path, how, current, encoding)
+        if got.needs_mapping:
             return (
                 gr.skip(),
-                self._say("status", m),
+                self._say("status", got.message),
                 gr.Row(visible=True),
-                self._say("map_note", m),
-                records,
-                gr.Dropdown(cols, value=guess["instruction"]),
-                gr.Dropdown([None, *cols], value=guess["input"]),
-                gr.Dropdown(cols, value=guess["output"]),
+                self._say("map_note", got.message),
+                got.records,
+                gr.Dropdown(got.columns, value=got.guess["instruction"]),
+                gr.Dropdown([None, *got.columns], value=got.guess["input"]),
+                gr.Dropdown(got.columns, value=got.guess["output"]),
             )
-        rows = (clean_rows(current) if how == "append" else []) + res.rows
-        self.store.autosave(rows)
-        said = {"n": len(res.rows), "format": verbatim(res.format), "file": verbatim(Path(path).name)}
-        if res.notes:
-            m = msg("Imported {n} rows ({format}) from **{file}**. Note: {notes}", notes=_joined(res.notes), **said)
-        else:
-            m = msg("Imported {n} rows ({format}) from **{file}**.", **said)
-        return (_frame(rows), self._say("status", m), *no_mapping())
+        table = gr.skip() if got.rows is None else self.frame(got.rows)  # None: preference pairs, saved apart
+        return (table, self._say("status", got.message), *no_mapping())
 
     @friendly
     def map_columns(self, records, instruction, input_, output, how, current):
-        if not records:
-            raise InputError(msg("Import a file first."))
-        mapped = apply_mapping(records, {"instruction": instruction, "input": input_, "output": output})
-        rows = (clean_rows(current) if how == "append" else []) + mapped
-        self.store.autosave(rows)
-        said = self._say("status", msg("Imported {n} rows with the column mapping.", n=len(mapped)))
-        return _frame(rows), said, gr.Row(visible=False), []
+        rows, m = self.work.map_columns(records, instruction, input_, output, how, current)
+        return self.frame(rows), self._say("status", m), gr.Row(visible=False), []
 
     def edit(self, op: str):
         """A handler applying one row edit (add, dup, del, clear) to the table and autosaving the result."""
 
         @friendly
         def handler(current, n):
-            before = table_rows(current)
-            if op == "clear":
-                self.store.autosave(before)  # the last table stays in the autosave history before clearing
-            rows = edit_rows(before, op, n)
-            kept = self.store.autosave(rows)
-            return _frame(rows), self._say(
-                "status", msg("{n} rows ({kept} non-empty, autosaved).", n=len(rows), kept=kept)
-            )
+            rows, m = self.work.edit(op, current, n)
+            return self.frame(rows), self._say("status", m)
 
         return handler
 
     @friendly
     def autosave(self, current) -> str:
-        return self._say("status", msg("Autosaved {n} rows.", n=self.store.autosave(current)))
+        return self._say("status", self.work.autosave(current))
 
     @friendly
     def validate(self, current, model_id, template, thinking, max_len):
-        tok = cached_tokenizer(self.lab.policy.check_model(model_id))
-        limit = int(max_len) if max_len else None
-        rep = validate_rows(clean_rows(current), tok, limit, template, bool(thinking))
-        self.shown.keep("report", lambda lang_: summary_markdown(rep, lang=lang_))
+        rep, limit = self.work.validate(current, model_id, template, thinking, max_len)
+        self.shown.keep("report", lambda lang_: self.work.report_markdown(rep, lang_))
         self.shown.keep("hist", lambda lang_: length_histogram(rep["lengths"], limit, lang_))
-        return summary_markdown(rep, lang=lang()), length_histogram(rep["lengths"], limit, lang())
+        return self.work.report_markdown(rep, lang()), length_histogram(rep["lengths"], limit, lang())
 
     @friendly
     def preview(self, current, n, model_id, template, thinking, max_len, responses_only):
-        rows = clean_rows(current)
-        row = rows[row_index(rows, n)]
-        tok = cached_tokenizer(self.lab.policy.check_model(model_id))
-        ex = build_example(row, tok, template, int(max_len) if max_len else None, bool(responses_only), bool(thinking))
-        view, text = masked_view(ex, tok), tok.decode(ex.input_ids)
-        note = msg("[truncated to {n} tokens]", n=int(max_len)) if ex.truncated else None
+        view, text, note = self.work.preview(current, n, model_id, template, thinking, max_len, responses_only)
 
         def shown(lang_):
             return preview_value(view, lang_), text if note is None else f"{text}\n\n{render(note, lang_)}"
@@ -275,41 +198,24 @@ class DatasetActions:
 
     @friendly
     def save(self, current, name, val_fraction):
-        path = self.store.save(name, current, float(val_fraction))
-        train, val = split_rows(clean_rows(current), float(val_fraction))
-        m = msg(
-            "Saved **{name}** ({train} train / {val} validation rows) to `{path}`. Earlier versions are kept in "
-            ".history/.",
-            name=verbatim(path.stem),
-            train=len(train),
-            val=len(val),
-            path=verbatim(path),
-        )
-        return self._say("save", m), gr.Dropdown(self.store.names(), value=path.stem)
+        m, saved = self.work.save(current, name, val_fraction)
+        return self._say("save", m), gr.Dropdown(self.work.names(), value=saved)
 
     @friendly
     def load(self, name):
-        rows = self.store.load(name)
-        self.store.autosave(rows)
-        return (
-            _frame(rows),
-            self._say("save", msg("Loaded **{name}**: {n} rows.", name=verbatim(name), n=len(rows))),
-            name,
-            self.store.meta(name).get("val_fraction", 0.1),
-        )
+        rows, m, val_fraction = self.work.load(name)
+        return self.frame(rows), self._say("save", m), name, val_fraction
 
 
-def _import_row() -> dict:
+def _import_row(work) -> dict:
     with gr.Row():
-        names = example_names()
-        c = {"example": dynamic(gr.Dropdown(names, value="persona" if "persona" in names else None, label="example"))}
+        names, first = work.examples()
+        c = {"example": dynamic(gr.Dropdown(names, value=first, label="example"))}
         c["example_btn"] = gr.Button("Load example")
-        c["upload"] = gr.File(
-            label="import a file", file_types=[".json", ".jsonl", ".csv", ".parquet"], type="filepath"
-        )
+        c["upload"] = gr.File(label="import a file", file_types=list(work.FILE_TYPES), type="filepath")
         c["mode"] = gr.Radio(["replace", "append"], value="replace", label="imported rows")
         c["encoding"] = gr.Dropdown(
-            [(label, code) for code, label in ENCODINGS.items()],
+            [(label, code) for code, label in work.ENCODINGS.items()],
             value="utf-8",
             label="file encoding",
             min_width=120,
@@ -325,11 +231,11 @@ def _import_row() -> dict:
     return c
 
 
-def _validate_box(default_model: str) -> dict:
+def _validate_box(default_model: str, templates: list[str]) -> dict:
     with gr.Accordion("Validate and preview", open=True):
         with gr.Row():
             c = {"model": gr.Textbox(value=default_model, label="model (its tokenizer counts the tokens)")}
-            c["template"] = gr.Radio(TEMPLATES, value="alpaca", label="template")
+            c["template"] = gr.Radio(templates, value="alpaca", label="template")
             c["thinking"] = gr.Checkbox(value=False, label="Qwen3 thinking on")
             c["max_len"] = gr.Number(value=512, precision=0, label="max sequence length")
             c["responses_only"] = gr.Checkbox(value=True, label="train on responses only")
@@ -374,13 +280,13 @@ def create_dataset_tab(lab) -> tuple:
         "Alpaca-style rows: **instruction** (the task), optional **input** (context), **output** (the answer "
         "to learn). Edits autosave; a reload loses nothing. Import JSON, JSONL, CSV or Parquet in Alpaca, "
         "ShareGPT or OpenAI-messages form (up to {mb:g} MB).",
-        mb=MAX_UPLOAD_MB,
+        mb=act.work.MAX_UPLOAD_MB,
     )
     gr.Markdown(intro).value = intro  # gr.Markdown keeps a plain str; the switch translates the Msg (its limit kept)
-    imp = _import_row()
+    imp = _import_row(act.work)
     table = gr.Dataframe(
-        value=lambda: _frame(act.store.restore_autosave()),
-        headers=list(FIELDS),
+        value=lambda: act.frame(act.work.restore_autosave()),
+        headers=list(act.work.FIELDS),
         column_count=3,
         interactive=True,
         wrap=True,
@@ -400,7 +306,7 @@ def create_dataset_tab(lab) -> tuple:
             )
         }
     status = dynamic(gr.Markdown(elem_id="dataset-status"))
-    val = _validate_box(lab.default_model)
+    val = _validate_box(lab.default_model, list(act.work.TEMPLATES))
     sav = _save_box()
     saved = _wire(act, imp, table, row_no, buttons, status, val, sav)
     for slot, md in (
@@ -469,7 +375,7 @@ def _wire(act: DatasetActions, imp, table, row_no, buttons, status, val, sav):
     )
     show_errors(saved, sav["status"])
     saved_list = dict(
-        fn=lambda: gr.Dropdown(choices=act.store.names()),
+        fn=lambda: gr.Dropdown(choices=act.work.names()),
         inputs=None,
         outputs=sav["saved"],
         api_visibility="private",

@@ -1,16 +1,13 @@
 """The Train tab's export panel: zip, merged, GGUF + Modelfile, LoRA GGUF, the parity report, a Hub push.
 
-Every button calls one LabEngine export method for the run the tab shows; the report is drawn here."""
+Every button calls one LabEngine export method for the run the tab shows; ui/views/export.py draws the report."""
 
 from __future__ import annotations
 
-import difflib
-import html
-
 import gradio as gr
 
-from lora_demo.export.layout import GGUF_TYPES
 from lora_demo.ui.common import dynamic, friendly, say, show_errors
+from lora_demo.ui.views.export import parity_html
 
 
 class ExportActions:
@@ -52,7 +49,9 @@ class ExportActions:
     @friendly
     def check(self, name):
         report = self.lab.export_check(name)
-        return parity_html(report), say("Parity report written to `{path}`.", path=f"{name}/exports/parity.json")
+        return parity_html(report, self.lab.parity_label), say(
+            "Parity report written to `{path}`.", path=f"{name}/exports/parity.json"
+        )
 
     @friendly
     def push(self, name, repo_id, private, include_gguf, token, dry_run: bool):
@@ -73,100 +72,6 @@ class ExportActions:
         return self.push(name, repo_id, private, include_gguf, token, False)
 
 
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _prompt_cell(app_prompt: str, prompt: str, equal: bool) -> str:
-    if equal:
-        return f"<pre class='parity-prompt'>{html.escape(prompt)}</pre>"
-    # Where the template differs from the app's: removed text struck through, added text marked.
-    parts = []
-    for op, a0, a1, b0, b1 in difflib.SequenceMatcher(None, app_prompt, prompt, autojunk=False).get_opcodes():
-        if op == "equal":
-            parts.append(html.escape(prompt[b0:b1]))
-        else:
-            if a1 > a0:
-                parts.append(f"<del>{html.escape(app_prompt[a0:a1])}</del>")
-            if b1 > b0:
-                parts.append(f"<ins>{html.escape(prompt[b0:b1])}</ins>")
-    return f"<pre class='parity-prompt parity-differs'>{''.join(parts)}</pre>"
-
-
-def parity_html(report: dict) -> str:
-    """The report as a table per prompt: each path's exact prompt (differences from the app's marked), its answer,
-    its agreement with the app and where it first differs."""
-    head = say(
-        "**Parity of `{run}`**: the same {n} prompts answered greedily by the app, the merged model and the "
-        "GGUF (at most {tokens} new tokens).",
-        run=report["run"],
-        n=len(report["prompts"]),
-        tokens=report["max_new_tokens"],
-    )
-    summary = [f"<li>{say('merged model (transformers)')}: <b>{_pct(report['merged_agreement'])}</b></li>"]
-    summary += [f"<li>GGUF {t} (llama.cpp): <b>{_pct(v)}</b></li>" for t, v in report["gguf_agreements"].items()]
-    if report.get("vs_app_fp32"):
-        from lora_demo.export.parity import path_label
-
-        others = ", ".join(f"{path_label(k)} {_pct(v)}" for k, v in report["vs_app_fp32"].items())
-        summary.append(
-            "<li>"
-            + say(
-                "The app chats in {precision} on this machine; against its adapter path in fp32: {others}.",
-                precision=report["app_precision"].split(" ")[0],
-                others=others,
-            )
-            + "</li>"
-        )
-    same = report["template_equal"]
-    summary.append(
-        "<li>"
-        + (
-            say("prompts: the same tokens on every path")
-            if same
-            else say("prompts: DIFFER from the app's (marked below)")
-        )
-        + "</li>"
-    )
-    if report.get("modelfile_equal") is not None:
-        summary.append(
-            "<li>"
-            + (
-                say("Modelfile: gives Ollama the app's prompt")
-                if report["modelfile_equal"]
-                else say("Modelfile: its prompt differs from the app's")
-            )
-            + "</li>"
-        )
-    note = f"<p>{html.escape(str(report['note']))}</p>" if report.get("note") else ""
-    blocks = []
-    for i, p in enumerate(report["prompts"], 1):
-        app = p["app"]
-        rows = [("app", app, True)]
-        if p.get("merged"):
-            rows.append((say("merged"), p["merged"], p["merged"]["prompt_equal"]))
-        rows += [(f"GGUF {t}", a, a["prompt_equal"]) for t, a in p["gguf"].items()]
-        trs = []
-        for label, a, equal in rows:
-            agree = "" if a is app else _pct(a["agreement"])
-            div = "" if a is app or a["first_divergence"] is None else say("from token {n}", n=a["first_divergence"])
-            trs.append(
-                f"<tr><td>{html.escape(label)}</td><td>{_prompt_cell(app['prompt'], a['prompt'], equal)}</td>"
-                f"<td>{html.escape(a['answer'])}</td><td>{agree}</td><td>{div}</td></tr>"
-            )
-        question = html.escape(p["messages"][-1]["content"])
-        blocks.append(
-            f"<h4>{i}. {question}</h4><table class='parity'><tr><th>{say('path')}</th><th>"
-            f"{say('exact prompt')}</th><th>{say('answer')}</th><th>{say('agrees')}</th><th>"
-            f"{say('differs')}</th></tr>{''.join(trs)}</table>"
-        )
-    style = (
-        "<style>.parity td{vertical-align:top}.parity-prompt{white-space:pre-wrap;max-height:9em;overflow:auto;"
-        "font-size:12px;margin:0}.parity-differs del{background:#fdd}.parity-differs ins{background:#dfd}</style>"
-    )
-    return f"{style}<div id='parity-report'><p>{head}</p><ul>{''.join(summary)}</ul>{note}{''.join(blocks)}</div>"
-
-
 def export_panel(lab, view) -> dict:
     """Lay out the panel under the run picker `view` and wire it; returns its components (tests, screenshots)."""
     act = ExportActions(lab)
@@ -176,7 +81,12 @@ def export_panel(lab, view) -> dict:
             merge_btn = gr.Button("Merge into the base (16-bit)")
         with gr.Row(equal_height=True):
             gguf_type = gr.Dropdown(
-                list(GGUF_TYPES), value="q8_0", label="GGUF type", scale=1, min_width=120, elem_id="export-gguf-type"
+                list(lab.gguf_types()),
+                value="q8_0",
+                label="GGUF type",
+                scale=1,
+                min_width=120,
+                elem_id="export-gguf-type",
             )
             gguf_btn = gr.Button("GGUF + Ollama Modelfile", scale=2, elem_id="export-gguf")
             lora_btn = gr.Button("Adapter alone as LoRA GGUF", scale=2)

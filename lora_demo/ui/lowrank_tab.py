@@ -1,44 +1,37 @@
 """Low-rank lab tab: SVD of a matrix, the LoRA product B·A, and spectra of trained adapters.
 
-Layout only: each section lays out its components and wires them to module-level handlers (sections 1, 2) or
-to AdapterActions over the LabEngine (section 3); all math is in lora_demo.lowrank. The panels the handlers fill
-(reports, plots, tables) are rendered in the browser session's language and rendered again when it is switched.
+Layout only: each section lays out its components and wires them to MatrixActions (sections 1, 2) or
+AdapterActions (section 3), which call the LabEngine's low-rank actions (`lab.lowrank`: all the math and the path
+checks) and draw what they return with lora_demo.ui.views.lowrank. The panels the handlers fill (reports, plots,
+tables) are rendered in the browser session's language and rendered again when it is switched.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 
-from lora_demo.adapters import adapter_choices
 from lora_demo.errors import InputError, LoraLabError
-from lora_demo.i18n import LANGS, msg, render, translator
-from lora_demo.lowrank import (
-    SEED_A,
-    SEED_B,
-    analyze_adapter,
-    example_w0,
-    lora_product,
-    low_rank_approx,
-    low_rank_plus_noise,
-    parse_matrix,
-    seed_matrix,
-    truncate_adapter,
-)
-from lora_demo.lowrank.model_weights import model_weight, weight_names
-from lora_demo.lowrank.plots import MEASURES, adapter_heatmap, heatmaps_figure, product_figure, spectrum_figure
-from lora_demo.lowrank.report import adapter_markdown, product_markdown, svd_markdown
-from lora_demo.paths import inside
+from lora_demo.i18n import LANGS, msg, render
 from lora_demo.ui.common import adapter_list, dynamic, friendly, lang, on_language, say, show, show_errors
+from lora_demo.ui.views.lowrank import (
+    MEASURES,
+    adapter_heatmap,
+    adapter_markdown,
+    compare_frame,
+    compare_markdown,
+    heatmaps_figure,
+    modules_frame,
+    product_figure,
+    product_markdown,
+    spectrum_figure,
+    svd_markdown,
+)
 
 EDITABLE_MAX = 24  # matrices up to 24×24 are shown in the editable grid; larger ones only in the plots
-PRESETS = ["Worked example: σ = 5.2, 3.1, 1.8, 0.3, 0.1", "Random low-rank + noise", "Weight of a model"]
-WEIGHT_MODELS = ["smollm2-135m-instruct", "qwen3-tiny"]
 
 INTRO = (
     "LoRA replaces a full update ΔW (d rows × n columns) of a frozen weight W0 with a product of two thin matrices: "
@@ -121,36 +114,6 @@ def _quietly(fn, n_outputs: int):
     return refresh
 
 
-def _svd_outputs(matrix_json: str, k):
-    """Everything below the rank slider for one matrix (JSON rows) and rank k, in this session's language."""
-    m = parse_matrix(matrix_json)
-    res = low_rank_approx(m, k)
-    spectrum = spectrum_figure(res["singular_values"], res["rank"], lang=lang())
-    heat = heatmaps_figure(m, res["approx"], res["residual"], res["rank"], lang=lang())
-    small = max(m.shape) <= EDITABLE_MAX
-    b = _round(res["B"]) if small else [[say("(shown for matrices up to 24×24)")]]
-    a = _round(res["A"]) if small else [[say("(shown for matrices up to 24×24)")]]
-    numbers = {
-        k_: res[k_]
-        for k_ in (
-            "singular_values",
-            "energy",
-            "error_fro",
-            "relative_error",
-            "tail_energy",
-            "rank_90",
-            "rank_99",
-            "params_full",
-            "params_lowrank",
-            "compression",
-        )
-    }
-    return spectrum, heat, svd_markdown(res, lang()), b, a, numbers
-
-
-svd_at_rank = friendly(_svd_outputs)
-
-
 def _new_matrix(m: np.ndarray, k_now):
     limit = min(m.shape)
     k = int(min(max(1, k_now or 1), limit))
@@ -161,108 +124,69 @@ def _new_matrix(m: np.ndarray, k_now):
     )
 
 
-@friendly
-def load_preset(preset: str, d, n, true_rank, noise, seed, model_id: str, weight: str, k_now):
-    if preset == PRESETS[0]:
-        m = seed_matrix(int(seed or 0))
-    elif preset == PRESETS[1]:
-        m = low_rank_plus_noise(d, n, true_rank, float(noise), int(seed or 0))
-    else:
-        if not weight:
-            raise InputError(msg("Pick a weight matrix of the model first."))
-        if model_id not in WEIGHT_MODELS:
-            raise InputError(msg("Pick one of {models}.", models=", ".join(WEIGHT_MODELS)))
-        m = model_weight(model_id, weight)
-    return _new_matrix(m, k_now)
+class MatrixActions:
+    """Sections 1 and 2's handlers: the engine's low-rank actions (`lab.lowrank`) computed, then drawn."""
 
+    def __init__(self, lowrank):
+        self.lowrank = lowrank
 
-@friendly
-def use_grid(grid, k_now):
-    m = parse_matrix(grid, msg("grid"))
-    return _new_matrix(m, k_now)
+    def svd_outputs(self, matrix_json: str, k):
+        """Everything below the rank slider for one matrix (JSON rows) and rank k, in this session's language."""
+        m, res = self.lowrank.svd(matrix_json, k)
+        spectrum = spectrum_figure(res["singular_values"], res["rank"], lang=lang())
+        heat = heatmaps_figure(m, res["approx"], res["residual"], res["rank"], lang=lang())
+        small = max(m.shape) <= EDITABLE_MAX
+        b = _round(res["B"]) if small else [[say("(shown for matrices up to 24×24)")]]
+        a = _round(res["A"]) if small else [[say("(shown for matrices up to 24×24)")]]
+        numbers = {
+            k_: res[k_]
+            for k_ in (
+                "singular_values",
+                "energy",
+                "error_fro",
+                "relative_error",
+                "tail_energy",
+                "rank_90",
+                "rank_99",
+                "params_full",
+                "params_lowrank",
+                "compression",
+            )
+        }
+        return spectrum, heat, svd_markdown(res, lang()), b, a, numbers
 
+    @friendly
+    def svd_at_rank(self, matrix_json: str, k):
+        return self.svd_outputs(matrix_json, k)
 
-@friendly
-def use_pasted(text: str, k_now):
-    m = parse_matrix(text, msg("pasted matrix"))
-    return _new_matrix(m, k_now)
+    @friendly
+    def load_preset(self, preset: str, d, n, true_rank, noise, seed, model_id: str, weight: str, k_now):
+        return _new_matrix(self.lowrank.preset(preset, d, n, true_rank, noise, seed, model_id, weight), k_now)
 
+    @friendly
+    def use_grid(self, grid, k_now):
+        return _new_matrix(self.lowrank.parse(grid, msg("grid")), k_now)
 
-@friendly
-def list_weights(model_id: str):
-    if model_id not in WEIGHT_MODELS:
-        raise InputError(msg("Pick one of {models}.", models=", ".join(WEIGHT_MODELS)))
-    names = weight_names(model_id)
-    return gr.Dropdown(choices=names, value=names[0] if names else None)
+    @friendly
+    def use_pasted(self, text: str, k_now):
+        return _new_matrix(self.lowrank.parse(text, msg("pasted matrix")), k_now)
 
+    @friendly
+    def list_weights(self, model_id: str):
+        names = self.lowrank.weight_names(model_id)
+        return gr.Dropdown(choices=names, value=names[0] if names else None)
 
-def _product_outputs(b_grid, a_grid, w0_kind: str):
-    """ΔW = B·A as a table, its row-by-row reading, the picture W0 + B·A and the numbers."""
-    res = lora_product(b_grid, a_grid)
-    w0 = example_w0(*res["shape"]) if w0_kind == "random W0" else None
-    fig = product_figure(
-        parse_matrix(b_grid, msg("B matrix")), parse_matrix(a_grid, msg("A matrix")), res["delta_w"], w0, lang=lang()
-    )
-    numbers = {k_: res[k_] for k_ in ("delta_w", "params_full", "params_lowrank", "break_even_rank")}
-    table = [[f"{x + 0.0:.2f}" for x in row] for row in np.round(res["delta_w"], 2)]  # "0.10", never "-0.00"
-    return table, product_markdown(res, lang()), fig, numbers
+    def product_outputs(self, b_grid, a_grid, w0_kind: str):
+        """ΔW = B·A as a table, its row-by-row reading, the picture W0 + B·A and the numbers."""
+        res = self.lowrank.product(b_grid, a_grid, random_w0=w0_kind == "random W0")
+        fig = product_figure(res["B"], res["A"], res["delta_w"], res["W0"], lang=lang())
+        numbers = {k_: res[k_] for k_ in ("delta_w", "params_full", "params_lowrank", "break_even_rank")}
+        table = [[f"{x + 0.0:.2f}" for x in row] for row in np.round(res["delta_w"], 2)]  # "0.10", never "-0.00"
+        return table, product_markdown(res, lang()), fig, numbers
 
-
-product = friendly(_product_outputs)
-
-MODULE_COLUMNS = [
-    msg("module"),
-    "r",
-    "‖ΔW‖_F",
-    msg("eff. rank"),
-    msg("stable rank"),
-    msg("rank 90%"),
-    msg("rank 99%"),
-    "‖ΔW‖/‖W0‖",
-]
-
-
-def modules_frame(res: dict, lang: str = "en") -> pd.DataFrame:
-    rows = [
-        [
-            m["name"],
-            m["r"],
-            round(m["fro_norm"], 5),
-            round(m["effective_rank"], 3),
-            round(m["stable_rank"], 3),
-            m["rank_90"],
-            m["rank_99"],
-            None if m["rel_to_base"] is None else float(f"{m['rel_to_base']:.3e}"),
-        ]
-        for m in res["modules"]
-    ]
-    return pd.DataFrame(rows, columns=[render(c, lang) for c in MODULE_COLUMNS])
-
-
-def compare_frame(res: dict, lang: str = "en") -> pd.DataFrame:
-    tr = translator(lang)
-    rows = [
-        [
-            m["name"],
-            round(m["parent_norm"], 5),
-            round(m["child_norm"], 5),
-            _r(m["rel_change"]),
-            _r(m["cosine"]),
-            _r(m["subspace_overlap"]),
-        ]
-        for m in res["modules"]
-    ]
-    return pd.DataFrame(
-        rows,
-        columns=[
-            tr("module"),
-            "‖ΔW_parent‖",
-            "‖ΔW_child‖",
-            tr("relative change"),
-            tr("cosine"),
-            tr("top-{k} overlap", k=res["top_k"]),
-        ],
-    )
+    @friendly
+    def product(self, b_grid, a_grid, w0_kind: str):
+        return self.product_outputs(b_grid, a_grid, w0_kind)
 
 
 def _still_shown(current, render_in) -> bool:
@@ -275,20 +199,14 @@ def _still_shown(current, render_in) -> bool:
 
 
 class AdapterActions:
-    """Section 3's handlers: analyse and truncate the adapters in the LabEngine's runs folder."""
+    """Section 3's handlers: analyse and truncate the adapters in the LabEngine's runs folder (`lab.lowrank`)."""
 
     def __init__(self, lab):
         self.lab = lab
 
-    def _path(self, choice: str | None, typed: str | None) -> str:
-        path = (typed or "").strip() or (choice or "")
-        if not path:
-            raise InputError(msg("Pick an adapter from the list, or type the path of a PEFT adapter folder."))
-        return str(self.lab.policy.check(path, msg("adapter folder")))
-
     @friendly
     def analyze(self, choice, typed, measure):
-        res = analyze_adapter(self._path(choice, typed))
+        res = self.lab.lowrank.analyze(choice, typed)
         names, first = [m["name"] for m in res["modules"]], res["modules"][0]
         return (
             res,
@@ -333,12 +251,8 @@ class AdapterActions:
 
     @friendly
     def truncate(self, choice, typed, k, name):
-        runs = self.lab.runs_dir
-        out = truncate_adapter(self._path(choice, typed), k, inside(runs, name, msg("adapter name")))
-        done = msg(
-            "Wrote the rank-{k} copy to `{out}`. Load it in the Chat tab, or analyze it here.", k=int(k), out=str(out)
-        )
-        return show(done), gr.Dropdown(choices=adapter_choices(runs), value=str(Path(runs) / out.name)), done
+        copy = self.lab.lowrank.truncate(choice, typed, k, name)
+        return show(copy.message), gr.Dropdown(choices=copy.choices, value=copy.value), copy.message
 
     @staticmethod
     def relabel_message(message, current):
@@ -350,12 +264,7 @@ class AdapterActions:
     @friendly
     def compare_parent(self, choice, typed):
         """The picked adapter against the one it was continued from, module by module."""
-        from lora_demo.lowrank.compare import compare_adapters, compare_markdown
-        from lora_demo.train.lineage import parent_of
-
-        child = self._path(choice, typed)
-        parent = str(self.lab.policy.check(parent_of(child), msg("parent adapter")))
-        res = compare_adapters(parent, child)
+        res = self.lab.lowrank.compare_parent(choice, typed)
         return (
             compare_markdown(res, lang()),
             adapter_heatmap(res, "rel_change", lang()),
@@ -366,18 +275,12 @@ class AdapterActions:
     @staticmethod
     def relabel_comparison(res, summary):
         """Language switch: the comparison shown, in the new language."""
-        from lora_demo.lowrank.compare import compare_markdown
-
         if not res or not _still_shown(summary, lambda code: compare_markdown(res, code)):
             return gr.skip(), gr.skip(), gr.skip()
         return compare_markdown(res, lang()), adapter_heatmap(res, "rel_change", lang()), compare_frame(res, lang())
 
     def refresh(self, current, seen_newest):
         return adapter_list(self.lab.runs_dir, current, seen_newest, custom_ok=False)
-
-
-def _r(x):
-    return None if x is None else round(x, 4)
 
 
 def _compare_section(act: AdapterActions, choice, typed) -> None:
@@ -410,15 +313,17 @@ def create_lowrank_tab(lab, tab: gr.Tab | None = None) -> None:
     gr.Markdown(INTRO)
     with gr.Accordion("From the SVD to LoRA: a worked example", open=False):
         gr.Markdown(WORKED_EXAMPLE, elem_id="lowrank-worked-example")
-    _svd_section()
-    _product_section()
+    matrices = MatrixActions(lab.lowrank)
+    _svd_section(matrices)
+    _product_section(matrices)
     _adapter_section(AdapterActions(lab), tab)
 
 
-def _matrix_sources() -> dict:
-    """Where section 1's matrix comes from: a preset, a model's weight, the editable grid or pasted text."""
+def _matrix_sources(low) -> dict:
+    """Where section 1's matrix comes from: a preset, a model's weight, the editable grid or pasted text (`low`:
+    the engine's low-rank actions, which offer the presets and models)."""
     with gr.Row():
-        c = {"preset": gr.Dropdown(PRESETS, value=PRESETS[0], label="Preset")}
+        c = {"preset": gr.Dropdown(low.PRESETS, value=low.PRESETS[0], label="Preset")}
         c["seed"] = gr.Number(value=0, precision=0, label="random seed")
         c["load_btn"] = gr.Button("Load preset")
     with gr.Row():
@@ -427,12 +332,16 @@ def _matrix_sources() -> dict:
         c["true_rank"] = gr.Number(value=3, precision=0, label="true rank")
         c["noise"] = gr.Number(value=0.05, label="noise level")
     with gr.Row():
-        c["weight_model"] = gr.Dropdown(WEIGHT_MODELS, value=WEIGHT_MODELS[0], label="model (for 'Weight of a model')")
+        c["weight_model"] = gr.Dropdown(
+            low.WEIGHT_MODELS, value=low.WEIGHT_MODELS[0], label="model (for 'Weight of a model')"
+        )
         c["weight"] = gr.Dropdown([], label="weight matrix", allow_custom_value=False)
         c["list_btn"] = gr.Button("List weights", size="sm")
     with gr.Row():
         with gr.Column(scale=3):
-            c["grid"] = gr.Dataframe(value=_round(seed_matrix(0)), type="array", interactive=True, label="M (editable)")
+            c["grid"] = gr.Dataframe(
+                value=_round(low.seed_matrix(0)), type="array", interactive=True, label="M (editable)"
+            )
             c["grid_btn"] = gr.Button("Use edited grid", size="sm")
         with gr.Column(scale=2):
             c["pasted"] = gr.Textbox(lines=5, label="…or paste CSV / JSON rows", placeholder="1, 2, 3\n4, 5, 6")
@@ -440,13 +349,13 @@ def _matrix_sources() -> dict:
     return c
 
 
-def _svd_section() -> None:
+def _svd_section(act: MatrixActions) -> None:
     with gr.Accordion("1 · A matrix and its SVD", open=True):
-        matrix_state = gr.Textbox(visible=False, value=json.dumps(_round(seed_matrix(0))))
-        c = _matrix_sources()
+        matrix_state = gr.Textbox(visible=False, value=json.dumps(_round(act.lowrank.seed_matrix(0))))
+        c = _matrix_sources(act.lowrank)
         status = gr.Markdown(elem_id="lowrank-svd-status")
         k = gr.Slider(1, 5, value=2, step=1, label="rank k")
-        init = svd_at_rank(matrix_state.value, 2)
+        init = act.svd_at_rank(matrix_state.value, 2)
         with gr.Row():
             spectrum = gr.Plot(init[0], label="spectrum")
             heat = gr.Plot(init[1], label="M, M_k, M − M_k")
@@ -459,32 +368,34 @@ def _svd_section() -> None:
     outputs, new_outputs = [spectrum, heat, svd_text, b_tab, a_tab, svd_json], [matrix_state, c["grid"], k]
 
     def svd_ok(matrix_json, kk):
-        return (*svd_at_rank(matrix_json, kk), "")  # a good result clears an earlier error
+        return (*act.svd_at_rank(matrix_json, kk), "")  # a good result clears an earlier error
 
     preset_inputs = [c[x] for x in ("preset", "d", "n", "true_rank", "noise", "seed", "weight_model", "weight")]
     for event in (
-        c["load_btn"].click(load_preset, [*preset_inputs, k], new_outputs, api_name="lowrank_preset"),
-        c["grid_btn"].click(use_grid, [c["grid"], k], new_outputs, api_visibility="private"),
-        c["paste_btn"].click(use_pasted, [c["pasted"], k], new_outputs, api_name="lowrank_parse"),
+        c["load_btn"].click(act.load_preset, [*preset_inputs, k], new_outputs, api_name="lowrank_preset"),
+        c["grid_btn"].click(act.use_grid, [c["grid"], k], new_outputs, api_visibility="private"),
+        c["paste_btn"].click(act.use_pasted, [c["pasted"], k], new_outputs, api_name="lowrank_parse"),
     ):
         show_errors(event, status)
         event.success(svd_ok, [matrix_state, k], [*outputs, status], api_visibility="private")
-    show_errors(c["list_btn"].click(list_weights, c["weight_model"], c["weight"], api_name="lowrank_weights"), status)
-    show_errors(k.release(svd_at_rank, [matrix_state, k], outputs, api_name="lowrank_svd"), status)
-    k.change(svd_at_rank, [matrix_state, k], outputs, api_visibility="private", show_progress="hidden")
-    on_language(_quietly(_svd_outputs, len(outputs)), [matrix_state, k], outputs)
+    weights = c["list_btn"].click(act.list_weights, c["weight_model"], c["weight"], api_name="lowrank_weights")
+    show_errors(weights, status)
+    show_errors(k.release(act.svd_at_rank, [matrix_state, k], outputs, api_name="lowrank_svd"), status)
+    k.change(act.svd_at_rank, [matrix_state, k], outputs, api_visibility="private", show_progress="hidden")
+    on_language(_quietly(act.svd_outputs, len(outputs)), [matrix_state, k], outputs)
 
 
-def _product_section() -> None:
+def _product_section(act: MatrixActions) -> None:
+    seed_b, seed_a = act.lowrank.SEED_B, act.lowrank.SEED_A
     with gr.Accordion("2 · LoRA product explorer: ΔW = B·A", open=True):
         with gr.Row():
-            b_in = gr.Dataframe(value=SEED_B, type="array", interactive=True, label="B (d×r)")
-            a_in = gr.Dataframe(value=SEED_A, type="array", interactive=True, label="A (r×n)")
+            b_in = gr.Dataframe(value=seed_b, type="array", interactive=True, label="B (d×r)")
+            a_in = gr.Dataframe(value=seed_a, type="array", interactive=True, label="A (r×n)")
         with gr.Row():
             w0_kind = gr.Radio(["W0 = 0", "random W0"], value="random W0", label="W0 in the picture")
             seed_btn = gr.Button("Worked example", size="sm")
             prod_btn = gr.Button("Compute ΔW = B·A")
-        init = product(SEED_B, SEED_A, "random W0")
+        init = act.product(seed_b, seed_a, "random W0")
         with gr.Row():
             dw_tab = gr.Dataframe(init[0], label="ΔW = B·A (2 decimals)", interactive=False)
             prod_text = dynamic(gr.Markdown(init[1]))
@@ -493,13 +404,13 @@ def _product_section() -> None:
         with gr.Accordion("numbers (JSON)", open=False):
             prod_json = gr.JSON(init[3])
     outputs = [dw_tab, prod_text, prod_fig, prod_json]
-    event = prod_btn.click(product, [b_in, a_in, w0_kind], outputs, api_name="lowrank_product")
+    event = prod_btn.click(act.product, [b_in, a_in, w0_kind], outputs, api_name="lowrank_product")
     show_errors(event, status)
     event.success(lambda: "", None, status, api_visibility="private", show_progress="hidden")
-    seed_btn.click(lambda: (SEED_B, SEED_A), None, [b_in, a_in], api_visibility="private").then(
-        product, [b_in, a_in, w0_kind], outputs, api_visibility="private"
+    seed_btn.click(lambda: (seed_b, seed_a), None, [b_in, a_in], api_visibility="private").then(
+        act.product, [b_in, a_in, w0_kind], outputs, api_visibility="private"
     )
-    on_language(_quietly(_product_outputs, len(outputs)), [b_in, a_in, w0_kind], outputs)
+    on_language(_quietly(act.product_outputs, len(outputs)), [b_in, a_in, w0_kind], outputs)
 
 
 def _adapter_section(act: AdapterActions, tab: gr.Tab | None) -> None:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lora_demo.system import format_system_info, hub_models_markdown, system_info
 from lora_demo.ui.common import dynamic, lang, on_language
 
 
-def system_markdown() -> str:
-    """The System panel, freshly detected, in this browser session's language (the models usable here only)."""
-    return format_system_info(system_info(), lang(), offline_only=True)
+def create_system_tab(lab) -> None:
+    def system_markdown() -> str:
+        """The System panel, freshly detected, in this browser session's language (the models usable here only)."""
+        return lab.system_panels(lang())[0]
 
+    def system_panels() -> tuple[str, str]:
+        """The System panel and, apart, the hub models that need a download once."""
+        return lab.system_panels(lang())
 
-def system_panels() -> tuple[str, str]:
-    """The System panel and, apart, the hub models that need a download once."""
-    info = system_info()
-    return format_system_info(info, lang(), offline_only=True), hub_models_markdown(info, lang())
-
-
-def create_system_tab() -> None:
     panel, hub_panel = system_panels()
     info = dynamic(gr.Markdown(panel, elem_id="system-info"))  # rendered per language, not re-labelled
     with gr.Accordion("Hub models (need a download once)", open=False, elem_id="system-hub"):

@@ -1,7 +1,9 @@
 """Train tab: settings, plan with warnings, one-click start, live progress and loss curve, stop, runs, export.
 
-Layout only: the components are laid out by small functions and wired to TrainActions, whose methods call the
-LabEngine (lora_demo/engine.py). Each action can be called without launching the app.
+Layout only: the form is generated from TrainSettings' fields (train/settings.py says how each is shown: label,
+section, widget, limits), the components are laid out by small functions and wired to TrainActions, whose methods
+call the LabEngine (lora_demo/engine.py; its `train` object for the tab's own lists and runs) and render with the
+views of ui/views/train.py. Each action can be called without launching the app.
 """
 
 from __future__ import annotations
@@ -9,175 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
-import pandas as pd
 
-from lora_demo.data import example_names
-from lora_demo.data.preferences import PAIRS, VOTES
-from lora_demo.device import detect
+from lora_demo.engine import LabEngine
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
-from lora_demo.models import REGISTRY
-from lora_demo.rundir import CHECKPOINTS, RunDir
-from lora_demo.train import probes
-from lora_demo.train.plan import plan_markdown
-from lora_demo.train.plots import compare_figure, empty_loss_figure, loss_figure, progress_html, stage_label
-from lora_demo.train.runner import equivalent_command
-from lora_demo.train.runs import LOG_TAIL_LINES, list_runs
-from lora_demo.train.settings import (
-    ALL_LINEAR,
-    METHODS,
-    OPTIMIZERS,
-    SCHEDULERS,
-    TRACKERS,
-    TrainSettings,
-    defaults_for,
-)
-from lora_demo.train.watch import look
 from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, pill_sink, say, show, show_errors
 from lora_demo.ui.export_panel import export_panel
+from lora_demo.ui.views.train import (
+    compare_figure,
+    compare_frame,
+    empty_loss_figure,
+    loss_figure,
+    progress_html,
+    runs_frame,
+    timeline_html,
+)
 
-# The form's fields, in the order the handlers receive them (names match TrainSettings).
-FORM = [
-    "model",
-    "dataset",
-    "template",
-    "enable_thinking",
-    "max_seq_length",
-    "r",
-    "lora_alpha",
-    "lora_dropout",
-    "target_modules",
-    "use_rslora",
-    "load_in_4bit",
-    "learning_rate",
-    "num_epochs",
-    "max_steps",
-    "micro_batch_size",
-    "gradient_accumulation_steps",
-    "warmup",
-    "lr_scheduler",
-    "weight_decay",
-    "optimizer",
-    "seed",
-    "train_on_responses_only",
-    "packing",
-    "val_fraction",
-    "logging_steps",
-    "eval_steps",
-    "save_steps",
-    "run_name",
-    "num_processes",
-    "keep_checkpoints",
-    "init_adapter",
-    "probe_prompts",
-    "probe_tokens",
-    "probe_rows",
-    "padding_free",
-    "auto_micro_batch",
-    "report_to",
-    "num_nodes",
-    "node_rank",
-    "master_addr",
-    "master_port",
-    "fsdp",
-    "method",
-    "dpo_beta",
-    "rewards",
-    "grpo_generations",
-    "grpo_max_tokens",
-    "grpo_temperature",
-]
-INTS = {
-    "max_seq_length",
-    "r",
-    "max_steps",
-    "micro_batch_size",
-    "gradient_accumulation_steps",
-    "seed",
-    "logging_steps",
-    "eval_steps",
-    "save_steps",
-    "keep_checkpoints",
-    "probe_tokens",
-    "probe_rows",
-    "num_nodes",
-    "node_rank",
-    "master_port",
-    "grpo_generations",
-    "grpo_max_tokens",
-}
-# The form's labels (the switch translates them; an empty field's error names it by its label).
-LABELS = {
-    "model": "model",
-    "dataset": "dataset",
-    "template": "template",
-    "enable_thinking": "Qwen3 thinking",
-    "max_seq_length": "max sequence length",
-    "r": "rank r",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
-    "target_modules": "target modules",
-    "use_rslora": "rsLoRA",
-    "load_in_4bit": "4-bit (QLoRA)",
-    "learning_rate": "learning rate",
-    "num_epochs": "epochs",
-    "max_steps": "max steps (-1: epochs)",
-    "micro_batch_size": "micro batch",
-    "gradient_accumulation_steps": "grad. accumulation",
-    "warmup": "warmup (steps, or ratio < 1)",
-    "lr_scheduler": "scheduler",
-    "weight_decay": "weight decay",
-    "optimizer": "optimizer",
-    "seed": "seed",
-    "train_on_responses_only": "train on responses only",
-    "packing": "packing",
-    "padding_free": "padding-free batches",
-    "auto_micro_batch": "auto micro batch (CUDA)",
-    "val_fraction": "validation fraction",
-    "logging_steps": "logging steps",
-    "eval_steps": "eval steps",
-    "save_steps": "checkpoint every N steps (0: auto, about 5; -1: none)",
-    "keep_checkpoints": "keep the newest N checkpoints",
-    "run_name": "run name (optional)",
-    "init_adapter": "continue from (parent adapter)",
-    "probe_prompts": "probe prompts (one per line)",
-    "probe_tokens": "probe answer tokens (0: off)",
-    "probe_rows": "rows to probe (no prompts given)",
-    "num_processes": "GPUs",
-    "report_to": "also report to",
-    "num_nodes": "machines (nodes)",
-    "node_rank": "this machine's node rank",
-    "master_addr": "node 0's address",
-    "master_port": "rendezvous port",
-    "fsdp": "FSDP (shard the model over the GPUs)",
-    "method": "training method",
-    "dpo_beta": "DPO beta",
-    "rewards": "rewards (pick presets or type KIND:ARG@WEIGHT)",
-    "grpo_generations": "answers per prompt",
-    "grpo_max_tokens": "answer tokens",
-    "grpo_temperature": "sampling temperature",
-}
-# Ready-made GRPO rewards for the form's list (train/rewards.py reads them; any other spec may be typed in).
-REWARD_PRESETS = [
-    "format:<answer>",
-    r"format:^[A-Z].*[.!?]$",
-    "length:40",
-    "match:fuzzy",
-    "match:exact",
-    "not_contains:As an AI",
-    "contains:",
-]
-# The fields only one method uses (shown with it): another method's run never stops on them.
-METHOD_FIELDS = {
-    "dpo_beta": "dpo",
-    "rewards": "grpo",
-    "grpo_generations": "grpo",
-    "grpo_max_tokens": "grpo",
-    "grpo_temperature": "grpo",
-}
-# The methods as the form's radio names them (values: TrainSettings.method).
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
-SKIP7 = (gr.skip(),) * 7
+# The form's fields (TrainSettings' fields, each with how it is shown), in the order the handlers and the
+# /train_plan and /train_start endpoints receive them.
+FIELDS = LabEngine.train_form()
+FORM = [f["name"] for f in FIELDS]
 POLL_S = 2.0  # seconds between the Train tab's looks at an active run
 
 
@@ -186,152 +39,44 @@ def idle():
     return gr.Timer(active=False)
 
 
-def settings_from_form(values) -> TrainSettings:
-    """TrainSettings from the form's values (numbers from gr.Number may arrive as floats or None)."""
-    data = dict(zip(FORM, values, strict=True))
-    defaults = TrainSettings().to_dict()
-    for k, v in data.items():
-        if v is None and METHOD_FIELDS.get(k, data.get("method")) != data.get("method"):
-            data[k] = defaults[k]  # another method's hidden field, left empty: its default (it is not used)
-        elif v is None and k != "run_name":
-            raise InputError(msg("{name} is empty: fill it in.", name=msg(LABELS[k])))
-        if k in INTS and isinstance(v, float) and v.is_integer():
-            data[k] = int(v)
-    data["run_name"] = data["run_name"] or ""
-    data["init_adapter"] = data["init_adapter"] or ""
-    prompts = data["probe_prompts"]
-    data["probe_prompts"] = (
-        [t.strip() for t in prompts.splitlines() if t.strip()] if isinstance(prompts, str) else prompts
-    )
-    return TrainSettings.from_dict(data)
+def settings_from_form(values):
+    """TrainSettings from the form's values, in FORM order (numbers from gr.Number may arrive as floats or None)."""
+    return LabEngine.settings_from_form(dict(zip(FORM, values, strict=True)))
 
 
-def form_values(s: TrainSettings, parents: list) -> list:
+def form_values(s, parents: list) -> list:
     """The form's values for settings s (the inverse of settings_from_form), in FORM order."""
     d = s.to_dict()
     d["probe_prompts"] = "\n".join(s.probe_prompts)
     d["init_adapter"] = gr.Dropdown(choices=parents, value=s.init_adapter)
-    d["num_processes"] = max(1, min(s.num_processes, visible_gpus()))  # the parent's GPUs may not be here
+    d["num_processes"] = max(1, min(s.num_processes, LabEngine.visible_gpus()))  # the parent's GPUs may not be here
     return [d[k] for k in FORM]
 
 
-def resumable_now(run_dir) -> bool:
-    """Whether the Resume button belongs on this run: stopped or failed, with a finished checkpoint (presence of its
-    files only; Resume itself reads them and says which one it skips)."""
-    from lora_demo.train.checkpoints import can_resume
-    from lora_demo.train.runs import read_status, settled
-
-    st = settled(run_dir, read_status(run_dir))
-    if (st.get("num_nodes") or 1) > 1:  # a run over several machines does not resume (Runner.resume says why)
-        return False
-    return st.get("status") in ("stopped", "failed") and can_resume(run_dir)
-
-
-def runs_frame(runs_dir) -> pd.DataFrame:
-    """The runs table, its headers and statuses in this session's language (the run names as they are); None: the
-    empty table of the built page (filled when a page loads)."""
-    here = lang()
-    rows = [
-        [
-            r["name"],
-            stage_label(r["status"], here),
-            r["model"],
-            r["dataset"],
-            None if r["final_loss"] is None else round(r["final_loss"], 4),
-            r["duration_s"],
-            r["started"],
-        ]
-        for r in (list_runs(runs_dir) if runs_dir is not None else [])
-    ]
-    columns = [
-        say("run"),
-        say("status"),
-        say("model"),
-        say("dataset"),
-        say("final loss"),
-        say("seconds"),
-        say("started"),
-    ]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def compare_frame(result) -> pd.DataFrame:
-    """The compared runs' table (compare.COLUMNS), headers and statuses in this session's language; None: empty."""
-    from lora_demo.train.compare import COLUMNS
-
-    here = lang()
-    headers = {
-        "run": say("run"),
-        "status": say("status"),
-        "steps": say("steps"),
-        "final_loss": say("final train loss"),
-        "min_eval_loss": say("min eval loss"),
-        "final_eval_loss": say("final eval loss"),
-        "learning_rate": say("learning rate"),
-        "r": "r",
-        "lora_alpha": say("alpha"),
-        "effective_batch": say("effective batch"),
-        "tokens_per_s": "tokens/s",
-        "wall_s": say("seconds"),
-    }
-
-    def cell(key, value):
-        if key == "status":
-            return stage_label(value, here)
-        return round(value, 4) if key.endswith("loss") and isinstance(value, float) else value
-
-    rows = [[cell(k, r[k]) for k in COLUMNS] for r in (result or {}).get("runs", [])]
-    return pd.DataFrame(rows, columns=[headers[k] for k in COLUMNS])
-
-
-def compare_note(result) -> str:
-    """Which settings differ between the compared runs (the names as in config.yaml)."""
-    from lora_demo.train.compare import cell_text
-
-    if len(result["runs"]) < 2:
-        return say("Pick another run to compare it with.")
-    if not result["differs"]:
-        return say("The runs have the same settings.")
-    lines = "; ".join(f"`{k}` " + " · ".join(cell_text(v) for v in values) for k, values in result["differs"].items())
-    return say("Settings that differ (in the order of the table): {settings}", settings=lines)
-
-
-def _adapter_name(path) -> str:
-    """A run's name, or run/checkpoint-N for one of its checkpoints."""
-    from pathlib import Path
-
-    p = Path(str(path))
-    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == CHECKPOINTS else p.name
-
-
-def _is_preferences(dataset) -> bool:
-    return isinstance(dataset, str) and (dataset.startswith(VOTES) or dataset.startswith(PAIRS))
-
-
-def run_names(runs_dir) -> list[str]:
-    return [r["name"] for r in list_runs(runs_dir)]
+def shown_choices(choices: list) -> list:
+    """A list's choices with their labels in this session's language (a label may be a Msg)."""
+    return [(show(c[0]), c[1]) if isinstance(c, tuple) else c for c in choices]
 
 
 class TrainActions:
-    """The Train tab's event handlers, over one LabEngine."""
+    """The Train tab's event handlers, over one LabEngine. `ui` names the tab's components once it is built (the
+    handlers that update several of them return {component: value}: what they leave out stays as it is)."""
 
     def __init__(self, lab):
         self.lab = lab
+        self.ui: dict = {}
 
     def dataset_choices(self, saved: bool = True, method: str = "sft") -> list:
         """The examples, then (saved=True) the data folder's datasets, read now (the built page lists examples only).
         A DPO run's: preference pairs instead (the parent's votes, each run's votes, the saved preference sets)."""
-        if method == "dpo":
-            parent_votes = (say("votes: (the parent's votes)"), VOTES)
-            return [parent_votes, *((show(label), value) for label, value in self.lab.preference_sources())]
-        return [f"example:{n}" for n in example_names()] + (self.lab.datasets.names() if saved else [])
+        return shown_choices(self.lab.train.dataset_choices(saved, method))
 
     def method_changed(self, method, dataset, parent):
         """Another training method: its datasets (a DPO run learns from preference pairs: votes or a preference
         set; SFT and GRPO from instruction rows), its own settings shown, and what it needs said."""
         choices = self.dataset_choices(method=method)
         values = [c[1] if isinstance(c, tuple) else c for c in choices]
-        keep = dataset in values or (method != "dpo" and not _is_preferences(dataset))
+        keep = dataset in values or (method != "dpo" and not self.lab.train.is_preferences(dataset))
         pick = gr.Dropdown(choices=choices, value=dataset if keep else values[0])
         said = ""
         if method == "dpo" and not parent:
@@ -354,8 +99,9 @@ class TrainActions:
         """The form's values, kept in this browser (gr.BrowserState) so a reload gets them back."""
         return dict(zip(FORM, values, strict=True))
 
-    def restore(self, stored):
-        """At page load: the form as this browser last left it (what is missing or no longer there stays default)."""
+    def restore(self, stored) -> list:
+        """At page load: the form as this browser last left it, in FORM order (what is missing or no longer there
+        stays default)."""
         stored = stored if isinstance(stored, dict) else {}
         out = []
         for k in FORM:
@@ -371,40 +117,47 @@ class TrainActions:
                 known = v in [value for _, value in parents]
                 out.append(gr.Dropdown(choices=parents, value=v) if known else gr.skip())
             elif k == "num_processes":
-                out.append(max(1, min(int(v), visible_gpus())) if isinstance(v, (int, float)) else gr.skip())
+                gpus = LabEngine.visible_gpus()
+                out.append(max(1, min(int(v), gpus)) if isinstance(v, (int, float)) else gr.skip())
             else:
                 out.append(v)
         return out
 
-    def restore_once(self, stored, done):
+    def restore_once(self, stored, done) -> dict:
         """restore(), the first time this page has stored values to restore; nothing after that."""
         if done or not (isinstance(stored, dict) and stored):
-            return (*(gr.skip() for _ in FORM), done)
-        return (*self.restore(stored), True)
+            return {}
+        return {**dict(zip(self._form(), self.restore(stored), strict=True)), self.ui["restored"]: True}
+
+    def _form(self) -> list:
+        return [self.ui[k] for k in FORM]
 
     def lists(self):
         """At page load, this session's lists of the user's work, read now (the built page names none): datasets,
         parent adapters, runs (the newest shown), the runs table, Resume for the shown run."""
-        names = run_names(self.lab.runs_dir)
+        names = self.lab.train.run_names()
         shown = names[0] if names else None
         return (
             gr.Dropdown(choices=self.dataset_choices()),
             gr.Dropdown(choices=self.parents()),
             gr.Dropdown(choices=names, value=shown),
-            runs_frame(self.lab.runs_dir),
-            gr.Button(visible=bool(shown) and resumable_now(self.lab.runs_dir / shown)),
+            self._runs_frame(),
+            gr.Button(visible=bool(shown) and self.lab.train.resumable(shown)),
         )
+
+    def _runs_frame(self):
+        return runs_frame(self.lab.train.runs(), lang())
 
     @friendly
     def plan(self, *values) -> str:
-        return plan_markdown(self.lab.plan(settings_from_form(values)), lang())
+        return self.lab.train.plan_text(self.lab.plan(settings_from_form(values)), lang())
 
     @friendly
     def plan_kept(self, *values):
         """The Check plan button: the plan in this session's language, and the plan itself (a gr.State, to render
         it again when the language is switched)."""
         plan = self.lab.plan(settings_from_form(values))
-        return plan_markdown(plan, lang()), plan
+        return self.lab.train.plan_text(plan, lang()), plan
 
     @friendly
     def start(self, *values):
@@ -412,36 +165,32 @@ class TrainActions:
         started = say(
             "Started **{name}**. Same run from a terminal: `{command}`",
             name=run_dir.name,
-            command=equivalent_command(run_dir),
+            command=self.lab.train.command(run_dir),
         )
-        view = gr.Dropdown(choices=run_names(self.lab.runs_dir), value=run_dir.name)
-        return started, plan_markdown(plan, lang()), view, plan
+        view = gr.Dropdown(choices=self.lab.train.run_names(), value=run_dir.name)
+        return started, self.lab.train.plan_text(plan, lang()), view, plan
 
     @friendly
     def resume(self, name):
-        from lora_demo.train.checkpoints import step_of
-
-        ckpt, skipped = self.lab.resume(name)
+        step, skipped = self.lab.train.resume(name)
         notes = "".join(
             "\n- ⚠️ " + say("{why} It was set aside (renamed corrupt-…), and the previous one used.", why=m)
             for m in skipped
         )
         resuming = say(
-            "Resuming **{name}** from checkpoint step {step}: same folder, same curve.", name=name, step=step_of(ckpt)
+            "Resuming **{name}** from checkpoint step {step}: same folder, same curve.", name=name, step=step
         )
         return resuming + notes
 
     def parents(self) -> list:
         """The 'continue from' list: first 'new LoRA factors' (start a fresh adapter, in this session's language),
         then the adapters of the runs folder."""
-        from lora_demo.adapters import adapter_choices
-
-        return [(say("— new LoRA factors —"), ""), *adapter_choices(self.lab.runs_dir, lang())]
+        return [(say("— new LoRA factors —"), ""), *self.lab.adapter_choices(lang())]
 
     @friendly
     def continue_from(self, name):
         """'Continue training': the form filled with the shown run's settings, starting from its adapter."""
-        path = self._adapter_or_checkpoint(name)
+        path = self.lab.train.adapter_or_checkpoint(name)
         s = self.lab.continue_settings(path)
         told = say(
             "The form now continues from **{name}**: its settings, starting from its adapter. Pick a dataset "
@@ -451,7 +200,7 @@ class TrainActions:
         )
         return *self.form_for(s), told
 
-    def form_for(self, s: TrainSettings) -> list:
+    def form_for(self, s) -> list:
         """The form's values for settings s (form_values), with the dataset list and the fields of s's method."""
         values = form_values(s, self.parents())
         values[FORM.index("dataset")] = gr.Dropdown(choices=self.dataset_choices(method=s.method), value=s.dataset)
@@ -466,21 +215,9 @@ class TrainActions:
         told = say(
             "The form now trains **DPO** from the blind votes on **{name}**, continuing from it. Check the plan "
             "(pairs, steps, the reference model's cost), then press Start.",
-            name=_adapter_name(adapter),
+            name=self.lab.train.adapter_name(adapter),
         )
         return *self.form_for(s), told
-
-    def _adapter_or_checkpoint(self, name) -> str:
-        """The run's final adapter, else (a failed or running run) its newest finished checkpoint."""
-        from lora_demo.train.checkpoints import checkpoint_choices
-
-        try:
-            return self.lab.adapter_for_chat(name)
-        except InputError:
-            ckpts = checkpoint_choices(self.lab.run_dir(name))
-            if not ckpts:
-                raise
-            return str(RunDir(self.lab.runs_dir / name).checkpoints_dir / ckpts[0][1].name)
 
     def thinking(self, model):
         """The 'Qwen3 thinking' switch, shown only for a model whose chat template reads it (off otherwise)."""
@@ -489,29 +226,21 @@ class TrainActions:
         )
 
     @friendly
-    def adopt_parent(self, adapter):
+    def adopt_parent(self, adapter) -> dict:
         """Picking an adapter to continue from takes its base model and LoRA shape, which must match it."""
         if not adapter:
-            return (gr.skip(),) * 5
+            return {}
         s = self.lab.continue_settings(adapter)
-        return s.model, s.r, s.lora_alpha, s.target_modules, s.use_rslora
+        return {self.ui[k]: getattr(s, k) for k in ("model", "r", "lora_alpha", "target_modules", "use_rslora")}
 
     @friendly
     def stop(self) -> str:
-        from lora_demo.train.runs import stop_notice
-
-        run_dir = self.lab.runner.stop()
-        if run_dir is None:
-            return say("No training is running.")
-        return show(stop_notice(run_dir))  # what it does at the run's stage: nothing saved while the model loads
+        return show(self.lab.train.stop())  # what it does at the run's stage: nothing saved while the model loads
 
     @friendly
     def ask_delete(self, name):
         """🗑: say what would be deleted and show 'Confirm delete' (armed: the confirmation the endpoint needs)."""
-        self.lab.run_dir(name)  # a run of this folder, or the message why not
-        active = self.lab.runner.current()
-        if active is not None and active.name == name:
-            self.lab.delete_run(name)  # refuses, saying how to stop it
+        self.lab.train.check_delete(name)
         asked = say(
             "Delete **{name}** and everything in it (adapter, checkpoints, log, data snapshot)? This cannot be "
             "undone: press **Confirm delete**.",
@@ -520,7 +249,7 @@ class TrainActions:
         return asked, gr.Button(visible=True), True
 
     @friendly
-    def delete(self, name, confirm):
+    def delete(self, name, confirm) -> dict:
         """Delete the shown run (confirm must be True: the page sets it with 🗑 → Confirm delete); refresh the lists."""
         if confirm is not True:
             raise InputError(
@@ -530,76 +259,77 @@ class TrainActions:
                 )
             )
         self.lab.delete_run(name)
-        names = run_names(self.lab.runs_dir)
+        names = self.lab.train.run_names()
         shown = names[0] if names else None
-        return (
-            say("Deleted **{name}**.", name=name),
-            runs_frame(self.lab.runs_dir),
-            gr.Dropdown(choices=names, value=shown),
-            gr.Button(visible=False),
-            False,
-            gr.Button(visible=bool(shown) and resumable_now(self.lab.runs_dir / shown)),
-            gr.skip() if shown else progress_html({}, [], None, lang()),
-        )
+        ui = self.ui
+        out = {
+            ui["status"]: say("Deleted **{name}**.", name=name),
+            ui["runs_table"]: self._runs_frame(),
+            ui["view"]: gr.Dropdown(choices=names, value=shown),
+            ui["confirm_btn"]: gr.Button(visible=False),
+            ui["armed"]: False,
+            ui["resume_btn"]: gr.Button(visible=bool(shown) and self.lab.train.resumable(shown)),
+        }
+        if not shown:
+            out[ui["progress"]] = progress_html({}, [], None, lang())
+        return out
 
-    def tick(self, shown, seen_before):
-        """Redraw only what changed (train.watch.look): on 2 cores the page competes with the training. The timer
+    def tick(self, shown, seen_before) -> dict:
+        """Redraw only what changed (LabEngine.train.look): on 2 cores the page competes with the training. The timer
         runs while there is something to watch (started by Start, the tab's selection or ↻) and stops itself."""
-        active = self.lab.runner.current()
-        name = active.name if active is not None else shown
-        if not name or not (self.lab.runs_dir / name).is_dir():
-            return (*SKIP7, seen_before, idle())
-        run_dir = self.lab.runs_dir / name
-        now = look(run_dir, seen_before)
+        ui, active = self.ui, self.lab.train.active()
+        name = active or shown
+        if not self.lab.train.has_run(name):
+            return {ui["timer"]: idle()}
+        now = self.lab.train.look(name, seen_before)
         if not now.changed and not now.curve:
-            return (*SKIP7, now.seen, gr.skip() if active is not None else idle())
+            return {ui["seen"]: now.seen} if active else {ui["seen"]: now.seen, ui["timer"]: idle()}
         before = (seen_before or {}).get("key") or [None]
+        run_dir = self.lab.runs_dir / name
         new_run = (seen_before or {}).get("run") != str(run_dir)  # another run shown: its buttons, not the last one's
         status_changed = now.status is not None and (new_run or before[0] != now.status.get("status"))
         here = lang()
-        return (
-            progress_html(now.status, now.progress, run_dir, here) if now.status is not None else gr.skip(),
-            loss_figure(now.progress, msg("Run {name}", name=name), here) if now.curve else gr.skip(),
-            probes.timeline_html(probes.read(run_dir), here) if now.curve else gr.skip(),
-            now.log if now.log is not None else gr.skip(),
-            gr.Dropdown(choices=run_names(self.lab.runs_dir), value=name) if name != shown else gr.skip(),
-            runs_frame(self.lab.runs_dir) if status_changed else gr.skip(),
-            gr.Button(visible=resumable_now(run_dir)) if status_changed else gr.skip(),
-            now.seen,
-            gr.skip(),
-        )
+        out = {ui["seen"]: now.seen}
+        if now.status is not None:
+            out[ui["progress"]] = progress_html(now.status, now.progress, run_dir, here)
+        if now.curve:
+            out[ui["curve"]] = loss_figure(now.progress, msg("Run {name}", name=name), here)
+            out[ui["timeline"]] = timeline_html(self.lab.train.probe_points(name), here)
+        if now.log is not None:
+            out[ui["log"]] = now.log
+        if name != shown:
+            out[ui["view"]] = gr.Dropdown(choices=self.lab.train.run_names(), value=name)
+        if status_changed:
+            out[ui["runs_table"]] = self._runs_frame()
+            out[ui["resume_btn"]] = gr.Button(visible=self.lab.train.resumable(name))
+        return out
 
     def buttons(self):
         """Start off and Stop on while a run is active (a reloaded page re-attaches to it); the other way round
         once it has ended."""
-        running = self.lab.runner.current() is not None
+        running = self.lab.train.active() is not None
         return gr.Button(interactive=not running), gr.Button(interactive=running)
 
-    def tick_and_buttons(self, shown, seen_before):
-        return (*self.tick(shown, seen_before), *self.buttons())
+    def tick_and_buttons(self, shown, seen_before) -> dict:
+        start, stop = self.buttons()
+        return {**self.tick(shown, seen_before), self.ui["start_btn"]: start, self.ui["stop_btn"]: stop}
 
-    def relabel(self, shown):
+    def relabel(self, shown) -> dict:
         """After a language switch: the runs table now; the shown run's panels at the next tick (its `seen` is
         cleared, so everything is redrawn, and the timer woken); the empty panels now when no run is shown."""
-        here = lang()
-        if shown and (self.lab.runs_dir / str(shown)).is_dir():
-            return gr.skip(), gr.skip(), runs_frame(self.lab.runs_dir), None, gr.Timer(active=True)
-        return (
-            progress_html({}, [], None, here),
-            probes.timeline_html([], here),
-            runs_frame(self.lab.runs_dir),
-            None,
-            gr.skip(),
-        )
+        ui, here = self.ui, lang()
+        out = {ui["runs_table"]: self._runs_frame(), ui["seen"]: None}
+        if self.lab.train.has_run(shown):
+            return {**out, ui["timer"]: gr.Timer(active=True)}
+        return {**out, ui["progress"]: progress_html({}, [], None, here), ui["timeline"]: timeline_html([], here)}
 
-    @staticmethod
-    def replan(plan):
+    def replan(self, plan):
         """The last plan shown, in the language just chosen."""
-        return plan_markdown(plan, lang()) if plan else gr.skip()
+        return self.lab.train.plan_text(plan, lang()) if plan else gr.skip()
 
     def compare_choices(self, picked):
         """The runs to compare: the runs folder's, read now (newest first); the picks that are still there stay."""
-        names = run_names(self.lab.runs_dir)
+        names = self.lab.train.run_names()
         picked = [p for p in picked or [] if p in names] if isinstance(picked, list) else []
         return gr.Dropdown(choices=names, value=picked)
 
@@ -607,8 +337,7 @@ class TrainActions:
     def compare(self, names):
         """The picked runs' loss curves on one plot, their table, and which settings differ (nothing picked: the
         empty chart says what to pick)."""
-        result = self.lab.compare_runs(names) if names else None
-        return compare_figure(result, lang()), compare_frame(result), compare_note(result) if result else ""
+        return self._compared(self.lab.compare_runs(names) if names else None)
 
     def recompare(self, names):
         """After a language switch: the comparison shown, in the new language (left as it is if it cannot be made
@@ -617,11 +346,16 @@ class TrainActions:
             result = self.lab.compare_runs(names) if names else None
         except InputError:
             return gr.skip(), gr.skip(), gr.skip()
-        return compare_figure(result, lang()), compare_frame(result), compare_note(result) if result else ""
+        return self._compared(result)
+
+    def _compared(self, result):
+        here, columns = lang(), self.lab.train.COMPARE_COLUMNS
+        note = show(self.lab.train.compare_note(result)) if result else ""
+        return compare_figure(result, here), compare_frame(result, columns, here), note
 
     def refresh_runs(self):
-        self.lab.runner.reap()  # a run whose worker is gone (killed, app restarted) is recorded as failed
-        return runs_frame(self.lab.runs_dir), gr.Dropdown(choices=run_names(self.lab.runs_dir))
+        self.lab.train.refresh()  # a run whose worker is gone (killed, app restarted) is recorded as failed
+        return self._runs_frame(), gr.Dropdown(choices=self.lab.train.run_names())
 
 
 @dataclass
@@ -638,223 +372,145 @@ class TrainTab:
     continue_box: gr.Accordion | None = None  # "Continue from an adapter": opened when a hand-off sets the parent
 
 
-def _settings_form(d: dict, choices: dict) -> dict:
-    """The settings, in accordions, each with its help text; returns {field name: component}."""
-    help_ = TrainSettings.help()
-    c: dict[str, gr.components.Component] = {}
+# The form's widgets (TrainSettings' `widget`), and the widget arguments a setting may give (train/settings.py _f).
+WIDGETS = {
+    "number": gr.Number,
+    "checkbox": gr.Checkbox,
+    "text": gr.Textbox,
+    "dropdown": gr.Dropdown,
+    "radio": gr.Radio,
+    "checkboxes": gr.CheckboxGroup,
+}
+LOOK = ("elem_id", "minimum", "maximum", "lines", "scale", "multiselect", "allow_custom_value")
 
-    def num(name, label, precision=None):
-        c[name] = gr.Number(value=d[name], label=label, info=help_[name], precision=precision)
+
+def _component(f: dict, value, live: dict):
+    """One setting's component: its label, help line, choices and limits as TrainSettings gives them, then what only
+    the page knows (`live`: the lists read when it is built, a label with the GPU count, what is shown)."""
+    kw = {"value": value, "label": f["label"], **{k: f[k] for k in LOOK if k in f}}
+    if f.get("info", True):
+        kw["info"] = f["help"]
+    if f["widget"] == "number" and f["type"] == "int":
+        kw["precision"] = 0
+    if f["options"] is not None:
+        names = f.get("names")
+        kw["choices"] = [(names.get(o, o), o) for o in f["options"]] if names else list(f["options"])
+    kw.update(live)
+    component = WIDGETS[f["widget"]](**kw)
+    return dynamic(component) if "choices" in live else component  # the user's work or the registry: no fixed text
+
+
+def _live(d: dict, page: dict) -> dict:
+    """What only the page knows, by setting: the lists known when it is built, this machine's GPUs (the GPUs field
+    and FSDP shown only above one), the switches shown for the default model and method."""
+    gpus = page["gpus"]
+    return {
+        "model": {"choices": page["models"]},
+        "dataset": {"choices": page["datasets"]},
+        "init_adapter": {"choices": page["parents"], "value": ""},
+        "enable_thinking": {"value": d["enable_thinking"] and page["thinking"], "visible": page["thinking"]},
+        "dpo_beta": {"visible": d["method"] == "dpo"},
+        "probe_prompts": {"value": "\n".join(d["probe_prompts"])},
+        "num_processes": {  # more than one GPU: train on N of them (DDP, transformers + PEFT; see the help text)
+            "value": gpus if gpus > 1 else 1,
+            "label": msg("GPUs: N (of {gpus})", gpus=gpus),
+            "visible": gpus > 1,
+            "maximum": max(gpus, 1),
+        },
+        "fsdp": {"visible": gpus > 1},  # only where there are GPUs to shard over (accelerate has no CPU FSDP)
+    }
+
+
+def _settings_form(d: dict, page: dict) -> dict:
+    """The settings, each in its section (TrainSettings' `group`, in `arg` order) with its help text; returns
+    {field name: component}, and the GRPO row and the Continue accordion (not settings: shown or opened by
+    handlers)."""
+    groups: dict[str, list[dict]] = {}
+    for f in FIELDS:
+        groups.setdefault(f["group"], []).append(f)
+    live, c = _live(d, page), {}
+
+    def put(group: str, **look) -> None:
+        for f in groups.pop(group):
+            c[f["name"]] = _component(f, d[f["name"]], {**look, **live.get(f["name"], {})})
 
     with gr.Row():
-        c["model"] = dynamic(
-            gr.Dropdown(
-                choices["models"],
-                value=d["model"],
-                label="model",
-                info=help_["model"],
-                allow_custom_value=True,
-                elem_id="train-model",
-            )
-        )
-        c["dataset"] = dynamic(
-            gr.Dropdown(
-                choices["datasets"], value=d["dataset"], label="dataset", info=help_["dataset"], allow_custom_value=True
-            )
-        )
-        c["template"] = gr.Radio(["alpaca", "chat"], value=d["template"], label="template", info=help_["template"])
-        c["enable_thinking"] = gr.Checkbox(
-            value=d["enable_thinking"] and choices["thinking"],
-            label="Qwen3 thinking",
-            visible=choices["thinking"],
-            elem_id="train-thinking",
-        )
-        num("max_seq_length", "max sequence length", 0)
+        put("base")
     with gr.Row():
-        c["method"] = gr.Radio(
-            [(METHOD_NAMES.get(m, m), m) for m in METHODS],
-            value=d["method"],
-            label="training method",
-            info=help_["method"],
-            elem_id="train-method",
-        )
-        c["dpo_beta"] = gr.Number(
-            value=d["dpo_beta"],
-            label="DPO beta",
-            info=help_["dpo_beta"],
-            visible=d["method"] == "dpo",
-            minimum=0,
-            elem_id="train-dpo-beta",
-        )
-    with gr.Row(visible=d["method"] == "grpo", elem_id="train-grpo") as grpo_box:
-        c["rewards"] = gr.Dropdown(
-            REWARD_PRESETS,
-            value=d["rewards"],
-            multiselect=True,
-            allow_custom_value=True,
-            label="rewards (pick presets or type KIND:ARG@WEIGHT)",
-            info=help_["rewards"],
-            elem_id="train-rewards",
-            scale=3,
-        )
-        num("grpo_generations", "answers per prompt", 0)
-        num("grpo_max_tokens", "answer tokens", 0)
-        num("grpo_temperature", "sampling temperature")
-    c["grpo_box"] = grpo_box  # (not a setting: shown for the GRPO method)
+        put("method")
+    with gr.Row(visible=d["method"] == "grpo", elem_id="train-grpo") as c["grpo_box"]:  # shown for the GRPO method
+        put("grpo")
     with gr.Accordion("LoRA", open=True), gr.Row():
-        num("r", "rank r", 0)
-        num("lora_alpha", "alpha")
-        num("lora_dropout", "dropout")
-        c["target_modules"] = gr.CheckboxGroup(ALL_LINEAR, value=d["target_modules"], label="target modules")
-        c["use_rslora"] = gr.Checkbox(value=d["use_rslora"], label="rsLoRA")
-        c["load_in_4bit"] = gr.Checkbox(value=d["load_in_4bit"], label="4-bit (QLoRA)")
+        put("lora")
     with gr.Accordion("Optimisation", open=True), gr.Row():
-        for name, label, precision in (
-            ("learning_rate", "learning rate", None),
-            ("num_epochs", "epochs", None),
-            ("max_steps", "max steps (-1: epochs)", 0),
-            ("micro_batch_size", "micro batch", 0),
-            ("gradient_accumulation_steps", "grad. accumulation", 0),
-            ("warmup", "warmup (steps, or ratio < 1)", None),
-        ):
-            num(name, label, precision)
-        c["lr_scheduler"] = gr.Dropdown(list(SCHEDULERS), value=d["lr_scheduler"], label="scheduler")
-        num("weight_decay", "weight decay")
-        c["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="optimizer")
-        num("seed", "seed", 0)
+        put("optimisation")
     with gr.Accordion("Data, logging, saving", open=False):
         with gr.Row(elem_id="train-data-switches"):  # their own row, wide enough for each label and help text
-            c["train_on_responses_only"] = gr.Checkbox(
-                value=d["train_on_responses_only"], label="train on responses only", min_width=260
-            )
-            c["packing"] = gr.Checkbox(value=d["packing"], label="packing", info=help_["packing"], min_width=260)
-            c["padding_free"] = gr.Checkbox(
-                value=d["padding_free"], label="padding-free batches", info=help_["padding_free"], min_width=260
-            )
-            c["auto_micro_batch"] = gr.Checkbox(
-                value=d["auto_micro_batch"],
-                label="auto micro batch (CUDA)",
-                info=help_["auto_micro_batch"],
-                min_width=260,
-            )
-        _data_numbers(num, c)
-        # TensorBoard is always on (RUN_DIR/tensorboard); W&B / MLflow only when picked and configured by the user.
-        c["report_to"] = gr.CheckboxGroup(
-            list(TRACKERS),
-            value=d["report_to"],
-            label="also report to",
-            info=help_["report_to"],
-            elem_id="train-report-to",
-        )
-    c.update(_continue_and_probes(d, choices["parents"], help_))
-    c["num_processes"] = _gpus_box(choices["gpus"], help_)
-    c.update(_machines(d, choices["gpus"], help_))
-    return c
-
-
-def _machines(d: dict, gpus: int, help_: dict) -> dict:
-    """One run over several machines: this app starts node 0's part (or another's); every other machine runs the
-    command the plan shows. FSDP only where there are GPUs to shard over (accelerate has no CPU FSDP)."""
-    c = {}
+            put("data-switches", min_width=260)
+        with gr.Row():
+            put("data-numbers")
+            put("data-name")
+        put("data-tracking")  # TensorBoard is always on (RUN_DIR/tensorboard); W&B / MLflow when picked and set up
+    with gr.Accordion("Continue from an adapter · probe prompts", open=False) as c["continue_box"], gr.Row():
+        put("continue")  # (the accordion is opened when a hand-off fills the parent in)
+    put("gpus")
+    # One run over several machines: this app starts node 0's part (or another's); every other machine runs the
+    # command the plan shows.
     with gr.Accordion("Several machines · FSDP", open=False, elem_id="train-machines"), gr.Row():
-        c["num_nodes"] = gr.Number(
-            value=d["num_nodes"], label="machines (nodes)", info=help_["num_nodes"], precision=0, minimum=1
-        )
-        c["node_rank"] = gr.Number(
-            value=d["node_rank"], label="this machine's node rank", info=help_["node_rank"], precision=0, minimum=0
-        )
-        c["master_addr"] = gr.Textbox(value=d["master_addr"], label="node 0's address", info=help_["master_addr"])
-        c["master_port"] = gr.Number(
-            value=d["master_port"],
-            label="rendezvous port",
-            info=help_["master_port"],
-            precision=0,
-            minimum=1,
-            maximum=65535,
-        )
-        c["fsdp"] = gr.Checkbox(
-            value=d["fsdp"], label="FSDP (shard the model over the GPUs)", info=help_["fsdp"], visible=gpus > 1
-        )
+        put("machines")
+    assert not groups, f"settings in no section of the Train form: {sorted(groups)}"
     return c
 
 
-def _data_numbers(num, c: dict) -> None:
+def _form_on_page(act: TrainActions) -> dict:
+    """The settings form with this device's defaults and the lists known when the page is built (the user's work
+    is filled in at page load); the thinking switch follows the model."""
+    lab = act.lab
+    d = lab.train.form_defaults()
+    page = {
+        "models": list(dict.fromkeys([d["model"], *lab.model_choices()])),
+        "datasets": act.dataset_choices(saved=False),
+        "gpus": LabEngine.visible_gpus(),
+        "parents": act.parents()[:1],  # the user's work: filled at page load
+        "thinking": lab.thinking_offered(d["model"]),
+    }
+    comps = _settings_form(d, page)
+    comps["model"].change(
+        act.thinking, comps["model"], comps["enable_thinking"], api_visibility="private", show_progress="hidden"
+    )
+    return comps
+
+
+def _controls() -> dict:
+    """Check plan, Start, Stop; the plan and the status line under them."""
     with gr.Row():
-        num("val_fraction", "validation fraction")
-        num("logging_steps", "logging steps", 0)
-        num("eval_steps", "eval steps", 0)
-        num("save_steps", "checkpoint every N steps (0: auto, about 5; -1: none)", 0)
-        num("keep_checkpoints", "keep the newest N checkpoints", 0)
-        c["run_name"] = gr.Textbox(value="", label="run name (optional)")
-
-
-def _gpus_box(gpus: int, help_: dict):
-    # more than one GPU: train on N of them (DDP, transformers + PEFT; see the help text)
-    return gr.Number(
-        value=gpus if gpus > 1 else 1,
-        precision=0,
-        label=msg("GPUs: N (of {gpus})", gpus=gpus),
-        info=help_["num_processes"],
-        visible=gpus > 1,
-        minimum=1,
-        maximum=max(gpus, 1),
+        plan_btn = gr.Button("Check plan")
+        start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
+        stop_btn = gr.Button("Stop", elem_id="train-stop", interactive=False)  # on while a run is active
+    plan_md = dynamic(gr.Markdown(elem_id="train-plan"))
+    plan_state = gr.State(None)  # the plan shown, to render again in another language
+    status = dynamic(gr.Markdown(elem_id="train-message"))
+    return dict(
+        plan_btn=plan_btn, start_btn=start_btn, stop_btn=stop_btn, plan_md=plan_md, plan_state=plan_state, status=status
     )
 
 
-def _continue_and_probes(d: dict, parents: list, help_: dict) -> dict:
-    c = {}
-    with gr.Accordion("Continue from an adapter · probe prompts", open=False) as box, gr.Row():
-        c["init_adapter"] = dynamic(
-            gr.Dropdown(
-                parents,
-                value="",
-                label="continue from (parent adapter)",
-                info=help_["init_adapter"],
-                elem_id="train-parent",
-                allow_custom_value=True,
-            )
-        )
-        c["probe_prompts"] = gr.Textbox(
-            value="\n".join(d["probe_prompts"]),
-            lines=3,
-            label="probe prompts (one per line)",
-            info=help_["probe_prompts"],
-            elem_id="train-probes",
-        )
-        c["probe_tokens"] = gr.Number(
-            value=d["probe_tokens"], label="probe answer tokens (0: off)", info=help_["probe_tokens"], precision=0
-        )
-        c["probe_rows"] = gr.Number(
-            value=d["probe_rows"],
-            label="rows to probe (no prompts given)",
-            info=help_["probe_rows"],
-            precision=0,
-            minimum=1,
-            maximum=3,
-        )
-    c["continue_box"] = box  # (not a setting: opened when a hand-off fills the parent in)
-    return c
-
-
-def _wire_continue(act, view, status, comps: dict, resume_btn, continue_btn, watch: dict) -> None:
+def _wire_continue(act: TrainActions, watch: dict) -> None:
     """Resume the shown run; fill the form to continue from it; take a picked parent's base and LoRA shape."""
+    ui = act.ui
+    view, status, resume_btn = ui["view"], ui["status"], ui["resume_btn"]
     resumed = resume_btn.click(
         act.resume, view, status, api_name="train_resume", concurrency_limit=1, concurrency_id="train_start"
     )
     show_errors(resumed, status)
     resumed.success(lambda: gr.Button(visible=False), None, resume_btn, api_visibility="private").success(**watch)
-    form = [comps[k] for k in FORM]
-    show_errors(continue_btn.click(act.continue_from, view, [*form, status], api_name="train_continue"), status)
-    shape = [comps[k] for k in ("model", "r", "lora_alpha", "target_modules", "use_rslora")]
-    parent = comps["init_adapter"]
+    form = [ui[k] for k in FORM]
+    continued = ui["continue_btn"].click(act.continue_from, view, [*form, status], api_name="train_continue")
+    show_errors(continued, status)
+    shape = [ui[k] for k in ("model", "r", "lora_alpha", "target_modules", "use_rslora")]
+    parent = ui["init_adapter"]
     show_errors(parent.input(act.adopt_parent, parent, shape, api_visibility="private"), status)
     parent.focus(lambda: gr.Dropdown(choices=act.parents()), None, parent, api_visibility="private")
-
-
-def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _picked_run(evt: gr.SelectData):
@@ -862,7 +518,7 @@ def _picked_run(evt: gr.SelectData):
     return evt.row_value[0] if evt.row_value else gr.skip()
 
 
-def _run_row():
+def _run_row() -> dict:
     """The shown run and what can be done with it. The list is filled when a page loads (TrainActions.lists); any
     session may name a run made after the app started (the engine checks the name)."""
     with gr.Row():
@@ -875,18 +531,29 @@ def _run_row():
         confirm_btn = gr.Button(
             "Confirm delete", variant="stop", size="sm", visible=False, elem_id="train-delete-confirm"
         )
-    return view, refresh, chat_btn, resume_btn, continue_btn, delete_btn, confirm_btn
+    return dict(
+        view=view,
+        refresh=refresh,
+        chat_btn=chat_btn,
+        resume_btn=resume_btn,
+        continue_btn=continue_btn,
+        delete_btn=delete_btn,
+        confirm_btn=confirm_btn,
+    )
 
 
-def _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_table, progress) -> None:
+def _wire_delete(act: TrainActions) -> None:
     """🗑 Delete run asks and shows Confirm delete; that deletes (/train_delete: run name, confirm=True). Showing
     another run takes the question back."""
-    armed = gr.Checkbox(value=False, visible=False)  # the endpoint's explicit confirmation
-    show_errors(delete_btn.click(act.ask_delete, view, [status, confirm_btn, armed], api_visibility="private"), status)
+    ui = act.ui
+    view, status, confirm_btn = ui["view"], ui["status"], ui["confirm_btn"]
+    armed = ui["armed"] = gr.Checkbox(value=False, visible=False)  # the endpoint's explicit confirmation
+    asked = ui["delete_btn"].click(act.ask_delete, view, [status, confirm_btn, armed], api_visibility="private")
+    show_errors(asked, status)
     deleted = confirm_btn.click(
         act.delete,
         [view, armed],
-        [status, runs_table, view, confirm_btn, armed, resume_btn, progress],
+        [status, ui["runs_table"], view, confirm_btn, armed, ui["resume_btn"], ui["progress"]],
         api_name="train_delete",
         concurrency_limit=1,
         concurrency_id="train_start",
@@ -901,14 +568,14 @@ def _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_ta
     )
 
 
-def _watch_panel():
+def _watch_panel(act: TrainActions) -> dict:
     """The live view of the shown run: progress bar, loss curve beside the probe timeline, log tail."""
     progress = dynamic(gr.HTML(progress_html({}, [], None, lang()), elem_id="train-progress-box"))
     with gr.Row(equal_height=False):
         curve = gr.Plot(empty_loss_figure(None, lang()), label="loss and learning rate", elem_id="train-curve", scale=3)
         timeline = dynamic(
             gr.HTML(
-                probes.timeline_html([], lang()),
+                timeline_html([], lang()),
                 label="probe answers as it learns",
                 elem_id="train-probe-box",
                 max_height=420,
@@ -917,11 +584,12 @@ def _watch_panel():
             )
         )
     # Tall enough for the whole tail (LOG_TAIL_LINES, plus a long line's scrollbar): the newest line is always shown.
-    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=LOG_TAIL_LINES + 2, elem_id="train-log")
-    return progress, curve, timeline, log
+    tail = act.lab.train.LOG_TAIL_LINES
+    log = gr.Code(label="log (tail)", language=None, lines=10, max_lines=tail + 2, elem_id="train-log")
+    return dict(progress=progress, curve=curve, timeline=timeline, log=log)
 
 
-def _compare_runs(act) -> None:
+def _compare_runs(act: TrainActions) -> None:
     """Compare runs: pick several (e.g. two learning rates); their loss curves on one plot, the table below. The list
     is filled when a page loads and on focus (the built page names no run); each visitor's picks are their own."""
     with gr.Accordion("Compare runs", open=False, elem_id="train-compare"):
@@ -939,7 +607,8 @@ def _compare_runs(act) -> None:
             compare_figure(None, lang()), label="loss curves of the compared runs", elem_id="train-compare-plot"
         )
         note = dynamic(gr.Markdown(elem_id="train-compare-note"))
-        table = gr.Dataframe(value=compare_frame(None), label="compared runs", interactive=False)
+        empty = compare_frame(None, act.lab.train.COMPARE_COLUMNS, lang())
+        table = gr.Dataframe(value=empty, label="compared runs", interactive=False)
     choices = dict(
         fn=act.compare_choices, inputs=picks, outputs=picks, api_visibility="private", show_progress="hidden"
     )
@@ -949,41 +618,23 @@ def _compare_runs(act) -> None:
     on_language(act.recompare, picks, [plot, table, note])
 
 
-def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
-    act = TrainActions(lab)
-    d = defaults_for(detect().device, lab.default_model).to_dict()
-    choices = {
-        "models": list(dict.fromkeys([d["model"], *REGISTRY])),
-        "datasets": act.dataset_choices(saved=False),
-        "gpus": visible_gpus(),
-        "parents": act.parents()[:1],  # the user's work: filled at page load
-        "thinking": lab.thinking_offered(d["model"]),
-    }
-    comps = _settings_form(d, choices)
-    comps["model"].change(
-        act.thinking, comps["model"], comps["enable_thinking"], api_visibility="private", show_progress="hidden"
-    )
-    form = [comps[k] for k in FORM]
-    with gr.Row():
-        plan_btn = gr.Button("Check plan")
-        start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
-        stop_btn = gr.Button("Stop", elem_id="train-stop", interactive=False)  # on while a run is active
-    plan_md = dynamic(gr.Markdown(elem_id="train-plan"))
-    plan_state = gr.State(None)  # the plan shown, to render again in another language
-    status = dynamic(gr.Markdown(elem_id="train-message"))
-    progress, curve, timeline, log = _watch_panel()
-    view, refresh, chat_btn, resume_btn, continue_btn, delete_btn, confirm_btn = _run_row()
-    runs_table = gr.Dataframe(value=runs_frame(None), label="runs", interactive=False, max_height=300)
+def _runs_and_lists(act: TrainActions) -> None:
+    """The runs table and Compare runs; at page load, this session's lists of the user's work."""
+    ui = act.ui
+    ui["runs_table"] = gr.Dataframe(value=runs_frame(None, lang()), label="runs", interactive=False, max_height=300)
     _compare_runs(act)
     on_load(
         fn=act.lists,
         inputs=None,
-        outputs=[comps["dataset"], comps["init_adapter"], view, runs_table, resume_btn],
+        outputs=[ui["dataset"], ui["init_adapter"], ui["view"], ui["runs_table"], ui["resume_btn"]],
         api_visibility="private",
         show_progress="hidden",
     )
-    # The form survives a reload in this browser (localStorage; each browser its own): kept on every edit, Check
-    # plan and Start, restored at page load after the lists are filled.
+
+
+def _wire_memory(act: TrainActions, form: list) -> dict:
+    """The form survives a reload in this browser (localStorage; each browser its own): kept on every edit, Check
+    plan and Start, restored at page load after the lists are filled. Returns the event arguments that keep it."""
     memory = gr.BrowserState({}, storage_key="lora-lab-train-form")
     remember = dict(
         fn=act.remember, inputs=form, outputs=memory, api_visibility="private", show_progress="hidden", queue=False
@@ -991,7 +642,7 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     # Gradio mounts the BrowserState after the page-load event may have run: the form is restored from whichever
     # comes first with the stored values, the load or the state's change (once per page: later changes are the
     # form's own edits being kept).
-    restored = gr.State(False)
+    restored = act.ui["restored"] = gr.State(False)
     restore = dict(
         fn=act.restore_once,
         inputs=[memory, restored],
@@ -1001,85 +652,133 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     )
     on_load(**restore)
     memory.change(**restore)
-    export_panel(act.lab, view)
-    seen = gr.State(None)
-    # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
-    # also training (bench/bench_watch_training.py), and a bar that moves every 2 s still reads as live.
-    timer = gr.Timer(POLL_S, active=False)
-    watch = dict(
-        fn=lambda: gr.Timer(active=True), inputs=None, outputs=timer, api_visibility="private", show_progress="hidden"
-    )
+    return remember
 
-    one_at_a_time = dict(concurrency_limit=1, concurrency_id="train_start")
-    comps["dataset"].focus(
+
+def _wire_method(act: TrainActions, remember: dict) -> None:
+    """The dataset list of the picked method (read on focus); another method: its datasets and its own settings."""
+    ui = act.ui
+    ui["dataset"].focus(
         lambda m: gr.Dropdown(choices=act.dataset_choices(method=m)),
-        comps["method"],
-        comps["dataset"],
+        ui["method"],
+        ui["dataset"],
         api_visibility="private",
     )
-    method = comps["method"].input(
+    method = ui["method"].input(
         act.method_changed,
-        [comps["method"], comps["dataset"], comps["init_adapter"]],
-        [comps["dataset"], comps["dpo_beta"], comps["grpo_box"], status],
+        [ui["method"], ui["dataset"], ui["init_adapter"]],
+        [ui["dataset"], ui["dpo_beta"], ui["grpo_box"], ui["status"]],
         api_visibility="private",
         show_progress="hidden",
     )
     method.then(**remember)
     # The method's own settings, shown whichever way the method was set (typed, restored, a hand-off, Continue).
-    comps["method"].change(
+    ui["method"].change(
         lambda m: (gr.Number(visible=m == "dpo"), gr.Row(visible=m == "grpo")),
-        comps["method"],
-        [comps["dpo_beta"], comps["grpo_box"]],
+        ui["method"],
+        [ui["dpo_beta"], ui["grpo_box"]],
         api_visibility="private",
         show_progress="hidden",
         queue=False,
     )
+
+
+def _wire_run(act: TrainActions, form: list, remember: dict, watch: dict) -> None:
+    """Check plan, Start (then watch the run; Start off and Stop on while it trains), Stop; the form kept on each."""
+    ui = act.ui
+    status, plan_md, plan_state = ui["status"], ui["plan_md"], ui["plan_state"]
     sink = pill_sink()  # a refused Start or Check plan: the message in the status line, no "Error" pill on the list
-    show_errors(
-        plan_btn.click(act.plan_kept, form, [plan_md, plan_state], api_name="train_plan", show_progress_on=sink), status
+    planned = ui["plan_btn"].click(
+        act.plan_kept, form, [plan_md, plan_state], api_name="train_plan", show_progress_on=sink
     )
-    started = start_btn.click(
+    show_errors(planned, status)
+    started = ui["start_btn"].click(
         act.start,
         form,
-        [status, plan_md, view, plan_state],
+        [status, plan_md, ui["view"], plan_state],
         api_name="train_start",
         show_progress_on=sink,
-        **one_at_a_time,
+        concurrency_limit=1,
+        concurrency_id="train_start",
     )
     show_errors(started, status)
     started.success(**watch)
-    gr.on([c.input for c in form] + [plan_btn.click, start_btn.click], **remember)
+    gr.on([c.input for c in form] + [ui["plan_btn"].click, ui["start_btn"].click], **remember)
     run_buttons = dict(
-        fn=act.buttons, inputs=None, outputs=[start_btn, stop_btn], api_visibility="private", show_progress="hidden"
+        fn=act.buttons,
+        inputs=None,
+        outputs=[ui["start_btn"], ui["stop_btn"]],
+        api_visibility="private",
+        show_progress="hidden",
     )
     started.success(**run_buttons)
     on_load(**run_buttons)  # a reloaded page re-attaches to the active run: Stop on, Start off
-    show_errors(stop_btn.click(act.stop, None, status, api_name="train_stop", show_progress_on=sink), status)
-    timer.tick(
+    stopped = ui["stop_btn"].click(act.stop, None, status, api_name="train_stop", show_progress_on=sink)
+    show_errors(stopped, status)
+
+
+def _wire_watch(act: TrainActions, tab: gr.Tab, watch: dict) -> None:
+    """The timer's looks at the shown run; Chat, Resume, Continue and Delete for it; the tab, the list, ↻ and a click
+    in the runs table wake the timer; a language switch renders the panels again."""
+    ui = act.ui
+    view = ui["view"]
+    watched = ["progress", "curve", "timeline", "log", "view", "runs_table", "resume_btn", "seen", "timer"]
+    ui["timer"].tick(
         act.tick_and_buttons,
-        [view, seen],
-        [progress, curve, timeline, log, view, runs_table, resume_btn, seen, timer, start_btn, stop_btn],
+        [view, ui["seen"]],
+        [ui[k] for k in [*watched, "start_btn", "stop_btn"]],
         show_progress="hidden",
         api_visibility="private",
     )
     view.change(
-        lambda name: gr.Button(interactive=bool(name)), view, chat_btn, api_visibility="private", show_progress="hidden"
+        lambda name: gr.Button(interactive=bool(name)),
+        view,
+        ui["chat_btn"],
+        api_visibility="private",
+        show_progress="hidden",
     )
-    _wire_continue(act, view, status, comps, resume_btn, continue_btn, watch)
-    _wire_delete(act, view, status, delete_btn, confirm_btn, resume_btn, runs_table, progress)
+    _wire_continue(act, watch)
+    _wire_delete(act)
     tab.select(**watch)
     view.change(**watch)
-    refresh.click(act.refresh_runs, None, [runs_table, view], api_name="train_runs").then(**watch)
-    runs_table.select(_picked_run, None, view, api_visibility="private")
-    on_language(act.replan, plan_state, plan_md)
-    on_language(act.relabel, view, [progress, timeline, runs_table, seen, timer])
+    ui["refresh"].click(act.refresh_runs, None, [ui["runs_table"], view], api_name="train_runs").then(**watch)
+    ui["runs_table"].select(_picked_run, None, view, api_visibility="private")
+    on_language(act.replan, ui["plan_state"], ui["plan_md"])
+    on_language(act.relabel, view, [ui[k] for k in ("progress", "timeline", "runs_table", "seen", "timer")])
+
+
+def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
+    act = TrainActions(lab)
+    ui = act.ui
+    ui.update(_form_on_page(act))
+    form = [ui[k] for k in FORM]
+    ui.update(_controls())
+    ui.update(_watch_panel(act))
+    ui.update(_run_row())
+    _runs_and_lists(act)
+    remember = _wire_memory(act, form)
+    export_panel(act.lab, ui["view"])
+    ui["seen"] = gr.State(None)
+    # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
+    # also training (bench/bench_watch_training.py), and a bar that moves every 2 s still reads as live.
+    ui["timer"] = gr.Timer(POLL_S, active=False)
+    watch = dict(
+        fn=lambda: gr.Timer(active=True),
+        inputs=None,
+        outputs=ui["timer"],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    _wire_method(act, remember)
+    _wire_run(act, form, remember, watch)
+    _wire_watch(act, tab, watch)
     return TrainTab(
-        view=view,
-        chat_btn=chat_btn,
-        status=status,
-        dataset=comps["dataset"],
+        view=ui["view"],
+        chat_btn=ui["chat_btn"],
+        status=ui["status"],
+        dataset=ui["dataset"],
         actions=act,
         remember=remember,
         form=form,
-        continue_box=comps["continue_box"],
+        continue_box=ui["continue_box"],
     )
