@@ -281,10 +281,10 @@ def check_adapter_fits(info: AdapterInfo, shapes: dict[str, tuple[int, int] | No
 def _base_shapes(model_id: str) -> dict[str, tuple[int, int] | None] | None:
     """module_shapes of a model's architecture on the meta device (no weights), or None when it is not known
     offline (a hub id never downloaded, a folder without config.json)."""
-    from lora_demo.train.plan import _meta_model
+    from lora_demo.train.sizing import meta_model
 
     try:
-        model, _, _ = _meta_model(model_id)
+        model, _, _ = meta_model(model_id)
     except Exception:  # noqa: BLE001 - no architecture at hand: nothing to compare with (the load will say why)
         return None
     return module_shapes(model)

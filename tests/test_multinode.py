@@ -346,8 +346,7 @@ def test_the_plan_gives_the_command_the_other_machines_run_and_it_means_the_same
 
     from lora_demo.train.cli import _settings_from
     from lora_demo.train.plan import plan_run
-    from lora_demo.train.runner import settings_command
-    from lora_demo.train.settings import defaults_for
+    from lora_demo.train.settings import defaults_for, settings_command
 
     s = TrainSettings(
         **COMMON,

@@ -15,8 +15,11 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--model", default="auto", help="model whose tokenizer counts the tokens ('auto': device default)")
     p.add_argument("--max-seq-length", type=int, default=2048)
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
-    p.add_argument("--encoding", default="utf-8", help="the text file's encoding: utf-8 (default), cp1252 "
-                   "(Windows-1252) or latin-1")
+    p.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the text file's encoding: utf-8 (default), cp1252 (Windows-1252) or latin-1",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
 
@@ -28,9 +31,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     result = import_file(args.file, encoding=args.encoding)  # InputError -> exit 2 with one line
     if result.needs_mapping:
-        raise InputError(msg("{file}: columns {columns} are not Alpaca (instruction/input/output), ShareGPT "
-                             "(conversations) or OpenAI messages: rename them, or import the file in the Dataset tab "
-                             "to map them.", file=args.file, columns=result.columns))
+        raise InputError(
+            msg(
+                "{file}: columns {columns} are not Alpaca (instruction/input/output), ShareGPT "
+                "(conversations) or OpenAI messages: rename them, or import the file in the Dataset tab "
+                "to map them.",
+                file=args.file,
+                columns=result.columns,
+            )
+        )
     tok, note = None, None
     try:
         tok = load_tokenizer_for(args.model)

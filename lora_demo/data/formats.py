@@ -52,14 +52,26 @@ def read_records(path: str | Path, max_mb: float | None = None, encoding: str = 
         raise InputError(msg("{name}: no such file.", name=name))
     size = path.stat().st_size
     if size > max_mb * 2**20:
-        raise InputError(msg("{name} is {size:.1f} MB; the limit is {limit:g} MB. Split the file or trim it.",
-                             name=name, size=size / 2**20, limit=max_mb))
+        raise InputError(
+            msg(
+                "{name} is {size:.1f} MB; the limit is {limit:g} MB. Split the file or trim it.",
+                name=name,
+                size=size / 2**20,
+                limit=max_mb,
+            )
+        )
     if size == 0:
         raise InputError(msg("{name} is empty: it holds no rows.", name=name))
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise InputError(msg("{name}: unsupported file type '{suffix}'. Use {allowed}.", name=name, suffix=suffix,
-                             allowed=", ".join(SUFFIXES)))
+        raise InputError(
+            msg(
+                "{name}: unsupported file type '{suffix}'. Use {allowed}.",
+                name=name,
+                suffix=suffix,
+                allowed=", ".join(SUFFIXES),
+            )
+        )
     data = read_bytes(path)  # never through a symlink
     if suffix == ".parquet":
         return _read_parquet(data, name)
@@ -81,8 +93,12 @@ def check_encoding(encoding) -> str:
         codec = None
     codec = {"iso8859-1": "latin-1"}.get(codec, codec)
     if codec not in ENCODINGS:
-        raise InputError(msg("Unknown file encoding {encoding!r}: use utf-8, cp1252 (Windows-1252) or latin-1.",
-                             encoding=str(encoding)[:40]))
+        raise InputError(
+            msg(
+                "Unknown file encoding {encoding!r}: use utf-8, cp1252 (Windows-1252) or latin-1.",
+                encoding=str(encoding)[:40],
+            )
+        )
     return codec
 
 
@@ -90,24 +106,35 @@ def _decode(data: bytes, name: str, codec: str = "utf-8") -> str:
     """The text of a file in `codec`, decoded strictly: a byte that is not text in it is an InputError naming the
     line, the column and the bytes (nothing undecodable ever reaches the rows, the editor or the autosave)."""
     if b"\x00" in data[:4096]:
-        raise InputError(msg("{name} is not a text file (it holds binary data): export it as UTF-8 JSON, JSONL or CSV.",
-                             name=name))
+        raise InputError(
+            msg("{name} is not a text file (it holds binary data): export it as UTF-8 JSON, JSONL or CSV.", name=name)
+        )
     if data.startswith(b"\xef\xbb\xbf"):
         codec = "utf-8"  # a UTF-8 byte order mark says what the file is, whatever was picked
     try:
         text = data.decode("utf-8-sig" if codec == "utf-8" else codec)
     except UnicodeDecodeError as e:
         start = data.rfind(b"\n", 0, e.start) + 1
-        where = {"name": name, "line": data.count(b"\n", 0, e.start) + 1,
-                 "column": len(data[start : e.start].decode(codec, errors="replace")) + 1,
-                 "bytes": " ".join(f"0x{b:02X}" for b in data[e.start : max(e.end, e.start + 1)][:4])}
+        where = {
+            "name": name,
+            "line": data.count(b"\n", 0, e.start) + 1,
+            "column": len(data[start : e.start].decode(codec, errors="replace")) + 1,
+            "bytes": " ".join(f"0x{b:02X}" for b in data[e.start : max(e.end, e.start + 1)][:4]),
+        }
         if codec == "utf-8":
-            m = msg("{name} line {line} has bytes that are not UTF-8 ({bytes} at column {column}): save it as UTF-8, "
-                    "or import it as Windows-1252 or Latin-1 (the file encoding next to the upload; --encoding in the "
-                    "CLI).", **where)
+            m = msg(
+                "{name} line {line} has bytes that are not UTF-8 ({bytes} at column {column}): save it as UTF-8, "
+                "or import it as Windows-1252 or Latin-1 (the file encoding next to the upload; --encoding in the "
+                "CLI).",
+                **where,
+            )
         else:
-            m = msg("{name} line {line} has bytes that are not {encoding} ({bytes} at column {column}): import it as "
-                    "Latin-1, or save it as UTF-8.", encoding=ENCODINGS[codec], **where)
+            m = msg(
+                "{name} line {line} has bytes that are not {encoding} ({bytes} at column {column}): import it as "
+                "Latin-1, or save it as UTF-8.",
+                encoding=ENCODINGS[codec],
+                **where,
+            )
         raise InputError(m) from None
     text = text.lstrip("\ufeff")
     if not text.strip():
@@ -123,11 +150,17 @@ def _read_json(text: str, name: str) -> list[dict]:
     except json.JSONDecodeError as e:
         where = {"name": name, "why": e.msg, "line": e.lineno, "column": e.colno}
         if text.lstrip().startswith("{") and "\n{" in text.strip():
-            m = msg("{name} is not valid JSON: {why} (line {line}, column {column}). It looks like JSON Lines: "
-                    "rename it to .jsonl.", **where)
+            m = msg(
+                "{name} is not valid JSON: {why} (line {line}, column {column}). It looks like JSON Lines: "
+                "rename it to .jsonl.",
+                **where,
+            )
         elif e.pos >= len(text.rstrip()) - 1 or e.msg.startswith("Unterminated string"):
-            m = msg("{name} is not valid JSON: {why} (line {line}, column {column}). The file looks cut off "
-                    "(truncated): re-export or re-download it.", **where)
+            m = msg(
+                "{name} is not valid JSON: {why} (line {line}, column {column}). The file looks cut off "
+                "(truncated): re-export or re-download it.",
+                **where,
+            )
         else:
             m = msg("{name} is not valid JSON: {why} (line {line}, column {column}).", **where)
         raise InputError(m) from None
@@ -139,11 +172,17 @@ def _read_json(text: str, name: str) -> list[dict]:
                 data = data[key]
                 break
         else:
-            raise InputError(msg("{name} holds a JSON object; LoRA Lab needs a JSON list of rows (or "
-                                 "{{'data': [...]}}).", name=name))
+            raise InputError(
+                msg("{name} holds a JSON object; LoRA Lab needs a JSON list of rows (or {{'data': [...]}}).", name=name)
+            )
     if not isinstance(data, list):
-        raise InputError(msg("{name} holds a JSON {kind}; LoRA Lab needs a list of rows.", name=name,
-                             kind=verbatim(type(data).__name__)))
+        raise InputError(
+            msg(
+                "{name} holds a JSON {kind}; LoRA Lab needs a list of rows.",
+                name=name,
+                kind=verbatim(type(data).__name__),
+            )
+        )
     return _check_records(data, name)
 
 
@@ -167,8 +206,9 @@ def _read_parquet(data: bytes, name: str) -> list[dict]:
     try:
         df = pd.read_parquet(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a damaged file
-        raise InputError(msg("{name} is not a readable Parquet file ({kind}).", name=name,
-                             kind=verbatim(type(e).__name__))) from None
+        raise InputError(
+            msg("{name} is not a readable Parquet file ({kind}).", name=name, kind=verbatim(type(e).__name__))
+        ) from None
     return _check_records([{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")], name)
 
 
@@ -188,13 +228,25 @@ def _check_records(records: list, name: str) -> list[dict]:
         raise InputError(msg("{name} holds no rows.", name=name))
     for i, r in enumerate(records, 1):
         if not isinstance(r, dict):
-            raise InputError(msg("{name}: row {row} is a {kind}, not an object with named fields.", name=name, row=i,
-                                 kind=verbatim(type(r).__name__)))
+            raise InputError(
+                msg(
+                    "{name}: row {row} is a {kind}, not an object with named fields.",
+                    name=name,
+                    row=i,
+                    kind=verbatim(type(r).__name__),
+                )
+            )
         bad = _lone_surrogate(r)
         if bad is not None:
-            raise InputError(msg("{name}: row {row} holds the escape \\u{code:04x}, half of a character pair with no "
-                                 "other half: fix that escape in the file (or save the file as UTF-8 text).",
-                                 name=name, row=i, code=ord(bad)))
+            raise InputError(
+                msg(
+                    "{name}: row {row} holds the escape \\u{code:04x}, half of a character pair with no "
+                    "other half: fix that escape in the file (or save the file as UTF-8 text).",
+                    name=name,
+                    row=i,
+                    code=ord(bad),
+                )
+            )
     return records
 
 
@@ -273,8 +325,14 @@ def apply_mapping(records: list[dict], mapping: dict[str, str | None]) -> list[d
     cols = set().union(*(r.keys() for r in records[:50]))
     for f, col in mapping.items():
         if col and col not in cols:
-            raise InputError(msg("Column {column!r} (for {field}) is not in the file; its columns are {columns}.",
-                                 column=verbatim(col), field=verbatim(f), columns=sorted(cols)))
+            raise InputError(
+                msg(
+                    "Column {column!r} (for {field}) is not in the file; its columns are {columns}.",
+                    column=verbatim(col),
+                    field=verbatim(f),
+                    columns=sorted(cols),
+                )
+            )
     return [{f: _text(r.get(mapping.get(f))) if mapping.get(f) else "" for f in FIELDS} for r in records]
 
 

@@ -48,8 +48,12 @@ def votes_run(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "
     name = dataset[len(VOTES) :].strip()
     if not name:
         if not init_adapter:
-            raise InputError(msg("votes: without a run name means the votes on the adapter this run continues from, "
-                                 "and it continues from none: name the run (votes:<run>) or set --continue-from."))
+            raise InputError(
+                msg(
+                    "votes: without a run name means the votes on the adapter this run continues from, "
+                    "and it continues from none: name the run (votes:<run>) or set --continue-from."
+                )
+            )
         return Path(init_adapter)
     in_runs = Path(runs_dir) / name
     if "/" not in name and name not in (".", "..") and in_runs.is_dir():  # a run's name: the runs folder's, first
@@ -57,8 +61,9 @@ def votes_run(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "
     given = Path(name)
     if given.is_dir():
         return given
-    raise InputError(msg("votes:{name}: no such run (looked for the folder {name} and for {path}).", name=name,
-                         path=str(in_runs)))
+    raise InputError(
+        msg("votes:{name}: no such run (looked for the folder {name} and for {path}).", name=name, path=str(in_runs))
+    )
 
 
 def pairs_from_votes(adapter_dir: str | Path) -> list[dict]:
@@ -71,12 +76,24 @@ def pairs_from_votes(adapter_dir: str | Path) -> list[dict]:
     name = Path(adapter_dir).name
     votes = store.votes() if store.path.is_file() else []
     if not votes:
-        raise InputError(msg("{run} has no votes to learn from ({file} is missing or empty): vote on blind pairs in "
-                             "the Chat tab first (Is the tuned model better?).", run=name, file=store.path.name))
+        raise InputError(
+            msg(
+                "{run} has no votes to learn from ({file} is missing or empty): vote on blind pairs in "
+                "the Chat tab first (Is the tuned model better?).",
+                run=name,
+                file=store.path.name,
+            )
+        )
     pairs = dpo_pairs(votes)
     if not pairs:
-        raise InputError(msg("{run} has {n} vote(s) but none for one side: ties and \"both bad\" give no preference "
-                             "pair. Vote A or B on some blind pairs first.", run=name, n=len(votes)))
+        raise InputError(
+            msg(
+                '{run} has {n} vote(s) but none for one side: ties and "both bad" give no preference '
+                "pair. Vote A or B on some blind pairs first.",
+                run=name,
+                n=len(votes),
+            )
+        )
     decided = [v for v in votes if v.verdict in ("tuned", "base")]  # dpo_pairs keeps exactly these, in order
     for pair, vote in zip(pairs, decided, strict=True):
         if vote.input:
@@ -146,8 +163,9 @@ def vote_sources(runs_dir: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def resolve_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "",
-                  data_dir: str | Path = "data") -> list[dict]:
+def resolve_pairs(
+    dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "", data_dir: str | Path = "data"
+) -> list[dict]:
     """The pairs a DPO run's `dataset` names: `votes:<run>`, `pairs:<name>` or a preference file (see the module
     docstring)."""
     if is_votes(dataset):
@@ -159,17 +177,27 @@ def resolve_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str
         path = pairs_path(data_dir, dataset[len(PAIRS) :].strip())
         if folder.is_symlink() or not is_regular(path):  # (a symlink placed there is never followed)
             names = ", ".join(saved_pairs(data_dir)) or msg("none saved yet")
-            raise InputError(msg("{dataset}: no such preference set (saved: {names}). Import a prompt/chosen/rejected "
-                                 "file in the Dataset tab to save one.", dataset=dataset, names=names))
+            raise InputError(
+                msg(
+                    "{dataset}: no such preference set (saved: {names}). Import a prompt/chosen/rejected "
+                    "file in the Dataset tab to save one.",
+                    dataset=dataset,
+                    names=names,
+                )
+            )
         return pairs_from_file(path)
     path = Path(dataset)
     if path.suffix.lower() in SUFFIXES and path.is_file():
         return pairs_from_file(path)
-    raise InputError(msg("DPO trains on preference pairs, and {dataset!r} is none: use votes:<run> (the blind votes "
-                         "cast on a run in the Chat tab; votes: alone for the run this one continues from), pairs:<name> "
-                         "(a preference file imported in the Dataset tab), or a .json/.jsonl/.csv/.parquet file with "
-                         "prompt, chosen and rejected columns (saved datasets hold instruction rows, not pairs).",
-                         dataset=dataset))
+    raise InputError(
+        msg(
+            "DPO trains on preference pairs, and {dataset!r} is none: use votes:<run> (the blind votes "
+            "cast on a run in the Chat tab; votes: alone for the run this one continues from), pairs:<name> "
+            "(a preference file imported in the Dataset tab), or a .json/.jsonl/.csv/.parquet file with "
+            "prompt, chosen and rejected columns (saved datasets hold instruction rows, not pairs).",
+            dataset=dataset,
+        )
+    )
 
 
 def check_pairs(pairs: list) -> dict:
@@ -183,34 +211,41 @@ def check_pairs(pairs: list) -> dict:
     seen: dict[tuple, int] = {}
     for i, pair in enumerate(pairs or [], 1):
         if not isinstance(pair, dict):
-            errors.append({"row": i, "field": "", "message": msg("row {row} is not an object with prompt, chosen and "
-                                                                 "rejected", row=i)})
+            errors.append(
+                {
+                    "row": i,
+                    "field": "",
+                    "message": msg("row {row} is not an object with prompt, chosen and rejected", row=i),
+                }
+            )
             continue
-        bad = False
-        for f in (*PAIR_FIELDS, *OPTIONAL_FIELDS):
-            v = pair.get(f)
-            if v is not None and not isinstance(v, str):
-                errors.append({"row": i, "field": f, "message": msg("row {row}: {field} is a {kind}, not text", row=i,
-                                                                    field=verbatim(f), kind=verbatim(type(v).__name__))})
-                bad = True
-            elif f in PAIR_FIELDS and not (v or "").strip():
-                if f not in pair:
-                    m = msg("row {row}: {field} is missing", row=i, field=verbatim(f))
-                else:
-                    m = msg("row {row}: {field} is empty", row=i, field=verbatim(f))
-                errors.append({"row": i, "field": f, "message": m})
-                bad = True
-        if bad:
+        found = _field_errors(i, pair)
+        if found:
+            errors.extend(found)
             continue
         if pair["chosen"].strip() == pair["rejected"].strip():
-            errors.append({"row": i, "field": "rejected", "message": msg("row {row}: chosen and rejected are the same "
-                                                                         "text, so the pair teaches nothing: fix one "
-                                                                         "side or drop the row", row=i)})
+            errors.append(
+                {
+                    "row": i,
+                    "field": "rejected",
+                    "message": msg(
+                        "row {row}: chosen and rejected are the same "
+                        "text, so the pair teaches nothing: fix one "
+                        "side or drop the row",
+                        row=i,
+                    ),
+                }
+            )
             continue
         key = tuple(str(pair.get(f) or "").strip() for f in (*PAIR_FIELDS, *OPTIONAL_FIELDS))
         if key in seen:
-            warnings.append({"row": i, "field": "", "message": msg("row {row}: the same pair as row {first}", row=i,
-                                                                   first=seen[key])})
+            warnings.append(
+                {
+                    "row": i,
+                    "field": "",
+                    "message": msg("row {row}: the same pair as row {first}", row=i, first=seen[key]),
+                }
+            )
         else:
             seen[key] = i
     if pairs and not errors and len(pairs) < FEW_PAIRS:
@@ -218,9 +253,40 @@ def check_pairs(pairs: list) -> dict:
     return {"rows": len(pairs or []), "errors": errors, "warnings": warnings}
 
 
+def _field_errors(i: int, pair: dict) -> list[dict]:
+    """Row i's fields that are not text, or required and missing or empty."""
+    out = []
+    for f in (*PAIR_FIELDS, *OPTIONAL_FIELDS):
+        v = pair.get(f)
+        if v is not None and not isinstance(v, str):
+            out.append(
+                {
+                    "row": i,
+                    "field": f,
+                    "message": msg(
+                        "row {row}: {field} is a {kind}, not text",
+                        row=i,
+                        field=verbatim(f),
+                        kind=verbatim(type(v).__name__),
+                    ),
+                }
+            )
+        elif f in PAIR_FIELDS and not (v or "").strip():
+            if f not in pair:
+                m = msg("row {row}: {field} is missing", row=i, field=verbatim(f))
+            else:
+                m = msg("row {row}: {field} is empty", row=i, field=verbatim(f))
+            out.append({"row": i, "field": f, "message": m})
+    return out
+
+
 def few_pairs(n: int):
-    return msg("Only {n} preference pair(s): DPO learns little from fewer than about {few}. Vote on more blind pairs "
-               "(Chat tab), or add pairs to the file.", n=n, few=FEW_PAIRS)
+    return msg(
+        "Only {n} preference pair(s): DPO learns little from fewer than about {few}. Vote on more blind pairs "
+        "(Chat tab), or add pairs to the file.",
+        n=n,
+        few=FEW_PAIRS,
+    )
 
 
 def clean_pairs(pairs: list[dict]) -> list[dict]:
@@ -234,8 +300,13 @@ def clean_pairs(pairs: list[dict]) -> list[dict]:
     return out
 
 
-def checked_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "",
-                  pairs: list | None = None, data_dir: str | Path = "data") -> list[dict]:
+def checked_pairs(
+    dataset: str,
+    runs_dir: str | Path = "runs",
+    init_adapter: str = "",
+    pairs: list | None = None,
+    data_dir: str | Path = "data",
+) -> list[dict]:
     """resolve_pairs (unless pairs are given) and check_pairs in one: the clean pairs, or one InputError listing
     the first errors. For the runner's start, before anything loads."""
 
@@ -243,8 +314,9 @@ def checked_pairs(dataset: str, runs_dir: str | Path = "runs", init_adapter: str
     errors = check_pairs(pairs)["errors"]
     if errors:
         shown = joined([e["message"] for e in errors[:5]])
-        raise InputError(msg("The preference pairs have {n} error(s), which block training: {errors}.", n=len(errors),
-                             errors=shown))
+        raise InputError(
+            msg("The preference pairs have {n} error(s), which block training: {errors}.", n=len(errors), errors=shown)
+        )
     return clean_pairs(pairs)
 
 
@@ -256,5 +328,6 @@ def pairs_to_jsonl(pairs: list[dict]) -> str:
 def as_rows(pairs: list[dict]) -> list[dict]:
     """Each pair as the instruction row SFT would have trained on (its chosen answer as the output): for the probes,
     and the prompt DPO scores the answers after (build_example)."""
-    return [{"instruction": p.get("prompt", ""), "input": p.get("input", ""), "output": p.get("chosen", "")}
-            for p in pairs]
+    return [
+        {"instruction": p.get("prompt", ""), "input": p.get("input", ""), "output": p.get("chosen", "")} for p in pairs
+    ]

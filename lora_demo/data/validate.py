@@ -42,11 +42,28 @@ def validate_rows(
         for f in FIELDS:
             v = row.get(f, "")
             if v is not None and not isinstance(v, str):
-                errors.append({"row": i, "field": f, "message": msg("{field} is a {kind}, not text", field=verbatim(f),
-                                                                    kind=verbatim(type(v).__name__))})
+                errors.append(
+                    {
+                        "row": i,
+                        "field": f,
+                        "message": msg(
+                            "{field} is a {kind}, not text", field=verbatim(f), kind=verbatim(type(v).__name__)
+                        ),
+                    }
+                )
                 sound = False
             elif v and (pos := _not_utf8(v)) is not None:
-                errors.append({"row": i, "field": f, "message": msg("{field} is not valid UTF-8 text (bad byte at character {pos}): re-save the file as UTF-8", field=verbatim(f), pos=pos + 1)})
+                errors.append(
+                    {
+                        "row": i,
+                        "field": f,
+                        "message": msg(
+                            "{field} is not valid UTF-8 text (bad byte at character {pos}): re-save the file as UTF-8",
+                            field=verbatim(f),
+                            pos=pos + 1,
+                        ),
+                    }
+                )
                 sound = False
         for f in ("instruction", "output"):
             if not str(row.get(f) or "").strip():
@@ -60,7 +77,17 @@ def validate_rows(
             n = example_length(row, tokenizer, template, enable_thinking)
             lengths.append(n)
             if max_seq_length and n > max_seq_length:
-                warnings.append({"row": i, "field": "", "message": msg("{n} tokens, longer than the max sequence length {limit}: it will be truncated (the end of the answer is lost)", n=n, limit=max_seq_length)})
+                warnings.append(
+                    {
+                        "row": i,
+                        "field": "",
+                        "message": msg(
+                            "{n} tokens, longer than the max sequence length {limit}: it will be truncated (the end of the answer is lost)",
+                            n=n,
+                            limit=max_seq_length,
+                        ),
+                    }
+                )
     return {"rows": len(rows), "errors": errors, "warnings": warnings, "lengths": lengths}
 
 
@@ -70,8 +97,12 @@ def summary_markdown(report: dict, limit: int = 50, lang: str = "en") -> str:
     e, w = report["errors"], report["warnings"]
     counts = {"rows": report["rows"], "errors": len(e), "warnings": len(w)}
     if e or w:
-        lines = [tr("**{rows} rows: {errors} error(s), {warnings} warning(s).** Errors block training; warnings do "
-                    "not.", **counts)]
+        lines = [
+            tr(
+                "**{rows} rows: {errors} error(s), {warnings} warning(s).** Errors block training; warnings do not.",
+                **counts,
+            )
+        ]
     else:
         lines = [tr("**{rows} rows: {errors} error(s), {warnings} warning(s).** Ready to train.", **counts)]
     for title, items in ((tr("Errors:"), e), (tr("Warnings:"), w)):
@@ -79,8 +110,14 @@ def summary_markdown(report: dict, limit: int = 50, lang: str = "en") -> str:
             lines.append(f"\n{title}")
             for x in items[:limit]:  # the message is a Msg (a plain string from older callers is shown as it is)
                 if x["field"]:
-                    lines.append(tr("- row {row} · {field}: {message}", row=x["row"], field=verbatim(x["field"]),
-                                    message=x["message"]))
+                    lines.append(
+                        tr(
+                            "- row {row} · {field}: {message}",
+                            row=x["row"],
+                            field=verbatim(x["field"]),
+                            message=x["message"],
+                        )
+                    )
                 else:
                     lines.append(tr("- row {row}: {message}", row=x["row"], message=x["message"]))
             if len(items) > limit:

@@ -90,7 +90,7 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto")
 def _is_4bit_checkpoint(base: str) -> bool:
     """Whether the base is a bitsandbytes 4-bit checkpoint (e.g. unsloth/Qwen3-1.7B-unsloth-bnb-4bit)."""
     from lora_demo.models.registry import REGISTRY
-    from lora_demo.train.plan import model_config
+    from lora_demo.train.sizing import model_config
 
     spec = REGISTRY.get(base)
     if spec is not None and spec.prequantized_4bit:
@@ -104,10 +104,10 @@ def _is_4bit_checkpoint(base: str) -> bool:
 
 def _base_params(base: str) -> int:
     """Parameters of the base (0 when unknown), to check the disk before a merge."""
-    from lora_demo.train.plan import _meta_model
+    from lora_demo.train.sizing import meta_model
 
     try:
-        model = _meta_model(base)[0]
+        model = meta_model(base)[0]
         return sum(p.numel() for p in model.parameters())
     except Exception:  # an estimate only: never block an export on it
         return 0

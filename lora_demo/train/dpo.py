@@ -250,7 +250,7 @@ def _source(s) -> str:
 def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     """The DPO part of a run's plan (plan.plan_run), into `out`: the pairs' errors and steps, the reference's cost,
     the backend, and the warnings that save a round (too few pairs, warmup ≥ steps, under 10 steps)."""
-    from lora_demo.train.plan import estimate_memory_gb
+    from lora_demo.train.sizing import estimate_memory_gb
 
     out["method"] = "dpo"
     forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth"
@@ -292,7 +292,7 @@ def _plan_pairs(out: dict, s, pairs: list) -> None:
     """The preference pairs' part of the plan, into `out`: their errors, the split and the steps."""
     from lora_demo.data import split_rows
     from lora_demo.data.preferences import check_pairs
-    from lora_demo.train.plan import optimizer_steps, step_warnings
+    from lora_demo.train.sizing import optimizer_steps, step_warnings
 
     report = check_pairs(pairs)
     out["errors"] += [e["message"] for e in report["errors"][:20]]

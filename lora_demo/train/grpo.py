@@ -68,7 +68,7 @@ def resolve_prompts(dataset: str, data_dir: str | Path = "data") -> list:
         if records and isinstance(records[0], dict) and detect_format(records) in ("sharegpt", "messages"):
             return to_rows(records).rows
         return records
-    from lora_demo.train.runner import resolve_rows
+    from lora_demo.data import resolve_rows
 
     return resolve_rows(dataset, data_dir)
 
@@ -399,7 +399,7 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     from dataclasses import replace
 
     from lora_demo.train import rewards
-    from lora_demo.train.plan import estimate_memory_gb
+    from lora_demo.train.sizing import estimate_memory_gb
 
     out["method"] = "grpo"
     out["backend"] = "transformers"
@@ -459,7 +459,7 @@ def _plan_prompts(out: dict, s, records: list) -> None:
     and its held-out prompts."""
     from lora_demo.data import split_rows
     from lora_demo.train import rewards
-    from lora_demo.train.plan import step_warnings
+    from lora_demo.train.sizing import step_warnings
 
     needs_reference = any(rewards.split_spec(r)[0] == "match" for r in s.rewards if isinstance(r, str))
     report = check_prompts(records, needs_reference)

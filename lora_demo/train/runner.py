@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lora_demo.data import resolve_rows
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, joined, msg
 from lora_demo.io import open_fd, write_atomic
@@ -40,38 +41,6 @@ from lora_demo.train.runs import (
     update_status,
 )
 from lora_demo.train.settings import TrainSettings, tracker_problems
-
-
-def resolve_rows(dataset: str, data_dir: str | Path) -> list[dict]:
-    """Rows of a dataset reference: 'example:<name>', a saved dataset name, or a file path."""
-    from lora_demo.data import DatasetStore, import_file, load_example
-
-    if dataset.startswith("example:"):
-        return load_example(dataset.split(":", 1)[1])
-    store = DatasetStore(data_dir)
-    if dataset in store.names():
-        return store.load(dataset)
-    path = Path(dataset)
-    if path.suffix.lower() in (".json", ".jsonl", ".csv", ".parquet") and path.is_file():
-        res = import_file(path)
-        if res.needs_mapping:
-            raise InputError(
-                msg(
-                    "{file}: its columns {columns} need mapping: import it in the Dataset tab first.",
-                    file=path.name,
-                    columns=res.columns,
-                )
-            )
-        return res.rows
-    saved = ", ".join(store.names()) or msg("none saved yet")
-    raise InputError(
-        msg(
-            "Dataset {dataset!r} not found: use a saved dataset name ({saved}), 'example:persona', or the "
-            "path of a .json/.jsonl/.csv/.parquet file.",
-            dataset=dataset,
-            saved=saved,
-        )
-    )
 
 
 def resolve_data(settings: TrainSettings, data_dir: str | Path = "data", runs_dir: str | Path = "runs") -> list[dict]:
@@ -504,27 +473,6 @@ def exit_reason(code: int | None) -> Msg:
             return msg("The training process was killed ({signal}): most likely out of memory.", signal=sig)
         return msg("The training process was killed ({signal}).", signal=sig)
     return msg("The training process exited with code {code} without finishing; see train.log.", code=code)
-
-
-def settings_command(settings: TrainSettings, **override) -> str:
-    """`python -m lora_demo train` with a flag for every setting that differs from a default the command could
-    start from (the dataclass's, the CPU's or CUDA's: the other machine may be either), so it trains exactly these
-    settings there (override: e.g. node_rank=1 for the command another machine runs)."""
-    import shlex
-
-    from lora_demo.train.settings import defaults_for, field_defaults
-
-    data, parts = {**settings.to_dict(), **override}, ["python -m lora_demo train"]
-    bases = [field_defaults(), defaults_for("cpu").to_dict(), defaults_for("cuda").to_dict()]
-    for k, v in data.items():
-        if all(v == base[k] for base in bases):
-            continue
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, list):
-            parts.append(f"{flag} {' '.join(shlex.quote(str(x)) for x in v)}" if v else "")
-        else:
-            parts.append(f"{flag} {shlex.quote(str(v).lower() if isinstance(v, bool) else str(v))}")
-    return " ".join(p for p in parts if p)
 
 
 def job_key(settings: TrainSettings) -> str:

@@ -9,6 +9,7 @@ it (label, section, widget, limits); the form, the CLI's flags and config.yaml f
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_origin, get_type_hints
@@ -797,3 +798,20 @@ def settings_from_form(values: dict) -> TrainSettings:
         [t.strip() for t in prompts.splitlines() if t.strip()] if isinstance(prompts, str) else prompts
     )
     return TrainSettings.from_dict(data)
+
+
+def settings_command(settings: TrainSettings, **override) -> str:
+    """`python -m lora_demo train` with a flag for every setting that differs from a default the command could
+    start from (the dataclass's, the CPU's or CUDA's: the other machine may be either), so it trains exactly these
+    settings there (override: e.g. node_rank=1 for the command another machine runs)."""
+    data, parts = {**settings.to_dict(), **override}, ["python -m lora_demo train"]
+    bases = [field_defaults(), defaults_for("cpu").to_dict(), defaults_for("cuda").to_dict()]
+    for k, v in data.items():
+        if all(v == base[k] for base in bases):
+            continue
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, list):
+            parts.append(f"{flag} {' '.join(shlex.quote(str(x)) for x in v)}" if v else "")
+        else:
+            parts.append(f"{flag} {shlex.quote(str(v).lower() if isinstance(v, bool) else str(v))}")
+    return " ".join(p for p in parts if p)

@@ -301,7 +301,7 @@ def _total_steps(s, n_rows: int) -> int:
         from lora_demo.train.grpo import optimizer_steps as grpo_steps
 
         return grpo_steps(n_rows, s)["total_steps"]
-    from lora_demo.train.plan import optimizer_steps
+    from lora_demo.train.sizing import optimizer_steps
 
     return optimizer_steps(n_rows, s)["total_steps"]
 
