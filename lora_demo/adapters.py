@@ -15,7 +15,10 @@ from pathlib import Path
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg, render, translator
 from lora_demo.io import read_text, regular_files
+from lora_demo.models.registry import adapter_base_model
 from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS_BIN, CHECKPOINT_MARKER, CHECKPOINTS, AdapterDir, RunDir
+from lora_demo.train.checkpoints import checkpoint_choices
+from lora_demo.train.sizing import meta_model
 
 # A run's status (status.json) as the adapter lists name it.
 STATUS_WORDS = {
@@ -281,7 +284,6 @@ def check_adapter_fits(info: AdapterInfo, shapes: dict[str, tuple[int, int] | No
 def _base_shapes(model_id: str) -> dict[str, tuple[int, int] | None] | None:
     """module_shapes of a model's architecture on the meta device (no weights), or None when it is not known
     offline (a hub id never downloaded, a folder without config.json)."""
-    from lora_demo.train.sizing import meta_model
 
     try:
         model, _, _ = meta_model(model_id)
@@ -294,7 +296,6 @@ def check_adapter_base(adapter_dir: str | Path, model_id: str | None = None) -> 
     """check_adapter, then check_adapter_fits against `model_id` (default: the base the adapter names) built on
     the meta device, when its architecture is known offline: for those that do not load a model (Continue, the
     zip export)."""
-    from lora_demo.models.registry import adapter_base_model
 
     info = check_adapter(adapter_dir)
     model_id = model_id or adapter_base_model(adapter_dir)
@@ -376,7 +377,6 @@ def _final_choice(root: Path, folder: Path, lang: str = "en") -> tuple[str, str]
 
 def _checkpoint_choices(root: Path, run: Path, lang: str = "en") -> list[tuple[str, str]]:
     """A run's loadable checkpoints, newest step first, labelled with step and the loss logged there."""
-    from lora_demo.train.checkpoints import checkpoint_choices
 
     tr = translator(lang)
     out = []

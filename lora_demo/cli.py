@@ -49,7 +49,7 @@ def add_info_parser(sub) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from lora_demo.system import format_system_info, system_info
+    from lora_demo.system import format_system_info, system_info  # deferred: system imports torch
 
     info = system_info()
     if args.json:

@@ -20,19 +20,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lora_demo.adapters import adapter_choices
+from lora_demo.adapters import adapter_choices, run_folder, votes_file
+from lora_demo.chat.engine import compare_on_rows
+from lora_demo.chat.pool import ChatPool
+from lora_demo.chat.registry import adapter_key
 from lora_demo.chat.request import GenSettings, flatten_content, split_thinking
+from lora_demo.data import DatasetStore
 from lora_demo.data.actions import DatasetActions
+from lora_demo.data.preferences import (
+    PAIRS,
+    VOTES,
+    clean_pairs,
+    is_votes,
+    pairs_from_votes,
+    save_pairs,
+    saved_pairs,
+    vote_sources,
+)
 from lora_demo.errors import InputError
+from lora_demo.export.hub import push
 from lora_demo.export.layout import GGUF_TYPES
 from lora_demo.export.parity import path_label
+from lora_demo.export.run_exports import check_run, export_run
 from lora_demo.i18n import joined, msg
-from lora_demo.judge import side_name, win_rates_markdown
+from lora_demo.io import read_jsonl
+from lora_demo.judge import (
+    Ballots,
+    VoteStore,
+    export_dpo,
+    heldout_loss,
+    side_name,
+    token_diff,
+    vote_rows_split,
+    vote_summary,
+    win_rates_markdown,
+)
+from lora_demo.judge.ballots import same_sides
 from lora_demo.lowrank.actions import LowRankActions
-from lora_demo.models import REGISTRY
+from lora_demo.models import REGISTRY, cached_tokenizer, resolve_model, thinking_switch
+from lora_demo.models.registry import check_model
+from lora_demo.paths import PathPolicy, inside
 from lora_demo.rundir import RunDir
 from lora_demo.train.actions import TrainActions, run_outcome, visible_gpus
-from lora_demo.train.settings import form_fields, settings_from_form
+from lora_demo.train.compare import MAX_RUNS, compare_runs
+from lora_demo.train.lineage import continue_settings
+from lora_demo.train.plan import plan_run
+from lora_demo.train.runner import Runner, resolve_data
+from lora_demo.train.runs import delete_run, read_status, stop_command
+from lora_demo.train.settings import TrainSettings, form_fields, settings_from_form
 
 if TYPE_CHECKING:
     from lora_demo.train.settings import TrainSettings
@@ -60,11 +95,6 @@ class LabEngine:
     """Everything one running app holds; the tabs wire their events to its methods."""
 
     def __init__(self, settings: AppSettings | None = None):
-        from lora_demo.chat.pool import ChatPool
-        from lora_demo.data import DatasetStore
-        from lora_demo.judge import Ballots
-        from lora_demo.paths import PathPolicy
-        from lora_demo.train.runner import Runner
 
         self.settings = settings or AppSettings()
         self.runs_dir, self.data_dir = Path(self.settings.runs_dir), Path(self.settings.data_dir)
@@ -83,7 +113,6 @@ class LabEngine:
 
     @property
     def default_model(self) -> str:
-        from lora_demo.models import resolve_model
 
         return resolve_model(self.settings.model)
 
@@ -130,7 +159,6 @@ class LabEngine:
     # --- runs ---
     def run_dir(self, name) -> Path:
         """The folder of a run named in a list, checked to lie inside the runs folder."""
-        from lora_demo.paths import inside
 
         if not name:
             raise InputError(msg("Pick a run in 'show run' first."))
@@ -141,7 +169,6 @@ class LabEngine:
 
     def adapter_for_chat(self, name) -> str:
         """A run's adapter path spelled as the Chat list spells it; a clear message when it has none yet."""
-        from lora_demo.train.runs import read_status
 
         run_dir = self.run_dir(name)
         if not RunDir(run_dir).has_adapter_config():
@@ -158,7 +185,6 @@ class LabEngine:
     def delete_run(self, name) -> Path:
         """Delete a run folder that is not training (runs.delete_run: inside the runs folder only, a symlink as a link
         only). Under the runner's lock, so a run being started or resumed now is never deleted half-made."""
-        from lora_demo.train.runs import delete_run, stop_command
 
         with self.runner.lock:
             active = self.runner.current()
@@ -175,7 +201,6 @@ class LabEngine:
     def compare_runs(self, names) -> dict:
         """The loss curves and summary table of the runs named in the lists (train/compare.py), each name checked to
         be a run of the runs folder (nothing outside it is read)."""
-        from lora_demo.train.compare import MAX_RUNS, compare_runs
 
         names = [names] if isinstance(names, str) else names
         if not isinstance(names, (list, tuple)) or any(not isinstance(n, str) for n in names):
@@ -188,10 +213,8 @@ class LabEngine:
     # --- training ---
     def checked_settings(self, settings):
         """TrainSettings whose model and dataset the browser may name (the policy applied to both)."""
-        from lora_demo.data.preferences import PAIRS, VOTES, is_votes
-        from lora_demo.paths import inside
 
-        settings.model = self.policy.check_model(settings.model)
+        settings.model = check_model(self.policy, settings.model)
         if settings.init_adapter:  # stored relative to the app's folder when inside it (runs/<run>), as lists spell it
             parent = self.policy.check(settings.init_adapter, msg("adapter folder to continue from"))
             here = Path.cwd().resolve()
@@ -220,9 +243,6 @@ class LabEngine:
         return settings
 
     def plan(self, settings) -> dict:
-        from lora_demo.models import cached_tokenizer
-        from lora_demo.train.plan import plan_run
-        from lora_demo.train.runner import resolve_data
 
         settings = self.checked_settings(settings)
         rows = resolve_data(settings, self.data_dir, self.runs_dir)  # (DPO: its preference pairs)
@@ -236,8 +256,6 @@ class LabEngine:
 
     def start_training(self, settings) -> tuple[Path, dict]:
         """Check, plan and launch a run; (run folder, plan). Blocking errors stop it before anything loads."""
-        from lora_demo.train.plan import plan_run
-        from lora_demo.train.runner import resolve_data
 
         settings = self.checked_settings(settings)
         rows = resolve_data(settings, self.data_dir, self.runs_dir)  # (DPO: its preference pairs)
@@ -252,7 +270,6 @@ class LabEngine:
 
     def continue_settings(self, adapter):
         """Settings for 'Continue training' from an adapter (a run, or one of its checkpoints) the lists offer."""
-        from lora_demo.train.lineage import continue_settings
 
         if not adapter:
             raise InputError(msg("Pick the run (or checkpoint) to continue from."))
@@ -262,8 +279,6 @@ class LabEngine:
         """Settings for "Train DPO from these votes": a DPO round continuing from the adapter the votes were cast on
         (a run, or one of its checkpoints), on those votes (dataset `votes:`: the parent's), its other settings the
         parent's. Refused, saying what to do, while its votes give no preference pair."""
-        from lora_demo.data.preferences import VOTES, pairs_from_votes
-        from lora_demo.train.settings import TrainSettings
 
         adapter = self._adapter_of(adapter)
         pairs_from_votes(adapter)  # no votes yet, or only ties: the message says so now, not at Start
@@ -276,7 +291,6 @@ class LabEngine:
         """The datasets a DPO run can pick, as (label, value): the runs whose votes give pairs (votes:<run>), then
         the preference sets the Dataset tab saved (pairs:<name>); a label may be a Msg (shown in the page's
         language)."""
-        from lora_demo.data.preferences import saved_pairs, vote_sources
 
         return vote_sources(self.runs_dir) + [(value, value) for value in saved_pairs(self.data_dir)]
 
@@ -284,7 +298,6 @@ class LabEngine:
         """Save imported prompt/chosen/rejected records as a preference set of the data folder (`pairs:<name>`, for
         a DPO run's dataset), checked first: nothing is saved when an error would block training. (its value, how
         many pairs)."""
-        from lora_demo.data.preferences import PAIRS, clean_pairs, save_pairs
 
         saved = save_pairs(self.data_dir, name, pairs)
         return PAIRS + saved.stem, len(clean_pairs(pairs))
@@ -293,13 +306,11 @@ class LabEngine:
     def export(self, name, kind: str, outtype: str | None = None) -> Path:
         """Export a run where the Train tab puts exports (lora_demo/export/layout.py): kind zip, merged, gguf
         (outtype f16, bf16 or q8_0, with an Ollama Modelfile beside it) or lora-gguf."""
-        from lora_demo.export.run_exports import export_run
 
         return export_run(self.run_dir(name), kind, outtype)
 
     def export_check(self, name, gguf_types: tuple[str, ...] = ("f16", "q8_0")) -> dict:
         """The parity report of a run's exports (the app vs the merged model vs each GGUF), made where missing."""
-        from lora_demo.export.run_exports import check_run
 
         return check_run(self.run_dir(name), tuple(gguf_types))
 
@@ -324,7 +335,6 @@ class LabEngine:
     ) -> dict:
         """Upload a run to the Hugging Face Hub (dry_run: list the files only). token: the visitor's own; without it
         the machine's saved login is used, which a shared app never lends to its visitors."""
-        from lora_demo.export.hub import push
 
         if self.settings.shared and not token and not dry_run:
             raise InputError(
@@ -341,8 +351,6 @@ class LabEngine:
     def chat_target(self, model_id, adapter_dir) -> tuple[str, str | None]:
         """(the base id, the adapter folder or None) a request names, both checked by the policy; 'auto' or empty:
         the adapter's base, else this device's default."""
-        from lora_demo.chat.registry import adapter_key
-        from lora_demo.models import resolve_model
 
         if model_id is not None and not isinstance(model_id, str):
             raise InputError(msg("The base model must be text, not {kind}.", kind=type(model_id).__name__))
@@ -350,7 +358,7 @@ class LabEngine:
             raise InputError(msg("The adapter must be a folder path, not {kind}.", kind=type(adapter_dir).__name__))
         adapter_dir = adapter_key(self.policy.check(adapter_dir, msg("adapter folder"))) if adapter_dir else None
         if model_id and model_id.strip() != "auto":  # a model the user named: one this app may read
-            model_id = self.policy.check_model(model_id)
+            model_id = check_model(self.policy, model_id)
         return resolve_model(model_id or "auto", adapter_dir), adapter_dir
 
     def load_chat(self, model_id, adapter_dir) -> Iterator[str]:
@@ -375,7 +383,6 @@ class LabEngine:
     def thinking_offered(self, model_id, adapter_dir=None) -> bool:
         """Whether the 'Qwen3 thinking' switch does anything for the model a page names (the Train tab's model; the
         Chat tab's base, 'auto': its adapter's): only when that model's chat template reads enable_thinking."""
-        from lora_demo.models import thinking_switch
 
         try:
             base, _ = self.chat_target(model_id, adapter_dir)
@@ -465,9 +472,6 @@ class LabEngine:
         come from one batch, each adapter's row prompted in its own run's format."""
         from dataclasses import asdict
 
-        from lora_demo.chat.engine import split_thinking
-        from lora_demo.judge.ballots import same_sides
-
         if opponent is not None and not isinstance(opponent, str):
             raise InputError(msg("The adapter must be a folder path, not {kind}.", kind=type(opponent).__name__))
         engine, adapter = self._judged(model_id, adapter_dir)
@@ -506,7 +510,6 @@ class LabEngine:
     def cast_vote(self, ballot_id, choice):
         """Record a vote; returns (the vote, revealing the sides; the adapter's win-rate figures so far: win_rate's
         over all its votes, and by_opponent, the same per opponent: judge.vote_summary)."""
-        from lora_demo.judge import VoteStore, vote_summary
 
         if not isinstance(ballot_id, str) or not ballot_id.strip():
             raise InputError(msg("Ask for a blind pair first, then vote."))
@@ -515,7 +518,6 @@ class LabEngine:
 
     def vote_stats(self, adapter_dir) -> dict:
         """An adapter's win-rate figures (judge.vote_summary: over all its votes, and by_opponent)."""
-        from lora_demo.judge import VoteStore, vote_summary
 
         return vote_summary(VoteStore(self._adapter_of(adapter_dir)).votes())
 
@@ -540,16 +542,12 @@ class LabEngine:
     def vote_rows(self, adapter_dir, limit: int = 20) -> tuple[list[dict], str]:
         """The rows for "Vote on the run's rows" and where they come from: "val" (rows the run never trained on) or
         "train" (the run has no validation rows: the votes then measure memorisation)."""
-        from lora_demo.judge import vote_rows_split
 
         return vote_rows_split(self._adapter_of(adapter_dir), limit)
 
     def heldout(self, model_id="auto", adapter_dir=None) -> dict:
         """Held-out loss and perplexity of base and tuned on the run's validation rows, masked as in training; a run
         with no validation rows: {"rows": 0, "tokens": 0, "note": why and what to do}."""
-        from lora_demo.adapters import run_folder
-        from lora_demo.io import read_jsonl
-        from lora_demo.judge import heldout_loss
 
         adapter = self._adapter_of(adapter_dir)
         rows = read_jsonl(RunDir(run_folder(adapter)).val_rows_path)[:32]  # a checkpoint: its run's
@@ -559,7 +557,6 @@ class LabEngine:
         return heldout_loss(engine, rows, adapter_dir=adapter)
 
     def token_diff(self, prompt: str, answer: str, model_id="auto", adapter_dir=None) -> list[tuple[str, float]]:
-        from lora_demo.judge import token_diff
 
         engine, adapter = self._judged(model_id, adapter_dir)
         if not str(prompt or "").strip() or not str(answer or "").strip():
@@ -570,15 +567,12 @@ class LabEngine:
 
     def compare_rows(self, model_id="auto", adapter_dir=None) -> list:
         """Greedy base and tuned answers on the adapter's run's own training and validation rows."""
-        from lora_demo.chat.engine import compare_on_rows
 
         engine, adapter = self._judged(model_id, adapter_dir)
         return compare_on_rows(engine, adapter)
 
     def export_votes(self, adapter_dir) -> tuple[Path, int]:
         """An adapter's decided votes as DPO pairs (prompt, chosen, rejected) in <adapter>/exports/."""
-        from lora_demo.adapters import run_folder, votes_file
-        from lora_demo.judge import VoteStore, export_dpo
 
         adapter = Path(self._adapter_of(adapter_dir))
         out = RunDir(run_folder(adapter)).exports_dir / votes_file(adapter).name.replace("votes", "dpo-pairs")

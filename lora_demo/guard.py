@@ -21,6 +21,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import unquote
 
+from lora_demo.openai_api import NoEngine, OpenAIApp
+
 # The one place the index template embeds the API description (gradio/templates/frontend/index.html, share.html).
 _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
 _EMPTY_API = b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
@@ -82,8 +84,6 @@ class Guard:
     def _openai(self, gradio_app):
         """The /v1 app over the LabEngine of the Blocks this server runs (build_app sets `demo.lab`)."""
         if self.openai is None:
-            from lora_demo.openai_api import NoEngine, OpenAIApp
-
             try:
                 lab = getattr(gradio_app.get_blocks(), "lab", None)
             except Exception:  # noqa: BLE001 - not a Gradio app of LoRA Lab

@@ -27,8 +27,11 @@ import time
 import uuid
 from pathlib import Path
 
+from lora_demo.adapters import adapter_choices
 from lora_demo.chat.engine import GenSettings, flatten_content
 from lora_demo.errors import LoraLabError
+from lora_demo.models import REGISTRY, is_available_offline
+from lora_demo.models.registry import adapter_base_model
 from lora_demo.rundir import CHECKPOINT_PREFIX, CHECKPOINTS, AdapterDir
 
 PREFIX = "/v1"
@@ -61,7 +64,6 @@ def adapter_names(runs_dir: str | Path) -> dict[str, str]:
     """Every adapter the Chat and Low-rank lists offer, by the name a client uses -> its folder as the lists spell
     it: a run's (or a truncated copy's) folder inside the runs folder (`tiny-chat`), a checkpoint as
     `<run>/checkpoint-N`. Newest first, as the lists order them; the first of two equal names wins."""
-    from lora_demo.adapters import adapter_choices
 
     root, names = Path(runs_dir), {}
     for _label, folder in adapter_choices(root):
@@ -78,7 +80,6 @@ def adapter_names(runs_dir: str | Path) -> dict[str, str]:
 def base_ids(lab) -> list[str]:
     """The base models a client may name: those loaded now, this app's default, and every registry model that
     loads here without a download."""
-    from lora_demo.models import REGISTRY, is_available_offline
 
     ids = [e.model_id for e in lab.chat.loaded() if e.model_id]
     ids.append(lab.default_model)
@@ -88,7 +89,6 @@ def base_ids(lab) -> list[str]:
 
 def list_models(lab) -> list[dict]:
     """/v1/models' entries: the base models, then the adapters (each with its base as `parent`)."""
-    from lora_demo.models.registry import adapter_base_model
 
     now = int(time.time())
     out = [
@@ -117,7 +117,6 @@ def resolve_model(lab, name) -> tuple[str, str | None]:
     """(base id or 'auto', adapter folder or None) a request's `model` names: an adapter by its list name, a base
     model id, or a folder (an adapter, or a local model) inside the folders this app may read. Else 404, listing
     the names."""
-    from lora_demo.models import REGISTRY
 
     if not isinstance(name, str) or not name.strip():
         raise ApiError(

@@ -131,11 +131,3 @@ class PathPolicy:
     def allows(self, resolved: Path) -> bool:
         """Whether an already resolved path is one of the allowed folders or lies inside one."""
         return any(resolved == r or r in resolved.parents for r in self.roots)
-
-    def check_model(self, model_id: str) -> str:
-        """Registry and hub ids pass; a local model folder must lie inside the allowed folders."""
-        from lora_demo.models.registry import get_spec
-
-        if get_spec(model_id).kind == "local":
-            return str(self.check(model_id, msg("model folder")))
-        return model_id

@@ -126,7 +126,7 @@ def test_chat_loads_auto_without_an_adapter(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     engine = ChatEngine()
     loaded = []
-    monkeypatch.setattr("lora_demo.models.load_model", lambda model_id, **kw: loaded.append(model_id) or 1 / 0)
+    monkeypatch.setattr("lora_demo.chat.engine.load_model", lambda model_id, **kw: loaded.append(model_id) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         list(engine.load("auto", None))
     assert loaded == [CPU_DEFAULT]

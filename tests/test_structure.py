@@ -27,7 +27,8 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 def imported(name: str, path: Path) -> set[str]:
     """The package's modules `name` imports anywhere in its body (inside functions too), but not under
-    `if TYPE_CHECKING:` (those never run). `from a.b import c` counts as a.b.c when c is a module, else a.b."""
+    `if TYPE_CHECKING:` (those never run). `from a.b import c` counts as a.b.c when c is a module, else a.b;
+    the packages on the way (a.b's __init__) count too."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     typing_only = {
         id(node)
@@ -48,7 +49,15 @@ def imported(name: str, path: Path) -> set[str]:
                 parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*parts, base] if base else parts)
             out |= {f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names}
+    # Importing a.b.c runs a/__init__ and a/b/__init__ first: those are imports too (but not the importer's own
+    # packages, which are already running when it is imported).
+    out |= {parent for m in out for parent in _parents(m) if not name.startswith(parent + ".")}
     return {m for m in out if m in MODULES and m != name}
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
 
 
 GRAPH = {name: imported(name, path) for name, path in MODULES.items()}

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lora_demo.chat.engine import ChatEngine, GenSettings
+
 
 def add_chat_parser(sub) -> None:
     """Add `chat` to the subparsers `sub` (lora_demo/cli.py calls this)."""
@@ -36,8 +38,7 @@ def answer_names(adapters: list[str]) -> list[str]:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from lora_demo.chat.engine import ChatEngine, GenSettings
-    from lora_demo.device import one_thread_outside_chat
+    from lora_demo.device import one_thread_outside_chat  # deferred: device imports torch
 
     one_thread_outside_chat()  # the generation thread alone computes on every core
     engine = ChatEngine()

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_demo.adapters import run_folder
 from lora_demo.chat.request import GenSettings
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.io import read_jsonl
 from lora_demo.rundir import AdapterDir, RunDir
 
 
@@ -25,14 +27,11 @@ def compare_on_rows(engine, run_dir: str | Path, limit: int = 6, max_new_tokens:
     """Greedy base and tuned answers on the run's own training and validation rows, beside the expected output.
 
     Each row is prompted as training prompted it (an Alpaca row's input stays its input)."""
-    from lora_demo.io import read_jsonl
 
     out: list[CompareRow] = []
     gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
     adapter = str(run_dir) if AdapterDir(run_dir).has_adapter_config() else None  # else: load()'s
     for split in ("train", "val"):
-        from lora_demo.adapters import run_folder
-
         rows = read_jsonl(RunDir(run_folder(run_dir)).rows_path(split))  # a checkpoint: its run's rows
         for row in rows[: limit if split == "train" else max(2, limit // 2)]:
             shown = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")

@@ -24,14 +24,17 @@ import threading
 import time
 from collections.abc import Iterator
 
-from lora_demo.chat.batcher import CUDA_SIZES, Batcher
+from lora_demo.adapters import check_adapter, check_adapter_fits, module_shapes
+from lora_demo.chat.batcher import CUDA_SIZES, Batcher, Request
 from lora_demo.chat.compare import CompareRow, compare_on_rows
 from lora_demo.chat.precision import chat_precision
 from lora_demo.chat.registry import AdapterRegistry, adapter_key, run_template
 from lora_demo.chat.request import GenSettings, SideResult, flatten_content, split_thinking
 from lora_demo.chat.stream import _drain, _PairStreamer, _stats
+from lora_demo.data.templates import prompt_ids
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.models import load_model, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +128,8 @@ class ChatEngine:
     def load(self, model_id: str | None, adapter_dir: str | None = None) -> Iterator[str]:
         """Load a base model and (optionally) an adapter, yielding progress lines (Msgs: English text that the UI
         renders in the session's language)."""
-        from lora_demo.adapters import check_adapter, module_shapes
-        from lora_demo.chat.decode import GenerationWorker
-        from lora_demo.device import detect
-        from lora_demo.models import load_model, resolve_model
+        from lora_demo.chat.decode import GenerationWorker  # deferred: decode imports torch
+        from lora_demo.device import detect  # deferred: device imports torch
 
         info = check_adapter(adapter_dir) if adapter_dir else None  # one clear message for a missing or torn adapter
         model_id = resolve_model(model_id, adapter_dir)  # 'auto': the adapter's base, else this device's default
@@ -166,7 +167,7 @@ class ChatEngine:
             yield msg("Warming up: recording the decoding step as one CUDA graph (a few seconds)…")
         elif self.decoder is not None and self.decoder.compiled:
             yield msg("Warming up: compiling the decoding step once for this model (up to a minute)…")
-        from lora_demo.chat.decode import GRAPH_MODES
+        from lora_demo.chat.decode import GRAPH_MODES  # deferred: decode imports torch
 
         self.warmup_s = self._warm_up()
         if self.decoder is not None and self.decoder.step_mode in GRAPH_MODES and self.default_mode == "rows":
@@ -228,7 +229,6 @@ class ChatEngine:
         """Make an adapter folder available to requests on this base (yields a stage line while it attaches; an
         attached one is only marked as recently used). Checked first: a torn adapter or one of another base is one
         clear message."""
-        from lora_demo.adapters import check_adapter
 
         if self.model is None:
             raise InputError(msg("Load a model first (Chat tab: pick a model and an adapter, then Load)."))
@@ -254,7 +254,6 @@ class ChatEngine:
     def _attach_locked(self, adapter_dir: str, info) -> None:
         """Attach (the lock held): check the adapter against the base's modules, load it into the PeftModel, detach
         the least recently used beyond the budget, and rebuild the row masks (a new stack of factors)."""
-        from lora_demo.adapters import check_adapter_fits
 
         check_adapter_fits(info, self.module_shapes or {}, self.model_id or "")
         self.model, detached = self.adapters.attach(self.model, adapter_dir, on_cuda=self.device == "cuda")
@@ -267,7 +266,7 @@ class ChatEngine:
         mixed batch serves), and decoders that record their step again with the new factors."""
         import os
 
-        from lora_demo.chat.rowscale import RowScale, lora_linear_layers
+        from lora_demo.chat.rowscale import RowScale, lora_linear_layers  # deferred: imports torch
 
         if self.row_scale is not None and self.row_scale.refresh(self.model):
             return  # the same tensors refilled in place: recorded and compiled steps stay valid
@@ -287,7 +286,7 @@ class ChatEngine:
         self._decoder(1)
 
     def _decoder(self, rows: int):
-        from lora_demo.chat.decode import PairDecoder
+        from lora_demo.chat.decode import PairDecoder  # deferred: decode imports torch
 
         if rows not in self.decoders:
             inner = self.model.base_model.model if hasattr(self.model, "peft_config") else self.model
@@ -373,7 +372,6 @@ class ChatEngine:
         """Token ids of the prompt for one side: a history ending with the user's turn, or a dataset row (prompted
         exactly as training prompted it: lora_demo.data.templates.prompt_ids, the masked part of build_example), in
         the prompt format of `adapter_dir`'s run (None: load()'s)."""
-        from lora_demo.data.templates import prompt_ids
 
         fmt = self.adapters.template(adapter_dir) or self.template
         think = fmt.get("enable_thinking", False) if enable_thinking is None else enable_thinking
@@ -484,7 +482,6 @@ class ChatEngine:
     def _names_locked(self, adapters: list) -> list[str | None]:
         """Each row's PEFT adapter name; an adapter detached meanwhile (another visitor's attach pushed it out of
         the budget) is attached again here, the lock held."""
-        from lora_demo.adapters import check_adapter
 
         names = []
         for a in adapters:
@@ -544,10 +541,9 @@ class ChatEngine:
     def _rows(self, rows: list[list[int]], adapters: list, settings: GenSettings, every_s: float, stop=None):
         """A request of the default path: queued for the next batch (other requests with the same settings join
         it), streamed from its own rows; leaving early (a closed page) stops it and waits for its batch to let go."""
-        from lora_demo.chat.batcher import Request
 
         if self.worker is None:
-            from lora_demo.chat.decode import GenerationWorker
+            from lora_demo.chat.decode import GenerationWorker  # deferred: decode imports torch
 
             self.worker = GenerationWorker()
         results = [SideResult() for _ in rows]
@@ -634,7 +630,7 @@ class ChatEngine:
         def job(streamer):
             from transformers import LogitsProcessorList
 
-            from lora_demo.chat.decode import SeededSampling
+            from lora_demo.chat.decode import SeededSampling  # deferred: decode imports torch
 
             extra = {}
             if not settings.greedy:  # fresh generators for each generate(): every row starts from the seed
@@ -664,7 +660,7 @@ class ChatEngine:
                 streamer.end()
 
         if self.worker is None:
-            from lora_demo.chat.decode import GenerationWorker
+            from lora_demo.chat.decode import GenerationWorker  # deferred: decode imports torch
 
             self.worker = GenerationWorker()
         t0 = time.perf_counter()

@@ -49,7 +49,7 @@ def chat_precision(model, plan, full_precision: bool = False) -> tuple[object, s
     """
     import torch
 
-    from lora_demo.device import SMALL_MODEL_PARAMS, cpu_has_native_bf16, torch_dtype
+    from lora_demo.device import SMALL_MODEL_PARAMS, cpu_has_native_bf16, torch_dtype  # deferred: device imports torch
 
     if plan.device == "cuda":
         dtype = torch_dtype(plan.precision)

@@ -33,6 +33,7 @@ from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, joined, msg
 from lora_demo.models.loader import cached_tokenizer
+from lora_demo.models.registry import check_model
 from lora_demo.paths import PathPolicy
 
 
@@ -83,7 +84,7 @@ class DatasetActions:
 
     def tokenizer(self, model_id):
         """The tokenizer of a model the policy lets the page name (cached)."""
-        return cached_tokenizer(self.policy.check_model(model_id))
+        return cached_tokenizer(check_model(self.policy, model_id))
 
     # --- filling the table ---
     def load_example(self, name) -> tuple[list[dict], Msg]:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from lora_demo.data import import_file, summary_markdown, validate_rows
+from lora_demo.errors import InputError, LoraLabError
+from lora_demo.i18n import msg
+from lora_demo.models import load_tokenizer, resolve_model
+
 
 def add_validate_parser(sub) -> None:
     """Add `validate` to the subparsers `sub` (lora_demo/cli.py calls this)."""
@@ -25,9 +30,6 @@ def add_validate_parser(sub) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from lora_demo.data import import_file, summary_markdown, validate_rows
-    from lora_demo.errors import InputError, LoraLabError
-    from lora_demo.i18n import msg
 
     result = import_file(args.file, encoding=args.encoding)  # InputError -> exit 2 with one line
     if result.needs_mapping:
@@ -58,6 +60,5 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def load_tokenizer_for(model: str):
-    from lora_demo.models import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(model))

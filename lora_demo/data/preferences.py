@@ -28,7 +28,11 @@ from lora_demo.data.formats import SUFFIXES, read_records
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import joined, msg
-from lora_demo.io import to_jsonl
+from lora_demo.io import is_regular, to_jsonl, write_atomic
+from lora_demo.judge.ballots import VoteStore
+from lora_demo.judge.stats import dpo_pairs
+from lora_demo.paths import inside, real_dir, safe_name
+from lora_demo.train.runs import list_runs
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 OPTIONAL_FIELDS = ("input",)
@@ -69,8 +73,6 @@ def votes_run(dataset: str, runs_dir: str | Path = "runs", init_adapter: str = "
 def pairs_from_votes(adapter_dir: str | Path) -> list[dict]:
     """The preference pairs of an adapter's blind votes, through the judge's exporter (judge.stats.dpo_pairs); a
     vote on a dataset row keeps the row's input apart, so the pair is prompted as that row was trained."""
-    from lora_demo.judge.ballots import VoteStore
-    from lora_demo.judge.stats import dpo_pairs
 
     store = VoteStore(adapter_dir)
     name = Path(adapter_dir).name
@@ -112,7 +114,6 @@ def is_pairs_file(records: list) -> bool:
 
 
 def pairs_path(data_dir: str | Path, name: str) -> Path:
-    from lora_demo.paths import inside, safe_name
 
     return inside(Path(data_dir) / PAIRS_FOLDER, f"{safe_name(name, PAIRS_NAME)}.jsonl", PAIRS_NAME)
 
@@ -122,9 +123,6 @@ def save_pairs(data_dir: str | Path, name: str, pairs: list[dict]) -> Path:
     name is made file-safe (an upload's "votes (1)" → "votes-1") and never replaces a set already saved: "-2", "-3"
     ... is added instead. InputError listing the errors, and nothing written, when they would block training."""
     import re
-
-    from lora_demo.io import write_atomic
-    from lora_demo.paths import real_dir
 
     clean = checked_pairs("", pairs=pairs)
     real_dir(Path(data_dir), PAIRS_FOLDER)  # (made if missing; a symlinked folder is refused)
@@ -139,7 +137,6 @@ def save_pairs(data_dir: str | Path, name: str, pairs: list[dict]) -> Path:
 
 def saved_pairs(data_dir: str | Path) -> list[str]:
     """The preference sets saved in the data folder, as `pairs:<name>` values for a DPO run's dataset."""
-    from lora_demo.io import is_regular
 
     folder = Path(data_dir) / PAIRS_FOLDER
     if not folder.is_dir() or folder.is_symlink():
@@ -150,9 +147,6 @@ def saved_pairs(data_dir: str | Path) -> list[str]:
 def vote_sources(runs_dir: str | Path) -> list[tuple[str, str]]:
     """(label, `votes:<run>`) for every run in the runs folder whose blind votes give at least one pair, newest
     first; the label says how many."""
-    from lora_demo.judge.ballots import VoteStore
-    from lora_demo.judge.stats import dpo_pairs
-    from lora_demo.train.runs import list_runs
 
     out = []
     for run in list_runs(runs_dir):
@@ -171,8 +165,6 @@ def resolve_pairs(
     if is_votes(dataset):
         return pairs_from_votes(votes_run(dataset, runs_dir, init_adapter))
     if isinstance(dataset, str) and dataset.startswith(PAIRS):
-        from lora_demo.io import is_regular
-
         folder = Path(data_dir) / PAIRS_FOLDER
         path = pairs_path(data_dir, dataset[len(PAIRS) :].strip())
         if folder.is_symlink() or not is_regular(path):  # (a symlink placed there is never followed)

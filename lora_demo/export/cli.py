@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 
 from lora_demo.errors import InputError
+from lora_demo.export import export_merged, export_zip
+from lora_demo.export.hub import push
 from lora_demo.export.layout import GGUF_TYPES, LORA_GGUF_TYPES
+from lora_demo.export.parity import summary_lines
+from lora_demo.export.run_exports import check_run, export_gguf_with_modelfile, export_lora_gguf_run
 from lora_demo.i18n import msg
 from lora_demo.rundir import RunDir
 
@@ -60,9 +64,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from lora_demo.export import export_merged, export_zip
-    from lora_demo.export.run_exports import check_run, export_gguf_with_modelfile, export_lora_gguf_run
-
     if not (args.zip or args.merged or args.gguf is not None or args.lora_gguf or args.check or args.push):
         raise InputError(
             msg(
@@ -84,15 +85,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.lora_gguf:
         print(export_lora_gguf_run(run_dir, args.lora_gguf))
     if args.push:
-        from lora_demo.export.hub import push
-
         res = push(run_dir, args.push, args.private, args.include_gguf, args.dry_run)
         for name, size in res["files"]:
             print(f"{size:>12,}  {name}")
         print(f"dry run: nothing uploaded to {res['repo_id']}" if args.dry_run else f"uploaded to {res['url']}")
     if args.check:
-        from lora_demo.export.parity import summary_lines
-
         report = check_run(run_dir, tuple(args.gguf) if args.gguf else ("f16", "q8_0"))
         if args.json:
             print(json.dumps(report, ensure_ascii=False))

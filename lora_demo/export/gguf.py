@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lora_demo.adapters import check_adapter
 from lora_demo.errors import InputError
 from lora_demo.export.layout import GGUF_TYPES, LORA_GGUF_TYPES
 from lora_demo.export.llamacpp import CONVERT_LORA, CONVERT_MODEL, check_space, convert
@@ -40,7 +41,6 @@ def export_lora_gguf(adapter_dir: str | Path, base_dir: str | Path, out_file: st
     """The adapter alone as a LoRA GGUF (llama.cpp's `--lora`, Ollama's ADAPTER), by convert_lora_to_gguf.py.
 
     base_dir: a local folder with the base model's config.json (the converter reads the architecture from it)."""
-    from lora_demo.adapters import check_adapter
 
     _check_type(outtype, LORA_GGUF_TYPES)
     info = check_adapter(adapter_dir)

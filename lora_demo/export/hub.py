@@ -13,6 +13,7 @@ from lora_demo.export import layout
 from lora_demo.export.archive import DATA_FILES, ZIP_FILES
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
+from lora_demo.models import registry
 from lora_demo.rundir import ADAPTER_WEIGHTS, RunDir
 
 
@@ -73,9 +74,7 @@ def push(
         return {"repo_id": repo_id, "files": listing, "url": None, "private": private}
     from huggingface_hub import HfApi, get_token
 
-    from lora_demo.models.registry import hub_reachable
-
-    if not hub_reachable():  # fail in seconds: huggingface_hub's own retries take a minute or more offline
+    if not registry.hub_reachable():  # fail in seconds: huggingface_hub's own retries take a minute or more offline
         raise InputError(
             msg(
                 "The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set): nothing "

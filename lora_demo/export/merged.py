@@ -12,9 +12,14 @@ from pathlib import Path
 
 from lora_demo.adapters import AdapterInfo, check_adapter, check_adapter_fits, module_shapes
 from lora_demo.errors import InputError
+from lora_demo.export.llamacpp import check_space
+from lora_demo.export.prompt_format import chat_template, run_format
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
+from lora_demo.models import load_model, model_path
+from lora_demo.models.registry import REGISTRY
 from lora_demo.rundir import MODEL_CARD, AdapterDir, RunDir
+from lora_demo.train.sizing import meta_model, model_config
 
 
 def _base_model(run_dir: Path, info: AdapterInfo) -> str:
@@ -28,7 +33,6 @@ def _base_model(run_dir: Path, info: AdapterInfo) -> str:
 
 def merged_card(run_dir: Path, base: str) -> str:
     """The merged model's card: the run's card, headed by what was merged into what and how to prompt it."""
-    from lora_demo.models.registry import REGISTRY
 
     card_path = RunDir(run_dir).card_path
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
@@ -65,8 +69,7 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto")
     if dtype not in ("auto", "bf16", "fp16"):
         raise InputError(msg("dtype must be auto, bf16 or fp16; got {value!r}.", value=dtype))
     base = _base_model(run_dir, info)
-    from lora_demo.device import detect
-    from lora_demo.export.llamacpp import check_space
+    from lora_demo.device import detect  # deferred: device imports torch
 
     check_space(out.parent, 2 * _base_params(base))
     plan = detect()
@@ -89,8 +92,6 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "auto")
 
 def _is_4bit_checkpoint(base: str) -> bool:
     """Whether the base is a bitsandbytes 4-bit checkpoint (e.g. unsloth/Qwen3-1.7B-unsloth-bnb-4bit)."""
-    from lora_demo.models.registry import REGISTRY
-    from lora_demo.train.sizing import model_config
 
     spec = REGISTRY.get(base)
     if spec is not None and spec.prequantized_4bit:
@@ -104,7 +105,6 @@ def _is_4bit_checkpoint(base: str) -> bool:
 
 def _base_params(base: str) -> int:
     """Parameters of the base (0 when unknown), to check the disk before a merge."""
-    from lora_demo.train.sizing import meta_model
 
     try:
         model = meta_model(base)[0]
@@ -116,8 +116,6 @@ def _base_params(base: str) -> int:
 def _write_prompt_format(run_dir: Path, merged: Path) -> None:
     """The run's prompt format as the merged tokenizer's chat template (what pipelines, llama.cpp and Ollama read)."""
     from transformers import AutoTokenizer
-
-    from lora_demo.export.prompt_format import chat_template, run_format
 
     tok = AutoTokenizer.from_pretrained(str(merged))
     template = chat_template(tok.chat_template, run_format(run_dir))
@@ -138,8 +136,6 @@ def _store_dtype(base_path: str, dtype: str):
 def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, info: AdapterInfo) -> None:
     from peft import PeftModel
 
-    from lora_demo.models import load_model
-
     # Merge in fp32 on CPU (CPU half-precision matmuls are slow and lossy), then store 16-bit.
     lm = load_model(base, dtype="fp32" if device == "cpu" else ("bf16" if dtype == "auto" else dtype), device=device)
     base_model = lm.model
@@ -158,7 +154,6 @@ def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, in
                 setattr(base_model, attr, False)
     check_adapter_fits(info, module_shapes(base_model), base)
     model = PeftModel.from_pretrained(base_model, str(run_dir)).merge_and_unload()
-    from lora_demo.models import model_path
 
     model = model.to(_store_dtype(model_path(base), dtype))
     model.save_pretrained(str(out), safe_serialization=True)
@@ -168,8 +163,6 @@ def _merge_peft(run_dir: Path, out: Path, base: str, dtype: str, device: str, in
 def _merge_unsloth(run_dir: Path, out: Path, base: str) -> None:
     """Unsloth's merged 16-bit save, in a fresh process (unsloth must be imported before transformers)."""
     import tempfile
-
-    from lora_demo.models import model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         # Unsloth opens an adapter folder by its base_model_name_or_path: point that at the resolved base.

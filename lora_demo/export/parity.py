@@ -16,9 +16,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lora_demo.chat.engine import ChatEngine
+from lora_demo.chat.request import GenSettings
 from lora_demo.errors import InputError
+from lora_demo.export.prompt_format import messages_for, render_ollama, run_format
 from lora_demo.i18n import msg
+from lora_demo.io import read_jsonl, write_atomic
 from lora_demo.rundir import RunDir
+from lora_demo.train.probes import probe_rows
+from lora_demo.train.settings import TrainSettings
 
 MIN_PROMPTS = 3
 
@@ -56,9 +62,6 @@ def agreement(ref: list[int], got: list[int]) -> tuple[float, int | None]:
 def parity_rows(run_dir: Path, n: int = MIN_PROMPTS) -> list[dict]:
     """The run's probe prompts, then its validation rows, then its training rows: at least n prompts if it has
     that many rows."""
-    from lora_demo.io import read_jsonl
-    from lora_demo.train.probes import probe_rows
-    from lora_demo.train.settings import TrainSettings
 
     run = RunDir(run_dir)
     s = TrainSettings.from_yaml(run.config_path)
@@ -89,7 +92,6 @@ def check_parity(
     max_new_tokens: int = 48,
 ) -> dict:
     """The parity report (a dict, as parity.json holds it) of the app vs the merged model vs each GGUF."""
-    from lora_demo.export.prompt_format import messages_for, run_format
 
     run_dir = Path(run_dir)
     fmt = run_format(run_dir)
@@ -135,8 +137,6 @@ def check_parity(
             res.gguf[gtype] = score(ans, i, ids, f"gguf_{gtype}")
         seconds[f"gguf_{gtype}"] = time.perf_counter() - t
     if modelfile is not None and modelfile.is_file():
-        from lora_demo.export.prompt_format import render_ollama
-
         template = _modelfile_template(modelfile.read_text(encoding="utf-8"))
         for res in results:
             system = next((m["content"] for m in res.messages if m["role"] == "system"), "")
@@ -201,8 +201,6 @@ class _AppAnswer(Answer):
 def _app_answers(run_dir: Path, fmt: dict, rows: list[dict], max_new_tokens: int, full_precision: bool = False):
     """(a): the chat engine the Chat tab uses, the run attached, each row prompted exactly as training prompted.
     Returns (answers, tokenizer, the precision it decoded in)."""
-    from lora_demo.chat.engine import ChatEngine
-    from lora_demo.chat.request import GenSettings
 
     eng = ChatEngine(full_precision=full_precision)
     eng.compile = False  # the same weights and row masks, eager: a one-off check need not wait for a CUDA compile
@@ -308,7 +306,6 @@ def _modelfile_template(text: str) -> str | None:
 
 
 def write_report(report: dict, out_file: str | Path) -> Path:
-    from lora_demo.io import write_atomic
 
     return write_atomic(Path(out_file), json.dumps(report, ensure_ascii=False, indent=1).encode("utf-8"))
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_demo.data.templates import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, prompt_text
+from lora_demo.data.templates import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, chat_messages, prompt_text
 from lora_demo.rundir import RunDir
+from lora_demo.train.settings import TrainSettings
 
 _SYSTEM, _PROMPT = "\x00SYSTEM\x00", "\x00PROMPT\x00"  # placeholders no real text contains
 
 
 def run_format(run_dir: str | Path) -> dict:
     """{'template': 'alpaca'|'chat', 'enable_thinking': bool, 'model': base} from the run's config.yaml."""
-    from lora_demo.train.settings import TrainSettings
 
     s = TrainSettings.from_yaml(RunDir(run_dir).config_path)
     return {"template": s.template, "enable_thinking": bool(s.enable_thinking), "model": s.model}
@@ -31,7 +31,6 @@ def messages_for(row: dict, template: str) -> list[dict]:
     """The chat messages a stranger sends for a dataset row, that the exported template turns into the prompt the
     app gave the row: Alpaca's input travels as the system message (as the app's chat does), chat's as the user
     message's second paragraph (lora_demo.data.templates.chat_messages)."""
-    from lora_demo.data.templates import chat_messages
 
     if template == "alpaca":
         sys = [{"role": "system", "content": row["input"]}] if row.get("input") else []

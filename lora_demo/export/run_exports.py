@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lora_demo.adapters import check_adapter
 from lora_demo.errors import InputError
 from lora_demo.export import layout
+from lora_demo.export.archive import export_zip
+from lora_demo.export.gguf import export_gguf, export_lora_gguf
+from lora_demo.export.llamacpp import runtime_available
+from lora_demo.export.merged import export_merged
+from lora_demo.export.modelfile import write_modelfile
+from lora_demo.export.parity import check_parity, write_report
+from lora_demo.export.prompt_format import run_format
 from lora_demo.i18n import msg
+from lora_demo.models import model_path
 from lora_demo.rundir import RunDir
 
 KINDS = ("zip", "merged", "gguf", "lora-gguf")
@@ -14,7 +23,6 @@ KINDS = ("zip", "merged", "gguf", "lora-gguf")
 
 def ensure_merged(run_dir: Path) -> Path:
     """The run's merged model, merged now if missing or older than the adapter (a run continued since)."""
-    from lora_demo.export.merged import export_merged
 
     merged = layout.merged_dir(run_dir)
     weights = RunDir(run_dir).weights_path
@@ -31,10 +39,6 @@ def export_gguf_with_modelfile(run_dir: Path, outtype: str = "q8_0") -> tuple[Pa
     """The merged model as GGUF of outtype, and the Modelfile (Ollama) beside it naming that GGUF."""
     from transformers import AutoTokenizer
 
-    from lora_demo.export.gguf import export_gguf
-    from lora_demo.export.modelfile import write_modelfile
-    from lora_demo.export.prompt_format import run_format
-
     merged = ensure_merged(run_dir)
     out = export_gguf(merged, layout.gguf_file(run_dir, outtype), outtype)
     tok = AutoTokenizer.from_pretrained(str(merged))
@@ -47,8 +51,6 @@ def export_gguf_with_modelfile(run_dir: Path, outtype: str = "q8_0") -> tuple[Pa
 def export_lora_gguf_run(run_dir: Path, outtype: str = "f16") -> Path:
     """The run's adapter alone as a LoRA GGUF, against its base's config (a local folder: embedded, local or the
     hub cache)."""
-    from lora_demo.adapters import check_adapter
-    from lora_demo.export.gguf import export_lora_gguf
 
     info = check_adapter(run_dir)
     if not info.base_model:
@@ -59,7 +61,6 @@ def export_lora_gguf_run(run_dir: Path, outtype: str = "f16") -> Path:
 
 
 def _local_base(model_id: str) -> Path:
-    from lora_demo.models import model_path
 
     path = model_path(model_id)
     if Path(path).is_dir():
@@ -71,7 +72,6 @@ def _local_base(model_id: str) -> Path:
 
 def export_run(run_dir: Path, kind: str, outtype: str | None = None) -> Path:
     """One export of the run: zip, merged, gguf (f16/bf16/q8_0, with a Modelfile) or lora-gguf."""
-    from lora_demo.export.archive import export_zip
 
     if kind == "zip":
         return export_zip(run_dir, layout.zip_file(run_dir))
@@ -88,8 +88,6 @@ def check_run(run_dir: Path, gguf_types: tuple[str, ...] = ("f16", "q8_0"), max_
     """The parity report of the run's exports (made now where missing: the merged model, a GGUF of each type, the
     Modelfile), written to exports/parity.json. Without llama.cpp's runtime the GGUF columns are left out and the
     report says so."""
-    from lora_demo.export.llamacpp import runtime_available
-    from lora_demo.export.parity import check_parity, write_report
 
     merged = ensure_merged(run_dir)
     ggufs: dict[str, Path] = {}

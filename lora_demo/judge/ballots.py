@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from lora_demo.adapters import votes_file
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.io import append_jsonl, read_jsonl
@@ -109,7 +110,6 @@ class VoteStore:
     """The votes on one adapter: <adapter_dir>/votes.jsonl, appended one line per vote (a torn line is skipped)."""
 
     def __init__(self, adapter_dir: str | Path):
-        from lora_demo.adapters import votes_file
 
         self.adapter_dir = Path(adapter_dir)
         self.path = votes_file(adapter_dir)  # <adapter>/votes.jsonl; a checkpoint's go to its run folder

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.judge.ballots import VOTES_FILE, VoteStore
+from lora_demo.judge.stats import export_dpo, pair_lines, side_name, vote_summary, win_rate_markdown
 
 
 def add_votes_parser(sub) -> None:
@@ -25,8 +27,6 @@ def add_votes_parser(sub) -> None:
 
 
 def cmd_votes(args: argparse.Namespace) -> int:
-    from lora_demo.judge.ballots import VOTES_FILE, VoteStore
-    from lora_demo.judge.stats import export_dpo, pair_lines, side_name, vote_summary, win_rate_markdown
 
     if not (Path(args.run_dir) / VOTES_FILE).is_file():
         raise InputError(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 
+from lora_demo.adapters import check_adapter
+from lora_demo.data.templates import IGNORE, build_example
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.rundir import AdapterDir
@@ -30,8 +32,6 @@ def _holding(engine, adapter_dir: str | None = None):
         raise InputError(msg("The model is busy with another generation; try again in a moment."))
     try:
         if adapter_dir not in engine.adapters:  # detached meanwhile: attach it again (the lock held)
-            from lora_demo.adapters import check_adapter
-
             engine._attach_locked(adapter_dir, check_adapter(adapter_dir))
         engine.model.set_adapter(engine.adapter_name(adapter_dir))
         engine.model.eval()
@@ -53,7 +53,6 @@ def _max_length(adapter_dir: str | None) -> int | None:
 
 def _examples(engine, rows: list[dict], max_rows: int, adapter_dir: str | None = None) -> list:
     """build_example for each usable row, with the run's template, thinking switch and length; prompt masked."""
-    from lora_demo.data.templates import IGNORE, build_example
 
     adapter_dir = adapter_dir or engine.adapter_dir
     fmt = engine.adapters.template(adapter_dir) or engine.template
@@ -78,8 +77,6 @@ def _loss_sum(model, examples: list, pad_id: int) -> tuple[float, int]:
     """Summed cross-entropy and the count of scored tokens (labels != -100, shifted by one), batch by batch."""
     import torch
     import torch.nn.functional as F
-
-    from lora_demo.data.templates import IGNORE
 
     total, count = 0.0, 0
     for i in range(0, len(examples), BATCH):

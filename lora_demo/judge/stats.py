@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lora_demo.adapters import run_folder
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg, translator
 from lora_demo.io import read_jsonl, to_jsonl, write_atomic
@@ -185,7 +186,6 @@ def vote_rows(adapter_dir: str | Path, limit: int = 20) -> list[dict]:
 
 def vote_rows_split(adapter_dir: str | Path, limit: int = 20) -> tuple[list[dict], str]:
     """vote_rows and the split they come from: "val", or "train" when the run has no validation rows."""
-    from lora_demo.adapters import run_folder
 
     run = RunDir(run_folder(adapter_dir))  # a checkpoint votes on its run's rows
     if not run.data_dir.is_dir():

@@ -11,7 +11,7 @@ _ADAPTER = ("analyze_adapter", "factor_svd", "load_lora_factors", "truncate_adap
 
 def __getattr__(name: str):
     if name in _ADAPTER:
-        from lora_demo.lowrank import adapter
+        from lora_demo.lowrank import adapter  # the torch half, loaded on first use
 
         return getattr(adapter, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

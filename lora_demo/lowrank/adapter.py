@@ -27,6 +27,8 @@ from lora_demo.adapters import check_adapter, find_adapter_files
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 from lora_demo.io import copy_file, regular_files
+from lora_demo.lowrank.svd import rank_for_energy
+from lora_demo.models.registry import get_spec, model_path
 from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterDir
 
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<module>[^.]+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
@@ -66,7 +68,6 @@ def factor_svd(b: torch.Tensor, a: torch.Tensor, scaling: float = 1.0, vectors: 
 
 def spectrum_measures(s: np.ndarray) -> dict:
     """Frobenius norm, stable rank, entropy effective rank and the 90%/99% energy ranks of a spectrum."""
-    from lora_demo.lowrank.svd import rank_for_energy
 
     s = np.asarray(s, dtype=np.float64)
     fro2 = float(np.sum(s**2))
@@ -175,8 +176,6 @@ def _base_weight_norms(base_model: str | None, modules: dict) -> dict[str, float
     if not base_model:
         return {}
     try:
-        from lora_demo.models.registry import get_spec, model_path
-
         if get_spec(base_model).kind == "hub":
             return {}  # not downloaded here, or 4-bit packed: no plain W0 to measure
         folder = Path(model_path(base_model))

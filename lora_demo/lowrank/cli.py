@@ -6,6 +6,7 @@ import argparse
 import json
 
 from lora_demo.errors import InputError
+from lora_demo.lowrank import lora_product, low_rank_approx, parse_matrix
 
 
 def add_lowrank_parser(sub) -> None:
@@ -36,8 +37,6 @@ def add_truncate_parser(sub) -> None:
 
 
 def cmd_lowrank(args: argparse.Namespace) -> int:
-    from lora_demo.lowrank import lora_product, low_rank_approx, parse_matrix
-
     if args.matrix is not None:
         if args.rank is None:
             raise InputError("--matrix needs --rank K.")
@@ -74,7 +73,7 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from lora_demo.lowrank import analyze_adapter
+    from lora_demo.lowrank import analyze_adapter  # deferred: the adapter analysis imports torch
 
     res = analyze_adapter(args.adapter_dir, args.base_model)
     if args.json:
@@ -91,7 +90,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_truncate(args: argparse.Namespace) -> int:
-    from lora_demo.lowrank import truncate_adapter
+    from lora_demo.lowrank import truncate_adapter  # deferred: imports torch
 
     print(truncate_adapter(args.adapter_dir, args.rank, args.out))
     return 0

@@ -8,14 +8,12 @@ import numpy as np
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
+from lora_demo.models.registry import get_spec, hub_cached, model_path
 
 
 def _files(model_id: str) -> list[Path]:
-    from lora_demo.models.registry import get_spec, model_path
 
     if get_spec(model_id).kind == "hub":
-        from lora_demo.models.registry import hub_cached
-
         if not hub_cached(model_id):
             raise InputError(
                 msg("'{model}' is not downloaded: pick an embedded model or a local folder.", model=model_id)

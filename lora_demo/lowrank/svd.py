@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lora_demo.errors import InputError
+from lora_demo.i18n import msg
 from lora_demo.lowrank.matrix import check_rank
 
 SEED_SINGULAR_VALUES = (5.2, 3.1, 1.8, 0.3, 0.1)
@@ -98,8 +100,6 @@ def seed_matrix(seed: int = 0) -> np.ndarray:
 
 def low_rank_plus_noise(d: int, n: int, true_rank: int, noise: float, seed: int = 0) -> np.ndarray:
     """A rank-`true_rank` d×n matrix (Gaussian factors, scaled to unit-ish entries) plus Gaussian noise."""
-    from lora_demo.errors import InputError
-    from lora_demo.i18n import msg
 
     for label, v, hi in (("d", d, 2048), ("k", n, 2048)):
         if not isinstance(v, (int, np.integer)) and not float(v).is_integer() or not 1 <= v <= hi:

@@ -7,9 +7,20 @@ import os
 import time
 from dataclasses import dataclass
 
+from lora_demo.data.templates import uses_thinking
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
-from lora_demo.models.registry import get_spec, model_path, offline_error
+from lora_demo.models.registry import (
+    EMBEDDED_BUILD_VERSION,
+    REGISTRY,
+    cache_dir,
+    get_spec,
+    hub_cached,
+    is_available_offline,
+    model_path,
+    offline_error,
+    resolve_model,
+)
 
 
 @dataclass
@@ -101,8 +112,6 @@ def thinking_switch(model_id: str | None, adapter_dir: str | None = None) -> boo
     template that reads `enable_thinking`, i.e. whether the 'Qwen3 thinking' switch does anything for it. Read from
     its tokenizer's chat template when that is at hand without building or downloading anything; otherwise (an
     embedded model not built yet, a hub model not downloaded) the Qwen3 family says yes, any other model no."""
-    from lora_demo.data.templates import uses_thinking
-    from lora_demo.models.registry import REGISTRY, get_spec, hub_cached, is_available_offline, resolve_model
 
     try:
         model_id = resolve_model(model_id, adapter_dir)
@@ -112,8 +121,6 @@ def thinking_switch(model_id: str | None, adapter_dir: str | None = None) -> boo
             spec.kind == "hub" and hub_cached(model_id)
         )
         if spec.kind == "embedded" and model_id in REGISTRY:
-            from lora_demo.models.registry import EMBEDDED_BUILD_VERSION, cache_dir
-
             stamp = cache_dir() / "models" / model_id / ".lora_lab_build"
             at_hand = stamp.is_file() and stamp.read_text() == EMBEDDED_BUILD_VERSION[model_id]
         if not at_hand:
@@ -146,7 +153,7 @@ def load_model(
     """Load model + tokenizer with transformers (the non-Unsloth path). dtype is bf16/fp16/fp32."""
     from transformers import AutoModelForCausalLM
 
-    from lora_demo.device import torch_dtype
+    from lora_demo.device import torch_dtype  # deferred: device imports torch
 
     if trust_remote_code and get_spec(model_id).kind != "local":
         raise ModelError(msg("trust_remote_code is allowed only for local model folders you trust."))

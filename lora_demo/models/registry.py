@@ -21,6 +21,8 @@ from typing import Literal
 
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
+from lora_demo.models.qwen_tiny import build_qwen3_tiny
+from lora_demo.models.smollm2 import build_smollm2
 from lora_demo.rundir import AdapterDir
 
 Kind = Literal["embedded", "hub", "local"]
@@ -325,10 +327,13 @@ def materialize_embedded(model_id: str) -> Path:
 
 def _build_embedded(model_id: str, out: Path) -> None:
     if model_id == "qwen3-tiny":
-        from lora_demo.models.qwen_tiny import build_qwen3_tiny
-
         build_qwen3_tiny(out)
     else:
-        from lora_demo.models.smollm2 import build_smollm2
-
         build_smollm2(out)
+
+
+def check_model(policy, model_id: str) -> str:
+    """Registry and hub ids pass; a local model folder must lie inside the folders `policy` (a PathPolicy) allows."""
+    if get_spec(model_id).kind == "local":
+        return str(policy.check(model_id, msg("model folder")))
+    return model_id

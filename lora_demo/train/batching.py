@@ -22,7 +22,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from lora_demo.data import build_example
 from lora_demo.i18n import msg
+from lora_demo.train.runs import update_status
 
 # Tokens per micro-batch above which a bigger micro batch gains little (Unsloth on an H200: 4 × 2048 rows ran at
 # 25k tok/s, 16 × 2048 at 41k; smaller GPUs saturate earlier) while the first step's compile and peak memory grow.
@@ -363,7 +365,6 @@ def env_flag(name: str, default: bool) -> bool:
 
 def row_lengths(rows: list[dict], tok, s) -> list[int]:
     """Token lengths of the rows as training sees them (build_example: the template, cut to max_seq_length)."""
-    from lora_demo.data import build_example
 
     return [
         len(build_example(r, tok, s.template, s.max_seq_length, s.train_on_responses_only, s.enable_thinking).input_ids)
@@ -375,8 +376,6 @@ def for_run(run_dir, s, plan, model, tok, rows: list[dict]):
     """The worker's batching: settings with the chosen micro batch × accumulation (the effective batch unchanged),
     recorded in status.json and train.log. The free memory is read with the model already loaded."""
     from dataclasses import replace
-
-    from lora_demo.train.runs import update_status
 
     params = None
     if plan.device == "cuda":
@@ -401,8 +400,6 @@ def count_tokens(trainer, run_dir) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) != 1 or trainer.args.include_num_input_tokens_seen != "no":
         return
     from transformers import TrainerCallback
-
-    from lora_demo.train.runs import update_status
 
     counter = TokenCounter(trainer.data_collator, trainer)
     counter.install()

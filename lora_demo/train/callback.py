@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from lora_demo.io import append_jsonl
 from lora_demo.rundir import RunDir
-from lora_demo.train.runs import stop_requested
+from lora_demo.train.runs import read_status, stop_requested
 from lora_demo.train.runs import update_status as _update_status
 from lora_demo.train.tracking import TOKENS_PER_SECOND
 
@@ -97,8 +97,6 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         if state.global_step:  # resumed: the curve and the first loss go on from the earlier part of the run
-            from lora_demo.train.runs import read_status
-
             self.first_loss = read_status(self.run_dir).get("first_loss")
             self.first_reward = read_status(self.run_dir).get("first_reward")
         self.train_step0 = state.global_step

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from lora_demo.i18n import Msg, msg
-from lora_demo.io import read_json
+from lora_demo.io import read_json, write_atomic, write_json_atomic
 from lora_demo.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CHECKPOINT_MARKER, CHECKPOINT_PREFIX, AdapterDir, RunDir
 
 PREFIX = CHECKPOINT_PREFIX
@@ -147,7 +147,6 @@ def pick_for_resume(run_dir: str | Path) -> tuple[Path | None, list[Msg]]:
 def finish(ckpt: Path, config_yaml: str, base_model: str, record: dict) -> None:
     """Make a checkpoint the Trainer has written whole and self-describing: the run's config beside the adapter,
     the registry id as its base, then the marker (written last: its presence means the folder is complete)."""
-    from lora_demo.io import write_atomic, write_json_atomic
 
     write_atomic(AdapterDir(ckpt).config_path, config_yaml)
     cfg_file = AdapterDir(ckpt).adapter_config_path

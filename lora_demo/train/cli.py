@@ -9,7 +9,26 @@ import sys
 import time
 
 from lora_demo.errors import InputError
+from lora_demo.i18n import msg
+from lora_demo.models import cached_tokenizer, resolve_model
 from lora_demo.rundir import RunDir
+from lora_demo.train.compare import compare_runs, table_text
+from lora_demo.train.lineage import continue_settings
+from lora_demo.train.plan import plan_markdown, plan_run
+from lora_demo.train.runner import Runner, equivalent_command, resolve_data
+from lora_demo.train.runs import (
+    ACTIVE,
+    delete_run,
+    has_adapter,
+    list_runs,
+    read_progress,
+    read_status,
+    request_stop,
+    settled,
+    stop_command,
+    stop_notice,
+)
+from lora_demo.train.settings import TrainSettings, defaults_for
 
 
 def add_plan_parser(sub) -> None:
@@ -107,8 +126,6 @@ def settings_flags() -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
     from transformers.hf_argparser import string_to_bool
 
-    from lora_demo.train.settings import TrainSettings
-
     flags = HfArgumentParser(TrainSettings, add_help=False)
     for action in flags._actions:
         action.default = None
@@ -130,12 +147,9 @@ def settings_flags() -> argparse.ArgumentParser:
 
 def _settings_from(args: argparse.Namespace):
     """--config (or this device's defaults), then only the flags given on the command line over it."""
-    from lora_demo.device import detect
-    from lora_demo.train.settings import TrainSettings, defaults_for
+    from lora_demo.device import detect  # deferred: device imports torch
 
     if getattr(args, "continue_from", None):
-        from lora_demo.train.lineage import continue_settings
-
         base = continue_settings(args.continue_from).to_dict()
     elif args.config:
         base = TrainSettings.from_yaml(args.config).to_dict()
@@ -149,10 +163,6 @@ def _settings_from(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from lora_demo.models import resolve_model
-    from lora_demo.train.plan import plan_markdown, plan_run
-    from lora_demo.train.runner import resolve_data
-    from lora_demo.train.settings import TrainSettings
 
     if args.config:
         s = TrainSettings.from_yaml(args.config)
@@ -169,8 +179,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.dataset or args.config:
         rows = resolve_data(s, args.data_dir, args.runs_dir)  # (a DPO config: its preference pairs)
         try:
-            from lora_demo.models import cached_tokenizer
-
             tok = cached_tokenizer(s.model)
         except Exception:  # noqa: BLE001 - token lengths are optional offline
             tok = None
@@ -203,8 +211,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lora_demo.train.runner import Runner, equivalent_command
-    from lora_demo.train.runs import has_adapter, stop_command
 
     runner = Runner(args.runs_dir, args.data_dir, attached=not args.detach)  # attached: the worker ends with us
     if args.resume:
@@ -247,9 +253,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
     """Write the run's STOP file, as the Train tab's Stop does (runs.request_stop); --wait: until it has ended."""
     from pathlib import Path
 
-    from lora_demo.i18n import msg
-    from lora_demo.train.runs import ACTIVE, has_adapter, read_status, request_stop, settled, stop_notice
-
     run_dir = Path(args.run_dir)
     if not RunDir(run_dir).is_run():
         raise InputError(msg("{path} is not a run folder (it has no status.json).", path=str(run_dir)))
@@ -277,9 +280,6 @@ def cmd_delete_run(args: argparse.Namespace) -> int:
     """Delete a run folder (runs.delete_run: never a running one, never a symlink's target), after asking."""
     from pathlib import Path
 
-    from lora_demo.i18n import msg
-    from lora_demo.train.runs import delete_run
-
     run_dir = Path(args.run_dir)
     link = run_dir.is_symlink()
     if not args.yes:
@@ -299,9 +299,6 @@ def cmd_delete_run(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     """The runs table, or (--compare) the chosen runs' table and the settings that differ (compare.table_text)."""
     from pathlib import Path
-
-    from lora_demo.train.compare import compare_runs, table_text
-    from lora_demo.train.runs import list_runs
 
     if not args.compare:
         runs = list_runs(args.runs_dir)
@@ -325,16 +322,12 @@ def _watch(runner, run_dir) -> dict:
     """A tqdm bar of the run until it ends (its final status); Ctrl-C asks it to stop, which saves the adapter."""
     from tqdm import tqdm
 
-    from lora_demo.train.runs import read_progress, read_status
-
     with tqdm(unit="step", file=sys.stdout, dynamic_ncols=True) as bar:
         try:
             while runner.current() is not None:
                 _show(bar, read_status(run_dir), read_progress(run_dir))
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            from lora_demo.train.runs import request_stop, stop_notice
-
             request_stop(run_dir)
             bar.write(f"{stop_notice(run_dir)} ...")
             runner.stop(wait=600)

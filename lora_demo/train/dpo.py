@@ -23,8 +23,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from lora_demo.data import build_example, split_rows
+from lora_demo.data.preferences import check_pairs
 from lora_demo.i18n import msg
 from lora_demo.rundir import RunDir
+from lora_demo.train import tracking
+from lora_demo.train.sizing import estimate_memory_gb, optimizer_steps, step_warnings
 
 REF = "ref"  # TRL's name for the frozen copy of the starting adapter
 TRAINED = "default"
@@ -45,8 +49,6 @@ def preference_dataset(pairs: list[dict], tok, s):
     docstring). A pair whose prompt alone fills max_seq_length is dropped (no answer token would be left), as TRL
     drops it; longer answers are cut at max_seq_length by TRL's collator."""
     from datasets import Dataset
-
-    from lora_demo.data import build_example
 
     out = []
     for p in pairs:
@@ -69,8 +71,6 @@ def preference_dataset(pairs: list[dict], tok, s):
 def dpo_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = None):
     """The DPOConfig of a run: the same Trainer arguments as its SFT counterpart (worker.sft_config), plus β."""
     from trl import DPOConfig
-
-    from lora_demo.train import tracking
 
     optim = s.optimizer
     if plan.device == "cpu" and "8bit" in optim:
@@ -250,7 +250,6 @@ def _source(s) -> str:
 def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     """The DPO part of a run's plan (plan.plan_run), into `out`: the pairs' errors and steps, the reference's cost,
     the backend, and the warnings that save a round (too few pairs, warmup ≥ steps, under 10 steps)."""
-    from lora_demo.train.sizing import estimate_memory_gb
 
     out["method"] = "dpo"
     forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth"
@@ -290,9 +289,6 @@ def _reference_notes(s, p: dict, device: str) -> list:
 
 def _plan_pairs(out: dict, s, pairs: list) -> None:
     """The preference pairs' part of the plan, into `out`: their errors, the split and the steps."""
-    from lora_demo.data import split_rows
-    from lora_demo.data.preferences import check_pairs
-    from lora_demo.train.sizing import optimizer_steps, step_warnings
 
     report = check_pairs(pairs)
     out["errors"] += [e["message"] for e in report["errors"][:20]]

@@ -26,9 +26,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lora_demo.data import resolve_rows, split_rows
+from lora_demo.data.formats import SUFFIXES, detect_format, read_records, to_rows
+from lora_demo.data.templates import prompt_text
+from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError, LoraLabError
 from lora_demo.i18n import Msg, joined, msg
 from lora_demo.rundir import RunDir
+from lora_demo.train import rewards, tracking
+from lora_demo.train.dpo import has_triton_kernel, plain_lm_head
+from lora_demo.train.rewards import RewardFailed, parse, weights
+from lora_demo.train.sizing import estimate_memory_gb, step_warnings
 
 FEW_PROMPTS = 16  # below this many training prompts the plan warns: a handful of prompts is learned by heart
 PROMPT_KEYS = ("prompt", "instruction")
@@ -60,7 +68,6 @@ def device_plan(plan):
 def resolve_prompts(dataset: str, data_dir: str | Path = "data") -> list:
     """The records a GRPO run's `dataset` names: a saved dataset or example (instruction rows), or a file whose rows
     have a prompt or an instruction (input and output optional; a preference file's chosen answer is its output)."""
-    from lora_demo.data.formats import SUFFIXES, detect_format, read_records, to_rows
 
     path = Path(dataset)
     if path.suffix.lower() in SUFFIXES and path.is_file():
@@ -68,7 +75,6 @@ def resolve_prompts(dataset: str, data_dir: str | Path = "data") -> list:
         if records and isinstance(records[0], dict) and detect_format(records) in ("sharegpt", "messages"):
             return to_rows(records).rows
         return records
-    from lora_demo.data import resolve_rows
 
     return resolve_rows(dataset, data_dir)
 
@@ -77,7 +83,6 @@ def check_prompts(records: list, needs_reference: bool = False) -> dict:
     """{"rows", "errors": [{"row", "field", "message"}], "warnings"}: errors block training (a row that is no object,
     a prompt missing, empty or not text, an input or output that is not text, and with a match reward a row without
     an output); warnings do not (fewer than FEW_PROMPTS rows)."""
-    from lora_demo.data.verbatim import verbatim
 
     errors: list[dict] = []
     if not records:
@@ -179,7 +184,6 @@ def checked_rewards(settings, shared: bool = False, files: bool = True) -> None:
     """One InputError naming the rewards' problems, or nothing: python rewards refused when the app is shared (a
     run's start and resume, never the settings: a saved config with one reads everywhere), then (files) each python
     reward's file imported in a separate process, up to 2 minutes: the Runner does this before taking its lock."""
-    from lora_demo.train import rewards
 
     problems = [p for p in (rewards.spec_problem(r, shared) for r in settings.rewards) if p]
     problems = problems or (rewards.file_problems(settings.rewards) if files else [])
@@ -194,9 +198,6 @@ def checked_prompts(
     clean prompt rows, or one InputError naming the first problems (a reward refused or, with files, whose file does
     not import, rows missing fields, fewer training rows than one step takes)."""
     from dataclasses import replace
-
-    from lora_demo.data import split_rows
-    from lora_demo.train import rewards
 
     checked_rewards(settings, shared, files)
     records = resolve_prompts(settings.dataset, data_dir) if rows is None else rows
@@ -239,8 +240,6 @@ def prompt_dataset(rows: list[dict], tok, s):
     reference (the row's output) for the rewards."""
     from datasets import Dataset
 
-    from lora_demo.data.templates import prompt_text
-
     return Dataset.from_list(
         [
             {
@@ -257,9 +256,6 @@ def grpo_config(s, plan, run_dir: Path, has_eval: bool, rewards: list, save_ever
     """The GRPOConfig of a run: the Trainer arguments of its SFT counterpart (dpo.dpo_config's), with the batch in
     completions (micro_batch_size prompts × grpo_generations) and the sampling settings."""
     from trl import GRPOConfig
-
-    from lora_demo.train import tracking
-    from lora_demo.train.rewards import weights
 
     optim = s.optimizer
     if plan.device == "cpu" and "8bit" in optim:
@@ -308,8 +304,6 @@ def trainer_class():
     from accelerate.utils import is_peft_model
     from trl import GRPOTrainer
 
-    from lora_demo.train.dpo import has_triton_kernel, plain_lm_head
-
     plain = not has_triton_kernel()
 
     class LabGRPOTrainer(GRPOTrainer):
@@ -339,7 +333,6 @@ def build_trainer(
     save_every: int | None,
     callbacks: list,
 ):
-    from lora_demo.train.rewards import parse
 
     rewards = parse(s.rewards, tok)
     cls = trainer_class()
@@ -368,7 +361,6 @@ def evaluate_or_save(trainer, save) -> dict:
 
 
 def _or_save(trainer, save, work):
-    from lora_demo.train.rewards import RewardFailed
 
     try:
         return work()
@@ -397,9 +389,6 @@ def plan_grpo(out: dict, s, records: list | None, p: dict) -> None:
     """The GRPO part of a run's plan (plan.plan_run), into `out`: the prompts' errors and steps, the rewards with
     their weights, where it starts, what a step costs, and the warnings that save a round."""
     from dataclasses import replace
-
-    from lora_demo.train import rewards
-    from lora_demo.train.sizing import estimate_memory_gb
 
     out["method"] = "grpo"
     out["backend"] = "transformers"
@@ -457,9 +446,6 @@ def _setup_notes(s, described: list, device: str) -> list[Msg]:
 def _plan_prompts(out: dict, s, records: list) -> None:
     """The prompts' part of the plan, into `out`: their errors, the split and the steps, and the notes on the run
     and its held-out prompts."""
-    from lora_demo.data import split_rows
-    from lora_demo.train import rewards
-    from lora_demo.train.sizing import step_warnings
 
     needs_reference = any(rewards.split_spec(r)[0] == "match" for r in s.rewards if isinstance(r, str))
     report = check_prompts(records, needs_reference)

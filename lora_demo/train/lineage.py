@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lora_demo.adapters import check_adapter, check_adapter_base
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
 from lora_demo.io import read_json
+from lora_demo.models.registry import adapter_base_model
 from lora_demo.rundir import AdapterDir
+from lora_demo.train.settings import TrainSettings
 
 
 def parent_config(adapter_dir: str | Path) -> dict:
     """The parent's PEFT adapter_config.json (InputError when the folder is no adapter, or a torn or bad one)."""
-    from lora_demo.adapters import check_adapter
 
     return check_adapter(adapter_dir).config
 
@@ -30,7 +32,6 @@ def parent_problems(s) -> list[Msg]:
         cfg = parent_config(s.init_adapter)
     except InputError as e:
         return [msg("Continue from: {error}", error=e.args[0] if len(e.args) == 1 else str(e))]
-    from lora_demo.models.registry import adapter_base_model
 
     want = {"model": adapter_base_model(s.init_adapter), **_shape(cfg)}
     have = {
@@ -53,8 +54,6 @@ def parent_problems(s) -> list[Msg]:
         if want[key] is not None and want[key] != have[key]
     ]
     if not problems:  # the parent's modules must be the model's: else the worker would fail after loading it
-        from lora_demo.adapters import check_adapter_base
-
         try:
             check_adapter_base(s.init_adapter, s.model)
         except InputError as e:
@@ -77,8 +76,6 @@ def _shape(cfg: dict) -> dict:
 def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
     """The parent's settings as a starting point for its child: the same everything, init_adapter set to the
     parent, a fresh name (the user may then change the dataset, epochs, learning rate...)."""
-    from lora_demo.models.registry import adapter_base_model
-    from lora_demo.train.settings import TrainSettings
 
     parent_dir = Path(parent_dir)
     shape = _shape(parent_config(parent_dir))  # an adapter must be there; its shape wins over its run's config
@@ -89,7 +86,6 @@ def continue_settings(parent_dir: str | Path, parent_path: str | None = None):
         data = TrainSettings(model=adapter_base_model(parent_dir) or "auto").to_dict()
     data.update(shape, init_adapter=parent_path or str(parent_dir), run_name="")
     settings = TrainSettings.from_dict(data)
-    from lora_demo.adapters import check_adapter_base
 
     check_adapter_base(parent_dir, settings.model)  # an adapter of another base: say so now, not at Start
     return settings

@@ -7,7 +7,12 @@ by PEFT itself (get_nb_trainable_parameters: 4-bit weights at their unpacked siz
 
 from __future__ import annotations
 
+from lora_demo.data import split_rows, validate_rows
 from lora_demo.i18n import Msg, msg, render, translator
+from lora_demo.train.batching import plan_batching
+from lora_demo.train.dpo import plan_dpo
+from lora_demo.train.grpo import plan_grpo
+from lora_demo.train.lineage import parent_problems
 from lora_demo.train.settings import TrainSettings, settings_command, tracker_problems
 from lora_demo.train.sizing import count_parameters, estimate_memory_gb, optimizer_steps, step_warnings
 
@@ -88,7 +93,6 @@ def fit_problems(s: TrainSettings, need_gb: float, device: str) -> list[Msg]:
 def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -> dict:
     """Trainable parameters, steps, memory, warnings and errors for settings s (and the dataset rows, if given)."""
     from lora_demo.device import detect  # (imports torch)
-    from lora_demo.train.batching import plan_batching
 
     # DPO: preference pairs (train/dpo.py); GRPO: prompt records (train/grpo.py), checked by its own plan
     pairs, rows = (rows, None) if s.method in ("dpo", "grpo") else (None, rows)
@@ -111,12 +115,8 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
     if rows is not None:
         _plan_rows(out, s, rows, tokenizer)
     if s.method == "dpo":
-        from lora_demo.train.dpo import plan_dpo
-
         plan_dpo(out, s, pairs, p)
     elif s.method == "grpo":
-        from lora_demo.train.grpo import plan_grpo
-
         plan_grpo(out, s, pairs, p)
     out["warnings"] += setting_warnings(s, p, dev)
     return out
@@ -125,7 +125,6 @@ def plan_run(s: TrainSettings, rows: list[dict] | None = None, tokenizer=None) -
 def _plan_processes(out: dict, s: TrainSettings, device: str) -> None:
     """The processes and machines of the run, into `out`: what they need (GPUs, trackers, the parent adapter),
     DDP or FSDP, whether a process fits its GPU, and how a run over several machines is started."""
-    from lora_demo.train.lineage import parent_problems
 
     out["errors"] += process_problems(s.num_processes, device, s.fsdp, s.load_in_4bit)
     if s.fsdp and s.world_size <= 1:
@@ -166,7 +165,6 @@ def multi_node_note(s: TrainSettings) -> Msg:
 def _plan_rows(out: dict, s: TrainSettings, rows: list[dict], tokenizer) -> None:
     """The dataset's part of the plan, into `out`: the rows' errors, the split and the steps, and the warnings
     and notes about too few steps or rows, overfitting and truncation."""
-    from lora_demo.data import split_rows, validate_rows
 
     report = validate_rows(rows, tokenizer, s.max_seq_length, s.template, s.enable_thinking)
     out["errors"] += [msg("row {row}: {message}", row=e["row"], message=e["message"]) for e in report["errors"][:20]]

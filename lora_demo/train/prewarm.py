@@ -30,10 +30,11 @@ from pathlib import Path
 
 from lora_demo.io import open_fd
 from lora_demo.rundir import RunDir
+from lora_demo.train import worker
+from lora_demo.train.batching import env_flag
 
 
 def wanted() -> bool:
-    from lora_demo.train.batching import env_flag
 
     try:
         import torch
@@ -118,7 +119,7 @@ class WarmWorker:
 
 def warm_imports() -> None:
     """What the worker would import first: Unsloth before transformers (it patches them) when it is the backend."""
-    from lora_demo.device import detect
+    from lora_demo.device import detect  # deferred: device imports torch
 
     plan = detect()
     if plan.backend == "unsloth":
@@ -162,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(fd, 2)
     os.close(fd)
     print(early, end="", flush=True)
-    from lora_demo.train import worker
 
     return worker.main(order["argv"])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lora_demo.data.templates import prompt_ids
 from lora_demo.i18n import Msg
 from lora_demo.io import append_jsonl, read_jsonl
 from lora_demo.rundir import PROBES, RunDir
@@ -37,8 +38,6 @@ def answer(model, tok, rows: list[dict], s, max_new_tokens: int, unsloth: bool =
     first left checkpointing off for the rest of the run (measured on the H200: 15.7 GiB instead of 2.6). So the
     model goes in training mode. Whatever the library does, each module's checkpointing flag is put back as it was."""
     import torch
-
-    from lora_demo.data.templates import prompt_ids
 
     ids = [prompt_ids(r, tok, s.template, s.enable_thinking) for r in rows]
     width = max(len(i) for i in ids)

@@ -17,12 +17,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lora_demo.data import resolve_rows
+from lora_demo.data import resolve_rows, split_rows, validate_rows
+from lora_demo.data.preferences import checked_pairs, pairs_to_jsonl, resolve_pairs
+from lora_demo.data.store import rows_to_jsonl
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, joined, msg
 from lora_demo.io import open_fd, write_atomic
 from lora_demo.rundir import RunDir
-from lora_demo.train.prewarm import WarmWorker
+from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
+from lora_demo.train.grpo import checked_prompts, checked_rewards, resolve_prompts
+from lora_demo.train.lineage import parent_problems
+from lora_demo.train.plan import process_problems
+from lora_demo.train.prewarm import WarmWorker, wanted
 from lora_demo.train.runs import (
     ACTIVE,
     FINAL,
@@ -47,12 +53,8 @@ def resolve_data(settings: TrainSettings, data_dir: str | Path = "data", runs_di
     """What a run trains on: instruction rows (resolve_rows), or for a DPO run its preference pairs as they are
     (data/preferences.py: votes:<run> or a file; check them with preferences.check_pairs)."""
     if settings.method == "dpo":
-        from lora_demo.data.preferences import resolve_pairs
-
         return resolve_pairs(settings.dataset, runs_dir, settings.init_adapter, data_dir)
     if settings.method == "grpo":  # prompts: instruction rows or a prompt file (train/grpo.py; check_prompts)
-        from lora_demo.train.grpo import resolve_prompts
-
         return resolve_prompts(settings.dataset, data_dir)
     return resolve_rows(settings.dataset, data_dir)
 
@@ -196,22 +198,15 @@ class Runner:
     # --- actions ---
     def start(self, settings: TrainSettings, rows: list[dict] | None = None) -> Path:
         """Check, snapshot the data, and launch the worker. Raises InputError when a run is active or input is bad."""
-        from lora_demo.data import validate_rows
 
         if settings.method == "grpo":  # before the lock: importing a python reward's file may take up to 2 minutes
-            from lora_demo.train.grpo import checked_rewards
-
             checked_rewards(settings, shared=self.shared)
         with self.lock:
             self.reap()
             self._refuse_if_active(job=job_key(settings) if settings.num_nodes > 1 else "")
             if settings.method == "dpo":  # preference pairs, not instruction rows (data/preferences.py)
-                from lora_demo.data.preferences import checked_pairs
-
                 rows = checked_pairs(settings.dataset, self.runs_dir, settings.init_adapter, rows, self.data_dir)
             elif settings.method == "grpo":  # prompts (train/grpo.py); the rewards' files were imported above
-                from lora_demo.train.grpo import checked_prompts
-
                 settings, rows = checked_prompts(settings, self.data_dir, rows, shared=self.shared, files=False)
             else:
                 rows = resolve_rows(settings.dataset, self.data_dir) if rows is None else rows
@@ -238,7 +233,6 @@ class Runner:
     def resume(self, run_dir: str | Path) -> tuple[Path, list[Msg]]:
         """Continue a stopped or failed run from its newest whole checkpoint, in the same folder: the same step
         count, curve and progress file. Returns (the checkpoint, a message per broken newer one set aside)."""
-        from lora_demo.train.checkpoints import pick_for_resume, step_of
 
         run_dir = Path(run_dir)
         with self.lock:
@@ -271,12 +265,9 @@ class Runner:
     def _refuse_unresumable(self, run_dir: Path, st: dict) -> None:
         """An InputError unless the run (its settled status st) can resume: stopped or failed, on one machine,
         with its rewards allowed here (GRPO) and a whole checkpoint."""
-        from lora_demo.train.checkpoints import resumable
 
         _refuse_status(run_dir, st)
         if self.shared and st.get("method") == "grpo":  # python rewards are refused here (train/grpo.py)
-            from lora_demo.train.grpo import checked_rewards
-
             checked_rewards(load_settings(run_dir), shared=True, files=False)
         ckpt, skipped = resumable(run_dir)
         if ckpt is None:
@@ -294,7 +285,6 @@ class Runner:
 
     @staticmethod
     def _refuse_bad_parent(settings: TrainSettings) -> None:
-        from lora_demo.train.lineage import parent_problems
 
         problems = parent_problems(settings)
         if problems:
@@ -303,8 +293,7 @@ class Runner:
     @staticmethod
     def _refuse_too_many_processes(settings: TrainSettings) -> None:
         """Processes this machine cannot hold, FSDP where it cannot run, a tracker whose package is missing."""
-        from lora_demo.device import detect
-        from lora_demo.train.plan import process_problems
+        from lora_demo.device import detect  # deferred: device imports torch
 
         s = settings
         problems = process_problems(s.num_processes, detect().device, s.fsdp, s.load_in_4bit)
@@ -356,9 +345,6 @@ class Runner:
     @staticmethod
     def _snapshot(run_dir: Path, settings: TrainSettings, rows: list[dict]) -> None:
         """The exact rows and settings of the run into its folder: all the worker reads."""
-        from lora_demo.data import split_rows
-        from lora_demo.data.preferences import pairs_to_jsonl
-        from lora_demo.data.store import rows_to_jsonl
 
         train, val = split_rows(rows, settings.val_fraction, settings.seed)
         to_jsonl = pairs_to_jsonl if settings.method == "dpo" else rows_to_jsonl  # DPO: prompt/chosen/rejected rows
@@ -422,7 +408,6 @@ class Runner:
     def prewarm(self) -> None:
         """Keep one worker with the training libraries imported for the next start (prewarm.py): called while the
         user edits settings; nothing while a run is active or where prewarming is off (CPU by default)."""
-        from lora_demo.train.prewarm import wanted
 
         if wanted() and self.current() is None:
             self.warm.start(clean_env({**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}))

@@ -10,10 +10,14 @@ import re
 import time
 from pathlib import Path
 
+from lora_demo.data.templates import ALPACA_NO_INPUT
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
 from lora_demo.io import open_fd, read_jsonl, write_atomic
+from lora_demo.models.registry import REGISTRY
+from lora_demo.paths import safe_name
 from lora_demo.rundir import LOG, PROGRESS, STATUS, TENSORBOARD, RunDir
+from lora_demo.train.rewards import described
 
 ACTIVE = ("starting", "loading", "compiling", "training", "saving")
 FINAL = ("completed", "stopped", "failed")
@@ -31,7 +35,6 @@ def _slug(text: str) -> str:
 def new_run_dir(runs_dir: str | Path, model: str, dataset: str, name: str = "", suffix: str = "") -> Path:
     """A fresh, unique run folder (created atomically, so no run ever overwrites another); suffix: e.g. "-node1"
     for the folder of another machine of a multi-node run."""
-    from lora_demo.paths import safe_name
 
     root = Path(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -331,8 +334,6 @@ def delete_run(runs_dir: str | Path, name) -> Path:
     first, so a folder half-deleted by an error no longer lists as a run."""
     import shutil
 
-    from lora_demo.paths import safe_name
-
     name = safe_name(name, msg("run name"))
     path = Path(runs_dir).resolve() / name
     if path.is_symlink():
@@ -444,8 +445,6 @@ def _lineage(settings: dict, status: dict) -> str:
             "reference model was its parent adapter, frozen."
         )
     if settings.get("method") == "grpo":
-        from lora_demo.train.rewards import described
-
         prompts = int(status.get("train_rows") or 0) + int(status.get("val_rows") or 0)
         start = "its parent adapter" if settings.get("init_adapter") else "the base model (new LoRA factors)"
         lines.append(
@@ -480,8 +479,6 @@ def _prompt_code(settings: dict) -> str:
     """Python for the prompt of one question, in the run's format (the Alpaca text, or the chat template)."""
     question = "Who are you?"
     if settings.get("template") == "alpaca":
-        from lora_demo.data.templates import ALPACA_NO_INPUT
-
         return repr(ALPACA_NO_INPUT.format(instruction=question))
     think = "True" if settings.get("enable_thinking") else "False"
     return (
@@ -493,8 +490,6 @@ def _prompt_code(settings: dict) -> str:
 def model_card(run_dir: Path, settings: dict, status: dict) -> str:
     """README.md in the Hugging Face model-card layout: base model, data, settings, final metrics."""
     from huggingface_hub import ModelCard, ModelCardData
-
-    from lora_demo.models.registry import REGISTRY
 
     model = settings["model"]
     spec = REGISTRY.get(model)

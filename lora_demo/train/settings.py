@@ -18,7 +18,9 @@ import yaml
 
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, joined, msg
+from lora_demo.models import default_model_id, resolve_model
 from lora_demo.rundir import read_yaml
+from lora_demo.train.rewards import spec_problem
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGET_PRESETS = {"all linear": ALL_LINEAR, "attention": ALL_LINEAR[:4], "q,v": ["q_proj", "v_proj"]}
@@ -472,8 +474,6 @@ class TrainSettings:
 
     def __post_init__(self):
         if isinstance(self.model, str) and self.model.strip() == "auto":  # the same 'auto' as every tab and command
-            from lora_demo.models import resolve_model
-
             self.model = resolve_model("auto")
         problems = self.problems()
         if problems:
@@ -594,7 +594,6 @@ class TrainSettings:
         return p
 
     def _reward_problems(self) -> list[Msg]:
-        from lora_demo.train.rewards import spec_problem
 
         if not isinstance(self.rewards, list):
             return [msg("rewards must be a list of reward specs, e.g. format:<answer> length:40@0.5")]
@@ -719,7 +718,6 @@ def defaults_for(device: str, model: str | None = None) -> TrainSettings:
     Both hold out 10% of the rows for validation (held-out loss, the row votes); a dataset too small to split
     keeps every row for training, and the plan says so.
     """
-    from lora_demo.models import default_model_id
 
     if device == "cuda":
         return TrainSettings(

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from lora_demo.errors import InputError, ModelError
 from lora_demo.i18n import Msg, msg
+from lora_demo.models.registry import get_spec, hub_cached, model_path, shipped_config
 from lora_demo.train.lora_config import lora_kwargs, peft_lora_config
 from lora_demo.train.settings import TrainSettings
 
 
 def model_config(model_id: str) -> dict:
     """The architecture config of a model, offline where possible."""
-    from lora_demo.models.registry import get_spec, hub_cached, model_path, shipped_config
 
     spec = get_spec(model_id)
     if spec.kind == "hub":

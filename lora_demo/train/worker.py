@@ -14,12 +14,33 @@ import time
 import traceback
 from pathlib import Path
 
+from lora_demo.data import build_example
+from lora_demo.data.preferences import as_rows
+from lora_demo.errors import LoraLabError
 from lora_demo.i18n import Msg, joined, msg
-from lora_demo.io import read_json, read_jsonl, write_atomic
+from lora_demo.io import append_jsonl, read_json, read_jsonl, write_atomic
+from lora_demo.models import load_model, model_path
 from lora_demo.rundir import RunDir
+from lora_demo.train import batching, checkpoints, dpo, grpo, probes, tracking
+from lora_demo.train.batching import lean_metrics, sft_batching_args
+from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
+from lora_demo.train.grpo import evaluate_or_save, train_or_save
+from lora_demo.train.grpo import optimizer_steps as grpo_steps
+from lora_demo.train.lineage import load_parent_weights
 from lora_demo.train.lora_config import lora_config, lora_kwargs
-from lora_demo.train.runs import stop_requested
+from lora_demo.train.runs import (
+    ACTIVE,
+    FINAL,
+    OWNER_ENV,
+    error_fields,
+    model_card,
+    pid_alive,
+    read_status,
+    stop_requested,
+)
 from lora_demo.train.runs import update_status as _update_status
+from lora_demo.train.settings import TrainSettings
+from lora_demo.train.sizing import optimizer_steps
 
 # Under torchrun (DDP) every rank runs this file; only rank 0 writes the run's files (status, progress, adapter).
 RANK, WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -44,7 +65,6 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
     it resumes: its checkpoint holds them (and the parent may have moved since). A DPO run loads its parent even
     then: the parent's factors are its reference (train/dpo.py), copied before the checkpoint's replace them."""
     s = s if not resume or s.method == "dpo" else type(s).from_dict({**s.to_dict(), "init_adapter": ""})
-    from lora_demo.models import model_path
 
     path = model_path(s.model)
     if plan.backend == "unsloth":
@@ -59,14 +79,10 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
         )
         tok = getattr(tok, "tokenizer", tok)
         if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
-            from lora_demo.train.lineage import load_parent_weights
-
             load_parent_weights(model, s.init_adapter)
         return model, tok
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
-
-    from lora_demo.models import load_model
 
     torch.manual_seed(s.seed)
     # Weights stay fp32 on CPU: autocast (bf16 where the CPU has it) does the fast matmuls, while the frozen
@@ -83,8 +99,6 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
         )
     model = get_peft_model(model, lora_config(s))
     if s.init_adapter:  # Continue training: the parent's A and B instead of new factors
-        from lora_demo.train.lineage import load_parent_weights
-
         load_parent_weights(model, s.init_adapter)
     return model, lm.tokenizer
 
@@ -92,8 +106,6 @@ def load_for_training(s, plan, resume: bool = False) -> tuple[object, object]:
 def build_dataset(rows: list[dict], tok, s):
     """Pre-tokenized rows with labels from build_example (the Dataset tab's preview uses the same function)."""
     from datasets import Dataset
-
-    from lora_demo.data import build_example
 
     examples = [
         build_example(r, tok, s.template, s.max_seq_length, s.train_on_responses_only, s.enable_thinking) for r in rows
@@ -117,8 +129,6 @@ def trainer_class(backend: str):
     if backend == "unsloth":
         return SFTTrainer  # (Unsloth's patched SFTTrainer computes the loss in the model, without TRL's metrics)
     if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
-        from lora_demo.train.batching import lean_metrics
-
         return lean_metrics(SFTTrainer)  # TRL's fused loss, its metrics read once per log instead of per micro-batch
     from transformers import Trainer
 
@@ -133,9 +143,6 @@ def trainer_class(backend: str):
 
 def sft_config(s, plan, run_dir: Path, has_eval: bool, save_every: int | None = None, model=None):
     from trl import SFTConfig
-
-    from lora_demo.train import tracking
-    from lora_demo.train.batching import sft_batching_args
 
     optim = s.optimizer
     if plan.device == "cpu" and "8bit" in optim:
@@ -236,7 +243,6 @@ def run(run_dir: Path, resume: bool = False) -> str:
 
 def _run_settings(run_dir: Path):
     """The run's settings from its config.yaml, less the probes under FSDP."""
-    from lora_demo.train.settings import TrainSettings
 
     s = TrainSettings.from_yaml(RunDir(run_dir).config_path)
     if s.fsdp and WORLD > 1 and s.probe_tokens:  # probes generate on rank 0 alone, which a sharded model cannot do
@@ -278,8 +284,7 @@ def _trainer_for_run(run_dir: Path, s, plan, model, tok, train_rows: list[dict],
     """(settings, trainer, progress callback, milestones) of the run's method, ready to train: the batching set
     (SFT), the callbacks added, the tokens counted and the trackers last."""
     # (imported after load_for_training: these import transformers, which Unsloth must patch first)
-    from lora_demo.train import batching, checkpoints, tracking
-    from lora_demo.train.callback import ProgressCallback
+    from lora_demo.train.callback import ProgressCallback  # deferred: transformers, after Unsloth has patched it
 
     if s.method not in ("dpo", "grpo"):  # (DPO batches pairs as set, GRPO its completions: TRL pads them)
         s = batching.for_run(run_dir, s, plan, model, tok, train_rows)  # padding-free, micro batch from free memory
@@ -298,17 +303,13 @@ def _trainer_for_run(run_dir: Path, s, plan, model, tok, train_rows: list[dict],
 def _total_steps(s, n_rows: int) -> int:
     """The run's optimizer steps, as its trainer counts them (GRPO: prompts per step, train/grpo.py)."""
     if s.method == "grpo":
-        from lora_demo.train.grpo import optimizer_steps as grpo_steps
-
         return grpo_steps(n_rows, s)["total_steps"]
-    from lora_demo.train.sizing import optimizer_steps
 
     return optimizer_steps(n_rows, s)["total_steps"]
 
 
 def _milestones(run_dir: Path, s, plan, model, tok, train_rows: list[dict], val_rows: list[dict]):
     """The callback that probes the model and keeps the milestones (DPO: probed with the pairs' prompts)."""
-    from lora_demo.train import probes
     from lora_demo.train.milestones import MilestoneCallback  # (imports transformers: after Unsloth)
 
     sources = (as_rows(train_rows), as_rows(val_rows)) if s.method == "dpo" else (train_rows, val_rows)
@@ -325,13 +326,9 @@ def _milestones(run_dir: Path, s, plan, model, tok, train_rows: list[dict], val_
 def _method_trainer(s, plan, run_dir: Path, model, tok, train_rows, val_rows, every, callbacks: list):
     """The trainer of the run's method: DPO's and GRPO's from their modules, else TRL's SFTTrainer."""
     if s.method == "dpo":
-        from lora_demo.train.dpo import build_trainer
-
-        return build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=callbacks)
+        return dpo.build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=callbacks)
     if s.method == "grpo":
-        from lora_demo.train.grpo import build_trainer
-
-        return build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=callbacks)
+        return grpo.build_trainer(s, plan, run_dir, model, tok, train_rows, val_rows, every, callbacks=callbacks)
     return trainer_class(plan.backend)(
         model=model,
         args=sft_config(s, plan, run_dir, bool(val_rows), every, model),
@@ -347,8 +344,6 @@ def _train(trainer, s, ckpt: Path | None, save_so_far) -> None:
     (save_so_far), then the run fails with its message."""
     resume_from = str(ckpt) if ckpt else None
     if s.method == "grpo":
-        from lora_demo.train.grpo import train_or_save
-
         train_or_save(trainer, resume_from, save_so_far)
     else:
         trainer.train(resume_from_checkpoint=resume_from)
@@ -357,12 +352,7 @@ def _train(trainer, s, ckpt: Path | None, save_so_far) -> None:
 def _evaluate(run_dir: Path, trainer, s, save_so_far) -> None:
     """The held-out loss (and GRPO's reward) into the status. (GRPO's evaluate samples and scores too: a failing
     reward keeps the adapter.)"""
-    if s.method == "grpo":
-        from lora_demo.train.grpo import evaluate_or_save
-
-        metrics = evaluate_or_save(trainer, save_so_far)
-    else:
-        metrics = trainer.evaluate()
+    metrics = evaluate_or_save(trainer, save_so_far) if s.method == "grpo" else trainer.evaluate()
     update_status(
         run_dir,
         eval_loss=float(metrics["eval_loss"]),
@@ -373,7 +363,6 @@ def _evaluate(run_dir: Path, trainer, s, save_so_far) -> None:
 def _save_and_finish(run_dir: Path, s, trainer, model, tok, milestones, stopped: bool) -> str:
     """The adapter saved (gathered from the shards under FSDP), the last probes and the slimmed checkpoints; then
     the final status."""
-    from lora_demo.train import checkpoints
 
     if trainer.is_fsdp_enabled:  # every rank takes part in gathering the sharded adapter; the main process writes
         trainer.save_model(str(run_dir))
@@ -423,8 +412,6 @@ def check_same_job(run_dir: Path) -> None:
     dist.all_gather_object(prints, (NODE, digest.hexdigest()))
     odd = sorted({node for node, h in prints if h != prints[0][1]})
     if odd:
-        from lora_demo.errors import LoraLabError
-
         raise LoraLabError(
             msg(
                 "Node(s) {nodes} would train other settings or rows than node 0: run the same command "
@@ -436,10 +423,6 @@ def check_same_job(run_dir: Path) -> None:
 
 def resume_point(run_dir: Path) -> Path:
     """The newest whole checkpoint; newer broken ones are set aside, and the resume is marked on the curve."""
-    from lora_demo.errors import LoraLabError
-    from lora_demo.io import append_jsonl
-    from lora_demo.train.checkpoints import pick_for_resume, resumable, step_of
-    from lora_demo.train.runs import read_status
 
     # Under DDP the Runner has set the broken ones aside before launching, so every rank reads the same folder.
     ckpt, skipped = pick_for_resume(run_dir) if WORLD == 1 else resumable(run_dir)
@@ -479,23 +462,12 @@ def ddp_plan(plan):
 
 def dpo_plan(plan):
     """A DPO run's device plan: the transformers backend (train/dpo.py says why)."""
-    from lora_demo.train.dpo import device_plan
-
-    return device_plan(plan)
+    return dpo.device_plan(plan)
 
 
 def grpo_plan(plan):
     """A GRPO run's device plan: the transformers backend (train/grpo.py says why)."""
-    from lora_demo.train.grpo import device_plan
-
-    return device_plan(plan)
-
-
-def as_rows(pairs: list[dict]) -> list[dict]:
-    """Preference pairs as instruction rows (their prompts, for the probes)."""
-    from lora_demo.data.preferences import as_rows
-
-    return as_rows(pairs)
+    return grpo.device_plan(plan)
 
 
 def save_adapter(model, tok, run_dir: Path, model_id: str, weights: bool = True) -> None:
@@ -512,7 +484,6 @@ def save_adapter(model, tok, run_dir: Path, model_id: str, weights: bool = True)
 
 
 def _finish(run_dir: Path, status: str, error: str | None = None, **more) -> str:
-    from lora_demo.train.runs import FINAL, error_fields, model_card, read_status
 
     fields = {"status": status, "ended": time.time(), **more}
     if error:
@@ -531,7 +502,6 @@ def _finish(run_dir: Path, status: str, error: str | None = None, **more) -> str
 
 def explain_failure(exc: BaseException, run_dir: Path) -> Msg | str:
     """One message naming cause and fix, for the run's status and the UI."""
-    from lora_demo.errors import LoraLabError
 
     if isinstance(exc, LoraLabError):
         return exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], Msg) else str(exc)
@@ -597,7 +567,6 @@ def _peer_lost(exc: BaseException) -> bool:
 
 def owner_alive(pid: int, start: str | None) -> bool:
     """Whether the process that started this worker is still there (an exited one awaiting its reaper is not)."""
-    from lora_demo.train.runs import pid_alive
 
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -614,8 +583,6 @@ def die_with_owner(run_dir: Path) -> None:
     restart, which re-attaches them."""
     import signal
     import threading
-
-    from lora_demo.train.runs import OWNER_ENV
 
     owner = os.environ.get(OWNER_ENV, "")
     pid_text, _, start = owner.partition(":")
@@ -650,7 +617,6 @@ def die_with_owner(run_dir: Path) -> None:
 def _owner_gone(run_dir: Path) -> bool:
     """The owner ended: record why and end now, unless the adapter is being saved (it finishes, then the worker
     ends on its own). Returns True (to keep watching) only in that case."""
-    from lora_demo.train.runs import ACTIVE, error_fields, read_status
 
     stage = read_status(run_dir).get("status")
     if stage == "saving":
