@@ -11,8 +11,10 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import pynvml
 import torch
 
+from lora_demo import env
 from lora_demo.i18n import msg
 
 Backend = Literal["unsloth", "transformers"]
@@ -42,6 +44,7 @@ class DevicePlan:
 
 def cpu_flags() -> set[str]:
     """The CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    # Read by hand: psutil reports CPU counts, frequencies and load, but neither the feature flags nor the model name.
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -97,8 +100,8 @@ def choose_precision(cuda: bool, cuda_bf16: bool = False, cpu_bf16: bool = False
 def choose_threads(work_params: int, tokens_per_step: int, cores: int | None = None) -> int:
     """CPU threads for a model of `work_params` parameters processing `tokens_per_step` tokens.
 
-    Measured on 2 cores: a tiny model's small matmuls run ~8x faster on one thread (two threads spend their
-    time synchronising), while a 135M model at 256 tokens is faster on two. The switch point is the
+    Measured on 2 cores: a tiny model's small matmuls run several times faster on one thread (two threads spend
+    their time synchronising), while a 135M model at 256 tokens is faster on two. The switch point is the
     multiply-accumulate count of one step.
     """
     cores = cores or os.cpu_count() or 1
@@ -133,7 +136,7 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
         props = torch.cuda.get_device_properties(0)
         precision, p_reason = choose_precision(True, cuda_bf16=torch.cuda.is_bf16_supported())
         problem = cuda_arch_problem()
-        forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower()
+        forced = env.backend()
         if forced in ("unsloth", "transformers") and problem is None and (forced != "unsloth" or unsloth_installed):
             backend, reason = forced, msg("chosen with LORA_LAB_BACKEND={forced}", forced=forced)
         elif unsloth_installed and problem is None:
@@ -159,8 +162,8 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
         )
     precision, p_reason = choose_precision(False, cpu_bf16=cpu_has_native_bf16())
     if precision == "bf16" and work_params < SMALL_MODEL_PARAMS:
-        # Measured (bench/bench_train.py): qwen3-tiny trains 0.24 s/step in fp32 vs 0.29 in bf16 autocast; the casts
-        # cost more than tiny matmuls gain. SmolLM2-135M: 1.17 (bf16) vs 1.50 s/step (fp32).
+        # Measured (bench/bench_train.py; README's Performance section): qwen3-tiny trains faster in fp32 than in
+        # bf16 autocast, where the casts cost more than tiny matmuls gain; SmolLM2-135M is faster in bf16.
         precision, p_reason = "fp32", msg("a model this small trains faster in fp32 than with bf16 autocast on CPU")
     return DevicePlan(
         "cpu",
@@ -174,6 +177,27 @@ def detect(work_params: int = 135_000_000, tokens_per_step: int = 512) -> Device
         cores,
         torch.__version__,
     )
+
+
+def free_gpu_bytes(index: int | None = None) -> int | None:
+    """Free memory of a GPU in bytes, without creating a CUDA context in this process when it has none (a context
+    takes GPU memory of its own, and the app's process should not hold the GPU that training needs).
+
+    With a context: torch's count for CUDA device `index` (None: the current device, e.g. a rank's own GPU).
+    Without one: NVML's (the driver's; `index` None is GPU 0). None where neither answers (no NVIDIA driver: a CPU
+    machine)."""
+    if torch.cuda.is_initialized():
+        return int(torch.cuda.mem_get_info(index)[0])
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index or 0)).free)
+    except pynvml.NVMLError:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def _cpu_name() -> str:

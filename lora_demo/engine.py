@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lora_demo import env
 from lora_demo.adapters import adapter_choices, run_folder, votes_file
 from lora_demo.chat.engine import compare_on_rows
 from lora_demo.chat.pool import ChatPool
@@ -93,6 +94,10 @@ class AppSettings:
 
 class LabEngine:
     """Everything one running app holds; the tabs wire their events to its methods."""
+
+    # The least seconds between two page updates of the Chat tab's answers (every update re-renders them in the
+    # browser); read once, when the app is imported ($LORA_LAB_CHAT_UPDATE_S).
+    chat_update_s = env.chat_update_s()
 
     def __init__(self, settings: AppSettings | None = None):
 

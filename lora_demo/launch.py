@@ -6,11 +6,11 @@ The `lora-lab` console script (pyproject.toml) runs `main`; `python app.py` in a
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from pathlib import Path
 
+from lora_demo import env
 from lora_demo.data.formats import MAX_UPLOAD_MB
 from lora_demo.device import one_thread_outside_chat
 from lora_demo.guard import server_options
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--auth",
         metavar="USER:PASS",
-        default=os.environ.get("LORA_LAB_AUTH"),
+        default=env.auth(),
         help="require this login (also from $LORA_LAB_AUTH)",
     )
     p.add_argument("--no-auth", action="store_true", help="with --share: allow anyone with the link in (unsafe)")
@@ -85,9 +85,8 @@ def resolve_api_key(args: argparse.Namespace, auth) -> str | None:
         return args.api_key.strip()
     if auth is None:
         return None
-    env = os.environ.get("LORA_LAB_API_KEY", "").strip()
-    if env:
-        return env
+    if key := env.api_key():
+        return key
     key = "sk-lora-" + secrets.token_urlsafe(24)
     print(f"OpenAI-compatible endpoint (/v1) key:  {key}", flush=True)
     return key

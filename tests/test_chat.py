@@ -268,6 +268,44 @@ def test_generation_thread_gets_cuda_graph_thread_state(monkeypatch):
         assert found[False] is None and found[True] is not None, found
 
 
+def test_generation_worker_runs_every_job_on_its_one_thread_and_hands_back_errors():
+    """Every job runs in order on the worker's one named daemon thread (torch keeps per-thread state: the CPU thread
+    count, CUDA graphs that replay only where they were recorded), a job may queue another, and what a job raises
+    (BaseException too) reaches its submitter unchanged while the thread goes on serving."""
+    from lora_demo.chat.decode import GenerationWorker
+
+    main_threads = torch.get_num_threads()
+    worker = GenerationWorker(name="lora-lab-test-generate", threads=1)
+    try:
+        seen = []
+
+        def job(k):
+            seen.append((k, threading.current_thread()))
+            return k
+
+        queued = [worker.submit(lambda k=k: job(k)) for k in range(5)]
+        assert [f.result(timeout=30) for f in queued] == list(range(5))
+        assert worker.run(lambda: worker.submit(lambda: job(5))).result(timeout=30) == 5  # queued from a job
+        assert [k for k, _ in seen] == list(range(6))
+        assert {t for _, t in seen} == {worker.thread}
+        assert worker.thread.name == "lora-lab-test-generate" and worker.thread.daemon
+        assert worker.run(torch.get_num_threads) == 1 and torch.get_num_threads() == main_threads
+        for error in (ValueError("bad row"), KeyboardInterrupt(), SystemExit(3), GeneratorExit()):
+
+            def fail(error=error):
+                raise error
+
+            with pytest.raises(type(error)) as caught:
+                worker.run(fail)
+            assert caught.value is error
+        assert worker.run(threading.current_thread) is worker.thread
+    finally:
+        worker.close()
+    assert not worker.thread.is_alive()
+    with pytest.raises(RuntimeError):
+        worker.submit(lambda: None)
+
+
 def test_adapter_active_again_after_every_base_generation(engine):
     ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": PROMPT}])])
     with torch.inference_mode():

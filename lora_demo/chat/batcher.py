@@ -12,16 +12,17 @@ those sizes ever record a decoding step.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from dataclasses import dataclass, field
+
+from lora_demo import env
 
 MAX_ROWS = 8
 CUDA_SIZES = (1, 2, 4, 8)
 # A batch starts once its oldest request has waited this long, so requests sent at the same moment (two clients,
 # two pages pressing Send together) arrive in time to share it; a lone request's first token comes this much later.
-GATHER_S = float(os.environ.get("LORA_LAB_CHAT_GATHER_MS", "15")) / 1000
+GATHER_S = env.chat_gather_ms() / 1000
 
 
 @dataclass

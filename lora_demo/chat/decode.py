@@ -3,25 +3,26 @@
 - The prompt (prefill) runs eagerly, whatever its length; each row keeps its own positions (left padding is
   masked out and does not shift positions), so a row is what the model computes for that prompt alone. On CUDA the
   prompt is left-padded to a multiple of 64 tokens, and the first call also runs the prefill once at each common
-  width (64-512 tokens): a prefill of a width never seen before waited 0.85 s for its first tokens on the H200
-  (new kernels to load), one of a width seen before 0.1 s.
+  width (64-512 tokens): a prefill of a width never seen before waits for new kernels to load, and this way no
+  visitor's answer is the one that waits.
 - Decoding steps have fixed shapes: one token a row, the positions, a 4-D boolean mask over the whole cache. On
   CUDA the cache is one `StaticCache` made once (reset per call), and the step is replayed from a CUDA graph
-  (`step_mode`, env `LORA_LAB_CHAT_STEP`):
+  (`step_mode`, env `LORA_LAB_CHAT_STEP`; README's Performance section has each mode's tok/s and warm-up):
   - "layers-graph" (the default): the step recorded once into one `torch.cuda.CUDAGraph` over static input
     buffers (token, positions, the mask's validity row, the cache), with each decoder layer compiled by inductor
     (fused kernels) for the recording. Each step is then one replay, so the CPU's per-step work no longer bounds
     decoding; the layers' graphs are alike, so inductor's code for the first is reused by the others (its FX
-    graph cache) and the compile takes a fraction of a whole-model one. Prompts (prefill) stay eager. H200,
-    Qwen3-1.7B + r=16, both rows at once: 208-229 tok/s a row, warm-up 46-58 s on a fresh machine (15.5 s with
-    inductor's cache filled);
-  - "graph": the same with the eager layers (nothing compiled: warm-up 3 s, 127 tok/s); also the fallback when
-    the layers cannot be compiled or recorded;
-  - "compile-graph": the same over the whole model compiled by inductor (190-204 tok/s, warm-up 70 s);
-  - "compile": transformers' `CompileConfig` (inductor with CUDA graph trees; 99-128 tok/s, warm-up 82-88 s).
+    graph cache) and the compile takes a fraction of a whole-model one. Prompts (prefill) stay eager. The
+    fastest mode, paid for by a compile at Load (shorter once inductor's on-disk cache is filled);
+  - "graph": the same with the eager layers: nothing compiled, so it is ready almost at once but each step runs
+    more, unfused kernels; also the fallback when the layers cannot be compiled or recorded;
+  - "compile-graph": the same over the whole model compiled by inductor: slower than compiling per layer and a
+    longer warm-up; kept for comparison;
+  - "compile": transformers' `CompileConfig` (inductor with CUDA graph trees), the earlier default: its GPU idles
+    between replays while Python and the graph trees' bookkeeping run, and it warms up longest; for comparison.
   Prompt lengths, turns, sampling settings and the adapter-scale slider change no shape and no object the graph
   holds, so nothing is recorded or compiled again. On the CPU the step runs eagerly on a `DynamicCache`
-  (compiling it was measured no faster there, after a 94 s compile); `compiled=True` there forces "compile".
+  (compiling it was measured no faster there, after a long compile); `compiled=True` there forces "compile".
 - Sampling follows `generate`: repetition penalty, temperature, top-k, top-p (transformers' own processors),
   then a draw, EOS suppressed until `min_new_tokens`. Each row draws from its own counter-based stream of random
   numbers keyed by its request's seed (`RowDraws`, all rows in one batched computation), so a row's answer
@@ -39,36 +40,43 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import torch
+
+from lora_demo import env
 
 log = logging.getLogger(__name__)
 
 
 def _cudagraph_thread_state() -> None:
-    """Give this thread the thread-local state CUDA graph trees keep their graphs in. torch 2.11 creates it only in
-    the thread that imports torch._inductor.cudagraph_trees (and autograd copies it to its own threads): a second
-    model's generation thread then failed its first compiled step (AssertionError in cudagraph_trees.get_obj, seen
-    on the H200). Newer torch creates it on first use (cudagraph_trees._initialize_tls), as this does."""
+    """Give this thread the thread-local state CUDA graph trees keep their graphs in (the generation thread calls
+    this once, on CUDA).
+
+    Needed on torch 2.11, which the lent GPU machines run (their preinstalled CUDA build; requirements.txt pins
+    2.13): there torch._inductor.cudagraph_trees makes that state only in the thread that imports it (autograd
+    copies it to its own threads), so a second model's generation thread failed its first compiled step
+    (AssertionError in cudagraph_trees.get_obj, seen on the H200). This makes it as torch 2.11's module body does.
+    It stays while those machines run 2.11. Newer torch (2.13) makes it itself at first use (get_obj calls
+    `_initialize_tls`); there this makes the same call a little earlier, which changes nothing. A thread that
+    already has the state (the importing one, or one autograd handed it to) is left alone."""
     try:
-        from torch._inductor import cudagraph_trees as trees
+        from torch._inductor import cudagraph_trees as trees  # deferred: inductor is a heavy import, CUDA only
     except Exception:  # noqa: BLE001 - no inductor: nothing to prepare
         return
     local = getattr(trees, "local", None)
     if local is None or hasattr(local, "tree_manager_containers") or torch._C._is_key_in_tls("tree_manager_containers"):
-        return  # (the importing thread, or state handed over)
+        return
     init = getattr(trees, "_initialize_tls", None)
-    if init is not None:
+    if init is not None:  # newer torch: its own initializer
         init(local)
         return
-    from collections import defaultdict
-
-    local.tree_manager_containers = {}  # what torch 2.11's module body does in the importing thread
+    local.tree_manager_containers = {}  # torch 2.11: what its module body does in the importing thread
     local.tree_manager_locks = defaultdict(threading.Lock)
     torch._C._stash_obj_in_tls("tree_manager_containers", local.tree_manager_containers)
     torch._C._stash_obj_in_tls("tree_manager_locks", local.tree_manager_locks)
@@ -100,15 +108,23 @@ def _default_threads() -> int:
 
 
 class GenerationWorker:
-    """One daemon thread that runs submitted jobs one after another."""
+    """One daemon thread that runs submitted jobs one after another, each answered through a
+    `concurrent.futures.Future` (its result, or whatever it raised, BaseException included).
+
+    The thread prepares itself once, before its first job: its torch CPU thread count (`threads`, set per thread)
+    and, on CUDA, the thread-local state CUDA graph trees keep their graphs in; graphs recorded by one job replay
+    in the next, since every job runs on this same thread. Not a ThreadPoolExecutor: its thread is not a daemon and
+    is joined at interpreter exit after every job still queued, so a generation (or the background recording of
+    the larger batch sizes) would hold up the app's exit."""
 
     def __init__(self, name: str = "lora-lab-generate", threads: int | None = None):
         self.threads = threads  # torch CPU threads for this thread's work (OpenMP settings are per thread)
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def _loop(self) -> None:
+    def _prepare(self) -> None:
+        """This thread's torch state, before its first job."""
         if self.threads:
             try:
                 use_threads(self.threads)
@@ -116,35 +132,35 @@ class GenerationWorker:
                 log.warning("chat: setting the generation thread's CPU threads failed (%s: %s)", type(e).__name__, e)
         if torch.cuda.is_available():
             _cudagraph_thread_state()
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, done, box = job
-            try:
-                box["result"] = fn()
-            except BaseException as e:  # noqa: BLE001 - handed to the submitter
-                box["error"] = e
-            finally:
-                done.set()
 
-    def submit(self, fn: Callable) -> tuple[threading.Event, dict]:
-        """Queue fn; returns (an event set when it has run, a dict that then holds 'result' or 'error')."""
+    def _loop(self) -> None:
+        self._prepare()
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the submitter
+                future.set_exception(e)
+            else:
+                future.set_result(result)
+            job = fn = future = result = None  # an idle thread keeps no job's closure (a model) or result alive
+
+    def submit(self, fn: Callable) -> Future:
+        """Queue fn (a job may queue another: it runs after the jobs already queued); returns its Future."""
         if not self._thread.is_alive():
             raise RuntimeError("the generation thread has stopped")
-        done, box = threading.Event(), {}
-        self._jobs.put((fn, done, box))
-        return done, box
+        future: Future = Future()
+        self._jobs.put((fn, future))
+        return future
 
     def run(self, fn: Callable):
-        """Run fn on the worker thread and wait for it."""
-        done, box = self.submit(fn)
-        done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
+        """Run fn on the worker thread and wait for it: its result, or what it raised, raised here."""
+        return self.submit(fn).result()
 
     def close(self) -> None:
+        """Stop the thread after the jobs already queued (waited for up to a minute, unless called from a job)."""
         self._jobs.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=60)
@@ -164,7 +180,7 @@ DEFAULT_STEP_MODE = "layers-graph"
 
 
 def step_mode_from_env(default: str = DEFAULT_STEP_MODE) -> str:
-    mode = os.environ.get("LORA_LAB_CHAT_STEP", "").strip() or default
+    mode = env.chat_step() or default
     if mode not in STEP_MODES:
         raise ValueError(f"LORA_LAB_CHAT_STEP={mode!r}: use one of {', '.join(STEP_MODES)}")
     return mode
@@ -386,7 +402,7 @@ class PairDecoder:
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The prompt through the model; the logits of its last position. The head gets that position as a
         contiguous [rows, 1, hidden] tensor: given the strided slice (logits_to_keep=1), the CPU matmul copied
-        the whole bf16 head (181 ms for SmolLM2, measured) before multiplying."""
+        the whole bf16 head before multiplying."""
         body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
         head = self.model.get_output_embeddings()
         if body is None or head is None or getattr(self.model.config, "final_logit_softcapping", None):

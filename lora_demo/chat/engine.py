@@ -23,7 +23,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 
+from lora_demo import env
 from lora_demo.adapters import check_adapter, check_adapter_fits, module_shapes
 from lora_demo.chat.batcher import CUDA_SIZES, Batcher, Request
 from lora_demo.chat.compare import CompareRow, compare_on_rows
@@ -264,8 +266,6 @@ class ChatEngine:
     def _rebuild_rows(self) -> None:
         """The per-row masks over every attached adapter (None when one has layers they cannot serve: then PEFT's
         mixed batch serves), and decoders that record their step again with the new factors."""
-        import os
-
         from lora_demo.chat.rowscale import RowScale, lora_linear_layers  # deferred: imports torch
 
         if self.row_scale is not None and self.row_scale.refresh(self.model):
@@ -274,8 +274,7 @@ class ChatEngine:
             self.row_scale.remove()
         # CUDA: rank columns in multiples of 64 per layer, so most attaches refill in place (no new CUDA graph or
         # compile); CPU: exact sizes (nothing is recorded there, and padding columns would cost time).
-        env = os.environ.get("LORA_LAB_CHAT_RANK_BUCKET", "").strip()
-        bucket = int(env) if env.isdigit() and int(env) > 0 else (64 if self.device == "cuda" else 1)
+        bucket = env.chat_rank_bucket() or (64 if self.device == "cuda" else 1)
         self.row_scale = RowScale(self.model, rows=2, bucket=bucket) if lora_linear_layers(self.model) else None
         for decoder in self.decoders.values():
             decoder.forget_step()
@@ -305,8 +304,8 @@ class ChatEngine:
         t0 = time.perf_counter()
         if self.decoder is None or self.default_mode != "rows":
             return 0.0
-        # A prompt of a typical length: the eager prefill's kernels for such shapes get warmed too (on the H200 the
-        # first answer after a 'Hi' warm-up waited 0.85 s for its first tokens, the next one 0.1 s).
+        # A prompt of a typical length: the eager prefill's kernels for such shapes get warmed too (after a 'Hi'
+        # warm-up alone, the first real answer on a GPU still waited for kernels to load before its first tokens).
         warm = " ".join(["Explain how low-rank adapters change a model's answers."] * 8)
         rows = [self.tokenizer(warm).input_ids[:96] or [self.tokenizer.pad_token_id]] * self.decoder.rows
 
@@ -664,7 +663,7 @@ class ChatEngine:
 
             self.worker = GenerationWorker()
         t0 = time.perf_counter()
-        done, box = self.worker.submit(work)
+        job_done = self.worker.submit(work)
         finished = False
         try:
             yield from _drain(streamer, results, t0, set(self._eos_ids()), self.tokenizer.decode, every_s)
@@ -672,9 +671,8 @@ class ChatEngine:
         finally:
             if not finished:
                 self.stop_event.set()  # honoured at the next token
-            done.wait()
-        if "error" in box:
-            raise box["error"]
+            futures.wait([job_done])
+        job_done.result()  # raises what the generation raised
 
     def _scaled(self, scale: float):
         if not len(self.adapters) or scale == 1.0:

@@ -8,20 +8,19 @@ adapter, and a base is only unloaded for another base.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from lora_demo import env
 from lora_demo.chat.engine import ChatEngine
 from lora_demo.errors import InputError
 from lora_demo.i18n import msg
 
 
 def _budget() -> int:
-    env = os.environ.get("LORA_LAB_CHAT_BASES", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    if n := env.chat_bases():
+        return n
     try:
         import torch
 

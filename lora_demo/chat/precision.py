@@ -3,22 +3,19 @@ CPU with native bf16 for models of 50M parameters or more."""
 
 from __future__ import annotations
 
+import psutil
+
 from lora_demo.i18n import msg
 
 
 def _free_memory_bytes(device: str) -> int:
-    import torch
+    """The memory a 16-bit copy of the weights would go to: the GPU's free memory, or the RAM available (psutil:
+    MemAvailable on Linux)."""
+    from lora_demo.device import free_gpu_bytes  # deferred: device imports torch, and the CLI imports this module
 
     if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return free_gpu_bytes() or 0
+    return int(psutil.virtual_memory().available)
 
 
 def _param_count(model, embeddings: bool = True) -> int:
@@ -43,7 +40,7 @@ def chat_precision(model, plan, full_precision: bool = False) -> tuple[object, s
     - A bitsandbytes 4/8-bit checkpoint is dequantized once to a 16-bit copy when free memory holds it (with room
       to spare): decoding is memory-bound, and 16-bit matmuls beat bitsandbytes' dequantize-per-step kernels.
     - On a CPU with native bf16 (AVX512-BF16/AMX) a model of >= 50M non-embedding parameters decodes in bf16:
-      half the bytes per token (SmolLM2-135M, 2 cores: 20 vs 10.7 steps/s at batch 2, measured). Smaller models
+      half the bytes per token, so decoding steps come faster (measured on SmolLM2-135M). Smaller models
       stay fp32, where the difference is noise and tests compare with a plain fp32 load. full_precision: fp32 on
       a CPU always (the parity check's reference).
     """

@@ -9,10 +9,10 @@ the registry maps them. Attaching or detaching changes the model, so callers hol
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from pathlib import Path
 
+from lora_demo import env
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
 from lora_demo.rundir import AdapterDir
@@ -50,8 +50,7 @@ class AdapterRegistry:
     """Which adapters are attached to a model, in least-recently-used order."""
 
     def __init__(self, max_adapters: int | None = None):
-        env = os.environ.get("LORA_LAB_CHAT_ADAPTERS", "").strip()
-        self.max_adapters = max(1, int(max_adapters or (env if env.isdigit() else 8)))
+        self.max_adapters = max(1, int(max_adapters or env.chat_adapters()))
         self.names: OrderedDict[str, str] = OrderedDict()  # folder key -> PEFT name, least recently used first
         self.templates: dict[str, dict] = {}
 
@@ -76,7 +75,7 @@ class AdapterRegistry:
         """Attach an adapter folder (already checked against the model) to `model` (a base model: it becomes a
         PeftModel; or a PeftModel: one more adapter). Returns the model and the folders detached to stay within the
         budget. CUDA: the adapter in the model's 16-bit dtype (one dtype through each compiled layer); CPU: PEFT's
-        default fp32 adapter (tiny bf16 matmuls cost ~4x fp32 ones there)."""
+        default fp32 adapter (tiny bf16 matmuls cost several times fp32 ones there)."""
         from peft import PeftModel
 
         key, name = adapter_key(adapter_dir), peft_name(adapter_dir)

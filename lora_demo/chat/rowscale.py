@@ -21,11 +21,12 @@ runs PEFT's own forward unchanged: the held-out loss and the token colouring kee
 from __future__ import annotations
 
 import contextlib
-import os
 import types
 
 import torch
 import torch.nn.functional as F
+
+from lora_demo import env
 
 
 class RowScale:
@@ -47,7 +48,7 @@ class RowScale:
         self.adapters = sorted({a for layer in self.layers for a in layer.lora_A})
         if self.adapter not in self.adapters:
             self.adapter = self.adapters[0]
-        fuse = os.environ.get("LORA_LAB_CHAT_FUSE", "1").strip() != "0"  # 0: each layer its own LoRA matmuls
+        fuse = env.chat_fuse()  # 0: each layer its own LoRA matmuls
         grouped = sibling_groups(model, self.layers) if fuse else []
         in_group = {id(m) for g in grouped for m in g}
         self.fused = [StackedLora(g, self.bucket) for g in grouped]  # sibling groups (the bench reports how many)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_demo import env
 from lora_demo.data.verbatim import verbatim
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
 from lora_demo.io import parse_jsonl, read_bytes, to_jsonl, too_deep, write_atomic
 
 FIELDS = ("instruction", "input", "output")
-MAX_UPLOAD_MB = float(os.environ.get("LORA_LAB_MAX_UPLOAD_MB", "20"))
+MAX_UPLOAD_MB = env.max_upload_mb()
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 _ROLE_USER = {"human", "user"}
 _ROLE_BOT = {"gpt", "assistant", "bot", "model"}

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from lora_demo import env
 from lora_demo.data.templates import uses_thinking
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
@@ -179,6 +180,6 @@ def load_model(
     if device != "cuda" and "quantization_config" not in kwargs:
         model.to(device)
     model.eval()
-    if os.environ.get("LORA_LAB_DEBUG"):
+    if env.debug():
         print(f"loaded {model_id} from {path} in {time.perf_counter() - t0:.1f}s")
     return LoadedModel(model, tok, model_id, path, time.perf_counter() - t0)

@@ -5,7 +5,7 @@ ranks). transformers' TikTokenConverter turns it into a fast tokenizer; we add Q
 normalisation, the 26 Qwen3 added tokens (ids 151643-151668) and a Qwen3 chat template written here.
 The model is Qwen3ForCausalLM with hidden size 64 and 2 layers. Its untied lm_head is initialised 10x larger
 than usual: with a std-0.02 frozen head, LoRA on the projections barely moves the logits, so a short run could
-not visibly learn (measured: 150 steps fell 13.4 -> 4.0 only with the scaled head).
+not visibly learn (a short run's loss falls clearly only with the scaled head).
 """
 
 from __future__ import annotations

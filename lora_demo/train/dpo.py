@@ -23,6 +23,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from lora_demo import env
 from lora_demo.data import build_example, split_rows
 from lora_demo.data.preferences import check_pairs
 from lora_demo.i18n import msg
@@ -39,7 +40,7 @@ def device_plan(plan):
     """The device plan of a DPO run: the transformers backend (see the module docstring), unless Unsloth is asked
     for by name (LORA_LAB_BACKEND=unsloth: importing unsloth patches TRL's DPOTrainer; bench_dpo.py --gpu measures
     both)."""
-    if plan.backend != "unsloth" or os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth":
+    if plan.backend != "unsloth" or env.backend() == "unsloth":
         return plan
     return replace(plan, backend="transformers", backend_reason="DPO: transformers + PEFT + TRL")
 
@@ -252,7 +253,7 @@ def plan_dpo(out: dict, s, pairs: list | None, p: dict) -> None:
     the backend, and the warnings that save a round (too few pairs, warmup ≥ steps, under 10 steps)."""
 
     out["method"] = "dpo"
-    forced = os.environ.get("LORA_LAB_BACKEND", "").strip().lower() == "unsloth"
+    forced = env.backend() == "unsloth"
     out["backend"] = "unsloth" if forced and out.get("backend") == "unsloth" else "transformers"  # (device_plan)
     out.pop("batch_summary", None)  # (SFT's padding-free batching: TRL pads each micro-batch of pairs)
     # Each micro-batch holds every pair's chosen and rejected answer; the reference pass keeps no activations.

@@ -5,8 +5,8 @@
 - At step 0 and after each checkpoint it asks the probe prompts (probes.answer) and records the answers.
   The step-0 model of a new adapter is the base model (PEFT and Unsloth start B at 0), so its answers are taken
   just after step 1 with the adapter disabled (the same model, bit for bit): the first step and its loss come that
-  much sooner (on the H200 the first generation took 3-7 s of the wait before step 1). A run that continues an
-  adapter (init_adapter) answers at step 0 itself.
+  much sooner (the first generation, which loads its kernels, was a visible part of the wait before step 1). A
+  run that continues an adapter (init_adapter) answers at step 0 itself.
 Only rank 0 acts under DDP (the others wait at their next collective, a few seconds at most).
 """
 

@@ -1,8 +1,8 @@
 """A training worker started before it is needed, so pressing Train does not wait for the imports.
 
-Importing Unsloth takes ~30 s on the GPU machine (transformers, PEFT and TRL ~8 s on a CPU one). While the user
-edits settings (each edit asks for a plan), the Runner keeps one process that has already imported them and waits
-for a run folder on its stdin:
+Importing Unsloth (on a CPU machine transformers, PEFT and TRL) is a large part of the wait before step 1 (README's
+Performance section). While the user edits settings (each edit asks for a plan), the Runner keeps one process that
+has already imported them and waits for a run folder on its stdin:
 
     python -m lora_demo.train.prewarm READY_FILE      (the Runner starts it; READY_FILE appears once imported)
 
@@ -28,10 +28,10 @@ import threading
 import time
 from pathlib import Path
 
+from lora_demo import env
 from lora_demo.io import open_fd
 from lora_demo.rundir import RunDir
 from lora_demo.train import worker
-from lora_demo.train.batching import env_flag
 
 
 def wanted() -> bool:
@@ -42,7 +42,7 @@ def wanted() -> bool:
         cuda = torch.cuda.is_available()
     except Exception:  # noqa: BLE001
         cuda = False
-    return env_flag("LORA_LAB_PREWARM", cuda)
+    return env.prewarm(cuda)
 
 
 class WarmWorker:
@@ -138,7 +138,7 @@ def warm_imports() -> None:
     from lora_demo.models import load_model  # noqa: F401
 
     if plan.device == "cuda":
-        torch.cuda.init()  # the CUDA context (~1-2 s) too
+        torch.cuda.init()  # the CUDA context too
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ def answer(model, tok, rows: list[dict], s, max_new_tokens: int, unsloth: bool =
 
     unsloth: Unsloth's generate switches to inference (gradient checkpointing off, KV cache on) and back to training
     (checkpointing re-armed, KV cache off), but only for a model that is in training mode on entry: a model.eval()
-    first left checkpointing off for the rest of the run (measured on the H200: 15.7 GiB instead of 2.6). So the
+    first left checkpointing off for the rest of the run (its peak memory grew several-fold; README). So the
     model goes in training mode. Whatever the library does, each module's checkpointing flag is put back as it was."""
     import torch
 

@@ -10,6 +10,9 @@ import re
 import time
 from pathlib import Path
 
+import psutil
+
+from lora_demo import env
 from lora_demo.data.templates import ALPACA_NO_INPUT
 from lora_demo.errors import InputError
 from lora_demo.i18n import Msg, msg
@@ -23,7 +26,7 @@ ACTIVE = ("starting", "loading", "compiling", "training", "saving")
 FINAL = ("completed", "stopped", "failed")
 # Set in the worker's environment when it must end with the process that started it (the CLI without --detach):
 # "<pid>:<start>" of that process (worker.die_with_owner).
-OWNER_ENV = "LORA_LAB_OWNER"
+OWNER_ENV = env.OWNER
 # The run's TensorBoard event files (worker.sft_config, milestones), in this subfolder of the run folder.
 TENSORBOARD_DIR = TENSORBOARD
 
@@ -138,32 +141,38 @@ def log_tail(run_dir: str | Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(clean_log(data.decode("utf-8", errors="replace"))[-lines:])
 
 
+# This boot's identity (Linux: a fresh random id at each boot). psutil has none, and its boot_time() moves when the
+# clock is set, so it cannot tell a boot apart from the next one a status file was written in.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def process_start(pid: int) -> str | None:
-    """Which process a pid is: the boot and the start time (Linux /proc), so a pid reused after a reboot or by
-    another program is not taken for the worker. None where /proc is not there."""
+    """Which process a pid is: "<boot id>:<start>", so a pid reused after a reboot or by another program is not
+    taken for the worker. None where that is unknown (no Linux boot id, no such process).
+
+    <start> is the process's start in clock ticks since boot, as /proc/PID/stat gives it and as every status.json
+    holds it (`pid_start`, and $LORA_LAB_OWNER): psutil's create_time() is those ticks plus the boot time, so
+    subtracting the boot time gives them back exactly. Unlike the wall-clock start time, they do not move when the
+    clock is set."""
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        boot = BOOT_ID.read_text().strip()
+        since_boot = psutil.Process(pid).create_time() - psutil.boot_time()
+    except (OSError, psutil.Error):
         return None
-    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, after the command name in parentheses
+    return f"{boot}:{round(since_boot * CLOCK_TICKS)}"
 
 
 def pid_alive(pid: int | None, start: str | None = None) -> bool:
-    """Whether the process is there (and, given its recorded start, is still the same process)."""
+    """Whether the process is there (and, given its recorded start, is still the same process).
+
+    A zombie (exited, not yet reaped) counts as alive here: its parent, the app's Runner, reaps it and records the
+    precise reason (e.g. "killed (SIGKILL)"), which this generic check could not know."""
     if not pid:
         return False
     if start is not None and process_start(pid) not in (None, start):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) counts as alive here: its parent, the app's Runner, reaps it and records
-    # the precise reason (e.g. "killed (SIGKILL)"), which this generic check could not know.
-    return True
+    return psutil.pid_exists(pid)
 
 
 GONE = msg("The training process ended unexpectedly (killed, or the app was restarted).")

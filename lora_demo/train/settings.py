@@ -733,7 +733,8 @@ def defaults_for(device: str, model: str | None = None) -> TrainSettings:
             load_in_4bit=True,
             val_fraction=0.1,
         )
-    # Probes on 2 CPU cores: one row, 24 tokens (about 2 s a point, bench/bench_checkpoints.py); a GPU does 3 × 32.
+    # Probes on 2 CPU cores: one row, 24 tokens, so they cost the run little (bench/bench_checkpoints.py); a GPU
+    # does 3 × 32.
     return TrainSettings(model=model or default_model_id(False), probe_rows=1, probe_tokens=24, val_fraction=0.1)
 
 

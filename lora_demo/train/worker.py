@@ -14,6 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
+import psutil
+
 from lora_demo.data import build_example
 from lora_demo.data.preferences import as_rows
 from lora_demo.errors import LoraLabError
@@ -567,12 +569,11 @@ def _peer_lost(exc: BaseException) -> bool:
 
 def owner_alive(pid: int, start: str | None) -> bool:
     """Whether the process that started this worker is still there (an exited one awaiting its reaper is not)."""
-
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        state = ""
-    return state != "Z" and pid_alive(pid, start)
+        zombie = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone, or not ours to see: pid_alive decides
+        zombie = False
+    return not zombie and pid_alive(pid, start)
 
 
 def die_with_owner(run_dir: Path) -> None:

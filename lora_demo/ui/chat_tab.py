@@ -6,9 +6,7 @@ engine (lora_demo/chat/engine.py). Each action can be called without launching t
 
 from __future__ import annotations
 
-import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +30,12 @@ from lora_demo.ui.common import (
     show_errors,
 )
 from lora_demo.ui.judge_section import create_judge_section
+from lora_demo.ui.sessions import SessionStore
 
 # The page gets at most one update of both chats per this many seconds (plus the first token and the end): every
 # update re-renders both histories in the browser, which on 2 cores competed with decoding when sent per token.
 # LORA_LAB_CHAT_UPDATE_S changes it (bench/bench_chat_page.py --update-s 0 measures the per-chunk page).
-PAGE_UPDATE_S = float(os.environ.get("LORA_LAB_CHAT_UPDATE_S", "0.12"))
+PAGE_UPDATE_S = LabEngine.chat_update_s
 # Adapters the N-way compare adds beside base and the picked adapter (one batch of up to 2 + MAX_COMPARE rows).
 MAX_COMPARE = 3
 MODEL_LOCK = dict(concurrency_limit=1, concurrency_id="model")  # generation is serialized per loaded model
@@ -84,21 +83,16 @@ class _SessionStops:
     only their own answer (generation of other visitors goes on)."""
 
     def __init__(self, size: int = 2048):
-        self.size, self.lock, self.events = size, threading.Lock(), OrderedDict()
+        self.events = SessionStore(size)
 
     def fresh(self) -> threading.Event:
         key, event = session_key(), threading.Event()
         if key is not None:
-            with self.lock:
-                self.events[key] = event
-                self.events.move_to_end(key)
-                while len(self.events) > self.size:
-                    self.events.popitem(last=False)
+            self.events.put(key, event)
         return event
 
     def stop(self) -> None:
-        with self.lock:
-            event = self.events.get(session_key())
+        event = self.events.get(session_key())
         if event is not None:
             event.set()
 

@@ -6,9 +6,7 @@ import functools
 import html
 import inspect
 import logging
-import threading
 import time
-from collections import OrderedDict
 
 import gradio as gr
 from gradio.context import LocalContext
@@ -16,6 +14,7 @@ from gradio.context import LocalContext
 from lora_demo.engine import LabEngine
 from lora_demo.errors import LoraLabError
 from lora_demo.i18n import DEFAULT, msg, pick_lang, render
+from lora_demo.ui.sessions import SessionStore
 
 log = logging.getLogger("lora_demo.ui")
 
@@ -32,23 +31,18 @@ class _SessionLangs:
     API, tests) get the app's default language."""
 
     def __init__(self, size: int = 4096):
-        self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
+        self.by_session = SessionStore(size)
         self.default = DEFAULT
 
     def set(self, lang: str) -> str:
         lang, key = pick_lang(lang), session_key()
         if key is not None:
-            with self.lock:
-                self.by_session[key] = lang
-                self.by_session.move_to_end(key)
-                while len(self.by_session) > self.size:
-                    self.by_session.popitem(last=False)
+            self.by_session.put(key, lang)
         return lang
 
     def get(self) -> str:
         key = session_key()
-        with self.lock:
-            return self.by_session.get(key, self.default) if key is not None else self.default
+        return self.by_session.get(key, self.default) if key is not None else self.default
 
 
 SESSION_LANG = _SessionLangs()
@@ -110,7 +104,7 @@ class _LastErrors:
     next to the control, where it stays until the next action writes there."""
 
     def __init__(self, size: int = 2048):
-        self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
+        self.by_session = SessionStore(size)
 
     _session = staticmethod(session_key)
 
@@ -118,18 +112,13 @@ class _LastErrors:
         key = self._session()
         if key is None:
             return
-        with self.lock:
-            self.by_session[key] = (time.monotonic(), message)
-            self.by_session.move_to_end(key)
-            while len(self.by_session) > self.size:
-                self.by_session.popitem(last=False)
+        self.by_session.put(key, (time.monotonic(), message))
 
     def pop(self, max_age_s: float = 30.0):
         """This session's last message, if it is fresh (a failure's follow-up runs right after it; an old message
         from an event without a status line must not show up under another control later)."""
         key = self._session()
-        with self.lock:
-            when, message = self.by_session.pop(key, (0.0, None)) if key is not None else (0.0, None)
+        when, message = self.by_session.pop(key, (0.0, None)) if key is not None else (0.0, None)
         return message if time.monotonic() - when <= max_age_s else None
 
 
@@ -146,23 +135,18 @@ class _ShownErrors:
     write it again in the new language, and only while the line still shows it."""
 
     def __init__(self, size: int = 8192):
-        self.size, self.lock, self.shown = size, threading.Lock(), OrderedDict()
+        self.shown = SessionStore(size)
 
     def put(self, status_id: int, raw, markdown: str) -> None:
         key = (session_key(), status_id)
         if key[0] is None:
             return
-        with self.lock:
-            self.shown[key] = (raw, markdown)
-            self.shown.move_to_end(key)
-            while len(self.shown) > self.size:
-                self.shown.popitem(last=False)
+        self.shown.put(key, (raw, markdown))
 
     def again(self, status_id: int, current):
         """The shown error in this session's language, if `current` is still what was written; else None."""
         key = (session_key(), status_id)
-        with self.lock:
-            raw, markdown = self.shown.get(key, (None, None))
+        raw, markdown = self.shown.get(key, (None, None))
         if raw is None or current != markdown:
             return None
         fresh = error_markdown(show(raw))

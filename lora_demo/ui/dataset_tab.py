@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
-from collections import OrderedDict
 
 import gradio as gr
 import pandas as pd
 
 from lora_demo.i18n import LANGS, Msg, msg, render
 from lora_demo.ui.common import dynamic, friendly, lang, on_language, on_load, session_key, show, show_errors
+from lora_demo.ui.sessions import SessionStore
 from lora_demo.ui.views.data import length_histogram
 
 log = logging.getLogger("lora_demo.ui")
@@ -48,22 +47,16 @@ class _Shown:
     (ui.common.on_language) without reading the file or validating again. Calls without a session keep nothing."""
 
     def __init__(self, size: int = 1024):
-        self.size, self.lock, self.by_session = size, threading.Lock(), OrderedDict()
+        self.by_session = SessionStore(size)
 
     def keep(self, slot: str, fn) -> None:
         key = session_key()
-        if key is None:
-            return
-        with self.lock:
-            self.by_session.setdefault(key, {})[slot] = fn
-            self.by_session.move_to_end(key)
-            while len(self.by_session) > self.size:
-                self.by_session.popitem(last=False)
+        if key is not None:
+            self.by_session.update(key, lambda slots: {**slots, slot: fn}, {})
 
     def get(self, slot: str):
         key = session_key()
-        with self.lock:
-            return self.by_session.get(key, {}).get(slot) if key is not None else None
+        return self.by_session.get(key, {}).get(slot) if key is not None else None
 
 
 def _same(a, b) -> bool:

@@ -759,8 +759,9 @@ def create_train_tab(lab, tab: gr.Tab) -> TrainTab:
     remember = _wire_memory(act, form)
     export_panel(act.lab, ui["view"])
     ui["seen"] = gr.State(None)
-    # Every 2 s (as LLaMA-Factory's board): each tick costs the browser ~90 ms of CPU on a 2-core machine that is
-    # also training (bench/bench_watch_training.py), and a bar that moves every 2 s still reads as live.
+    # Every 2 s (as LLaMA-Factory's board): each tick costs the browser CPU time on a 2-core machine that is also
+    # training (bench/bench_watch_training.py; README's Performance section), and a bar that moves every 2 s still
+    # reads as live.
     ui["timer"] = gr.Timer(POLL_S, active=False)
     watch = dict(
         fn=lambda: gr.Timer(active=True),
