@@ -79,3 +79,25 @@ def test_a_chinese_session_gets_the_plan_and_errors_in_chinese(app_client):
         *form(dataset="example:seed", micro_batch_size=1, gradient_accumulation_steps=8, warmup=5, num_epochs=1),
         api_name="/train_plan",
     )
+
+
+def test_handlers_that_change_nothing_pass_gradio_s_output_check(tmp_path):
+    """A fresh browser's page load (nothing stored) and "— new LoRA factors —" in "continue from" change no field.
+    Their handlers once returned {}, which Gradio refuses ("didn't return enough output values"): an Error pill on
+    every form field at each page load. Run them through Gradio's own processing, as the page does."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from lora_demo.ui import AppSettings, build_app
+
+    demo = build_app(AppSettings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data"))
+    calls = {"restore_once": [[{}, False], [{"r": 8}, True], [{"r": 8}, False]], "adopt_parent": [[""], [None]]}
+    seen = set()
+    for block_fn in demo.fns.values():
+        name = getattr(block_fn.fn, "__name__", "")
+        for inputs in calls.get(name, []):
+            out = asyncio.run(demo.process_api(block_fn=block_fn, inputs=inputs, state=SessionState(demo)))
+            assert len(out["data"]) == len(block_fn.outputs)
+            seen.add(name)
+    assert seen == set(calls)

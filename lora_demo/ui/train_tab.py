@@ -126,7 +126,7 @@ class TrainActions:
     def restore_once(self, stored, done) -> dict:
         """restore(), the first time this page has stored values to restore; nothing after that."""
         if done or not (isinstance(stored, dict) and stored):
-            return {}
+            return gr.skip()  # (an empty dict is refused by Gradio: "not enough output values")
         return {**dict(zip(self._form(), self.restore(stored), strict=True)), self.ui["restored"]: True}
 
     def _form(self) -> list:
@@ -229,7 +229,7 @@ class TrainActions:
     def adopt_parent(self, adapter) -> dict:
         """Picking an adapter to continue from takes its base model and LoRA shape, which must match it."""
         if not adapter:
-            return {}
+            return gr.skip()
         s = self.lab.continue_settings(adapter)
         return {self.ui[k]: getattr(s, k) for k in ("model", "r", "lora_alpha", "target_modules", "use_rslora")}
 
