@@ -85,6 +85,14 @@ def test_rows_of_different_adapters_equal_each_adapter_alone(engine, adapters):
         assert torch.allclose(rows[k], want[0], atol=1e-4), k
     assert (alone[0] - alone[1]).abs().max() > 1e-2 and (alone[0] - base).abs().max() > 1e-2  # they really differ
     assert len({r for st in engine.row_scale.stacks for _, _, r, _ in st.layout}) >= 2  # ranks 16/4 and 2 mixed
+    # CPU: q/k/v and gate/up took their base outputs from one shared matmul (the path bench_chat.py measures), each
+    # layer's weight a view of the shared tensor (no copy kept), so the rows above were computed that way.
+    shared = [st for st in engine.row_scale.stacks if st.W is not None]
+    assert {len(st.layers) for st in shared} == {2, 3}
+    for st in shared:
+        assert all(
+            m.base_layer.weight.untyped_storage().data_ptr() == st.W.untyped_storage().data_ptr() for m in st.layers
+        )
 
 
 def test_one_batch_of_four_rows_answers_what_each_adapter_answers_alone(engine, adapters):

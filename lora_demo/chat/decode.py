@@ -399,7 +399,16 @@ class PairDecoder:
             )
         return allowed
 
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _step_mask(self, valid: torch.Tensor, cur: int, kv_cap: int, unpadded: bool) -> torch.Tensor | None:
+        """A decoding step's attention mask: None for rows of one length (the eager CPU step: attention without a
+        mask takes its causal fast path), else which cache slots each row sees."""
+        if unpadded:
+            return None
+        n = valid.shape[0]
+        mask = valid.view(n, 1, 1, kv_cap) if self.compiled else valid[:, :cur].view(n, 1, 1, cur)
+        return self._mask(valid, 1, mask.shape[-1], cur - 1) if self.eager_mask else mask
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor) -> torch.Tensor:
         """The prompt through the model; the logits of its last position. The head gets that position as a
         contiguous [rows, 1, hidden] tensor: given the strided slice (logits_to_keep=1), the CPU matmul copied
         the whole bf16 head before multiplying."""
@@ -477,14 +486,17 @@ class PairDecoder:
         pick = _Sampler(ids, eos_ids, min_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty, seed)
         out = _Flusher(ids, eos_ids, width, sink)
         kv_len = self.max_cache_len if self.compiled else width
-        logits = self._prefill(ids[:, :width], self._mask(valid, width, kv_len, 0), pos)
+        # CPU, eager: rows of one length (the base/tuned pair asks one prompt) need no mask, and attention without
+        # one takes the causal fast path (a boolean mask cost the CPU's attention 2.5x a call); padding keeps it.
+        unpadded = not self.compiled and bool(valid[:, :width].all())
+        logits = self._prefill(ids[:, :width], None if unpadded else self._mask(valid, width, kv_len, 0), pos)
         tok = pick(logits, width, 0)
         del logits
         ids[:, width] = tok
         if out.flush(width + 1) or max_new_tokens == 1:
             return out.kept
         return self._decode_steps(
-            ids, valid, tok, pos[:, -1:] + 1, width, max_new_tokens, pick, out, pad_id, eos_ids, should_stop
+            ids, valid, tok, pos[:, -1:] + 1, width, max_new_tokens, pick, out, pad_id, eos_ids, should_stop, unpadded
         )
 
     def _record_or_fall_back(self) -> None:
@@ -545,6 +557,7 @@ class PairDecoder:
         pad_id: int,
         eos_ids: set[int],
         should_stop,
+        unpadded: bool = False,
     ) -> list[list[int]]:
         """The decoding loop after the prefill: one token a row a step, handed over in chunks (CUDA: every `chunk`
         steps, each look waits for the GPU; CPU: every flush_s), until every row's EOS, max_new_tokens or a stop."""
@@ -560,9 +573,7 @@ class PairDecoder:
                 g["graph"].replay()
                 tok = pick(g["out"], cur, step)
             else:
-                mask = valid.view(n, 1, 1, kv_cap) if self.compiled else valid[:, :cur].view(n, 1, 1, cur)
-                if self.eager_mask:
-                    mask = self._mask(valid, 1, mask.shape[-1], cur - 1)
+                mask = self._step_mask(valid, cur, kv_cap, unpadded)
                 if cuda and self.compiled:
                     torch.compiler.cudagraph_mark_step_begin()
                 logits = step_fn(

@@ -172,7 +172,32 @@ class StackedLora:
         self.size = len(layers)
         self.x = self.lora = None  # the input being served and its members' LoRA terms
         self.left = 0  # members still to take their slice of it
+        self.W, self.bias = self._share_base_weights()
         self.fill()
+
+    def _share_base_weights(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """CPU, sibling layers with plain nn.Linear bases of one dtype: their weights (and biases) moved into one
+        tensor, each layer's weight now a view of its rows (no copy kept), so the group's base outputs come from ONE
+        matmul; the step's many small matmuls cost more in calls than in bytes there (bench/bench_chat.py). (None,
+        None) otherwise; CUDA's recorded steps keep the layers' own matmuls."""
+        bases = [m.base_layer for m in self.layers]
+        if (
+            len(bases) < 2
+            or any(type(b) is not torch.nn.Linear for b in bases)
+            or self.A.device.type != "cpu"
+            or len({(b.weight.dtype, b.weight.device, b.weight.shape[1]) for b in bases}) != 1
+            or len({b.bias is None for b in bases}) != 1
+        ):
+            return None, None
+        with torch.inference_mode(False), torch.no_grad():
+            weight = torch.cat([b.weight.detach() for b in bases])
+            bias = None if bases[0].bias is None else torch.cat([b.bias.detach() for b in bases])
+            for m, b in zip(self.layers, bases, strict=True):
+                o0, o1 = m._lora_lab_slice
+                b.weight.data = weight[o0:o1]
+                if bias is not None:
+                    b.bias.data = bias[o0:o1]
+        return weight, bias
 
     def _need(self) -> int:
         """Rank columns per member for the adapters attached now, rounded up to the bucket."""
@@ -220,6 +245,23 @@ class StackedLora:
             rows = cache[key]
         mask.copy_(rows.to(mask.dtype).view(n, 1, -1))
         return mask
+
+
+def _shared_output(self, x):
+    """A member of a group whose base weights are one tensor (StackedLora.W): the group's base outputs and LoRA
+    terms for every member from one base matmul, one add (rounded once into the base's dtype, as PEFT sums), and
+    the LoRA's two matmuls; the first member called on an input computes them, each takes its slice."""
+    g = self._lora_lab_stack
+    if g.x is not x:
+        g.x, g.left = x, g.size - 1
+        g.lora = F.linear(x, g.W, g.bias).add_(F.linear(F.linear(x.to(g.A.dtype), g.A) * g.mask, g.B))
+    else:
+        g.left -= 1
+    start, stop = self._lora_lab_slice
+    out = g.lora[..., start:stop]
+    if g.left <= 0:
+        g.x = g.lora = None
+    return out
 
 
 def _lora_term(self, x):
@@ -288,5 +330,7 @@ def _row_scaled_linear(self, x, *args, **kwargs):
     the base's output (the same values as casting up, adding and casting down, in one op instead of three)."""
     if _peft_path(self, kwargs):
         return type(self).forward(self, x, *args, **kwargs)
+    if self._lora_lab_stack.W is not None:
+        return _shared_output(self, x)
     base = self.base_layer
     return F.linear(x, base.weight, base.bias).add_(_lora_term(self, x))
