@@ -13,8 +13,8 @@ Same prompt, greedy, fixed length (min_new_tokens = max_new_tokens):
   adapter, `for_inference`, the tuned answer alone (its studio's compare runs the sides one after the other).
 - ours, N-way: the base and N - 1 adapters of mixed ranks attached to the same base, N = 2, 3, 5 rows in one batch
   (the Chat tab's compare; ranks 16, 8, 16, 8), each timed after a first answer (which records that batch size).
-`--json` ends with one JSON line: ours_tok_s_each, peft_sequential_tok_s [base, tuned], unsloth_tok_s (null on the
-CPU), ttft_s, warmup_s, background_recording_s (CUDA: the 4- and 8-row steps, recorded after Load), n_way {rows_N: tok_s_each, step_ms, step_vs_2_rows, recompiles_after_first}, and the details (CUDA: where the warm-up's compile time went, and with --profile the GPU
+`--json` ends with one JSON line: ours_tok_s_each, ours_vs_peft_faster_side, peft_sequential_tok_s [base, tuned],
+unsloth_tok_s (null on the CPU), repeats (each timed answer's best of that many: 3 on the CPU by default), ttft_s, warmup_s, background_recording_s (CUDA: the 4- and 8-row steps, recorded after Load), n_way {rows_N: tok_s_each, step_ms, step_vs_2_rows, recompiles_after_first}, and the details (CUDA: where the warm-up's compile time went, and with --profile the GPU
 kernels of one answer: kernels and GPU-busy milliseconds per decoding step, the costliest kernels).
 """
 
