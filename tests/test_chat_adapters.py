@@ -95,6 +95,38 @@ def test_rows_of_different_adapters_equal_each_adapter_alone(engine, adapters):
         )
 
 
+def test_shared_base_weights_are_taken_over_by_a_rebuild_and_dropped_when_a_weight_is_replaced(tiny_run):
+    """CPU: a RowScale rebuilt (as after an attach that needs more rank columns) takes over the siblings' shared base
+    tensor instead of copying it again; a member whose weight was replaced since (a safe merge, a .to()) makes its
+    group fall back to the layers' own matmuls, and every row still equals PEFT's answer."""
+    from peft import PeftModel
+
+    from lora_demo.chat.rowscale import RowScale
+    from lora_demo.models import load_model
+
+    model = PeftModel.from_pretrained(load_model("qwen3-tiny").model, str(tiny_run)).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.inference_mode():
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        tuned = model(input_ids=ids).logits
+    rs = RowScale(model)
+    first = [st.W.data_ptr() for st in rs.stacks if st.W is not None]
+    assert first
+    rs.remove()
+    rs = RowScale(model)
+    shared = [st for st in rs.stacks if st.W is not None]
+    assert [st.W.data_ptr() for st in shared] == first  # taken over, not copied
+    q = shared[0].layers[0].base_layer
+    with torch.no_grad():
+        q.weight.data = q.weight.data.clone()
+    with torch.inference_mode(), rs.on([0.0, 1.0]):
+        rows = model(input_ids=ids.repeat(2, 1)).logits
+    assert sum(st.W is not None for st in rs.stacks) == len(first) - 1
+    assert "_lora_lab_shared" not in q.__dict__  # the dropped group's tensor is let go
+    assert torch.allclose(rows[0], base[0], atol=1e-5) and torch.allclose(rows[1], tuned[0], atol=1e-4)
+
+
 def test_one_batch_of_four_rows_answers_what_each_adapter_answers_alone(engine, adapters):
     source = [{"role": "user", "content": PROMPT}]
     last = None

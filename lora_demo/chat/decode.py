@@ -486,8 +486,8 @@ class PairDecoder:
         pick = _Sampler(ids, eos_ids, min_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty, seed)
         out = _Flusher(ids, eos_ids, width, sink)
         kv_len = self.max_cache_len if self.compiled else width
-        # CPU, eager: rows of one length (the base/tuned pair asks one prompt) need no mask, and attention without
-        # one takes the causal fast path (a boolean mask cost the CPU's attention 2.5x a call); padding keeps it.
+        # The eager step (the CPU's): rows of one length (the base/tuned pair asks one prompt) need no mask, and
+        # attention without one takes its causal fast path (2.5x cheaper a call on the CPU); padding keeps the mask.
         unpadded = not self.compiled and bool(valid[:, :width].all())
         logits = self._prefill(ids[:, :width], None if unpadded else self._mask(valid, width, kv_len, 0), pos)
         tok = pick(logits, width, 0)

@@ -100,6 +100,8 @@ class RowScale:
             rows_by_layout: dict = {}
             for st in self.stacks:
                 st.mask = st.mask_for(n, pairs, rows_by_layout)
+                if st.W is not None and not st.shares_base():
+                    st.W = st.bias = None
         self.rows, self._pairs_now = n, pairs
 
     @contextlib.contextmanager
@@ -189,15 +191,41 @@ class StackedLora:
             or len({b.bias is None for b in bases}) != 1
         ):
             return None, None
+        if self.shares_base():  # a RowScale rebuilt after an attach: the layers' weights are one tensor already
+            return self.W, self.bias
         with torch.inference_mode(False), torch.no_grad():
             weight = torch.cat([b.weight.detach() for b in bases])
             bias = None if bases[0].bias is None else torch.cat([b.bias.detach() for b in bases])
+            shared = (weight, bias)  # one object: shares_base() checks every member holds this very one
             for m, b in zip(self.layers, bases, strict=True):
                 o0, o1 = m._lora_lab_slice
                 b.weight.data = weight[o0:o1]
                 if bias is not None:
                     b.bias.data = bias[o0:o1]
+                b._lora_lab_shared = shared
         return weight, bias
+
+    def shares_base(self) -> bool:
+        """Whether every member's base weight (and bias) is still its slice of one shared tensor: set up by an
+        earlier stack (then this one takes it over as W), and not replaced since (a `.to()` of the model, a safe
+        merge), else set() drops W and the members run their own matmuls."""
+        shared = getattr(self.layers[0].base_layer, "_lora_lab_shared", None)
+        if shared is None:
+            return False
+        weight, bias = shared
+        for m in self.layers:
+            b, (o0, o1) = m.base_layer, m._lora_lab_slice
+            same = getattr(b, "_lora_lab_shared", None) is shared and _is_slice(b.weight, weight, o0, o1)
+            if (
+                not same
+                or (b.bias is None) != (bias is None)
+                or (bias is not None and not _is_slice(b.bias, bias, o0, o1))
+            ):
+                for k in self.layers:  # a weight was replaced: let go of the shared tensor (it would stay in memory)
+                    k.base_layer.__dict__.pop("_lora_lab_shared", None)
+                return False
+        self.W, self.bias = weight, bias
+        return True
 
     def _need(self) -> int:
         """Rank columns per member for the adapters attached now, rounded up to the bucket."""
@@ -245,6 +273,12 @@ class StackedLora:
             rows = cache[key]
         mask.copy_(rows.to(mask.dtype).view(n, 1, -1))
         return mask
+
+
+def _is_slice(t: torch.Tensor, whole: torch.Tensor, o0: int, o1: int) -> bool:
+    """Whether t is whole[o0:o1] (the same memory, dtype and shape)."""
+    part = whole[o0:o1]
+    return t.data_ptr() == part.data_ptr() and t.dtype == whole.dtype and t.shape == part.shape
 
 
 def _shared_output(self, x):
